@@ -1,0 +1,72 @@
+"""Exceptions raised by kdaudit.
+
+Hierarchy::
+
+    KDAuditError (ValueError)          bad input: names the argument, the value and what is accepted
+    ├── UnsafeModelFileError           a model file would need code execution (pickle) to load
+    ├── QueryBudgetExceededError       a black-box model was asked more than its query budget allows
+    ├── ModelExecutionError            a model raised while the harness ran it; carries what was computed
+    └── ConfigError                    an audit configuration or policy file is invalid
+
+Every error is a ``ValueError`` so callers that already catch bad-input errors keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "KDAuditError",
+    "ModelExecutionError",
+    "QueryBudgetExceededError",
+    "UnsafeModelFileError",
+    "invalid_argument",
+]
+
+
+class KDAuditError(ValueError):
+    """Invalid input or an audit that cannot proceed; the message says what was expected."""
+
+
+class UnsafeModelFileError(KDAuditError):
+    """Loading this file would execute code (pickle) and the caller did not declare it trusted."""
+
+
+class QueryBudgetExceededError(KDAuditError):
+    """A black-box model was asked for more queries than its budget allows."""
+
+    def __init__(self, message: str, *, used: int = 0, budget: int = 0) -> None:
+        super().__init__(message)
+        self.used = used
+        self.budget = budget
+
+
+class ModelExecutionError(KDAuditError):
+    """A model raised while the harness was running it.
+
+    ``partial`` holds the outputs computed before the failure (also kept in the cache, so a re-run resumes).
+    """
+
+    def __init__(self, message: str, *, model: str = "", rows_done: int = 0, partial: Any = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.rows_done = rows_done
+        self.partial = partial
+
+
+class ConfigError(KDAuditError):
+    """An audit configuration or policy file is invalid."""
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def invalid_argument(name: str, value: Any, accepted: str, *, cls: type[KDAuditError] = KDAuditError) -> KDAuditError:
+    """Build the standard error: ``argument 'name' got <value>; expected <accepted>``.
+
+    Use as ``raise invalid_argument("n_bins", n_bins, "an integer >= 1")``.
+    """
+    return cls(f"argument {name!r} got {_short(value)}; expected {accepted}")

@@ -1,0 +1,1 @@
+"""kdaudit.lineage."""

@@ -1,0 +1,84 @@
+"""The model protocol every adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Access", "ModelAdapter"]
+
+
+class Access(str, Enum):
+    """What a model lets the auditor see, from most to least."""
+
+    PROBABILITIES = "probabilities"  # full probability vector (or logits)
+    TOP_K = "top_k"  # the k most likely classes with their probabilities
+    LABELS = "labels"  # the predicted label only
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ModelAdapter(ABC):
+    """One model, seen through a uniform interface.
+
+    Attributes
+    ----------
+    name : str
+        Label in reports; unique within an audit.
+    n_classes : int
+    classes : tuple of str or None
+        Class names in output-column order, when the model knows them (checked against the other models').
+    access : Access
+    top_k : int or None
+        k, when ``access`` is ``TOP_K``.
+    output : {"logits", "probabilities", "labels"}
+        What :meth:`predict` returns.
+    kind : str
+        Adapter kind for reports ("torch", "torchscript", "sklearn", "onnx", "blackbox", "precomputed", "ensemble").
+    query_count : int
+        Rows this model has been asked about (what a black-box owner would bill).
+    """
+
+    name: str
+    n_classes: int
+    classes: tuple[str, ...] | None = None
+    access: Access = Access.PROBABILITIES
+    top_k: int | None = None
+    output: str = "probabilities"
+    kind: str = "model"
+    query_count: int = 0
+
+    @abstractmethod
+    def predict(self, X: Any) -> np.ndarray:
+        """Outputs for a batch of rows.
+
+        Returns (n, n_classes) logits or probabilities as :attr:`output` says; for ``TOP_K`` access,
+        (n, n_classes) probabilities that are zero outside each row's top k; for ``LABELS`` access, (n,) int labels.
+        """
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """sha256 of the weights or of the model file."""
+
+    def n_parameters(self) -> int | None:
+        return None
+
+    def size_bytes(self) -> int | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "access": str(self.access),
+            "top_k": self.top_k,
+            "n_classes": self.n_classes,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "sha256": self.fingerprint(),
+            "n_parameters": self.n_parameters(),
+            "size_bytes": self.size_bytes(),
+        }
