@@ -18,6 +18,7 @@ import argparse
 import gzip
 import hashlib
 import importlib.util
+import os
 from pathlib import Path
 
 from kdaudit._io import atomic_write_bytes
@@ -43,7 +44,8 @@ def main() -> None:
             raise SystemExit(f"{source / original}: sha256 {digest} differs from the recorded UCI file {sha256}")
         # mtime=0 and no file name keep the gzip bytes reproducible.
         packed = gzip.compress(raw, compresslevel=9, mtime=0)
-        atomic_write_bytes(FILES_DIR / bundled, packed)
+        target = atomic_write_bytes(FILES_DIR / bundled, packed)
+        os.chmod(target, 0o644)  # package data must be readable by every user of an installed package
         print(f"{original}: {len(raw):,} bytes -> {bundled}: {len(packed):,} bytes (sha256 of original {digest})")
 
 

@@ -183,7 +183,7 @@ def load_adult(*, split: str = "train", as_frame: bool = False) -> AuditData:
     Returns
     -------
     AuditData
-        ``X`` float32 of shape (n, 104) (names from :func:`adult_feature_names`); ``y_true`` 1 for ``">50K"``;
+        ``X`` float32 of shape (n, 91) (names from :func:`adult_feature_names`); ``y_true`` 1 for ``">50K"``;
         ``classes=("<=50K", ">50K")``; ``sensitive`` with columns ``sex`` and ``race`` holding the raw UCI group
         names (race: ``White``, ``Black``, ``Asian-Pac-Islander``, ``Amer-Indian-Eskimo``, ``Other``; none are
         merged, so the two smallest groups have about 300 training rows each and wide intervals).
@@ -197,7 +197,7 @@ def load_adult(*, split: str = "train", as_frame: bool = False) -> AuditData:
     >>> from kdaudit.data import load_adult
     >>> train = load_adult()
     >>> train.X.shape, train.classes
-    ((32561, 104), ('<=50K', '>50K'))
+    ((32561, 91), ('<=50K', '>50K'))
     >>> sorted(train.sensitive.columns)
     ['race', 'sex']
     """

@@ -1,1 +1,16 @@
-"""kdaudit.harness."""
+"""The harness: every model sees the same rows in the same order; outputs, provenance, caching, cost."""
+
+from kdaudit.harness._cost import measure_cost
+from kdaudit.harness._outputs import ModelOutputs, ModelRecord, Outputs, Provenance
+from kdaudit.harness._run import RunResult, library_versions, run
+
+__all__ = [
+    "ModelOutputs",
+    "ModelRecord",
+    "Outputs",
+    "Provenance",
+    "RunResult",
+    "library_versions",
+    "measure_cost",
+    "run",
+]

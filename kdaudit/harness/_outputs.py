@@ -69,7 +69,13 @@ class Outputs:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """Provenance of one model in a run."""
+    """Provenance of one model in a run.
+
+    ``queries`` counts the rows the model was asked about to produce these outputs, over every run that
+    contributed to them (a cached or resumed run reports the same number as a fresh one); ``queries_this_run``
+    counts only the new ones (0 on a cache hit) and, like the wall time, is left out of ``to_dict(
+    include_timing=False)``.
+    """
 
     name: str
     kind: str
@@ -82,6 +88,11 @@ class ModelRecord:
     from_cache: bool = False
     wall_time_s: float = 0.0
     members: tuple[str, ...] = ()
+    queries_this_run: int = 0
+    rows_from_cache: int = 0
+    device: str = ""
+    precision: str = ""
+    file_sha256: str | None = None
 
     def to_dict(self, *, include_timing: bool = True) -> dict[str, Any]:
         d = {
@@ -94,10 +105,17 @@ class ModelRecord:
             "size_bytes": self.size_bytes,
             "queries": self.queries,
             "members": list(self.members),
+            "device": self.device,
+            "precision": self.precision,
         }
+        if self.file_sha256 is not None:
+            d["file_sha256"] = self.file_sha256
         if include_timing:
+            # these change between a fresh run and a cached or resumed one, so they stay out of results.json
             d["from_cache"] = self.from_cache
             d["wall_time_s"] = self.wall_time_s
+            d["queries_this_run"] = self.queries_this_run
+            d["rows_from_cache"] = self.rows_from_cache
         return d
 
 

@@ -1,1 +1,46 @@
-"""kdaudit.lineage."""
+"""Teacher lineage: was a suspect model derived from our teacher, and which candidate teacher is its parent?
+
+:func:`lineage_test` returns a p-value whose validity rests on one stated assumption (the teacher is exchangeable
+with reference models of its own recipe under the null), never on treating probes as independent. :func:`attribute`
+tests several candidate teachers with Holm-Bonferroni correction. :func:`write_manifest` / :func:`verify_manifest`
+record and check a documented distillation.
+"""
+
+from kdaudit.lineage._definitions import DEFINITIONS
+from kdaudit.lineage._files import load_probes
+from kdaudit.lineage._manifest import MANIFEST_SCHEMA, VerifyResult, read_manifest, verify_manifest, write_manifest
+from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
+from kdaudit.lineage._signatures import SIGNATURES
+from kdaudit.lineage._stats import holm_adjust, min_references, parametric_p_value, rank_p_value
+from kdaudit.lineage._test import (
+    NULL_HYPOTHESIS,
+    AttributionResult,
+    LineageResult,
+    attribute,
+    lineage_test,
+    parse_access,
+)
+
+__all__ = [
+    "AttributionResult",
+    "DEFINITIONS",
+    "LineageResult",
+    "MANIFEST_SCHEMA",
+    "NULL_HYPOTHESIS",
+    "SIGNATURES",
+    "VerifyResult",
+    "attribute",
+    "disagreement_scores",
+    "holm_adjust",
+    "lineage_test",
+    "load_probes",
+    "min_references",
+    "mixup_blends",
+    "parametric_p_value",
+    "parse_access",
+    "rank_p_value",
+    "read_manifest",
+    "select_probes",
+    "verify_manifest",
+    "write_manifest",
+]

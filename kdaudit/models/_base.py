@@ -60,6 +60,18 @@ class ModelAdapter(ABC):
         (n, n_classes) probabilities that are zero outside each row's top k; for ``LABELS`` access, (n,) int labels.
         """
 
+    def prepare(self, data: Any) -> None:
+        """Called by the harness once before a run over ``data`` (an ``AuditData``); checks alignment.
+
+        Adapters that look rows up by id (precomputed outputs) build their index here.
+        """
+
+    def predict_batch(self, X: Any, *, ids: np.ndarray | None = None, rows: tuple[int, int] | None = None
+                      ) -> np.ndarray:
+        """Outputs for the rows ``X`` of the prepared data, whose sample ids are ``ids`` and whose positions
+        are ``rows = (start, stop)``. The harness calls this; the default is :meth:`predict`."""
+        return self.predict(X)
+
     @abstractmethod
     def fingerprint(self) -> str:
         """sha256 of the weights or of the model file."""

@@ -1,0 +1,670 @@
+"""``kdaudit.audit``: run teacher and students once through the harness, every section per student, the policy.
+
+The result splits in two on purpose:
+
+* ``AuditResult.to_dict()`` / ``results.json``: everything that follows from the inputs and the seed (numbers,
+  intervals, hashes, versions, config, policy, findings). Identical inputs and seed give identical bytes.
+* ``AuditResult.run_info`` / ``run.json``: what differs between runs (wall times, measured latency and throughput,
+  the time stamp, the command line), plus the sha256 of ``results.json`` it belongs to.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import html
+import importlib
+import inspect
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from kdaudit._estimate import Estimate
+from kdaudit._exceptions import invalid_argument
+from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
+
+__all__ = ["AuditResult", "METRIC_SECTIONS", "SCHEMA", "audit", "audit_from_config"]
+
+SCHEMA = "kdaudit.results/1"
+#: metric sections computed from teacher and student outputs: name -> (module, section function)
+METRIC_SECTIONS: dict[str, tuple[str, str]] = {
+    "agreement": ("kdaudit.metrics._agreement", "agreement_section"),
+    "calibration": ("kdaudit.metrics._calibration", "calibration_section"),
+    "bias": ("kdaudit.metrics._bias", "bias_section"),
+    "fingerprint": ("kdaudit.metrics._fingerprint", "fingerprint_section"),
+}
+_ALL = ("agreement", "calibration", "bias", "fingerprint", "cost", "lineage")
+
+COST_DEFINITIONS: dict[str, dict[str, Any]] = {
+    "cost.parameter_ratio": {
+        "label": "Parameter ratio",
+        "formula": "parameters(student) / parameters(teacher)",
+        "higher_is_better": False,
+        "description": "Fraction of the teacher's parameters the student keeps (an ensemble teacher counts all its "
+                       "members). Exact count; no interval.",
+    },
+    "cost.size_ratio": {
+        "label": "Size ratio",
+        "formula": "size_bytes(student) / size_bytes(teacher)",
+        "higher_is_better": False,
+        "description": "Fraction of the teacher's size in memory or on disk that the student needs. Exact; no "
+                       "interval.",
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------------------ result
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """The outcome of :func:`audit`.
+
+    Attributes
+    ----------
+    verdict : {"pass", "warn", "fail"}
+        The policy's verdict over every student (see :mod:`kdaudit.policy`).
+    findings : tuple of Finding
+        One per rule, student (and group for per-group rules).
+    sections : dict
+        ``student -> section -> result object`` (e.g. the agreement section's ``SectionResult``).
+    run_info : dict
+        The non-deterministic part of the run: wall times, measured latency and throughput, time stamp, command
+        line. Saved as ``run.json``; never part of ``results.json``.
+    outputs : Outputs
+        The harness's outputs (probabilities of every model on every row), for further analysis.
+    """
+
+    results: Mapping[str, Any] = field(repr=False)
+    verdict: str
+    findings: tuple[Any, ...] = field(repr=False)
+    sections: Mapping[str, Mapping[str, Any]] = field(repr=False)
+    run_info: Mapping[str, Any] = field(repr=False)
+    outputs: Any = field(default=None, repr=False)
+
+    @property
+    def students(self) -> list[str]:
+        return [c["student"] for c in self.results["comparisons"]]
+
+    @property
+    def teacher(self) -> str:
+        return next(m["name"] for m in self.results["models"] if m["role"] == "teacher")
+
+    def __getitem__(self, student: str) -> Mapping[str, Any]:
+        """The section result objects of one student: ``result["student"]["agreement"]``."""
+        try:
+            return self.sections[student]
+        except KeyError:
+            raise invalid_argument("student", student, f"one of {self.students}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``results.json`` (a deep copy): deterministic, no wall times."""
+        return copy.deepcopy(dict(self.results))
+
+    def to_json(self) -> str:
+        """``results.json`` text: canonical JSON, byte-identical for identical inputs and seed."""
+        return canonical_json(self.results)
+
+    def to_frame(self) -> Any:
+        """A tidy DataFrame: one row per (student, section, metric, group) with value, low, high, method, level.
+
+        ``group`` is ``""`` for whole-data numbers; for the bias section it is ``"feature"`` for a per-feature
+        disparity or ``"feature=group"`` for a per-group number.
+        """
+        import pandas as pd
+
+        rows = []
+        for comp in self.results["comparisons"]:
+            for section in _ALL:
+                sec = comp.get(section)
+                if not isinstance(sec, Mapping) or not sec.get("available", True):
+                    continue
+                for key, est in sorted((sec.get("headline") or {}).items()):
+                    rows.append(_frame_row(comp["student"], section, key, "", est))
+                if section == "bias":
+                    for metric, group, est in _bias_rows(sec):
+                        rows.append(_frame_row(comp["student"], section, metric, group, est))
+        cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def _repr_html_(self) -> str:
+        """A compact summary for Jupyter: verdict, findings counts and headline numbers with intervals."""
+        e = html.escape
+        counts = {s: sum(f.status == s for f in self.findings) for s in ("pass", "warn", "fail", "skipped")}
+        colour = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}.get(self.verdict, "#57606a")
+        parts = [
+            '<div class="kdaudit-summary">',
+            f"<p><strong>kdaudit audit</strong> of teacher <code>{e(self.teacher)}</code> on "
+            f"<code>{e(str(self.results['data'].get('name', '')))}</code> "
+            f"({int(self.results['data'].get('n_rows', 0)):,} rows): verdict "
+            f'<strong style="color:{colour}">{e(self.verdict.upper())}</strong> '
+            f"({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['skipped']} skipped)</p>",
+            "<table><thead><tr><th>student</th><th>section</th><th>metric</th><th>value [95% CI]</th></tr></thead>"
+            "<tbody>",
+        ]
+        defs = self.results.get("definitions", {})
+        for comp in self.results["comparisons"]:
+            for section in _ALL:
+                sec = comp.get(section)
+                if not isinstance(sec, Mapping):
+                    continue
+                if not sec.get("available", True):
+                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td><td colspan=2>"
+                                 f"unavailable: {e(str(sec.get('reason') or ''))}</td></tr>")
+                    continue
+                for key in _headline_keys(section, sec):
+                    est = Estimate.from_dict(sec["headline"][key]) if isinstance(sec["headline"][key], Mapping) \
+                        else Estimate(float(sec["headline"][key]))
+                    label = defs.get(f"{section}.{key}", {}).get("label", key)
+                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td>"
+                                 f'<td title="{e(section + "." + key)}">{e(label)}</td><td>{e(f"{est:.4f}")}</td>'
+                                 "</tr>")
+        parts.append("</tbody></table>")
+        bad = [f for f in self.findings if f.status in ("fail", "warn")]
+        if bad:
+            parts.append("<ul>" + "".join(f"<li><strong>{e(f.status)}</strong>: {e(f.message)}</li>"
+                                          for f in bad[:10]) + "</ul>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return (f"AuditResult(verdict={self.verdict!r}, teacher={self.teacher!r}, students={self.students!r}, "
+                f"findings={len(self.findings)})")
+
+    def save(self, out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
+        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` (each atomically).
+
+        ``run.json`` carries ``results_sha256``, the sha256 of the ``results.json`` bytes it was written with.
+        Returns the paths written.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        text = self.to_json()
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        run_info = dict(self.run_info)
+        run_info["results_sha256"] = sha
+        paths = {"results": atomic_write_text(out / "results.json", text)}
+        if report:
+            from kdaudit.report import render_html
+
+            t0 = time.perf_counter()
+            page = render_html(self.to_dict(), run_info=run_info,
+                               generated_at=run_info.get("generated_at"))
+            run_info["render_s"] = round(time.perf_counter() - t0, 4)
+            paths["report"] = atomic_write_text(out / "report.html", page)
+        paths["run"] = atomic_write_text(out / "run.json", canonical_json(run_info))
+        return paths
+
+
+def _frame_row(student: str, section: str, metric: str, group: str, est: Any) -> dict[str, Any]:
+    if isinstance(est, Mapping):
+        e = Estimate.from_dict(est)
+    elif isinstance(est, Estimate):
+        e = est
+    else:
+        e = Estimate(math.nan if est is None else float(est))
+    return {"student": student, "section": section, "metric": metric, "group": group, "value": e.value,
+            "low": e.low, "high": e.high, "method": e.method, "level": e.level}
+
+
+def _bias_rows(sec: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """Per-feature disparities and per-group values of the bias section as (metric, group, estimate)."""
+    rows: list[tuple[str, str, Any]] = []
+    for fname, feat in sorted((sec.get("features") or {}).items()):
+        for dkey, entry in sorted((feat.get("disparities") or {}).items()):
+            for part in ("teacher", "student", "amplification", "change"):
+                if isinstance(entry.get(part), Mapping):
+                    rows.append((f"{dkey}.{part}", fname, entry[part]))
+        for g in feat.get("groups") or []:
+            label = f"{fname}={g['group']}"
+            for model in ("teacher", "student", "change"):
+                for k, est in sorted((g.get(model) or {}).items()):
+                    rows.append((f"{k}.{model}", label, est))
+            if isinstance(g.get("group_agreement"), Mapping):
+                rows.append(("group_agreement", label, g["group_agreement"]))
+    return rows
+
+
+_SUMMARY_KEYS = {
+    "agreement": ("top1_agreement", "retained_accuracy", "accuracy_teacher", "accuracy_student", "kl_divergence"),
+    "calibration": ("ece_teacher", "ece_student", "ece_change"),
+    "bias": ("dp_amplification", "eo_amplification", "worst_group_agreement"),
+    "fingerprint": ("error_consistency", "inherited_error_rate", "shared_wrong_label_rate"),
+    "cost": ("parameter_ratio", "size_ratio"),
+    "lineage": ("p_value", "effect"),
+}
+
+
+def _headline_keys(section: str, sec: Mapping[str, Any]) -> list[str]:
+    """Up to 4 headline keys for the compact summary: the preferred ones that exist, else the first ones."""
+    headline = sec.get("headline") or {}
+    keys = [k for k in _SUMMARY_KEYS.get(section, ()) if k in headline]
+    return keys[:4] if keys else sorted(headline)[:4]
+
+
+# ------------------------------------------------------------------------------------------------------- audit
+def _progress(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"[kdaudit] {message}", file=sys.stderr, flush=True)
+
+
+def _section_fn(section: str) -> Callable[..., Any] | None:
+    module, name = METRIC_SECTIONS[section]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+def available_sections() -> tuple[str, ...]:
+    """Sections this installation can compute (a metric family missing from it is left out)."""
+    out = [s for s in METRIC_SECTIONS if _section_fn(s) is not None]
+    out.append("cost")
+    try:
+        importlib.import_module("kdaudit.lineage")
+        if hasattr(importlib.import_module("kdaudit.lineage"), "lineage_test"):
+            out.append("lineage")
+    except ImportError:
+        pass
+    return tuple(out)
+
+
+def _resolve_sections(sections: Any, has_references: bool) -> tuple[str, ...]:
+    if sections is None:
+        avail = available_sections()
+        chosen = [s for s in _ALL if s in avail and (s != "lineage" or has_references)]
+        return tuple(chosen)
+    if isinstance(sections, str):
+        sections = (sections,)
+    sections = tuple(sections)
+    for s in sections:
+        if s not in _ALL:
+            raise invalid_argument("sections", s, f"section names among {', '.join(_ALL)}")
+    if "lineage" in sections and not has_references:
+        raise invalid_argument("sections", "lineage", "'lineage' only with references= (reference models "
+                                                      "exchangeable with the teacher, e.g. its recipe with other seeds)")
+    missing = [s for s in sections if s not in available_sections()]
+    if missing:
+        raise invalid_argument("sections", missing[0], f"a section this installation provides: "
+                                                       f"{', '.join(available_sections())}")
+    # canonical order, whatever order was asked for, so results.json does not depend on it
+    return tuple(s for s in _ALL if s in sections)
+
+
+def _call_section(fn: Callable[..., Any], y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: Any,
+                  bootstrap: Any, options: Mapping[str, Any]) -> Any:
+    params = inspect.signature(fn).parameters
+    kwargs: dict[str, Any] = {"ids": ids, "bootstrap": bootstrap}
+    if "sensitive" in params:
+        kwargs["sensitive"] = sensitive
+    kwargs.update(options)
+    return fn(y_true, teacher, student, **kwargs)
+
+
+def _definitions(sections: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``"section.key" -> definition`` for every metric family used (the report's methodology reads these)."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in sections:
+        if section in METRIC_SECTIONS:
+            mod = importlib.import_module(METRIC_SECTIONS[section][0])
+            for key, d in getattr(mod, "DEFINITIONS", {}).items():
+                out[f"{section}.{key}"] = dict(d)
+        elif section == "cost":
+            out.update(COST_DEFINITIONS)
+        elif section == "lineage":
+            mod = importlib.import_module("kdaudit.lineage")
+            for key, d in getattr(mod, "DEFINITIONS", {}).items():
+                out[key if key.startswith("lineage.") else f"lineage.{key}"] = dict(d)
+    return out
+
+
+def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
+    from kdaudit.models import EnsembleModel, ModelAdapter, as_model
+
+    if isinstance(teacher, (list, tuple)):
+        if len(teacher) == 0:
+            raise invalid_argument("teacher", teacher, "a model or a non-empty list of models (an ensemble)")
+        t = teacher[0] if len(teacher) == 1 else EnsembleModel(list(teacher), name="teacher ensemble")
+    else:
+        t = teacher
+    t = t if isinstance(t, ModelAdapter) else as_model(t, name="teacher")
+    if isinstance(students, Mapping):
+        items = [(str(k), v) for k, v in students.items()]
+    elif isinstance(students, (list, tuple)):
+        items = [(None, v) for v in students]
+    else:
+        items = [(None, students)]
+    if not items:
+        raise invalid_argument("students", students, "a model, a list of models or a dict name -> model")
+    ss = []
+    for i, (name, s) in enumerate(items):
+        if isinstance(s, ModelAdapter):
+            if name is not None and s.name != name:
+                s.name = name
+            ss.append(s)
+        else:
+            ss.append(as_model(s, name=name or (f"student{i + 1}" if len(items) > 1 else "student")))
+    names = [t.name] + [s.name for s in ss]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise invalid_argument("students", f"the name {dup[0]!r} used twice",
+                               "distinct model names (pass a dict name -> model, or name= to the adapter)")
+    return t, ss
+
+
+def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
+    from kdaudit.metrics._resampling import Bootstrap
+
+    if bootstrap is not None and n_replicates is not None:
+        raise invalid_argument("n_replicates", n_replicates, "None when bootstrap= is given")
+    if bootstrap is None:
+        return Bootstrap(n_replicates=1000 if n_replicates is None else n_replicates, seed=seed)
+    if not isinstance(bootstrap, Bootstrap):
+        raise invalid_argument("bootstrap", bootstrap, "a kdaudit.metrics.Bootstrap")
+    return bootstrap
+
+
+_COST_CONDITIONS = ("batch_size", "n_batches", "device")
+
+
+def _cost_split(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split a measure_cost dict into its deterministic part (counts, sizes), its timings and its conditions."""
+    fixed = {k: raw[k] for k in ("n_parameters", "size_bytes") if raw.get(k) is not None}
+    conditions = {k: raw[k] for k in _COST_CONDITIONS if k in raw}
+    timing = {k: v for k, v in raw.items() if k not in fixed and k not in conditions and k != "n_parameters"
+              and k != "size_bytes"}
+    if "latency_ms_median" in timing:
+        # the median batch latency is the per-batch latency the report shows
+        timing["latency_ms_per_batch"] = timing["latency_ms_median"]
+    return fixed, timing, conditions
+
+
+def _ratio(a: Any, b: Any) -> Estimate:
+    if a is None or b is None or not b:
+        return Estimate(math.nan, method="exact (no interval)")
+    return Estimate(float(a) / float(b), method="exact (no interval)")
+
+
+def audit(
+    teacher: Any,
+    students: Any,
+    data: Any,
+    *,
+    sections: Sequence[str] | None = None,
+    bootstrap: Any = None,
+    n_replicates: int | None = None,
+    policy: Any = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    precision: str | None = None,
+    batch_size: int = 256,
+    references: Sequence[Any] | None = None,
+    probes: Any = None,
+    lineage_options: Mapping[str, Any] | None = None,
+    section_options: Mapping[str, Mapping[str, Any]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    measure_cost: bool = True,
+) -> AuditResult:
+    """Audit distilled students against their teacher.
+
+    The teacher (or ensemble) and every student run once through :func:`kdaudit.harness.run` on the same rows; each
+    section then compares teacher and student on those outputs; the policy turns the numbers into findings.
+
+    Parameters
+    ----------
+    teacher : model or list of models
+        A model (adapter, ``nn.Module``, scikit-learn estimator, callable) or a list of models averaged as an
+        ensemble teacher (mean of probabilities).
+    students : model, list of models, or dict name -> model
+    data : AuditData
+        The audit rows (labels for accuracy and calibration; ``sensitive`` for bias).
+    sections : sequence of str, optional
+        Among ``agreement, calibration, bias, fingerprint, cost, lineage``. Default: every section this
+        installation provides (lineage only when ``references`` are given).
+    bootstrap : Bootstrap, optional
+        Interval settings. Default ``Bootstrap(n_replicates=n_replicates or 1000, seed=seed)``.
+    n_replicates : int, optional
+        Shortcut for the bootstrap replicates (0: point estimates only).
+    policy : path, mapping, Policy or None
+        The review policy (:mod:`kdaudit.policy`); None uses :data:`kdaudit.policy.DEFAULT_POLICY`.
+    seed : int
+        Seeds the bootstrap, the permutation tests and the lineage test.
+    cache_dir, device, precision, batch_size
+        Passed to the harness.
+    references : sequence of models, optional
+        Lineage references: models exchangeable with the teacher under "not derived" (the teacher's recipe and data
+        with other seeds).
+    probes : AuditData or array, optional
+        Lineage probe inputs (default: the audit data).
+    lineage_options : mapping, optional
+        Extra arguments of :func:`kdaudit.lineage_test` (``alpha``, ``query_budget``, ``suspect_access``).
+    section_options : mapping, optional
+        ``section -> keyword arguments`` of that section's function (e.g. ``{"calibration": {"n_bins": 10}}``).
+    config : mapping, optional
+        The configuration to record in results.json (the CLI passes the validated config file).
+    progress : bool
+        Progress messages and bars on stderr.
+    measure_cost : bool
+        Time each model for the cost section (wall times go to ``run_info`` only).
+
+    Returns
+    -------
+    AuditResult
+    """
+    from kdaudit import __version__
+    from kdaudit.data import AuditData
+    from kdaudit.policy import load_policy, verdict_of
+
+    t_start = time.perf_counter()
+    if not isinstance(data, AuditData):
+        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise invalid_argument("seed", seed, "an integer >= 0")
+    has_refs = references is not None and len(references) > 0
+    chosen = _resolve_sections(sections, has_refs)
+    boot = _make_bootstrap(bootstrap, n_replicates, seed)
+    pol = load_policy(policy)
+    section_options = dict(section_options or {})
+    for key in section_options:
+        if key not in _ALL:
+            raise invalid_argument("section_options", key, f"section names among {', '.join(_ALL)}")
+
+    teacher_m, student_ms = _as_models(teacher, students)
+    from kdaudit import harness
+
+    _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
+    t0 = time.perf_counter()
+    run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size, device=device,
+                      precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
+    timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
+    outputs = run.outputs
+    t_out = outputs[teacher_m.name]
+
+    comparisons: list[dict[str, Any]] = []
+    section_objs: dict[str, dict[str, Any]] = {}
+    for student in student_ms:
+        s_out = outputs[student.name]
+        comp: dict[str, Any] = {"student": student.name}
+        objs: dict[str, Any] = {}
+        for section in chosen:
+            if section not in METRIC_SECTIONS:
+                continue
+            _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
+            t0 = time.perf_counter()
+            fn = _section_fn(section)
+            assert fn is not None  # _resolve_sections checked it
+            res = _call_section(fn, data.y_true, t_out, s_out, ids=outputs.ids, sensitive=data.sensitive,
+                                bootstrap=boot, options=section_options.get(section, {}))
+            timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
+            objs[section] = res
+            comp[section] = to_jsonable(res)
+        comparisons.append(comp)
+        section_objs[student.name] = objs
+
+    cost_models: dict[str, Any] = {}
+    cost_timing: dict[str, Any] = {}
+    cost_conditions: dict[str, Any] = {}
+    if "cost" in chosen:
+        from kdaudit.harness import measure_cost as _measure
+
+        for m in [teacher_m, *student_ms]:
+            fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
+            if measure_cost:
+                _progress(progress, f"cost: timing {m.name}")
+                raw = _measure(m, data, batch_size=batch_size, device=device)
+                f2, timing, conditions = _cost_split(raw)
+                fixed.update(f2)
+                cost_timing[m.name] = timing
+                cost_conditions = dict(conditions, torch_threads=_torch_threads())
+            cost_models[m.name] = fixed
+        for comp in comparisons:
+            t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
+            headline = {"parameter_ratio": _ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
+                        "size_ratio": _ratio(s_c.get("size_bytes"), t_c.get("size_bytes"))}
+            comp["cost"] = to_jsonable({"available": True, "reason": None, "headline": headline,
+                                        "teacher": t_c, "student": s_c})
+
+    if "lineage" in chosen:
+        from kdaudit.lineage import lineage_test
+
+        probe_data = data if probes is None else probes
+        ref_models = [r for r in references or ()]
+        for comp, student in zip(comparisons, student_ms):
+            _progress(progress, f"lineage: was {student.name} distilled from {teacher_m.name}? "
+                                f"({len(ref_models)} references)")
+            t0 = time.perf_counter()
+            res = lineage_test(teacher_m, student, probe_data, references=ref_models, seed=seed,
+                               **dict(lineage_options or {}))
+            timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
+            section_objs[student.name]["lineage"] = res
+            d = to_jsonable(res)
+            d.setdefault("available", True)
+            d.setdefault("reason", None)
+            comp["lineage"] = d
+
+    models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
+    models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
+    if has_refs:
+        from kdaudit.models import ModelAdapter, as_model
+
+        for i, r in enumerate(references or ()):
+            ra = r if isinstance(r, ModelAdapter) else as_model(r, name=f"reference{i + 1}")
+            models_desc.append(dict(to_jsonable(ra.describe()), role="reference"))
+
+    settings = {
+        "sections": list(chosen),
+        "seed": seed,
+        "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,
+                      "n_blocks": boot.n_blocks, "method": boot.method},
+        "batch_size": batch_size,
+        "device": device,
+        "precision": precision,
+        "section_options": to_jsonable(section_options),
+        "lineage_options": to_jsonable(dict(lineage_options or {})),
+    }
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "kdaudit_version": __version__,
+        "data": to_jsonable(data.summary()),
+        "models": models_desc,
+        "teacher": teacher_m.name,
+        "comparisons": comparisons,
+        "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
+        "provenance": to_jsonable(run.provenance.to_dict(include_timing=False)),
+        "settings": settings,
+        "config": to_jsonable(dict(config)) if config is not None else None,
+        "definitions": to_jsonable(_definitions(chosen)),
+        "policy": pol.to_dict(),
+    }
+    # Round-trip through canonical JSON so the findings are judged on exactly the numbers results.json holds.
+    import json
+
+    results = json.loads(canonical_json(results))
+    findings = tuple(pol.evaluate(results))
+    verdict = verdict_of(findings)
+    results["findings"] = [f.to_dict() for f in findings]
+    results["verdict"] = verdict
+    results["verdict_by_student"] = {
+        c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons
+    }
+    results = json.loads(canonical_json(results))
+
+    timings["total_s"] = time.perf_counter() - t_start
+    prov_timed = run.provenance.to_dict(include_timing=True)
+    run_info = {
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "command": " ".join(_command_line()),
+        "host": {"python": platform.python_version(), "platform": platform.platform(),
+                 "cpu_count": os.cpu_count()},
+        "wall_time_s": to_jsonable(timings),
+        "cost": to_jsonable(cost_timing),
+        "cost_conditions": to_jsonable(cost_conditions),
+        "models": [{"name": m.get("name"), "wall_time_s": m.get("wall_time_s"), "from_cache": m.get("from_cache"),
+                    "queries": m.get("queries")} for m in to_jsonable(prov_timed.get("models", []))],
+    }
+    _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
+    return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
+                       run_info=run_info, outputs=outputs)
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
+def _command_line() -> list[str]:
+    argv = list(sys.argv)
+    if argv:
+        argv[0] = Path(argv[0]).name
+    return argv
+
+
+def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+                      **overrides: Any) -> AuditResult:
+    """Run the audit a config file (or mapping) describes; see :mod:`kdaudit._config` for its keys.
+
+    ``overrides`` replace audit() arguments (e.g. ``seed``, ``n_replicates``, ``policy``). When ``out_dir`` (or the
+    config's ``out``) is set, the results are saved there.
+    """
+    from kdaudit._config import load_config
+
+    cfg = load_config(config)
+    _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
+    data = cfg.load_data()
+    _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references)} models")
+    teachers = [m.load() for m in cfg.teacher]
+    students = {}
+    for i, spec in enumerate(cfg.students):
+        model = spec.load()
+        students[spec.name or getattr(model, "name", None) or f"student{i + 1}"] = model
+    references = [m.load() for m in cfg.references] or None
+    probes = cfg.probes.load() if cfg.probes is not None else None
+    kwargs: dict[str, Any] = {
+        "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
+        "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
+        "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
+        "progress": progress,
+    }
+    if "n_replicates" in overrides or "seed" in overrides:
+        kwargs["bootstrap"] = None
+        kwargs["n_replicates"] = overrides.pop("n_replicates", cfg.n_replicates)
+    else:
+        kwargs["bootstrap"] = cfg.bootstrap()
+    kwargs.update(overrides)
+    if kwargs.get("bootstrap") is None and kwargs.get("n_replicates") is None:
+        kwargs["n_replicates"] = cfg.n_replicates
+    teacher = teachers[0] if len(teachers) == 1 else teachers
+    result = audit(teacher, students, data, **kwargs)
+    target = out_dir if out_dir is not None else cfg.out
+    if target is not None:
+        result.save(target)
+    return result

@@ -1,0 +1,601 @@
+"""The audit configuration file (YAML): schema, validation with key paths, and building models and data from it.
+
+Example (paths are relative to the config file)::
+
+    name: credit-model-review
+    models:
+      teacher:                       # one model, or a list of models (an ensemble: mean of their probabilities)
+        - {path: models/teacher_a.pt, arch: "mypkg.nets:MLP", arch_kwargs: {hidden: 64}}
+        - models/teacher_b.onnx
+      students:
+        - {path: models/student.skops, name: student}
+        - {path: outputs/suspect_probs.npz, kind: precomputed}
+      references: [models/ref_seed1.pt, models/ref_seed2.pt]   # optional: lineage references
+    data:
+      dataset: adult                 # bundled: adult, digits, mnist5k; or `path:` to .npz/.csv/.parquet
+      split: test
+      rows: 5000                     # optional: the first N rows
+    sensitive: [sex, race]           # optional: a subset of the data's sensitive features
+    sections: [agreement, calibration, bias, fingerprint, cost]
+    seed: 0
+    bootstrap: {replicates: 1000, level: 0.95}
+    policy: policy.yaml              # a file, an inline {rules: [...]}, or "default"
+
+Every error is a :class:`~kdaudit.ConfigError` that names the key path (``models.students[1].path``), the value and
+what is accepted; an unknown key gets a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from kdaudit._exceptions import ConfigError
+
+__all__ = [
+    "ALL_SECTIONS",
+    "AuditConfig",
+    "DATASETS",
+    "DataSpec",
+    "ModelSpec",
+    "load_config",
+]
+
+ALL_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "cost", "lineage")
+DEFAULT_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "cost")
+DATASETS = ("adult", "digits", "mnist5k")
+ACCESS = ("probabilities", "labels")  # lineage.suspect_access; "top_k:K" is also accepted
+DATA_SUFFIXES = (".npz", ".csv", ".parquet")
+
+_TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
+             "device", "precision", "cache_dir", "policy", "out", "lineage")
+_MODELS_KEYS = ("teacher", "students", "references")
+_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "options")
+_DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
+_BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
+_LINEAGE_KEYS = ("alpha", "query_budget", "suspect_access", "n_probes", "p_value_method")
+
+
+# --------------------------------------------------------------------------------------------------- validation
+class _Ctx:
+    """Where the config came from, so every message can say which file and resolve relative paths."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def error(self, path: str, value: Any, accepted: str) -> ConfigError:
+        text = repr(value)
+        if len(text) > 120:
+            text = text[:117] + "..."
+        where = f"{self.source}: " if self.source else ""
+        return ConfigError(f"{where}config key {path!r} got {text}; expected {accepted}")
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...], what: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.error(path, value, what)
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.error(_join(path, key), value[key],
+                                 f"no such key; accepted keys here: {', '.join(allowed)}{hint}")
+        return value
+
+    def str_(self, value: Any, path: str, what: str = "a string") -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(path, value, what)
+        return value
+
+    def int_(self, value: Any, path: str, *, minimum: int, what: str | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(path, value, what or f"an integer >= {minimum}")
+        return int(value)
+
+    def bool_(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, value, "true or false")
+        return value
+
+    def str_list(self, value: Any, path: str, what: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise self.error(path, value, what)
+        return tuple(value)
+
+    def file(self, value: Any, path: str, what: str) -> Path:
+        text = self.str_(value, path, what)
+        p = Path(os.path.expanduser(text))
+        if not p.is_absolute():
+            p = self.base_dir / p
+        if not p.exists():
+            raise self.error(path, value, f"{what} that exists (looked for {str(p)!r})")
+        return p
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+# ------------------------------------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model file and the options :func:`kdaudit.load_model` needs for it."""
+
+    path: Path
+    name: str | None = None
+    kind: str | None = None
+    trust: bool = False
+    arch: str | None = None
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    output: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Any:
+        """Load the model through :func:`kdaudit.models.load_model` (safe by default; ``trust`` opts in to pickle)."""
+        from kdaudit.models import load_model
+
+        kwargs: dict[str, Any] = dict(self.options)
+        if self.kind is not None:
+            kwargs["kind"] = self.kind
+        if self.arch is not None:
+            kwargs["arch"] = _import_arch(self.arch, self.arch_kwargs)
+        if self.output is not None:
+            kwargs["output"] = self.output
+        return load_model(self.path, name=self.name, trust=self.trust, **kwargs)
+
+    def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": _rel(self.path, base_dir)}
+        for k in ("name", "kind", "arch", "output"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        if self.trust:
+            d["trust"] = True
+        if self.arch_kwargs:
+            d["arch_kwargs"] = dict(self.arch_kwargs)
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+
+def _rel(p: Path, base: Path | None) -> str:
+    # Recorded paths are relative to the config file so that results.json does not depend on where it was checked out.
+    if base is not None:
+        try:
+            return Path(os.path.relpath(p, base)).as_posix()
+        except ValueError:
+            pass
+    return p.as_posix()
+
+
+def _import_arch(spec: str, kwargs: Mapping[str, Any]) -> Any:
+    """``"package.module:Class"`` -> an instance built with ``kwargs`` (the module a state_dict loads into)."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"config key 'arch' got {spec!r}; expected an importable 'package.module:Class' "
+                          f"({exc})") from None
+    return obj(**dict(kwargs))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the audit rows come from: a bundled dataset or a file."""
+
+    dataset: str | None = None
+    split: str = "test"
+    flat: bool = False
+    path: Path | None = None
+    features: tuple[str, ...] | None = None
+    label: str | None = None
+    sensitive: tuple[str, ...] | None = None
+    id: str | None = None
+    classes: tuple[str, ...] | None = None
+    rows: int | None = None
+    name: str | None = None
+
+    def load(self) -> Any:
+        """Build the :class:`~kdaudit.AuditData`."""
+        data = self._load_full()
+        if self.rows is not None and self.rows < len(data):
+            data = data.subset(np.arange(self.rows), name=data.name + f" (first {self.rows} rows)")
+        return data
+
+    def _load_full(self) -> Any:
+        from kdaudit import data as kdata
+
+        if self.dataset == "adult":
+            return kdata.load_adult(split=self.split)
+        if self.dataset == "digits":
+            return kdata.load_digits(flat=self.flat)
+        if self.dataset == "mnist5k":
+            return kdata.load_mnist5k(flat=self.flat)
+        assert self.path is not None
+        return load_data_file(self.path, features=self.features, label=self.label, sensitive=self.sensitive,
+                              id=self.id, classes=self.classes, name=self.name)
+
+    def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
+        if self.dataset is not None:
+            d: dict[str, Any] = {"dataset": self.dataset}
+            if self.dataset == "adult":
+                d["split"] = self.split
+            else:
+                d["flat"] = self.flat
+        else:
+            assert self.path is not None
+            d = {"path": _rel(self.path, base_dir)}
+            for k in ("features", "label", "sensitive", "id", "classes", "name"):
+                v = getattr(self, k)
+                if v is not None:
+                    d[k] = list(v) if isinstance(v, tuple) else v
+        if self.rows is not None:
+            d["rows"] = self.rows
+        return d
+
+
+def load_data_file(path: str | os.PathLike[str], *, features: tuple[str, ...] | None = None,
+                   label: str | None = None, sensitive: tuple[str, ...] | None = None, id: str | None = None,
+                   classes: tuple[str, ...] | None = None, name: str | None = None) -> Any:
+    """AuditData from ``.npz`` (arrays ``X``, ``y``, ``ids``, ``sensitive_<feature>``, ``classes``) or a table
+    (``.csv``/``.parquet``: the ``label``, ``sensitive`` and ``id`` columns; features are the ``features`` columns or
+    all the others)."""
+    import pandas as pd
+
+    from kdaudit.data import AuditData
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        x_key = "X" if "X" in arrays else "x" if "x" in arrays else None
+        if x_key is None:
+            raise ConfigError(f"data file {str(p)!r} has arrays {sorted(arrays)}; expected an array named 'X'")
+        y_key = label or ("y" if "y" in arrays else "y_true" if "y_true" in arrays else None)
+        if label is not None and label not in arrays:
+            raise ConfigError(f"data file {str(p)!r} has no array {label!r} (data.label); arrays: {sorted(arrays)}")
+        sens_cols = {k[len("sensitive_"):]: arrays[k] for k in sorted(arrays) if k.startswith("sensitive_")}
+        if sensitive is not None:
+            missing = [s for s in sensitive if s not in sens_cols]
+            if missing:
+                raise ConfigError(f"data file {str(p)!r} has no array 'sensitive_{missing[0]}' (data.sensitive); "
+                                  f"sensitive arrays: {sorted('sensitive_' + k for k in sens_cols)}")
+            sens_cols = {k: sens_cols[k] for k in sensitive}
+        sens = pd.DataFrame({k: np.asarray(v).astype(str) for k, v in sens_cols.items()}) if sens_cols else None
+        ids = arrays.get(id or "ids")
+        file_classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else None
+        return AuditData(X=arrays[x_key], y_true=None if y_key is None else arrays[y_key], sensitive=sens, ids=ids,
+                         classes=classes or file_classes, name=name or p.stem, source=str(p.name))
+    if suffix in (".csv", ".parquet"):
+        frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+        named = [c for c in ([label] if label else []) + list(sensitive or ()) + ([id] if id else [])]
+        for col in named + list(features or ()):
+            if col not in frame.columns:
+                raise ConfigError(f"data file {str(p)!r} has no column {col!r}; columns: {list(frame.columns)[:20]}")
+        feats = list(features) if features else [c for c in frame.columns if c not in named]
+        y = None
+        file_classes = classes
+        if label:
+            col = frame[label]
+            if col.dtype.kind in "iu":
+                y = col.to_numpy(dtype=np.int64)
+            else:
+                # Class names in the file: their order is the classes list when given, else sorted.
+                names = classes or tuple(sorted(map(str, col.unique())))
+                lookup = {c: i for i, c in enumerate(names)}
+                unknown = sorted(set(map(str, col)) - set(lookup))
+                if unknown:
+                    raise ConfigError(f"data.label column {label!r} holds {unknown[0]!r}, not among data.classes "
+                                      f"{list(names)}")
+                y = np.array([lookup[str(v)] for v in col], dtype=np.int64)
+                file_classes = names
+        X = frame[feats].to_numpy(dtype=np.float32)
+        sens = frame[list(sensitive)].astype(str) if sensitive else None
+        ids = frame[id].to_numpy() if id else None
+        return AuditData(X=X, y_true=y, sensitive=sens, ids=ids, classes=file_classes, name=name or p.stem,
+                         source=str(p.name))
+    raise ConfigError(f"data file {str(p)!r} has suffix {suffix!r}; expected one of {', '.join(DATA_SUFFIXES)}")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """A validated audit configuration (see the module docstring for the YAML shape)."""
+
+    teacher: tuple[ModelSpec, ...]
+    students: tuple[ModelSpec, ...]
+    data: DataSpec
+    references: tuple[ModelSpec, ...] = ()
+    probes: DataSpec | None = None
+    sensitive: tuple[str, ...] | None = None
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
+    seed: int = 0
+    n_replicates: int = 1000
+    level: float = 0.95
+    n_blocks: int | None = None
+    batch_size: int = 256
+    device: str = "cpu"
+    precision: str | None = None
+    cache_dir: Path | None = None
+    policy: Any = None
+    out: Path | None = None
+    name: str | None = None
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as recorded in results.json (paths relative to the config file, no machine paths)."""
+        b = self.base_dir
+        d: dict[str, Any] = {
+            "models": {
+                "teacher": [m.to_dict(b) for m in self.teacher],
+                "students": [m.to_dict(b) for m in self.students],
+            },
+            "data": self.data.to_dict(b),
+            "sections": list(self.sections),
+            "seed": self.seed,
+            "bootstrap": {"replicates": self.n_replicates, "level": self.level},
+            "batch_size": self.batch_size,
+            "device": self.device,
+        }
+        if self.n_blocks is not None:
+            d["bootstrap"]["blocks"] = self.n_blocks
+        if self.references:
+            d["models"]["references"] = [m.to_dict(b) for m in self.references]
+        if self.probes is not None:
+            d["probes"] = self.probes.to_dict(b)
+        if self.sensitive is not None:
+            d["sensitive"] = list(self.sensitive)
+        if self.precision is not None:
+            d["precision"] = self.precision
+        if self.name is not None:
+            d["name"] = self.name
+        if self.lineage:
+            d["lineage"] = dict(self.lineage)
+        return d
+
+    def bootstrap(self) -> Any:
+        from kdaudit.metrics._resampling import Bootstrap
+
+        kw: dict[str, Any] = {"n_replicates": self.n_replicates, "seed": self.seed, "level": self.level}
+        if self.n_blocks is not None:
+            kw["n_blocks"] = self.n_blocks
+        return Bootstrap(**kw)
+
+    def load_data(self) -> Any:
+        data = self.data.load()
+        if self.sensitive is not None:
+            if data.sensitive is None:
+                raise ConfigError(f"{self.source}: config key 'sensitive' got {list(self.sensitive)}; the data has no "
+                                  "sensitive features")
+            missing = [s for s in self.sensitive if s not in data.sensitive.columns]
+            if missing:
+                raise ConfigError(f"{self.source}: config key 'sensitive' got {missing[0]!r}; expected one of the "
+                                  f"data's sensitive features {list(data.sensitive.columns)}")
+            from kdaudit.data import AuditData
+
+            data = AuditData(X=data.X, y_true=data.y_true, sensitive=data.sensitive[list(self.sensitive)],
+                             ids=data.ids, classes=data.classes, name=data.name, source=data.source)
+        return data
+
+
+# ----------------------------------------------------------------------------------------------------- parsing
+def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
+    if isinstance(value, str):
+        value = {"path": value}
+    m = ctx.mapping(value, path, _MODEL_KEYS, "a model file path or a mapping with 'path' (and name, kind, trust, "
+                    "arch, output, options)")
+    if "path" not in m:
+        raise ctx.error(_join(path, "path"), None, "the model file (required)")
+    p = ctx.file(m["path"], _join(path, "path"), "a model file")
+    name = ctx.str_(m["name"], _join(path, "name")) if m.get("name") is not None else None
+    kind = None
+    if m.get("kind") is not None:
+        kind = m["kind"]
+        if kind not in ("probabilities", "logits"):
+            raise ctx.error(_join(path, "kind"), kind, "'probabilities' or 'logits' (what a precomputed-outputs "
+                            "file holds; model files are recognised by their content)")
+    trust = ctx.bool_(m.get("trust", False), _join(path, "trust"))
+    arch = None
+    if m.get("arch") is not None:
+        arch = ctx.str_(m["arch"], _join(path, "arch"), "'package.module:Class' naming the module a state_dict "
+                        "loads into")
+        if ":" not in arch:
+            raise ctx.error(_join(path, "arch"), arch, "'package.module:Class' (a colon before the class name)")
+    arch_kwargs = m.get("arch_kwargs") or {}
+    if not isinstance(arch_kwargs, Mapping):
+        raise ctx.error(_join(path, "arch_kwargs"), arch_kwargs, "a mapping of constructor arguments")
+    output = None
+    if m.get("output") is not None:
+        output = m["output"]
+        if output not in ("logits", "probabilities"):
+            raise ctx.error(_join(path, "output"), output, "'logits' or 'probabilities'")
+    options = m.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ctx.error(_join(path, "options"), options, "a mapping of extra load_model arguments")
+    return ModelSpec(path=p, name=name, kind=kind, trust=trust, arch=arch, arch_kwargs=dict(arch_kwargs),
+                     output=output, options=dict(options))
+
+
+def _parse_models(value: Any, path: str, ctx: _Ctx, *, required: bool) -> tuple[ModelSpec, ...]:
+    if value is None:
+        if required:
+            raise ctx.error(path, None, "a model or a list of models (required)")
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ctx.error(path, value, "a non-empty list of models")
+    if isinstance(value, list):
+        return tuple(_parse_model(v, f"{path}[{i}]", ctx) for i, v in enumerate(items))
+    return (_parse_model(value, path, ctx),)
+
+
+def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
+    if isinstance(value, str):
+        value = {"dataset": value} if value in DATASETS else {"path": value}
+    d = ctx.mapping(value, path, _DATA_KEYS, f"a bundled dataset name ({', '.join(DATASETS)}), a data file path, "
+                    "or a mapping with 'dataset' or 'path'")
+    if ("dataset" in d) == ("path" in d):
+        raise ctx.error(path, dict(d), "exactly one of 'dataset' (bundled: " + ", ".join(DATASETS)
+                        + ") or 'path' (a .npz/.csv/.parquet file)")
+    rows = ctx.int_(d["rows"], _join(path, "rows"), minimum=1) if d.get("rows") is not None else None
+    if "dataset" in d:
+        ds = d["dataset"]
+        if ds not in DATASETS:
+            close = difflib.get_close_matches(str(ds), DATASETS, n=1, cutoff=0.5)
+            raise ctx.error(_join(path, "dataset"), ds, f"one of {', '.join(DATASETS)}"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+        for k in ("features", "label", "sensitive", "id", "classes"):
+            if k in d:
+                raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} applies to data files (path:), not to the "
+                                f"bundled dataset {ds!r}")
+        split = d.get("split", "test")
+        if ds == "adult":
+            if split not in ("train", "test"):
+                raise ctx.error(_join(path, "split"), split, "'train' or 'test'")
+        elif "split" in d:
+            raise ctx.error(_join(path, "split"), split, f"nothing: {ds!r} has no split (use 'rows')")
+        flat = ctx.bool_(d.get("flat", False), _join(path, "flat"))
+        return DataSpec(dataset=ds, split=split, flat=flat, rows=rows)
+    p = ctx.file(d["path"], _join(path, "path"), "a data file (.npz, .csv or .parquet)")
+    if p.suffix.lower() not in DATA_SUFFIXES:
+        raise ctx.error(_join(path, "path"), d["path"], f"a file ending in {', '.join(DATA_SUFFIXES)}")
+
+    def opt_list(k: str) -> tuple[str, ...] | None:
+        return ctx.str_list(d[k], _join(path, k), "a list of column names") if d.get(k) is not None else None
+
+    def opt_str(k: str) -> str | None:
+        return ctx.str_(d[k], _join(path, k), "a column name") if d.get(k) is not None else None
+
+    for k in ("split", "flat"):
+        if k in d:
+            raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} applies to bundled datasets only")
+    return DataSpec(path=p, features=opt_list("features"), label=opt_str("label"), sensitive=opt_list("sensitive"),
+                    id=opt_str("id"), classes=opt_list("classes"), rows=rows,
+                    name=ctx.str_(d["name"], _join(path, "name")) if d.get("name") is not None else None)
+
+
+def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> AuditConfig:
+    """Validate a config mapping (as read from YAML) into an :class:`AuditConfig`."""
+    ctx = _Ctx(source, Path(base_dir) if base_dir is not None else Path.cwd())
+    top = ctx.mapping(raw, "", _TOP_KEYS, "a mapping with 'models' and 'data'")
+    for req in ("models", "data"):
+        if req not in top:
+            raise ctx.error(req, None, f"a {req!r} section (required)")
+    models = ctx.mapping(top["models"], "models", _MODELS_KEYS, "a mapping with 'teacher' and 'students'")
+    teacher = _parse_models(models.get("teacher"), "models.teacher", ctx, required=True)
+    students = _parse_models(models.get("students"), "models.students", ctx, required=True)
+    references = _parse_models(models.get("references"), "models.references", ctx, required=False)
+    data = _parse_data(top["data"], "data", ctx)
+    probes = _parse_data(top["probes"], "probes", ctx) if top.get("probes") is not None else None
+    sensitive = (ctx.str_list(top["sensitive"], "sensitive", "a list of sensitive feature names")
+                 if top.get("sensitive") is not None else None)
+    sections = DEFAULT_SECTIONS + (("lineage",) if references else ())
+    if top.get("sections") is not None:
+        sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(ALL_SECTIONS)}")
+        for i, s in enumerate(sections):
+            if s not in ALL_SECTIONS:
+                close = difflib.get_close_matches(s, ALL_SECTIONS, n=1, cutoff=0.6)
+                raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(ALL_SECTIONS)}"
+                                + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if "lineage" in sections and not references:
+            raise ctx.error("sections", list(sections), "'lineage' only with models.references (the teacher's "
+                            "recipe trained with other seeds), which the lineage test compares against")
+    seed = ctx.int_(top.get("seed", 0), "seed", minimum=0)
+    boot = ctx.mapping(top.get("bootstrap") or {}, "bootstrap", _BOOTSTRAP_KEYS,
+                       "a mapping such as {replicates: 1000, level: 0.95}")
+    n_rep = ctx.int_(boot.get("replicates", 1000), "bootstrap.replicates", minimum=0)
+    level = boot.get("level", 0.95)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ctx.error("bootstrap.level", level, "a confidence level in (0, 1), e.g. 0.95")
+    n_blocks = ctx.int_(boot["blocks"], "bootstrap.blocks", minimum=1) if boot.get("blocks") is not None else None
+    batch_size = ctx.int_(top.get("batch_size", 256), "batch_size", minimum=1)
+    device = ctx.str_(top.get("device", "cpu"), "device", "a torch device such as 'cpu' or 'cuda'")
+    precision = None
+    if top.get("precision") is not None:
+        precision = top["precision"]
+        if precision not in ("float32", "bf16", "bfloat16", "fp16", "float16"):
+            raise ctx.error("precision", precision, "one of float32, bf16, fp16")
+    cache_dir = None
+    if top.get("cache_dir") is not None:
+        cache_dir = Path(os.path.expanduser(ctx.str_(top["cache_dir"], "cache_dir", "a directory")))
+        cache_dir = cache_dir if cache_dir.is_absolute() else ctx.base_dir / cache_dir
+    out = None
+    if top.get("out") is not None:
+        out = Path(os.path.expanduser(ctx.str_(top["out"], "out", "an output directory")))
+        out = out if out.is_absolute() else ctx.base_dir / out
+    policy: Any = None
+    if top.get("policy") is not None:
+        from kdaudit.policy import load_policy
+
+        pv = top["policy"]
+        if isinstance(pv, str) and pv != "default":
+            pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
+        elif not isinstance(pv, (str, Mapping, list)):
+            raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
+        policy = load_policy(pv, _source=f"{ctx.source}#policy.")
+    name = ctx.str_(top["name"], "name") if top.get("name") is not None else None
+    lineage = ctx.mapping(top.get("lineage") or {}, "lineage", _LINEAGE_KEYS,
+                          "a mapping such as {alpha: 0.05, query_budget: 2000}")
+    if "alpha" in lineage:
+        a = lineage["alpha"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
+            raise ctx.error("lineage.alpha", a, "a significance level in (0, 1), e.g. 0.05")
+    for k in ("query_budget", "n_probes"):
+        if lineage.get(k) is not None:
+            ctx.int_(lineage[k], f"lineage.{k}", minimum=1)
+    if "p_value_method" in lineage and lineage["p_value_method"] not in ("exact", "parametric"):
+        raise ctx.error("lineage.p_value_method", lineage["p_value_method"], "'exact' or 'parametric'")
+    if "suspect_access" in lineage:
+        sa = lineage["suspect_access"]
+        ok = sa in ACCESS or (isinstance(sa, str) and sa.startswith("top_k:") and sa[6:].isdigit()
+                              and int(sa[6:]) > 0)
+        if not ok:
+            raise ctx.error("lineage.suspect_access", sa, "'probabilities', 'top_k:K' (K >= 1) or 'labels'")
+    names = [m.name for m in teacher + students + references if m.name is not None]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ctx.error("models", dup[0], "distinct model names (this name is used twice)")
+    return AuditConfig(teacher=teacher, students=students, data=data, references=references, probes=probes,
+                       sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
+                       level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
+                       precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
+                       lineage=dict(lineage), source=source, base_dir=ctx.base_dir)
+
+
+def load_config(config: Any) -> AuditConfig:
+    """Read and validate an audit config from a YAML file path (or a mapping, relative to the current directory).
+
+    Raises
+    ------
+    ConfigError
+        Missing file, invalid YAML, or an invalid key (the message names the key path, the value and what is
+        accepted).
+    """
+    if isinstance(config, AuditConfig):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(config, source="config")
+    if isinstance(config, (str, os.PathLike)):
+        import yaml
+
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; expected an audit YAML file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+        return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
+    raise ConfigError(f"config got {type(config).__name__}; expected a YAML file path or a mapping")

@@ -1,0 +1,205 @@
+"""The ``kdaudit`` command line. It parses arguments and calls the library; all the work happens there.
+
+Exit codes: 0 success (or the gate passed), 1 the gate (a policy rule) failed, 2 bad input (a missing file, an
+invalid config or policy, an unknown metric...). Bad input prints one line, ``kdaudit: error: ...``; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from kdaudit._exceptions import KDAuditError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _version() -> str:
+    from kdaudit import __version__
+
+    return __version__
+
+
+def _common() -> argparse.ArgumentParser:
+    # --debug is accepted after the command too ("kdaudit gate ... --debug"); SUPPRESS keeps the main flag's value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+    return common
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", parents=[_common()], help="train a teacher ensemble and students on UCI Adult and write a full audit report",
+        description="Trains a small teacher ensemble on the bundled UCI Adult data, distills a student through the "
+                    "harness, trains an independent control, audits both against the teacher and writes "
+                    "results.json, run.json and report.html.")
+    p.add_argument("--out", default="reports/demo", help="output directory (default: reports/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training, bootstrap and tests (default 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="a reduced run (fewer rows, epochs and replicates) for smoke tests; not a real audit")
+    p.add_argument("--no-lineage", action="store_true", help="skip the lineage section (and its reference models)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit", parents=[_common()], help="audit the models a YAML config names; write report.html and results.json",
+        description="Runs the audit described by CONFIG (models, data, sensitive features, sections, seed, "
+                    "bootstrap, policy) and writes results.json, run.json and report.html to --out.")
+    p.add_argument("config", metavar="CONFIG.yaml", help="audit configuration file")
+    p.add_argument("--out", help="output directory (default: the config's 'out', else ./kdaudit-report)")
+    p.add_argument("--policy", help="policy YAML overriding the config's policy")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--replicates", type=int, help="override the config's bootstrap replicates")
+    p.add_argument("--gate", action="store_true", help="exit 1 when the policy verdict is fail")
+    p.add_argument("--strict", action="store_true", help="with --gate: warnings and skipped rules fail too")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_audit)
+
+
+def _add_gate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gate", parents=[_common()], help="judge a results.json against a policy; exit 0 pass, 1 fail, 2 bad input",
+        description="Judges every rule of the policy on the interval of its metric (pass: the whole interval "
+                    "meets the threshold; warn: only the point does; fail: the point does not). Exit 0 when the "
+                    "gate passes (warnings pass unless --strict), 1 when a rule fails, 2 on bad input.")
+    p.add_argument("results", metavar="RESULTS.json", nargs="?", help="results.json written by kdaudit")
+    p.add_argument("--policy", metavar="POLICY.yaml",
+                   help="policy file (default: the policy recorded in RESULTS.json, else the default policy)")
+    p.add_argument("--markdown", metavar="OUT.md", help="also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--strict", action="store_true", help="warnings and skipped rules fail the gate")
+    p.add_argument("--show-default-policy", action="store_true", help="print the default policy as YAML and exit")
+    p.set_defaults(func=_cmd_gate)
+
+
+def _add_lineage(sub: argparse._SubParsersAction) -> None:
+    help_text = "test whether a suspect model was distilled from a teacher (p-value, verdict)"
+    try:
+        from kdaudit.lineage._cli import add_lineage_arguments, run_lineage_command
+    except ImportError:
+        p = sub.add_parser("lineage", help=help_text + " [not available in this installation]")
+        p.set_defaults(func=_cmd_lineage_missing)
+        return
+    p = sub.add_parser(
+        "lineage", parents=[_common()], help=help_text,
+        description="Compares the suspect's closeness to the teacher with its closeness to reference models "
+                    "exchangeable with the teacher, and turns it into a p-value with a stated null.")
+    add_lineage_arguments(p)
+    p.set_defaults(func=lambda args: run_lineage_command(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdaudit",
+        description="Audit knowledge-distilled models: fidelity, calibration, bias transfer, error fingerprints, "
+                    "cost and teacher lineage, with intervals, a review gate and a self-contained HTML report.",
+        epilog="Exit codes: 0 ok, 1 gate failed, 2 bad input. Run 'kdaudit COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"kdaudit {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    _add_demo(sub)
+    _add_audit(sub)
+    _add_gate(sub)
+    _add_lineage(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kdaudit._demo import run_demo
+
+    result, paths = run_demo(args.out, seed=args.seed, quick=args.quick, lineage=not args.no_lineage,
+                             progress=not args.quiet)
+    _print_summary(result, paths)
+    return EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from kdaudit._audit import audit_from_config
+    from kdaudit._config import load_config
+
+    cfg = load_config(args.config)
+    overrides: dict = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.replicates is not None:
+        overrides["n_replicates"] = args.replicates
+    if args.policy is not None:
+        from kdaudit.policy import load_policy
+
+        overrides["policy"] = load_policy(args.policy)
+    out = Path(args.out) if args.out else (cfg.out or Path("kdaudit-report"))
+    result = audit_from_config(cfg, out_dir=None, progress=not args.quiet, **overrides)
+    paths = result.save(out)
+    _print_summary(result, paths)
+    if args.gate:
+        from kdaudit.policy import verdict_of
+
+        return EXIT_GATE_FAILED if verdict_of(result.findings, strict=args.strict) == "fail" else EXIT_OK
+    return EXIT_OK
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from kdaudit.policy import DEFAULT_POLICY, gate
+
+    if args.show_default_policy:
+        import yaml
+
+        print(yaml.safe_dump(DEFAULT_POLICY, sort_keys=False, width=100), end="")
+        return EXIT_OK
+    if not args.results:
+        raise KDAuditError("gate needs RESULTS.json (the results.json that 'kdaudit audit' or 'kdaudit demo' wrote)")
+    result = gate(args.results, args.policy, strict=args.strict)
+    print(result.to_text())
+    if args.markdown:
+        from kdaudit._io import atomic_write_text
+
+        atomic_write_text(args.markdown, result.to_markdown())
+    return result.exit_code
+
+
+def _cmd_lineage_missing(args: argparse.Namespace) -> int:
+    raise KDAuditError("the lineage command is not available in this installation (kdaudit.lineage._cli missing)")
+
+
+def _print_summary(result: object, paths: dict) -> None:
+    verdict = getattr(result, "verdict", "?")
+    findings = getattr(result, "findings", ())
+    print(f"verdict: {str(verdict).upper()}")
+    for f in findings:
+        if f.status in ("fail", "warn"):
+            print(f"  {f.status.upper()}: {f.message}")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+# -------------------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kdaudit`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    debug = args.debug or bool(os.environ.get("KDAUDIT_DEBUG"))
+    try:
+        return int(args.func(args))
+    except (KDAuditError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        if debug:
+            raise
+        print(f"kdaudit: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("kdaudit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

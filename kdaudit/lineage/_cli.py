@@ -1,0 +1,167 @@
+"""``kdaudit lineage``: arguments and the command (the CLI module wires them in; all the work is in the library).
+
+Two forms::
+
+    kdaudit lineage --teacher T --suspect S --probes P [--reference R ...] [--candidate T2[@REFS] ...]
+                    [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
+    kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
+
+Exit codes: 0 the test ran and its verdict was printed (whatever the verdict; add ``--fail-on-derived`` to exit 1
+when the suspect is found derived, for scripted screening); for ``--verify`` 0 the student matches the manifest and
+1 it does not; 2 bad input (missing file, unreadable model, invalid option), raised as ``KDAuditError`` and turned
+into exit 2 by the CLI's main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from typing import Any
+
+from kdaudit._exceptions import invalid_argument
+
+__all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "add_lineage_arguments", "run_lineage_command"]
+
+EXIT_OK = 0
+EXIT_MISMATCH = 1  # --verify: the student is not the recorded one
+EXIT_DERIVED = 1  # only with --fail-on-derived
+
+
+def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``kdaudit lineage`` options to ``parser``."""
+    test = parser.add_argument_group("lineage test")
+    test.add_argument("--teacher", metavar="FILE", help="the teacher model file (anything kdaudit.load_model reads)")
+    test.add_argument("--suspect", metavar="FILE", help="the suspect model file, or its precomputed outputs")
+    test.add_argument("--probes", metavar="FILE",
+                      help="probe inputs: .npy, .npz (X, optional y), .csv or .parquet (optional label column y)")
+    test.add_argument("--reference", metavar="FILE", action="append", default=[],
+                      help="a reference model: the teacher's recipe and data with another seed (repeat; globs "
+                           "allowed). At least 19 for an exact verdict at alpha 0.05")
+    test.add_argument("--candidate", metavar="FILE[@REFGLOB]", action="append", default=[],
+                      help="another candidate teacher for attribution (repeat). Its references follow '@' as a glob; "
+                           "without '@' it shares --reference (valid when it comes from the same recipe)")
+    test.add_argument("--suspect-access", metavar="MODE", default=None,
+                      help="what to use of the suspect's answers: probabilities, top-k:K or labels "
+                           "(default: what the suspect reveals)")
+    test.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    test.add_argument("--query-budget", type=int, default=2000, help="most suspect queries (default 2000)")
+    test.add_argument("--n-probes", type=int, default=None, help="probes sent to the suspect (default 1000)")
+    test.add_argument("--p-value", dest="p_value_method", choices=("exact", "parametric"), default="exact",
+                      help="p-value for the verdict: exact rank test (default) or parametric t (fewer references)")
+    test.add_argument("--seed", type=int, default=0, help="seed of probe blends, selection and bootstrap")
+    test.add_argument("--trust", action="store_true",
+                      help="allow model files that execute code when loaded (pickle); only for trusted files")
+    test.add_argument("--fail-on-derived", action="store_true", help="exit 1 when the verdict is 'derived'")
+    verify = parser.add_argument_group("manifest verification")
+    verify.add_argument("--verify", metavar="MANIFEST", help="check a student file against a lineage manifest")
+    verify.add_argument("--student", metavar="FILE", help="the student file to check (with --verify)")
+    verify.add_argument("--manifest-teacher", metavar="NAME=FILE", action="append", default=[],
+                        help="also check a teacher file against the manifest (repeat)")
+    parser.add_argument("--json", metavar="OUT", help="write the result as JSON")
+
+
+def _expand(patterns: list[str], what: str) -> list[str]:
+    files: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        if not matches:
+            raise invalid_argument(what, pattern, "a file path or a glob matching at least one file")
+        files.extend(matches)
+    return files
+
+
+def _load(path: str, trust: bool) -> Any:
+    from kdaudit.models import load_model
+
+    return load_model(path, trust=trust)
+
+
+def run_lineage_command(args: argparse.Namespace) -> int:
+    """Run ``kdaudit lineage`` from parsed arguments; return the exit code (see the module docstring)."""
+    from kdaudit._io import atomic_write_text, canonical_json
+
+    if getattr(args, "verify", None):
+        from kdaudit.lineage._manifest import verify_manifest
+
+        if not getattr(args, "student", None):
+            raise invalid_argument("--student", None, "the student file to check against the manifest")
+        teachers = {}
+        for item in getattr(args, "manifest_teacher", []) or []:
+            name, sep, file = item.partition("=")
+            if not sep or not name or not file:
+                raise invalid_argument("--manifest-teacher", item, "NAME=FILE")
+            teachers[name] = file
+        result = verify_manifest(args.verify, args.student, teachers=teachers)
+        print(result.summary())
+        if getattr(args, "json", None):
+            atomic_write_text(args.json, canonical_json(result.to_dict()))
+        return EXIT_OK if result.ok else EXIT_MISMATCH
+
+    for opt in ("teacher", "suspect", "probes"):
+        if not getattr(args, opt, None):
+            raise invalid_argument(f"--{opt}", None, "a file (or use --verify MANIFEST --student FILE)")
+    from kdaudit.lineage._files import load_probes
+    from kdaudit.lineage._test import attribute, lineage_test, parse_access
+
+    trust = bool(getattr(args, "trust", False))
+    access = parse_access(args.suspect_access) if args.suspect_access else None
+    access_text = None if access is None else (access[0] if access[1] is None else f"top_k:{access[1]}")
+    X, y = load_probes(args.probes)
+    from kdaudit.data._audit_data import AuditData
+
+    probes = AuditData(X=X, y_true=y, name=str(args.probes))
+    teacher = _load(args.teacher, trust)
+    suspect = _load(args.suspect, trust)
+    references = [_load(f, trust) for f in _expand(args.reference, "--reference")]
+    options = dict(suspect_access=access_text, alpha=args.alpha, query_budget=args.query_budget,
+                   n_probes=args.n_probes, p_value_method=args.p_value_method, seed=args.seed)
+    if args.candidate:
+        candidates = {teacher.name: (teacher, references)}
+        for spec in args.candidate:
+            file, sep, ref_glob = spec.partition("@")
+            cand = _load(file, trust)
+            refs = [_load(f, trust) for f in _expand([ref_glob], "--candidate")] if sep else references
+            name = cand.name if cand.name not in candidates else f"{cand.name}_{len(candidates)}"
+            candidates[name] = (cand, refs)
+        result = attribute(suspect, candidates, probes, **options)
+        print(_attribution_text(result))
+        if args.json:
+            atomic_write_text(args.json, canonical_json(result.to_dict()))
+        derived = result.parent != "none"
+    else:
+        res = lineage_test(teacher, suspect, probes, references=references, **options)
+        print(_result_text(res))
+        if args.json:
+            atomic_write_text(args.json, canonical_json(res.to_dict()))
+        derived = res.derived
+    return EXIT_DERIVED if derived and getattr(args, "fail_on_derived", False) else EXIT_OK
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3g}"
+
+
+def _result_text(r: Any) -> str:
+    lines = [
+        f"lineage: is {r.suspect!r} derived from {r.teacher!r}?  verdict: {r.verdict.upper()}",
+        f"  p-value {_fmt(r.p_value)} ({r.p_value_method}; exact {_fmt(r.p_value_exact)}, parametric "
+        f"{_fmt(r.p_value_parametric)}), alpha {r.alpha}",
+        f"  effect {r.effect:.2f} reference SDs ({r.effect.method})" if r.effect.has_interval
+        else f"  effect {_fmt(r.effect.value)}",
+        f"  {r.n_references} references, {r.n_probes} probes, {r.queries_used} suspect queries "
+        f"(budget {r.query_budget}), suspect access {r.suspect_access}",
+        f"  {r.reason}",
+        "  signatures (teacher z against references):",
+    ]
+    lines += [f"    {name:<20} z = {_fmt(s['z_teacher'])}  (rank p {_fmt(s['rank_p_value'])})"
+              for name, s in r.signatures.items()]
+    return "\n".join(lines)
+
+
+def _attribution_text(a: Any) -> str:
+    lines = [f"attribution: parent = {a.parent}  ({a.reason}; {a.correction})"]
+    for name, r in a.results.items():
+        lines.append(f"  {name:<24} p {_fmt(r.p_value)}  Holm-adjusted {_fmt(a.adjusted_p_values[name])}  "
+                     f"effect {_fmt(r.effect.value)}  ({r.n_references} references)")
+    lines.append(f"  suspect queries: {a.queries_used}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Probe files: .npy, .npz, .csv and .parquet inputs for ``kdaudit lineage --probes``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kdaudit._exceptions import invalid_argument
+
+__all__ = ["PROBE_LABEL_COLUMNS", "load_probes"]
+
+#: Column (csv/parquet) or array (npz) names read as the probes' true labels rather than as inputs.
+PROBE_LABEL_COLUMNS = ("y", "y_true", "label")
+_INPUT_KEYS = ("X", "x", "probes", "inputs")
+
+
+def load_probes(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read probe inputs and, when present, their true labels.
+
+    Parameters
+    ----------
+    path : path
+        ``.npy``: an array of inputs (n, ...). ``.npz``: inputs under ``X`` (or ``x``, ``probes``, ``inputs``, or
+        the only array) and optional labels under ``y``, ``y_true`` or ``label``. ``.csv`` / ``.parquet``: one row
+        per probe, numeric feature columns, and an optional label column named ``y``, ``y_true`` or ``label``.
+
+    Returns
+    -------
+    (X, y) : (ndarray, ndarray or None)
+        ``X`` never contains object or string values (pickled arrays are refused).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise invalid_argument("probes", str(path), "an existing .npy, .npz, .csv or .parquet file")
+    suffix = p.suffix.lower()
+    y = None
+    if suffix == ".npy":
+        X = np.load(p, allow_pickle=False)
+    elif suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            keys = list(z.keys())
+            x_key = next((k for k in _INPUT_KEYS if k in keys), None)
+            label_keys = [k for k in keys if k in PROBE_LABEL_COLUMNS]
+            others = [k for k in keys if k not in PROBE_LABEL_COLUMNS]
+            if x_key is None and len(others) == 1:
+                x_key = others[0]
+            if x_key is None:
+                raise invalid_argument("probes", f"an .npz with arrays {keys}",
+                                       f"inputs under one of {list(_INPUT_KEYS)} (labels optional under 'y')")
+            X = z[x_key]
+            y = z[label_keys[0]] if label_keys else None
+    elif suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+        label_cols = [c for c in frame.columns if str(c) in PROBE_LABEL_COLUMNS]
+        if label_cols:
+            y = frame[label_cols[0]].to_numpy()
+            frame = frame.drop(columns=label_cols)
+        non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        if non_numeric:
+            raise invalid_argument("probes", f"non-numeric columns {non_numeric[:5]}", "numeric feature columns")
+        X = frame.to_numpy(dtype=np.float32)
+    else:
+        raise invalid_argument("probes", str(path), "a .npy, .npz, .csv or .parquet file")
+    if X.ndim < 2 or len(X) == 0 or not np.issubdtype(X.dtype, np.number):
+        raise invalid_argument("probes", f"inputs of shape {X.shape} and dtype {X.dtype}",
+                               "a numeric array of shape (n_probes, ...) with at least one row")
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise invalid_argument("probes", f"labels of shape {y.shape}", f"one label per probe ({len(X)},)")
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        if y.dtype.kind not in "iu":
+            raise invalid_argument("probes", f"labels of dtype {y.dtype}", "integer class indices")
+        y = y.astype(np.int64)
+    return X, y

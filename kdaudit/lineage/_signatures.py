@@ -1,0 +1,209 @@
+"""Lineage signatures: how strongly a suspect's outputs follow each member of a pool of candidate parents.
+
+The pool is ``{teacher, reference_1, ..., reference_K}``. Every signature is computed for every member by the same
+function of ``(suspect, member, pool)`` that is symmetric in the pool, so relabelling the pool members permutes the
+statistics and nothing else. That symmetry is what keeps the rank p-value of :mod:`kdaudit.lineage._test` exact.
+
+Each signature is a smooth function of per-probe *additive* sums (sums over probes of per-probe values), so a probe
+bootstrap (:class:`kdaudit.metrics._resampling.Bootstrap`) recomputes every statistic, the z-scores and the
+effect size by reweighting those sums, without touching a model again.
+
+Signatures (member ``m``, pool mean ``bar``, suspect ``S``; entries are probes x classes):
+
+``logit_residual``
+    Pearson correlation, over the entries the suspect reveals, of ``clr(log p_m) - bar(clr log p)`` with
+    ``clr(log p_S) - bar(clr log p)``, where ``clr`` centres log-probabilities over the revealed classes of each probe.
+    Subtracting the pool's consensus removes what every model trained on the data knows; what remains is a model's
+    idiosyncrasy, mostly in the small probabilities of non-top classes (the "dark knowledge" distillation copies).
+``prob_residual``
+    The same on the probability scale, with the suspect's view (full probabilities; top-k with the unrevealed mass
+    spread evenly over the other classes; one-hot labels). Available in every access mode.
+``nontop_rank``
+    Mean over probes of Spearman's rank correlation between the suspect's and the member's probabilities on the
+    classes other than the pool's consensus top class (full probabilities only).
+``topk_overlap``
+    Mean over probes of ``|top-k(S) & top-k(m)| / k`` (top-k access).
+``label_idiosyncrasy``
+    Mean over probes of ``1[label_S = label_m] - share of the pool predicting label_m``: agreement with the member
+    beyond what the pool's consensus explains, which counts most where the pool disagrees (labels suffice).
+``shared_errors``
+    Rate of probes with a known true label where the suspect makes the member's wrong prediction (only when the
+    probes carry true labels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+__all__ = ["SIGNATURES", "SignatureSums", "available_signatures", "compute_sums", "statistics_from_totals"]
+
+#: Signature name -> one-line description (used in reports and the methodology text).
+SIGNATURES: dict[str, str] = {
+    "logit_residual": "correlation of the suspect's and the model's deviations from the pool consensus, on the "
+                      "log-probability scale (non-top class structure)",
+    "prob_residual": "correlation of the suspect's and the model's deviations from the pool consensus, on the "
+                     "probability scale",
+    "nontop_rank": "rank correlation of the non-top classes",
+    "topk_overlap": "overlap of the top-k class sets",
+    "label_idiosyncrasy": "agreement on labels beyond the pool's consensus (counts where the pool disagrees)",
+    "shared_errors": "rate of shared wrong labels on probes with a known true label",
+}
+
+# log(0) is undefined; float32 softmax underflows near 1e-38 but models disagree far above 1e-6.
+_LOG_FLOOR = 1e-6
+
+
+def available_signatures(access: str, *, has_truth: bool) -> tuple[str, ...]:
+    """Signatures computable from a suspect with this access level (the pool is at least as informative)."""
+    if access == "probabilities":
+        names = ["logit_residual", "prob_residual", "nontop_rank", "label_idiosyncrasy"]
+    elif access == "top_k":
+        names = ["logit_residual", "prob_residual", "topk_overlap", "label_idiosyncrasy"]
+    elif access == "labels":
+        names = ["prob_residual", "label_idiosyncrasy"]
+    else:  # pragma: no cover - validated at the public boundary
+        raise ValueError(access)
+    if has_truth:
+        names.append("shared_errors")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class SignatureSums:
+    """Per-probe additive values and the layout needed to turn their totals into statistics.
+
+    ``values`` is (n_probes, n_values). Correlation signatures store 3 member values (sum x, sum xy, sum x^2) per
+    member and 3 shared suspect values (sum y, sum y^2, count); mean signatures store 1 value per member and a count.
+    """
+
+    values: np.ndarray
+    signatures: tuple[str, ...]
+    n_members: int
+    layout: tuple[tuple[str, int, int], ...]  # (kind, start, stop) per signature; kind "corr" or "mean"
+
+
+def _clr(logp: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Centre log-probabilities over the revealed classes of each probe (zero elsewhere)."""
+    n = mask.sum(axis=-1, keepdims=True)
+    mean = (logp * mask).sum(axis=-1, keepdims=True) / np.maximum(n, 1)
+    return (logp - mean) * mask
+
+
+def _corr_values(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-probe sums for a correlation: member part (N, 3*M) then shared part (N, 3)."""
+    # x: (M, N, C) zero where masked; y: (N, C) zero where masked
+    sx = x.sum(axis=-1)
+    sxy = (x * y[None]).sum(axis=-1)
+    sxx = (x * x).sum(axis=-1)
+    member = np.stack([sx, sxy, sxx], axis=-1)  # (M, N, 3)
+    member = member.transpose(1, 0, 2).reshape(x.shape[1], -1)
+    shared = np.stack([y.sum(axis=-1), (y * y).sum(axis=-1), mask.sum(axis=-1)], axis=-1)
+    return np.concatenate([member, shared], axis=1)
+
+
+def compute_sums(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.ndarray, *, access: str,
+                 top_k: int | None = None, y_true: np.ndarray | None = None) -> SignatureSums:
+    """Per-probe additive values of every available signature for every pool member.
+
+    Parameters
+    ----------
+    pool : ndarray of shape (n_members, n_probes, n_classes)
+        Probabilities of the pool members (teacher first), full vectors.
+    suspect_probs : ndarray of shape (n_probes, n_classes)
+        The suspect's view: probabilities; zero outside the top k; or one-hot labels.
+    suspect_labels : ndarray of shape (n_probes,)
+    access : {"probabilities", "top_k", "labels"}
+    top_k : int, optional
+        k for ``access="top_k"``.
+    y_true : ndarray of shape (n_probes,), optional
+        True labels, ``-1`` where unknown (e.g. mixup blends).
+    """
+    M, N, C = pool.shape
+    pool = pool.astype(np.float64)
+    S = suspect_probs.astype(np.float64)
+    has_truth = y_true is not None and bool((y_true >= 0).any())
+    names = available_signatures(access, has_truth=has_truth)
+    member_labels = pool.argmax(axis=-1)  # (M, N)
+    blocks: list[np.ndarray] = []
+    layout: list[tuple[str, int, int]] = []
+    start = 0
+
+    def push(kind: str, vals: np.ndarray) -> None:
+        nonlocal start
+        blocks.append(vals)
+        layout.append((kind, start, start + vals.shape[1]))
+        start += vals.shape[1]
+
+    for name in names:
+        if name == "logit_residual":
+            mask = np.ones((N, C)) if access == "probabilities" else (S > 0).astype(np.float64)
+            lp = _clr(np.log(np.maximum(pool, _LOG_FLOOR)), mask[None])
+            ls = _clr(np.log(np.maximum(S, _LOG_FLOOR)), mask)
+            bar = lp.mean(axis=0)
+            push("corr", _corr_values(lp - bar[None], (ls - bar) * mask, mask))
+        elif name == "prob_residual":
+            view = S
+            if access == "top_k":
+                # unrevealed mass, spread evenly: the least informative completion of a top-k answer
+                rest = np.clip(1.0 - S.sum(axis=1, keepdims=True), 0.0, 1.0)
+                hidden = S <= 0
+                view = np.where(hidden, rest / np.maximum(hidden.sum(axis=1, keepdims=True), 1), S)
+            bar = pool.mean(axis=0)
+            push("corr", _corr_values(pool - bar[None], view - bar, np.ones((N, C))))
+        elif name == "nontop_rank":
+            top = pool.mean(axis=0).argmax(axis=1)  # the pool's consensus top class: symmetric in the members
+            keep = np.ones((N, C), dtype=bool)
+            keep[np.arange(N), top] = False
+            rs = rankdata(S[keep].reshape(N, C - 1), axis=-1)
+            rp = rankdata(pool[:, keep].reshape(M, N, C - 1), axis=-1)
+            rs = rs - rs.mean(axis=-1, keepdims=True)
+            rp = rp - rp.mean(axis=-1, keepdims=True)
+            den = np.sqrt((rp**2).sum(-1) * (rs**2).sum(-1)[None])
+            rho = np.where(den > 0, (rp * rs[None]).sum(-1) / np.where(den > 0, den, 1), 0.0)  # (M, N)
+            push("mean", np.concatenate([rho.T, np.ones((N, 1))], axis=1))
+        elif name == "topk_overlap":
+            k = int(top_k)
+            top_s = S > 0
+            order = np.argsort(-pool, axis=-1, kind="stable")[..., :k]
+            top_p = np.zeros((M, N, C), dtype=bool)
+            np.put_along_axis(top_p, order, True, axis=-1)
+            overlap = (top_p & top_s[None]).sum(-1) / k
+            push("mean", np.concatenate([overlap.T, np.ones((N, 1))], axis=1))
+        elif name == "label_idiosyncrasy":
+            share = np.stack([(member_labels == c).mean(axis=0) for c in range(C)], axis=1)  # (N, C)
+            agree = (member_labels == suspect_labels[None]).astype(np.float64)
+            expected = np.take_along_axis(share[None].repeat(M, 0), member_labels[..., None], axis=-1)[..., 0]
+            push("mean", np.concatenate([(agree - expected).T, np.ones((N, 1))], axis=1))
+        elif name == "shared_errors":
+            known = (y_true >= 0)
+            shared = (member_labels != y_true[None]) & (member_labels == suspect_labels[None]) & known[None]
+            push("mean", np.concatenate([shared.T.astype(np.float64), known[:, None].astype(np.float64)], axis=1))
+    return SignatureSums(np.concatenate(blocks, axis=1), names, M, tuple(layout))
+
+
+def statistics_from_totals(totals: np.ndarray, sums: SignatureSums) -> np.ndarray:
+    """Signature statistics (..., n_members, n_signatures) from summed values (..., n_values).
+
+    Vectorised over leading axes, so bootstrap replicates go through the same code as the point estimate.
+    """
+    M = sums.n_members
+    out = []
+    for kind, a, b in sums.layout:
+        t = totals[..., a:b]
+        if kind == "corr":
+            member = t[..., : 3 * M].reshape(*t.shape[:-1], M, 3)
+            sy, syy, n = (t[..., 3 * M + j][..., None] for j in range(3))
+            sx, sxy, sxx = member[..., 0], member[..., 1], member[..., 2]
+            cov = n * sxy - sx * sy
+            var = (n * sxx - sx**2) * (n * syy - sy**2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+        else:
+            n = t[..., M][..., None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(n > 0, t[..., :M] / np.where(n > 0, n, 1.0), 0.0)
+        out.append(r)
+    return np.stack(out, axis=-1)

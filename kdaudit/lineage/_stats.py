@@ -1,0 +1,103 @@
+"""The model-level test: leave-one-out z-scores, the combined statistic, exact and parametric p-values, Holm.
+
+The unit of evidence is the model. For every pool member ``m`` (teacher first, then K references) each signature's
+statistic is standardised against the *other* members (leave-one-out mean and standard deviation), and the z-scores
+are averaged into one combined statistic ``C_m`` (Stouffer's equal-weight combination, without its independence
+claim: only the ranking matters for the exact p-value). Because the same symmetric procedure produces ``C_m`` for
+every member, under the null hypothesis that the teacher is exchangeable with the references in its relation to the
+suspect, the teacher's rank among the ``K + 1`` values is uniform, and ``(1 + #{k: C_k >= C_T}) / (K + 1)`` is a
+valid p-value whatever the dependence between probes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as sps
+
+__all__ = [
+    "combined_statistic",
+    "effect_size",
+    "holm_adjust",
+    "leave_one_out_z",
+    "min_references",
+    "parametric_p_value",
+    "rank_p_value",
+]
+
+
+def leave_one_out_z(stats: np.ndarray) -> np.ndarray:
+    """z-score of each member's statistic against the other members: (..., M, S) -> (..., M, S).
+
+    A member whose peers all have the same value gets z = 0 (no evidence either way) rather than a division by 0.
+    """
+    M = stats.shape[-2]
+    if M < 3:
+        return np.zeros_like(stats)
+    total = stats.sum(axis=-2, keepdims=True)
+    sq = (stats**2).sum(axis=-2, keepdims=True)
+    mean = (total - stats) / (M - 1)
+    var = (sq - stats**2 - (M - 1) * mean**2) / (M - 2)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    # relative floor: identical peers (up to rounding) carry no spread to standardise against
+    floor = 1e-9 * np.maximum(np.abs(mean), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > floor, (stats - mean) / np.where(sd > floor, sd, 1.0), 0.0)
+
+
+def combined_statistic(stats: np.ndarray) -> np.ndarray:
+    """Mean of the leave-one-out z-scores over signatures: (..., M, S) -> (..., M)."""
+    return leave_one_out_z(stats).mean(axis=-1)
+
+
+def effect_size(combined: np.ndarray) -> np.ndarray:
+    """How many reference standard deviations the teacher's combined statistic lies above the references' mean."""
+    teacher, refs = combined[..., 0], combined[..., 1:]
+    sd = refs.std(axis=-1, ddof=1) if refs.shape[-1] > 1 else np.full(teacher.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (teacher - refs.mean(axis=-1)) / sd
+
+
+def rank_p_value(teacher: float, references: np.ndarray) -> float:
+    """Exact permutation p-value: ``(1 + #{k: C_k >= C_T}) / (K + 1)`` (ties count against the teacher)."""
+    refs = np.asarray(references, dtype=np.float64)
+    # a relative tolerance so that floating-point noise never breaks a tie in the teacher's favour
+    tol = 1e-12 * max(1.0, abs(float(teacher)))
+    return float((1 + np.sum(refs >= teacher - tol)) / (len(refs) + 1))
+
+
+def parametric_p_value(teacher: float, references: np.ndarray) -> float:
+    """One-sided p-value from a Student-t prediction interval for one new draw from the references' distribution.
+
+    ``t = (C_T - mean) / (sd * sqrt(1 + 1/K))`` follows ``t_{K-1}`` when the pool's combined statistics are i.i.d.
+    normal under the null: an extra assumption beyond exchangeability, stated in the result.
+    """
+    refs = np.asarray(references, dtype=np.float64)
+    K = len(refs)
+    if K < 2:
+        return float("nan")
+    sd = refs.std(ddof=1)
+    if not sd > 0:
+        return float("nan")
+    t = (teacher - refs.mean()) / (sd * np.sqrt(1 + 1 / K))
+    return float(sps.t.sf(t, df=K - 1))
+
+
+def min_references(alpha: float, n_tests: int = 1) -> int:
+    """Fewest references K for which the exact p-value can reach ``alpha / n_tests``: ``ceil(n/alpha) - 1``."""
+    return int(np.ceil(n_tests / alpha - 1e-9)) - 1
+
+
+def holm_adjust(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        out[idx] = running
+    return out

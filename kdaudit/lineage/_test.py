@@ -1,0 +1,699 @@
+"""``lineage_test`` and ``attribute``: was this suspect derived from our teacher, and from which candidate?
+
+The null hypothesis is "the suspect is not derived from the teacher". It is made testable by an assumption the
+teacher's owner can satisfy: K reference models trained by the teacher's own recipe and data with other seeds are,
+under the null, exchangeable with the teacher in their relation to the suspect (the suspect was made without the
+teacher, so nothing distinguishes the teacher from its siblings from the suspect's point of view). Every pool member
+(teacher and references) gets a statistic by one symmetric procedure (:mod:`kdaudit.lineage._signatures`,
+:mod:`kdaudit.lineage._stats`); the teacher's rank among them is uniform under the null, which gives an exact
+p-value that never assumes probes are independent: the model, not the probe, is the unit of evidence.
+
+Design choices, and why:
+
+* Probes are chosen where the *pool* disagrees (:mod:`kdaudit.lineage._probes`), never where the teacher alone is
+  unusual, so the selection is the same whichever member is the teacher.
+* Pool members are seen through the least informative access level among them, so a black-box teacher is compared
+  with references exactly as informative as it is.
+* The verdict uses the exact rank p-value. It cannot go below ``1 / (K + 1)``, so with fewer than
+  ``ceil(1 / alpha) - 1`` references (19 at alpha = 0.05) the verdict is "inconclusive" unless the caller opts into
+  the parametric p-value (a t prediction interval, which adds a normality assumption, named in the result).
+* The effect size is the teacher's combined statistic in units of the references' standard deviation, with a
+  probe-bootstrap interval (block-Poisson, :class:`kdaudit.metrics._resampling.Bootstrap`): it says how separated the
+  teacher is, while the p-value says how surprising that is under the null.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from kdaudit._estimate import Estimate
+from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
+from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
+from kdaudit.lineage._signatures import SIGNATURES, compute_sums, statistics_from_totals
+from kdaudit.lineage._stats import (
+    combined_statistic,
+    effect_size,
+    holm_adjust,
+    leave_one_out_z,
+    min_references,
+    parametric_p_value,
+    rank_p_value,
+)
+from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of
+
+__all__ = [
+    "AttributionResult",
+    "LineageResult",
+    "NULL_HYPOTHESIS",
+    "attribute",
+    "lineage_test",
+    "parse_access",
+]
+
+NULL_HYPOTHESIS = ("H0: the suspect is not derived from the teacher. Operationally: the teacher is exchangeable with "
+                   "the reference models (the teacher's recipe and data with other seeds) in its relation to the "
+                   "suspect, so the teacher's rank among the pool members' lineage statistics is uniformly "
+                   "distributed.")
+
+_ACCESS_ORDER = {"labels": 0, "top_k": 1, "probabilities": 2}
+DEFAULT_QUERY_BUDGET = 2000
+DEFAULT_N_PROBES = 1000
+_VERDICTS = ("derived", "not derived", "inconclusive")
+
+
+# ---------------------------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class LineageResult:
+    """Outcome of :func:`lineage_test`.
+
+    Attributes
+    ----------
+    verdict : {"derived", "not derived", "inconclusive"}
+        "derived": the null is rejected at ``alpha``. "not derived": no evidence of derivation at ``alpha`` (a
+        failure to reject, not a proof of independence). "inconclusive": no calibrated test was possible (no or too
+        few references); ``reason`` says why.
+    reason : str
+    p_value : float
+        The p-value the verdict used (NaN when none).
+    p_value_method : {"exact rank", "parametric t", "none"}
+    p_value_exact, p_value_parametric : float
+        Both are always reported when computable.
+    alpha : float
+    effect : Estimate
+        Teacher's combined statistic minus the references' mean, in references' standard deviations, with a probe
+        bootstrap interval.
+    statistic : float
+        The teacher's combined statistic (mean of its leave-one-out z-scores).
+    reference_statistics : tuple of float
+    signatures : dict
+        Per signature: description, teacher statistic, reference statistics, teacher z-score and the signature's own
+        rank p-value (for explanation; the verdict uses the combination).
+    raw_similarity : dict of str -> Estimate
+        Plain similarities of suspect and teacher (top-1 agreement...), which alone do not establish lineage.
+    queries_used : int
+        Rows sent to the suspect in this test (cached rows are not re-sent).
+    """
+
+    verdict: str
+    reason: str
+    p_value: float
+    p_value_method: str
+    p_value_exact: float
+    p_value_parametric: float
+    alpha: float
+    effect: Estimate
+    statistic: float
+    reference_statistics: tuple[float, ...]
+    signatures: Mapping[str, Any]
+    raw_similarity: Mapping[str, Estimate]
+    queries_used: int
+    query_budget: int | None
+    n_probes: int
+    n_candidates: int
+    n_references: int
+    suspect_access: str
+    pool_access: str
+    teacher: str
+    suspect: str
+    null_hypothesis: str = NULL_HYPOTHESIS
+    assumptions: tuple[str, ...] = ()
+    methodology: str = ""
+    probe_selection: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def derived(self) -> bool:
+        return self.verdict == "derived"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the report's lineage section renders it)."""
+        return {
+            "available": True,
+            "reason": self.reason,
+            "verdict": self.verdict,
+            "p_value": _num(self.p_value),
+            "p_value_method": self.p_value_method,
+            "p_value_exact": _num(self.p_value_exact),
+            "p_value_parametric": _num(self.p_value_parametric),
+            "alpha": self.alpha,
+            "headline": {"effect": self.effect.to_dict(),
+                         "p_value": Estimate(self.p_value, method=f"{self.p_value_method} p-value").to_dict(),
+                         **{k: v.to_dict() for k, v in self.raw_similarity.items()}},
+            "effect": self.effect.to_dict(),
+            "statistic": _num(self.statistic),
+            "reference_statistics": [_num(x) for x in self.reference_statistics],
+            "signatures": {k: dict(v) for k, v in self.signatures.items()},
+            "raw_similarity": {k: v.to_dict() for k, v in self.raw_similarity.items()},
+            "queries_used": self.queries_used,
+            "query_budget": self.query_budget,
+            "n_probes": self.n_probes,
+            "n_candidates": self.n_candidates,
+            "n_references": self.n_references,
+            "suspect_access": self.suspect_access,
+            "pool_access": self.pool_access,
+            "teacher": self.teacher,
+            "suspect": self.suspect,
+            "null_hypothesis": self.null_hypothesis,
+            "assumptions": list(self.assumptions),
+            "methodology": self.methodology,
+            "probe_selection": dict(self.probe_selection),
+        }
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    """Outcome of :func:`attribute`: one lineage test per candidate teacher, Holm-Bonferroni across them.
+
+    ``parent`` is the candidate with the largest effect among those whose Holm-adjusted p-value is at most
+    ``alpha``, or ``"none"``. ``adjusted_p_values`` maps candidate -> Holm-adjusted p-value.
+    """
+
+    parent: str
+    alpha: float
+    results: Mapping[str, LineageResult]
+    adjusted_p_values: Mapping[str, float]
+    correction: str = "Holm-Bonferroni (family-wise error rate <= alpha across candidates)"
+    queries_used: int = 0
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parent": self.parent,
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "reason": self.reason,
+            "queries_used": self.queries_used,
+            "adjusted_p_values": {k: _num(v) for k, v in self.adjusted_p_values.items()},
+            "candidates": {k: r.to_dict() for k, r in self.results.items()},
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# ---------------------------------------------------------------------------------------------------- access levels
+def parse_access(value: Any) -> tuple[str, int | None] | None:
+    """``"probabilities"``, ``"labels"``, ``"top_k:K"`` / ``"top-k:K"`` -> (access, k); None passes through."""
+    if value is None:
+        return None
+    if isinstance(value, tuple) and len(value) == 2:
+        value = value[0] if value[1] is None else f"top_k:{value[1]}"
+    text = str(getattr(value, "value", value)).strip().lower().replace("-", "_")
+    if text in ("probabilities", "labels"):
+        return text, None
+    if text.startswith("top_k"):
+        rest = text[len("top_k"):]
+        if rest.startswith(":") and rest[1:].isdigit() and int(rest[1:]) >= 1:
+            return "top_k", int(rest[1:])
+        if rest == "":
+            return "top_k", None
+    raise invalid_argument("suspect_access", value, '"probabilities", "top_k:K" (or "top-k:K", K >= 1) or "labels"')
+
+
+def _least(a: tuple[str, int | None], b: tuple[str, int | None]) -> tuple[str, int | None]:
+    """The less informative of two access levels (top-k with the smaller k)."""
+    if _ACCESS_ORDER[a[0]] != _ACCESS_ORDER[b[0]]:
+        return a if _ACCESS_ORDER[a[0]] < _ACCESS_ORDER[b[0]] else b
+    if a[0] == "top_k":
+        return ("top_k", min(x for x in (a[1], b[1]) if x is not None))
+    return a
+
+
+def _view(probs: np.ndarray, access: tuple[str, int | None]) -> np.ndarray:
+    """Restrict probabilities to what an access level reveals (zero outside the top k; one-hot labels)."""
+    kind, k = access
+    if kind == "probabilities":
+        return probs
+    out = np.zeros_like(probs)
+    if kind == "labels":
+        out[np.arange(len(probs)), probs.argmax(axis=1)] = 1.0
+        return out
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    np.put_along_axis(out, top, np.take_along_axis(probs, top, axis=1), axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- array-level analysis
+def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.ndarray, *,
+             access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float, p_value_method: str,
+             bootstrap: Bootstrap, probe_ids: np.ndarray) -> dict[str, Any]:
+    """Everything the result needs from the pool's and the suspect's outputs on the probes.
+
+    ``pool`` is (1 + K, n_probes, n_classes), teacher first.
+    """
+    M = pool.shape[0]
+    K = M - 1
+    sums = compute_sums(pool, suspect_probs, suspect_labels, access=access[0], top_k=access[1], y_true=y_true)
+    teacher_labels = pool[0].argmax(axis=1)
+    agree = (teacher_labels == suspect_labels).astype(np.float64)
+    n_sig_values = sums.values.shape[1]
+    stats = BlockStats(n_sig_values + 2, n_blocks=bootstrap.n_blocks)
+    stats.add(block_of(probe_ids, bootstrap.n_blocks),
+              np.concatenate([sums.values, agree[:, None], np.ones((len(agree), 1))], axis=1))
+
+    def signature_stats(totals: np.ndarray) -> np.ndarray:
+        return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
+
+    def effect_fn(totals: np.ndarray) -> np.ndarray:
+        return effect_size(combined_statistic(signature_stats(totals)))
+
+    point_stats = signature_stats(stats.total())  # (M, S)
+    z = leave_one_out_z(point_stats)
+    combined = z.mean(axis=-1)
+    raw = {"top1_agreement": bootstrap.estimate(stats, lambda t: t[..., 0, -2] / t[..., 0, -1])}
+
+    signatures = {}
+    for j, name in enumerate(sums.signatures):
+        signatures[name] = {
+            "description": SIGNATURES[name],
+            "teacher": float(point_stats[0, j]),
+            "references": [float(x) for x in point_stats[1:, j]],
+            "z_teacher": float(z[0, j]),
+            "rank_p_value": rank_p_value(point_stats[0, j], point_stats[1:, j]) if K else float("nan"),
+        }
+    out: dict[str, Any] = {"signatures": signatures, "raw_similarity": raw, "statistic": float(combined[0]),
+                           "reference_statistics": tuple(float(x) for x in combined[1:])}
+    if K == 0:
+        out.update(verdict="inconclusive", p_value=math.nan, p_value_exact=math.nan, p_value_parametric=math.nan,
+                   p_value_method="none", effect=Estimate(math.nan, method="undefined without references"),
+                   reason=("no reference models were given, so there is no calibrated null: models trained on the "
+                           "same data resemble each other without any distillation. Raw similarity is reported but "
+                           "no p-value is claimed. Train references with the teacher's recipe and other seeds."))
+        return out
+    p_exact = rank_p_value(combined[0], combined[1:])
+    p_param = parametric_p_value(combined[0], combined[1:])
+    effect = bootstrap.estimate(stats, effect_fn) if K >= 2 else Estimate(math.nan, method="needs >= 2 references")
+    need = min_references(alpha)
+    rank = int(1 + np.sum(combined[1:] > combined[0]))
+    where = f"the teacher ranks {rank} of {M} pool members on the combined statistic"
+    if p_value_method == "parametric":
+        if not math.isfinite(p_param):
+            verdict, p, method = "inconclusive", math.nan, "none"
+            reason = "the parametric p-value needs at least 2 references with distinct statistics"
+        else:
+            p, method = p_param, "parametric t"
+            verdict = "derived" if p <= alpha else "not derived"
+            reason = f"{where}; parametric p = {p:.3g} {'<=' if verdict == 'derived' else '>'} {alpha:.3g}"
+    elif K < need:
+        verdict, p, method = "inconclusive", p_exact, "exact rank"
+        reason = (f"{K} references cannot give an exact p-value below {alpha:.3g} (the smallest possible is "
+                  f"1/(K+1) = {1 / M:.3g}); train at least {need} references, or pass p_value_method='parametric' "
+                  f"(parametric p = {p_param:.3g}, assuming normal pool statistics); {where}")
+    else:
+        p, method = p_exact, "exact rank"
+        verdict = "derived" if p <= alpha else "not derived"
+        reason = f"{where}; exact p = {p:.3g} {'<=' if verdict == 'derived' else '>'} {alpha:.3g}"
+    out.update(verdict=verdict, p_value=p, p_value_exact=p_exact, p_value_parametric=p_param,
+               p_value_method=method, effect=effect, reason=reason)
+    return out
+
+
+def _assumptions(p_value_method: str, pool_access: tuple[str, int | None]) -> tuple[str, ...]:
+    items = [
+        "Under H0 the teacher and the references are exchangeable with respect to the suspect: the references "
+        "were trained by the teacher's recipe and data with other seeds (and not selected with the suspect in view).",
+        "The suspect's answers do not depend on which pool member is the teacher unless it was derived from it.",
+        "Probes were selected by a function symmetric in the pool members (their disagreement), never by the "
+        "teacher alone; probe-level statistics are not assumed independent.",
+        f"Pool members were compared at one access level ({_access_text(pool_access)}).",
+    ]
+    if p_value_method == "parametric":
+        items.append("Parametric p-value: the pool members' combined statistics are i.i.d. normal under H0 "
+                     "(Student-t prediction interval with K-1 degrees of freedom).")
+    return tuple(items)
+
+
+def _access_text(access: tuple[str, int | None]) -> str:
+    return f"top-{access[1]}" if access[0] == "top_k" else access[0]
+
+
+def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequence[str], alpha: float,
+                 method: str, suspect_access: str) -> str:
+    sig_text = "; ".join(f"{s} ({SIGNATURES[s]})" for s in signatures)
+    return (
+        f"The suspect was queried on {n_probes} probe inputs ({suspect_access} access), chosen from {n_candidates} "
+        f"candidates (held-out rows and blends of pairs of rows) where the teacher and its {K} reference models "
+        "disagree most. The references are models trained like the teacher but with other random seeds: if the "
+        "suspect was not made from the teacher, the teacher should look no more related to it than any reference "
+        "does. For every model in this pool of teacher and references, the same signatures measure how closely "
+        f"the suspect follows that model's peculiarities beyond what the pool agrees on: {sig_text}. Each "
+        "signature is standardised against the other pool members and the standardised values are averaged into "
+        "one score per model. The p-value is the teacher's rank among the K + 1 scores, "
+        "(1 + number of references scoring at least as high as the teacher) / (K + 1), which is exact when the "
+        "teacher is interchangeable with its references, whatever the dependence between probes; "
+        f"the verdict uses the {method} p-value at alpha = {alpha}. The effect size is the teacher's score in "
+        "reference standard deviations, with an interval from resampling the probes. Similarity alone (for "
+        "example top-1 agreement) is reported but is not evidence: models trained on the same data agree without "
+        "any distillation."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- model access
+class _SuspectOracle:
+    """Answers for the suspect's rows, asking the model only about rows it has not answered before.
+
+    Rows are keyed by the sha256 of their bytes, so a probe repeated within a test, across candidates of an
+    attribution, or across tests sharing the oracle is paid for once.
+    """
+
+    def __init__(self, model: Any, *, budget: int | None, access: tuple[str, int | None] | None, n_classes: int,
+                 batch_size: int = 256) -> None:
+        self.model = model
+        self.budget = budget
+        self.requested = access
+        self.n_classes = n_classes
+        self.batch_size = batch_size
+        self.cache: dict[bytes, tuple[np.ndarray, int]] = {}
+        self.queries = 0
+        declared = (str(getattr(model, "access", "probabilities")), getattr(model, "top_k", None))
+        declared = parse_access(declared) or ("probabilities", None)
+        if access is None:
+            self.access = declared
+        else:
+            if _ACCESS_ORDER[access[0]] > _ACCESS_ORDER[declared[0]] or (
+                    access[0] == declared[0] == "top_k" and access[1] is not None and declared[1] is not None
+                    and access[1] > declared[1]):
+                raise invalid_argument("suspect_access", _access_text(access),
+                                       f"at most what the suspect reveals ({_access_text(declared)})")
+            k = access[1] if access[1] is not None else declared[1]
+            if access[0] == "top_k" and k is None:
+                raise invalid_argument("suspect_access", "top_k", '"top_k:K" with K, for a suspect that gives more')
+            self.access = (access[0], k)
+
+    @staticmethod
+    def _key(row: np.ndarray) -> bytes:
+        return hashlib.sha256(np.ascontiguousarray(row).tobytes()).digest()
+
+    def ask(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probs view, labels) for rows of ``X``; only unseen rows reach the model."""
+        keys = [self._key(x) for x in X]
+        new: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            if key not in self.cache and key not in new:
+                new[key] = i
+        if new:
+            if self.budget is not None and self.queries + len(new) > self.budget:
+                raise QueryBudgetExceededError(
+                    f"lineage test: {len(new)} new suspect queries would use {self.queries + len(new)}, over the "
+                    f"query_budget of {self.budget}; lower n_probes or raise query_budget",
+                    used=self.queries, budget=self.budget)
+            rows = np.asarray([X[i] for i in new.values()])
+            probs = _predict_probs(self.model, rows, batch_size=self.batch_size, n_classes=self.n_classes)
+            self.queries += len(new)
+            probs = _view(probs, self.access)
+            for j, key in enumerate(new):
+                self.cache[key] = (probs[j], int(probs[j].argmax()))
+        probs = np.stack([self.cache[k][0] for k in keys])
+        labels = np.asarray([self.cache[k][1] for k in keys], dtype=np.int64)
+        return probs, labels
+
+
+def _run_named(models: Mapping[str, Any], X: np.ndarray, **kwargs: Any) -> Any:
+    """``harness.run`` on a dict name -> adapter without renaming the caller's adapters (restored afterwards)."""
+    from kdaudit.data._audit_data import AuditData
+    from kdaudit.harness import run
+
+    names = {name: m.name for name, m in models.items()}
+    try:
+        return run(dict(models), AuditData(X=X), teacher=next(iter(models)), progress=False, **kwargs)
+    finally:
+        for name, m in models.items():
+            m.name = names[name]
+
+
+def _predict_probs(model: Any, X: np.ndarray, *, batch_size: int, n_classes: int) -> np.ndarray:
+    """Probabilities (zero outside top-k, one-hot for labels) of one model through the harness."""
+    result = _run_named({"suspect": model}, X, batch_size=batch_size)
+    probs = np.asarray(result.outputs["suspect"].probs, dtype=np.float64)
+    if probs.shape[1] != n_classes:
+        raise invalid_argument("suspect", f"a model with {probs.shape[1]} classes",
+                               f"{n_classes} classes, as the teacher")
+    return probs
+
+
+def _pool_outputs(models: Mapping[str, Any], X: np.ndarray, *, batch_size: int, cache_dir: Any,
+                  seed: int) -> tuple[np.ndarray, tuple[str, int | None], list[str]]:
+    """(M, n, C) probabilities of the pool on ``X`` (teacher first), at the pool's common access level."""
+    result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+    outs = [result.outputs[name] for name in models]
+    access: tuple[str, int | None] = ("probabilities", None)
+    for o in outs:
+        access = _least(access, parse_access((str(o.access), o.top_k)) or access)
+    pool = np.stack([_view(np.asarray(o.probs, dtype=np.float64), access) for o in outs])
+    return pool, access, list(models)
+
+
+def _as_array(probes: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probe inputs and their true labels (or None) from an array, AuditData, or a probe file path."""
+    from kdaudit.data._audit_data import AuditData
+
+    if isinstance(probes, AuditData):
+        return np.asarray(probes.X), probes.y_true
+    if isinstance(probes, (str,)) or hasattr(probes, "__fspath__"):
+        from kdaudit.lineage._files import load_probes
+
+        return load_probes(probes)
+    X = np.asarray(probes)
+    if X.ndim < 2 or len(X) == 0 or not np.issubdtype(X.dtype, np.number):
+        raise invalid_argument("probes", f"array of shape {X.shape} and dtype {X.dtype}",
+                               "a numeric array of shape (n_probes, ...) with at least one row, or an AuditData")
+    return X, None
+
+
+def _adapter(obj: Any, name: str) -> Any:
+    """An adapter for ``obj``; the caller's own adapters keep their names (the pool names are applied per run)."""
+    from kdaudit.models import ModelAdapter, as_model
+
+    return obj if isinstance(obj, ModelAdapter) else as_model(obj, name=name)
+
+
+def _named_pool(teacher: Any, references: Sequence[Any] | None, prefix: str = "") -> dict[str, Any]:
+    pool = {f"{prefix}teacher": _adapter(teacher, f"{prefix}teacher")}
+    for i, ref in enumerate(references or ()):
+        name = f"{prefix}reference_{i + 1:03d}"
+        pool[name] = _adapter(ref, name)
+    if len({id(m) for m in pool.values()}) != len(pool):
+        raise invalid_argument("references", "the same model object twice (or the teacher among them)",
+                               "distinct models: the teacher and K references trained with other seeds")
+    return pool
+
+
+def _check_common(alpha: float, p_value_method: str, query_budget: int | None, n_probes: int | None,
+                  n_mixup: int | None) -> None:
+    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise invalid_argument("alpha", alpha, "a significance level in (0, 1), e.g. 0.05")
+    if p_value_method not in ("exact", "parametric"):
+        raise invalid_argument("p_value_method", p_value_method, '"exact" or "parametric"')
+    if query_budget is not None and (not isinstance(query_budget, (int, np.integer)) or query_budget < 1):
+        raise invalid_argument("query_budget", query_budget, "None or an integer >= 1")
+    if n_probes is not None and (not isinstance(n_probes, (int, np.integer)) or n_probes < 10):
+        raise invalid_argument("n_probes", n_probes, "None or an integer >= 10")
+    if n_mixup is not None and (not isinstance(n_mixup, (int, np.integer)) or n_mixup < 0):
+        raise invalid_argument("n_mixup", n_mixup, "None or an integer >= 0")
+
+
+def _candidates(X: np.ndarray, y: np.ndarray | None, n_mixup: int | None, seed: int
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The probe candidates: the given rows plus mixup blends (default: as many blends as rows)."""
+    n_mixup = len(X) if n_mixup is None else n_mixup
+    if n_mixup == 0 or not np.issubdtype(X.dtype, np.number):
+        return X, y
+    blends = mixup_blends(X, n_mixup, labels=y, seed=seed)
+    Xc = np.concatenate([X.astype(blends.dtype), blends])
+    yc = None if y is None else np.concatenate([y, np.full(n_mixup, -1, dtype=np.int64)])
+    return Xc, yc
+
+
+def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any, *, suspect_access: Any,
+               alpha: float, query_budget: int | None, n_probes: int | None, n_mixup: int | None, seed: int,
+               p_value_method: str, n_replicates: int, batch_size: int, cache_dir: Any
+               ) -> tuple[dict[str, LineageResult], int]:
+    """Shared core of :func:`lineage_test` (one pool) and :func:`attribute` (one pool per candidate).
+
+    The probes are chosen once, by the summed disagreement of all pools (symmetric within each pool), and the
+    suspect is asked once; each candidate's test then uses its own pool.
+    """
+    _check_common(alpha, p_value_method, query_budget, n_probes, n_mixup)
+    X, y = _as_array(probes)
+    Xc, yc = _candidates(X, y, n_mixup, seed)
+    pool_arrays = {}
+    for cand, models in pools.items():
+        pool_arrays[cand] = _pool_outputs(models, Xc, batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+    n_classes = {p[0].shape[2] for p in pool_arrays.values()}
+    if len(n_classes) != 1:
+        raise invalid_argument("candidates", f"teachers with {sorted(n_classes)} classes", "one number of classes")
+    C = n_classes.pop()
+    requested = parse_access(suspect_access)
+    suspect = _adapter(suspect, "suspect")
+    oracle = _SuspectOracle(suspect, budget=query_budget, access=requested, n_classes=C, batch_size=batch_size)
+    budget = query_budget if query_budget is not None else math.inf
+    remaining = getattr(suspect, "remaining_budget", None)
+    if remaining is not None:
+        budget = min(budget, remaining)
+    n_want = DEFAULT_N_PROBES if n_probes is None else int(n_probes)
+    n_sel = int(min(n_want, len(Xc), budget))
+    if n_sel < 10:
+        raise invalid_argument("query_budget", query_budget, "room for at least 10 suspect queries")
+    # the suspect's effective access decides which disagreement matters; pools at a lower level cap it below
+    score_access = oracle.access
+    for pool, access, _ in pool_arrays.values():
+        score_access = _least(score_access, access)
+    scores = sum(disagreement_scores(pool, access=score_access[0]) for pool, _, _ in pool_arrays.values())
+    idx = select_probes(np.asarray(scores), n_sel, seed=seed)
+    s_probs, s_labels = oracle.ask(Xc[idx])
+    y_sel = None if yc is None else yc[idx]
+    bootstrap = Bootstrap(n_replicates=n_replicates, seed=seed)
+    suspect_name = str(getattr(suspect, "name", "suspect"))
+    results = {}
+    for cand, (pool, pool_access, names) in pool_arrays.items():
+        access = _least(oracle.access, pool_access)
+        view = _view(s_probs, access) if access != oracle.access else s_probs
+        a = _analyse(pool[:, idx], view, view.argmax(axis=1) if access[0] != "labels" else s_labels,
+                     access=access, y_true=y_sel, alpha=alpha, p_value_method=p_value_method,
+                     bootstrap=bootstrap, probe_ids=idx)
+        K = pool.shape[0] - 1
+        results[cand] = LineageResult(
+            verdict=a["verdict"], reason=a["reason"], p_value=a["p_value"], p_value_method=a["p_value_method"],
+            p_value_exact=a["p_value_exact"], p_value_parametric=a["p_value_parametric"], alpha=alpha,
+            effect=a["effect"], statistic=a["statistic"], reference_statistics=a["reference_statistics"],
+            signatures=a["signatures"], raw_similarity=a["raw_similarity"], queries_used=oracle.queries,
+            query_budget=query_budget, n_probes=len(idx), n_candidates=len(Xc), n_references=K,
+            suspect_access=_access_text(access), pool_access=_access_text(pool_access), teacher=cand,
+            suspect=suspect_name, assumptions=_assumptions(p_value_method, pool_access),
+            methodology=_methodology(K=K, n_probes=len(idx), n_candidates=len(Xc),
+                                     signatures=list(a["signatures"]), alpha=alpha,
+                                     method=a["p_value_method"] if a["p_value_method"] != "none" else "no",
+                                     suspect_access=_access_text(access)),
+            probe_selection={"method": "pool disagreement (symmetric in pool members), 20% random",
+                             "n_given": len(X), "n_mixup": len(Xc) - len(X), "n_selected": len(idx),
+                             "n_selected_mixup": int(np.sum(idx >= len(X))), "seed": seed},
+        )
+    return results, oracle.queries
+
+
+# ------------------------------------------------------------------------------------------------------- public API
+def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequence[Any] | None = None,
+                 suspect_access: str | None = None, alpha: float = 0.05,
+                 query_budget: int | None = DEFAULT_QUERY_BUDGET, n_probes: int | None = None,
+                 n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
+                 batch_size: int = 256, cache_dir: Any = None, seed: int = 0) -> LineageResult:
+    """Test whether ``suspect`` was derived (distilled, extracted, fine-tuned...) from ``teacher``.
+
+    Parameters
+    ----------
+    teacher : ModelAdapter or wrappable (nn.Module, sklearn estimator, callable)
+        White-box or black-box; its access level caps the pool's.
+    suspect : ModelAdapter or wrappable
+        Typically a :class:`~kdaudit.models.BlackBoxModel`; only rows never asked before are sent to it.
+    probes : array-like, AuditData or path (.npy/.npz/.csv/.parquet)
+        Candidate probe inputs (held-out rows of the teacher's input distribution). True labels (AuditData
+        ``y_true``, or ``y`` in an .npz) enable the shared-errors signature.
+    references : sequence of models, optional
+        Models trained by the teacher's recipe and data with other seeds (see :func:`kdaudit.distill.train_control`).
+        At least ``ceil(1/alpha) - 1`` (19 at alpha = 0.05) for an exact verdict. Without references the verdict
+        is "inconclusive" and only raw similarity is reported.
+    suspect_access : {"probabilities", "top_k:K", "labels"}, optional
+        What to use of the suspect's answers; default: what it reveals. Asking for more than it reveals is an error.
+    alpha : float, default 0.05
+    query_budget : int or None, default 2000
+        Most rows sent to the suspect; the number of probes is capped by it (and by the suspect's own budget).
+    n_probes : int, optional
+        Probes sent to the suspect (default 1,000, capped by the budget and the number of candidates).
+    n_mixup : int, optional
+        Mixup blends added to the candidates (default: as many as probe rows; 0 disables).
+    p_value_method : {"exact", "parametric"}, default "exact"
+        The p-value the verdict uses; "parametric" adds a normality assumption but works with fewer references.
+    n_replicates : int, default 1000
+        Probe-bootstrap replicates for the effect-size interval.
+    batch_size : int
+    cache_dir : path, optional
+        Harness output cache for the pool (the suspect is cached in memory per call).
+    seed : int, default 0
+        Mixup blends, the random share of probes and the bootstrap.
+
+    Returns
+    -------
+    LineageResult
+    """
+    results, _ = _run_tests({"teacher": _named_pool(teacher, references)}, suspect, probes,
+                            suspect_access=suspect_access, alpha=alpha, query_budget=query_budget,
+                            n_probes=n_probes, n_mixup=n_mixup, seed=seed, p_value_method=p_value_method,
+                            n_replicates=n_replicates, batch_size=batch_size, cache_dir=cache_dir)
+    result = results["teacher"]
+    name = str(getattr(teacher, "name", "teacher") or "teacher")
+    return _renamed(result, name)
+
+
+def _renamed(result: LineageResult, teacher: str) -> LineageResult:
+    from dataclasses import replace
+
+    return replace(result, teacher=teacher)
+
+
+def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]], probes: Any, *,
+              suspect_access: str | None = None, alpha: float = 0.05,
+              query_budget: int | None = DEFAULT_QUERY_BUDGET, n_probes: int | None = None,
+              n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
+              batch_size: int = 256, cache_dir: Any = None, seed: int = 0) -> AttributionResult:
+    """Which candidate teacher, if any, is the suspect's parent?
+
+    One :func:`lineage_test` per candidate (each against its own references), on one shared set of probes chosen
+    by the candidates' pools together (so the suspect is asked once), with Holm-Bonferroni correction across the
+    candidates: the chance of naming any parent when none is the parent stays at most ``alpha``.
+
+    Parameters
+    ----------
+    suspect : model
+    candidates : dict of name -> (teacher, references)
+    probes, suspect_access, alpha, query_budget, n_probes, n_mixup, p_value_method, n_replicates, batch_size,
+    cache_dir, seed
+        As in :func:`lineage_test`. With the exact p-value each candidate needs at least
+        ``ceil(n_candidates / alpha) - 1`` references to be able to reach significance.
+
+    Returns
+    -------
+    AttributionResult
+        ``parent`` is the significant candidate (Holm-adjusted p <= alpha) with the largest effect, else "none".
+    """
+    if not isinstance(candidates, Mapping) or not candidates:
+        raise invalid_argument("candidates", candidates, "a non-empty dict name -> (teacher, references)")
+    pools = {}
+    for i, (name, value) in enumerate(candidates.items()):
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise invalid_argument(f"candidates[{name!r}]", value, "a pair (teacher, references)")
+        pools[str(name)] = _named_pool(value[0], value[1], prefix=f"c{i}_")
+    results, queries = _run_tests(pools, suspect, probes, suspect_access=suspect_access, alpha=alpha,
+                                  query_budget=query_budget, n_probes=n_probes, n_mixup=n_mixup, seed=seed,
+                                  p_value_method=p_value_method, n_replicates=n_replicates,
+                                  batch_size=batch_size, cache_dir=cache_dir)
+    return _attribution_from(results, alpha=alpha, queries=queries)
+
+
+def _attribution_from(results: Mapping[str, LineageResult], *, alpha: float, queries: int) -> AttributionResult:
+    """Holm across the candidates' p-values (each candidate's own verdict stays the unadjusted one)."""
+    names = list(results)
+    raw = np.array([results[n].p_value for n in names], dtype=np.float64)
+    adjusted = holm_adjust(raw)
+    significant = [n for n, p in zip(names, adjusted) if math.isfinite(p) and p <= alpha
+                   and results[n].verdict != "inconclusive"]
+    if significant:
+        parent = max(significant, key=lambda n: (results[n].effect.value, -results[n].p_value))
+        reason = f"{parent} has the largest effect among the candidates significant after Holm correction"
+    else:
+        parent = "none"
+        inconclusive = [n for n in names if results[n].verdict == "inconclusive"]
+        need = min_references(alpha, len(names))
+        few = [n for n in names if results[n].p_value_method == "exact rank" and results[n].n_references < need]
+        reason = ("no candidate is significant after Holm correction" +
+                  (f"; inconclusive: {', '.join(inconclusive)} ({results[inconclusive[0]].reason})"
+                   if inconclusive else "") +
+                  (f"; with {len(names)} candidates the exact test needs >= {need} references each "
+                   f"(too few: {', '.join(few)})" if few else ""))
+    return AttributionResult(parent=parent, alpha=alpha, results=dict(results),
+                             adjusted_p_values=dict(zip(names, map(float, adjusted))), queries_used=queries,
+                             reason=reason)

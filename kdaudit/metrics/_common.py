@@ -1,0 +1,196 @@
+"""Helpers shared by the metric families: input checks fused with the row scan, result containers, definitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from kdaudit._estimate import Estimate
+from kdaudit._exceptions import invalid_argument
+from kdaudit._io import to_jsonable
+from kdaudit._validation import (
+    PROB_SUM_ATOL,
+    check_consistent_length,
+    check_labels,
+    check_probabilities,
+    check_sample_weight,
+)
+from kdaudit.metrics._resampling import Bootstrap, block_of
+
+__all__ = [
+    "SectionResult",
+    "check_ids",
+    "definition",
+    "estimates_dict",
+    "scan_probabilities",
+    "unavailable",
+]
+
+# Rows per chunk in the row scans: a chunk of float32 probabilities stays in the CPU cache (~2 MiB) while it is
+# checked, reduced and arg-maxed, so large inputs are read from memory once.
+_CHUNK_BYTES = 1 << 21
+
+
+def _chunk_rows(n_cols: int, itemsize: int) -> int:
+    return max(256, _CHUNK_BYTES // max(1, n_cols * itemsize))
+
+
+def scan_probabilities(
+    p: Any, name: str, *, n_classes: int | None = None, allow_partial: bool = False, y: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Check a probability matrix and reduce it row by row in one cache-friendly pass.
+
+    Returns ``(p, top_label, top_confidence, p_true)``: ``p`` as a 2-D float array (not copied when already float),
+    the arg-max class (first of ties, like ``np.argmax``), its probability (in ``p``'s dtype) and, when ``y`` is
+    given, the probability of the true class. The checks are those of ``kdaudit._validation.check_probabilities``
+    (finite, within [0, 1], rows summing to 1 or, with ``allow_partial``, to at most 1); on failure that function is
+    called on the whole array so the error message is the standard one.
+    """
+    arr = np.asarray(p)
+    if arr.ndim != 2 or arr.shape[0] == 0 or not np.issubdtype(arr.dtype, np.floating):
+        arr = check_probabilities(arr, name, n_classes=n_classes, allow_partial=allow_partial)
+    if n_classes is not None and arr.shape[1] != n_classes:
+        check_probabilities(arr, name, n_classes=n_classes)
+    n, c = arr.shape
+    label = np.empty(n, dtype=np.int64)
+    conf = np.empty(n, dtype=arr.dtype)
+    p_true = None if y is None else np.empty(n, dtype=arr.dtype)
+    step = _chunk_rows(c, arr.itemsize)
+    ok = True
+    for start in range(0, n, step):
+        chunk = arr[start:start + step]
+        # min/max propagate NaN, so two reductions check finiteness and range at once.
+        lo, hi = chunk.min(), chunk.max()
+        if not (lo >= -1e-6 and hi <= 1 + 1e-6):
+            ok = False
+            break
+        sums = chunk.sum(axis=1, dtype=np.float64)
+        if (sums > 1 + PROB_SUM_ATOL).any() or (not allow_partial and (sums < 1 - PROB_SUM_ATOL).any()):
+            ok = False
+            break
+        lab = chunk.argmax(axis=1)
+        label[start:start + step] = lab
+        rows = np.arange(len(chunk))
+        conf[start:start + step] = chunk[rows, lab]
+        if p_true is not None:
+            p_true[start:start + step] = chunk[rows, y[start:start + step]]
+    if not ok:
+        check_probabilities(arr, name, n_classes=n_classes, allow_partial=allow_partial)
+        raise AssertionError("unreachable: check_probabilities accepted what the fast scan rejected")  # pragma: no cover
+    return arr, label, conf, p_true
+
+
+def default_chunk(n_classes: int) -> int:
+    """Rows per chunk in the section functions: about 4M probability entries per model."""
+    return max(1024, (1 << 22) // max(1, n_classes))
+
+
+def check_ids(ids: Any, n: int) -> np.ndarray:
+    """Sample ids of a chunk: required by accumulators (they decide each row's bootstrap block)."""
+    if ids is None:
+        raise invalid_argument("ids", None, f"an array of {n} sample ids (AuditData.ids); they place rows in "
+                                            "bootstrap blocks so that shards merge exactly")
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise invalid_argument("ids", f"shape {ids.shape}", f"shape ({n},)")
+    return ids
+
+
+def check_rows(y_true: Any, n_classes: int, n: int, sample_weight: Any) -> tuple[np.ndarray | None, np.ndarray]:
+    """Labels (or None) and weights (ones when None) of a chunk of ``n`` rows."""
+    y = None if y_true is None else check_labels(y_true, "y_true", n_classes=n_classes)
+    if y is not None:
+        check_consistent_length(y_true=y, rows=np.empty(n))
+    w = check_sample_weight(sample_weight, n)
+    return y, (np.ones(n) if w is None else w)
+
+
+def blocks_for(ids: Any, n: int, bootstrap: Bootstrap) -> np.ndarray:
+    return block_of(check_ids(ids, n), bootstrap.n_blocks)
+
+
+def definition(label: str, formula: str, higher_is_better: bool | None, description: str) -> dict[str, Any]:
+    return {"label": label, "formula": formula, "higher_is_better": higher_is_better, "description": description}
+
+
+def estimates_dict(keys: list[str], ests: np.ndarray) -> dict[str, Estimate]:
+    return {k: ests[i] for i, k in enumerate(keys)}
+
+
+@dataclass(frozen=True)
+class SectionResult:
+    """Result of one metric family for one teacher/student pair.
+
+    ``headline`` maps metric keys (each defined in the family's ``DEFINITIONS``) to Estimates; ``detail`` holds the
+    rest (per-class and per-bin tables, counts, tests). ``to_dict()`` gives
+    ``{"available", "reason", "headline": {key: Estimate.to_dict()}, **detail}`` with plain JSON values.
+    """
+
+    available: bool
+    reason: str | None = None
+    headline: Mapping[str, Estimate] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Estimate:
+        try:
+            return self.headline[key]
+        except KeyError:
+            raise invalid_argument("key", key, f"one of {sorted(self.headline)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "available": self.available,
+            "reason": self.reason,
+            "headline": {k: v.to_dict() for k, v in sorted(self.headline.items())},
+        }
+        out.update(to_jsonable(dict(self.detail)))
+        return out
+
+
+def unavailable(cls: type[SectionResult], reason: str) -> SectionResult:
+    return cls(available=False, reason=reason)
+
+
+def evaluate(bootstrap: Bootstrap, stats: list, fn: Any) -> dict[str, Any]:
+    """Apply ``fn(*totals) -> {key: array}`` to the totals and to every bootstrap replicate; return Estimates.
+
+    All ``stats`` share the bootstrap's blocks, so replicate ``r`` weights the same rows in each: intervals of
+    differences and ratios across them are paired. For BCa intervals ``fn`` is also applied to the leave-one-block-out
+    totals (the jackknife). Stats kept without blocks (``n_blocks == 1``, used when a table would be too large) enter
+    replicates as NaN, so their metrics get point estimates only. Values are a 0-d Estimate or an object array.
+    """
+    nb = bootstrap.n_blocks
+    blocked = [s.n_blocks == nb for s in stats]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        totals = [s.total() for s in stats]
+        point = fn(*totals)
+        reps = jack = None
+        if bootstrap.n_replicates:
+            w = bootstrap.weights()
+            reps = fn(*(s.replicates(w) if b else np.full((bootstrap.n_replicates, s.n_cells, s.n_values), np.nan)
+                        for s, b in zip(stats, blocked)))
+            if bootstrap.interval == "bca" and nb > 1:
+                jack = fn(*(t[None] - s.sums if b else np.broadcast_to(t, (nb, *t.shape))
+                            for s, t, b in zip(stats, totals, blocked)))
+                empty = ~np.any([s.sums.reshape(nb, -1).any(axis=1) for s, b in zip(stats, blocked) if b], axis=0)
+    out: dict[str, Any] = {}
+    for key, v in point.items():
+        v = np.asarray(v, dtype=np.float64)
+        if reps is None:
+            arr = np.empty(v.shape, dtype=object)
+            for idx in np.ndindex(v.shape):
+                arr[idx] = Estimate(v[idx])
+        else:
+            j = None
+            if jack is not None:
+                j = np.array(jack[key], dtype=np.float64).reshape(nb, *v.shape)
+                j[empty] = np.nan
+            arr = bootstrap.from_replicates(v, reps[key], j)
+        out[key] = arr[()] if arr.ndim == 0 else arr
+    return out
+
+
+def point_only(est: Estimate, why: str) -> Estimate:
+    return Estimate(est.value, method=f"point estimate only ({why})")

@@ -1,0 +1,120 @@
+"""An ensemble teacher: the mean of its members' probabilities."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from kdaudit._exceptions import invalid_argument
+from kdaudit.models._base import Access, ModelAdapter
+from kdaudit.models._convert import to_probabilities
+
+__all__ = ["EnsembleModel"]
+
+
+class EnsembleModel(ModelAdapter):
+    """Mean of the members' probabilities (logits go through a softmax first), optionally weighted.
+
+    Parameters
+    ----------
+    members : sequence of models
+        Adapters or objects :func:`~kdaudit.models.as_model` wraps; all with full probability access, the same
+        number of classes and, where declared, the same class names in the same order.
+    name : str
+    weights : sequence of float, optional
+        Non-negative member weights (normalised to sum to 1). Default: equal.
+    """
+
+    kind = "ensemble"
+
+    def __init__(self, members: Sequence[Any], *, name: str = "ensemble", weights: Sequence[float] | None = None
+                 ) -> None:
+        from kdaudit.models._loading import as_model
+
+        if isinstance(members, (str, bytes)) or not hasattr(members, "__len__") or len(members) == 0:
+            raise invalid_argument("members", members, "a non-empty sequence of models")
+        ms = [as_model(m, name=f"{name}[{i}]") if not isinstance(m, ModelAdapter) else m
+              for i, m in enumerate(members)]
+        for m in ms:
+            if m.access is not Access.PROBABILITIES:
+                raise invalid_argument("members", f"member {m.name!r} with {m.access} access",
+                                       "members with full probability access")
+        declared = [m.n_classes for m in ms if m.n_classes]
+        if len(set(declared)) > 1:
+            raise invalid_argument("members", f"class counts {[(m.name, m.n_classes) for m in ms]}",
+                                   "members with the same number of classes")
+        named = [m.classes for m in ms if m.classes is not None]
+        if any(c != named[0] for c in named):
+            raise invalid_argument("members", f"class orders {[(m.name, m.classes) for m in ms]}",
+                                   "members with the same class names in the same order")
+        if weights is None:
+            w = np.full(len(ms), 1.0 / len(ms))
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (len(ms),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise invalid_argument("weights", weights, f"{len(ms)} non-negative weights with a positive sum")
+            w = w / w.sum()
+        self.members = ms
+        self.weights = w
+        self.name = name
+        self.n_classes = declared[0] if declared else 0
+        self.classes = named[0] if named else None
+        self.access = Access.PROBABILITIES
+        self.output = "probabilities"
+
+    @property
+    def query_count(self) -> int:  # type: ignore[override]
+        return sum(m.query_count for m in self.members)
+
+    @query_count.setter
+    def query_count(self, value: int) -> None:  # the base class declares a default; members hold the counts
+        pass
+
+    def prepare(self, data: Any) -> None:
+        for m in self.members:
+            m.prepare(data)
+
+    def _mean(self, raws: list[np.ndarray]) -> np.ndarray:
+        acc = None
+        for m, raw, w in zip(self.members, raws, self.weights):
+            p = to_probabilities(raw, m.output, raw.shape[1] if raw.ndim == 2 else self.n_classes)
+            if acc is not None and p.shape != acc.shape:
+                raise invalid_argument("members", f"member {m.name!r} output of shape {p.shape}",
+                                       f"shape {acc.shape} like the other members")
+            acc = p.astype(np.float64) * w if acc is None else acc + w * p
+        assert acc is not None
+        if not self.n_classes:
+            self.n_classes = int(acc.shape[1])
+        return acc.astype(np.float32)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self._mean([np.asarray(m.predict(X)) for m in self.members])
+
+    def predict_batch(self, X: Any, *, ids: np.ndarray | None = None, rows: tuple[int, int] | None = None
+                      ) -> np.ndarray:
+        return self._mean([np.asarray(m.predict_batch(X, ids=ids, rows=rows)) for m in self.members])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(b"ensemble|")
+        for m, w in zip(self.members, self.weights):
+            h.update(f"{m.fingerprint()}|{w:.17g}|".encode())
+        return h.hexdigest()
+
+    def n_parameters(self) -> int | None:
+        counts = [m.n_parameters() for m in self.members]
+        return None if any(c is None for c in counts) else int(sum(counts))  # type: ignore[arg-type]
+
+    def size_bytes(self) -> int | None:
+        sizes = [m.size_bytes() for m in self.members]
+        return None if any(s is None for s in sizes) else int(sum(sizes))  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["members"] = [m.describe() for m in self.members]
+        d["weights"] = self.weights.tolist()
+        return d
+
+    def __repr__(self) -> str:
+        return f"EnsembleModel(name={self.name!r}, members={[m.name for m in self.members]})"

@@ -1,0 +1,637 @@
+"""Review policy and gate: rules judged on confidence intervals, findings in plain words, a CI exit code.
+
+A policy is a list of rules, each on one metric of the audit results (``section.key``, e.g.
+``agreement.top1_agreement``) with a ``min`` or a ``max`` threshold. A rule is judged on the *interval*, not only the
+point estimate, so an audit on too few rows cannot pass by luck:
+
+=============  ==========================================  ==========================================
+rule           pass                                        warn                                        fail
+=============  ==========================================  ==========================================
+``min: t``     the whole interval is at or above t         the point is >= t but the interval dips below   the point is < t
+``max: t``     the whole interval is at or below t         the point is <= t but the interval reaches above  the point is > t
+=============  ==========================================  ==========================================
+
+A number without an interval is judged on its point value (pass or fail). A rule with ``level: warning`` can at worst
+warn: its "fail" is reported as a warning. A rule with ``per_group: true`` is judged for every sensitive group (or
+feature) the section reports the metric for, e.g. bias amplification per group. A rule whose metric was not computed
+(section not run, or unavailable for a labels-only model) gives a ``skipped`` finding that says why; ``--strict``
+treats warnings and skipped rules as failures.
+
+Policy YAML::
+
+    name: my-review-board
+    rules:
+      - {metric: agreement.top1_agreement, min: 0.90}
+      - {metric: agreement.retained_accuracy, min: 0.97}
+      - {metric: calibration.ece_change, max: 0.02, level: warning}
+      - {metric: bias.dp_amplification, max: 0.05, per_group: true}
+      - {metric: lineage.p_value, max: 0.01}
+
+The shipped default is :data:`DEFAULT_POLICY` (printed by ``kdaudit gate --show-default-policy``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from kdaudit._exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Finding",
+    "GateResult",
+    "Policy",
+    "Rule",
+    "STATUSES",
+    "evaluate_policy",
+    "gate",
+    "load_policy",
+]
+
+#: Finding statuses, best to worst.
+STATUSES = ("info", "pass", "skipped", "warn", "fail")
+_LEVELS = ("error", "warning")
+_RULE_KEYS = ("metric", "min", "max", "level", "per_group", "name", "description", "students")
+_POLICY_KEYS = ("name", "description", "rules")
+# Sections whose numbers live in ``results["comparisons"][i][section]``.
+KNOWN_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "lineage", "cost")
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "name": "kdaudit-default",
+    "description": (
+        "A conservative starting point for replacing a teacher by its distilled student: the student keeps 97% of the "
+        "teacher's accuracy and agrees with it on 90% of rows, its calibration error grows by at most 0.02, and no "
+        "sensitive feature's demographic-parity or equalized-odds gap grows by more than 0.05. Every rule is judged "
+        "on the 95% interval. Adapt the thresholds to the stakes of your model."
+    ),
+    "rules": [
+        {"metric": "agreement.retained_accuracy", "min": 0.97,
+         "description": "the student keeps at least 97% of the teacher's accuracy"},
+        {"metric": "agreement.top1_agreement", "min": 0.90,
+         "description": "the student predicts the teacher's class on at least 90% of rows"},
+        {"metric": "calibration.ece_change", "max": 0.02,
+         "description": "expected calibration error grows by at most 0.02"},
+        {"metric": "bias.dp_amplification", "max": 0.05, "per_group": True,
+         "description": "no sensitive feature's demographic-parity difference grows by more than 0.05"},
+        {"metric": "bias.eo_amplification", "max": 0.05, "per_group": True, "level": "warning",
+         "description": "no sensitive feature's equalized-odds difference grows by more than 0.05"},
+    ],
+}
+
+
+# ----------------------------------------------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule on one metric: ``min`` and/or ``max`` threshold, severity ``level``."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    level: str = "error"
+    per_group: bool = False
+    name: str | None = None
+    description: str | None = None
+    students: tuple[str, ...] | None = None
+
+    @property
+    def section(self) -> str:
+        return self.metric.split(".", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.metric.split(".", 1)[1]
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return f"{self.metric} {' and '.join(parts)}" + (" (each group)" if self.per_group else "")
+
+    @property
+    def threshold_text(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f"min {self.min:g}")
+        if self.max is not None:
+            parts.append(f"max {self.max:g}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"metric": self.metric, "level": self.level, "per_group": self.per_group,
+                             "min": self.min, "max": self.max, "label": self.label}
+        if self.name:
+            d["name"] = self.name
+        if self.description:
+            d["description"] = self.description
+        if self.students is not None:
+            d["students"] = list(self.students)
+        return d
+
+    def judge(self, value: float, low: float, high: float) -> str:
+        """Status of this rule for one number: ``pass``, ``warn`` or ``fail`` (before the rule's level applies)."""
+        has_interval = not (math.isnan(low) or math.isnan(high))
+        status = "pass"
+        if self.min is not None:
+            if value < self.min:
+                status = "fail"
+            elif has_interval and low < self.min:
+                status = "warn"
+        if self.max is not None and status != "fail":
+            if value > self.max:
+                status = "fail"
+            elif has_interval and high > self.max:
+                status = "warn"
+        if status == "fail" and self.level == "warning":
+            status = "warn"
+        return status
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one rule for one student (and one group, for per-group rules)."""
+
+    rule: str
+    metric: str
+    student: str
+    status: str
+    value: float | None
+    low: float | None
+    high: float | None
+    threshold: str
+    message: str
+    level: str = "error"
+    group: str | None = None
+    method: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule, "metric": self.metric, "student": self.student, "status": self.status,
+            "value": self.value, "low": self.low, "high": self.high, "threshold": self.threshold,
+            "message": self.message, "level": self.level, "group": self.group, "method": self.method,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        return cls(**{k: d.get(k) for k in ("rule", "metric", "student", "status", "value", "low", "high",
+                                             "threshold", "message", "level", "group", "method")})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named list of :class:`Rule`; build with :func:`load_policy`."""
+
+    rules: tuple[Rule, ...]
+    name: str = "policy"
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "rules": [r.to_dict() for r in self.rules]}
+
+    def evaluate(self, results: Mapping[str, Any]) -> list[Finding]:
+        return evaluate_policy(results, self)
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def _err(path: str, value: Any, accepted: str, source: str = "") -> ConfigError:
+    # ``source`` may carry a key prefix after a "#" ("audit.yaml#policy.") for a policy inlined in a config file
+    source, _, prefix = source.partition("#")
+    where = f"{source}: " if source else ""
+    noun = "config key" if prefix else "policy key"
+    text = repr(value)
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return ConfigError(f"{where}{noun} {prefix + path!r} got {text}; expected {accepted}")
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _number(x: Any, path: str, source: str) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+        raise _err(path, x, "a finite number", source)
+    return float(x)
+
+
+def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
+    if not isinstance(d, Mapping):
+        raise _err(path, d, "a mapping such as {metric: agreement.top1_agreement, min: 0.9}", source)
+    for k in d:
+        if k not in _RULE_KEYS:
+            raise _err(f"{path}.{k}", d[k], f"no such key; accepted keys: {', '.join(_RULE_KEYS)}"
+                       + _did_you_mean(str(k), _RULE_KEYS), source)
+    metric = d.get("metric")
+    if not isinstance(metric, str) or "." not in metric or not metric.split(".", 1)[1]:
+        raise _err(f"{path}.metric", metric, "a metric name 'section.key', e.g. 'agreement.top1_agreement'", source)
+    section = metric.split(".", 1)[0]
+    if section not in KNOWN_SECTIONS:
+        raise _err(f"{path}.metric", metric, f"a section among {', '.join(KNOWN_SECTIONS)}"
+                   + _did_you_mean(section, KNOWN_SECTIONS), source)
+    lo = _number(d.get("min"), f"{path}.min", source)
+    hi = _number(d.get("max"), f"{path}.max", source)
+    if lo is None and hi is None:
+        raise _err(path, dict(d), "a 'min' or a 'max' threshold", source)
+    if lo is not None and hi is not None and lo > hi:
+        raise _err(f"{path}.min", lo, f"a value <= max ({hi})", source)
+    level = d.get("level", "error")
+    if level not in _LEVELS:
+        raise _err(f"{path}.level", level, "'error' (a violation fails the gate) or 'warning' (it only warns)",
+                   source)
+    per_group = d.get("per_group", False)
+    if not isinstance(per_group, bool):
+        raise _err(f"{path}.per_group", per_group, "true or false", source)
+    for k in ("name", "description"):
+        if d.get(k) is not None and not isinstance(d[k], str):
+            raise _err(f"{path}.{k}", d[k], "a string", source)
+    students = d.get("students")
+    if students is not None:
+        if isinstance(students, str):
+            students = [students]
+        if not isinstance(students, list) or not all(isinstance(s, str) for s in students):
+            raise _err(f"{path}.students", students, "a list of student names", source)
+        students = tuple(students)
+    return Rule(metric=metric, min=lo, max=hi, level=level, per_group=per_group, name=d.get("name"),
+                description=d.get("description"), students=students)
+
+
+def _policy_from_dict(d: Any, source: str = "") -> Policy:
+    if isinstance(d, list):  # a bare list of rules is accepted
+        d = {"rules": d}
+    if not isinstance(d, Mapping):
+        raise _err("(top level)", d, "a mapping with a 'rules' list", source)
+    for k in d:
+        if k not in _POLICY_KEYS:
+            raise _err(str(k), d[k], f"no such key; accepted keys: {', '.join(_POLICY_KEYS)}"
+                       + _did_you_mean(str(k), _POLICY_KEYS), source)
+    rules = d.get("rules")
+    if not isinstance(rules, list) or not rules:
+        raise _err("rules", rules, "a non-empty list of rules", source)
+    name = d.get("name", "policy")
+    if not isinstance(name, str):
+        raise _err("name", name, "a string", source)
+    description = d.get("description", "") or ""
+    if not isinstance(description, str):
+        raise _err("description", description, "a string", source)
+    parsed = tuple(_rule_from_dict(r, f"rules[{i}]", source) for i, r in enumerate(rules))
+    return Policy(rules=parsed, name=name, description=description, source=source)
+
+
+def load_policy(policy: Any = None, *, _source: str = "") -> Policy:
+    """Build a :class:`Policy` from a YAML file path, a mapping, a list of rules, a Policy, or ``None`` (default).
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or not valid YAML, or a rule is malformed (the message names the key path).
+    """
+    if policy is None or (isinstance(policy, str) and policy == "default"):
+        return _policy_from_dict(DEFAULT_POLICY, "default policy")
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, (str, os.PathLike)):
+        import yaml
+
+        path = Path(policy)
+        if not path.is_file():
+            raise ConfigError(f"policy file {str(path)!r} does not exist; expected a YAML file with a 'rules' list")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"policy file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+        return _policy_from_dict(data, str(path))
+    if isinstance(policy, (Mapping, list)):
+        return _policy_from_dict(policy, _source)
+    raise ConfigError(f"policy got {type(policy).__name__}; expected a YAML path, a mapping, a Policy or None")
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def _as_triple(x: Any) -> tuple[float, float, float, str | None] | None:
+    """(value, low, high, method) from an Estimate dict or a plain number; None when it is neither."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float)):
+        return float(x), math.nan, math.nan, None
+    if isinstance(x, Mapping) and "value" in x:
+        def f(v: Any) -> float:
+            return math.nan if v is None else float(v)
+
+        return f(x.get("value")), f(x.get("low")), f(x.get("high")), x.get("method")
+    if hasattr(x, "value") and hasattr(x, "low") and hasattr(x, "high"):
+        return float(x.value), float(x.low), float(x.high), getattr(x, "method", None)
+    return None
+
+
+def _lookup(section: Mapping[str, Any], key: str) -> Any:
+    """A metric in a section dict: its headline first, then the section's top level."""
+    headline = section.get("headline")
+    if isinstance(headline, Mapping) and key in headline:
+        return headline[key]
+    return section.get(key)
+
+
+_DISPARITY_PARTS = {"amplification": "amplification", "teacher": "teacher", "student": "student",
+                    "change": "change"}
+
+
+def _group_values(section: Mapping[str, Any], key: str) -> tuple[dict[str, Any], list[str]] | None:
+    """Per-group numbers of ``key`` as ``({label: estimate}, [labels of groups too small to judge])``.
+
+    * ``section["by_group"][key]``: a generic ``{group: estimate}`` table;
+    * bias disparities, judged per sensitive feature and intersection: ``dp_amplification`` (``eo_``, ``tpr_``,
+      ``fpr_``, ``accuracy_``), ``dp_difference_student`` (``_teacher``) read
+      ``features[f]["disparities"]["dp_difference"][part]``;
+    * bias group metrics, judged per group of every feature: ``group_agreement``, ``group_accuracy`` (the
+      student's), ``group_accuracy_change`` (student minus teacher), and so on for ``group_selection_rate``,
+      ``group_tpr``, ``group_fpr``, ``group_ece``. Groups flagged unreliable (too small) are not judged.
+    """
+    by_group = section.get("by_group")
+    if isinstance(by_group, Mapping) and isinstance(by_group.get(key), Mapping):
+        return dict(by_group[key]), []
+    features = section.get("features")
+    if not isinstance(features, Mapping):
+        return None
+    disparity = None
+    for suffix, part in (("_amplification", "amplification"), ("_difference_student", "student"),
+                         ("_difference_teacher", "teacher"), ("_ratio_change", "change")):
+        if key.endswith(suffix):
+            stem = key[: -len(suffix)]
+            disparity = (f"{stem}_ratio" if part == "change" else f"{stem}_difference", part)
+            break
+    if disparity is not None:
+        out = {}
+        for fname in sorted(features):
+            entry = (features[fname].get("disparities") or {}).get(disparity[0])
+            if isinstance(entry, Mapping) and entry.get(disparity[1]) is not None:
+                out[fname] = entry[disparity[1]]
+        return (out, []) if out else None
+    model, metric = "student", key
+    if key.endswith("_change"):
+        model, metric = "change", key[: -len("_change")]
+    elif key.endswith("_teacher"):
+        model, metric = "teacher", key[: -len("_teacher")]
+    out, small = {}, []
+    for fname in sorted(features):
+        for g in features[fname].get("groups") or []:
+            label = f"{fname}={g.get('group')}"
+            value = g.get("group_agreement") if metric == "group_agreement" else (g.get(model) or {}).get(metric)
+            if value is None:
+                continue
+            if not g.get("reliable", True):
+                small.append(label)
+                continue
+            out[label] = value
+    return (out, small) if (out or small) else None
+
+
+def _known_keys(results: Mapping[str, Any], section: str) -> set[str]:
+    keys: set[str] = set()
+    for comp in results.get("comparisons", []):
+        sec = comp.get(section)
+        if isinstance(sec, Mapping):
+            keys.update(sec.get("headline", {}) or {})
+            keys.update(k for k, v in sec.items() if _as_triple(v) is not None)
+            keys.update((sec.get("by_group") or {}).keys())
+    for full in (results.get("definitions") or {}):
+        if full.startswith(section + "."):
+            keys.add(full.split(".", 1)[1])
+    return keys
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:.4g}"
+
+
+def _message(rule: Rule, status: str, value: float, low: float, high: float, student: str,
+             group: str | None) -> str:
+    # per-group rules name a group as "feature=group"; per-feature disparities name the feature alone
+    who = student + ("" if not group else f", group {group}" if "=" in group else f", feature {group}")
+    interval = f" (95% interval {_fmt(low)} to {_fmt(high)})" if not (math.isnan(low) or math.isnan(high)) else ""
+    num = f"{rule.metric} = {_fmt(value)}{interval}"
+    want = []
+    if rule.min is not None:
+        want.append(f"at least {rule.min:g}")
+    if rule.max is not None:
+        want.append(f"at most {rule.max:g}")
+    want_text = " and ".join(want)
+    if status == "pass":
+        return f"{who}: {num}; the whole interval is {want_text}."
+    if status == "warn":
+        if (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max):
+            return f"{who}: {num} is not {want_text}; this rule only warns."
+        return (f"{who}: {num}; the point estimate is {want_text} but the interval is not, so the data cannot "
+                "confirm it.")
+    return f"{who}: {num} is not {want_text}."
+
+
+def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Finding]:
+    """Judge every rule of ``policy`` against an audit's results dict (the content of results.json).
+
+    Raises
+    ------
+    ConfigError
+        When a rule names a metric that the results' section does not have (a typo), with a did-you-mean.
+    """
+    pol = load_policy(policy)
+    comparisons = results.get("comparisons")
+    if not isinstance(comparisons, list):
+        raise ConfigError("results have no 'comparisons' list; expected the content of a kdaudit results.json")
+    findings: list[Finding] = []
+    for idx, rule in enumerate(pol.rules):
+        known = _known_keys(results, rule.section)
+        sections = [c[rule.section] for c in comparisons
+                    if isinstance(c.get(rule.section), Mapping) and c[rule.section].get("available", True)]
+        if rule.per_group and any(_group_values(sec, rule.key) is not None for sec in sections):
+            known.add(rule.key)
+        if sections and rule.key not in known:
+            raise ConfigError(f"policy rules[{idx}].metric {rule.metric!r} is not a metric of section "
+                              f"{rule.section!r}; known: {', '.join(sorted(known)) or 'none'}"
+                              + _did_you_mean(rule.key, known))
+        for comp in comparisons:
+            student = str(comp.get("student"))
+            if rule.students is not None and student not in rule.students:
+                continue
+            findings.extend(_judge_rule(rule, comp, student))
+    return findings
+
+
+def _skipped(rule: Rule, student: str, why: str, group: str | None = None) -> Finding:
+    return Finding(rule=rule.label, metric=rule.metric, student=student, status="skipped", value=None, low=None,
+                   high=None, threshold=rule.threshold_text, message=f"{student}: {rule.metric} not judged: {why}",
+                   level=rule.level, group=group)
+
+
+def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | None],
+             group: str | None) -> Finding:
+    value, low, high, method = triple
+    if math.isnan(value):
+        return _skipped(rule, student, "the metric is undefined on these data", group)
+    status = rule.judge(value, low, high)
+
+    def j(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return Finding(rule=rule.label, metric=rule.metric, student=student, status=status, value=value, low=j(low),
+                   high=j(high), threshold=rule.threshold_text,
+                   message=_message(rule, status, value, low, high, student, group), level=rule.level, group=group,
+                   method=method)
+
+
+def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Finding]:
+    section = comp.get(rule.section)
+    if not isinstance(section, Mapping):
+        return [_skipped(rule, student, f"the {rule.section} section was not run")]
+    if not section.get("available", True):
+        return [_skipped(rule, student, section.get("reason") or f"the {rule.section} section is unavailable")]
+    if rule.per_group:
+        groups = _group_values(section, rule.key)
+        if groups is None:
+            # A per-group rule on a metric reported only as one number judges that number.
+            triple = _as_triple(_lookup(section, rule.key))
+            if triple is None:
+                return [_skipped(rule, student, "no per-group values were reported")]
+            return [_finding(rule, student, triple, None)]
+        values, small = groups
+        out = []
+        for group in sorted(values):
+            triple = _as_triple(values[group])
+            if triple is None:
+                out.append(_skipped(rule, student, "no value for this group", group))
+            else:
+                out.append(_finding(rule, student, triple, group))
+        if small:
+            # One finding for all groups too small to support a claim: flagged, not judged as if they could be.
+            shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
+            note = _skipped(rule, student, f"{len(small)} groups too small to support a claim, not judged "
+                                           f"({shown})", "small groups")
+            out.append(Finding(**{**note.__dict__, "status": "info"}))
+        return out
+    triple = _as_triple(_lookup(section, rule.key))
+    if triple is None:
+        return [_skipped(rule, student, f"{rule.metric} was not reported")]
+    return [_finding(rule, student, triple, None)]
+
+
+def verdict_of(findings: Iterable[Finding], *, strict: bool = False) -> str:
+    """``fail`` if any finding fails (or, with ``strict``, warns or was skipped), else ``warn`` if any warns or was
+    skipped, else ``pass``."""
+    statuses = {f.status for f in findings}
+    if "fail" in statuses or (strict and statuses & {"warn", "skipped"}):
+        return "fail"
+    if statuses & {"warn", "skipped"}:
+        return "warn"
+    return "pass"
+
+
+# ---------------------------------------------------------------------------------------------------------- gate
+@dataclass(frozen=True)
+class GateResult:
+    """Findings, the verdict and the exit code of :func:`gate`."""
+
+    findings: tuple[Finding, ...]
+    verdict: str
+    strict: bool
+    policy: Policy
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict != "fail"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(f.status == s for f in self.findings) for s in STATUSES}
+
+    def to_text(self) -> str:
+        """A short fixed-width table for a terminal."""
+        rows = [("STATUS", "STUDENT", "METRIC", "GROUP", "VALUE [95% CI]", "THRESHOLD")]
+        for f in self.findings:
+            rows.append((f.status.upper(), f.student, f.metric, f.group or "-", _value_text(f), f.threshold))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        c = self.counts()
+        lines.append("")
+        lines.append(f"verdict: {self.verdict.upper()}  ({c['pass']} pass, {c['warn']} warn, {c['fail']} fail, "
+                     f"{c['skipped']} skipped, {c['info']} notes; policy {self.policy.name!r}"
+                     f"{', strict' if self.strict else ''})")
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """A Markdown summary for a CI job page (e.g. ``$GITHUB_STEP_SUMMARY``)."""
+        icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skipped": "SKIPPED", "info": "NOTE"}
+        c = self.counts()
+        out = [f"## kdaudit gate: {icon[self.verdict]}", "",
+               f"Policy `{_md(self.policy.name)}`{' (strict)' if self.strict else ''}: {c['pass']} pass, "
+               f"{c['warn']} warn, {c['fail']} fail, {c['skipped']} skipped.", "",
+               "| Status | Student | Metric | Group | Value [95% CI] | Threshold | Finding |",
+               "|---|---|---|---|---|---|---|"]
+        for f in self.findings:
+            out.append(f"| {icon[f.status]} | {_md(f.student)} | `{_md(f.metric)}` | {_md(f.group or '')} | "
+                       f"{_value_text(f)} | {_md(f.threshold)} | {_md(f.message)} |")
+        return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    # Table cells: a pipe or a newline would break the row; angle brackets would be read as HTML by some renderers.
+    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+            .replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def _value_text(f: Finding) -> str:
+    if f.value is None:
+        return "n/a"
+    if f.low is None or f.high is None:
+        return f"{f.value:.4g}"
+    return f"{f.value:.4g} [{f.low:.4g}, {f.high:.4g}]"
+
+
+def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResult:
+    """Judge audit results against a policy.
+
+    Parameters
+    ----------
+    results : mapping, AuditResult, or path to results.json
+    policy : path, mapping, Policy or None
+        ``None`` uses the policy recorded in the results, or :data:`DEFAULT_POLICY` when there is none.
+    strict : bool
+        Count warnings and skipped rules as failures.
+    """
+    import json
+
+    if hasattr(results, "to_dict") and not isinstance(results, Mapping):
+        results = results.to_dict()
+    elif isinstance(results, (str, os.PathLike)):
+        path = Path(results)
+        if not path.is_file():
+            raise ConfigError(f"results file {str(path)!r} does not exist; expected a kdaudit results.json")
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(results, Mapping):
+        raise ConfigError(f"results got {type(results).__name__}; expected the content of a kdaudit results.json")
+    if policy is None and isinstance(results.get("policy"), Mapping) and results["policy"].get("rules"):
+        recorded = dict(results["policy"])
+        rules = [{k: v for k, v in r.items() if k != "label"} for r in recorded.get("rules", [])]
+        policy = {"name": recorded.get("name", "policy"), "description": recorded.get("description", ""),
+                  "rules": rules}
+    pol = load_policy(policy)
+    findings = tuple(evaluate_policy(results, pol))
+    return GateResult(findings=findings, verdict=verdict_of(findings, strict=strict), strict=strict, policy=pol)

@@ -1,0 +1,188 @@
+"""Turning stored numbers into words a reader can check: formatting only, no metric is computed here."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+__all__ = [
+    "as_estimate",
+    "fmt_bytes",
+    "fmt_count",
+    "fmt_estimate",
+    "fmt_interval",
+    "fmt_number",
+    "fmt_value",
+    "is_estimate",
+    "metric_kind",
+    "metric_label",
+    "short_hash",
+    "status_of",
+]
+
+# Words (``_``-separated tokens) of a metric key that say how to show it. A token naming a difference, a divergence, a
+# calibration error or a test statistic wins; otherwise a token naming a proportion of rows shows it as a percentage.
+_DECIMAL_TOKENS = frozenset({
+    "ece", "mce", "calibration", "brier", "nll", "kl", "js", "divergence", "loss", "kappa", "statistic", "entropy",
+    "ratio", "effect", "distance", "similarity", "correlation", "cosine", "difference", "change", "amplification",
+    "drop", "temperature", "gap", "lift", "jaccard", "consistency", "variation", "log",
+})
+_PERCENT_TOKENS = frozenset({
+    "agreement", "accuracy", "rate", "fraction", "share", "coverage", "retained", "overlap", "recall", "precision",
+    "tpr", "fpr", "chance", "given", "parity",
+})
+# Ratios of a student's cost to the teacher's read best as "12% of the teacher".
+_PERCENT_KEYS = frozenset({"parameter_ratio", "size_ratio", "retained_accuracy"})
+
+_STATUS_ALIASES = {
+    "pass": "pass", "passed": "pass", "ok": "pass", "green": "pass", "true": "pass",
+    "warn": "warn", "warning": "warn", "amber": "warn", "inconclusive": "warn",
+    "fail": "fail", "failed": "fail", "red": "fail", "false": "fail", "error": "fail",
+}
+STATUS_ORDER = {"fail": 3, "warn": 2, "pass": 1, "info": 0, "n/a": -1}
+
+
+def status_of(value: Any) -> str:
+    """Normalise a verdict word (pass / warn / fail); anything unknown is shown as ``n/a``."""
+    if isinstance(value, bool):
+        return "pass" if value else "fail"
+    if isinstance(value, Mapping):
+        for key in ("status", "verdict", "outcome", "result"):
+            if key in value:
+                return status_of(value[key])
+        return "n/a"
+    if value is None:
+        return "n/a"
+    return _STATUS_ALIASES.get(str(value).strip().lower(), "n/a")
+
+
+def is_estimate(d: Any) -> bool:
+    """A stored ``Estimate.to_dict()``: a mapping with a point value and interval bounds."""
+    return isinstance(d, Mapping) and "value" in d and ("low" in d or "high" in d or "method" in d)
+
+
+def _num(x: Any) -> float:
+    if x is None or isinstance(x, bool):
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def as_estimate(d: Any) -> dict[str, Any]:
+    """A stored estimate (or a bare number) as a dict of floats, NaN where undefined."""
+    if is_estimate(d):
+        return {"value": _num(d.get("value")), "low": _num(d.get("low")), "high": _num(d.get("high")),
+                "method": str(d.get("method") or ""), "level": _num(d.get("level", 0.95))}
+    return {"value": _num(d), "low": math.nan, "high": math.nan, "method": "", "level": math.nan}
+
+
+def metric_kind(key: str, definition: Mapping[str, Any] | None = None) -> str:
+    """How to show a metric: ``"percent"`` for proportions of rows, ``"p"`` for p-values, else ``"decimal"``.
+
+    A definition may say so itself with a ``"unit"`` entry ("%", "percent", "proportion"); otherwise the key's words
+    decide, because the report must not guess from the value.
+    """
+    unit = str((definition or {}).get("unit", "")).lower()
+    if unit in ("%", "percent", "proportion", "fraction", "rate"):
+        return "percent"
+    if unit:
+        return "decimal"
+    k = key.lower().rsplit(".", 1)[-1]
+    if k.endswith("p_value") or k in ("p", "pvalue"):
+        return "p"
+    if k in _PERCENT_KEYS:
+        return "percent"
+    tokens = set(k.split("_"))
+    if tokens & _DECIMAL_TOKENS:
+        return "decimal"
+    if tokens & _PERCENT_TOKENS:
+        return "percent"
+    return "decimal"
+
+
+def metric_label(key: str, definitions: Mapping[str, Any] | None) -> str:
+    d = (definitions or {}).get(key)
+    if isinstance(d, Mapping) and d.get("label"):
+        return str(d["label"])
+    return key.replace("_", " ").strip().capitalize()
+
+
+def fmt_number(x: Any, kind: str = "decimal", *, digits: int = 3) -> str:
+    """One number in the report's style; undefined values read ``n/a``."""
+    v = _num(x)
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if kind == "percent":
+        return f"{v * 100:.1f}%"
+    if kind == "pp":  # a difference of proportions, in percentage points
+        return f"{v * 100:+.1f} pp"
+    if kind == "int":
+        return f"{int(round(v)):,}"
+    if kind == "p":
+        return "< 0.0001" if 0 <= v < 1e-4 else f"{v:.4f}"
+    a = abs(v)
+    if a != 0 and (a < 10 ** -digits or a >= 1e6):
+        return f"{v:.{digits - 1}e}"
+    if a >= 100:
+        return f"{v:,.1f}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_interval(e: Mapping[str, Any], kind: str = "decimal") -> str:
+    """``"95% CI 90.8–91.6%"`` or an empty string when the estimate has no interval."""
+    est = as_estimate(e)
+    if math.isnan(est["low"]) or math.isnan(est["high"]):
+        return ""
+    level = est["level"]
+    lvl = f"{level * 100:.0f}% CI" if not math.isnan(level) else "CI"
+    lo, hi = fmt_number(est["low"], kind), fmt_number(est["high"], kind)
+    if kind == "percent":
+        lo = lo.rstrip("%")
+    return f"{lvl} {lo}–{hi}"
+
+
+def fmt_estimate(e: Any, kind: str = "decimal") -> str:
+    """``"91.2% (95% CI 90.8–91.6%)"``."""
+    est = as_estimate(e)
+    text = fmt_number(est["value"], kind)
+    ci = fmt_interval(est, kind)
+    return f"{text} ({ci})" if ci else text
+
+
+def fmt_count(x: Any) -> str:
+    return fmt_number(x, "int")
+
+
+def fmt_bytes(x: Any) -> str:
+    v = _num(x)
+    if math.isnan(v):
+        return "n/a"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(v) < 1000 or unit == "TB":
+            return f"{v:,.0f} {unit}" if unit == "B" else f"{v:,.1f} {unit}"
+        v /= 1000.0
+    return f"{v:.1f} TB"  # pragma: no cover - loop always returns
+
+
+def fmt_value(x: Any) -> str:
+    """Any stored scalar (a config value, a count, a flag) as text."""
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if x is None:
+        return "—"
+    if isinstance(x, int):
+        return f"{x:,}" if abs(x) >= 10_000 else str(x)
+    if isinstance(x, float):
+        return fmt_number(x, "decimal", digits=4)
+    if is_estimate(x):
+        return fmt_estimate(x)
+    return str(x)
+
+
+def short_hash(h: Any, n: int = 12) -> str:
+    s = "" if h is None else str(h)
+    return s[:n] if len(s) > n else s

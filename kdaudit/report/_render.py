@@ -1,0 +1,96 @@
+"""Render an audit's results to one self-contained HTML file (jinja2 templates, inline SVG, no JavaScript)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+
+from kdaudit._exceptions import invalid_argument
+from kdaudit.report._view import build_context
+
+__all__ = ["TEMPLATE_DIR", "environment", "render_html", "write_html"]
+
+#: The packaged templates; copy one into your own directory and pass ``template_dir=`` to override it.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+_MAIN_TEMPLATE = "report.html.j2"
+_DEFAULT_ENV: list[jinja2.Environment] = []
+
+
+def _make_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    # Autoescape everything: model names, class labels, group names and config values are user data.
+    # StrictUndefined: a template asking for a value the view does not provide is a bug, not an empty cell.
+    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def environment(template_dir: str | os.PathLike[str] | None = None) -> jinja2.Environment:
+    """The jinja2 environment used to render reports.
+
+    Parameters
+    ----------
+    template_dir : path, optional
+        A directory whose templates take precedence over the packaged ones (same file names, e.g.
+        ``summary.html.j2``); templates it does not hold fall back to the packaged ones.
+    """
+    if template_dir is None:
+        if not _DEFAULT_ENV:  # built once: the packaged templates never change while running
+            _DEFAULT_ENV.append(_make_environment(jinja2.FileSystemLoader(str(TEMPLATE_DIR))))
+        return _DEFAULT_ENV[0]
+    path = Path(template_dir)
+    if not path.is_dir():
+        raise invalid_argument("template_dir", str(template_dir), "an existing directory of jinja2 templates")
+    return _make_environment(jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(path)),
+                                                  jinja2.FileSystemLoader(str(TEMPLATE_DIR))]))
+
+
+def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | None = None,
+                generated_at: str | None = None, template_dir: str | os.PathLike[str] | None = None,
+                charts: bool = True) -> str:
+    """Render an audit report as one self-contained HTML document.
+
+    The report is drawn only from ``results`` (the content of results.json) and ``run_info`` (what varies between
+    runs: wall times, measured latencies, the command line); it computes no metric.
+
+    Parameters
+    ----------
+    results : mapping
+        The audit results: ``schema``, ``kdaudit_version``, ``data``, ``models``, ``comparisons``, ``cost``,
+        ``provenance``, ``config``, ``policy``, ``findings``, ``verdict``, ``definitions``. Missing parts are shown
+        as not recorded.
+    run_info : mapping, optional
+        ``generated_at``, ``command`` (str or argv list), ``results_sha256``, ``cost`` (``{model name: {
+        "latency_ms_per_row", "latency_ms_per_batch", "throughput_rows_per_s", ...}}`` measured when generating),
+        ``cost_conditions`` (device, batch size, ... of that measurement) and any timings (``wall_time_s``,
+        ``stages``), shown in the reproducibility section.
+    generated_at : str, optional
+        Generation time shown in the report; default ``run_info["generated_at"]``, else now (UTC). Pass a fixed
+        value for byte-identical output.
+    template_dir : path, optional
+        Templates overriding the packaged ones (see :func:`environment`).
+    charts : bool
+        Draw the SVG charts (their numbers are in tables either way).
+
+    Returns
+    -------
+    str
+        The HTML document.
+    """
+    if not isinstance(results, Mapping):
+        raise invalid_argument("results", type(results).__name__, "a mapping (the content of results.json)")
+    if run_info is not None and not isinstance(run_info, Mapping):
+        raise invalid_argument("run_info", type(run_info).__name__, "a mapping or None")
+    context = build_context(results, run_info, generated_at, charts_on=charts)
+    return environment(template_dir).get_template(_MAIN_TEMPLATE).render(**context)
+
+
+def write_html(results: Mapping[str, Any], path: str | os.PathLike[str], *,
+               run_info: Mapping[str, Any] | None = None, generated_at: str | None = None,
+               template_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Render with :func:`render_html` and write the file atomically; returns its path."""
+    from kdaudit._io import atomic_write_text
+
+    html = render_html(results, run_info=run_info, generated_at=generated_at, template_dir=template_dir)
+    return atomic_write_text(path, html)

@@ -1,0 +1,114 @@
+"""Audit config files: validation messages name the key path, the value and what is accepted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from kdaudit import ConfigError
+from kdaudit._config import load_config, load_data_file, parse_config
+
+
+@pytest.fixture()
+def files(tmp_path):
+    for name in ("t.pt", "s1.pt", "s2.onnx", "ref.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    return tmp_path
+
+
+def cfg(**over):
+    base = {"models": {"teacher": "t.pt", "students": ["s1.pt", {"path": "s2.onnx", "name": "onnx student"}]},
+            "data": {"dataset": "adult", "split": "test"}}
+    base.update(over)
+    return base
+
+
+def parse(raw, base):
+    return parse_config(raw, source="audit.yaml", base_dir=base)
+
+
+def test_valid_config_resolves_paths_and_defaults(files):
+    c = parse(cfg(seed=3, bootstrap={"replicates": 200}, sensitive=["sex"]), files)
+    assert c.teacher[0].path == files / "t.pt"
+    assert [s.name for s in c.students] == [None, "onnx student"]
+    assert c.seed == 3 and c.n_replicates == 200 and c.bootstrap().n_replicates == 200
+    assert c.sections == ("agreement", "calibration", "bias", "fingerprint", "cost")
+    d = c.to_dict()
+    assert d["models"]["students"][1] == {"path": "s2.onnx", "name": "onnx student"}  # relative, no machine paths
+    assert d["data"] == {"dataset": "adult", "split": "test"}
+
+
+def test_references_enable_lineage_by_default(files):
+    c = parse(cfg(models={"teacher": ["t.pt", "t.pt"], "students": "s1.pt", "references": ["ref.pt"]}), files)
+    assert len(c.teacher) == 2 and "lineage" in c.sections
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [(cfg(modles={}), r"'modles'.*did you mean 'models'"),
+     (cfg(models={"teacher": "t.pt", "students": ["s1.pt", {"path": "nope.pt"}]}),
+      r"'models\.students\[1\]\.path' got 'nope\.pt'; expected a model file that exists"),
+     (cfg(models={"teacher": "t.pt", "students": ["s1.pt", {"pth": "s1.pt"}]}),
+      r"'models\.students\[1\]\.pth'.*did you mean 'path'"),
+     (cfg(models={"teacher": "t.pt"}), r"'models\.students'.*required"),
+     (cfg(models={"teacher": "t.pt", "students": [{"path": "s1.pt", "trust": "yes"}]}),
+      r"'models\.students\[0\]\.trust' got 'yes'; expected true or false"),
+     (cfg(models={"teacher": "t.pt", "students": [{"path": "s1.pt", "arch": "nocolon"}]}), r"package\.module:Class"),
+     (cfg(data={"dataset": "adlut"}), r"'data\.dataset' got 'adlut'.*did you mean 'adult'"),
+     (cfg(data={"dataset": "adult", "split": "validation"}), r"'data\.split'.*'train' or 'test'"),
+     (cfg(data={"dataset": "adult", "label": "y"}), r"'data\.label'.*applies to data files"),
+     (cfg(data={"path": "missing.csv"}), r"'data\.path' got 'missing\.csv'"),
+     (cfg(data={"dataset": "adult", "path": "t.pt"}), r"exactly one of 'dataset'"),
+     (cfg(sections=["agreement", "calibraton"]), r"'sections\[1\]'.*did you mean 'calibration'"),
+     (cfg(sections=["lineage"]), r"'lineage' only with models\.references"),
+     (cfg(seed=-1), r"'seed' got -1; expected an integer >= 0"),
+     (cfg(bootstrap={"replicates": 10, "levl": 0.9}), r"'bootstrap\.levl'.*did you mean 'level'"),
+     (cfg(bootstrap={"level": 95}), r"'bootstrap\.level' got 95"),
+     (cfg(policy="nopolicy.yaml"), r"'policy' got 'nopolicy\.yaml'"),
+     (cfg(policy={"rules": [{"metric": "agreement.top1", "minimum": 0.9}]}), r"did you mean 'min'"),
+     (cfg(lineage={"alpha": 2}), r"'lineage\.alpha' got 2"),
+     (cfg(models={"teacher": {"path": "t.pt", "name": "m"}, "students": [{"path": "s1.pt", "name": "m"}]}),
+      r"distinct model names"),
+     ([1, 2], r"a mapping with 'models' and 'data'")],
+)
+def test_validation_errors_name_key_path_value_and_accepted(files, raw, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        parse(raw, files)
+    assert str(info.value).startswith("audit.yaml: ")
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_file_relative_to_its_directory(files):
+    (files / "sub").mkdir()
+    (files / "sub" / "audit.yaml").write_text(yaml.safe_dump(
+        {"models": {"teacher": "../t.pt", "students": ["../s1.pt"]}, "data": "digits", "out": "report"}))
+    c = load_config(files / "sub" / "audit.yaml")
+    assert c.teacher[0].path == (files / "sub" / ".." / "t.pt") and c.out == files / "sub" / "report"
+    assert c.data.dataset == "digits"
+
+
+def test_data_files_npz_and_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 20)
+    np.savez(tmp_path / "d.npz", X=X, y=y, sensitive_sex=np.array(["F", "M"] * 10), classes=np.array(["no", "yes"]))
+    d = load_data_file(tmp_path / "d.npz")
+    assert d.classes == ("no", "yes") and list(d.sensitive.columns) == ["sex"] and np.array_equal(d.y_true, y)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(label=np.where(y == 1, "yes", "no"), sex="F",
+                                                             rid=np.arange(100, 120))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    d2 = load_data_file(tmp_path / "d.csv", label="label", sensitive=("sex",), id="rid")
+    assert d2.X.shape == (20, 3) and d2.classes == ("no", "yes") and np.array_equal(d2.y_true, y)
+    assert d2.ids[0] == 100
+    with pytest.raises(ConfigError, match="no column 'income'"):
+        load_data_file(tmp_path / "d.csv", label="income")

@@ -1,0 +1,398 @@
+"""Lineage test: exact p-value, false-positive control, power, access modes, query budget and cache, attribution,
+probe files and the ``kdaudit lineage`` command.
+
+Synthetic models keep this fast: a "recipe" is a shared linear map ``W`` plus a seed-specific perturbation ``E_m``
+(what a seed makes a model learn beyond the data); a derived suspect inherits part of its parent's ``E``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from kdaudit import KDAuditError, QueryBudgetExceededError
+from kdaudit._io import canonical_json
+from kdaudit.lineage import (
+    attribute,
+    holm_adjust,
+    lineage_test,
+    load_probes,
+    min_references,
+    parametric_p_value,
+    parse_access,
+    rank_p_value,
+)
+from kdaudit.lineage._stats import combined_statistic
+from kdaudit.lineage._test import _analyse, _view
+from kdaudit.metrics._resampling import Bootstrap
+from kdaudit.models import BlackBoxModel
+
+C, D = 6, 12
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Zoo:
+    """Linear 'models' of one recipe: ``softmax(x @ (W + E_seed))``; derived ones inherit ``E`` of a parent."""
+
+    def __init__(self, seed: int = 0, scale: float = 0.6) -> None:
+        rng = np.random.default_rng(seed)
+        self.W = rng.normal(0, 1.0, (D, C))
+        self.rng = rng
+        self.scale = scale
+
+    def perturbation(self) -> np.ndarray:
+        return self.rng.normal(0, self.scale, (D, C))
+
+    def model(self, E: np.ndarray, *, name: str, access: str = "probabilities", top_k: int | None = None,
+              budget: int | None = None) -> BlackBoxModel:
+        W = self.W + E
+
+        def fn(X: np.ndarray) -> np.ndarray:
+            p = _softmax(np.asarray(X, dtype=np.float64).reshape(len(X), -1) @ W)
+            if access == "labels":
+                return p.argmax(axis=1)
+            return p
+
+        return BlackBoxModel(fn, n_classes=C, name=name, access=access, top_k=top_k, query_budget=budget)
+
+
+def _probes(n: int = 400, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, (n, D)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    z = Zoo(0)
+    E_T = z.perturbation()
+    teacher = z.model(E_T, name="teacher")
+    refs = [z.model(z.perturbation(), name=f"ref{i}") for i in range(19)]
+    return z, E_T, teacher, refs
+
+
+# ------------------------------------------------------------------------------------------------ p-values
+def test_rank_p_value_formula_and_ties():
+    refs = np.array([0.1, 0.5, 0.9, 0.5])
+    assert rank_p_value(1.0, refs) == pytest.approx(1 / 5)
+    assert rank_p_value(0.5, refs) == pytest.approx((1 + 3) / 5)  # ties count against the teacher
+    assert rank_p_value(-1.0, refs) == pytest.approx(1.0)
+    assert min_references(0.05) == 19
+    assert min_references(0.05, 2) == 39
+    assert min_references(0.01) == 99
+
+
+def test_parametric_p_value_matches_t_prediction_interval():
+    refs = np.array([0.2, -0.1, 0.4, 0.0, 0.3, -0.2])
+    K = len(refs)
+    t = (1.5 - refs.mean()) / (refs.std(ddof=1) * math.sqrt(1 + 1 / K))
+    assert parametric_p_value(1.5, refs) == pytest.approx(sps.t.sf(t, K - 1))
+    assert math.isnan(parametric_p_value(1.0, np.array([0.3])))
+
+
+def test_holm_adjust_matches_hand_computation():
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06
+    np.testing.assert_allclose(holm_adjust(p), [0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust(np.array([0.6, 0.9])).tolist() == [1.0, 1.0]
+
+
+def test_combined_statistic_is_permutation_equivariant():
+    """Exactness rests on this: relabelling pool members only permutes their statistics."""
+    rng = np.random.default_rng(3)
+    pool = _softmax(rng.normal(0, 2, (8 * 50, C))).reshape(8, 50, C)
+    suspect = _softmax(rng.normal(0, 2, (50, C)))
+    perm = rng.permutation(8)
+    out = {}
+    for key, p in (("a", pool), ("b", pool[perm])):
+        from kdaudit.lineage._signatures import compute_sums, statistics_from_totals
+
+        sums = compute_sums(p, suspect, suspect.argmax(1), access="probabilities")
+        out[key] = combined_statistic(statistics_from_totals(sums.values.sum(0), sums))
+    np.testing.assert_allclose(out["a"][perm], out["b"], rtol=1e-9, atol=1e-12)
+
+
+def _simulated(rng, *, K: int, N: int, derived: float, access=("probabilities", None), method="exact"):
+    f = rng.normal(0, 2.5, (N, C))
+    e = rng.normal(0, 1, (K + 1, N, C))
+    pool = _softmax((f[None] + e).reshape(-1, C)).reshape(K + 1, N, C)
+    s = _softmax(f + derived * e[0] + rng.normal(0, 1, (N, C)))
+    view = _view(s, access)
+    return _analyse(pool, view, view.argmax(1), access=access, y_true=None, alpha=0.05, p_value_method=method,
+                    bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(N))
+
+
+@pytest.mark.parametrize("access", [("probabilities", None), ("top_k", 2), ("labels", None)])
+def test_false_positive_rate_at_most_alpha_under_exchangeability(access):
+    rng = np.random.default_rng(11)
+    n_sim = 300
+    p = np.array([_simulated(rng, K=19, N=60, derived=0.0, access=access)["p_value"] for _ in range(n_sim)])
+    fpr = np.mean(p <= 0.05)
+    # exact test: P(p <= 0.05) = 1/20 under H0; allow 2.5 binomial standard errors of sampling noise
+    assert fpr <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / n_sim)
+    # the p-values are (discrete) uniform: their mean is close to (K + 2) / (2 (K + 1)) = 0.525
+    assert abs(p.mean() - 0.525) < 0.06
+
+
+def test_parametric_false_positive_rate_close_to_alpha():
+    rng = np.random.default_rng(12)
+    p = np.array([_simulated(rng, K=9, N=60, derived=0.0, method="parametric")["p_value"] for _ in range(300)])
+    assert np.mean(p <= 0.05) <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / 300)
+
+
+@pytest.mark.parametrize("access", [("probabilities", None), ("top_k", 2), ("labels", None)])
+def test_power_on_derived_suspect(access):
+    rng = np.random.default_rng(5)
+    res = [_simulated(rng, K=19, N=150, derived=0.6, access=access) for _ in range(10)]
+    assert all(r["verdict"] == "derived" for r in res)
+    assert all(r["statistic"] > max(r["reference_statistics"]) for r in res)
+
+
+# ------------------------------------------------------------------------------------------ model-level API
+@pytest.mark.parametrize("access", ["probabilities", "top_k:2", "labels"])
+def test_lineage_test_detects_derived_and_clears_independent(zoo, access):
+    z, E_T, teacher, refs = zoo
+    derived = z.model(0.7 * E_T + 0.5 * z.perturbation(), name="student")
+    independent = z.model(z.perturbation(), name="independent")
+    r = lineage_test(teacher, derived, _probes(), references=refs, suspect_access=access, n_probes=200,
+                     n_replicates=200)
+    assert r.verdict == "derived" and r.p_value == pytest.approx(1 / 20)
+    assert r.effect.low > 0 and r.suspect_access == access.replace("top_k:", "top-")
+    r0 = lineage_test(teacher, independent, _probes(), references=refs, suspect_access=access, n_probes=200,
+                      n_replicates=200)
+    assert r0.verdict == "not derived"
+    assert r0.effect.value < r.effect.value
+    if access == "labels":
+        assert set(r.signatures) == {"prob_residual", "label_idiosyncrasy"}
+    elif access.startswith("top_k"):
+        assert "topk_overlap" in r.signatures and "nontop_rank" not in r.signatures
+
+
+def test_labels_only_suspect_adapter(zoo):
+    z, E_T, teacher, refs = zoo
+    suspect = z.model(0.7 * E_T, name="label_api", access="labels")
+    r = lineage_test(teacher, suspect, _probes(), references=refs, n_probes=300, n_replicates=0)
+    assert r.suspect_access == "labels" and r.verdict == "derived"
+    with pytest.raises(KDAuditError, match="suspect_access"):
+        lineage_test(teacher, suspect, _probes(), references=refs, suspect_access="probabilities")
+
+
+def test_top_k_suspect_adapter(zoo):
+    z, E_T, teacher, refs = zoo
+    suspect = z.model(0.7 * E_T, name="topk_api", access="top_k", top_k=3)
+    r = lineage_test(teacher, suspect, _probes(), references=refs, n_probes=300, n_replicates=0)
+    assert r.suspect_access == "top-3" and r.verdict == "derived"
+    r2 = lineage_test(teacher, z.model(0.7 * E_T, name="s2", access="top_k", top_k=3), _probes(), references=refs,
+                      suspect_access="top_k:1", n_probes=300, n_replicates=0)
+    assert r2.suspect_access == "top-1"
+
+
+def test_query_budget_caps_probes_and_is_reported(zoo):
+    z, E_T, teacher, refs = zoo
+    suspect = z.model(0.7 * E_T, name="s")
+    r = lineage_test(teacher, suspect, _probes(), references=refs, query_budget=120, n_replicates=0)
+    assert r.n_probes == 120 and r.queries_used == 120 and suspect.query_count == 120 and r.query_budget == 120
+    capped = z.model(0.7 * E_T, name="s", budget=80)  # the suspect's own budget caps too
+    r2 = lineage_test(teacher, capped, _probes(), references=refs, n_replicates=0)
+    assert r2.queries_used == 80 == capped.query_count
+    with pytest.raises(KDAuditError, match="query_budget"):
+        lineage_test(teacher, z.model(E_T, name="s"), _probes(), references=refs, query_budget=5)
+
+
+def test_queries_are_cached_and_never_repeated(zoo):
+    z, E_T, teacher, refs = zoo
+    X = _probes(100)
+    X = np.concatenate([X, X[:50]])  # duplicated rows are asked once
+    suspect = z.model(0.7 * E_T, name="s")
+    r = lineage_test(teacher, suspect, X, references=refs, n_mixup=0, n_probes=150, n_replicates=0)
+    assert r.n_probes == 150 and r.queries_used == suspect.query_count == 100
+
+
+def test_oracle_enforces_budget_before_asking(zoo):
+    from kdaudit.lineage._test import _SuspectOracle
+
+    z, E_T, _, _ = zoo
+    model = z.model(E_T, name="s")
+    oracle = _SuspectOracle(model, budget=10, access=None, n_classes=C)
+    X = _probes(12)
+    oracle.ask(X[:8])
+    oracle.ask(X[:8])  # all cached: free
+    assert oracle.queries == 8 == model.query_count
+    with pytest.raises(QueryBudgetExceededError):
+        oracle.ask(X)
+    assert model.query_count == 8
+
+
+def test_without_references_is_inconclusive(zoo):
+    z, E_T, teacher, _ = zoo
+    r = lineage_test(teacher, z.model(E_T, name="clone"), _probes(), n_replicates=50)
+    assert r.verdict == "inconclusive" and math.isnan(r.p_value) and r.n_references == 0
+    assert "no calibrated null" in r.reason
+    assert r.raw_similarity["top1_agreement"].value == pytest.approx(1.0)
+
+
+def test_too_few_references_inconclusive_unless_parametric(zoo):
+    z, E_T, teacher, refs = zoo
+    suspect = z.model(0.7 * E_T, name="s")
+    r = lineage_test(teacher, suspect, _probes(), references=refs[:5], n_replicates=0)
+    assert r.verdict == "inconclusive" and "at least 19" in r.reason and r.p_value_exact == pytest.approx(1 / 6)
+    rp = lineage_test(teacher, z.model(0.7 * E_T, name="s"), _probes(), references=refs[:5], n_replicates=0,
+                      p_value_method="parametric")
+    assert rp.verdict == "derived" and rp.p_value_method == "parametric t" and rp.p_value < 0.05
+    assert any("normal" in a for a in rp.assumptions)
+
+
+def test_result_to_dict_is_json_and_deterministic(zoo):
+    z, E_T, teacher, refs = zoo
+    texts = [canonical_json(lineage_test(teacher, z.model(0.7 * E_T, name="s"), _probes(), references=refs,
+                                         n_probes=100, n_replicates=100, seed=3).to_dict()) for _ in range(2)]
+    assert texts[0] == texts[1]
+    d = json.loads(texts[0])
+    for key in ("p_value", "verdict", "effect", "signatures", "queries_used", "null_hypothesis", "assumptions",
+                "methodology", "headline"):
+        assert key in d
+    assert d["headline"]["effect"]["low"] is not None
+    assert "exchangeable" in d["null_hypothesis"]
+
+
+def test_attribution_names_the_parent_with_holm(zoo):
+    z, E_T, teacher_a, refs_a = zoo
+    refs_a = refs_a + [z.model(z.perturbation(), name=f"ra{i}") for i in range(20)]  # 39: Holm over 2 reachable
+    E_B = z.perturbation()
+    teacher_b = z.model(E_B, name="B")
+    refs_b = [z.model(z.perturbation(), name=f"rb{i}") for i in range(39)]
+    cands = {"A": (teacher_a, refs_a), "B": (teacher_b, refs_b)}
+    child_b = z.model(0.7 * E_B + 0.4 * z.perturbation(), name="child_of_B")
+    a = attribute(child_b, cands, _probes(), n_probes=200, n_replicates=0)
+    assert a.parent == "B" and a.queries_used == 200 == child_b.query_count  # one probe set for both candidates
+    assert a.adjusted_p_values["B"] == pytest.approx(2 / 40)
+    orphan = z.model(z.perturbation(), name="orphan")
+    assert attribute(orphan, cands, _probes(), n_probes=200, n_replicates=0).parent == "none"
+    few = {"A": (teacher_a, refs_a[:19]), "B": (teacher_b, refs_b[:19])}
+    a2 = attribute(z.model(0.7 * E_B, name="c"), few, _probes(), n_probes=200, n_replicates=0)
+    assert a2.parent == "none" and "needs >= 39 references" in a2.reason
+    assert json.loads(canonical_json(a.to_dict()))["parent"] == "B"
+
+
+def test_bad_arguments_raise_clear_errors(zoo):
+    z, E_T, teacher, refs = zoo
+    s = z.model(E_T, name="s")
+    with pytest.raises(KDAuditError, match="alpha"):
+        lineage_test(teacher, s, _probes(), references=refs, alpha=1.5)
+    with pytest.raises(KDAuditError, match="p_value_method"):
+        lineage_test(teacher, s, _probes(), references=refs, p_value_method="bayes")
+    with pytest.raises(KDAuditError, match="suspect_access"):
+        parse_access("top5")
+    with pytest.raises(KDAuditError, match="probes"):
+        lineage_test(teacher, s, np.array([]), references=refs)
+    with pytest.raises(KDAuditError, match="references"):
+        lineage_test(teacher, s, _probes(), references=[teacher] + refs)
+    assert parse_access("top-k:3") == ("top_k", 3) and parse_access("labels") == ("labels", None)
+
+
+# ------------------------------------------------------------------------------------------------ probe files
+def test_load_probes_formats(tmp_path):
+    import pandas as pd
+
+    X = _probes(20)
+    y = np.arange(20) % C
+    np.save(tmp_path / "p.npy", X)
+    np.savez(tmp_path / "p.npz", X=X, y=y)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(D)]).assign(y=y)
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    frame.to_parquet(tmp_path / "p.parquet")
+    for name in ("p.npy", "p.npz", "p.csv", "p.parquet"):
+        Xl, yl = load_probes(tmp_path / name)
+        np.testing.assert_allclose(Xl, X, rtol=1e-6)
+        assert (yl is None) == (name == "p.npy")
+        if yl is not None:
+            assert yl.tolist() == y.tolist()
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        load_probes(tmp_path / "obj.npy")  # pickled arrays are refused
+    with pytest.raises(KDAuditError, match="probes"):
+        load_probes(tmp_path / "missing.npy")
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+def _linear_file(path, W):
+    import torch
+
+    lin = torch.nn.Linear(D, C, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(W.T, dtype=torch.float32))
+    torch.jit.trace(lin.eval(), torch.zeros(1, D)).save(str(path))
+    return str(path)
+
+
+def _parser():
+    from kdaudit.lineage._cli import add_lineage_arguments
+
+    parser = argparse.ArgumentParser()
+    add_lineage_arguments(parser)
+    return parser
+
+
+def test_cli_lineage_and_verify(tmp_path, capsys):
+    from kdaudit.lineage import write_manifest
+    from kdaudit.lineage._cli import run_lineage_command
+
+    z = Zoo(7)
+    E_T = z.perturbation()
+    teacher = _linear_file(tmp_path / "teacher.pt", z.W + E_T)
+    suspect = _linear_file(tmp_path / "suspect.pt", z.W + 0.7 * E_T + 0.3 * z.perturbation())
+    (tmp_path / "refs").mkdir()
+    for i in range(19):
+        _linear_file(tmp_path / "refs" / f"r{i:02d}.pt", z.W + z.perturbation())
+    np.save(tmp_path / "probes.npy", _probes(150))
+    out = tmp_path / "lineage.json"
+    args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "probes.npy"),
+                                 "--reference", str(tmp_path / "refs" / "*.pt"), "--suspect-access", "top-k:3",
+                                 "--n-probes", "150", "--json", str(out)])
+    assert run_lineage_command(args) == 0
+    text = capsys.readouterr().out
+    assert "verdict: DERIVED" in text and "top-3" in text
+    d = json.loads(out.read_text())
+    assert d["verdict"] == "derived" and d["n_references"] == 19 and d["queries_used"] == 150
+    args.fail_on_derived = True
+    assert run_lineage_command(args) == 1
+
+    manifest = tmp_path / "manifest.json"
+    write_manifest(manifest, teachers={"teacher": teacher}, student=suspect, distill_settings={"temperature": 4.0},
+                   data_sha256="0" * 64)
+    ok = _parser().parse_args(["--verify", str(manifest), "--student", suspect])
+    assert run_lineage_command(ok) == 0
+    bad = _parser().parse_args(["--verify", str(manifest), "--student", teacher])
+    assert run_lineage_command(bad) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    with pytest.raises(KDAuditError, match="--student"):
+        run_lineage_command(_parser().parse_args(["--verify", str(manifest)]))
+    with pytest.raises(KDAuditError, match="--probes"):
+        run_lineage_command(_parser().parse_args(["--teacher", teacher, "--suspect", suspect]))
+
+
+def test_cli_attribution_with_candidates(tmp_path, capsys):
+    from kdaudit.lineage._cli import run_lineage_command
+
+    z = Zoo(8)
+    E_A, E_B = z.perturbation(), z.perturbation()
+    a = _linear_file(tmp_path / "A.pt", z.W + E_A)
+    b = _linear_file(tmp_path / "B.pt", z.W + E_B)
+    s = _linear_file(tmp_path / "S.pt", z.W + 0.8 * E_B)
+    (tmp_path / "refs").mkdir()
+    for i in range(39):
+        _linear_file(tmp_path / "refs" / f"r{i:02d}.pt", z.W + z.perturbation())
+    np.save(tmp_path / "probes.npy", _probes(120))
+    args = _parser().parse_args(["--teacher", a, "--suspect", s, "--probes", str(tmp_path / "probes.npy"),
+                                 "--reference", str(tmp_path / "refs" / "*.pt"), "--candidate", b,
+                                 "--n-probes", "120"])
+    assert run_lineage_command(args) == 0
+    assert "parent = B" in capsys.readouterr().out
