@@ -208,6 +208,7 @@ def main() -> None:
     plain_rate = rows / min(t_plain)
     harness_rate = rows / min(t_harness)
     ratio = harness_rate / plain_rate
+    median_ratio = float(np.median(t_plain) / np.median(t_harness))
     target = 0.95 if device.type == "cuda" else 0.9
     unit = "images/s" if device.type == "cuda" else "rows/s"
     lines = [
@@ -219,6 +220,7 @@ def main() -> None:
         f"kdaudit.harness.run: {harness_rate:,.0f} {unit} (best of {args.repeats}: {min(t_harness):.3f} s; all "
         f"{', '.join(f'{t:.3f}' for t in t_harness)})",
         f"ratio harness/plain: {ratio:.3f} (target >= {target}) -> {'PASS' if ratio >= target else 'BELOW TARGET'}",
+        f"ratio of medians: {median_ratio:.3f}",
         f"max |p_harness - p_plain|: {max_diff:.2e}",
         f"not in the timings: the data's sha256 (once per AuditData, then cached on it): {t_hash:.3f} s "
         f"for {X.numel() * X.element_size() / 1e9:.2f} GB; included: weights sha256 (overlapped with the run), "

@@ -156,6 +156,9 @@ class AuditResult:
                     parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td><td colspan=2>"
                                  f"unavailable: {e(str(sec.get('reason') or ''))}</td></tr>")
                     continue
+                if section == "lineage" and sec.get("verdict"):
+                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>lineage</td><td>verdict</td>"
+                                 f"<td>{e(str(sec['verdict']))}</td></tr>")
                 for key in _headline_keys(section, sec):
                     est = Estimate.from_dict(sec["headline"][key]) if isinstance(sec["headline"][key], Mapping) \
                         else Estimate(float(sec["headline"][key]))
@@ -230,10 +233,10 @@ def _bias_rows(sec: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
 
 
 _SUMMARY_KEYS = {
-    "agreement": ("top1_agreement", "retained_accuracy", "accuracy_teacher", "accuracy_student", "kl_divergence"),
-    "calibration": ("ece_teacher", "ece_student", "ece_change"),
+    "agreement": ("top1_agreement", "retained_accuracy", "teacher_accuracy", "student_accuracy"),
+    "calibration": ("teacher_ece", "student_ece", "ece_change"),
     "bias": ("dp_amplification", "eo_amplification", "worst_group_agreement"),
-    "fingerprint": ("error_consistency", "inherited_error_rate", "shared_wrong_label_rate"),
+    "fingerprint": ("error_consistency", "inherited_error_rate", "same_wrong_label_lift"),
     "cost": ("parameter_ratio", "size_ratio"),
     "lineage": ("p_value", "effect"),
 }
@@ -435,7 +438,8 @@ def audit(
     n_replicates : int, optional
         Shortcut for the bootstrap replicates (0: point estimates only).
     policy : path, mapping, Policy or None
-        The review policy (:mod:`kdaudit.policy`); None uses :data:`kdaudit.policy.DEFAULT_POLICY`.
+        The review policy (:mod:`kdaudit.policy`). None uses :data:`kdaudit.policy.DEFAULT_POLICY`, restricted to
+        the sections this audit runs.
     seed : int
         Seeds the bootstrap, the permutation tests and the lineage test.
     cache_dir, device, precision, batch_size
@@ -471,8 +475,18 @@ def audit(
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
     chosen = _resolve_sections(sections, has_refs)
+    if sections is None and data.sensitive is None:
+        # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
+        chosen = tuple(s for s in chosen if s != "bias")
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
     pol = load_policy(policy)
+    if policy is None:
+        # The default policy judges the sections this audit ran; a policy the caller gives is judged in full, so a
+        # rule on a section that was not run shows up as skipped.
+        from kdaudit.policy import Policy
+
+        pol = Policy(rules=tuple(r for r in pol.rules if r.section in chosen), name=pol.name,
+                     description=pol.description)
     section_options = dict(section_options or {})
     for key in section_options:
         if key not in _ALL:

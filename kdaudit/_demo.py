@@ -3,8 +3,8 @@
 What it does, on the bundled UCI Adult data (train split to train, test split to audit):
 
 1. trains a teacher ensemble: 3 MLPs (one hidden layer of 64) with seeds 1..3, on the labels;
-2. distills a small student (one hidden layer of 8) from the ensemble's probabilities through the harness
-   (Hinton loss, T = 4, alpha = 0.9);
+2. distills a small student (one hidden layer of 16; 1/12 of the ensemble's parameters) from the ensemble's
+   probabilities through the harness (Hinton loss, T = 4, alpha = 0.9, 10 epochs);
 3. trains an independent control of the student's architecture on the labels alone (same data, no teacher);
 4. for the lineage section, trains 19 reference ensembles: the teacher's own recipe with other seeds, which is what
    the lineage test's null needs (a teacher's owner can always train them), so "derived" has a p-value that holds;
@@ -32,8 +32,9 @@ class DemoRecipe:
 
     teacher_members: int = 3
     teacher_hidden: tuple[int, ...] = (64,)
-    student_hidden: tuple[int, ...] = (8,)
+    student_hidden: tuple[int, ...] = (16,)
     epochs: int = 4
+    student_epochs: int = 10
     lr: float = 3e-3
     batch_size: int = 512
     temperature: float = 4.0
@@ -49,8 +50,8 @@ class DemoRecipe:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-QUICK = DemoRecipe(teacher_members=2, teacher_hidden=(16,), student_hidden=(4,), epochs=2, n_references=4,
-                   n_replicates=100, train_rows=4000, audit_rows=3000, lineage_probes=300,
+QUICK = DemoRecipe(teacher_members=2, teacher_hidden=(16,), student_hidden=(8,), epochs=3, student_epochs=3, batch_size=256,
+                   n_references=4, n_replicates=100, train_rows=6000, audit_rows=3000, lineage_probes=300,
                    p_value_method="parametric")
 
 
@@ -80,8 +81,8 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
     times["load_data_s"] = time.perf_counter() - t0
     n_in, n_cls = train.X.shape[1], len(train.classes)
 
-    def fit(hidden: tuple[int, ...], s: int) -> Any:
-        return train_control(mlp(n_in, n_cls, hidden=hidden, seed=s), train, epochs=recipe.epochs, lr=recipe.lr,
+    def fit(hidden: tuple[int, ...], s: int, epochs: int) -> Any:
+        return train_control(mlp(n_in, n_cls, hidden=hidden, seed=s), train, epochs=epochs, lr=recipe.lr,
                              batch_size=recipe.batch_size, seed=s)
 
     def member_seeds(k: int) -> list[int]:
@@ -91,20 +92,21 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
     t0 = time.perf_counter()
     _say(progress, f"training the teacher: an ensemble of {recipe.teacher_members} MLPs {recipe.teacher_hidden} "
                    f"on {len(train):,} rows")
-    members = [fit(recipe.teacher_hidden, s) for s in member_seeds(0)]
+    members = [fit(recipe.teacher_hidden, s, recipe.epochs) for s in member_seeds(0)]
     times["train_teacher_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _say(progress, f"distilling a student MLP {recipe.student_hidden} from the ensemble (T={recipe.temperature}, "
                    f"alpha={recipe.alpha})")
     student = distill(members, mlp(n_in, n_cls, hidden=recipe.student_hidden, seed=seed + 500), train,
-                      temperature=recipe.temperature, alpha=recipe.alpha, epochs=recipe.epochs, lr=recipe.lr,
+                      temperature=recipe.temperature, alpha=recipe.alpha, epochs=recipe.student_epochs, lr=recipe.lr,
                       batch_size=recipe.batch_size, seed=seed + 500)
     times["distill_student_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _say(progress, f"training an independent control MLP {recipe.student_hidden} on the labels alone")
-    control = fit(recipe.student_hidden, seed + 600)
+    # the student's recipe without the teacher: same architecture, epochs and optimiser, trained on the labels
+    control = fit(recipe.student_hidden, seed + 600, recipe.student_epochs)
     times["train_control_s"] = time.perf_counter() - t0
 
     references: list[Any] = []
@@ -113,7 +115,7 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
         _say(progress, f"training {recipe.n_references} reference ensembles (the teacher's recipe, other seeds) "
                        "for the lineage test")
         for k in range(1, recipe.n_references + 1):
-            ref_members = [TorchModel(fit(recipe.teacher_hidden, s), name=f"reference{k}[{i}]")
+            ref_members = [TorchModel(fit(recipe.teacher_hidden, s, recipe.epochs), name=f"reference{k}[{i}]")
                            for i, s in enumerate(member_seeds(k))]
             references.append(EnsembleModel(ref_members, name=f"reference{k}"))
         times["train_references_s"] = time.perf_counter() - t0

@@ -79,8 +79,16 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_gate)
 
 
-def _add_lineage(sub: argparse._SubParsersAction) -> None:
-    help_text = "test whether a suspect model was distilled from a teacher (p-value, verdict)"
+_LINEAGE_HELP = "test whether a suspect model was distilled from a teacher (p-value, verdict)"
+
+
+def _add_lineage(sub: argparse._SubParsersAction, *, full: bool) -> None:
+    help_text = _LINEAGE_HELP
+    if not full:
+        # Listed in --help without importing the lineage stack (torch, scipy): `kdaudit --help` stays fast.
+        p = sub.add_parser("lineage", help=help_text, add_help=False)
+        p.set_defaults(func=_cmd_lineage_missing)
+        return
     try:
         from kdaudit.lineage._cli import add_lineage_arguments, run_lineage_command
     except ImportError:
@@ -95,7 +103,8 @@ def _add_lineage(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: run_lineage_command(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, lineage: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; ``lineage=False`` lists the lineage command without loading its options."""
     parser = argparse.ArgumentParser(
         prog="kdaudit",
         description="Audit knowledge-distilled models: fidelity, calibration, bias transfer, error fingerprints, "
@@ -107,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_audit(sub)
     _add_gate(sub)
-    _add_lineage(sub)
+    _add_lineage(sub, full=lineage)
     return parser
 
 
@@ -183,7 +192,9 @@ def _print_summary(result: object, paths: dict) -> None:
 # -------------------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdaudit`` console script; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(lineage=command == "lineage")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -4,18 +4,17 @@ A policy is a list of rules, each on one metric of the audit results (``section.
 ``agreement.top1_agreement``) with a ``min`` or a ``max`` threshold. A rule is judged on the *interval*, not only the
 point estimate, so an audit on too few rows cannot pass by luck:
 
-=============  ==========================================  ==========================================
-rule           pass                                        warn                                        fail
-=============  ==========================================  ==========================================
-``min: t``     the whole interval is at or above t         the point is >= t but the interval dips below   the point is < t
-``max: t``     the whole interval is at or below t         the point is <= t but the interval reaches above  the point is > t
-=============  ==========================================  ==========================================
+* ``min: t`` -- **pass** if the whole interval is at or above t; **warn** if the point estimate is at or above t but
+  the interval reaches below; **fail** if the point estimate is below t.
+* ``max: t`` -- the mirror image.
 
-A number without an interval is judged on its point value (pass or fail). A rule with ``level: warning`` can at worst
-warn: its "fail" is reported as a warning. A rule with ``per_group: true`` is judged for every sensitive group (or
-feature) the section reports the metric for, e.g. bias amplification per group. A rule whose metric was not computed
-(section not run, or unavailable for a labels-only model) gives a ``skipped`` finding that says why; ``--strict``
-treats warnings and skipped rules as failures.
+A number without an interval (a p-value, an exact parameter count) is judged on its point value (pass or fail). A
+rule with ``level: warning`` can at worst warn. A rule with ``per_group: true`` is judged for every sensitive feature
+(disparities such as ``bias.dp_amplification``) or every group (group metrics such as ``bias.group_agreement``,
+``bias.group_accuracy_change``); groups too small to support a claim are not judged and one ``info`` finding lists
+them. A rule whose metric was not computed (section not run, or unavailable, e.g. calibration of a labels-only
+model) gives a ``skipped`` finding that says why. The verdict is ``fail`` if any finding fails, else ``warn`` if any
+warns or was skipped, else ``pass``; ``strict`` (``kdaudit gate --strict``) turns warnings and skips into failures.
 
 Policy YAML::
 

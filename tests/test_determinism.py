@@ -32,7 +32,7 @@ def run_once(tmp_path, name):
     res = audit(teacher, students, data, n_replicates=100, seed=7, references=refs, probes=data,
                 lineage_options={"n_probes": 100, "p_value_method": "parametric", "n_replicates": 50},
                 progress=False)
-    res.save(tmp_path / name)
+    res.save(tmp_path / name, report=False)
     return res
 
 
@@ -62,12 +62,8 @@ def test_another_seed_changes_intervals_not_points(two_runs, tmp_path):
 def test_html_differs_only_through_run_info_and_timestamp(two_runs):
     _, a, b = two_runs
     stamp = "2026-01-01T00:00:00+00:00"
-    # rendering hides no clock or randomness: equal inputs give equal bytes
-    assert render_html(a.to_dict(), run_info=a.run_info, generated_at=stamp) == \
-        render_html(a.to_dict(), run_info=a.run_info, generated_at=stamp)
-    # the two runs' reports, with their volatile inputs (run info, time stamp) held equal, are identical
-    assert render_html(a.to_dict(), run_info=None, generated_at=stamp) == \
-        render_html(b.to_dict(), run_info=None, generated_at=stamp)
+    # the two runs' reports, with their volatile inputs (run info, time stamp) held equal, are byte-identical:
+    # rendering hides no clock or randomness (matplotlib's SVG ids and dates included)
     run_b = dict(b.run_info, generated_at=stamp)
     assert render_html(a.to_dict(), run_info=run_b, generated_at=stamp) == \
         render_html(b.to_dict(), run_info=run_b, generated_at=stamp)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+import numbers
 import warnings
-from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ def prune(model: nn.Module, amount: float = 0.9) -> nn.Module:
 
     if not isinstance(model, nn.Module):
         raise invalid_argument("model", type(model).__name__, "a torch.nn.Module")
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0.0 <= amount < 1.0:
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0.0 <= amount < 1.0:
         raise invalid_argument("amount", amount, "a fraction in [0, 1)")
     params = _prunable_weights(model)
     if not params:

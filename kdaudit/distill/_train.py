@@ -7,6 +7,7 @@ distilled from exactly what the audit will see of its teacher (access level, ens
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,9 +78,10 @@ def _check_common(student: Any, data: Any, epochs: Any, lr: Any, batch_size: Any
         raise invalid_argument("epochs", epochs, "an integer >= 1")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise invalid_argument("batch_size", batch_size, "an integer >= 1")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise invalid_argument("lr", lr, "a finite number > 0")
-    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+            or not math.isfinite(weight_decay) or weight_decay < 0):
         raise invalid_argument("weight_decay", weight_decay, "a finite number >= 0")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
@@ -270,9 +272,10 @@ def distill(teacher: Any, student: nn.Module, data: AuditData, *, temperature: f
 
     Parameters
     ----------
-    teacher : torch.nn.Module, scikit-learn estimator, ModelAdapter, callable, or list of these
-        Anything :func:`kdaudit.models.as_model` accepts. A list is an ensemble teacher: the mean of its members'
-        probabilities. A teacher that gives probabilities but no logits is softened through its log-probabilities
+    teacher : torch.nn.Module, fitted scikit-learn classifier, ModelAdapter, or list of these
+        Anything :func:`kdaudit.models.as_model` accepts (wrap a bare callable in
+        :class:`~kdaudit.models.BlackBoxModel`, which needs ``n_classes``). A list is an ensemble teacher: the mean of
+        its members' probabilities. A teacher that gives probabilities but no logits is softened through its log-probabilities
         (``softmax(log p / T)``, the same as softening logits).
     student : torch.nn.Module
         Returns (n, n_classes) logits. Trained in place and returned (in eval mode).

@@ -2,8 +2,8 @@
 
 Layout under ``cache_dir``::
 
-    <model sha[:20]>-<data sha[:20]>-<precision>.npz            finished outputs ("raw" array + "meta" JSON)
-    <model sha[:20]>-<data sha[:20]>-<precision>.partial/       progress of an unfinished run
+    <model sha[:20]>-<data sha[:20]>-<precision>-<output>.npz        finished outputs ("raw", "probs", "meta")
+    <model sha[:20]>-<data sha[:20]>-<precision>-<output>.partial/   progress of an unfinished run
         rows-<start>-<stop>.npz                                 one chunk of raw outputs + queries so far
 
 Every file is written atomically (temporary file + rename), so a run killed at any moment leaves either the
@@ -35,8 +35,10 @@ class OutputCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(model_sha: str, data_sha: str, precision: str) -> str:
-        return f"{model_sha[:20]}-{data_sha[:20]}-{precision}"
+    def key(model_sha: str, data_sha: str, precision: str, output: str = "probabilities") -> str:
+        # the output kind is part of the key: one network wrapped as returning logits or probabilities gives
+        # raw arrays that must not be read the other way
+        return f"{model_sha[:20]}-{data_sha[:20]}-{precision}-{output}"
 
     def final_path(self, key: str) -> Path:
         return self.root / f"{key}.npz"

@@ -19,9 +19,11 @@ def measure_cost(model: Any, data: Any, *, batch_size: int = 256, n_warmup: int 
                  device: str | None = "cpu") -> dict[str, Any]:
     """Time ``n_batches`` forward passes of ``batch_size`` rows after ``n_warmup`` untimed ones.
 
-    Rows are taken from the start of ``data``, wrapping around when it is shorter than needed. On CUDA every
+    Rows are taken from the start of ``data``, wrapping around when it is shorter than needed. A torch model is
+    moved to ``device`` for the measurement (None: where it is) and moved back afterwards. On CUDA every
     timed batch includes the copy of its inputs to the device and ends with a synchronisation, so the latency
-    is what a caller waiting for the result sees.
+    is what a caller waiting for the result sees. The timed rows are real queries: a black-box model counts them
+    and its query budget pays for them.
 
     Returns
     -------
@@ -36,8 +38,17 @@ def measure_cost(model: Any, data: Any, *, batch_size: int = 256, n_warmup: int 
     m = as_model(model)
     if not isinstance(data, AuditData):
         data = AuditData(data)
+    home = m.device if isinstance(m, TorchModel) else None
     if isinstance(m, TorchModel) and device is not None:
         m.configure(device=device)
+    try:
+        return _measure(m, data, batch_size, n_warmup, n_batches)
+    finally:
+        if home is not None:  # leave the model where the caller put it
+            m.configure(device=home)  # type: ignore[union-attr]
+
+
+def _measure(m: Any, data: AuditData, batch_size: int, n_warmup: int, n_batches: int) -> dict[str, Any]:
     n = len(data)
     idx = np.arange(batch_size) % n
     X = data.X.iloc[idx] if hasattr(data.X, "iloc") else data.X[idx]
@@ -46,19 +57,12 @@ def measure_cost(model: Any, data: Any, *, batch_size: int = 256, n_warmup: int 
 
     sync = _cuda_sync(m)
     times = []
-    queries_before = m.query_count
     for i in range(n_warmup + n_batches):
         t0 = time.perf_counter()
         m.predict_batch(X, ids=ids)
         sync()
         if i >= n_warmup:
             times.append(time.perf_counter() - t0)
-    if hasattr(m, "query_count"):
-        # cost measurements are not audit queries; do not bill them to the model's provenance
-        try:
-            m.query_count = queries_before
-        except AttributeError:
-            pass
     t = np.asarray(times) * 1e3
     median = float(np.median(t))
     return {

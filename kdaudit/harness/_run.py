@@ -27,6 +27,8 @@ from kdaudit.models._torch import TorchModel, normalize_precision
 
 __all__ = ["RunResult", "library_versions", "run"]
 
+# CPU outputs are written to the host arrays at once; tests set this to send them through the device path
+_DEFER_CPU = False
 _VERSIONED = ("numpy", "pandas", "scipy", "scikit-learn", "torch", "onnxruntime", "skops", "kdaudit")
 
 
@@ -71,7 +73,8 @@ class _Slot:
     host_done: int = 0  # rows in ``raw``
     checked: int = 0  # rows validated
     saved: int = 0  # rows checkpointed
-    pending: list[tuple[int, int, Any]] = field(default_factory=list)
+    pending: list[tuple[int, int, Any, Any]] = field(default_factory=list)  # device outputs not yet copied
+    inflight: list[tuple[int, int, Any, Any, Any]] = field(default_factory=list)  # copies to the host under way
     prior_queries: int = 0
     queries_at_start: int = 0
     rows_from_cache: int = 0
@@ -158,7 +161,7 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
         prec = _precision_of(m)
         job = m.fingerprint_later if isinstance(m, TorchModel) else (lambda m=m: m.fingerprint)
         sha: Any = job()() if hasher is None else hasher.submit(job())
-        slot = _Slot(m, sha, OutputCache.key(sha, data_sha, prec) if cache else None, prec,
+        slot = _Slot(m, sha, OutputCache.key(sha, data_sha, prec, m.output) if cache else None, prec,
                      queries_at_start=m.query_count)
         slot.torch_fast = isinstance(m, TorchModel)
         if slot.torch_fast:
@@ -393,7 +396,7 @@ def _loop(todo: list[_Slot], slots: list[_Slot], data: AuditData, batch_size: in
                 prefetch.put(starts[i + 1], xb_next)
             bar.update(stop - start)
             if (i + 1) % checkpoint_every == 0:
-                _flush_all(todo, data, cache)
+                _flush_all(todo, data, cache, final=False)
         _flush_all(todo, data, cache)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # keep what was computed so a re-run resumes
@@ -489,7 +492,7 @@ def _accept(s: _Slot, out: Any, a: int, b: int, n: int, teacher: _Slot, data: Au
     elif s.raw.ndim == 2 and out.shape[1:] != s.raw.shape[1:]:
         raise invalid_argument(f"outputs of model {s.name!r}", f"shape {tuple(out.shape)} at rows {a}:{b}",
                                f"(n, {s.raw.shape[1]}) like its earlier batches")
-    if s.torch_fast and s.model.device.type != "cpu":  # type: ignore[attr-defined]
+    if s.torch_fast and (_DEFER_CPU or s.model.device.type != "cpu"):  # type: ignore[attr-defined]
         s.pending.append((a, b, out, probs))
     else:
         if s.torch_fast:
@@ -523,22 +526,28 @@ def _check_width(s: _Slot, teacher: _Slot, data: AuditData) -> None:
             raise _class_count_error(s.name, width, teacher.name, t_width)
 
 
-def _flush_all(todo: list[_Slot], data: AuditData, cache: OutputCache | None, *, validate: bool = True) -> None:
+def _flush_all(todo: list[_Slot], data: AuditData, cache: OutputCache | None, *, validate: bool = True,
+               final: bool = True) -> None:
     for s in todo:
-        _flush(s, data, cache, validate=validate)
+        _flush(s, data, cache, validate=validate, final=final)
 
 
-def _flush(s: _Slot, data: AuditData, cache: OutputCache | None, *, validate: bool = True) -> None:
-    if s.pending:
-        import torch
+def _flush(s: _Slot, data: AuditData, cache: OutputCache | None, *, validate: bool = True,
+           final: bool = True) -> None:
+    """Move device outputs to the host, check new rows, checkpoint them.
 
-        a, b = s.pending[0][0], s.pending[-1][1]
-        for col, target in ((2, s.raw), (3, s.probs)):
-            if target is not None and s.pending[0][col] is not None:
-                parts = [p[col] for p in s.pending]
-                block = parts[0] if len(parts) == 1 else torch.cat(parts)
-                target[a:b] = block.cpu().numpy()  # one device sync per flush, not per batch
-        s.pending.clear()
+    A periodic flush (``final=False``) only starts the copy of the latest device outputs and completes the copies
+    started by the previous flush, which finished long ago: the GPU never waits for the host. A final flush
+    completes everything.
+    """
+    _start_copy(s)
+    while s.inflight and (final or len(s.inflight) > 1):
+        a, b, raw, probs, event = s.inflight.pop(0)
+        if event is not None:
+            event.synchronize()
+        s.raw[a:b] = raw.numpy()  # type: ignore[index]
+        if probs is not None:
+            s.probs[a:b] = probs.numpy()  # type: ignore[index]
         s.host_done = b
     if validate and s.checked < s.host_done:
         _validate(s, s.checked, s.host_done, data)
@@ -551,6 +560,35 @@ def _flush(s: _Slot, data: AuditData, cache: OutputCache | None, *, validate: bo
         s.saved = s.checked
 
 
+def _start_copy(s: _Slot) -> None:
+    """One asynchronous device->host copy (into pinned memory) of the outputs waiting in ``pending``."""
+    if not s.pending:
+        return
+    import torch
+
+    a, b = s.pending[0][0], s.pending[-1][1]
+    hosts: list[Any] = []
+    event = None
+    for col in (2, 3):
+        if s.pending[0][col] is None:
+            hosts.append(None)
+            continue
+        parts = [p[col] for p in s.pending]
+        block = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if block.device.type == "cuda":
+            host = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
+            host.copy_(block, non_blocking=True)
+            if event is None:
+                event = torch.cuda.Event()
+            hosts.append(host)
+        else:
+            hosts.append(block)
+    if event is not None:
+        event.record(torch.cuda.current_stream(s.model.device))  # type: ignore[attr-defined]
+    s.inflight.append((a, b, hosts[0], hosts[1], event))
+    s.pending.clear()
+
+
 def _validate(s: _Slot, a: int, b: int, data: AuditData) -> None:
     """Vectorised checks of rows a:b; errors name the model, the first bad row and its sample id."""
     raw = s.raw[a:b]  # type: ignore[index]
@@ -558,7 +596,8 @@ def _validate(s: _Slot, a: int, b: int, data: AuditData) -> None:
 
     def at(mask_rows: np.ndarray) -> str:
         row = a + int(np.flatnonzero(mask_rows)[0])
-        return f"row {row} (sample id {data.ids[row]!r})"
+        sid = data.ids[row]
+        return f"row {row} (sample id {sid.item() if hasattr(sid, 'item') else sid!r})"
 
     if s.model.access is Access.LABELS:
         bad = (raw < 0) | (raw >= s.model.n_classes)
@@ -575,7 +614,8 @@ def _validate(s: _Slot, a: int, b: int, data: AuditData) -> None:
     out_of_range = ((raw < -1e-6) | (raw > 1 + 1e-6)).any(axis=1)
     if out_of_range.any():
         raise invalid_argument(where, f"values outside [0, 1] at {at(out_of_range)}",
-                               "probabilities in [0, 1] (declare output='logits' if these are scores)")
+                               "probabilities in [0, 1] (if these are scores, declare them as logits: output='logits', "
+                               "or kind='logits' for precomputed outputs)")
     sums = raw.sum(axis=1, dtype=np.float64)
     if s.model.access is Access.TOP_K:
         bad = sums > 1 + PROB_SUM_ATOL

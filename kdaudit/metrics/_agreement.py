@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
@@ -241,7 +240,9 @@ class McNemarResult:
 
 
 def _mcnemar(b: int, c: int) -> McNemarResult:
-    p = 1.0 if b + c == 0 else float(sps.binomtest(int(c), int(b + c), 0.5).pvalue)
+    from scipy.stats import binomtest  # scipy.stats takes a second to import; only this test needs it
+
+    p = 1.0 if b + c == 0 else float(binomtest(int(c), int(b + c), 0.5).pvalue)
     return McNemarResult(int(b), int(c), p)
 
 

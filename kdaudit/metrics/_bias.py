@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import ThreadpoolController
 
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length, check_labels, check_probabilities, check_sample_weight
 from kdaudit.metrics._calibration import _bin_index, _ce_from_bins, _uniform_edges
+from kdaudit.metrics._common import SectionResult
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of, splitmix64
 
 __all__ = [
@@ -457,28 +457,31 @@ def _fmax_over(arrays: list[np.ndarray]) -> np.ndarray:
 # Result
 
 
-@dataclass(frozen=True)
-class BiasResult:
-    """Bias-transfer section: headline Estimates and, per feature and intersection, group tables and disparities."""
+class BiasResult(SectionResult):
+    """Bias-transfer section.
 
-    available: bool
-    reason: str | None = None
-    headline: dict[str, Estimate] = field(default_factory=dict)
-    headline_features: dict[str, str | None] = field(default_factory=dict)
-    features: dict[str, dict[str, Any]] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
+    ``headline``: worst-case disparities over every feature and intersection (``dp_difference_teacher``, ...,
+    ``dp_amplification`` and its ``_p_value``, the same for ``eo``), ``worst_group_agreement`` and
+    ``max_group_accuracy_drop``. ``detail``: ``features`` (per feature and intersection: ``groups``, one row per
+    group with counts, flags and teacher/student/change Estimates; ``disparities``; ``excluded``; ``notes``),
+    ``headline_features`` (the feature where each headline maximum is attained), ``settings`` and ``notes``.
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "available": self.available,
-            "reason": self.reason,
-            "headline": {k: e.to_dict() for k, e in self.headline.items()},
-            "headline_features": dict(self.headline_features),
-            "features": {name: _jsonable(f) for name, f in self.features.items()},
-            "settings": dict(self.settings),
-            "notes": list(self.notes),
-        }
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        return self.detail.get("features", {})
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.detail.get("settings", {})
+
+    @property
+    def notes(self) -> list[str]:
+        return self.detail.get("notes", [])
+
+    @property
+    def headline_features(self) -> dict[str, str | None]:
+        return self.detail.get("headline_features", {})
 
     def group_table(self, feature: str) -> pd.DataFrame:
         """One row per group of ``feature``: n, flags and the point values of every group metric."""
@@ -495,26 +498,22 @@ class BiasResult:
         return pd.DataFrame(rows).set_index("group")
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Estimate):
-        return x.to_dict()
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _unavailable(reason: str) -> BiasResult:
-    return BiasResult(available=False, reason=reason)
+    return BiasResult(available=False, reason=reason, detail={"features": {}, "notes": []})
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Accumulator
+
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _blas_controller() -> ThreadpoolController:
+    """One controller per process: building one scans the loaded libraries, which costs milliseconds."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 def _sign_flips(n_permutations: int, n_blocks: int, seed: int) -> np.ndarray:
@@ -624,7 +623,7 @@ class BiasAccumulator:
 
     # -- streaming -----------------------------------------------------------------------------------------------
 
-    def update(self, y_true: Any, p_teacher: Any, p_student: Any, *, ids: Any, sensitive: Any,
+    def update(self, y_true: Any, p_teacher: Any, p_student: Any, *, ids: Any, sensitive: Any = None,
                sample_weight: Any = None) -> BiasAccumulator:
         """Add a chunk of rows.
 
@@ -654,18 +653,18 @@ class BiasAccumulator:
             raise invalid_argument("ids", f"array of shape {ids_arr.shape}", f"a 1-D array of {n} sample ids")
         w = check_sample_weight(sample_weight, n)
         cols = _sensitive_columns(sensitive, n, self.sensitive_names, "sensitive")
+        factorized = {c: _factorize(v, c, "sensitive") for c, v in cols.items()}
+        blocks = block_of(ids_arr, self.bootstrap.n_blocks) if self.bootstrap.n_blocks > 1 else np.zeros(n, np.int64)
+        if self._labelled is not None and self._labelled != (y is not None):
+            raise invalid_argument("y_true", "labels in some chunks only", "labels in every chunk or in none")
+        # every check has passed: from here on the state changes
         if self.sensitive_names is None:
             self._set_names(list(cols))
-        if self._labelled is None:
-            self._labelled = y is not None
-        elif self._labelled != (y is not None):
-            raise invalid_argument("y_true", "labels in some chunks only", "labels in every chunk or in none")
+        self._labelled = y is not None
         for m in range(2):
             self._has_conf[m] = self._has_conf[m] and confs[m] is not None
         self._n_rows += n
 
-        blocks = block_of(ids_arr, self.bootstrap.n_blocks) if self.bootstrap.n_blocks > 1 else np.zeros(n, np.int64)
-        factorized = {c: _factorize(v, c, "sensitive") for c, v in cols.items()}
         main_cols = _main_columns(y, (preds[0], preds[1]), w, self.pos_label)
         slots = [None if c is None else _bin_slots(c, self.n_bins) for c in confs]
         nb = self.n_bins + 1
@@ -720,6 +719,13 @@ class BiasAccumulator:
     # -- results -------------------------------------------------------------------------------------------------
 
     def compute(self) -> BiasResult:
+        """Group tables, disparities, paired intervals and amplification tests of every feature and intersection."""
+        # The matrix products here are small (replicates x blocks times blocks x a few hundred sums); a multi-threaded
+        # BLAS spends far longer waking threads than computing them, 10-20x longer on a busy 2-core machine.
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return self._compute()
+
+    def _compute(self) -> BiasResult:
         if self.sensitive_names is None or self._n_rows == 0:
             return _unavailable("no rows with sensitive features were given")
         bs = self.bootstrap
@@ -736,14 +742,15 @@ class BiasAccumulator:
         union_method = pct.method.replace("percentile", "union of percentile and basic (reverse-percentile)")
 
         def est(point: np.ndarray, reps: np.ndarray | None, jack: np.ndarray | None = None, *,
-                kind: str = "rate") -> np.ndarray:
+                kind: str = "rate", bounds: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
             """Estimates of ``kind`` "rate" (caller's interval), "difference" (percentile) or "extreme".
 
             An "extreme" (a max or min over groups: every disparity) is non-smooth where groups tie: the percentile
             interval then misses a true disparity of 0 entirely (every replicate's max - min is positive), while the
             basic interval ``[2 v - q_hi, 2 v - q_lo]`` under-covers well-separated groups in samples of a few
-            thousand. Their union kept 91-97% coverage in our simulations and always contains ``v``. A difference
-            of two extremes (amplification) uses the percentile interval, which covered 94-99% there.
+            thousand. Their union kept 91-97% coverage in our simulations and always contains ``v``; it is clipped to
+            the quantity's range ``bounds`` (a spread is never negative). A difference of two extremes
+            (amplification) uses the percentile interval, which covered 94-99% there.
             """
             if reps is None:
                 out = np.empty(np.shape(point), dtype=object)
@@ -759,9 +766,19 @@ class BiasAccumulator:
                 for idx in np.ndindex(out.shape):
                     e = out[idx]
                     if e.has_interval:
-                        lo, hi = min(e.low, 2 * e.value - e.high), max(e.high, 2 * e.value - e.low)
+                        lo = max(min(e.low, 2 * e.value - e.high), bounds[0])
+                        hi = min(max(e.high, 2 * e.value - e.low), bounds[1])
                         out[idx] = Estimate(e.value, lo, hi, union_method, e.level)
             return out
+
+        def est_many(points: dict[str, np.ndarray], reps: dict[str, np.ndarray] | None,
+                     jack: dict[str, np.ndarray] | None = None, *, kind: str = "rate") -> dict[str, np.ndarray]:
+            """:func:`est` of several same-shaped quantities in one call (the interval code is vectorised)."""
+            keys = list(points)
+            stacked = est(np.stack([np.asarray(points[k], dtype=np.float64) for k in keys]),
+                          None if reps is None else np.stack([reps[k] for k in keys], axis=1),
+                          None if jack is None else np.stack([jack[k] for k in keys], axis=1), kind=kind)
+            return {k: stacked[i:i + 1].reshape(stacked.shape[1:]) for i, k in enumerate(keys)}
 
         notes: list[str] = []
         if not self._labelled:
@@ -808,15 +825,13 @@ class BiasAccumulator:
             }
 
             # group rows
-            def pick(d: dict[str, np.ndarray] | None, k: str) -> np.ndarray | None:
-                return None if d is None else d[k]
+            def changes(d: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+                return None if d is None else {f"change.{k}": d[f"student.{k}"] - d[f"teacher.{k}"]
+                                               for k in _GROUP_KEYS}
 
-            def change(d: dict[str, np.ndarray] | None, k: str) -> np.ndarray | None:
-                return None if d is None else d[f"student.{k}"] - d[f"teacher.{k}"]
-
-            group_est = {k: est(v, pick(reps_values, k), pick(jack_values, k)) for k, v in values.items()}
-            change_est = {k: est(change(values, k), change(reps_values, k), change(jack_values, k))
-                          for k in _GROUP_KEYS}
+            group_est = est_many({**values, **changes(values)}, None if reps_values is None else
+                                 {**reps_values, **changes(reps_values)},
+                                 None if jack_values is None else {**jack_values, **changes(jack_values)})
             groups = []
             for g, key in enumerate(keys):
                 flags = []
@@ -836,9 +851,14 @@ class BiasAccumulator:
                     "n_negative": int(rows_neg[g]) if self._labelled else None,
                     "flags": flags,
                     "reliable": not flags,
+                    # which spreads this group takes part in (a group with few positives still counts for parity)
+                    "in_disparities": {"dp_difference": bool(masks["group"][g]),
+                                       "tpr_difference": bool(masks["tpr"][g]),
+                                       "fpr_difference": bool(masks["fpr"][g]),
+                                       "accuracy_difference": bool(masks["labeled"][g])},
                     "teacher": {k: group_est[f"teacher.{k}"][g] for k in _GROUP_KEYS},
                     "student": {k: group_est[f"student.{k}"][g] for k in _GROUP_KEYS},
-                    "change": {k: change_est[k][g] for k in _GROUP_KEYS},
+                    "change": {k: group_est[f"change.{k}"][g] for k in _GROUP_KEYS},
                     "group_agreement": group_est["group_agreement"][g],
                 })
 
@@ -855,15 +875,21 @@ class BiasAccumulator:
                              + np.tensordot(flips, main_sw, axes=(1, 0)))
                 with np.errstate(invalid="ignore", divide="ignore"):
                     disp_p = _disparities(_group_values(perm_main, [None, None]), masks)
+            disp_keys = list(_DIFFERENCES) + ["dp_ratio"]
+
+            def amplification(d: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+                return None if d is None else {k: d[f"student.{k}"] - d[f"teacher.{k}"] for k in disp_keys}
+
+            disp_est = est_many(disp, disp_r, kind="extreme")
+            amp_est = est_many(amplification(disp), amplification(disp_r), kind="difference")
             disparities: dict[str, dict[str, Any]] = {}
-            for key in list(_DIFFERENCES) + ["dp_ratio"]:
+            for key in disp_keys:
                 t, s = disp[f"teacher.{key}"], disp[f"student.{key}"]
                 tr = None if disp_r is None else disp_r[f"teacher.{key}"]
                 sr = None if disp_r is None else disp_r[f"student.{key}"]
-                entry: dict[str, Any] = {"teacher": est(t, tr, kind="extreme")[()],
-                                         "student": est(s, sr, kind="extreme")[()]}
-                diff_key = "change" if key == "dp_ratio" else "amplification"
-                entry[diff_key] = est(s - t, None if tr is None else sr - tr, kind="difference")[()]
+                entry: dict[str, Any] = {"teacher": disp_est[f"teacher.{key}"][()],
+                                         "student": disp_est[f"student.{key}"][()]}
+                entry["change" if key == "dp_ratio" else "amplification"] = amp_est[key][()]
                 if key != "dp_ratio":
                     entry["p_value"] = None
                     if disp_p is not None and np.isfinite(s - t):
@@ -931,8 +957,9 @@ class BiasAccumulator:
         }
         notes.append("p-values are per disparity and per feature, without a multiplicity correction; the headline "
                      "tests the maximum over all features and intersections")
-        return BiasResult(available=True, headline=headline, headline_features=headline_features,
-                          features=features_out, settings=settings, notes=tuple(notes))
+        return BiasResult(available=True, headline=headline,
+                          detail={"features": features_out, "headline_features": headline_features,
+                                  "settings": settings, "notes": notes})
 
     def _headline(self, collect: dict[str, dict[str, list]], agree_parts: list, drop_parts: list, est: Any,
                   test_method: str) -> tuple[dict[str, Estimate], dict[str, str | None]]:
@@ -954,12 +981,12 @@ class BiasAccumulator:
             if c["tp"][0] is not None and np.isfinite(s - t):
                 null = _fmax_over(c["sp"]) - _fmax_over(c["tp"])
                 headline[f"{pre}_amplification_p_value"] = Estimate(_p_value(float(s - t), null), method=test_method)
-        for key, parts, better in (("worst_group_agreement", agree_parts, np.fmin),
-                                   ("max_group_accuracy_drop", drop_parts, np.fmax)):
+        for key, parts, better, bounds in (("worst_group_agreement", agree_parts, np.fmin, (0.0, 1.0)),
+                                           ("max_group_accuracy_drop", drop_parts, np.fmax, (-1.0, 1.0))):
             pts = np.stack([p[0] for p in parts])
             point = better.reduce(pts, axis=0)
             reps = None if parts[0][1] is None else better.reduce(np.stack([p[1] for p in parts]), axis=0)
-            headline[key] = est(point, reps, kind="extreme")[()]
+            headline[key] = est(point, reps, kind="extreme", bounds=bounds)[()]
             where[key] = (None if not np.isfinite(pts).any()
                           else names[int(np.nanargmin(pts) if better is np.fmin else np.nanargmax(pts))])
         return headline, where

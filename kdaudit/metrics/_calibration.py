@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
@@ -401,6 +401,8 @@ def fit_temperature(y_true: Any, logits_or_probs: Any, *, sample_weight: Any = N
     def objective(log_t: float) -> float:
         return float(np.average(_nll_at(z, y, np.exp(log_t)), weights=w))
 
+    from scipy import optimize  # imported here: only the exact fit needs it
+
     res = optimize.minimize_scalar(objective, bounds=np.log(bounds), method="bounded",
                                    options={"xatol": 1e-8})
     return float(np.exp(res.x))
@@ -491,9 +493,9 @@ class CalibrationAccumulator:
         self._rows = BlockStats(2 * len(_ROW_VALUES), n_blocks=nb)
         self._cw_blocked = n_classes * (n_bins + 1) <= 2048
         self._cw = BlockStats(3, n_cells=2 * n_classes * (n_bins + 1), n_blocks=nb if self._cw_blocked else 1)
-        g = len(_T_GRID)
+        g = len(_T_GRID) if temperature else 0  # without temperature scaling these stay empty placeholders
         self._t_fit = BlockStats(2 * g + 1, n_blocks=nb)
-        self._t_eval = BlockStats(3, n_cells=2 * g * (n_bins + 1), n_blocks=nb)
+        self._t_eval = BlockStats(3, n_cells=max(1, 2 * g * (n_bins + 1)), n_blocks=nb)
         self.n_rows = 0
 
     # -- update ------------------------------------------------------------------------------------------------
@@ -703,8 +705,16 @@ def _coarsen(fine: np.ndarray, n_bins: int, *, return_edges: bool = False):
     with np.errstate(divide="ignore", invalid="ignore"):
         mid = (np.cumsum(mass, axis=-1) - 0.5 * mass) / total
     group = np.clip(np.floor(np.nan_to_num(mid) * n_bins), 0, n_bins - 1).astype(np.int64)
-    onehot = (group[..., None] == np.arange(n_bins)).astype(np.float64)  # (..., fine, n_bins)
-    coarse = np.einsum("...fv,...fk->...kv", fine, onehot)
+    # Groups are runs of consecutive fine bins, so each coarse sum is a difference of two cumulative sums: the run
+    # ends come from counting fine bins per group (one bincount over all leading indices at once).
+    lead = group.shape[:-1]
+    n_lead = int(np.prod(lead))
+    offsets = (np.arange(n_lead) * n_bins)[:, None]
+    ends = np.bincount((group.reshape(n_lead, -1) + offsets).ravel(), minlength=n_lead * n_bins)
+    ends = ends.reshape(*lead, n_bins).cumsum(axis=-1)
+    csum = np.concatenate([np.zeros((*lead, 1, fine.shape[-1])), np.cumsum(fine, axis=-2)], axis=-2)
+    at_end = np.take_along_axis(csum, ends[..., None], axis=-2)
+    coarse = np.diff(np.concatenate([np.zeros((*lead, 1, fine.shape[-1])), at_end], axis=-2), axis=-2)
     if not return_edges:
         return coarse
     fe = _fine_edges()

@@ -175,19 +175,26 @@ def evaluate(bootstrap: Bootstrap, stats: list, fn: Any) -> dict[str, Any]:
                 jack = fn(*(t[None] - s.sums if b else np.broadcast_to(t, (nb, *t.shape))
                             for s, t, b in zip(stats, totals, blocked)))
                 empty = ~np.any([s.sums.reshape(nb, -1).any(axis=1) for s, b in zip(stats, blocked) if b], axis=0)
+    # All keys go through one interval computation: flatten, concatenate, split back.
+    keys = list(point)
+    shapes = [np.shape(point[k]) for k in keys]
+    sizes = [int(np.prod(sh)) for sh in shapes]
+    flat_point = np.concatenate([np.asarray(point[k], dtype=np.float64).ravel() for k in keys])
+    if reps is None:
+        flat = np.array([Estimate(v) for v in flat_point] + [None], dtype=object)[:-1]
+    else:
+        r = bootstrap.n_replicates
+        flat_reps = np.concatenate([np.asarray(reps[k], dtype=np.float64).reshape(r, -1) for k in keys], axis=1)
+        flat_jack = None
+        if jack is not None:
+            flat_jack = np.concatenate([np.asarray(jack[k], dtype=np.float64).reshape(nb, -1) for k in keys], axis=1)
+            flat_jack[empty] = np.nan
+        flat = bootstrap.from_replicates(flat_point, flat_reps, flat_jack)
     out: dict[str, Any] = {}
-    for key, v in point.items():
-        v = np.asarray(v, dtype=np.float64)
-        if reps is None:
-            arr = np.empty(v.shape, dtype=object)
-            for idx in np.ndindex(v.shape):
-                arr[idx] = Estimate(v[idx])
-        else:
-            j = None
-            if jack is not None:
-                j = np.array(jack[key], dtype=np.float64).reshape(nb, *v.shape)
-                j[empty] = np.nan
-            arr = bootstrap.from_replicates(v, reps[key], j)
+    start = 0
+    for key, shape, size in zip(keys, shapes, sizes):
+        arr = flat[start:start + size].reshape(shape)
+        start += size
         out[key] = arr[()] if arr.ndim == 0 else arr
     return out
 

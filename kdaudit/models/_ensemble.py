@@ -41,7 +41,8 @@ class EnsembleModel(ModelAdapter):
             if m.access is not Access.PROBABILITIES:
                 raise invalid_argument("members", f"member {m.name!r} with {m.access} access",
                                        "members with full probability access")
-        declared = [m.n_classes for m in ms if m.n_classes]
+        # a torch member's class count inferred from its last Linear layer is a guess; its outputs decide
+        declared = [m.n_classes for m in ms if m.n_classes and getattr(m, "_n_classes_declared", True)]
         if len(set(declared)) > 1:
             raise invalid_argument("members", f"class counts {[(m.name, m.n_classes) for m in ms]}",
                                    "members with the same number of classes")

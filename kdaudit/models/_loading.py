@@ -232,7 +232,7 @@ def as_model(obj: Any, *, name: str | None = None, **kwargs: Any) -> ModelAdapte
         return TorchModel(obj, name=name, **kwargs)
     if isinstance(obj, (str, os.PathLike)):
         return load_model(obj, name=name, **kwargs)
-    if hasattr(obj, "classes_") and (hasattr(obj, "predict_proba") or hasattr(obj, "decision_function")):
+    if hasattr(obj, "predict_proba") or hasattr(obj, "decision_function"):  # SklearnModel checks it is fitted
         from kdaudit.models._sklearn import SklearnModel
 
         return SklearnModel(obj, name=name, **kwargs)

@@ -89,13 +89,16 @@ def _has_proba(est: Any) -> bool:
 
 
 def _count_parameters(obj: Any, seen: set[int]) -> int:
-    """Fitted numbers in an estimator: arrays in its fitted attributes (``*_``), trees' thresholds and leaf
-    values, and the same in nested estimators."""
+    """Fitted real numbers in an estimator: float arrays in its fitted attributes (``*_``), trees' thresholds
+    and leaf values, and the same in nested estimators (pipelines, ensembles)."""
     if id(obj) in seen:
         return 0
     seen.add(id(obj))
     if isinstance(obj, np.ndarray):
-        return int(obj.size) if obj.dtype.kind in "fiucb" else sum(_count_parameters(o, seen) for o in obj.ravel())
+        if obj.dtype == object:
+            return sum(_count_parameters(o, seen) for o in obj.ravel())
+        # fitted parameters are real numbers; integer arrays are bookkeeping (n_iter_, indices, counts)
+        return int(obj.size) if obj.dtype.kind in "fc" else 0
     if isinstance(obj, (list, tuple)):
         return sum(_count_parameters(o, seen) for o in obj)
     if isinstance(obj, dict):

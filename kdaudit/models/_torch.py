@@ -153,7 +153,10 @@ class TorchModel(ModelAdapter):
         else:
             if hasattr(X, "to_numpy"):  # pandas
                 X = X.to_numpy()
-            t = torch.from_numpy(np.ascontiguousarray(X))
+            arr = np.ascontiguousarray(X)
+            if not arr.flags.writeable:  # read-only memmaps: torch wants writable memory; a batch is small
+                arr = arr.copy()
+            t = torch.from_numpy(arr)
         if t.is_floating_point():
             dt = self.input_dtype()
             if t.dtype != dt:

@@ -42,15 +42,15 @@ _RC = {
     "svg.hashsalt": "kdaudit-report",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
-    "font.size": 8.5,
+    "font.size": 9,
     "axes.titlesize": 9.5,
-    "axes.labelsize": 8.5,
+    "axes.labelsize": 9,
     "axes.edgecolor": "#888888",
     "axes.linewidth": 0.6,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
+    "xtick.labelsize": 8.5,
+    "ytick.labelsize": 8.5,
     "xtick.color": "#555555",
     "ytick.color": "#555555",
     "legend.fontsize": 8,
@@ -58,6 +58,7 @@ _RC = {
     "path.simplify": True,
 }
 _MAX_LABEL = 28
+_CHAR_IN = 0.066  # average width of an 8 pt DejaVu Sans character, in inches: for margins without a second draw
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ _REF_RE = re.compile(r'(xlink:href="#|href="#|url\(#)([^")]+)')
 
 def _finish(fig: Figure, ids: ChartIds, title: str, description: str) -> Chart:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight", pad_inches=0.04)
+    # No bbox_inches="tight": it draws the figure twice. Margins are set from label lengths instead.
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: invalid inside HTML
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
@@ -118,72 +120,84 @@ def _finish(fig: Figure, ids: ChartIds, title: str, description: str) -> Chart:
     used = {m.group(2) for m in _REF_RE.finditer(svg)}
     svg = _ID_RE.sub(lambda m: f' id="{prefix}-{m.group(1)}"' if m.group(1) in used else "", svg)
     svg = _REF_RE.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
-    # Width/height in pt fix the size; the viewBox alone lets CSS scale the chart to its column and to the page.
+    # Without width/height the viewBox lets CSS scale the chart to its column and to the printed page.
     head_end = svg.index(">")
-    head = svg[:head_end]
-    head = re.sub(r'\s(width|height)="[^"]*"', "", head)
+    head = re.sub(r'\s(width|height)="[^"]*"', "", svg[:head_end])
+    # Scale down to fit a narrow column or a page, never up: a small chart stays at its drawn size (pt -> CSS px).
+    view_w = float(re.search(r'viewBox="[\d.]+ [\d.]+ ([\d.]+)', head).group(1))
+    head += f' style="max-width:min(100%,{view_w * 4 / 3:.0f}px)"'
     title_id, desc_id = f"{prefix}-title", f"{prefix}-desc"
-    head += (f' role="img" aria-labelledby="{title_id} {desc_id}" class="chart"'
-             f' preserveAspectRatio="xMidYMid meet"')
-    svg = (head + ">" + f'<title id="{title_id}">{escape(title)}</title><desc id="{desc_id}">{escape(description)}</desc>'
-           + svg[head_end + 1:])
-    # Whitespace-only indentation is about a fifth of matplotlib's SVG; it carries nothing.
+    head += f' role="img" aria-labelledby="{title_id} {desc_id}" class="chart" preserveAspectRatio="xMidYMid meet"'
+    svg = (head + ">" + f'<title id="{title_id}">{escape(title)}</title><desc id="{desc_id}">{escape(description)}'
+           "</desc>" + svg[head_end + 1:])
+    # Indentation is about a fifth of matplotlib's SVG and carries nothing.
     svg = re.sub(r">\s+<", "><", svg).strip()
     return Chart(Markup(svg), title, description)
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, *, left: float = 0.5, right: float = 0.15, top: float = 0.3,
+            bottom: float = 0.45) -> Figure:
+    """A figure whose axes area leaves the given margins, in inches."""
     fig = Figure(figsize=(width, height))
     FigureCanvasSVG(fig)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height)
     return fig
 
 
+def _label_width(labels: Sequence[str]) -> float:
+    return _CHAR_IN * max((len(x) for x in labels), default=4) + 0.15
+
+
 def reliability_chart(curves: Sequence[dict[str, Any]], *, ids: ChartIds, title: str) -> Chart:
-    """Reliability diagrams, one panel per model, with the share of rows per bin beneath.
+    """Reliability diagrams, one panel per model, with the share of rows per confidence bin beneath.
 
     ``curves``: ``[{"name", "role", "confidence": [...], "accuracy": [...], "count": [...], "lo": [...]|None,
     "hi": [...]|None}]`` with one entry per non-empty bin (``lo``/``hi``: the bin's bounds).
     """
     n = max(len(curves), 1)
     with matplotlib.rc_context(_RC):
-        fig = _figure(3.3 * n, 3.4)
-        gs = fig.add_gridspec(2, n, height_ratios=[3.2, 1], hspace=0.12, wspace=0.28)
+        width = 3.4 * n + 0.4
+        fig = _figure(width, 3.6, left=0.6, right=0.2, top=0.32, bottom=0.5)
+        gs = fig.add_gridspec(2, n, height_ratios=[3.2, 1], hspace=0.1, wspace=0.22)
         desc_parts = []
         for i, c in enumerate(curves):
             color = TEACHER_COLOR if c.get("role") == "teacher" else STUDENT_COLOR
             ax = fig.add_subplot(gs[0, i])
             hx = fig.add_subplot(gs[1, i], sharex=ax)
-            conf = [_f(v) for v in c["confidence"]]
-            acc = [_f(v) for v in c["accuracy"]]
-            cnt = [_f(v) for v in c["count"]]
-            lo_b, hi_b = c.get("lo"), c.get("hi")
-            total = sum(v for v in cnt if _finite(v)) or 1.0
+            pts = [(_f(x), _f(y), _f(k)) for x, y, k in zip(c["confidence"], c["accuracy"], c["count"])]
+            conf = [p[0] for p in pts]
+            acc = [p[1] for p in pts]
+            cnt = [p[2] if _finite(p[2]) else 0.0 for p in pts]
+            total = sum(cnt) or 1.0
             ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="#999999", label="perfect calibration")
-            ax.plot(conf, acc, "-o", color=color, lw=1.4, ms=3.5, label="observed")
             # The gap between confidence and accuracy is what ECE averages; shading it makes it visible.
-            for x, y in zip(conf, acc):
-                if _finite(x) and _finite(y):
-                    ax.plot([x, x], [x, y], color=color, lw=2.4, alpha=0.28, solid_capstyle="butt")
+            ax.vlines(conf, conf, acc, colors=color, lw=2.6, alpha=0.28)
+            ax.plot(conf, acc, "-o", color=color, lw=1.4, ms=3.5, label="observed")
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.02)
-            ax.set_title(f"{c.get('role', '').capitalize()}: {_label(c['name'])}", loc="left")
+            ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+            ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+            ax.set_title(f"{str(c.get('role', '')).capitalize()}: {_label(c['name'])}", loc="left")
             ax.set_ylabel("Observed accuracy" if i == 0 else "")
             ax.grid(True, color=GRID_COLOR, lw=0.5)
             ax.tick_params(labelbottom=False)
             if i == 0:
                 ax.legend(loc="upper left")
-            share = [v / total for v in cnt]
+            share = [k / total for k in cnt]
+            lo_b, hi_b = c.get("lo"), c.get("hi")
             if lo_b is not None and hi_b is not None and len(lo_b) == len(cnt) == len(hi_b):
                 widths = [(_f(hi_b[j]) - _f(lo_b[j])) * 0.9 for j in range(len(cnt))]
-                lefts = [_f(lo_b[j]) + w / 0.9 * 0.05 for j, w in enumerate(widths)]
+                lefts = [_f(lo_b[j]) + w / 18.0 for j, w in enumerate(widths)]
                 hx.bar(lefts, share, width=widths, align="edge", color=color, alpha=0.55)
             else:
                 hx.bar(conf, share, width=0.03, color=color, alpha=0.55)
-            hx.set_xlabel("Confidence (predicted probability of the top class)")
+            hx.set_xlabel("Confidence (probability of the predicted class)")
             hx.set_ylabel("Rows" if i == 0 else "")
             hx.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+            top = max(share + [0.01]) * 1.15
+            hx.set_ylim(0, top)
+            hx.set_yticks([0, round(top / 2, 2)])
             hx.grid(True, axis="y", color=GRID_COLOR, lw=0.5)
-            hx.set_ylim(0, max([s for s in share if _finite(s)] + [0.01]) * 1.15)
             pairs = ", ".join(f"{x:.2f}→{y:.2f}" for x, y in zip(conf, acc) if _finite(x) and _finite(y))
             desc_parts.append(f"{c.get('role', 'model')} {c['name']}: confidence→accuracy per bin {pairs}")
         desc = ("Reliability diagram: mean confidence (x) against observed accuracy (y) per confidence bin; points on "
@@ -200,56 +214,74 @@ def group_interval_chart(panels: Sequence[dict[str, Any]], *, ids: ChartIds, tit
     """Per-group (or per-class) values with their intervals, one panel per metric, groups on a shared y axis.
 
     ``panels``: ``[{"metric": label, "percent": bool, "rows": [{"label", "small": bool, "teacher": estimate|None,
-    "student": estimate|None, "both": estimate|None}]}]``; all panels list the same rows in the same order. Teacher
-    and student are drawn side by side; ``both`` is a number about the pair (e.g. their agreement). Small groups are
-    drawn hollow and labelled.
+    "student": estimate|None, "both": estimate|None}]}]``; every panel lists the same rows in the same order.
+    Teacher and student are drawn side by side; ``both`` is a number about the pair (e.g. their agreement). Small
+    groups are drawn hollow and labelled.
     """
-    n_rows = max((len(p["rows"]) for p in panels), default=1) or 1
+    rows0 = panels[0]["rows"] if panels else []
+    n_rows = max(len(rows0), 1)
     n_panels = max(len(panels), 1)
+    labels = [_label(r["label"]) + (" (small)" if r.get("small") else "") for r in rows0]
     with matplotlib.rc_context(_RC):
-        width = 2.0 + 2.35 * n_panels if n_panels > 1 else 6.2
-        fig = _figure(min(width, 9.6), 0.95 + 0.3 * n_rows)
-        axes = fig.subplots(1, n_panels, sharey=True, squeeze=False)[0]
+        left = _label_width(labels)
+        width = min(left + 0.3 + 2.4 * n_panels, 9.8) if n_panels > 1 else left + 5.0
+        fig = _figure(width, 0.85 + 0.26 * n_rows, left=left, right=0.2, top=0.5, bottom=0.35)
+        # Independent axes with equal limits rather than sharey: hidden shared ticks still cost a draw each.
+        axes = fig.subplots(1, n_panels, squeeze=False)[0]
+        fig.subplots_adjust(wspace=0.1)
         desc = []
-        legend_done: set[str] = set()
-        handles = []
+        legend: dict[str, Any] = {}
         for ax, panel in zip(axes, panels):
             scale = 100.0 if panel.get("percent") else 1.0
-            rows = panel["rows"]
-            parts_panel = []
-            for i, r in enumerate(rows):
-                y = n_rows - 1 - i
-                small = bool(r.get("small"))
-                present = [s for s in _SERIES if r.get(s[0]) and _finite(r[s[0]].get("value"))]
-                offsets = {1: [0.0], 2: [0.15, -0.15], 3: [0.22, 0.0, -0.22]}.get(len(present), [0.0])
-                parts = []
-                for (key, color, name), dy in zip(present, offsets):
-                    e = r[key]
-                    v = _f(e["value"]) * scale
-                    lo, hi = _f(e.get("low")) * scale, _f(e.get("high")) * scale
-                    if _finite(lo) and _finite(hi):
-                        ax.errorbar(v, y + dy, xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="none", ecolor=color,
-                                    elinewidth=1.2, capsize=2.2, alpha=0.5 if small else 0.95)
-                    (h,) = ax.plot(v, y + dy, "o", ms=4.6, color=color, mfc="white" if small else color, mew=1.2)
-                    if name not in legend_done:
-                        legend_done.add(name)
-                        handles.append((h, name))
-                    ci = f" [{lo:.3g}, {hi:.3g}]" if _finite(lo) and _finite(hi) else ""
-                    parts.append(f"{name} {v:.3g}{ci}")
-                parts_panel.append(f"{r['label']}{' (small)' if small else ''}: " + ", ".join(parts or ["n/a"]))
-            ax.set_title(_label(panel["metric"]) + (" (%)" if panel.get("percent") else ""), loc="left", fontsize=8.5)
+            present = [s for s in _SERIES if any(r.get(s[0]) for r in panel["rows"])]
+            offsets = {1: [0.0], 2: [0.16, -0.16], 3: [0.24, 0.0, -0.24]}.get(len(present), [0.0] * len(present))
+            for (key, color, name), dy in zip(present, offsets):
+                # One collection per series and style, not one artist per point: drawing stays fast.
+                for small in (False, True):
+                    xs, ys, lo, hi, yi = [], [], [], [], []
+                    for i, r in enumerate(panel["rows"]):
+                        e = r.get(key)
+                        if bool(r.get("small")) != small or not e or not _finite(e.get("value")):
+                            continue
+                        y = n_rows - 1 - i + dy
+                        xs.append(_f(e["value"]) * scale)
+                        ys.append(y)
+                        if _finite(e.get("low")) and _finite(e.get("high")):
+                            lo.append(_f(e["low"]) * scale)
+                            hi.append(_f(e["high"]) * scale)
+                            yi.append(y)
+                    if yi:
+                        ax.hlines(yi, lo, hi, colors=color, lw=1.3, alpha=0.45 if small else 0.95)
+                    if xs:
+                        (h,) = ax.plot(xs, ys, "o", ms=4.6, color=color, mfc="white" if small else color, mew=1.2,
+                                       ls="none")
+                        if not small:
+                            legend.setdefault(name, h)
+            ax.set_title(_label(panel["metric"]) + (" (%)" if panel.get("percent") else ""), loc="left",
+                         fontsize=8.5)
             ax.grid(True, axis="x", color=GRID_COLOR, lw=0.5)
             ax.set_ylim(-0.6, n_rows - 0.4)
-            ax.tick_params(axis="y", length=0)
+            ax.set_yticks([])
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+            parts_panel = []
+            for r in panel["rows"]:
+                parts = []
+                for key, _, name in _SERIES:
+                    e = r.get(key)
+                    if e and _finite(e.get("value")):
+                        v = _f(e["value"]) * scale
+                        ci = (f" [{_f(e['low']) * scale:.3g}, {_f(e['high']) * scale:.3g}]"
+                              if _finite(e.get("low")) and _finite(e.get("high")) else "")
+                        parts.append(f"{name} {v:.3g}{ci}")
+                parts_panel.append(f"{r['label']}{' (small)' if r.get('small') else ''}: "
+                                   + (", ".join(parts) or "n/a"))
             desc.append(f"{panel['metric']}: " + "; ".join(parts_panel))
-        labels = [(_label(r["label"]) + (" (small)" if r.get("small") else "")) for r in panels[0]["rows"]] \
-            if panels else []
         axes[0].set_yticks(range(n_rows))
         axes[0].set_yticklabels(labels[::-1] if labels else [""] * n_rows)
-        if handles:
-            fig.legend([h for h, _ in handles], [n for _, n in handles], loc="lower right", ncols=len(handles),
-                       bbox_to_anchor=(1.0, 1.0 - 0.02), borderaxespad=0.0)
-        fig.subplots_adjust(wspace=0.12)
+        axes[0].tick_params(axis="y", length=0)
+        if legend:
+            fig.legend(list(legend.values()), list(legend.keys()), loc="upper right", ncols=len(legend),
+                       bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
         text = (f"Values per {row_kind} with interval bars (teacher blue, student orange); hollow markers are small "
                 f"{row_kind}s. " + " | ".join(desc) + ".")
         return _finish(fig, ids, title, text)
@@ -260,11 +292,11 @@ def reference_chart(references: Sequence[Any], observed: Any, *, ids: ChartIds, 
     """Where one statistic falls among reference values (e.g. the teacher's lineage statistic among references)."""
     refs = [_f(x) for x in references if _finite(x)]
     with matplotlib.rc_context(_RC):
-        fig = _figure(6.2, 1.7)
+        fig = _figure(6.2, 1.7, left=0.2, right=0.2, top=0.35, bottom=0.45)
         ax = fig.add_subplot()
-        # Deterministic vertical spread (no random jitter) so that equal values stay visible.
+        # A fixed vertical spread (no random jitter, so the SVG is deterministic) keeps equal values visible.
         ys = [((i * 7) % 11 - 5) / 14.0 for i in range(len(refs))]
-        ax.plot(refs, ys, "o", ms=5, color="#8c8c8c", alpha=0.8, label=f"reference models ({len(refs)})")
+        ax.plot(refs, ys, "o", ms=5, color="#8c8c8c", alpha=0.8, ls="none", label=f"reference models ({len(refs)})")
         if _finite(observed):
             ax.axvline(_f(observed), color=STUDENT_COLOR, lw=2)
             ax.plot([_f(observed)], [0], "D", ms=7, color=STUDENT_COLOR, label=_label(observed_label))
@@ -281,13 +313,15 @@ def reference_chart(references: Sequence[Any], observed: Any, *, ids: ChartIds, 
 
 def confusion_chart(matrix: Sequence[Sequence[Any]], classes: Sequence[Any], *, ids: ChartIds, title: str,
                     row_name: str, col_name: str) -> Chart:
-    """Counts of rows by teacher label (rows) and student label (columns), as a shaded grid."""
+    """Counts of rows by one model's label (rows) and the other's (columns), as a shaded grid."""
     k = len(matrix)
     values = [[_f(v) for v in row] for row in matrix]
     vmax = max([v for row in values for v in row if _finite(v)] + [1.0])
+    names = [_label(c) for c in classes]
     with matplotlib.rc_context(_RC):
-        size = min(2.2 + 0.32 * k, 5.2)
-        fig = _figure(size + 0.8, size)
+        left = _label_width(names) + 0.3
+        size = min(1.6 + 0.32 * k, 5.0)
+        fig = _figure(size + left + 0.2, size + 0.9, left=left, right=0.2, top=0.2, bottom=0.9)
         ax = fig.add_subplot()
         ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest")
         if k <= 12:
@@ -297,15 +331,14 @@ def confusion_chart(matrix: Sequence[Sequence[Any]], classes: Sequence[Any], *, 
                     if _finite(v):
                         ax.text(j, i, f"{v:,.0f}", ha="center", va="center", fontsize=7 if k > 6 else 8,
                                 color="white" if v > 0.55 * vmax else INK)
-        names = [_label(c) for c in classes]
         ax.set_xticks(range(k))
         ax.set_yticks(range(k))
         ax.set_xticklabels(names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
         ax.set_yticklabels(names)
         ax.set_xlabel(col_name)
         ax.set_ylabel(row_name)
-        for s in ax.spines.values():
-            s.set_visible(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
         cells = "; ".join(f"{row_name} {classes[i]} / {col_name} {classes[j]}: {values[i][j]:,.0f}"
                           for i in range(k) for j in range(k) if _finite(values[i][j]) and values[i][j] > 0)
         desc = f"Grid of row counts, {row_name} in rows and {col_name} in columns; the diagonal is agreement. {cells}."
@@ -316,20 +349,22 @@ def outcome_chart(parts: Sequence[tuple[str, float, str]], *, ids: ChartIds, tit
     """One horizontal bar split into shares of rows, e.g. both right / only the student wrong / both wrong."""
     total = sum(v for _, v, _ in parts if _finite(v)) or 1.0
     with matplotlib.rc_context(_RC):
-        fig = _figure(6.2, 1.15)
+        fig = _figure(6.4, 1.35, left=0.15, right=0.25, top=0.12, bottom=0.75)
         ax = fig.add_subplot()
         left = 0.0
         for label, v, color in parts:
             share = (_f(v) / total) if _finite(v) else 0.0
             ax.barh(0, share, left=left, color=color, height=0.6, label=_label(label))
-            if share >= 0.06:
+            if share >= 0.07:
                 ax.text(left + share / 2, 0, f"{share:.1%}", ha="center", va="center", color="white", fontsize=8)
             left += share
         ax.set_xlim(0, 1)
+        ax.set_ylim(-0.4, 0.4)
         ax.set_yticks([])
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
         ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
         ax.spines["left"].set_visible(False)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncols=max(len(parts), 1))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=2, fontsize=7.5)
         desc = "Share of rows: " + "; ".join(f"{label} {(_f(v) / total):.1%}" for label, v, _ in parts
                                               if _finite(v)) + "."
         return _finish(fig, ids, title, desc)
@@ -342,19 +377,21 @@ def cost_chart(items: Sequence[dict[str, Any]], *, ids: ChartIds, title: str, st
     """
     rows = [i for i in items if _finite(i.get("ratio"))]
     n = max(len(rows), 1)
+    labels = [_label(r["label"]) for r in rows]
     with matplotlib.rc_context(_RC):
-        fig = _figure(6.2, 0.8 + 0.34 * n)
+        left = _label_width(labels)
+        fig = _figure(6.2, 0.85 + 0.3 * n, left=left, right=0.3, top=0.3, bottom=0.45)
         ax = fig.add_subplot()
-        ys = list(range(n))[::-1]
+        ys = list(range(n))[::-1][: len(rows)]
         vals = [_f(r["ratio"]) * 100 for r in rows]
-        ax.barh(ys[: len(vals)], vals, color=STUDENT_COLOR, height=0.55)
+        ax.barh(ys, vals, color=STUDENT_COLOR, height=0.55)
         ax.axvline(100, color=TEACHER_COLOR, lw=1.2, ls="--")
         ax.text(100, n - 0.45, " teacher = 100%", color=TEACHER_COLOR, fontsize=7.5, va="bottom")
         for y, v in zip(ys, vals):
             ax.text(v, y, f" {v:.1f}%", va="center", fontsize=7.5, color=INK)
-        ax.set_yticks(ys[: len(vals)])
-        ax.set_yticklabels([_label(r["label"]) for r in rows])
-        ax.set_xlim(0, max(vals + [100.0]) * 1.22)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels)
+        ax.set_xlim(0, max(vals + [100.0]) * 1.25)
         ax.set_ylim(-0.6, n - 0.1)
         ax.set_xlabel(f"{_label(student)} as % of the teacher")
         ax.grid(True, axis="x", color=GRID_COLOR, lw=0.5)

@@ -39,7 +39,6 @@ _STATUS_ALIASES = {
     "warn": "warn", "warning": "warn", "amber": "warn", "inconclusive": "warn",
     "fail": "fail", "failed": "fail", "red": "fail", "false": "fail", "error": "fail",
 }
-STATUS_ORDER = {"fail": 3, "warn": 2, "pass": 1, "info": 0, "n/a": -1}
 
 
 def status_of(value: Any) -> str:
@@ -117,19 +116,22 @@ def fmt_number(x: Any, kind: str = "decimal", *, digits: int = 3) -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "−∞"
     if kind == "percent":
-        return f"{v * 100:.1f}%"
-    if kind == "pp":  # a difference of proportions, in percentage points
-        return f"{v * 100:+.1f} pp"
+        return f"{v * 100:.1f}%".replace("-", "−")
     if kind == "int":
         return f"{int(round(v)):,}"
     if kind == "p":
-        return "< 0.0001" if 0 <= v < 1e-4 else f"{v:.4f}"
+        return "< 0.0001" if 0 <= v < 1e-4 else f"{v:.3g}"
     a = abs(v)
-    if a != 0 and (a < 10 ** -digits or a >= 1e6):
-        return f"{v:.{digits - 1}e}"
-    if a >= 100:
-        return f"{v:,.1f}"
-    return f"{v:.{digits}f}"
+    if a >= 1e6:
+        text = f"{v:.{digits - 1}e}"
+    elif a >= 100:
+        text = f"{v:,.1f}"
+    elif a != 0 and a < 10 ** -digits:
+        # Small but not zero: enough decimals for two significant digits, never scientific notation.
+        text = f"{v:.{min(-math.floor(math.log10(a)) + 1, 10)}f}"
+    else:
+        text = f"{v:.{digits}f}"
+    return text.replace("-", "−") if text.startswith("-") else text
 
 
 def fmt_interval(e: Mapping[str, Any], kind: str = "decimal") -> str:
@@ -140,6 +142,8 @@ def fmt_interval(e: Mapping[str, Any], kind: str = "decimal") -> str:
     level = est["level"]
     lvl = f"{level * 100:.0f}% CI" if not math.isnan(level) else "CI"
     lo, hi = fmt_number(est["low"], kind), fmt_number(est["high"], kind)
+    if est["low"] < 0 or est["high"] < 0:
+        return f"{lvl} {lo} to {hi}"  # "−0.03–0.19" reads as a range of two negatives
     if kind == "percent":
         lo = lo.rstrip("%")
     return f"{lvl} {lo}–{hi}"
@@ -177,7 +181,7 @@ def fmt_value(x: Any) -> str:
     if isinstance(x, int):
         return f"{x:,}" if abs(x) >= 10_000 else str(x)
     if isinstance(x, float):
-        return fmt_number(x, "decimal", digits=4)
+        return f"{x:.6g}"
     if is_estimate(x):
         return fmt_estimate(x)
     return str(x)

@@ -82,15 +82,16 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
         raise invalid_argument("results", type(results).__name__, "a mapping (the content of results.json)")
     if run_info is not None and not isinstance(run_info, Mapping):
         raise invalid_argument("run_info", type(run_info).__name__, "a mapping or None")
-    context = build_context(results, run_info, generated_at, charts_on=charts)
-    return environment(template_dir).get_template(_MAIN_TEMPLATE).render(**context)
+    template = environment(template_dir).get_template(_MAIN_TEMPLATE)  # bad template_dir fails before any work
+    return template.render(**build_context(results, run_info, generated_at, charts_on=charts))
 
 
 def write_html(results: Mapping[str, Any], path: str | os.PathLike[str], *,
                run_info: Mapping[str, Any] | None = None, generated_at: str | None = None,
-               template_dir: str | os.PathLike[str] | None = None) -> Path:
+               template_dir: str | os.PathLike[str] | None = None, charts: bool = True) -> Path:
     """Render with :func:`render_html` and write the file atomically; returns its path."""
     from kdaudit._io import atomic_write_text
 
-    html = render_html(results, run_info=run_info, generated_at=generated_at, template_dir=template_dir)
+    html = render_html(results, run_info=run_info, generated_at=generated_at, template_dir=template_dir,
+                       charts=charts)
     return atomic_write_text(path, html)

@@ -8,7 +8,6 @@ from typing import Any, Mapping, Sequence
 
 from kdaudit.report._format import (
     as_estimate,
-    fmt_estimate,
     fmt_interval,
     fmt_number,
     fmt_value,
@@ -16,7 +15,7 @@ from kdaudit.report._format import (
     metric_kind,
 )
 
-__all__ = ["Cell", "Table", "estimate_table", "generic_blocks", "is_scalar"]
+__all__ = ["Cell", "Table", "est_cell", "estimate_table", "generic_blocks", "is_scalar"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,15 @@ class Cell:
     text: str
     cls: str = ""
     title: str = ""
+    sub: str = ""  # a second, smaller line: the interval under its estimate
+
+
+def est_cell(e: Any, kind: str = "decimal", *, missing: str = "n/a") -> Cell:
+    """An estimate as a cell: the value, with its interval on a second line and its method on hover."""
+    if e is None:
+        return Cell(missing, "num")
+    est = as_estimate(e)
+    return Cell(fmt_number(est["value"], kind), "num", est["method"], fmt_interval(est, kind))
 
 
 @dataclass
@@ -49,7 +57,7 @@ def is_scalar(x: Any) -> bool:
 
 def _cell(key: str, value: Any) -> Cell:
     if is_estimate(value):
-        return Cell(fmt_estimate(value, metric_kind(key)), "num", str(value.get("method") or ""))
+        return est_cell(value, metric_kind(key))
     if isinstance(value, (list, tuple)) and all(is_scalar(v) for v in value):
         text = ", ".join(fmt_value(v) for v in value)
         return Cell(text if len(text) <= 160 else text[:157] + "…", "", text if len(text) > 160 else "")

@@ -17,7 +17,6 @@ from kdaudit.report._format import (
     as_estimate,
     fmt_bytes,
     fmt_count,
-    fmt_estimate,
     fmt_interval,
     fmt_number,
     fmt_value,
@@ -26,7 +25,7 @@ from kdaudit.report._format import (
     short_hash,
     status_of,
 )
-from kdaudit.report._tables import Cell, Table, generic_blocks, is_scalar
+from kdaudit.report._tables import Cell, Table, est_cell, generic_blocks, is_scalar
 
 __all__ = ["build_context"]
 
@@ -102,10 +101,10 @@ def _kv_table(caption: str, d: Mapping[str, Any], labels: Mapping[str, str] | No
         if isinstance(v, Mapping) and not v or isinstance(v, list) and not v:
             continue
         if is_estimate(v):
-            rows.append([Cell((labels or {}).get(k, _human(k)), "", k), Cell(fmt_estimate(v, metric_kind(k)), "num")])
+            rows.append([Cell((labels or {}).get(k, _human(k)), "", k), est_cell(v, metric_kind(k))])
         elif is_scalar(v) and isinstance(v, float):
             rows.append([Cell((labels or {}).get(k, _human(k)), "", k),
-                         Cell(fmt_number(v, metric_kind(k) if metric_kind(k) == "p" else "decimal", digits=4), "num")])
+                         Cell(fmt_number(v, metric_kind(k) if metric_kind(k) == "p" else "decimal", digits=4))])
         else:
             rows.append([Cell((labels or {}).get(k, _human(k)), "", k), Cell(_text(v))])
     return Table(caption, ["Item", "Value"], rows, [False, False])
@@ -202,7 +201,8 @@ def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, 
             "group": "" if f.get("group") is None else str(f.get("group")),
             "threshold": str(f.get("threshold") or ""),
             "severity": "warning only" if f.get("level") == "warning" else "",
-            "value_text": fmt_estimate(est, kind) if f.get("value") is not None else "n/a",
+            "value_text": fmt_number(f.get("value"), kind) if f.get("value") is not None else "n/a",
+            "ci_text": fmt_interval(est, kind) if f.get("value") is not None else "",
             "message": str(f.get("message") or ""),
         })
     # Worst first: a reader sees what blocks the release before what passed. (Stable sort keeps policy order.)
@@ -344,10 +344,9 @@ def _headline_tables(section: str, headline: Mapping[str, Any], defs: _Definitio
             row = [Cell(label, "", base)]
             for role in ("teacher", "student"):
                 e = headline[p[role]]
-                row.append(Cell(fmt_estimate(e, kind), "num", as_estimate(e)["method"]))
+                row.append(est_cell(e, kind))
             ch = p.get("change")
-            row.append(Cell(fmt_estimate(headline[ch], defs.kind(section, ch)), "num",
-                            defs.label(section, ch)) if ch else Cell("—", "num"))
+            row.append(est_cell(headline[ch], defs.kind(section, ch)) if ch else Cell("—", "num"))
             if has_p:
                 row.append(Cell(fmt_number(as_estimate(headline[p["p"]])["value"], "p"), "num")
                            if "p" in p else Cell("—", "num"))
@@ -361,11 +360,11 @@ def _headline_tables(section: str, headline: Mapping[str, Any], defs: _Definitio
         for key, e in single:
             kind = defs.kind(section, key)
             d = defs.get(section, key)
-            hib = {True: "higher is better", False: "lower is better"}.get(d.get("higher_is_better"), "")
+            hib = {True: "Higher is better.", False: "Lower is better."}.get(d.get("higher_is_better"), "")
             est = as_estimate(e)
             rows.append([Cell(defs.label(section, key), "", key), Cell(fmt_number(est["value"], kind), "num strong"),
                          Cell(fmt_interval(est, kind) or "no interval", "num", est["method"]),
-                         Cell("; ".join(x for x in (hib, str(d.get("description") or "")) if x), "muted")])
+                         Cell(" ".join(x for x in (str(d.get("description") or ""), hib) if x), "muted")])
         single_table = Table("Headline numbers" if not paired else "Other headline numbers",
                              ["Metric", "Estimate", "Interval", "Meaning"], rows, [False, True, True, False])
     return pair_table, single_table
@@ -391,7 +390,9 @@ def _new_section(name: str, student: str, findings: list[dict[str, Any]]) -> dic
 
 
 def _fig(title: str, chart: Any, table: Table, wide: bool = True) -> dict[str, Any]:
-    return {"kind": "figure", "title": title, "chart": chart, "table": table, "wide": wide}
+    # A chart sits beside its table only when the table is narrow enough to share the width.
+    return {"kind": "figure", "title": title, "chart": chart, "table": table,
+            "wide": wide or chart is None or len(table.columns) > 3}
 
 
 def _tbl(table: Table) -> dict[str, Any]:
@@ -399,7 +400,7 @@ def _tbl(table: Table) -> dict[str, Any]:
 
 
 def _notes(items: Sequence[Any], title: str = "Notes") -> dict[str, Any]:
-    return {"kind": "notes", "title": title, "items": [str(x) for x in items]}
+    return {"kind": "notes", "title": title, "lines": [str(x) for x in items]}
 
 
 def _details(title: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -440,9 +441,9 @@ def _agreement(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str
         rows, chart_rows = [], []
         for i in range(n):
             rows.append([Cell(c.class_name(i)), Cell(fmt_count(by_true["weight"][i]), "num"),
-                         Cell(fmt_estimate(ta[i], "percent") if ta[i] else "n/a", "num"),
-                         Cell(fmt_estimate(sa[i], "percent") if sa[i] else "n/a", "num"),
-                         Cell(fmt_estimate(ag[i], "percent") if ag[i] else "n/a", "num")])
+                         est_cell(ta[i] or None, "percent"),
+                         est_cell(sa[i] or None, "percent"),
+                         est_cell(ag[i] or None, "percent")])
             chart_rows.append({"label": c.class_name(i), "teacher": ta[i], "student": sa[i], "both": ag[i]})
         table = Table("Per true class: rows, accuracy of each model, and their agreement",
                       ["True class", "Rows", "Teacher accuracy", "Student accuracy", "Agreement"], rows,
@@ -464,7 +465,7 @@ def _agreement(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str
         sw = by_pred.get("student_label_weight") or [None] * n
         rows = [[Cell(c.class_name(i)), Cell(fmt_count(by_pred["weight"][i]), "num"),
                  Cell(fmt_count(sw[i]) if sw[i] is not None else "n/a", "num"),
-                 Cell(fmt_estimate(ag[i], "percent") if ag[i] else "n/a", "num")] for i in range(n)]
+                 est_cell(ag[i] or None, "percent")] for i in range(n)]
         blocks.append(_tbl(Table("Per predicted class: how often each model predicts it, and agreement on the rows "
                                  "the teacher assigns to it", ["Class", "Teacher predicts", "Student predicts",
                                                                "Agreement"], rows, [False, True, True, True])))
@@ -566,6 +567,10 @@ def _bias(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str, Any
     for note in [sec.get("notes")] if isinstance(sec.get("notes"), list) and sec.get("notes") else []:
         blocks.append(_notes(note))
     features = sec.get("features") if isinstance(sec.get("features"), Mapping) else {}
+    all_groups = [(str(feat), g) for feat, fd in features.items() if isinstance(fd, Mapping)
+                  for g in fd.get("groups") or [] if isinstance(g, Mapping)]
+    if all_groups:
+        blocks.append(_group_overview(all_groups, c))
     for feat, fd in features.items():
         if not isinstance(fd, Mapping):
             continue
@@ -583,9 +588,9 @@ def _bias(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str, Any
                 kind = defs.kind("bias", k)
                 ch = v.get("amplification") if v.get("amplification") is not None else v.get("change")
                 row = [Cell(defs.label("bias", k), "", k),
-                       Cell(fmt_estimate(v.get("teacher"), kind) if v.get("teacher") is not None else "n/a", "num"),
-                       Cell(fmt_estimate(v.get("student"), kind) if v.get("student") is not None else "n/a", "num"),
-                       Cell(fmt_estimate(ch, kind) if ch is not None else "n/a", "num")]
+                       est_cell(v.get("teacher"), kind),
+                       est_cell(v.get("student"), kind),
+                       est_cell(ch, kind)]
                 if cols_p:
                     row.append(Cell(fmt_number(v.get("p_value"), "p") if v.get("p_value") is not None else "—",
                                     "num"))
@@ -596,7 +601,8 @@ def _bias(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str, Any
                                      [False, True, True, True] + ([True] if cols_p else []))))
         groups = [g for g in fd.get("groups") or [] if isinstance(g, Mapping)]
         if groups:
-            blocks.append(_group_figure(feat, groups, c))
+            blocks.append(_details(f"Every {feat} group with intervals ({len(groups)} groups)",
+                                   [_tbl(_group_table(feat, groups, c))]))
         excluded = fd.get("excluded")
         notes = list(fd.get("notes") or [])
         if isinstance(excluded, Mapping) and excluded.get("all"):
@@ -616,7 +622,12 @@ def _bias(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str, Any
 _GROUP_PANELS = ("group_selection_rate", "group_tpr", "group_accuracy")
 
 
-def _group_figure(feat: str, groups: list[Mapping[str, Any]], c: _Ctx) -> dict[str, Any]:
+def _is_small(g: Mapping[str, Any]) -> bool:
+    return not g.get("reliable", True) or bool(g.get("small"))
+
+
+def _group_table(feat: str, groups: list[Mapping[str, Any]], c: _Ctx) -> Table:
+    """Every group of one feature: each group metric for teacher and student with intervals, and the change."""
     defs = c.defs
     metric_keys: list[str] = []
     for g in groups:
@@ -626,40 +637,55 @@ def _group_figure(feat: str, groups: list[Mapping[str, Any]], c: _Ctx) -> dict[s
                     metric_keys.append(k)
     rows = []
     for g in groups:
-        small = not g.get("reliable", True) or bool(g.get("small"))
-        name = str(g.get("group"))
-        label_cell = Cell(name + (" (small)" if small else ""), "small-group" if small else "",
+        small = _is_small(g)
+        label_cell = Cell(str(g.get("group")) + (" (small)" if small else ""), "small-group" if small else "",
                           "; ".join(str(f) for f in g.get("flags") or []))
-        first = True
-        for k in metric_keys + (["group_agreement"] if g.get("group_agreement") is not None else []):
+        keys = metric_keys + (["group_agreement"] if g.get("group_agreement") is not None else [])
+        for j, k in enumerate(keys):
             kind = defs.kind("bias", k)
-            t = (g.get("teacher") or {}).get(k)
-            s = (g.get("student") or {}).get(k)
-            ch = (g.get("change") or {}).get(k)
             if k == "group_agreement":
                 t, s, ch = None, g.get("group_agreement"), None
-            rows.append([label_cell if first else Cell(""),
-                         Cell(fmt_count(g.get("n")) if first and g.get("n") is not None else "", "num"),
+            else:
+                t, s, ch = ((g.get(r) or {}).get(k) for r in ("teacher", "student", "change"))
+            rows.append([label_cell if j == 0 else Cell(""),
+                         Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
                          Cell(defs.label("bias", k), "", k),
-                         Cell(fmt_estimate(t, kind) if t is not None else "—", "num"),
-                         Cell(fmt_estimate(s, kind) if s is not None else "—", "num"),
-                         Cell(fmt_estimate(ch, "decimal") if ch is not None else "—", "num")])
-            first = False
-    table = Table(f"Every group of {feat}: each metric for teacher and student (agreement: of the student with the "
-                  "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], rows,
-                  [False, True, False, True, True, True])
-    title = f"Per-group rates by {feat}: teacher {c.teacher} vs student {c.student}"
+                         est_cell(t, kind, missing="—"),
+                         est_cell(s, kind, missing="—"),
+                         est_cell(ch, "decimal", missing="—")])
+    return Table(f"Every {feat} group: each metric for teacher and student (agreement: of the student with the "
+                 "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], rows,
+                 [False, True, False, True, True, True])
+
+
+def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: _Ctx) -> dict[str, Any]:
+    """One chart of the main group rates for every group of every feature, and its numbers."""
+    defs = c.defs
+    present = {k for _, g in groups for r in ("teacher", "student") for k in (g.get(r) or {})}
+    keys = [k for k in _GROUP_PANELS if k in present] or sorted(present)[:3]
+    labels = [f"{feat}: {g.get('group')}" for feat, g in groups]
+    title = f"Group rates, teacher {c.teacher} vs student {c.student}"
     chart = None
-    if c.with_charts:
-        keys = [k for k in _GROUP_PANELS if k in metric_keys] or metric_keys[:3]
-        panels = []
+    if c.with_charts and keys:
+        panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
+                   "rows": [{"label": lab, "small": _is_small(g), "teacher": (g.get("teacher") or {}).get(k),
+                             "student": (g.get("student") or {}).get(k)} for lab, (_, g) in zip(labels, groups)]}
+                  for k in keys]
+        chart = charts.group_interval_chart(panels, ids=c.ids, title=title)
+    rows = []
+    for lab, (_, g) in zip(labels, groups):
+        small = _is_small(g)
+        row = [Cell(lab + (" (small)" if small else ""), "small-group" if small else ""),
+               Cell(fmt_count(g.get("n")) if g.get("n") is not None else "n/a", "num")]
         for k in keys:
-            panels.append({"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
-                           "rows": [{"label": str(g.get("group")), "small": not g.get("reliable", True),
-                                     "teacher": (g.get("teacher") or {}).get(k),
-                                     "student": (g.get("student") or {}).get(k)} for g in groups]})
-        if panels:
-            chart = charts.group_interval_chart(panels, ids=c.ids, title=title)
+            kind = defs.kind("bias", k)
+            t, s = ((g.get(r) or {}).get(k) for r in ("teacher", "student"))
+            row.append(Cell(f"{fmt_number(as_estimate(t)['value'], kind) if t else 'n/a'} → "
+                            f"{fmt_number(as_estimate(s)['value'], kind) if s else 'n/a'}", "num"))
+        rows.append(row)
+    table = Table("Chart values, teacher → student (intervals in the tables by feature below)",
+                  ["Group", "Rows"] + [_short_metric(defs.label("bias", k)) for k in keys], rows,
+                  [False, True] + [True] * len(keys))
     return _fig(title, chart, table)
 
 
@@ -667,9 +693,9 @@ def _short_metric(label: str) -> str:
     return label[6:].capitalize() if label.lower().startswith("group ") else label
 
 
-_OUTCOMES = (("inherited", "Both wrong (inherited)", "#555555"),
-             ("new", "Only the student wrong (new)", charts.STUDENT_COLOR),
-             ("fixed", "Only the teacher wrong (fixed)", charts.TEACHER_COLOR))
+_OUTCOMES = (("inherited", "Both wrong", "#555555"),
+             ("new", "Only the student wrong", charts.STUDENT_COLOR),
+             ("fixed", "Only the teacher wrong", charts.TEACHER_COLOR))
 
 
 def _fingerprint(sec: Mapping[str, Any], c: _Ctx) -> tuple[set[str], list[dict[str, Any]]]:
@@ -767,7 +793,7 @@ def _lineage_words(verdict: str, p: Any, alpha: Any, suspect: str, teacher: str)
     at = fmt_value(alpha) if alpha is not None else "the chosen level"
     if verdict == "derived":
         return (f"The test rejects independence: if {suspect} had not been derived from {teacher}, a similarity this "
-                f"strong would occur with probability p = {pt}, below the significance level {at}.")
+                f"strong would occur with probability p = {pt}, at or below the significance level {at}.")
     if verdict == "not derived":
         return (f"No evidence that {suspect} was derived from {teacher} (p = {pt}, significance level {at}). This "
                 "is a failure to find evidence, not a proof of independence.")

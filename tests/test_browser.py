@@ -1,0 +1,130 @@
+"""The report in a real browser: headless Chromium renders it to PNG and PDF, nothing overflows at 1280 px, and no
+script smuggled in through a model, class or group name runs. Skipped only when no Chromium can be found."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from _report_fixture import EVIL, make_results, make_run_info
+from kdaudit.report import render_html
+
+pytestmark = pytest.mark.browser
+
+_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def _find_browser() -> str | None:
+    env = os.environ.get("KDAUDIT_CHROMIUM")
+    if env and Path(env).exists():
+        return env
+    for name in _CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+BROWSER = _find_browser()
+if BROWSER is None:
+    pytest.skip("no Chromium/Chrome found (install the 'chromium' package; .ci/run does)", allow_module_level=True)
+
+WIDTH = 1280
+# Written into the DOM by the probe script, read back from --dump-dom (the report itself stays script-free).
+_PROBE = """<script>
+(function () {
+  var d = document.documentElement, out = document.body;
+  var wraps = Array.prototype.slice.call(document.querySelectorAll('.table-wrap, pre, figure, .verdict'));
+  var clipped = wraps.filter(function (e) { return e.scrollWidth > e.clientWidth + 1; }).length;
+  out.setAttribute('data-probe', 'ran');
+  out.setAttribute('data-scroll-width', d.scrollWidth);
+  out.setAttribute('data-client-width', d.clientWidth);
+  out.setAttribute('data-clipped', clipped);
+  out.setAttribute('data-scripts', document.scripts.length);
+  out.setAttribute('data-imgs', document.images.length);
+})();
+</script>"""
+# Installed before any report content: if an injected payload ever ran, it would call alert() and leave a mark.
+_TRAP = """<script>
+window.alert = function () { document.documentElement.setAttribute('data-xss', 'ran'); };
+window.addEventListener('error', function () {}, true);
+</script>"""
+
+
+def _chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    page = render_html(make_results(), run_info=make_run_info(), generated_at="2026-11-23T07:00:00+00:00")
+    (d / "report.html").write_text(page, encoding="utf-8")
+    evil = render_html(make_results(names=EVIL), run_info=make_run_info(EVIL),
+                       generated_at="2026-11-23T07:00:00+00:00")
+    (d / "evil.html").write_text(evil, encoding="utf-8")
+    return d
+
+
+def _attrs(dom: str) -> dict[str, str]:
+    m = re.search(r"<body([^>]*)>", dom)
+    assert m, dom[:500]
+    return dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', m.group(1)))
+
+
+def test_screenshot_is_a_png_at_1280px(report_dir):
+    out = report_dir / "report.png"
+    r = _chromium(f"--screenshot={out}", f"--window-size={WIDTH},2400", (report_dir / "report.html").as_uri())
+    assert out.exists(), r.stderr[-2000:]
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (WIDTH, 2400)
+    assert len(data) > 50_000  # a real page, not a blank one
+
+
+def test_prints_to_a_multi_page_pdf(report_dir):
+    out = report_dir / "report.pdf"
+    r = _chromium(f"--print-to-pdf={out}", "--no-pdf-header-footer", (report_dir / "report.html").as_uri())
+    assert out.exists(), r.stderr[-2000:]
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert b"%%EOF" in data[-1024:]
+    pages = len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))
+    assert pages > 5  # sections start on new pages
+
+
+def test_no_horizontal_overflow_at_1280px(report_dir):
+    probe = report_dir / "probe.html"
+    probe.write_text((report_dir / "report.html").read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"),
+                     encoding="utf-8")
+    r = _chromium("--dump-dom", f"--window-size={WIDTH},900", probe.as_uri())
+    a = _attrs(r.stdout)
+    assert a.get("data-probe") == "ran", r.stderr[-2000:]
+    assert int(a["data-scroll-width"]) <= int(a["data-client-width"]) <= WIDTH
+    assert a["data-clipped"] == "0"  # no table, chart or code block needs a horizontal scrollbar either
+
+
+def test_no_script_from_user_names_runs(report_dir):
+    page = (report_dir / "evil.html").read_text(encoding="utf-8")
+    probe = report_dir / "evil_probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + _TRAP, 1).replace("</body>", _PROBE + "</body>"),
+                     encoding="utf-8")
+    r = _chromium("--dump-dom", "--virtual-time-budget=2000", f"--window-size={WIDTH},900", probe.as_uri())
+    a = _attrs(r.stdout)
+    assert a.get("data-probe") == "ran", r.stderr[-2000:]  # scripts do run in this browser...
+    assert 'data-xss="ran"' not in r.stdout  # ...but none of the payloads did
+    assert a["data-scripts"] == "2"  # only the two scripts the test itself added
+    assert a["data-imgs"] == "0"  # the <img onerror=...> payload never became an element
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.stdout  # the names are shown, as text

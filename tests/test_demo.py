@@ -1,0 +1,34 @@
+"""`kdaudit demo --quick`: the whole pipeline (train, distill, control, references, audit, report) end to end."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from kdaudit.cli import main
+
+
+def test_quick_demo_writes_a_complete_audit(tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict:" in printed and str(out / "report.html") in printed
+    results = json.loads((out / "results.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    assert [c["student"] for c in results["comparisons"]] == ["distilled student", "independent control"]
+    assert results["settings"]["sections"] == ["agreement", "calibration", "bias", "fingerprint", "cost", "lineage"]
+    roles = [m["role"] for m in results["models"]]
+    assert roles.count("reference") == 4 and results["models"][0]["kind"] == "ensemble"
+    student, control = results["comparisons"]
+    # the two students are different models and the audit tells them apart
+    assert student["agreement"]["headline"] != control["agreement"]["headline"]
+    assert student["lineage"]["verdict"] in ("derived", "not derived", "inconclusive")
+    assert student["lineage"]["n_references"] == 4
+    # what distillation bought: the student is smaller than the ensemble teacher
+    assert student["cost"]["headline"]["parameter_ratio"]["value"] < 1
+    assert set(run["cost"]) == {"teacher ensemble", "distilled student", "independent control"}
+    assert run["demo"]["timings_s"]["train_teacher_s"] > 0
+    assert results["config"]["demo"]["quick"] is True
+    assert "<html" in (out / "report.html").read_text().lower()

@@ -1,0 +1,286 @@
+"""The HTML report: rendered only from the results dict, escaped, self-contained, deterministic, small and fast."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import html as html_lib
+import re
+import time
+from html.parser import HTMLParser
+
+import jinja2
+import pytest
+from markupsafe import escape
+
+from _report_fixture import EVIL, PAYLOADS, make_results, make_run_info
+from kdaudit._exceptions import KDAuditError
+from kdaudit._io import canonical_json
+from kdaudit.report import TEMPLATE_DIR, render_html, write_html
+from kdaudit.report._format import fmt_interval, fmt_number
+
+FIXED_TIME = "2026-11-23T07:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def results():
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def evil_results():
+    return make_results(names=EVIL)
+
+
+@pytest.fixture(scope="module")
+def page(results):
+    return render_html(results, run_info=make_run_info(), generated_at=FIXED_TIME)
+
+
+@pytest.fixture(scope="module")
+def evil_page(evil_results):
+    return render_html(evil_results, run_info=make_run_info(EVIL), generated_at=FIXED_TIME)
+
+
+class _Tags(HTMLParser):
+    """Every start tag and attribute name of a document, as a browser's tokenizer would see them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend((tag, k, v) for k, v in attrs)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Tags:
+    p = _Tags()
+    p.feed(page)
+    p.close()
+    return p
+
+
+# ------------------------------------------------------------------------------------------------------ content
+def test_report_has_every_section_and_verdict(results, page):
+    assert page.startswith("<!DOCTYPE html>")
+    for anchor in ("summary", "models-data", "cost", "methodology", "reproducibility"):
+        assert f'id="{anchor}"' in page
+    for title in ("Agreement with the teacher", "Calibration", "Bias transfer", "Error fingerprints", "Lineage"):
+        assert title in page
+    label = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}[results["verdict"]]
+    assert f'<div class="verdict-label">{label}</div>' in page
+    assert results["data"]["sha256"] in page
+    for m in results["models"]:
+        assert m["sha256"] in page  # full hashes in the reproducibility section
+
+
+def test_headline_numbers_come_from_the_results_in_plain_words(results):
+    comp = results["comparisons"][0]
+    e = comp["agreement"]["headline"]["top1_agreement"]
+    page = render_html(results, generated_at=FIXED_TIME, charts=False)
+    expected = (f"{comp['student']} predicts the same class as the teacher on {fmt_number(e['value'], 'percent')} "
+                f"of rows ({fmt_interval(e, 'percent')}).")
+    assert str(escape(expected)) in page
+    assert re.search(r"\(95% CI \d+\.\d–\d+\.\d%\)", expected)
+    # Change the stored number: the report follows it, so it shows and does not recompute metrics.
+    altered = copy.deepcopy(results)
+    altered["comparisons"][0]["agreement"]["headline"]["top1_agreement"].update(value=0.123456, low=0.1, high=0.15)
+    page2 = render_html(altered, generated_at=FIXED_TIME, charts=False)
+    assert "on 12.3% of rows (95% CI 10.0–15.0%)" in page2
+
+
+def test_failed_and_warned_findings_are_listed_with_their_messages(results, page):
+    bad = [f for f in results["findings"] if f["status"] in ("fail", "warn")]
+    assert bad, "the fixture should exercise failing and warning rules"
+    text = html_lib.unescape(page)
+    for f in bad:
+        assert f["message"] in text
+
+
+def test_unavailable_sections_show_the_reason(results, page):
+    comp = results["comparisons"][1]
+    assert comp["calibration"]["available"] is False
+    assert str(escape(comp["calibration"]["reason"])) in page
+    assert "no reference models were given" in page
+
+
+def test_small_groups_are_flagged(results, page):
+    small = [g["group"] for fd in results["comparisons"][0]["bias"]["features"].values() for g in fd["groups"]
+             if not g["reliable"]]
+    assert small
+    for g in small:
+        assert f"{escape(g)} (small)" in page
+    assert 'class="flag">small</span>' in page
+
+
+def test_methodology_lists_definitions_formulas_and_rules(results, page):
+    text = html_lib.unescape(page)
+    for key in ("agreement.top1_agreement", "calibration.ece_change", "bias.dp_amplification"):
+        d = results["definitions"][key]
+        assert d["formula"] in text
+        assert d["label"] in text
+    for rule in results["policy"]["rules"]:
+        assert rule["metric"] in text
+    assert results["settings"]["bootstrap"]["method"] in text
+    assert "the whole interval is at or above t" in text
+
+
+def test_reproducibility_has_config_command_versions_and_results_hash(results, page):
+    run_info = make_run_info()
+    text = html_lib.unescape(page)
+    assert " ".join(run_info["command"]) in text
+    assert "teacher-gbm" in text and "seed: 0" in text  # the YAML dump of the config
+    for pkg, version in results["provenance"]["versions"].items():
+        assert f"<td>{pkg}</td><td>{version}</td>" in page
+    digest = hashlib.sha256(canonical_json(results).encode("utf-8")).hexdigest()
+    assert digest in page
+    given = render_html(results, run_info={"results_sha256": "ab" * 32}, generated_at=FIXED_TIME, charts=False)
+    assert "ab" * 32 in given and digest not in given
+
+
+def test_measured_cost_is_marked_and_taken_from_run_info(results, page):
+    assert "measured at generation time" in page
+    student = results["comparisons"][0]["student"]
+    assert f"Cost of {student} relative to the teacher" in page
+    without = render_html(results, generated_at=FIXED_TIME, charts=False)
+    assert "were not measured for this report" in without
+
+
+# ------------------------------------------------------------------------------------------- self-contained
+def test_no_scripts_no_external_resources(page):
+    parsed = _parse(page)
+    assert not {"script", "link", "img", "iframe", "object", "embed", "base"} & set(parsed.tags)
+    for tag, attr, value in parsed.attrs:
+        assert not attr.startswith("on"), (tag, attr)
+        if attr in ("src", "href", "xlink:href", "action"):
+            assert value is not None and value.startswith("#"), (tag, attr, value)
+    assert "@import" not in page
+    assert not re.search(r"url\((?!#)", page)
+
+
+def test_charts_are_inline_svg_with_text_alternatives_and_unique_ids(page):
+    svgs = re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+    assert len(svgs) >= 8
+    for svg in svgs:
+        assert 'role="img"' in svg
+        assert re.search(r"<title id=\"[^\"]+\">[^<]+</title><desc id=\"[^\"]+\">[^<]+</desc>", svg)
+        assert "<?xml" not in svg and "<metadata" not in svg
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    # Every in-document reference points at an id that exists.
+    for ref in re.findall(r'(?:href="#|url\(#)([^")]+)', page):
+        assert ref in ids
+
+
+def test_print_css_breaks_sections_and_keeps_tables_whole(page):
+    style = page[page.index("<style>"):page.index("</style>")]
+    assert "@media print" in style and "@page" in style
+    assert "break-before: page" in style
+    assert "break-inside: avoid" in style
+    assert "display: table-header-group" in style
+
+
+# ------------------------------------------------------------------------------------------------- escaping
+def test_user_strings_are_escaped_everywhere(evil_page):
+    page = evil_page
+    for payload in PAYLOADS:
+        assert payload not in page
+    assert str(escape(PAYLOADS[0])) in page
+    assert "<b>bold</b>" not in page and "<i>" not in page
+    parsed = _parse(page)
+    assert not {"script", "img", "b", "i", "iframe"} & set(parsed.tags)
+    assert not [a for _, a, _ in parsed.attrs if a.startswith("on")]
+    text = "".join(parsed.text)
+    # The names reach the reader intact, as text: in tables, headings, chart labels and the config dump.
+    assert text.count(EVIL["teacher"]) >= 3
+    assert EVIL["students"][0] in text
+    for group in EVIL["sex"]:
+        assert group in text
+    assert EVIL["path"] in text
+
+
+def test_escaped_names_do_not_break_charts(evil_page):
+    page = evil_page
+    svgs = re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+    assert len(svgs) >= 6
+    # "$x$" would be mathtext to matplotlib; it must come out literally.
+    assert "$x$ &amp; &lt;i&gt;" in page
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+def test_rendering_is_deterministic_but_for_the_timestamp(results, page):
+    run_info = make_run_info()
+    assert render_html(results, run_info=run_info, generated_at=FIXED_TIME) == page  # SVG charts included
+    a = render_html(results, run_info=run_info, generated_at=FIXED_TIME, charts=False)
+    c = render_html(results, run_info=run_info, generated_at="2030-01-01T00:00:00+00:00", charts=False)
+    assert c != a
+    assert c.replace("2030-01-01T00:00:00+00:00", FIXED_TIME) == a
+
+
+def test_generated_at_defaults_to_run_info_then_now(results):
+    page = render_html(results, run_info={"generated_at": "2001-02-03T04:05:06+00:00"}, charts=False)
+    assert "2001-02-03T04:05:06+00:00" in page
+    page = render_html(results, charts=False)
+    assert re.search(r"generated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", page)
+
+
+# ---------------------------------------------------------------------------------------------- speed, size
+def test_report_is_small_and_renders_fast(results, page):
+    run_info = make_run_info()
+    t0 = time.perf_counter()
+    page = render_html(results, run_info=run_info, generated_at=FIXED_TIME)
+    elapsed = time.perf_counter() - t0
+    assert len(page.encode("utf-8")) < 1_500_000
+    # The goal is < 1 s on an idle machine; shared CI runners get slack.
+    assert elapsed < 6.0, elapsed
+
+
+# ------------------------------------------------------------------------------------- templates and inputs
+def test_template_override_via_template_dir(tmp_path, evil_results):
+    (tmp_path / "summary.html.j2").write_text('<section id="summary"><p class="mine">custom {{ teacher }}</p>'
+                                              "</section>", encoding="utf-8")
+    page = render_html(evil_results, generated_at=FIXED_TIME, template_dir=tmp_path, charts=False)
+    assert '<p class="mine">custom teacher &lt;script&gt;' in page  # overrides are autoescaped too
+    assert "<h2>Executive summary</h2>" not in page
+    assert 'id="methodology"' in page  # the other templates still come from the package
+    default = render_html(evil_results, generated_at=FIXED_TIME, charts=False)
+    assert "<h2>Executive summary</h2>" in default  # an override does not leak into later renders
+
+
+def test_strict_undefined_in_templates(tmp_path, results):
+    (tmp_path / "cost.html.j2").write_text("{{ no_such_value }}", encoding="utf-8")
+    with pytest.raises(jinja2.UndefinedError):
+        render_html(results, template_dir=tmp_path, charts=False)
+
+
+def test_packaged_templates_exist():
+    names = {p.name for p in TEMPLATE_DIR.iterdir()}
+    assert {"report.html.j2", "macros.html.j2", "style.css.j2", "summary.html.j2"} <= names
+
+
+def test_bad_arguments_raise_clear_errors(results, tmp_path):
+    with pytest.raises(KDAuditError, match="results"):
+        render_html([1, 2, 3])
+    with pytest.raises(KDAuditError, match="run_info"):
+        render_html(results, run_info="yesterday")
+    with pytest.raises(KDAuditError, match="template_dir"):
+        render_html(results, template_dir=tmp_path / "missing")
+
+
+def test_minimal_results_render_without_optional_parts():
+    page = render_html({"comparisons": [{"student": "s", "agreement": {"available": False,
+                                                                       "reason": "no labels"}}]},
+                       generated_at=FIXED_TIME)
+    assert "NOT JUDGED" in page and "no labels" in page
+    assert "No policy was applied" in page
+
+
+def test_write_html_writes_the_rendered_page(results, tmp_path):
+    path = write_html(results, tmp_path / "out" / "report.html", generated_at=FIXED_TIME, charts=False)
+    assert path.read_text(encoding="utf-8") == render_html(results, generated_at=FIXED_TIME, charts=False)
