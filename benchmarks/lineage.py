@@ -329,6 +329,8 @@ def main(argv=None) -> int:
             at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                            probe, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=0)
             parents.append(at.parent)
+            print(f"    [{mode}] {name:<18} p {r.p_value:.3f} effect {r.effect.value:7.2f} parent {at.parent}",
+                  flush=True)
         effects, pvals = np.array(effects), np.array(pvals)
         derived = np.array([v == "derived" for v in verdicts])
         hits, total, mean_p = null_check(A, refs, suspects, probe.X, probe.y_true, mode, seed=0)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from kdaudit._demo import run_demo
+from kdaudit.cli import print_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,17 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result, paths = run_demo(args.out, seed=args.seed, quick=args.quick, save_models=args.models)
-    print(f"verdict: {result.verdict.upper()}")
-    for f in result.findings:
-        if f.status in ("warn", "fail"):
-            print(f"  {f.status.upper()}: {f.message}")
-    for comp in result.to_dict()["comparisons"]:
-        lin = comp.get("lineage")
-        if lin:
-            print(f"lineage, {comp['student']}: {lin['verdict']} (p = {lin['p_value']}, {lin['n_references']} "
-                  "references)")
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    print_summary(result, paths)
     return 0
 
 

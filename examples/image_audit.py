@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from kdaudit._audit import audit
+from kdaudit.cli import print_summary
 from kdaudit.data import load_mnist5k, split_data
 from kdaudit.distill import distill, mlp, small_cnn, train_control
 from kdaudit.models import TorchModel
@@ -87,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "total_s": round(time.perf_counter() - t_start,
                                                                                       3)}))
     paths = result.save(args.out)
-    print(f"verdict: {result.verdict.upper()}")
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    print_summary(result, paths)
     return 0
 
 

@@ -291,8 +291,8 @@ def _resolve_sections(sections: Any, has_references: bool) -> tuple[str, ...]:
         if s not in _ALL:
             raise invalid_argument("sections", s, f"section names among {', '.join(_ALL)}")
     if "lineage" in sections and not has_references:
-        raise invalid_argument("sections", "lineage", "'lineage' only with references= (reference models "
-                                                      "exchangeable with the teacher, e.g. its recipe with other seeds)")
+        raise invalid_argument("sections", "lineage", "'lineage' only with references= (models exchangeable with "
+                                                      "the teacher, e.g. its recipe with other seeds)")
     missing = [s for s in sections if s not in available_sections()]
     if missing:
         raise invalid_argument("sections", missing[0], f"a section this installation provides: "
@@ -556,8 +556,8 @@ def audit(
             _progress(progress, f"lineage: was {student.name} distilled from {teacher_m.name}? "
                                 f"({len(ref_models)} references)")
             t0 = time.perf_counter()
-            res = lineage_test(teacher_m, student, probe_data, references=ref_models, seed=seed,
-                               **dict(lineage_options or {}))
+            options = {"seed": seed, "batch_size": batch_size, "cache_dir": cache_dir, **dict(lineage_options or {})}
+            res = lineage_test(teacher_m, student, probe_data, references=ref_models, **options)
             timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
             section_objs[student.name]["lineage"] = res
             d = to_jsonable(res)
@@ -642,12 +642,12 @@ def _command_line() -> list[str]:
     return argv
 
 
-def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-                      **overrides: Any) -> AuditResult:
+def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = None, save: bool = True,
+                      progress: bool = True, **overrides: Any) -> AuditResult:
     """Run the audit a config file (or mapping) describes; see :mod:`kdaudit._config` for its keys.
 
-    ``overrides`` replace audit() arguments (e.g. ``seed``, ``n_replicates``, ``policy``). When ``out_dir`` (or the
-    config's ``out``) is set, the results are saved there.
+    ``overrides`` replace audit() arguments (e.g. ``seed``, ``n_replicates``, ``policy``). With ``save``, the
+    results are written to ``out_dir``, else to the config's ``out`` when it has one.
     """
     from kdaudit._config import load_config
 
@@ -655,12 +655,12 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
     data = cfg.load_data()
     _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references)} models")
-    teachers = [m.load() for m in cfg.teacher]
+    teachers = [cfg.load_model(m) for m in cfg.teacher]
     students = {}
     for i, spec in enumerate(cfg.students):
-        model = spec.load()
+        model = cfg.load_model(spec)
         students[spec.name or getattr(model, "name", None) or f"student{i + 1}"] = model
-    references = [m.load() for m in cfg.references] or None
+    references = [cfg.load_model(m) for m in cfg.references] or None
     probes = cfg.probes.load() if cfg.probes is not None else None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
@@ -668,17 +668,18 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
         "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
         "progress": progress,
     }
-    if "n_replicates" in overrides or "seed" in overrides:
-        kwargs["bootstrap"] = None
-        kwargs["n_replicates"] = overrides.pop("n_replicates", cfg.n_replicates)
-    else:
-        kwargs["bootstrap"] = cfg.bootstrap()
+    # the bootstrap follows the config (replicates, level, blocks) with the overridden seed and replicates
+    from dataclasses import replace as _replace
+
+    n_rep = overrides.pop("n_replicates", None)
+    cfg = _replace(cfg, seed=overrides.get("seed", cfg.seed),
+                   n_replicates=cfg.n_replicates if n_rep is None else n_rep)
+    kwargs["seed"] = cfg.seed
+    kwargs["bootstrap"] = cfg.bootstrap()
     kwargs.update(overrides)
-    if kwargs.get("bootstrap") is None and kwargs.get("n_replicates") is None:
-        kwargs["n_replicates"] = cfg.n_replicates
     teacher = teachers[0] if len(teachers) == 1 else teachers
     result = audit(teacher, students, data, **kwargs)
     target = out_dir if out_dir is not None else cfg.out
-    if target is not None:
+    if save and target is not None:
         result.save(target)
     return result

@@ -9,7 +9,8 @@ Example (paths are relative to the config file)::
         - models/teacher_b.onnx
       students:
         - {path: models/student.skops, name: student}
-        - {path: outputs/suspect_probs.npz, kind: precomputed}
+        - {path: outputs/suspect_probs.npz, kind: probabilities}   # precomputed outputs (.npy/.npz/.csv/.parquet)
+        - {path: models/vendor.onnx, access: labels, query_budget: 5000}   # audited as a labels-only black box
       references: [models/ref_seed1.pt, models/ref_seed2.pt]   # optional: lineage references
     data:
       dataset: adult                 # bundled: adult, digits, mnist5k; or `path:` to .npz/.csv/.parquet
@@ -55,7 +56,7 @@ DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
              "device", "precision", "cache_dir", "policy", "out", "lineage")
 _MODELS_KEYS = ("teacher", "students", "references")
-_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "options")
+_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
 _BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
 _LINEAGE_KEYS = ("alpha", "query_budget", "suspect_access", "n_probes", "p_value_method")
@@ -135,6 +136,8 @@ class ModelSpec:
     arch: str | None = None
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
     output: str | None = None
+    access: str | None = None
+    query_budget: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def load(self) -> Any:
@@ -148,11 +151,14 @@ class ModelSpec:
             kwargs["arch"] = _import_arch(self.arch, self.arch_kwargs)
         if self.output is not None:
             kwargs["output"] = self.output
-        return load_model(self.path, name=self.name, trust=self.trust, **kwargs)
+        model = load_model(self.path, name=self.name, trust=self.trust, **kwargs)
+        if self.access is None and self.query_budget is None:
+            return model
+        return restrict_access(model, self.access or "probabilities", query_budget=self.query_budget)
 
     def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"path": _rel(self.path, base_dir)}
-        for k in ("name", "kind", "arch", "output"):
+        for k in ("name", "kind", "arch", "output", "access", "query_budget"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.trust:
@@ -172,6 +178,39 @@ def _rel(p: Path, base: Path | None) -> str:
         except ValueError:
             pass
     return p.as_posix()
+
+
+def _access_ok(value: Any) -> bool:
+    return value in ACCESS or (isinstance(value, str) and value.startswith("top_k:") and value[6:].isdigit()
+                               and int(value[6:]) > 0)
+
+
+def restrict_access(model: Any, access: str, *, query_budget: int | None = None) -> Any:
+    """Serve ``model`` as a black box that reveals only ``access`` ("probabilities", "top_k:K" or "labels") and
+    answers at most ``query_budget`` rows: what an auditor sees of a suspect behind an API."""
+    from kdaudit.models import BlackBoxModel
+    from kdaudit.models._convert import to_probabilities
+
+    mode, _, k = access.partition(":")
+    top_k = int(k) if mode == "top_k" else None
+    n_classes = model.n_classes
+
+    def answer(X: Any) -> Any:
+        p = to_probabilities(model.predict(X), model.output, n_classes)
+        if mode == "labels":
+            return p.argmax(axis=1)
+        if mode == "top_k":
+            # keep each row's k largest probabilities, zero elsewhere
+            drop = np.argsort(-p, axis=1, kind="stable")[:, top_k:]
+            p = p.copy()
+            np.put_along_axis(p, drop, 0.0, axis=1)
+        return p
+
+    box = BlackBoxModel(answer, n_classes=n_classes, name=model.name, access=mode, top_k=top_k,
+                        query_budget=query_budget, classes=model.classes,
+                        fingerprint=f"{model.fingerprint()}:{access}")
+    box.inner = model  # the model behind the restricted interface (for provenance)
+    return box
 
 
 def _import_arch(spec: str, kwargs: Mapping[str, Any]) -> Any:
@@ -373,6 +412,15 @@ class AuditConfig:
             kw["n_blocks"] = self.n_blocks
         return Bootstrap(**kw)
 
+    def load_model(self, spec: ModelSpec) -> Any:
+        """Load one model; its recorded source path is made relative to the config file, so results.json does not
+        depend on where the project is checked out."""
+        model = spec.load()
+        for m in [model, getattr(model, "inner", None)]:
+            if m is not None and getattr(m, "source", None):
+                m.source = _rel(spec.path, self.base_dir)
+        return model
+
     def load_data(self) -> Any:
         data = self.data.load()
         if self.sensitive is not None:
@@ -421,11 +469,19 @@ def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
         output = m["output"]
         if output not in ("logits", "probabilities"):
             raise ctx.error(_join(path, "output"), output, "'logits' or 'probabilities'")
+    access = None
+    if m.get("access") is not None:
+        access = m["access"]
+        if not _access_ok(access):
+            raise ctx.error(_join(path, "access"), access, "'probabilities', 'top_k:K' (K >= 1) or 'labels': what "
+                            "the audit may see of this model")
+    query_budget = (ctx.int_(m["query_budget"], _join(path, "query_budget"), minimum=1)
+                    if m.get("query_budget") is not None else None)
     options = m.get("options") or {}
     if not isinstance(options, Mapping):
         raise ctx.error(_join(path, "options"), options, "a mapping of extra load_model arguments")
     return ModelSpec(path=p, name=name, kind=kind, trust=trust, arch=arch, arch_kwargs=dict(arch_kwargs),
-                     output=output, options=dict(options))
+                     output=output, access=access, query_budget=query_budget, options=dict(options))
 
 
 def _parse_models(value: Any, path: str, ctx: _Ctx, *, required: bool) -> tuple[ModelSpec, ...]:
@@ -559,9 +615,7 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         raise ctx.error("lineage.p_value_method", lineage["p_value_method"], "'exact' or 'parametric'")
     if "suspect_access" in lineage:
         sa = lineage["suspect_access"]
-        ok = sa in ACCESS or (isinstance(sa, str) and sa.startswith("top_k:") and sa[6:].isdigit()
-                              and int(sa[6:]) > 0)
-        if not ok:
+        if not _access_ok(sa):
             raise ctx.error("lineage.suspect_access", sa, "'probabilities', 'top_k:K' (K >= 1) or 'labels'")
     names = [m.name for m in teacher + students + references if m.name is not None]
     dup = sorted({n for n in names if names.count(n) > 1})

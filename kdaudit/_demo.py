@@ -50,8 +50,8 @@ class DemoRecipe:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-QUICK = DemoRecipe(teacher_members=2, teacher_hidden=(16,), student_hidden=(8,), epochs=3, student_epochs=3, batch_size=256,
-                   n_references=4, n_replicates=100, train_rows=6000, audit_rows=3000, lineage_probes=300,
+QUICK = DemoRecipe(teacher_members=2, teacher_hidden=(16,), student_hidden=(8,), epochs=3, student_epochs=3,
+                   batch_size=256, n_references=4, n_replicates=100, train_rows=6000, audit_rows=3000, lineage_probes=300,
                    p_value_method="parametric")
 
 
@@ -114,7 +114,12 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
         t0 = time.perf_counter()
         _say(progress, f"training {recipe.n_references} reference ensembles (the teacher's recipe, other seeds) "
                        "for the lineage test")
-        for k in range(1, recipe.n_references + 1):
+        ks: Any = range(1, recipe.n_references + 1)
+        if progress:
+            from tqdm.auto import tqdm
+
+            ks = tqdm(ks, desc="kdaudit demo: reference ensembles", unit="ensemble", leave=False)
+        for k in ks:
             ref_members = [TorchModel(fit(recipe.teacher_hidden, s, recipe.epochs), name=f"reference{k}[{i}]")
                            for i, s in enumerate(member_seeds(k))]
             references.append(EnsembleModel(ref_members, name=f"reference{k}"))

@@ -35,7 +35,8 @@ def _common() -> argparse.ArgumentParser:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", parents=[_common()], help="train a teacher ensemble and students on UCI Adult and write a full audit report",
+        "demo", parents=[_common()],
+        help="train a teacher ensemble and students on UCI Adult and write a full audit report",
         description="Trains a small teacher ensemble on the bundled UCI Adult data, distills a student through the "
                     "harness, trains an independent control, audits both against the teacher and writes "
                     "results.json, run.json and report.html.")
@@ -50,7 +51,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "audit", parents=[_common()], help="audit the models a YAML config names; write report.html and results.json",
+        "audit", parents=[_common()],
+        help="audit the models a YAML config names; write report.html and results.json",
         description="Runs the audit described by CONFIG (models, data, sensitive features, sections, seed, "
                     "bootstrap, policy) and writes results.json, run.json and report.html to --out.")
     p.add_argument("config", metavar="CONFIG.yaml", help="audit configuration file")
@@ -66,7 +68,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 
 def _add_gate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "gate", parents=[_common()], help="judge a results.json against a policy; exit 0 pass, 1 fail, 2 bad input",
+        "gate", parents=[_common()],
+        help="judge a results.json against a policy; exit 0 pass, 1 fail, 2 bad input",
         description="Judges every rule of the policy on the interval of its metric (pass: the whole interval "
                     "meets the threshold; warn: only the point does; fail: the point does not). Exit 0 when the "
                     "gate passes (warnings pass unless --strict), 1 when a rule fails, 2 on bad input.")
@@ -126,7 +129,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     result, paths = run_demo(args.out, seed=args.seed, quick=args.quick, lineage=not args.no_lineage,
                              progress=not args.quiet)
-    _print_summary(result, paths)
+    print_summary(result, paths)
     return EXIT_OK
 
 
@@ -145,9 +148,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
         overrides["policy"] = load_policy(args.policy)
     out = Path(args.out) if args.out else (cfg.out or Path("kdaudit-report"))
-    result = audit_from_config(cfg, out_dir=None, progress=not args.quiet, **overrides)
+    result = audit_from_config(cfg, save=False, progress=not args.quiet, **overrides)
     paths = result.save(out)
-    _print_summary(result, paths)
+    print_summary(result, paths)
     if args.gate:
         from kdaudit.policy import verdict_of
 
@@ -178,13 +181,20 @@ def _cmd_lineage_missing(args: argparse.Namespace) -> int:
     raise KDAuditError("the lineage command is not available in this installation (kdaudit.lineage._cli missing)")
 
 
-def _print_summary(result: object, paths: dict) -> None:
+def print_summary(result: object, paths: dict) -> None:
+    """Print the verdict, the warnings and failures, lineage verdicts and the files written."""
     verdict = getattr(result, "verdict", "?")
     findings = getattr(result, "findings", ())
     print(f"verdict: {str(verdict).upper()}")
     for f in findings:
         if f.status in ("fail", "warn"):
             print(f"  {f.status.upper()}: {f.message}")
+    to_dict = getattr(result, "to_dict", None)
+    for comp in (to_dict()["comparisons"] if to_dict else []):
+        lin = comp.get("lineage")
+        if isinstance(lin, dict) and lin.get("verdict"):
+            print(f"lineage, {comp['student']}: {lin['verdict']} (p = {lin.get('p_value')}, "
+                  f"{lin.get('n_references')} references)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 

@@ -167,3 +167,18 @@ def test_bad_inputs_name_the_argument():
     acc = AgreementAccumulator(8, bootstrap=Bootstrap(0)).update(y, pt, ps, ids=np.arange(20))
     with pytest.raises(KDAuditError, match="y_true"):
         acc.update(None, pt, ps, ids=np.arange(20, 40))
+
+
+def test_definitions_cover_every_family_without_collisions():
+    from kdaudit.metrics import DEFINITIONS_BY_SECTION
+
+    seen = {}
+    for section, defs in DEFINITIONS_BY_SECTION.items():
+        for key, entry in defs.items():
+            assert key not in seen, f"{key!r} defined by both {seen.get(key)} and {section}"
+            seen[key] = section
+            assert set(entry) == {"label", "formula", "higher_is_better", "description"}, key
+            assert entry["higher_is_better"] in (True, False, None)
+            assert entry["label"] and entry["formula"] and entry["description"]
+    assert set(DEFINITIONS) == set(seen)
+    assert {"agreement", "bias", "calibration", "fingerprint"} == set(DEFINITIONS_BY_SECTION)

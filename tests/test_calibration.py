@@ -220,6 +220,18 @@ def test_section_needs_probabilities_and_labels():
     assert set(ok["reliability"]) == {"teacher", "student"}
 
 
+def test_top_k_student_gets_top_label_metrics_only():
+    y, p, _ = _data(n=1000, seed=13)
+    top3 = np.where(p >= -np.sort(-p, axis=1)[:, [2]], p, 0).astype(np.float32)
+    t = ModelOutputs("t", p.astype(np.float32), p.argmax(axis=1))
+    s = ModelOutputs("s", top3, p.argmax(axis=1), access=Access.TOP_K, top_k=3)
+    res = calibration_section(y, t, s, ids=np.arange(1000), bootstrap=Bootstrap(30))
+    assert res.available
+    assert res["student_ece"].value == pytest.approx(expected_calibration_error(y, p.astype(np.float32)), abs=1e-9)
+    assert "student_brier" not in res.headline and "student_brier" in res.detail["unavailable"]
+    assert "temperature_teacher" in res.detail["unavailable"]
+
+
 @pytest.mark.parametrize("kwargs", [{"n_bins": 0}, {"strategy": "adaptive"}, {"norm": "l3"},
                                     {"norm": "l1", "debiased": True}, {"binning": "sklearn"}])
 def test_bad_options_name_the_argument(kwargs):
@@ -238,3 +250,15 @@ def test_bad_probabilities_are_rejected():
         expected_calibration_error(y, p * 1.5)
     with pytest.raises(KDAuditError, match="y_true"):
         expected_calibration_error(np.full(50, 9), p)
+
+
+def test_weighted_accumulator_equals_weighted_functions():
+    y, p, _ = _data(n=2000, seed=12)
+    w = np.random.default_rng(2).uniform(0, 3, len(y))
+    r = CalibrationAccumulator(7, bootstrap=Bootstrap(0), temperature=False).update(
+        y, p, p, ids=np.arange(len(y)), sample_weight=w).compute()
+    assert r["teacher_ece"].value == pytest.approx(expected_calibration_error(y, p, sample_weight=w), abs=1e-12)
+    assert r["teacher_brier"].value == pytest.approx(brier_score_loss(y, p, sample_weight=w), abs=1e-12)
+    assert r["teacher_nll"].value == pytest.approx(nll_loss(y, p, sample_weight=w), abs=1e-12)
+    assert r["teacher_classwise_ece"].value == pytest.approx(
+        classwise_calibration_error(y, p, sample_weight=w), abs=1e-12)

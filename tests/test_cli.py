@@ -73,8 +73,11 @@ def project(tmp_path):
 def test_audit_command_writes_report_and_gates(project, capsys):
     out = project / "out"
     assert main(["audit", str(project / "audit.yaml"), "--out", str(out), "--quiet"]) == 0
-    results = json.loads((out / "results.json").read_text())
+    text = (out / "results.json").read_text()
+    results = json.loads(text)
     assert (out / "report.html").is_file() and (out / "run.json").is_file()
+    # paths are recorded relative to the config file: results.json does not depend on the checkout location
+    assert str(project) not in text
     assert results["config"]["models"]["students"][0]["path"] == "models/student.safetensors"
     assert results["data"]["classes"] == ["neg", "pos"] and [c["student"] for c in results["comparisons"]] == ["tiny"]
     assert "verdict: PASS" in capsys.readouterr().out
@@ -98,6 +101,41 @@ def test_audit_command_bad_config_is_one_line_exit_2(project, capsys):
     # --debug shows the traceback instead
     with pytest.raises(Exception, match="does not exist"):
         main(["--debug", "audit", str(project / "nope.yaml")])
+
+
+def test_config_access_restricts_what_the_audit_sees(project):
+    cfg = yaml.safe_load((project / "audit.yaml").read_text())
+    cfg["models"]["students"][0].update(access="labels", query_budget=1000)
+    cfg["sections"] = ["agreement", "calibration"]
+    (project / "labels.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["audit", str(project / "labels.yaml"), "--out", str(project / "lab"), "--quiet"]) == 0
+    results = json.loads((project / "lab" / "results.json").read_text())
+    student = next(m for m in results["models"] if m["role"] == "student")
+    assert student["access"] == "labels" and student["kind"] == "blackbox"
+    assert results["comparisons"][0]["agreement"]["available"]
+    assert not results["comparisons"][0]["calibration"]["available"]  # no probabilities, no calibration
+
+
+def test_audit_command_with_lineage_references(project):
+    cfg = yaml.safe_load((project / "audit.yaml").read_text())
+    teacher = cfg["models"]["teacher"]
+    refs = []
+    for i in range(4):
+        path = project / "models" / f"ref{i}.safetensors"
+        save_file(mlp(4, 2, hidden=[8], seed=50 + i).state_dict(), str(path))
+        refs.append({**teacher, "path": f"models/ref{i}.safetensors", "name": f"ref{i}"})
+    cfg["models"]["references"] = refs
+    cfg["sections"] = ["agreement", "lineage"]
+    cfg["lineage"] = {"p_value_method": "parametric", "n_probes": 60}
+    cfg["policy"] = {"rules": [{"metric": "lineage.p_value", "max": 0.01}]}
+    (project / "lineage.yaml").write_text(yaml.safe_dump(cfg))
+    out = project / "lin"
+    assert main(["audit", str(project / "lineage.yaml"), "--out", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    lineage = results["comparisons"][0]["lineage"]
+    assert lineage["n_references"] == 4 and lineage["p_value_method"].startswith("parametric")
+    assert [m["role"] for m in results["models"]].count("reference") == 4
+    assert results["findings"][0]["metric"] == "lineage.p_value"
 
 
 def test_lineage_command_is_wired():

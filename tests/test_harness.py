@@ -145,7 +145,8 @@ def test_interrupted_run_resumes_without_requerying(tmp_path, data):
     assert len(e.partial["Sequential"]) >= 120
 
     fixed = CountingApi()
-    res = run([teacher, BlackBoxModel(fixed, n_classes=C, name="api")], data, batch_size=20,
+    # another batch size on the re-run: resuming works from any row, not only batch boundaries
+    res = run([teacher, BlackBoxModel(fixed, n_classes=C, name="api")], data, batch_size=64,
               checkpoint_every=3, cache_dir=tmp_path, progress=False)
     assert fixed.rows_asked == N - 120  # only the rows the broken run did not get answered
     rec = {r.name: r for r in res.provenance.models}
@@ -252,6 +253,8 @@ def test_cuda_outputs_match_cpu(data):
     low, prov = run({"t": t, "s": s}, data, batch_size=32, device="cuda", precision="bf16", progress=False)
     assert prov.precision == "bf16"
     np.testing.assert_allclose(low["t"].probs, cpu["t"].probs, atol=0.03)
+    ens, _ = run({"ens": [t, s]}, data, batch_size=32, device="cuda", progress=False)
+    np.testing.assert_allclose(ens["ens"].probs, (cpu["t"].probs + cpu["s"].probs) / 2, atol=1e-5)
     t.to("cpu"), s.to("cpu")
 
 

@@ -116,6 +116,9 @@ def test_state_dict_needs_arch(tmp_path):
         load_model(path)
     m = load_model(path, arch=net)  # a factory
     assert isinstance(m, TorchModel) and m.name == "weights"
+    import hashlib
+
+    assert m.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == m.describe()["file_sha256"]
     np.testing.assert_allclose(m.predict(X), _ref(module), rtol=1e-6)
     assert m.fingerprint() == TorchModel(module).fingerprint()  # weights hash: same network, same sha
     with pytest.raises(KDAuditError, match="does not match"):

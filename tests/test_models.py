@@ -299,7 +299,9 @@ def test_ensemble_is_mean_of_member_probabilities(Xy):
         0.25 * scipy.special.softmax(TorchModel(nets[1]).predict(X), axis=1)
     np.testing.assert_allclose(weighted.predict(X), w_expected, rtol=1e-5, atol=1e-7)
     with pytest.raises(KDAuditError, match="class counts"):
-        EnsembleModel([mlp(c=3), TorchModel(mlp(c=4), n_classes=4)])
+        EnsembleModel([TorchModel(mlp(c=3), n_classes=3), TorchModel(mlp(c=4), n_classes=4)])
+    with pytest.raises(KDAuditError, match=r"shape \(120, 4\)"):  # undeclared counts: the outputs disagree
+        EnsembleModel([mlp(c=3), mlp(c=4)]).predict(X)
     with pytest.raises(KDAuditError, match="probability access"):
         EnsembleModel([BlackBoxModel(lambda x: x, n_classes=3, access="labels")])
 

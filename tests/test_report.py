@@ -84,7 +84,7 @@ def test_headline_numbers_come_from_the_results_in_plain_words(results):
     comp = results["comparisons"][0]
     e = comp["agreement"]["headline"]["top1_agreement"]
     page = render_html(results, generated_at=FIXED_TIME, charts=False)
-    expected = (f"{comp['student']} predicts the same class as the teacher on {fmt_number(e['value'], 'percent')} "
+    expected = (f"The student predicts the same class as the teacher on {fmt_number(e['value'], 'percent')} "
                 f"of rows ({fmt_interval(e, 'percent')}).")
     assert str(escape(expected)) in page
     assert re.search(r"\(95% CI \d+\.\d–\d+\.\d%\)", expected)
@@ -148,6 +148,9 @@ def test_measured_cost_is_marked_and_taken_from_run_info(results, page):
     assert "measured at generation time" in page
     student = results["comparisons"][0]["student"]
     assert f"Cost of {student} relative to the teacher" in page
+    measured = make_run_info()["cost"][student]
+    assert f"{measured['latency_ms_per_row']:.3g} ms" in page
+    assert f"{measured['throughput_rows_per_s']:,.0f} rows/s" in page
     without = render_html(results, generated_at=FIXED_TIME, charts=False)
     assert "were not measured for this report" in without
 
@@ -284,3 +287,70 @@ def test_minimal_results_render_without_optional_parts():
 def test_write_html_writes_the_rendered_page(results, tmp_path):
     path = write_html(results, tmp_path / "out" / "report.html", generated_at=FIXED_TIME, charts=False)
     assert path.read_text(encoding="utf-8") == render_html(results, generated_at=FIXED_TIME, charts=False)
+
+
+def test_report_of_a_real_audit(tmp_path):
+    """End to end: kdaudit.audit on small scikit-learn models, saved with its report (the shapes are the real ones)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    from kdaudit._audit import audit  # also kdaudit.audit once the package exports it
+    from kdaudit.data import AuditData
+
+    rng = np.random.default_rng(0)
+    n = 600
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    sensitive = pd.DataFrame({"sex": np.where(rng.random(n) < 0.4, PAYLOADS[1], "M")})
+    data = AuditData(X, y_true=y, sensitive=sensitive, classes=(PAYLOADS[0], "yes"), name="toy")
+    teacher = LogisticRegression().fit(X, y)
+    student = DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y)
+    res = audit(teacher, {"tree": student}, data, n_replicates=50, progress=False,
+                sections=("agreement", "calibration", "bias", "fingerprint", "cost"))
+    paths = res.save(tmp_path)
+    page = paths["report"].read_text(encoding="utf-8")
+    assert PAYLOADS[0] not in page and PAYLOADS[1] not in page
+    assert str(escape(PAYLOADS[0])) in page
+    assert f'<div class="verdict-label">{res.verdict.upper()}</div>' in page
+    e = res.results["comparisons"][0]["agreement"]["headline"]["top1_agreement"]
+    assert f"same class as the teacher on {fmt_number(e['value'], 'percent')} of rows" in page
+    assert "Reliability diagram" in page and "Group rates" in page
+    assert hashlib.sha256(paths["results"].read_bytes()).hexdigest() in page
+
+
+def test_number_formatting_in_plain_words():
+    from kdaudit.report._format import fmt_bytes, fmt_estimate, metric_kind
+
+    e = {"value": 0.9123, "low": 0.9081, "high": 0.9162, "level": 0.95, "method": "bootstrap"}
+    assert fmt_estimate(e, "percent") == "91.2% (95% CI 90.8–91.6%)"
+    # Intervals that cross zero say "to": "−0.03–0.19" would read as a range of two negative numbers.
+    assert fmt_estimate({"value": 0.087, "low": -0.026, "high": 0.194}, "decimal") == "0.087 (95% CI −0.026 to 0.194)"
+    assert fmt_estimate({"value": 0.5, "low": None, "high": None}) == "0.500"
+    assert fmt_number(None) == "n/a" and fmt_number(float("nan"), "percent") == "n/a"
+    assert fmt_number(3e-7, "p") == "< 0.0001" and fmt_number(0.0512, "p") == "0.0512"
+    assert fmt_number(-0.000197) == "−0.00020"
+    assert fmt_bytes(4_821_376) == "4.8 MB"
+    assert [metric_kind(k) for k in ("top1_agreement", "ece_change", "dp_amplification_p_value", "size_ratio",
+                                     "group_selection_rate", "kl_divergence")] == \
+        ["percent", "decimal", "p", "percent", "percent", "decimal"]
+    assert metric_kind("anything", {"unit": "%"}) == "percent"
+
+
+def test_rendering_is_identical_across_processes(results, page, tmp_path):
+    """SVG ids, hash salts and set orders must not depend on the process (PYTHONHASHSEED differs)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    (tmp_path / "run.json").write_text(json.dumps(make_run_info()), encoding="utf-8")
+    code = ("import json, sys; from kdaudit.report import render_html; "
+            "r = json.load(open(sys.argv[1])); ri = json.load(open(sys.argv[2])); "
+            f"sys.stdout.write(render_html(r, run_info=ri, generated_at={FIXED_TIME!r}))")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "results.json"), str(tmp_path / "run.json")],
+                         capture_output=True, env=env, check=True)
+    assert out.stdout.decode("utf-8") == page

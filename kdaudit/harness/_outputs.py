@@ -74,7 +74,8 @@ class ModelRecord:
     ``queries`` counts the rows the model was asked about to produce these outputs, over every run that
     contributed to them (a cached or resumed run reports the same number as a fresh one); ``queries_this_run``
     counts only the new ones (0 on a cache hit) and, like the wall time, is left out of ``to_dict(
-    include_timing=False)``.
+    include_timing=False)``. ``wall_time_s`` is the time spent in the model's calls; on CUDA, where kernels run
+    asynchronously, it is the time to launch them, and the run's total wall time is the meaningful figure.
     """
 
     name: str

@@ -69,6 +69,7 @@ class _Slot:
     precision: str
     raw: np.ndarray | None = None  # what the model returned: logits, probabilities or labels
     probs: np.ndarray | None = None  # softmax of ``raw`` when it holds logits
+    probs_done: int = 0  # rows of ``probs`` filled
     done: int = 0  # rows computed (on the host, or queued on the device)
     host_done: int = 0  # rows in ``raw``
     checked: int = 0  # rows validated
@@ -80,8 +81,11 @@ class _Slot:
     rows_from_cache: int = 0
     from_cache: bool = False
     seconds: float = 0.0
+    # torch models (and ensembles of torch models on one device) run through the device path: outputs stay on
+    # the device until a flush; ``nets`` pairs each network with the dtype its inputs are cast to
     torch_fast: bool = False
-    input_dtype: Any = None
+    nets: list[tuple[TorchModel, Any]] = field(default_factory=list)
+    device: Any = None
 
     @property
     def name(self) -> str:
@@ -134,6 +138,17 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
         ``cache_dir`` is given).
     QueryBudgetExceededError
         A black-box model's remaining budget cannot cover the rows still to query (raised before any query).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from kdaudit import AuditData
+    >>> from kdaudit.harness import run
+    >>> data = AuditData(np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32))
+    >>> teacher, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    >>> outputs, provenance = run({"teacher": teacher, "student": student}, data, progress=False)
+    >>> outputs["student"].probs.shape, outputs.teacher, provenance.models[1].queries
+    ((100, 3), 'teacher', 100)
     """
     t_start = time.perf_counter()
     if not isinstance(data, AuditData):
@@ -159,35 +174,32 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
     slots = []
     for m in adapters:
         prec = _precision_of(m)
-        job = m.fingerprint_later if isinstance(m, TorchModel) else (lambda m=m: m.fingerprint)
+        job = getattr(m, "fingerprint_later", None) or (lambda m=m: m.fingerprint)
         sha: Any = job()() if hasher is None else hasher.submit(job())
         slot = _Slot(m, sha, OutputCache.key(sha, data_sha, prec, m.output) if cache else None, prec,
                      queries_at_start=m.query_count)
-        slot.torch_fast = isinstance(m, TorchModel)
-        if slot.torch_fast:
-            slot.input_dtype = m.input_dtype()
+        _plan_device_path(slot)
         if cache is not None:
             _restore(slot, cache, n)
         slots.append(slot)
 
-    todo = [s for s in slots if s.done < n]
-    for s in todo:
-        check_budget = getattr(s.model, "check_budget", None)
-        if check_budget is not None:  # refuse up front rather than spend part of the budget and stop
-            check_budget(n - s.done)
-    for s in slots:
-        if s.raw is not None:
-            _check_width(s, slots[0], data)
-
-    torch = sys.modules.get("torch")
-    rng = torch.random.fork_rng(devices=[]) if torch is not None else contextlib.nullcontext()
     try:
+        todo = [s for s in slots if s.done < n]
+        for s in todo:
+            check_budget = getattr(s.model, "check_budget", None)
+            if check_budget is not None:  # refuse up front rather than spend part of the budget and stop
+                check_budget(n - s.done)
+        for s in slots:
+            if s.raw is not None:
+                _check_width(s, slots[0], data)
+        torch = sys.modules.get("torch")
+        rng = torch.random.fork_rng(devices=[]) if torch is not None else contextlib.nullcontext()
         with rng, contextlib.ExitStack() as stack:
             if torch is not None:
                 torch.manual_seed(seed)
             for s in todo:
-                if s.torch_fast:
-                    stack.enter_context(s.model.session())  # type: ignore[attr-defined]
+                for net, _ in s.nets:
+                    stack.enter_context(net.session())
             _loop(todo, slots, data, batch_size, checkpoint_every, cache, progress)
     except BaseException:
         if hasher is not None:
@@ -271,8 +283,8 @@ def _precision_of(m: ModelAdapter) -> str:
 
 
 def _declared_n_classes(m: ModelAdapter) -> int | None:
-    if isinstance(m, TorchModel) and not m._n_classes_declared:
-        return None  # inferred from the last Linear layer; the output width decides
+    if not getattr(m, "_n_classes_declared", True):
+        return None  # a torch model's count inferred from its last Linear layer: the output width decides
     return m.n_classes or None
 
 
@@ -325,7 +337,9 @@ def _restore(slot: _Slot, cache: OutputCache, n: int) -> None:
     final = cache.load_final(slot.key, n)
     if final is not None:
         slot.raw, slot.probs, meta = final
-        slot.done = slot.host_done = slot.checked = slot.saved = slot.rows_from_cache = n
+        if slot.probs is None and slot.model.output == "logits":
+            slot.probs = softmax(slot.raw)
+        slot.done = slot.host_done = slot.checked = slot.saved = slot.rows_from_cache = slot.probs_done = n
         slot.prior_queries = int(meta.get("queries", 0))
         slot.from_cache = True
         return
@@ -339,7 +353,7 @@ def _restore(slot: _Slot, cache: OutputCache, n: int) -> None:
         if slot.probs is not None:
             slot.probs[a:b] = probs if probs is not None else softmax(raw)
     stop = chunks[-1][1]
-    slot.done = slot.host_done = slot.checked = slot.saved = slot.rows_from_cache = stop
+    slot.done = slot.host_done = slot.checked = slot.saved = slot.rows_from_cache = slot.probs_done = stop
     slot.prior_queries = queries
 
 
@@ -360,7 +374,7 @@ def _loop(todo: list[_Slot], slots: list[_Slot], data: AuditData, batch_size: in
     first_row = min(s.done for s in todo)
     starts = list(range(first_row, n, batch_size))
     teacher = slots[0]
-    prefetch = _Prefetcher([s for s in todo if s.torch_fast and s.model.device.type == "cuda"])  # type: ignore
+    prefetch = _Prefetcher([pair for s in todo if s.torch_fast and s.device.type == "cuda" for pair in s.nets])
     bar = tqdm(total=n, initial=first_row, unit="row", desc="kdaudit: running models", disable=not progress,
                leave=False, dynamic_ncols=True)
     try:
@@ -382,7 +396,7 @@ def _loop(todo: list[_Slot], slots: list[_Slot], data: AuditData, batch_size: in
                 t0 = time.perf_counter()
                 try:
                     if s.torch_fast:
-                        out = _torch_forward(s, x, converted, a == start)
+                        out = _device_forward(s, x, converted, a == start)
                     else:
                         out = np.asarray(s.model.predict_batch(x, ids=ids[a - start:], rows=(a, stop)))
                 except QueryBudgetExceededError:
@@ -400,7 +414,8 @@ def _loop(todo: list[_Slot], slots: list[_Slot], data: AuditData, batch_size: in
         _flush_all(todo, data, cache)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # keep what was computed so a re-run resumes
-            _flush_all(todo, data, cache, validate=False)
+            with contextlib.suppress(KDAuditError):
+                _flush_all(todo, data, cache)
         raise
     finally:
         bar.close()
@@ -413,10 +428,10 @@ def _slice_rows(x: Any, offset: int) -> Any:
 class _Prefetcher:
     """Copies the next batch to each CUDA device on a side stream while the current batch computes."""
 
-    def __init__(self, slots: list[_Slot]) -> None:
+    def __init__(self, nets: list[tuple[TorchModel, Any]]) -> None:
         self.targets: dict[Any, TorchModel] = {}
-        for s in slots:
-            self.targets.setdefault((str(s.model.device), s.input_dtype), s.model)  # type: ignore[arg-type]
+        for net, dtype in nets:
+            self.targets.setdefault((str(net.device), dtype), net)
         self.streams: dict[str, Any] = {}
         self.ready: tuple[int, dict[Any, Any]] | None = None
 
@@ -430,7 +445,7 @@ class _Prefetcher:
             stream = self.streams.get(key[0])
             if stream is None:
                 stream = self.streams[key[0]] = torch.cuda.Stream(device=m.device)
-            host = m.to_tensor(x)
+            host = m.to_tensor(x, dtype=key[1])
             with torch.cuda.stream(stream):
                 xd = m.to_device(host)
                 event = torch.cuda.Event()
@@ -454,23 +469,45 @@ class _Prefetcher:
         return got
 
 
-def _torch_forward(s: _Slot, x: Any, converted: dict[Any, Any], whole: bool) -> Any:
+def _plan_device_path(s: _Slot) -> None:
+    m = s.model
+    if isinstance(m, TorchModel):
+        s.nets = [(m, m.input_dtype())]
+    elif isinstance(m, EnsembleModel) and all(isinstance(x, TorchModel) for x in m.members) and \
+            len({str(x.device) for x in m.members}) == 1:  # type: ignore[attr-defined]
+        s.nets = [(x, x.input_dtype()) for x in m.members]  # type: ignore[misc]
+    s.torch_fast = bool(s.nets)
+    if s.torch_fast:
+        s.device = s.nets[0][0].device
+
+
+def _device_forward(s: _Slot, x: Any, converted: dict[Any, Any], whole: bool) -> Any:
     """Forward on the device; returns (outputs, float64-softmax probabilities or None), still on the device."""
     import torch
 
-    m: TorchModel = s.model  # type: ignore[assignment]
-    key = (str(m.device), s.input_dtype)
-    if whole and key in converted:  # one host->device copy per batch, shared by models on the same device
-        xd = converted[key]
-    else:
-        xd = m.to_device(m.to_tensor(x))
-        if whole:
-            converted[key] = xd
-    out = m.forward_tensor(xd)
-    if m.output == "logits":
-        # softmax in float64 on the device: exact small probabilities, no extra host pass over (N, C)
-        return out, torch.softmax(out.double(), dim=1).float()
-    return out, None
+    outs = []
+    for net, dtype in s.nets:
+        key = (str(net.device), dtype)
+        if whole and key in converted:  # one host->device copy per batch, shared by models on the same device
+            xd = converted[key]
+        else:
+            xd = net.to_device(net.to_tensor(x, dtype=dtype))
+            if whole:
+                converted[key] = xd
+        out = net.forward_tensor(xd)
+        if not isinstance(s.model, EnsembleModel):
+            if net.output == "logits" and out.device.type != "cpu":
+                # softmax in float64 on the device, queued with the forward: no extra host pass over (N, C);
+                # CPU logits get theirs at the next flush, over many batches at once
+                return out, torch.softmax(out.double(), dim=1).float()
+            return out, None
+        outs.append(torch.softmax(out.double(), dim=1) if net.output == "logits" else out.double())
+    widths = {int(o.shape[1]) for o in outs}
+    if len(widths) > 1:
+        raise invalid_argument("members", f"member outputs of widths {sorted(widths)}",
+                               "members with the same number of classes")
+    mean = sum(w * p for w, p in zip(s.model.weights.tolist(), outs))
+    return mean.float(), None
 
 
 def _accept(s: _Slot, out: Any, a: int, b: int, n: int, teacher: _Slot, data: AuditData) -> None:
@@ -492,18 +529,16 @@ def _accept(s: _Slot, out: Any, a: int, b: int, n: int, teacher: _Slot, data: Au
     elif s.raw.ndim == 2 and out.shape[1:] != s.raw.shape[1:]:
         raise invalid_argument(f"outputs of model {s.name!r}", f"shape {tuple(out.shape)} at rows {a}:{b}",
                                f"(n, {s.raw.shape[1]}) like its earlier batches")
-    if s.torch_fast and (_DEFER_CPU or s.model.device.type != "cpu"):  # type: ignore[attr-defined]
+    if s.torch_fast and (_DEFER_CPU or s.device.type != "cpu"):
         s.pending.append((a, b, out, probs))
     else:
         if s.torch_fast:
             out = out.numpy()
             probs = None if probs is None else probs.numpy()
         s.raw[a:b] = out  # type: ignore[index]
-        if s.probs is not None:
-            if probs is not None:
-                s.probs[a:b] = probs
-            else:
-                softmax(out, out=s.probs[a:b])
+        if probs is not None:
+            s.probs[a:b] = probs  # type: ignore[index]
+            s.probs_done = b
         s.host_done = b
     s.done = b
 
@@ -514,9 +549,7 @@ def _check_width(s: _Slot, teacher: _Slot, data: AuditData) -> None:
     if declared is not None and declared != width:
         raise invalid_argument(f"outputs of model {s.name!r}", f"{width} columns",
                                f"{declared} columns, one per class (as the model declares)")
-    if not s.model.n_classes:
-        s.model.n_classes = width
-    if isinstance(s.model, TorchModel) and not s.model._n_classes_declared:
+    if not s.model.n_classes or not getattr(s.model, "_n_classes_declared", True):
         s.model.n_classes = width
     if s is teacher:
         _check_data_classes(data, s.name, width)
@@ -526,14 +559,12 @@ def _check_width(s: _Slot, teacher: _Slot, data: AuditData) -> None:
             raise _class_count_error(s.name, width, teacher.name, t_width)
 
 
-def _flush_all(todo: list[_Slot], data: AuditData, cache: OutputCache | None, *, validate: bool = True,
-               final: bool = True) -> None:
+def _flush_all(todo: list[_Slot], data: AuditData, cache: OutputCache | None, *, final: bool = True) -> None:
     for s in todo:
-        _flush(s, data, cache, validate=validate, final=final)
+        _flush(s, data, cache, final=final)
 
 
-def _flush(s: _Slot, data: AuditData, cache: OutputCache | None, *, validate: bool = True,
-           final: bool = True) -> None:
+def _flush(s: _Slot, data: AuditData, cache: OutputCache | None, *, final: bool = True) -> None:
     """Move device outputs to the host, check new rows, checkpoint them.
 
     A periodic flush (``final=False``) only starts the copy of the latest device outputs and completes the copies
@@ -548,8 +579,13 @@ def _flush(s: _Slot, data: AuditData, cache: OutputCache | None, *, validate: bo
         s.raw[a:b] = raw.numpy()  # type: ignore[index]
         if probs is not None:
             s.probs[a:b] = probs.numpy()  # type: ignore[index]
+            s.probs_done = b
         s.host_done = b
-    if validate and s.checked < s.host_done:
+    if s.probs is not None and s.probs_done < s.host_done:
+        # logits that came without probabilities: one float64 softmax over everything since the last flush
+        softmax(s.raw[s.probs_done:s.host_done], out=s.probs[s.probs_done:s.host_done])  # type: ignore[index]
+        s.probs_done = s.host_done
+    if s.checked < s.host_done:
         _validate(s, s.checked, s.host_done, data)
         s.checked = s.host_done
     if cache is not None and s.saved < s.checked:
@@ -584,7 +620,7 @@ def _start_copy(s: _Slot) -> None:
         else:
             hosts.append(block)
     if event is not None:
-        event.record(torch.cuda.current_stream(s.model.device))  # type: ignore[attr-defined]
+        event.record(torch.cuda.current_stream(s.device))
     s.inflight.append((a, b, hosts[0], hosts[1], event))
     s.pending.clear()
 
@@ -674,5 +710,5 @@ def _record(s: _Slot) -> ModelRecord:
         n_parameters=m.n_parameters(), size_bytes=m.size_bytes(), queries=s.prior_queries + new,
         from_cache=s.from_cache, wall_time_s=s.seconds, members=members, queries_this_run=new,
         rows_from_cache=s.rows_from_cache, device=",".join(sorted({str(t.device) for t in tms})) or "cpu",
-        precision=s.precision,
+        precision=s.precision, file_sha256=m.file_sha256,
     )

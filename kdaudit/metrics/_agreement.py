@@ -27,6 +27,7 @@ from kdaudit.metrics._common import (
     default_chunk,
     definition,
     evaluate,
+    labels_of,
     scan_probabilities,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap
@@ -84,13 +85,6 @@ _R = {k: i for i, k in enumerate(_ROW)}
 
 
 # --------------------------------------------------------------------------------------------------- row kernels
-def _labels_of(x: Any, name: str, n_classes: int | None = None, allow_partial: bool = True) -> np.ndarray:
-    """Class labels from a 1-D label array or the arg-max of a 2-D probability array."""
-    if np.ndim(x) == 1:
-        return check_labels(x, name, n_classes=n_classes)
-    return scan_probabilities(x, name, n_classes=n_classes, allow_partial=allow_partial)[1]
-
-
 def _divergence_rows(t: np.ndarray, s: np.ndarray, eps: float = KL_EPS) -> tuple[np.ndarray, ...]:
     """Per-row KL(t||s), JS(t, s) and TV(t, s) (float64)."""
     t = t.astype(np.float64, copy=False)
@@ -130,7 +124,7 @@ def top1_agreement_score(p_teacher: Any, p_student: Any, *, sample_weight: Any =
     >>> top1_agreement_score([0, 1, 2, 2], [0, 1, 1, 2])
     0.75
     """
-    lt, ls = _labels_of(p_teacher, "p_teacher"), _labels_of(p_student, "p_student")
+    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(p_teacher=lt, p_student=ls)
     return float(np.average(lt == ls, weights=_weights(sample_weight, len(lt))))
 
@@ -182,7 +176,7 @@ def _kappa(agree: Any, t_counts: Any, s_counts: Any, total: Any) -> Any:
 def cohen_kappa_score(p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Cohen's kappa between the two models' predicted labels (``sklearn.metrics.cohen_kappa_score`` convention:
     unweighted, p_e from the product of the label marginals). Accepts labels or probabilities."""
-    lt, ls = _labels_of(p_teacher, "p_teacher"), _labels_of(p_student, "p_student")
+    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(p_teacher=lt, p_student=ls)
     w = _weights(sample_weight, len(lt))
     w = np.ones(len(lt)) if w is None else w
@@ -192,7 +186,7 @@ def cohen_kappa_score(p_teacher: Any, p_student: Any, *, sample_weight: Any = No
 
 def _labelled(y_true, p_teacher, p_student, sample_weight):
     y = check_labels(y_true, "y_true")
-    lt, ls = _labels_of(p_teacher, "p_teacher"), _labels_of(p_student, "p_student")
+    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(y_true=y, p_teacher=lt, p_student=ls)
     w = _weights(sample_weight, len(y))
     return y, lt, ls, (np.ones(len(y)) if w is None else w)
@@ -337,10 +331,10 @@ class AgreementAccumulator:
             vals[:, _R["both_correct"]] = w * (tc & sc)
             vals[:, _R["b"]] = tc & ~sc
             vals[:, _R["c"]] = ~tc & sc
-            self._by_true.add(blocks, np.column_stack([w, w * agree, w * tc, w * sc]), y)
+            self._by_true.add(blocks, (w, w * agree, w * tc, w * sc), y)
         self._rows.add(blocks, vals)
-        self._by_pred.add(blocks, np.column_stack([w, w * agree, np.zeros(n)]), lt)
-        self._by_pred.add(blocks, np.column_stack([np.zeros(n), np.zeros(n), w]), ls)
+        self._by_pred.add(blocks, (w, w * agree, 0), lt)
+        self._by_pred.add(blocks, (0, 0, w), ls)
         self.n_rows += n
         return self
 

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
 from kdaudit.harness._outputs import ModelOutputs
@@ -47,7 +46,7 @@ from kdaudit.metrics._common import (
     point_only,
     scan_probabilities,
 )
-from kdaudit.metrics._resampling import BlockStats, Bootstrap, hash_ids, splitmix64
+from kdaudit.metrics._resampling import BlockStats, Bootstrap, hash_ids
 from kdaudit.models._base import Access
 
 __all__ = [
@@ -238,9 +237,9 @@ def expected_calibration_error(
     Examples
     --------
     >>> import numpy as np
-    >>> p = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
-    >>> round(expected_calibration_error([0, 1, 1], p, n_bins=5), 6)
-    0.266667
+    >>> p = np.array([[0.9, 0.1], [0.65, 0.35], [0.3, 0.7]])
+    >>> round(expected_calibration_error([0, 1, 1], p, n_bins=5), 6)  # (0.1 + 2 * 0.175) / 3
+    0.15
     """
     sums, _ = _top_label_bins(y_true, y_prob, n_bins, strategy, binning, sample_weight, norm, debiased)
     return float(_ce_from_bins(sums, norm, debiased))
@@ -458,7 +457,8 @@ DEFINITIONS: dict[str, dict[str, Any]] = _make_definitions()
 class CalibrationResult(SectionResult):
     """Calibration section: ``headline`` has ``teacher_<m>``, ``student_<m>`` and ``<m>_change`` for each metric
     ``m`` in ece, mce, classwise_ece, brier, nll, confidence_gap, ece_after_temperature, plus the fitted
-    temperatures; ``detail`` has ``reliability`` (per model, per bin), ``over_under`` and ``options``."""
+    temperatures; ``detail`` has ``reliability`` (per model, per bin), ``over_under``, ``unavailable``
+    ({key: reason}, e.g. for top-k models) and ``options``."""
 
 
 class CalibrationAccumulator:
@@ -478,23 +478,31 @@ class CalibrationAccumulator:
 
     def __init__(self, n_classes: int, *, bootstrap: Bootstrap | None = None, n_bins: int = 15,
                  strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
-                 binning: str = "default", temperature: bool = True) -> None:
+                 binning: str = "default", temperature: bool = True, teacher_access: Any = "probabilities",
+                 student_access: Any = "probabilities") -> None:
         _check_options(n_bins, strategy, norm, binning, debiased)
         if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
             raise invalid_argument("n_classes", n_classes, "an integer >= 2")
+        self.access = tuple(a if isinstance(a, Access) else Access(a) for a in (teacher_access, student_access))
+        if Access.LABELS in self.access:
+            raise invalid_argument("teacher_access" if self.access[0] == Access.LABELS else "student_access",
+                                   "labels", "'probabilities' or 'top_k': calibration needs confidences")
+        # top-k outputs give the top-label confidence but not the full distribution
+        self.partial = Access.TOP_K in self.access
         self.n_classes = int(n_classes)
         self.bootstrap = bootstrap if bootstrap is not None else Bootstrap()
         self.n_bins, self.strategy, self.norm, self.debiased, self.binning = n_bins, strategy, norm, debiased, binning
-        self.temperature = temperature
+        self.temperature = temperature and not self.partial
         nb = self.bootstrap.n_blocks
         self._edges = _uniform_edges(n_bins, binning)
+        self._uniform64 = _uniform_edges(n_bins, "default")
         n_top = _N_FINE if strategy == "quantile" else n_bins + 1
         self._top = BlockStats(3, n_cells=2 * n_top, n_blocks=nb)
         self._rows = BlockStats(2 * len(_ROW_VALUES), n_blocks=nb)
         self._cw_blocked = n_classes * (n_bins + 1) <= 2048
         self._cw = BlockStats(3, n_cells=2 * n_classes * (n_bins + 1), n_blocks=nb if self._cw_blocked else 1)
-        g = len(_T_GRID) if temperature else 0  # without temperature scaling these stay empty placeholders
-        self._t_fit = BlockStats(2 * g + 1, n_blocks=nb)
+        g = len(_T_GRID) if self.temperature else 0  # without temperature scaling these stay empty placeholders
+        self._t_fit = BlockStats(g + 1, n_cells=2, n_blocks=nb)
         self._t_eval = BlockStats(3, n_cells=max(1, 2 * g * (n_bins + 1)), n_blocks=nb)
         self.n_rows = 0
 
@@ -502,7 +510,7 @@ class CalibrationAccumulator:
     def update(self, y_true: Any, p_teacher: Any, p_student: Any, *, ids: Any, sensitive: Any = None,
                sample_weight: Any = None, logits_teacher: Any = None, logits_student: Any = None
                ) -> CalibrationAccumulator:
-        """Add a chunk of rows. ``logits_*`` (optional) are used for temperature scaling instead of log-probabilities."""
+        """Add a chunk of rows; ``logits_*`` (optional) replace log-probabilities in the temperature fit."""
         if y_true is None:
             raise invalid_argument("y_true", None, "true labels: calibration compares confidence with correctness")
         n = len(np.asarray(y_true))
@@ -512,7 +520,8 @@ class CalibrationAccumulator:
         fit = (hash_ids(np.asarray(ids)) >> np.uint64(63)).astype(bool) if self.temperature else None
         for m, (p_in, z_in) in enumerate(((p_teacher, logits_teacher), (p_student, logits_student))):
             name = f"p_{_MODELS[m]}"
-            p, label, conf, p_true = scan_probabilities(p_in, name, n_classes=self.n_classes, y=y)
+            p, label, conf, p_true = scan_probabilities(p_in, name, n_classes=self.n_classes, y=y,
+                                                        allow_partial=self.partial)
             if len(p) != n:
                 raise invalid_argument(name, f"{len(p)} rows", f"{n} rows, like y_true")
             conf_c = _convention_conf(conf, self.binning)
@@ -524,18 +533,15 @@ class CalibrationAccumulator:
             else:
                 cells = _bin_index(conf_c, self._edges, self.binning)
                 n_top = self.n_bins + 1
-            self._top.add(blocks, np.column_stack([w, w * c64, w * correct]), cells + m * n_top)
+            self._top.add(blocks, (w, w * c64, w * correct), cells + m * n_top)
             nll = -np.log(np.maximum(p_true.astype(np.float64), _NLL_EPS))
             row_vals += [w, w * c64, w * correct, w * _brier_rows(p, p_true), w * nll]
             cw_blocks = blocks if self._cw_blocked else np.zeros(n, dtype=np.int64)
             self._add_classwise(cw_blocks, y, p, w, m)
             if self.temperature:
                 z = np.log(np.maximum(p, 1e-30)) if z_in is None else np.asarray(z_in)
-                step = max(64, (1 << 20) // (len(_T_GRID) * self.n_classes))
-                for a in range(0, n, step):
-                    sl = slice(a, a + step)
-                    self._add_temperature(blocks[sl], y[sl], w[sl], z[sl], m, fit[sl])
-        self._rows.add(blocks, np.column_stack(row_vals))
+                self._add_temperature(blocks, y, w, z, m, fit)
+        self._rows.add(blocks, tuple(row_vals))
         self.n_rows += n
         return self
 
@@ -547,41 +553,45 @@ class CalibrationAccumulator:
         hit = (y[:, None] == np.arange(c)).ravel()
         ww = np.repeat(w, c)
         pv = pc.ravel().astype(np.float64)
-        self._cw.add(np.repeat(blocks, c), np.column_stack([ww, ww * pv, ww * hit]), cells.ravel())
+        self._cw.add(np.repeat(blocks, c), (ww, ww * pv, ww * hit), cells.ravel())
 
     def _add_temperature(self, blocks, y, w, z, m, fit) -> None:
         g = len(_T_GRID)
-        # float32 is ample here (NLL and confidences to ~1e-7 relative) and halves the cost of the exponentials.
-        z = np.asarray(z, dtype=np.float32)
-        z = z - z.max(axis=1, keepdims=True)
-        zt = z[:, None, :] * (1.0 / _T_GRID.astype(np.float32))[None, :, None]  # (rows, g, C)
-        s = np.exp(zt).sum(axis=2, dtype=np.float64)
-        # NLL at each temperature on fit rows
-        zy = zt[np.arange(len(y)), :, y].astype(np.float64)
-        nll = np.log(s) - zy
-        vals = np.zeros((len(y), 2 * g + 1))
-        vals[:, m * g:(m + 1) * g] = np.where(fit[:, None], w[:, None] * nll, 0.0)
-        if m == 0:
-            vals[:, 2 * g] = np.where(fit, w, 0.0)
-        self._t_fit.add(blocks, vals)
+        n = len(y)
+        inv_t = (1.0 / _T_GRID).astype(np.float32)
+        s = np.empty((n, g))
+        zy = np.empty((n, g))
+        # float32 is ample for the exponentials (NLL and confidences to ~1e-7 relative) and halves their cost; the
+        # (rows, temperatures, classes) block is formed a few thousand rows at a time to stay small.
+        step = max(64, (1 << 20) // (g * self.n_classes))
+        for a in range(0, n, step):
+            zc = np.asarray(z[a:a + step], dtype=np.float32)
+            zc = zc - zc.max(axis=1, keepdims=True)
+            zt = zc[:, None, :] * inv_t[None, :, None]
+            s[a:a + step] = np.exp(zt).sum(axis=2, dtype=np.float64)
+            zy[a:a + step] = zc[np.arange(len(zc)), y[a:a + step]][:, None] * inv_t
+        # NLL at each temperature on fit rows (cell = model)
+        rows = np.flatnonzero(fit)
+        nll = np.log(s[rows]) - zy[rows]
+        wf = w[rows]
+        self._t_fit.add(blocks[rows], np.column_stack([wf[:, None] * nll, wf]), np.full(len(rows), m))
         # top-label bins at each temperature on evaluation rows (the arg-max does not change with T)
         ev = ~fit
-        conf = 1.0 / s[ev]  # max of softmax(z/T) where max z = 0
-        label = z[ev].argmax(axis=1)
-        correct = (label == y[ev]).astype(np.float64)
+        conf = (1.0 / s[ev]).ravel()  # max of softmax(z/T) is 1 / sum exp((z - max z)/T)
+        correct = (np.asarray(z)[ev].argmax(axis=1) == y[ev]).astype(np.float64)
         nb1 = self.n_bins + 1
-        cells = np.clip(np.searchsorted(np.linspace(0, 1, self.n_bins + 1), conf, side="right") - 1,
-                        0, self.n_bins - 1) + np.arange(g) * nb1 + m * g * nb1
-        we = np.broadcast_to(w[ev][:, None], conf.shape)
-        ce = np.broadcast_to(correct[:, None], conf.shape)
-        self._t_eval.add(np.repeat(blocks[ev], g),
-                         np.column_stack([we.ravel(), (we * conf).ravel(), (we * ce).ravel()]), cells.ravel())
+        cells = (_bin_index(conf, self._uniform64, "default").reshape(-1, g)
+                 + np.arange(g) * nb1 + m * g * nb1).ravel()
+        we = np.repeat(w[ev], g)
+        self._t_eval.add(np.repeat(blocks[ev], g), (we, we * conf, we * np.repeat(correct, g)), cells)
 
     # -- merge / compute ---------------------------------------------------------------------------------------
+    def _options(self) -> tuple:
+        return (self.n_classes, self.n_bins, self.strategy, self.norm, self.debiased, self.binning,
+                self.bootstrap.n_blocks, self.access, self.temperature)
+
     def merge(self, other: CalibrationAccumulator) -> CalibrationAccumulator:
-        if not isinstance(other, CalibrationAccumulator) or (
-            other.n_classes, other.n_bins, other.strategy, other.norm, other.binning, other.bootstrap.n_blocks
-        ) != (self.n_classes, self.n_bins, self.strategy, self.norm, self.binning, self.bootstrap.n_blocks):
+        if not isinstance(other, CalibrationAccumulator) or self._options() != other._options():
             raise invalid_argument("other", type(other).__name__, "a CalibrationAccumulator with the same options")
         for a, b in ((self._top, other._top), (self._rows, other._rows), (self._cw, other._cw),
                      (self._t_fit, other._t_fit), (self._t_eval, other._t_eval)):
@@ -613,7 +623,7 @@ class CalibrationAccumulator:
         vals["overconfidence"], vals["underconfidence"] = over, under
         if self.temperature:
             g = len(_T_GRID)
-            nll = tfit[..., 0, :2 * g].reshape(*lead, 2, g)
+            nll = tfit[..., :, :g]  # (..., model, temperature)
             best = nll.argmin(axis=-1)
             vals["temperature"] = _refine_grid_min(nll, best)
             ev = teval.reshape(*lead, 2, g, nb1, 3)
@@ -643,8 +653,20 @@ class CalibrationAccumulator:
                     headline[f"temperature_{key.split('_')[0]}"] = e
             else:
                 headline[key] = e
+        unavailable: dict[str, str] = {}
+        if self.partial:
+            for m in ("classwise_ece", "brier", "nll"):
+                for key in (f"teacher_{m}", f"student_{m}", f"{m}_change"):
+                    unavailable[key] = "needs full probabilities from both models (a model gives top-k only)"
+                    headline.pop(key, None)
+        if not self.temperature:
+            for key in ("temperature_teacher", "temperature_student", "teacher_ece_after_temperature",
+                        "student_ece_after_temperature", "ece_after_temperature_change"):
+                unavailable[key] = ("temperature scaling needs full probabilities" if self.partial
+                                    else "temperature scaling was not requested")
         top_t = self._top.total()
         detail = {
+            "unavailable": unavailable,
             "reliability": self._reliability(top_t),
             "over_under": {k: v.to_dict() for k, v in sorted(extra.items())},
             "n_rows": self.n_rows,
@@ -735,17 +757,19 @@ def calibration_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
                         binning: str = "default", chunk_size: int | None = None) -> CalibrationResult:
     """Calibration of teacher and student and its change, from harness outputs (streamed in chunks of rows).
 
-    Needs true labels and probabilities from both models; a labels-only or top-k model makes the section
-    unavailable (its confidences are not probabilities over all classes).
+    Needs true labels and confidences: a labels-only model makes the section unavailable; with a top-k model the
+    top-label metrics (ECE, MCE, confidence gap, reliability) are computed and the rest (classwise ECE, Brier, NLL,
+    temperature scaling) is listed in ``detail["unavailable"]``.
     """
     if y_true is None:
         return CalibrationResult(available=False, reason="no true labels: calibration needs y_true")
     for mo in (teacher, student):
-        if mo.access != Access.PROBABILITIES:
+        if mo.access == Access.LABELS:
             return CalibrationResult(available=False, reason=(
-                f"model {mo.name!r} exposes {mo.access.value} only; calibration needs full probabilities"))
+                f"model {mo.name!r} exposes labels only; calibration needs confidences"))
     acc = CalibrationAccumulator(teacher.n_classes, bootstrap=bootstrap, n_bins=n_bins, strategy=strategy,
-                                 norm=norm, debiased=debiased, binning=binning)
+                                 norm=norm, debiased=debiased, binning=binning, teacher_access=teacher.access,
+                                 student_access=student.access)
     y = np.asarray(y_true)
     ids = np.asarray(ids)
     step = chunk_size or default_chunk(teacher.n_classes)

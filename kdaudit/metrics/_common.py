@@ -21,11 +21,15 @@ from kdaudit.metrics._resampling import Bootstrap, block_of
 
 __all__ = [
     "SectionResult",
+    "blocks_for",
     "check_ids",
+    "check_rows",
+    "default_chunk",
     "definition",
-    "estimates_dict",
+    "evaluate",
+    "labels_of",
+    "point_only",
     "scan_probabilities",
-    "unavailable",
 ]
 
 # Rows per chunk in the row scans: a chunk of float32 probabilities stays in the CPU cache (~2 MiB) while it is
@@ -61,25 +65,30 @@ def scan_probabilities(
     ok = True
     for start in range(0, n, step):
         chunk = arr[start:start + step]
-        # min/max propagate NaN, so two reductions check finiteness and range at once.
-        lo, hi = chunk.min(), chunk.max()
-        if not (lo >= -1e-6 and hi <= 1 + 1e-6):
+        # The row maxima are the confidences and, with the minimum, check the range; NaN propagates through max and
+        # sum, so these reductions also check finiteness. Sums in the input dtype: float32 error is far below the
+        # tolerance.
+        top = chunk.max(axis=1)
+        sums = chunk.sum(axis=1)
+        if not (chunk.min() >= -1e-6 and (top <= 1 + 1e-6).all() and (sums <= 1 + PROB_SUM_ATOL).all()
+                and (allow_partial or (sums >= 1 - PROB_SUM_ATOL).all())):
             ok = False
             break
-        sums = chunk.sum(axis=1, dtype=np.float64)
-        if (sums > 1 + PROB_SUM_ATOL).any() or (not allow_partial and (sums < 1 - PROB_SUM_ATOL).any()):
-            ok = False
-            break
-        lab = chunk.argmax(axis=1)
-        label[start:start + step] = lab
-        rows = np.arange(len(chunk))
-        conf[start:start + step] = chunk[rows, lab]
+        label[start:start + step] = chunk.argmax(axis=1)
+        conf[start:start + step] = top
         if p_true is not None:
-            p_true[start:start + step] = chunk[rows, y[start:start + step]]
+            p_true[start:start + step] = chunk[np.arange(len(chunk)), y[start:start + step]]
     if not ok:
         check_probabilities(arr, name, n_classes=n_classes, allow_partial=allow_partial)
-        raise AssertionError("unreachable: check_probabilities accepted what the fast scan rejected")  # pragma: no cover
+        raise AssertionError("check_probabilities accepted what the fast scan rejected")  # pragma: no cover
     return arr, label, conf, p_true
+
+
+def labels_of(x: Any, name: str, n_classes: int | None = None) -> np.ndarray:
+    """Class labels from a 1-D label array, or the arg-max of a 2-D (possibly top-k) probability array."""
+    if np.ndim(x) == 1:
+        return check_labels(x, name, n_classes=n_classes)
+    return scan_probabilities(x, name, n_classes=n_classes, allow_partial=True)[1]
 
 
 def default_chunk(n_classes: int) -> int:
@@ -115,10 +124,6 @@ def definition(label: str, formula: str, higher_is_better: bool | None, descript
     return {"label": label, "formula": formula, "higher_is_better": higher_is_better, "description": description}
 
 
-def estimates_dict(keys: list[str], ests: np.ndarray) -> dict[str, Estimate]:
-    return {k: ests[i] for i, k in enumerate(keys)}
-
-
 @dataclass(frozen=True)
 class SectionResult:
     """Result of one metric family for one teacher/student pair.
@@ -147,10 +152,6 @@ class SectionResult:
         }
         out.update(to_jsonable(dict(self.detail)))
         return out
-
-
-def unavailable(cls: type[SectionResult], reason: str) -> SectionResult:
-    return cls(available=False, reason=reason)
 
 
 def evaluate(bootstrap: Bootstrap, stats: list, fn: Any) -> dict[str, Any]:

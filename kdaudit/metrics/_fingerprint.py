@@ -22,7 +22,6 @@ import numpy as np
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length, check_labels
 from kdaudit.harness._outputs import ModelOutputs
-from kdaudit.metrics._agreement import _labels_of
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -30,6 +29,7 @@ from kdaudit.metrics._common import (
     default_chunk,
     definition,
     evaluate,
+    labels_of,
     point_only,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap
@@ -112,7 +112,7 @@ def _chance_same(tb: np.ndarray, sb: np.ndarray) -> np.ndarray:
 
 def _prep(y_true, p_teacher, p_student):
     y = check_labels(y_true, "y_true")
-    lt, ls = _labels_of(p_teacher, "p_teacher"), _labels_of(p_student, "p_student")
+    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(y_true=y, p_teacher=lt, p_student=ls)
     return y, lt, ls
 
@@ -198,8 +198,8 @@ class FingerprintAccumulator:
                sample_weight: Any = None) -> FingerprintAccumulator:
         if y_true is None:
             raise invalid_argument("y_true", None, "true labels: error fingerprints compare mistakes")
-        lt = _labels_of(p_teacher, "p_teacher", self.n_classes)
-        ls = _labels_of(p_student, "p_student", self.n_classes)
+        lt = labels_of(p_teacher, "p_teacher", self.n_classes)
+        ls = labels_of(p_student, "p_student", self.n_classes)
         n = len(lt)
         check_consistent_length(p_teacher=lt, p_student=ls)
         y, w = check_rows(y_true, self.n_classes, n, sample_weight)
@@ -207,13 +207,11 @@ class FingerprintAccumulator:
         tw, sw = lt != y, ls != y
         both = tw & sw
         same = both & (lt == ls)
-        self._rows.add(blocks, np.column_stack([w, w * tw, w * sw, w * both, w * same,
-                                                np.ones(n), tw, sw, both, same]))
+        self._rows.add(blocks, (w, w * tw, w * sw, w * both, w * same, np.ones(n), tw, sw, both, same))
         tb = blocks if self._blocked_tables else np.zeros(n, dtype=np.int64)
         c = self.n_classes
-        zero = np.zeros(n)
-        self._tables.add(tb, np.column_stack([w, zero, w * both, zero]), y * c + lt)
-        self._tables.add(tb, np.column_stack([zero, w, zero, w * both]), y * c + ls)
+        self._tables.add(tb, (w, 0, w * both, 0), y * c + lt)
+        self._tables.add(tb, (0, w, 0, w * both), y * c + ls)
         self.n_rows += n
         return self
 

@@ -105,14 +105,26 @@ class BlockStats:
         self.n_blocks, self.n_cells, self.n_values = n_blocks, n_cells, n_values
         self.sums = np.zeros((n_blocks, n_cells, n_values), dtype=np.float64)
 
-    def add(self, blocks: np.ndarray, values: np.ndarray, cells: np.ndarray | None = None) -> None:
-        """Add rows: ``values`` is (n, n_values) (or (n,) when n_values == 1); ``cells`` is (n,) in [0, n_cells)."""
+    def add(self, blocks: np.ndarray, values: Any, cells: np.ndarray | None = None) -> None:
+        """Add rows: ``values`` is (n, n_values), (n,) when n_values == 1, or a sequence of n_values 1-D columns
+        (cheapest: no stacking; a scalar 0 stands for a column of zeros); ``cells`` is (n,) in [0, n_cells)."""
+        flat = blocks if cells is None else blocks * self.n_cells + cells
+        size = self.n_blocks * self.n_cells
+        if isinstance(values, (list, tuple)):
+            if len(values) != self.n_values:
+                raise invalid_argument("values", f"{len(values)} columns", f"{self.n_values} columns")
+            # One bincount per column over the same index; all-zero columns are skipped.
+            for j, col in enumerate(values):
+                if np.isscalar(col) and col == 0:
+                    continue
+                self.sums[:, :, j] += np.bincount(flat, weights=np.asarray(col, dtype=np.float64),
+                                                  minlength=size).reshape(self.n_blocks, self.n_cells)
+            return
         values = np.asarray(values, dtype=np.float64)
         if values.ndim == 1:
             values = values[:, None]
         if values.shape[1] != self.n_values:
             raise invalid_argument("values", f"{values.shape[1]} columns", f"{self.n_values} columns")
-        flat = blocks if cells is None else blocks * self.n_cells + cells
         k = self.n_values
         # One bincount over (row, value) pairs: a single pass in memory order instead of k strided passes.
         idx = (flat[:, None] * k + np.arange(k)).ravel() if k > 1 else flat
@@ -193,7 +205,7 @@ class Bootstrap:
         return self.estimates(stats, fn)[()]
 
     def estimates(self, stats: BlockStats, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """Like :meth:`estimate` for an ``fn`` returning an array per replicate: returns an object array of Estimates."""
+        """Like :meth:`estimate` for an ``fn`` returning an array per replicate: an object array of Estimates."""
         with np.errstate(divide="ignore", invalid="ignore"):
             point = np.asarray(fn(stats.total()), dtype=np.float64)
             if self.n_replicates == 0:

@@ -41,6 +41,8 @@ class ModelAdapter(ABC):
         Adapter kind for reports ("torch", "torchscript", "sklearn", "onnx", "blackbox", "precomputed", "ensemble").
     query_count : int
         Rows this model has been asked about (what a black-box owner would bill).
+    file_sha256 : str or None
+        sha256 of the file the model was loaded from (set by ``load_model``), next to :meth:`fingerprint`.
     """
 
     name: str
@@ -51,6 +53,7 @@ class ModelAdapter(ABC):
     output: str = "probabilities"
     kind: str = "model"
     query_count: int = 0
+    file_sha256: str | None = None
 
     @abstractmethod
     def predict(self, X: Any) -> np.ndarray:
@@ -93,4 +96,5 @@ class ModelAdapter(ABC):
             "sha256": self.fingerprint(),
             "n_parameters": self.n_parameters(),
             "size_bytes": self.size_bytes(),
+            **({"file_sha256": self.file_sha256} if self.file_sha256 else {}),
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -60,7 +60,9 @@ class EnsembleModel(ModelAdapter):
         self.members = ms
         self.weights = w
         self.name = name
-        self.n_classes = declared[0] if declared else 0
+        guessed = [m.n_classes for m in ms if m.n_classes]
+        self._n_classes_declared = bool(declared)
+        self.n_classes = declared[0] if declared else (guessed[0] if guessed else 0)
         self.classes = named[0] if named else None
         self.access = Access.PROBABILITIES
         self.output = "probabilities"
@@ -86,7 +88,7 @@ class EnsembleModel(ModelAdapter):
                                        f"shape {acc.shape} like the other members")
             acc = p.astype(np.float64) * w if acc is None else acc + w * p
         assert acc is not None
-        if not self.n_classes:
+        if not self._n_classes_declared:
             self.n_classes = int(acc.shape[1])
         return acc.astype(np.float32)
 
@@ -98,10 +100,21 @@ class EnsembleModel(ModelAdapter):
         return self._mean([np.asarray(m.predict_batch(X, ids=ids, rows=rows)) for m in self.members])
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(b"ensemble|")
-        for m, w in zip(self.members, self.weights):
-            h.update(f"{m.fingerprint()}|{w:.17g}|".encode())
-        return h.hexdigest()
+        return self.fingerprint_later()()
+
+    def fingerprint_later(self) -> Callable[[], str]:
+        """Snapshot members' weights now; the returned function hashes them (safe to call in a thread)."""
+        jobs = [getattr(m, "fingerprint_later", None) or (lambda m=m: m.fingerprint) for m in self.members]
+        finishes = [job() for job in jobs]
+        weights = self.weights.tolist()
+
+        def finish() -> str:
+            h = hashlib.sha256(b"ensemble|")
+            for done, w in zip(finishes, weights):
+                h.update(f"{done()}|{w:.17g}|".encode())
+            return h.hexdigest()
+
+        return finish
 
     def n_parameters(self) -> int | None:
         counts = [m.n_parameters() for m in self.members]

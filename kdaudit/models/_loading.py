@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 
 from kdaudit._exceptions import KDAuditError, UnsafeModelFileError, invalid_argument
 from kdaudit.models._base import ModelAdapter
+from kdaudit.models._hashing import sha256_file
 
 __all__ = ["SAFE_FORMATS", "as_model", "detect_format", "load_model"]
 
@@ -96,7 +98,12 @@ def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: 
     p = Path(path)
     if not p.is_file():
         raise invalid_argument("path", str(path), "an existing model file")
-    name = name or p.stem
+    model = _load(p, name or p.stem, trust, arch, kwargs)
+    model.file_sha256 = sha256_file(p)  # the file as received, for the provenance next to the weights hash
+    return model
+
+
+def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) -> ModelAdapter:
     fmt = detect_format(p)
     if fmt == "outputs":
         from kdaudit.models._precomputed import PrecomputedModel
@@ -131,7 +138,10 @@ def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: 
     import torch
 
     if fmt == "torchscript":
-        module = torch.jit.load(str(p), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch deprecates TorchScript for new work; an auditor still has to read the files it receives
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(p), map_location="cpu")
         return TorchModel(module, name=name, kind="torchscript", source=str(p), **kwargs)
     if fmt == "torch_export":
         program = torch.export.load(str(p))

@@ -145,8 +145,9 @@ class TorchModel(ModelAdapter):
                 return p.dtype
         return torch.float32
 
-    def to_tensor(self, X: Any) -> Any:
-        """A batch as a CPU (or already on-device) tensor with floating data in :meth:`input_dtype`."""
+    def to_tensor(self, X: Any, *, dtype: Any = None) -> Any:
+        """A batch as a CPU (or already on-device) tensor with floating data in ``dtype`` (default:
+        :meth:`input_dtype`)."""
         torch = _torch()
         if isinstance(X, torch.Tensor):
             t = X
@@ -158,7 +159,7 @@ class TorchModel(ModelAdapter):
                 arr = arr.copy()
             t = torch.from_numpy(arr)
         if t.is_floating_point():
-            dt = self.input_dtype()
+            dt = dtype if dtype is not None else self.input_dtype()
             if t.dtype != dt:
                 t = t.to(dt)
         return t

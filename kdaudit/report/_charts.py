@@ -149,59 +149,61 @@ def _label_width(labels: Sequence[str]) -> float:
 
 
 def reliability_chart(curves: Sequence[dict[str, Any]], *, ids: ChartIds, title: str) -> Chart:
-    """Reliability diagrams, one panel per model, with the share of rows per confidence bin beneath.
+    """Reliability diagram of teacher and student on one set of axes, with the share of rows per bin beneath.
 
     ``curves``: ``[{"name", "role", "confidence": [...], "accuracy": [...], "count": [...], "lo": [...]|None,
-    "hi": [...]|None}]`` with one entry per non-empty bin (``lo``/``hi``: the bin's bounds).
+    "hi": [...]|None}]`` with one entry per non-empty bin (``lo``/``hi``: the bin's bounds). Overlaid, the two
+    models' departures from the diagonal compare at a glance.
     """
-    n = max(len(curves), 1)
     with matplotlib.rc_context(_RC):
-        width = 3.4 * n + 0.4
-        fig = _figure(width, 3.6, left=0.6, right=0.2, top=0.32, bottom=0.5)
-        gs = fig.add_gridspec(2, n, height_ratios=[3.2, 1], hspace=0.1, wspace=0.22)
+        fig = _figure(6.0, 4.6, left=0.65, right=0.2, top=0.25, bottom=0.5)
+        gs = fig.add_gridspec(2, 1, height_ratios=[3.0, 1], hspace=0.08)
+        ax = fig.add_subplot(gs[0])
+        hx = fig.add_subplot(gs[1], sharex=ax)
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="#999999", label="perfect calibration")
+        n = max(len(curves), 1)
         desc_parts = []
+        top = 0.01
         for i, c in enumerate(curves):
             color = TEACHER_COLOR if c.get("role") == "teacher" else STUDENT_COLOR
-            ax = fig.add_subplot(gs[0, i])
-            hx = fig.add_subplot(gs[1, i], sharex=ax)
             pts = [(_f(x), _f(y), _f(k)) for x, y, k in zip(c["confidence"], c["accuracy"], c["count"])]
             conf = [p[0] for p in pts]
             acc = [p[1] for p in pts]
             cnt = [p[2] if _finite(p[2]) else 0.0 for p in pts]
             total = sum(cnt) or 1.0
-            ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="#999999", label="perfect calibration")
-            # The gap between confidence and accuracy is what ECE averages; shading it makes it visible.
-            ax.vlines(conf, conf, acc, colors=color, lw=2.6, alpha=0.28)
-            ax.plot(conf, acc, "-o", color=color, lw=1.4, ms=3.5, label="observed")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1.02)
-            ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-            ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-            ax.set_title(f"{str(c.get('role', '')).capitalize()}: {_label(c['name'])}", loc="left")
-            ax.set_ylabel("Observed accuracy" if i == 0 else "")
-            ax.grid(True, color=GRID_COLOR, lw=0.5)
-            ax.tick_params(labelbottom=False)
-            if i == 0:
-                ax.legend(loc="upper left")
+            # The vertical gap between confidence and accuracy is what ECE averages; shading makes it visible.
+            ax.vlines(conf, conf, acc, colors=color, lw=2.4, alpha=0.25)
+            ax.plot(conf, acc, "-o", color=color, lw=1.5, ms=3.8,
+                    label=f"{str(c.get('role', '')).capitalize()}: {_label(c['name'])}")
             share = [k / total for k in cnt]
+            top = max([top] + share)
             lo_b, hi_b = c.get("lo"), c.get("hi")
             if lo_b is not None and hi_b is not None and len(lo_b) == len(cnt) == len(hi_b):
-                widths = [(_f(hi_b[j]) - _f(lo_b[j])) * 0.9 for j in range(len(cnt))]
-                lefts = [_f(lo_b[j]) + w / 18.0 for j, w in enumerate(widths)]
-                hx.bar(lefts, share, width=widths, align="edge", color=color, alpha=0.55)
+                # Side-by-side bars within each bin, one per model.
+                widths = [(_f(hi_b[j]) - _f(lo_b[j])) * 0.85 / n for j in range(len(cnt))]
+                lefts = [_f(lo_b[j]) + (_f(hi_b[j]) - _f(lo_b[j])) * 0.075 + i * widths[j] for j in range(len(cnt))]
+                hx.bar(lefts, share, width=widths, align="edge", color=color, alpha=0.7)
             else:
-                hx.bar(conf, share, width=0.03, color=color, alpha=0.55)
-            hx.set_xlabel("Confidence (probability of the predicted class)")
-            hx.set_ylabel("Rows" if i == 0 else "")
-            hx.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
-            top = max(share + [0.01]) * 1.15
-            hx.set_ylim(0, top)
-            hx.set_yticks([0, round(top / 2, 2)])
-            hx.grid(True, axis="y", color=GRID_COLOR, lw=0.5)
+                hx.bar([x + (i - (n - 1) / 2) * 0.012 for x in conf], share, width=0.012, color=color, alpha=0.7)
             pairs = ", ".join(f"{x:.2f}→{y:.2f}" for x, y in zip(conf, acc) if _finite(x) and _finite(y))
             desc_parts.append(f"{c.get('role', 'model')} {c['name']}: confidence→accuracy per bin {pairs}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.set_ylabel("Observed accuracy")
+        ax.grid(True, color=GRID_COLOR, lw=0.5)
+        ax.tick_params(labelbottom=False)
+        ax.legend(loc="upper left")
+        hx.set_xlabel("Confidence (probability of the predicted class)")
+        hx.set_ylabel("Rows")
+        hx.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+        hx.set_ylim(0, top * 1.15)
+        hx.set_yticks([0, round(top / 2, 2)])
+        hx.grid(True, axis="y", color=GRID_COLOR, lw=0.5)
         desc = ("Reliability diagram: mean confidence (x) against observed accuracy (y) per confidence bin; points on "
-                "the diagonal are perfectly calibrated. " + "; ".join(desc_parts) + ".")
+                "the diagonal are perfectly calibrated, points below it are over-confident. " + "; ".join(desc_parts)
+                + ".")
         return _finish(fig, ids, title, desc)
 
 

@@ -15,7 +15,6 @@ __all__ = [
     "fmt_value",
     "is_estimate",
     "metric_kind",
-    "metric_label",
     "short_hash",
     "status_of",
 ]
@@ -99,13 +98,6 @@ def metric_kind(key: str, definition: Mapping[str, Any] | None = None) -> str:
     if tokens & _PERCENT_TOKENS:
         return "percent"
     return "decimal"
-
-
-def metric_label(key: str, definitions: Mapping[str, Any] | None) -> str:
-    d = (definitions or {}).get(key)
-    if isinstance(d, Mapping) and d.get("label"):
-        return str(d["label"])
-    return key.replace("_", " ").strip().capitalize()
 
 
 def fmt_number(x: Any, kind: str = "decimal", *, digits: int = 3) -> str:

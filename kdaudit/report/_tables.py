@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from kdaudit.report._format import (
     as_estimate,
@@ -15,7 +15,7 @@ from kdaudit.report._format import (
     metric_kind,
 )
 
-__all__ = ["Cell", "Table", "est_cell", "estimate_table", "generic_blocks", "is_scalar"]
+__all__ = ["Cell", "Table", "est_cell", "generic_blocks", "is_scalar"]
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,3 @@ def generic_blocks(key: str, value: Any, *, label: str | None = None) -> list[Ta
     if is_scalar(value) or is_estimate(value):
         return [Table(caption, ["Item", "Value"], [[Cell(caption), _cell(key, value)]], [False, True])]
     return [{"caption": caption, "pre": json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)}]
-
-
-def estimate_table(caption: str, rows: Sequence[tuple[str, str, Any]], *, note: str = "") -> Table:
-    """Rows of (key, label, estimate): label, value, interval and method."""
-    out = []
-    for key, lab, e in rows:
-        kind = metric_kind(key)
-        est = as_estimate(e)
-        out.append([Cell(lab, "", key), Cell(fmt_number(est["value"], kind), "num"),
-                    Cell(fmt_interval(est, kind) or "no interval", "num")])
-    return Table(caption, ["Metric", "Estimate", "Interval"], out, [False, True, True], note)

@@ -1,0 +1,290 @@
+"""Shared pieces of the report's view: section names and words, small helpers, metric definitions, block builders.
+
+Formatting only: nothing here computes a metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Mapping, Sequence
+
+from kdaudit.report._format import (
+    as_estimate,
+    fmt_interval,
+    fmt_number,
+    fmt_value,
+    is_estimate,
+    metric_kind,
+    status_of,
+)
+from kdaudit.report._tables import Cell, Table, est_cell, generic_blocks, is_scalar
+
+SECTION_ORDER = ("agreement", "calibration", "bias", "fingerprint", "lineage")
+SECTION_TITLES = {
+    "agreement": "Agreement with the teacher",
+    "calibration": "Calibration",
+    "bias": "Bias transfer",
+    "fingerprint": "Error fingerprints",
+    "lineage": "Lineage",
+    "cost": "Cost",
+}
+SECTION_INTROS = {
+    "agreement": ("How often the student gives the same answer as the teacher, and how much of the teacher's "
+                  "accuracy it keeps. A student can be accurate and still disagree with its teacher on many rows."),
+    "calibration": ("Whether a model's confidence can be taken at face value: among predictions made with 80% "
+                    "confidence, about 80% should be right. Distillation can make a student over- or under-confident "
+                    "even when its accuracy is close to the teacher's. Calibration errors are on a 0–1 scale; lower "
+                    "is better."),
+    "bias": ("Whether gaps between groups of people (for example by sex or race) that the teacher shows are carried "
+             "over to the student, narrowed, or widened (amplified). Gaps are on a 0–1 scale; a positive "
+             "amplification means the student's gap is wider than the teacher's. Small groups have wide intervals "
+             "and are marked."),
+    "fingerprint": ("Whether the student makes the same mistakes as the teacher. Errors shared beyond what the two "
+                    "accuracies alone would produce show that the student copied the teacher's behaviour, including "
+                    "its blind spots."),
+    "lineage": ("A statistical test of whether this model was derived (for example distilled) from the teacher, "
+                "against the null hypothesis stated below. The p-value is calibrated with reference models trained "
+                "independently by the teacher's recipe."),
+}
+_STATUS_TEXT = {"pass": "Pass", "warn": "Warning", "fail": "Fail", "skipped": "Not judged", "n/a": "No rule"}
+_ROLE_ORDER = {"teacher": 0, "student": 1, "reference": 2}
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _get(d: Any, *keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` present in mapping ``d`` with a non-None value."""
+    if not isinstance(d, Mapping):
+        return default
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return default
+
+
+def _status(x: Any) -> str:
+    if isinstance(x, str) and x.strip().lower() in ("skipped", "skip", "not judged"):
+        return "skipped"
+    return status_of(x)
+
+
+def _worst(statuses: Iterable[str]) -> str:
+    order = {"fail": 4, "warn": 3, "skipped": 2, "pass": 1, "n/a": 0}
+    out = "n/a"
+    for s in statuses:
+        if order.get(s, 0) > order.get(out, 0):
+            out = s
+    return out
+
+
+def _anchor(*parts: Any) -> str:
+    """An HTML id from a digest of (user) names: stable, unique enough, and safe whatever the names contain."""
+    return "s-" + hashlib.sha256("/".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:10]
+
+
+def _text(v: Any) -> str:
+    return fmt_value(v) if is_scalar(v) else json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+
+def _kv_table(caption: str, d: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> Table:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, Mapping) and not v or isinstance(v, list) and not v:
+            continue
+        if is_estimate(v):
+            rows.append([Cell((labels or {}).get(k, _human(k)), "", k), est_cell(v, metric_kind(k))])
+        elif is_scalar(v) and isinstance(v, float):
+            rows.append([Cell((labels or {}).get(k, _human(k)), "", k),
+                         Cell(fmt_number(v, metric_kind(k) if metric_kind(k) == "p" else "decimal", digits=4))])
+        else:
+            rows.append([Cell((labels or {}).get(k, _human(k)), "", k), Cell(_text(v))])
+    return Table(caption, ["Item", "Value"], rows, [False, False])
+
+
+def _human(key: Any) -> str:
+    return str(key).replace("_", " ").strip().capitalize()
+
+
+def _walk_methods(obj: Any, out: dict[str, None]) -> None:
+    if isinstance(obj, Mapping):
+        if is_estimate(obj) and obj.get("method"):
+            out[str(obj["method"])] = None
+        for v in obj.values():
+            _walk_methods(v, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            _walk_methods(v, out)
+
+
+class _Definitions:
+    """Metric definitions, ``section.key -> {"label", "formula", "higher_is_better", "description"}``.
+
+    Read from ``results["definitions"]`` (flat ``section.key`` or nested ``{section: {key: ...}}``); results without
+    stored definitions fall back to those of the installed kdaudit, and the methodology says so.
+    """
+
+    def __init__(self, results: Mapping[str, Any]) -> None:
+        self.by_key: dict[str, Mapping[str, Any]] = {}
+        stored = results.get("definitions")
+        self.source = "results" if isinstance(stored, Mapping) and stored else "none"
+        if self.source == "results":
+            self._add(stored)
+        else:
+            self._add(_package_definitions())
+            if self.by_key:
+                self.source = "package"
+
+    def _add(self, d: Mapping[str, Any], prefix: str = "") -> None:
+        for k, v in d.items():
+            if not isinstance(v, Mapping):
+                continue
+            if "label" in v or "formula" in v:
+                self.by_key[f"{prefix}{k}"] = v
+            elif not prefix:
+                self._add(v, prefix=f"{k}.")
+
+    def get(self, section: str, key: str) -> Mapping[str, Any]:
+        return self.by_key.get(f"{section}.{key}") or self.by_key.get(key) or {}
+
+    def label(self, section: str, key: str) -> str:
+        d = self.get(section, key)
+        return str(d.get("label") or _human(key))
+
+    def kind(self, section: str, key: str) -> str:
+        return metric_kind(key, self.get(section, key))
+
+
+def _package_definitions() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        from kdaudit.metrics import DEFINITIONS_BY_SECTION
+
+        out.update({s: dict(d) for s, d in DEFINITIONS_BY_SECTION.items()})
+    except Exception:  # a results file can be rendered even where the metrics cannot be imported
+        pass
+    try:
+        from kdaudit.lineage import DEFINITIONS as lineage_defs
+
+        out["lineage"] = dict(lineage_defs)
+    except Exception:
+        pass
+    return out
+
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+def _fig(title: str, chart: Any, table: Table, wide: bool = True) -> dict[str, Any]:
+    # A chart sits beside its table only when the table is narrow enough to share the width.
+    return {"kind": "figure", "title": title, "chart": chart, "table": table,
+            "wide": wide or chart is None or len(table.columns) > 3}
+
+
+def _tbl(table: Table) -> dict[str, Any]:
+    return {"kind": "table", "table": table}
+
+
+def _notes(items: Sequence[Any], title: str = "Notes") -> dict[str, Any]:
+    return {"kind": "notes", "title": title, "lines": [str(x) for x in items]}
+
+
+def _details(title: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"kind": "details", "title": title, "blocks": blocks}
+
+
+def _generic(name: str, key: str, value: Any, defs: _Definitions) -> list[dict[str, Any]]:
+    if value is None or (isinstance(value, (list, Mapping)) and not value):
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [_notes(value, _human(key))]
+    out = []
+    for b in generic_blocks(key, value, label=defs.label(name, key) if defs.get(name, key) else None):
+        out.append(_tbl(b) if isinstance(b, Table) else {"kind": "pre", "title": b["caption"], "text": b["pre"]})
+    return out
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v and not is_estimate(v):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+# ---------------------------------------------------------------------------------------------------- headline
+def _role_of(key: str) -> tuple[str, str] | None:
+    for role in ("teacher", "student"):
+        if key.startswith(role + "_"):
+            return key[len(role) + 1:], role
+        if key.endswith("_" + role):
+            return key[: -len(role) - 1], role
+    return None
+
+
+def _headline_tables(section: str, headline: Mapping[str, Any], defs: _Definitions) -> tuple[Table | None,
+                                                                                               Table | None]:
+    """Headline numbers as two tables: teacher / student / change side by side where the keys pair up
+    (``teacher_ece``, ``student_ece``, ``ece_change``), and every other number on its own row."""
+    bases: dict[str, dict[str, str]] = {}
+    for key in headline:
+        r = _role_of(key)
+        if r:
+            bases.setdefault(r[0], {})[r[1]] = key
+    for key in headline:
+        if _role_of(key):
+            continue
+        for suffix in ("_change", "_difference"):
+            if key.endswith(suffix) and key[: -len(suffix)] in bases:
+                bases[key[: -len(suffix)]].setdefault("change", key)
+        if key.endswith("_amplification") and key[: -len("_amplification")] + "_difference" in bases:
+            bases[key[: -len("_amplification")] + "_difference"].setdefault("change", key)
+    for b, parts in bases.items():
+        change = parts.get("change")
+        if change and change + "_p_value" in headline:
+            parts["p"] = change + "_p_value"
+    paired = {b: p for b, p in bases.items() if "teacher" in p and "student" in p}
+    used = {k for p in paired.values() for k in p.values()}
+    has_p = any("p" in p for p in paired.values())
+    pair_table = None
+    if paired:
+        rows = []
+        for base, p in paired.items():
+            label = defs.label(section, base) if defs.get(section, base) else _base_label(section, p["teacher"], defs)
+            kind = defs.kind(section, p["teacher"])
+            row = [Cell(label, "", base)]
+            for role in ("teacher", "student"):
+                e = headline[p[role]]
+                row.append(est_cell(e, kind))
+            ch = p.get("change")
+            row.append(est_cell(headline[ch], defs.kind(section, ch)) if ch else Cell("—", "num"))
+            if has_p:
+                row.append(Cell(fmt_number(as_estimate(headline[p["p"]])["value"], "p"), "num")
+                           if "p" in p else Cell("—", "num"))
+            rows.append(row)
+        cols = ["Metric", "Teacher", "Student", "Change (student − teacher)"] + (["p-value"] if has_p else [])
+        pair_table = Table("Teacher and student side by side", cols, rows, [False] + [True] * (len(cols) - 1))
+    single = [(k, e) for k, e in headline.items() if k not in used]
+    single_table = None
+    if single:
+        rows = []
+        for key, e in single:
+            kind = defs.kind(section, key)
+            d = defs.get(section, key)
+            hib = {True: "Higher is better.", False: "Lower is better."}.get(d.get("higher_is_better"), "")
+            est = as_estimate(e)
+            rows.append([Cell(defs.label(section, key), "", key), Cell(fmt_number(est["value"], kind), "num strong"),
+                         Cell(fmt_interval(est, kind) or "no interval", "num", est["method"]),
+                         Cell(" ".join(x for x in (str(d.get("description") or ""), hib) if x), "muted")])
+        single_table = Table("Headline numbers" if not paired else "Other headline numbers",
+                             ["Metric", "Estimate", "Interval", "Meaning"], rows, [False, True, True, False])
+    return pair_table, single_table
+
+
+def _base_label(section: str, key: str, defs: _Definitions) -> str:
+    label = defs.label(section, key)
+    for cut in ("Teacher ", "Student ", "teacher ", "student "):
+        if label.startswith(cut):
+            label = label[len(cut):]
+    for cut in (" (teacher)", " (student)"):
+        label = label.replace(cut, "")
+    return label[:1].upper() + label[1:]
+

@@ -1,0 +1,449 @@
+"""Each audit section (agreement, calibration, bias, fingerprint, lineage) laid out as blocks: tables, charts, notes.
+
+Formatting and chart drawing only: every number is read from the section's dict in the results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from kdaudit.report import _charts as charts
+from kdaudit.report._common import (
+    SECTION_INTROS,
+    SECTION_TITLES,
+    _STATUS_TEXT,
+    _Definitions,
+    _anchor,
+    _details,
+    _fig,
+    _flat,
+    _generic,
+    _headline_tables,
+    _human,
+    _kv_table,
+    _notes,
+    _tbl,
+    _text,
+    _worst,
+)
+from kdaudit.report._format import as_estimate, fmt_count, fmt_number, fmt_value
+from kdaudit.report._tables import Cell, Table, est_cell
+
+__all__ = ["SECTION_RENDERERS", "SectionContext", "lineage_words", "render_section"]
+
+# ---------------------------------------------------------------------------------------------------- sections
+def _new_section(name: str, student: str, findings: list[dict[str, Any]]) -> dict[str, Any]:
+    mine = [f for f in findings if f["student"] == student and f["section"] == name]
+    status = _worst(f["status"] for f in mine)
+    return {"name": name, "title": SECTION_TITLES.get(name, _human(name)), "intro": SECTION_INTROS.get(name, ""),
+            "anchor": _anchor(student, name), "status": status, "status_text": _STATUS_TEXT.get(status, status),
+            "findings": mine, "available": True, "reason": "", "blocks": [], "lineage": None}
+
+class SectionContext:
+    """What every section renderer needs."""
+
+    def __init__(self, *, student: str, teacher: str, classes: Sequence[str], defs: _Definitions,
+                 ids: charts.ChartIds, with_charts: bool) -> None:
+        self.student, self.teacher, self.classes = student, teacher, list(classes)
+        self.defs, self.ids, self.with_charts = defs, ids, with_charts
+
+    def class_name(self, i: int) -> str:
+        return self.classes[i] if i < len(self.classes) else str(i)
+
+
+def _agreement(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dict[str, Any]]]:
+    used: set[str] = {"per_class", "mcnemar", "unavailable", "options", "n_rows"}
+    blocks: list[dict[str, Any]] = []
+    per_class = sec.get("per_class") if isinstance(sec.get("per_class"), Mapping) else {}
+    by_true = per_class.get("by_true_class")
+    if isinstance(by_true, Mapping) and isinstance(by_true.get("weight"), list):
+        n = len(by_true["weight"])
+        ta, sa, ag = (by_true.get(k) or [None] * n for k in ("teacher_accuracy", "student_accuracy", "agreement"))
+        rows, chart_rows = [], []
+        for i in range(n):
+            rows.append([Cell(c.class_name(i)), Cell(fmt_count(by_true["weight"][i]), "num"),
+                         est_cell(ta[i] or None, "percent"),
+                         est_cell(sa[i] or None, "percent"),
+                         est_cell(ag[i] or None, "percent")])
+            chart_rows.append({"label": c.class_name(i), "teacher": ta[i], "student": sa[i], "both": ag[i]})
+        table = Table("Per true class: rows, accuracy of each model, and their agreement",
+                      ["True class", "Rows", "Teacher accuracy", "Student accuracy", "Agreement"], rows,
+                      [False, True, True, True, True])
+        title = f"Accuracy and agreement per true class: teacher {c.teacher}, student {c.student}"
+        chart = None
+        if c.with_charts:
+            panels = [{"metric": "Accuracy", "percent": True,
+                       "rows": [{"label": r["label"], "teacher": r["teacher"], "student": r["student"]}
+                                for r in chart_rows]},
+                      {"metric": "Agreement", "percent": True,
+                       "rows": [{"label": r["label"], "both": r["both"]} for r in chart_rows]}]
+            chart = charts.group_interval_chart(panels, ids=c.ids, title=title, row_kind="class")
+        blocks.append(_fig(title, chart, table, wide=n > 4))
+    by_pred = per_class.get("by_teacher_label")
+    if isinstance(by_pred, Mapping) and isinstance(by_pred.get("weight"), list):
+        n = len(by_pred["weight"])
+        ag = by_pred.get("agreement") or [None] * n
+        sw = by_pred.get("student_label_weight") or [None] * n
+        rows = [[Cell(c.class_name(i)), Cell(fmt_count(by_pred["weight"][i]), "num"),
+                 Cell(fmt_count(sw[i]) if sw[i] is not None else "n/a", "num"),
+                 est_cell(ag[i] or None, "percent")] for i in range(n)]
+        blocks.append(_tbl(Table("Per predicted class: how often each model predicts it, and agreement on the rows "
+                                 "the teacher assigns to it", ["Class", "Teacher predicts", "Student predicts",
+                                                               "Agreement"], rows, [False, True, True, True])))
+    for k in per_class:
+        if k not in ("by_true_class", "by_teacher_label"):
+            blocks.extend(_generic("agreement", k, per_class[k], c.defs))
+    mc = sec.get("mcnemar")
+    if isinstance(mc, Mapping):
+        labels = {"b_teacher_only_correct": "Rows only the teacher gets right",
+                  "c_student_only_correct": "Rows only the student gets right",
+                  "n_discordant": "Rows where exactly one is right", "p_value": "p-value",
+                  "null_hypothesis": "Null hypothesis", "test": "Test"}
+        blocks.append(_tbl(_kv_table("Do teacher and student differ in accuracy? (McNemar test)", mc, labels)))
+    unavailable = sec.get("unavailable")
+    if isinstance(unavailable, Mapping) and unavailable:
+        blocks.append(_notes([f"{c.defs.label('agreement', k)}: {v}" for k, v in unavailable.items()],
+                             "Not computed for these models"))
+    extra = {k: sec[k] for k in ("options", "n_rows") if sec.get(k) is not None}
+    if extra:
+        blocks.append(_details("Settings", [_tbl(_kv_table("Settings of this section", _flat(extra)))]))
+    return used, blocks
+
+def _curve(obj: Any) -> dict[str, list[Any]] | None:
+    """A stored reliability curve (lists per bin) reduced to its non-empty bins."""
+    if not isinstance(obj, Mapping):
+        return None
+    try:
+        conf, acc, cnt = list(obj["confidence"]), list(obj["accuracy"]), list(obj["count"])
+    except (KeyError, TypeError):
+        return None
+    lo = obj.get("lower") if isinstance(obj.get("lower"), list) else None
+    hi = obj.get("upper") if isinstance(obj.get("upper"), list) else None
+    keep = [i for i, n in enumerate(cnt) if isinstance(n, (int, float)) and n > 0 and conf[i] is not None
+            and acc[i] is not None]
+    return {"confidence": [conf[i] for i in keep], "accuracy": [acc[i] for i in keep],
+            "count": [cnt[i] for i in keep], "lo": [lo[i] for i in keep] if lo else None,
+            "hi": [hi[i] for i in keep] if hi else None}
+
+
+def _calibration(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dict[str, Any]]]:
+    used: set[str] = {"reliability", "over_under", "options", "n_rows"}
+    blocks: list[dict[str, Any]] = []
+    rel = sec.get("reliability")
+    if isinstance(rel, Mapping):
+        curves = {r: _curve(rel.get(r)) for r in ("teacher", "student") if rel.get(r) is not None}
+        curves = {r: cv for r, cv in curves.items() if cv is not None}
+        if curves:
+            names = {"teacher": c.teacher, "student": c.student}
+            title = f"Reliability diagram: teacher {c.teacher} and student {c.student}"
+            chart = None
+            if c.with_charts:
+                chart = charts.reliability_chart([{"name": names[r], "role": r, **cv} for r, cv in curves.items()],
+                                                 ids=c.ids, title=title)
+            rows = []
+            for r, cv in curves.items():
+                for i in range(len(cv["count"])):
+                    b = (f"{fmt_number(cv['lo'][i], digits=2)}–{fmt_number(cv['hi'][i], digits=2)}"
+                         if cv["lo"] and cv["hi"] else str(i + 1))
+                    rows.append([Cell(r), Cell(b, "num"), Cell(fmt_count(cv["count"][i]), "num"),
+                                 Cell(fmt_number(cv["confidence"][i]), "num"),
+                                 Cell(fmt_number(cv["accuracy"][i]), "num")])
+            table = Table("Reliability diagram data (non-empty confidence bins)",
+                          ["Model", "Confidence bin", "Rows", "Mean confidence", "Observed accuracy"], rows,
+                          [False, True, True, True, True])
+            blocks.append(_fig(title, chart, table, wide=False))
+    ou = sec.get("over_under")
+    if isinstance(ou, Mapping) and ou:
+        pair, single = _headline_tables("calibration", ou, c.defs)
+        for t in (pair, single):
+            if t is not None:
+                t.caption = "Over- and under-confidence" + (": " + t.caption.lower() if t is pair else "")
+                blocks.append(_tbl(t))
+    extra = {k: sec[k] for k in ("options", "n_rows") if sec.get(k) is not None}
+    if extra:
+        blocks.append(_details("Settings", [_tbl(_kv_table("Settings of this section", _flat(extra)))]))
+    return used, blocks
+
+
+def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dict[str, Any]]]:
+    used: set[str] = {"features", "headline_features", "notes", "settings"}
+    blocks: list[dict[str, Any]] = []
+    defs = c.defs
+    hf = sec.get("headline_features")
+    if isinstance(hf, Mapping) and any(v is not None for v in hf.values()):
+        rows = [[Cell(defs.label("bias", k), "", k), Cell(str(v))] for k, v in hf.items() if v is not None]
+        blocks.append(_tbl(Table("The headline numbers are the worst over the sensitive features; this is the "
+                                 "feature each comes from", ["Headline number", "Sensitive feature"], rows)))
+    for note in [sec.get("notes")] if isinstance(sec.get("notes"), list) and sec.get("notes") else []:
+        blocks.append(_notes(note))
+    features = sec.get("features") if isinstance(sec.get("features"), Mapping) else {}
+    all_groups = [(str(feat), g) for feat, fd in features.items() if isinstance(fd, Mapping)
+                  for g in fd.get("groups") or [] if isinstance(g, Mapping)]
+    if all_groups:
+        blocks.append(_group_overview(all_groups, c))
+    for feat, fd in features.items():
+        if not isinstance(fd, Mapping):
+            continue
+        feat = str(feat)
+        blocks.append({"kind": "heading", "title": f"By {feat}",
+                       "text": (f"{fd.get('n_groups', 'n/a')} groups, {fd.get('n_reliable_groups', 'n/a')} large "
+                                "enough to be compared." if fd.get("n_groups") is not None else "")})
+        disp = fd.get("disparities")
+        if isinstance(disp, Mapping) and disp:
+            cols_p = any(isinstance(v, Mapping) and v.get("p_value") is not None for v in disp.values())
+            rows = []
+            for k, v in disp.items():
+                if not isinstance(v, Mapping):
+                    continue
+                kind = defs.kind("bias", k)
+                ch = v.get("amplification") if v.get("amplification") is not None else v.get("change")
+                row = [Cell(defs.label("bias", k), "", k),
+                       est_cell(v.get("teacher"), kind),
+                       est_cell(v.get("student"), kind),
+                       est_cell(ch, kind)]
+                if cols_p:
+                    row.append(Cell(fmt_number(v.get("p_value"), "p") if v.get("p_value") is not None else "—",
+                                    "num"))
+                rows.append(row)
+            cols = ["Gap between groups", "Teacher", "Student", "Amplification (student − teacher)"]
+            blocks.append(_tbl(Table(f"Gaps between {feat} groups: teacher, student and how much the student widens "
+                                     "them", cols + (["p-value (amplification > 0)"] if cols_p else []), rows,
+                                     [False, True, True, True] + ([True] if cols_p else []))))
+        groups = [g for g in fd.get("groups") or [] if isinstance(g, Mapping)]
+        if groups:
+            blocks.append(_details(f"Every {feat} group with intervals ({len(groups)} groups)",
+                                   [_tbl(_group_table(feat, groups, c))]))
+        excluded = fd.get("excluded")
+        notes = list(fd.get("notes") or [])
+        if isinstance(excluded, Mapping) and excluded.get("all"):
+            notes.append("Left out of every gap (too few rows): " + ", ".join(str(g) for g in excluded["all"]) + ".")
+        if notes:
+            blocks.append(_notes(notes, f"Notes on {feat}"))
+        rest = {k: v for k, v in fd.items() if k not in ("disparities", "groups", "excluded", "notes", "n_groups",
+                                                         "n_reliable_groups", "columns")}
+        for k, v in rest.items():
+            blocks.extend(_generic("bias", k, v, defs))
+    settings = sec.get("settings")
+    if isinstance(settings, Mapping) and settings:
+        blocks.append(_details("Settings", [_tbl(_kv_table("Settings of this section", _flat(settings)))]))
+    return used, blocks
+
+
+_GROUP_PANELS = ("group_selection_rate", "group_tpr", "group_accuracy")
+
+
+def _is_small(g: Mapping[str, Any]) -> bool:
+    return not g.get("reliable", True) or bool(g.get("small"))
+
+
+def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext) -> Table:
+    """Every group of one feature: each group metric for teacher and student with intervals, and the change."""
+    defs = c.defs
+    metric_keys: list[str] = []
+    for g in groups:
+        for role in ("teacher", "student"):
+            for k in (g.get(role) or {}):
+                if k not in metric_keys:
+                    metric_keys.append(k)
+    rows = []
+    for g in groups:
+        small = _is_small(g)
+        label_cell = Cell(str(g.get("group")) + (" (small)" if small else ""), "small-group" if small else "",
+                          "; ".join(str(f) for f in g.get("flags") or []))
+        keys = metric_keys + (["group_agreement"] if g.get("group_agreement") is not None else [])
+        for j, k in enumerate(keys):
+            kind = defs.kind("bias", k)
+            if k == "group_agreement":
+                t, s, ch = None, g.get("group_agreement"), None
+            else:
+                t, s, ch = ((g.get(r) or {}).get(k) for r in ("teacher", "student", "change"))
+            rows.append([label_cell if j == 0 else Cell(""),
+                         Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
+                         Cell(defs.label("bias", k), "", k),
+                         est_cell(t, kind, missing="—"),
+                         est_cell(s, kind, missing="—"),
+                         est_cell(ch, "decimal", missing="—")])
+    return Table(f"Every {feat} group: each metric for teacher and student (agreement: of the student with the "
+                 "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], rows,
+                 [False, True, False, True, True, True])
+
+
+def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionContext) -> dict[str, Any]:
+    """One chart of the main group rates for every group of every feature, and its numbers."""
+    defs = c.defs
+    present = {k for _, g in groups for r in ("teacher", "student") for k in (g.get(r) or {})}
+    keys = [k for k in _GROUP_PANELS if k in present] or sorted(present)[:3]
+    labels = [f"{feat}: {g.get('group')}" for feat, g in groups]
+    title = f"Group rates, teacher {c.teacher} vs student {c.student}"
+    chart = None
+    if c.with_charts and keys:
+        panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
+                   "rows": [{"label": lab, "small": _is_small(g), "teacher": (g.get("teacher") or {}).get(k),
+                             "student": (g.get("student") or {}).get(k)} for lab, (_, g) in zip(labels, groups)]}
+                  for k in keys]
+        chart = charts.group_interval_chart(panels, ids=c.ids, title=title)
+    rows = []
+    for lab, (_, g) in zip(labels, groups):
+        small = _is_small(g)
+        row = [Cell(lab + (" (small)" if small else ""), "small-group" if small else ""),
+               Cell(fmt_count(g.get("n")) if g.get("n") is not None else "n/a", "num")]
+        for k in keys:
+            kind = defs.kind("bias", k)
+            t, s = ((g.get(r) or {}).get(k) for r in ("teacher", "student"))
+            row.append(Cell(f"{fmt_number(as_estimate(t)['value'], kind) if t else 'n/a'} → "
+                            f"{fmt_number(as_estimate(s)['value'], kind) if s else 'n/a'}", "num"))
+        rows.append(row)
+    table = Table("Chart values, teacher → student (intervals in the tables by feature below)",
+                  ["Group", "Rows"] + [_short_metric(defs.label("bias", k)) for k in keys], rows,
+                  [False, True] + [True] * len(keys))
+    return _fig(title, chart, table)
+
+
+def _short_metric(label: str) -> str:
+    return label[6:].capitalize() if label.lower().startswith("group ") else label
+
+
+_OUTCOMES = (("inherited", "Both wrong", "#555555"),
+             ("new", "Only the student wrong", charts.STUDENT_COLOR),
+             ("fixed", "Only the teacher wrong", charts.TEACHER_COLOR))
+
+
+def _fingerprint(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dict[str, Any]]]:
+    used: set[str] = {"counts", "n_rows", "null_model"}
+    blocks: list[dict[str, Any]] = []
+    counts = sec.get("counts")
+    if isinstance(counts, Mapping) and all(isinstance(counts.get(k), (int, float)) for k, _, _ in _OUTCOMES) \
+            and isinstance(counts.get("rows"), (int, float)):
+        # The rows where both are right are the rows left over: a count, for the chart's full bar.
+        both_right = counts["rows"] - sum(counts[k] for k, _, _ in _OUTCOMES)
+        parts = [("Both right", both_right, "#9bbbd9")] + [(lab, counts[k], col) for k, lab, col in _OUTCOMES]
+        title = f"Rows by who is right: teacher {c.teacher} and student {c.student}"
+        chart = charts.outcome_chart(parts, ids=c.ids, title=title) if c.with_charts else None
+        labels = {"rows": "Rows", "teacher_errors": "Teacher errors", "student_errors": "Student errors",
+                  "inherited": "Both wrong (inherited errors)", "new": "Only the student wrong (new errors)",
+                  "fixed": "Only the teacher wrong (fixed errors)",
+                  "same_wrong_label": "Both wrong with the same wrong class"}
+        rows = [[Cell(labels.get(k, _human(k))), Cell(fmt_count(v), "num")] for k, v in counts.items()]
+        blocks.append(_fig(title, chart, Table("Error counts", ["Rows", "Count"], rows, [False, True]), wide=False))
+    elif counts is not None:
+        blocks.extend(_generic("fingerprint", "counts", counts, c.defs))
+    if sec.get("null_model"):
+        blocks.append(_notes([sec["null_model"]], "Chance model for shared wrong labels"))
+    return used, blocks
+
+
+def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dict[str, Any]], dict[str, Any]]:
+    used = {"verdict", "p_value", "p_value_method", "p_value_exact", "p_value_parametric", "alpha", "effect",
+            "statistic", "reference_statistics", "signatures", "raw_similarity", "queries_used", "query_budget",
+            "n_probes", "n_candidates", "n_references", "suspect_access", "pool_access", "teacher", "suspect",
+            "null_hypothesis", "assumptions", "methodology", "probe_selection"}
+    blocks: list[dict[str, Any]] = []
+    p = sec.get("p_value")
+    verdict = str(sec.get("verdict") or "")
+    alpha = sec.get("alpha")
+    box = {
+        "verdict": verdict,
+        "verdict_class": {"derived": "fail", "not derived": "pass", "inconclusive": "warn"}.get(verdict, "na"),
+        "p_value": fmt_number(p, "p") if p is not None else "n/a",
+        "p_method": str(sec.get("p_value_method") or ""),
+        "alpha": fmt_value(alpha) if alpha is not None else "",
+        "null": str(sec.get("null_hypothesis") or ""),
+        "plain": lineage_words(verdict, p, alpha, str(sec.get("suspect") or c.student),
+                                str(sec.get("teacher") or c.teacher)),
+        "facts": [],
+    }
+    for k, lab in (("p_value_exact", "Exact rank p-value"), ("p_value_parametric", "Parametric p-value"),
+                   ("n_references", "Reference models"), ("n_probes", "Probe rows sent"),
+                   ("queries_used", "Queries used"), ("query_budget", "Query budget"),
+                   ("suspect_access", "Suspect access"), ("pool_access", "Access used for all models")):
+        if sec.get(k) is not None:
+            box["facts"].append((lab, fmt_number(sec[k], "p") if k.startswith("p_value") else _text(sec[k])))
+    refs = sec.get("reference_statistics")
+    if isinstance(refs, list) and refs and sec.get("statistic") is not None:
+        title = "Where the teacher's lineage statistic falls among the reference models"
+        chart = None
+        if c.with_charts:
+            chart = charts.reference_chart(refs, sec["statistic"], ids=c.ids, title=title,
+                                           observed_label=f"the teacher ({c.teacher})",
+                                           xlabel="Combined lineage statistic (closeness to the suspect)")
+        rows = [[Cell(f"the teacher ({c.teacher})", "strong"), Cell(fmt_number(sec["statistic"]), "num")]]
+        rows += [[Cell(f"reference {i + 1}"), Cell(fmt_number(v), "num")] for i, v in enumerate(refs)]
+        blocks.append(_fig(title, chart, Table("Lineage statistic of each pool model", ["Model", "Statistic"], rows,
+                                               [False, True]), wide=False))
+    sig = sec.get("signatures")
+    if isinstance(sig, Mapping) and sig:
+        rows = []
+        for name, d in sig.items():
+            d = d if isinstance(d, Mapping) else {}
+            n_ref = len(d.get("references") or [])
+            rows.append([Cell(str(name), "strong"), Cell(str(d.get("description") or "")),
+                         Cell(fmt_number(d.get("teacher")), "num"), Cell(fmt_number(d.get("z_teacher")), "num"),
+                         Cell(fmt_number(d.get("rank_p_value"), "p") if d.get("rank_p_value") is not None else "n/a",
+                              "num"), Cell(fmt_count(n_ref), "num")])
+        blocks.append(_tbl(Table("Signatures combined into the statistic (each shown for explanation; the verdict "
+                                 "uses the combination)", ["Signature", "What it measures", "Teacher statistic",
+                                                          "Teacher z-score", "Own rank p-value", "References"],
+                                 rows, [False, False, True, True, True, True])))
+    raw = sec.get("raw_similarity")
+    headline = sec.get("headline") if isinstance(sec.get("headline"), Mapping) else {}
+    if isinstance(raw, Mapping) and raw and not set(raw) <= set(headline):  # else already in the headline table
+        blocks.append(_tbl(_kv_table("Raw similarity of suspect and teacher on the probes (not evidence of "
+                                     "lineage by itself)", raw, {k: c.defs.label("lineage", k) for k in raw})))
+    if sec.get("assumptions"):
+        blocks.append(_notes(sec["assumptions"], "Assumptions behind the p-value"))
+    if sec.get("methodology"):
+        blocks.append(_notes([sec["methodology"]], "How the test works"))
+    if isinstance(sec.get("probe_selection"), Mapping) and sec["probe_selection"]:
+        blocks.append(_details("Probe selection", [_tbl(_kv_table("How probes were chosen",
+                                                                  _flat(sec["probe_selection"])))]))
+    return used, blocks, box
+
+
+def lineage_words(verdict: str, p: Any, alpha: Any, suspect: str, teacher: str) -> str:
+    pt = fmt_number(p, "p") if p is not None else "n/a"
+    at = fmt_value(alpha) if alpha is not None else "the chosen level"
+    if verdict == "derived":
+        return (f"The lineage test finds that {suspect} was derived from {teacher}: had it not been, a similarity "
+                f"this strong would occur with probability p = {pt} (significance level {at}).")
+    if verdict == "not derived":
+        return (f"The lineage test finds no evidence that {suspect} was derived from {teacher} (p = {pt}, "
+                f"significance level {at}); that is a failure to find evidence, not a proof of independence.")
+    if verdict == "inconclusive":
+        return ("The lineage test was inconclusive: no calibrated test was possible (too few or no reference "
+                "models), so only raw similarity is reported.")
+    return ""
+
+
+def render_section(name: str, sec: Any, c: SectionContext, findings: list[dict[str, Any]]) -> dict[str, Any]:
+    out = _new_section(name, c.student, findings)
+    if not isinstance(sec, Mapping):
+        out["available"] = False
+        out["reason"] = "This section was not run."
+        return out
+    out["available"] = bool(sec.get("available", True))
+    out["reason"] = str(sec.get("reason") or "")
+    if not out["available"]:
+        return out
+    blocks: list[dict[str, Any]] = []
+    headline = sec.get("headline") if isinstance(sec.get("headline"), Mapping) else {}
+    if name == "lineage":
+        used, extra, box = _lineage(sec, c)
+        out["lineage"] = box
+        headline = {k: v for k, v in headline.items() if k != "p_value"}  # shown in the verdict box
+    elif name in SECTION_RENDERERS:
+        used, extra = SECTION_RENDERERS[name](sec, c)
+    else:
+        used, extra = set(), []
+    pair, single = _headline_tables(name, headline, c.defs)
+    blocks.extend(_tbl(t) for t in (pair, single) if t is not None)
+    blocks.extend(extra)
+    for key, value in sec.items():
+        if key in used or key in ("available", "reason", "headline"):
+            continue
+        blocks.extend(_generic(name, key, value, c.defs))
+    out["blocks"] = blocks
+    return out
+
+
+SECTION_RENDERERS = {"agreement": _agreement, "calibration": _calibration, "bias": _bias, "fingerprint": _fingerprint}
+
