@@ -274,6 +274,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS / "lineage_cpu.txt"))
     ap.add_argument("--replicates", type=int, default=200, help="bootstrap replicates of the effect interval")
+    ap.add_argument("--train-only", action="store_true", help="build (and cache) the zoo, then stop")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -299,6 +300,8 @@ def main(argv=None) -> int:
            [("teacher_A", A), ("teacher_B", B), ("ref_000", refs[0])]}
     log(f"zoo: {len(refs)} references, {len(suspects)} suspects; build/load {train_s:.0f}s; held-out accuracy "
         + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    if args.train_only:
+        return 0
     pool_A = TorchModel(A, name="teacher_A")
     pool_B = TorchModel(B, name="teacher_B")
     ref_models = [TorchModel(m, name=f"ref_{i:03d}") for i, m in enumerate(refs)]

@@ -196,15 +196,14 @@ def main() -> None:
         print(json.dumps(run_suite(Path(args.suite_worker[0]), int(args.suite_worker[1]))))
         return
 
-    lines = [f"# benchmarks/metrics.py  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
-             f"machine: {_machine()}"]
+    lines: list[str] = []
 
     def say(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
 
-    say(lines[0])
-    say(lines[1])
+    say(f"# benchmarks/metrics.py  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    say(f"machine: {_machine()}")
     ece_rows, bias_rows, suite_rows = (20_000, 100_000, (50_000, 200_000)) if args.quick else (
         200_000, 1_000_000, (250_000, 1_000_000))
 

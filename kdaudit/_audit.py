@@ -375,6 +375,7 @@ def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
 
 
 _COST_CONDITIONS = ("batch_size", "n_batches", "device")
+_COST_ROUNDS = 3
 
 
 def _cost_split(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -530,15 +531,23 @@ def audit(
     if "cost" in chosen:
         from kdaudit.harness import measure_cost as _measure
 
-        for m in [teacher_m, *student_ms]:
+        cost_list = [teacher_m, *student_ms]
+        raws: dict[str, list[dict[str, Any]]] = {m.name: [] for m in cost_list}
+        if measure_cost:
+            _progress(progress, f"cost: timing {len(cost_list)} models, {_COST_ROUNDS} interleaved rounds")
+            # Interleaved rounds, then each model's median round: a burst of load on a shared machine then hits
+            # every model alike instead of one model's whole measurement.
+            for _ in range(_COST_ROUNDS):
+                for m in cost_list:
+                    raws[m.name].append(_measure(m, data, batch_size=batch_size, device=device))
+        for m in cost_list:
             fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
-            if measure_cost:
-                _progress(progress, f"cost: timing {m.name}")
-                raw = _measure(m, data, batch_size=batch_size, device=device)
-                f2, timing, conditions = _cost_split(raw)
+            if raws[m.name]:
+                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median", 0.0))
+                f2, timing, conditions = _cost_split(ordered[len(ordered) // 2])
                 fixed.update(f2)
                 cost_timing[m.name] = timing
-                cost_conditions = dict(conditions, torch_threads=_torch_threads())
+                cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
             cost_models[m.name] = fixed
         for comp in comparisons:
             t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
@@ -652,6 +661,12 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     from kdaudit._config import load_config
 
     cfg = load_config(config)
+    # overridden seed and replicates replace the config's, so the recorded config is the one that ran
+    from dataclasses import replace as _replace
+
+    n_rep = overrides.pop("n_replicates", None)
+    cfg = _replace(cfg, seed=overrides.pop("seed", cfg.seed),
+                   n_replicates=cfg.n_replicates if n_rep is None else n_rep)
     _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
     data = cfg.load_data()
     _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references)} models")
@@ -668,13 +683,6 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
         "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
         "progress": progress,
     }
-    # the bootstrap follows the config (replicates, level, blocks) with the overridden seed and replicates
-    from dataclasses import replace as _replace
-
-    n_rep = overrides.pop("n_replicates", None)
-    cfg = _replace(cfg, seed=overrides.get("seed", cfg.seed),
-                   n_replicates=cfg.n_replicates if n_rep is None else n_rep)
-    kwargs["seed"] = cfg.seed
     kwargs["bootstrap"] = cfg.bootstrap()
     kwargs.update(overrides)
     teacher = teachers[0] if len(teachers) == 1 else teachers

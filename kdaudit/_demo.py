@@ -154,8 +154,8 @@ def save_demo_models(models: dict[str, Any], directory: str | Path) -> dict[str,
 
 
 def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool = False, lineage: bool = True,
-             progress: bool = True, recipe: DemoRecipe | None = None, save_models: str | Path | None = None
-             ) -> tuple[Any, dict[str, Path]]:
+             progress: bool = True, recipe: DemoRecipe | None = None, save_models: str | Path | None = None,
+             n_references: int | None = None) -> tuple[Any, dict[str, Path]]:
     """Train, distill, audit and write the report; returns ``(AuditResult, {"results": ..., "report": ..., ...})``.
 
     Parameters
@@ -172,11 +172,15 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
         Sizes; default the full demo (or the quick one).
     save_models : path, optional
         Also save the teacher members, student and control weights there.
+    n_references : int, optional
+        Reference ensembles for the lineage test (default: the recipe's, 19).
     """
     from kdaudit._audit import audit
 
     t_start = time.perf_counter()
     recipe = recipe or (QUICK if quick else DemoRecipe())
+    if n_references is not None:
+        recipe = replace(recipe, n_references=n_references)
     models = build_demo_models(recipe, seed=seed, lineage=lineage, progress=progress)
     if save_models is not None:
         save_demo_models(models, save_models)

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from _report_fixture import EVIL, make_results, make_run_info
+
 from kdaudit.report import render_html
 
 pytestmark = pytest.mark.browser

@@ -87,7 +87,12 @@ def test_audit_command_writes_report_and_gates(project, capsys):
     strict_policy.write_text(yaml.safe_dump({"rules": [{"metric": "agreement.top1_agreement", "min": 1.01}]}))
     assert main(["gate", "--policy", str(strict_policy), str(out / "results.json")]) == 1
     assert main(["audit", str(project / "audit.yaml"), "--out", str(out), "--quiet", "--gate",
-                 "--policy", str(strict_policy), "--replicates", "0"]) == 1
+                 "--policy", str(strict_policy), "--replicates", "0", "--seed", "5"]) == 1
+    # overrides are what ran and what is recorded
+    again = json.loads((out / "results.json").read_text())
+    assert again["settings"]["bootstrap"]["n_replicates"] == 0 and again["settings"]["seed"] == 5
+    assert again["config"]["bootstrap"]["replicates"] == 0 and again["config"]["seed"] == 5
+    assert again["policy"]["rules"][0]["min"] == 1.01
 
 
 def test_audit_command_bad_config_is_one_line_exit_2(project, capsys):

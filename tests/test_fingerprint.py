@@ -117,3 +117,17 @@ def test_section_uses_labels_of_any_access_and_needs_y():
     assert not fingerprint_section(None, t, s, ids=np.arange(500)).available
     with pytest.raises(KDAuditError, match="y_true"):
         FingerprintAccumulator(6).update(None, lt, ls, ids=np.arange(500))
+
+
+def test_weights_equal_repeated_rows():
+    y, lt, ls = _labels(n=600, seed=7)
+    reps = np.random.default_rng(3).integers(0, 4, len(y))
+    yr, tr, sr = np.repeat(y, reps), np.repeat(lt, reps), np.repeat(ls, reps)
+    assert error_consistency_score(y, lt, ls, sample_weight=reps) == pytest.approx(error_consistency_score(yr, tr, sr))
+    for fn in (error_overlap, same_wrong_label_rate, confusion_similarity):
+        weighted, repeated = fn(y, lt, ls, sample_weight=reps), fn(yr, tr, sr)
+        for k in repeated:
+            assert weighted[k] == pytest.approx(repeated[k], abs=1e-12), (fn.__name__, k)
+    acc = FingerprintAccumulator(6, bootstrap=Bootstrap(0)).update(y, lt, ls, ids=np.arange(len(y)),
+                                                                   sample_weight=reps).compute()
+    assert acc["same_wrong_label_chance"].value == pytest.approx(same_wrong_label_rate(yr, tr, sr)["chance"])

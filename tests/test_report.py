@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 
 import jinja2
 import pytest
+from _report_fixture import EVIL, PAYLOADS, make_results, make_run_info
 from markupsafe import escape
 
-from _report_fixture import EVIL, PAYLOADS, make_results, make_run_info
 from kdaudit._exceptions import KDAuditError
 from kdaudit._io import canonical_json
 from kdaudit.report import TEMPLATE_DIR, render_html, write_html

@@ -99,3 +99,4 @@ def select_probes(scores: np.ndarray, n: int, *, seed: int = 0, explore: float =
     rng = np.random.default_rng(seed)
     extra = rng.choice(rest, size=n - n_top, replace=False) if n > n_top else np.empty(0, dtype=np.int64)
     return np.sort(np.concatenate([top, extra]).astype(np.int64))
+

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit._validation import check_consistent_length, check_labels
+from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
 from kdaudit.harness._outputs import ModelOutputs
 from kdaudit.metrics._common import (
     SectionResult,
@@ -110,62 +110,66 @@ def _chance_same(tb: np.ndarray, sb: np.ndarray) -> np.ndarray:
     return np.where(n_y > 0, (tb * sb).sum(axis=-1) / np.where(n_y > 0, n_y, 1), 0.0).sum(axis=-1)
 
 
-def _prep(y_true, p_teacher, p_student):
+def _prep(y_true, p_teacher, p_student, sample_weight):
     y = check_labels(y_true, "y_true")
     lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(y_true=y, p_teacher=lt, p_student=ls)
-    return y, lt, ls
+    w = check_sample_weight(sample_weight, len(y))
+    return y, lt, ls, (np.ones(len(y)) if w is None else w)
 
 
 # ------------------------------------------------------------------------------------------ plain functions
-def error_consistency_score(y_true: Any, p_teacher: Any, p_student: Any) -> float:
+def error_consistency_score(y_true: Any, p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Geirhos et al. (2020) error consistency: Cohen's kappa of the two models' correct/wrong patterns with
     ``c_exp = p_t p_s + (1 - p_t)(1 - p_s)`` from their accuracies. Labels or probabilities accepted."""
-    y, lt, ls = _prep(y_true, p_teacher, p_student)
+    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
     tw, sw = lt != y, ls != y
-    return float(_consistency(len(y), tw.sum(), sw.sum(), (tw & sw).sum()))
+    return float(_consistency(w.sum(), w[tw].sum(), w[sw].sum(), w[tw & sw].sum()))
 
 
-def error_overlap(y_true: Any, p_teacher: Any, p_student: Any) -> dict[str, float]:
-    """Error sets E_t, E_s: ``jaccard``, ``student_wrong_given_teacher_wrong``, and counts and rates of
+def error_overlap(y_true: Any, p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> dict[str, float]:
+    """Error sets E_t, E_s: ``jaccard``, ``student_wrong_given_teacher_wrong``, and (weighted) counts and rates of
     ``inherited`` (both wrong), ``new`` (student only) and ``fixed`` (teacher only) errors."""
-    y, lt, ls = _prep(y_true, p_teacher, p_student)
+    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
     tw, sw = lt != y, ls != y
-    both, n = int((tw & sw).sum()), len(y)
-    new, fixed = int((sw & ~tw).sum()), int((tw & ~sw).sum())
+    both, n = float(w[tw & sw].sum()), float(w.sum())
+    new, fixed = float(w[sw & ~tw].sum()), float(w[tw & ~sw].sum())
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {"jaccard": float(np.float64(both) / (tw.sum() + sw.sum() - both)),
-                "student_wrong_given_teacher_wrong": float(np.float64(both) / tw.sum()),
+        return {"jaccard": float(np.float64(both) / (w[tw].sum() + w[sw].sum() - both)),
+                "student_wrong_given_teacher_wrong": float(np.float64(both) / w[tw].sum()),
                 "inherited": both, "new": new, "fixed": fixed,
                 "inherited_rate": both / n, "new_rate": new / n, "fixed_rate": fixed / n}
 
 
-def same_wrong_label_rate(y_true: Any, p_teacher: Any, p_student: Any, *, n_classes: int | None = None
-                          ) -> dict[str, float]:
+def _pair_tables(y, a, b, w, c):
+    ta = np.bincount(y * c + a, weights=w, minlength=c * c).reshape(c, c)
+    tb = np.bincount(y * c + b, weights=w, minlength=c * c).reshape(c, c)
+    return ta, tb
+
+
+def same_wrong_label_rate(y_true: Any, p_teacher: Any, p_student: Any, *, n_classes: int | None = None,
+                          sample_weight: Any = None) -> dict[str, float]:
     """Among rows both models get wrong: the share with the same wrong label (``rate``), what the within-class
     independence null predicts (``chance``, see the module docstring) and their ratio (``lift``)."""
-    y, lt, ls = _prep(y_true, p_teacher, p_student)
+    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
     c = n_classes or int(max(y.max(), lt.max(), ls.max())) + 1
     both = (lt != y) & (ls != y)
-    tb = np.bincount(y[both] * c + lt[both], minlength=c * c).reshape(c, c).astype(np.float64)
-    sb = np.bincount(y[both] * c + ls[both], minlength=c * c).reshape(c, c).astype(np.float64)
-    nb = both.sum()
+    tb, sb = _pair_tables(y[both], lt[both], ls[both], w[both], c)
+    nb = w[both].sum()
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.float64((lt[both] == ls[both]).sum()) / nb
+        rate = np.float64(w[both & (lt == ls)].sum()) / nb
         chance = _chance_same(tb, sb) / nb
         return {"rate": float(rate), "chance": float(chance), "lift": float(rate / chance)}
 
 
-def confusion_similarity(y_true: Any, p_teacher: Any, p_student: Any, *, n_classes: int | None = None
-                         ) -> dict[str, float]:
+def confusion_similarity(y_true: Any, p_teacher: Any, p_student: Any, *, n_classes: int | None = None,
+                         sample_weight: Any = None) -> dict[str, float]:
     """Pearson correlation and cosine similarity of the two models' off-diagonal confusion rates
     P(predicted k | true y), k ≠ y (rows normalised by the class count)."""
-    y, lt, ls = _prep(y_true, p_teacher, p_student)
+    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
     c = n_classes or int(max(y.max(), lt.max(), ls.max())) + 1
-    ct = np.bincount(y * c + lt, minlength=c * c).reshape(c, c).astype(np.float64)
-    cs = np.bincount(y * c + ls, minlength=c * c).reshape(c, c).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cor, cos = _confusion_similarity(ct, cs)
+        cor, cos = _confusion_similarity(*_pair_tables(y, lt, ls, w, c))
     return {"correlation": float(cor), "cosine": float(cos)}
 
 

@@ -101,6 +101,12 @@ def _kv_table(caption: str, d: Mapping[str, Any], labels: Mapping[str, str] | No
     return Table(caption, ["Item", "Value"], rows, [False, False])
 
 
+def _direction(d: Mapping[str, Any], higher: str, lower: str, neither: str) -> str:
+    """Which way is better, from a definition's ``higher_is_better`` (True, False or None)."""
+    hib = d.get("higher_is_better")
+    return higher if hib is True else lower if hib is False else neither
+
+
 def _human(key: Any) -> str:
     return str(key).replace("_", " ").strip().capitalize()
 
@@ -171,12 +177,10 @@ def _package_definitions() -> dict[str, Any]:
     return out
 
 
-
 # ---------------------------------------------------------------------------------------------------- blocks
 def _fig(title: str, chart: Any, table: Table, wide: bool = True) -> dict[str, Any]:
     # A chart sits beside its table only when the table is narrow enough to share the width.
-    return {"kind": "figure", "title": title, "chart": chart, "table": table,
-            "wide": wide or chart is None or len(table.columns) > 3}
+    return {"kind": "figure", "title": title, "chart": chart, "table": table, "wide": wide or chart is None}
 
 
 def _tbl(table: Table) -> dict[str, Any]:
@@ -201,6 +205,7 @@ def _generic(name: str, key: str, value: Any, defs: _Definitions) -> list[dict[s
         out.append(_tbl(b) if isinstance(b, Table) else {"kind": "pre", "title": b["caption"], "text": b["pre"]})
     return out
 
+
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -209,6 +214,7 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
 
 # ---------------------------------------------------------------------------------------------------- headline
 def _role_of(key: str) -> tuple[str, str] | None:
@@ -269,7 +275,7 @@ def _headline_tables(section: str, headline: Mapping[str, Any], defs: _Definitio
         for key, e in single:
             kind = defs.kind(section, key)
             d = defs.get(section, key)
-            hib = {True: "Higher is better.", False: "Lower is better."}.get(d.get("higher_is_better"), "")
+            hib = _direction(d, "Higher is better.", "Lower is better.", "")
             est = as_estimate(e)
             rows.append([Cell(defs.label(section, key), "", key), Cell(fmt_number(est["value"], kind), "num strong"),
                          Cell(fmt_interval(est, kind) or "no interval", "num", est["method"]),

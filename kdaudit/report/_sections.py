@@ -5,15 +5,16 @@ Formatting and chart drawing only: every number is read from the section's dict 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Sequence
 
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
+    _STATUS_TEXT,
     SECTION_INTROS,
     SECTION_TITLES,
-    _STATUS_TEXT,
-    _Definitions,
     _anchor,
+    _Definitions,
     _details,
     _fig,
     _flat,
@@ -31,6 +32,7 @@ from kdaudit.report._tables import Cell, Table, est_cell
 
 __all__ = ["SECTION_RENDERERS", "SectionContext", "lineage_words", "render_section"]
 
+
 # ---------------------------------------------------------------------------------------------------- sections
 def _new_section(name: str, student: str, findings: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [f for f in findings if f["student"] == student and f["section"] == name]
@@ -38,6 +40,7 @@ def _new_section(name: str, student: str, findings: list[dict[str, Any]]) -> dic
     return {"name": name, "title": SECTION_TITLES.get(name, _human(name)), "intro": SECTION_INTROS.get(name, ""),
             "anchor": _anchor(student, name), "status": status, "status_text": _STATUS_TEXT.get(status, status),
             "findings": mine, "available": True, "reason": "", "blocks": [], "lineage": None}
+
 
 class SectionContext:
     """What every section renderer needs."""
@@ -69,16 +72,15 @@ def _agreement(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], lis
         table = Table("Per true class: rows, accuracy of each model, and their agreement",
                       ["True class", "Rows", "Teacher accuracy", "Student accuracy", "Agreement"], rows,
                       [False, True, True, True, True])
-        title = f"Accuracy and agreement per true class: teacher {c.teacher}, student {c.student}"
+        title = f"Accuracy per true class of the teacher ({c.teacher}) and the student ({c.student})"
         chart = None
         if c.with_charts:
+            # One panel: accuracy per class, teacher beside student; agreement per class is in the table.
             panels = [{"metric": "Accuracy", "percent": True,
                        "rows": [{"label": r["label"], "teacher": r["teacher"], "student": r["student"]}
-                                for r in chart_rows]},
-                      {"metric": "Agreement", "percent": True,
-                       "rows": [{"label": r["label"], "both": r["both"]} for r in chart_rows]}]
+                                for r in chart_rows]}]
             chart = charts.group_interval_chart(panels, ids=c.ids, title=title, row_kind="class")
-        blocks.append(_fig(title, chart, table, wide=n > 4))
+        blocks.append(_fig(title, chart, table, wide=True))
     by_pred = per_class.get("by_teacher_label")
     if isinstance(by_pred, Mapping) and isinstance(by_pred.get("weight"), list):
         n = len(by_pred["weight"])
@@ -109,6 +111,7 @@ def _agreement(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], lis
         blocks.append(_details("Settings", [_tbl(_kv_table("Settings of this section", _flat(extra)))]))
     return used, blocks
 
+
 def _curve(obj: Any) -> dict[str, list[Any]] | None:
     """A stored reliability curve (lists per bin) reduced to its non-empty bins."""
     if not isinstance(obj, Mapping):
@@ -135,7 +138,7 @@ def _calibration(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
         curves = {r: cv for r, cv in curves.items() if cv is not None}
         if curves:
             names = {"teacher": c.teacher, "student": c.student}
-            title = f"Reliability diagram: teacher {c.teacher} and student {c.student}"
+            title = f"Reliability diagram of the teacher ({c.teacher}) and the student ({c.student})"
             chart = None
             if c.with_charts:
                 chart = charts.reliability_chart([{"name": names[r], "role": r, **cv} for r, cv in curves.items()],
@@ -148,8 +151,8 @@ def _calibration(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
                     rows.append([Cell(r), Cell(b, "num"), Cell(fmt_count(cv["count"][i]), "num"),
                                  Cell(fmt_number(cv["confidence"][i]), "num"),
                                  Cell(fmt_number(cv["accuracy"][i]), "num")])
-            table = Table("Reliability diagram data (non-empty confidence bins)",
-                          ["Model", "Confidence bin", "Rows", "Mean confidence", "Observed accuracy"], rows,
+            table = Table("Reliability diagram data: per non-empty confidence bin, the mean confidence and the "
+                          "observed accuracy", ["Model", "Bin", "Rows", "Confidence", "Accuracy"], rows,
                           [False, True, True, True, True])
             blocks.append(_fig(title, chart, table, wide=False))
     ou = sec.get("over_under")
@@ -274,7 +277,7 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
     present = {k for _, g in groups for r in ("teacher", "student") for k in (g.get(r) or {})}
     keys = [k for k in _GROUP_PANELS if k in present] or sorted(present)[:3]
     labels = [f"{feat}: {g.get('group')}" for feat, g in groups]
-    title = f"Group rates, teacher {c.teacher} vs student {c.student}"
+    title = f"Group rates of the teacher ({c.teacher}) and the student ({c.student})"
     chart = None
     if c.with_charts and keys:
         panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
@@ -317,7 +320,7 @@ def _fingerprint(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
         # The rows where both are right are the rows left over: a count, for the chart's full bar.
         both_right = counts["rows"] - sum(counts[k] for k, _, _ in _OUTCOMES)
         parts = [("Both right", both_right, "#9bbbd9")] + [(lab, counts[k], col) for k, lab, col in _OUTCOMES]
-        title = f"Rows by who is right: teacher {c.teacher} and student {c.student}"
+        title = f"Rows by who is right, the teacher ({c.teacher}) or the student ({c.student})"
         chart = charts.outcome_chart(parts, ids=c.ids, title=title) if c.with_charts else None
         labels = {"rows": "Rows", "teacher_errors": "Teacher errors", "student_errors": "Student errors",
                   "inherited": "Both wrong (inherited errors)", "new": "Only the student wrong (new errors)",
@@ -424,6 +427,23 @@ def render_section(name: str, sec: Any, c: SectionContext, findings: list[dict[s
     out["reason"] = str(sec.get("reason") or "")
     if not out["available"]:
         return out
+    try:
+        out["blocks"] = _blocks(name, sec, c, out)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        # A section whose stored shape this report does not understand is still shown, raw, rather than lost or
+        # fatal to the whole report.
+        out["lineage"] = None
+        out["blocks"] = [_notes([f"This section's stored data has an unexpected shape ({type(exc).__name__}: "
+                                 f"{exc}); it is shown as stored."], "Shown as stored")]
+        for key, value in sec.items():
+            if key not in ("available", "reason"):
+                out["blocks"].append({"kind": "pre", "title": _human(key),
+                                      "text": json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False,
+                                                         default=str)})
+    return out
+
+
+def _blocks(name: str, sec: Mapping[str, Any], c: SectionContext, out: dict[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     headline = sec.get("headline") if isinstance(sec.get("headline"), Mapping) else {}
     if name == "lineage":
@@ -441,8 +461,7 @@ def render_section(name: str, sec: Any, c: SectionContext, findings: list[dict[s
         if key in used or key in ("available", "reason", "headline"):
             continue
         blocks.extend(_generic(name, key, value, c.defs))
-    out["blocks"] = blocks
-    return out
+    return blocks
 
 
 SECTION_RENDERERS = {"agreement": _agreement, "calibration": _calibration, "bias": _bias, "fingerprint": _fingerprint}

@@ -14,12 +14,13 @@ from typing import Any, Mapping
 
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
-    SECTION_ORDER,
-    SECTION_TITLES,
     _ROLE_ORDER,
     _STATUS_TEXT,
+    SECTION_ORDER,
+    SECTION_TITLES,
     _anchor,
     _Definitions,
+    _direction,
     _fig,
     _flat,
     _get,
@@ -43,10 +44,19 @@ from kdaudit.report._tables import Cell, Table
 
 __all__ = ["build_context"]
 
+
+def _list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
+def _map(x: Any) -> Mapping[str, Any]:
+    return x if isinstance(x, Mapping) else {}
+
+
 # ----------------------------------------------------------------------------------------------------- findings
 def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, Any]]:
     out = []
-    for f in results.get("findings") or []:
+    for f in _list(results.get("findings")):
         if not isinstance(f, Mapping):
             continue
         metric = str(f.get("metric") or "")
@@ -93,7 +103,7 @@ def _verdict(status: str, findings: list[dict[str, Any]], policy_name: str, who:
 
 # ------------------------------------------------------------------------------------------------ models & data
 def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    models = [m for m in results.get("models") or [] if isinstance(m, Mapping)]
+    models = [m for m in _list(results.get("models")) if isinstance(m, Mapping)]
     teacher = results.get("teacher")
     if teacher is None:
         teacher = next((m.get("name") for m in models if m.get("role") == "teacher"),
@@ -117,7 +127,7 @@ def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
             "size": fmt_bytes(m.get("size_bytes")) if m.get("size_bytes") is not None else "n/a",
             "sha256": str(m.get("sha256") or ""),
             "sha_short": short_hash(m.get("sha256")) or "n/a",
-            "classes": ", ".join(str(c) for c in m.get("classes") or []),
+            "classes": ", ".join(str(c) for c in _list(m.get("classes"))),
             "extra": [(str(k), _text(v)) for k, v in m.items() if k not in known and v not in (None, [], {})],
         })
     rows.sort(key=lambda r: _ROLE_ORDER.get(r["role"], 3))  # stable: keeps the audit's order within a role
@@ -126,7 +136,7 @@ def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
 
 def _small_threshold(results: Mapping[str, Any]) -> float | None:
     """The small-group threshold the audit used, as the bias section recorded it."""
-    for c in results.get("comparisons") or []:
+    for c in _list(results.get("comparisons")):
         bias = c.get("bias") if isinstance(c, Mapping) else None
         v = _get(_get(bias, "settings"), "min_group_size") or _get(bias, "min_group_size")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -136,14 +146,14 @@ def _small_threshold(results: Mapping[str, Any]) -> float | None:
 
 def _data(results: Mapping[str, Any]) -> dict[str, Any]:
     d = results.get("data") if isinstance(results.get("data"), Mapping) else {}
-    classes = [str(c) for c in d.get("classes") or []]
-    counts = d.get("class_counts") or []
+    classes = [str(c) for c in _list(d.get("classes"))]
+    counts = _list(d.get("class_counts"))
     class_rows = []
     for i, c in enumerate(classes or [str(i) for i in range(len(counts))]):
         class_rows.append({"index": i, "name": c, "count": fmt_count(counts[i]) if i < len(counts) else "n/a"})
     threshold = _small_threshold(results)
     features = []
-    for feat, groups in (d.get("groups") or {}).items():
+    for feat, groups in _map(d.get("groups")).items():
         rows = []
         if isinstance(groups, Mapping):
             for g, n in groups.items():
@@ -162,6 +172,7 @@ def _data(results: Mapping[str, Any]) -> dict[str, Any]:
         "small_threshold": fmt_count(threshold) if threshold is not None else "",
         "extra": [(str(k), _text(v)) for k, v in d.items() if k not in known],
     }
+
 
 # --------------------------------------------------------------------------------------------------- summary
 _SUMMARY_KEYS = (("agreement", "top1_agreement"), ("agreement", "retained_accuracy"),
@@ -251,7 +262,7 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
     stored = _get(results.get("cost"), "models", default={})
     stored = stored if isinstance(stored, Mapping) else {}
     measured = run_info.get("cost") if isinstance(run_info.get("cost"), Mapping) else {}
-    raw_models = {str(m.get("name")): m for m in results.get("models") or [] if isinstance(m, Mapping)}
+    raw_models = {str(m.get("name")): m for m in _list(results.get("models")) if isinstance(m, Mapping)}
     rows = []
     conditions: dict[str, str] = {}
     for m in models:
@@ -287,7 +298,7 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
         if not isinstance(cost, Mapping):
             continue
         items = []
-        for key, e in (cost.get("headline") or {}).items():
+        for key, e in _map(cost.get("headline")).items():
             v = as_estimate(e)["value"]
             if v == v:
                 items.append({"label": _COST_LABELS.get(key, defs.label("cost", key)), "ratio": v, "key": key})
@@ -356,8 +367,7 @@ def _methodology(results: Mapping[str, Any], raw: list[Mapping[str, Any]], defs:
         d = defs.get(sec, key)
         return {"section": SECTION_TITLES.get(sec, sec), "key": f"{sec}.{key}", "label": defs.label(sec, key),
                 "formula": str(d.get("formula") or "not recorded"),
-                "direction": {True: "higher is better", False: "lower is better"}.get(d.get("higher_is_better"),
-                                                                                     "neither"),
+                "direction": _direction(d, "higher is better", "lower is better", "neither"),
                 "description": str(d.get("description") or "")}
 
     rows = [row(s, k) for s, k in used]
@@ -373,7 +383,7 @@ def _methodology(results: Mapping[str, Any], raw: list[Mapping[str, Any]], defs:
     boot = settings.get("bootstrap") if isinstance(settings.get("bootstrap"), Mapping) else {}
     policy = results.get("policy") if isinstance(results.get("policy"), Mapping) else {}
     rules = []
-    for r in policy.get("rules") or []:
+    for r in _list(policy.get("rules")):
         if not isinstance(r, Mapping):
             continue
         thr = []
@@ -387,7 +397,7 @@ def _methodology(results: Mapping[str, Any], raw: list[Mapping[str, Any]], defs:
                       "threshold": " and ".join(thr),
                       "level": "warns only" if r.get("level") == "warning" else "fails the gate",
                       "per_group": "each group" if r.get("per_group") else "overall",
-                      "students": ", ".join(str(s) for s in r.get("students") or []) or "every student",
+                      "students": ", ".join(str(s) for s in _list(r.get("students"))) or "every student",
                       "description": str(r.get("description") or r.get("name") or "")})
     return {"used": rows, "others": others, "methods": list(methods), "rules": rules,
             "bootstrap": [(_human(k), _text(v)) for k, v in boot.items() if k != "method"],
@@ -471,7 +481,7 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
     models, teacher = _models(results)
     data = _data(results)
     classes = [c["name"] for c in data["classes"]]
-    raw = [c for c in results.get("comparisons") or [] if isinstance(c, Mapping)]
+    raw = [c for c in _list(results.get("comparisons")) if isinstance(c, Mapping)]
     policy = results.get("policy") if isinstance(results.get("policy"), Mapping) else {}
     policy_name = str(policy.get("name") or "the policy")
     comparisons = []
