@@ -116,7 +116,7 @@ def test_combined_statistic_is_permutation_equivariant():
         from kdaudit.lineage._signatures import compute_sums, statistics_from_totals
 
         sums = compute_sums(p, suspect, suspect.argmax(1), access="probabilities")
-        out[key] = combined_statistic(statistics_from_totals(sums.values.sum(0), sums))
+        out[key] = combined_statistic(statistics_from_totals(sums.values.sum(0), sums), np.arange(1, len(sums.signatures) + 1))
     np.testing.assert_allclose(out["a"][perm], out["b"], rtol=1e-9, atol=1e-12)
 
 
@@ -264,7 +264,7 @@ def test_result_to_dict_is_json_and_deterministic(zoo):
 
 
 def test_attribution_names_the_parent_with_holm(zoo):
-    z, E_T, teacher_a, refs_a = zoo
+    z, _, teacher_a, refs_a = zoo
     refs_a = refs_a + [z.model(z.perturbation(), name=f"ra{i}") for i in range(20)]  # 39: Holm over 2 reachable
     E_B = z.perturbation()
     teacher_b = z.model(E_B, name="B")

@@ -22,12 +22,12 @@ from kdaudit.lineage._test import (
 )
 
 __all__ = [
-    "AttributionResult",
     "DEFINITIONS",
-    "LineageResult",
     "MANIFEST_SCHEMA",
     "NULL_HYPOTHESIS",
     "SIGNATURES",
+    "AttributionResult",
+    "LineageResult",
     "VerifyResult",
     "attribute",
     "disagreement_scores",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 from typing import Any
 
 from kdaudit._exceptions import invalid_argument
@@ -113,8 +114,8 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     teacher = _load(args.teacher, trust)
     suspect = _load(args.suspect, trust)
     references = [_load(f, trust) for f in _expand(args.reference, "--reference")]
-    options = dict(suspect_access=access_text, alpha=args.alpha, query_budget=args.query_budget,
-                   n_probes=args.n_probes, p_value_method=args.p_value_method, seed=args.seed)
+    options = {"suspect_access": access_text, "alpha": args.alpha, "query_budget": args.query_budget,
+               "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed}
     if args.candidate:
         candidates = {teacher.name: (teacher, references)}
         for spec in args.candidate:
@@ -138,18 +139,18 @@ def run_lineage_command(args: argparse.Namespace) -> int:
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if x != x else f"{x:.3g}"
+    return "n/a" if math.isnan(x) else f"{x:.3g}"
 
 
 def _result_text(r: Any) -> str:
     lines = [
         f"lineage: is {r.suspect!r} derived from {r.teacher!r}?  verdict: {r.verdict.upper()}",
-        f"  p-value {_fmt(r.p_value)} ({r.p_value_method}; exact {_fmt(r.p_value_exact)}, parametric "
-        f"{_fmt(r.p_value_parametric)}), alpha {r.alpha}",
+        (f"  p-value {_fmt(r.p_value)} ({r.p_value_method}; exact {_fmt(r.p_value_exact)}, parametric "
+         f"{_fmt(r.p_value_parametric)}), alpha {r.alpha}"),
         f"  effect {r.effect:.2f} reference SDs ({r.effect.method})" if r.effect.has_interval
         else f"  effect {_fmt(r.effect.value)}",
-        f"  {r.n_references} references, {r.n_probes} probes, {r.queries_used} suspect queries "
-        f"(budget {r.query_budget}), suspect access {r.suspect_access}",
+        (f"  {r.n_references} references, {r.n_probes} probes, {r.queries_used} suspect queries "
+         f"(budget {r.query_budget}), suspect access {r.suspect_access}"),
         f"  {r.reason}",
         "  signatures (teacher z against references):",
     ]

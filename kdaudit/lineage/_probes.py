@@ -92,7 +92,7 @@ def select_probes(scores: np.ndarray, n: int, *, seed: int = 0, explore: float =
     N = len(scores)
     if n >= N:
         return np.arange(N)
-    n_top = int(round(n * (1 - explore)))
+    n_top = round(n * (1 - explore))
     order = np.argsort(-scores, kind="stable")
     top = order[:n_top]
     rest = order[n_top:]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["SIGNATURES", "SignatureSums", "available_signatures", "compute_sums", "statistics_from_totals"]
+__all__ = ["SIGNATURES", "SIGNATURE_WEIGHTS", "SignatureSums", "available_signatures", "compute_sums", "statistics_from_totals"]
 
 #: Signature name -> one-line description (used in reports and the methodology text).
 SIGNATURES: dict[str, str] = {
@@ -50,6 +50,20 @@ SIGNATURES: dict[str, str] = {
     "topk_overlap": "overlap of the top-k class sets",
     "label_idiosyncrasy": "agreement on labels beyond the pool's consensus (counts where the pool disagrees)",
     "shared_errors": "rate of shared wrong labels on probes with a known true label",
+}
+
+#: Weight of each signature's z-score in the combined statistic. ``prob_residual`` counts double: it is the one
+#: signature that sees both the top-class decisions and the non-top structure on the scale where distillation losses
+#: act, in every access mode; ``label_idiosyncrasy`` is the boundary evidence; the others are partial views of the
+#: same copying and count half. Chosen on a development zoo (one seed of each kind of ``benchmarks/lineage.py``) before
+#: the full benchmark was run; any fixed weights keep the p-value exact, weights only move power between kinds.
+SIGNATURE_WEIGHTS: dict[str, float] = {
+    "prob_residual": 2.0,
+    "label_idiosyncrasy": 1.0,
+    "logit_residual": 0.5,
+    "nontop_rank": 0.5,
+    "topk_overlap": 0.5,
+    "shared_errors": 0.5,
 }
 
 # log(0) is undefined; float32 softmax underflows near 1e-38 but models disagree far above 1e-6.

@@ -3,7 +3,7 @@
 The unit of evidence is the model. For every pool member ``m`` (teacher first, then K references) each signature's
 statistic is standardised against the *other* members (leave-one-out mean and standard deviation), and the z-scores
 are averaged into one combined statistic ``C_m`` (Stouffer's equal-weight combination, without its independence
-claim: only the ranking matters for the exact p-value). Because the same symmetric procedure produces ``C_m`` for
+claim: only the ranking matters for the exact p-value), with fixed weights per signature. Because the same symmetric procedure produces ``C_m`` for
 every member, under the null hypothesis that the teacher is exchangeable with the references in its relation to the
 suspect, the teacher's rank among the ``K + 1`` values is uniform, and ``(1 + #{k: C_k >= C_T}) / (K + 1)`` is a
 valid p-value whatever the dependence between probes.
@@ -44,9 +44,17 @@ def leave_one_out_z(stats: np.ndarray) -> np.ndarray:
         return np.where(sd > floor, (stats - mean) / np.where(sd > floor, sd, 1.0), 0.0)
 
 
-def combined_statistic(stats: np.ndarray) -> np.ndarray:
-    """Mean of the leave-one-out z-scores over signatures: (..., M, S) -> (..., M)."""
-    return leave_one_out_z(stats).mean(axis=-1)
+def combined_statistic(stats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted mean of the leave-one-out z-scores over signatures: (..., M, S) -> (..., M).
+
+    ``weights`` (S,) are fixed in advance (never fitted to the data at hand), so the combination stays the same
+    symmetric function for every pool member.
+    """
+    z = leave_one_out_z(stats)
+    if weights is None:
+        return z.mean(axis=-1)
+    w = np.asarray(weights, dtype=np.float64)
+    return (z * w).sum(axis=-1) / w.sum()
 
 
 def effect_size(combined: np.ndarray) -> np.ndarray:

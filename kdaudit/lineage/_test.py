@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
-from kdaudit.lineage._signatures import SIGNATURES, compute_sums, statistics_from_totals
+from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS, SIGNATURES, compute_sums, statistics_from_totals
 from kdaudit.lineage._stats import (
     combined_statistic,
     effect_size,
@@ -47,9 +48,9 @@ from kdaudit.lineage._stats import (
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of
 
 __all__ = [
+    "NULL_HYPOTHESIS",
     "AttributionResult",
     "LineageResult",
-    "NULL_HYPOTHESIS",
     "attribute",
     "lineage_test",
     "parse_access",
@@ -259,18 +260,21 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
     def signature_stats(totals: np.ndarray) -> np.ndarray:
         return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
 
+    weights = np.array([SIGNATURE_WEIGHTS[name] for name in sums.signatures])
+
     def effect_fn(totals: np.ndarray) -> np.ndarray:
-        return effect_size(combined_statistic(signature_stats(totals)))
+        return effect_size(combined_statistic(signature_stats(totals), weights))
 
     point_stats = signature_stats(stats.total())  # (M, S)
     z = leave_one_out_z(point_stats)
-    combined = z.mean(axis=-1)
+    combined = combined_statistic(point_stats, weights)
     raw = {"top1_agreement": bootstrap.estimate(stats, lambda t: t[..., 0, -2] / t[..., 0, -1])}
 
     signatures = {}
     for j, name in enumerate(sums.signatures):
         signatures[name] = {
             "description": SIGNATURES[name],
+            "weight": float(weights[j]),
             "teacher": float(point_stats[0, j]),
             "references": [float(x) for x in point_stats[1:, j]],
             "z_teacher": float(z[0, j]),
@@ -315,11 +319,12 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
 
 def _assumptions(p_value_method: str, pool_access: tuple[str, int | None]) -> tuple[str, ...]:
     items = [
-        "Under H0 the teacher and the references are exchangeable with respect to the suspect: the references "
-        "were trained by the teacher's recipe and data with other seeds (and not selected with the suspect in view).",
+        ("Under H0 the teacher and the references are exchangeable with respect to the suspect: the references "
+         "were trained by the teacher's recipe and data with other seeds (and not selected with the suspect in "
+         "view)."),
         "The suspect's answers do not depend on which pool member is the teacher unless it was derived from it.",
-        "Probes were selected by a function symmetric in the pool members (their disagreement), never by the "
-        "teacher alone; probe-level statistics are not assumed independent.",
+        ("Probes were selected by a function symmetric in the pool members (their disagreement), never by the "
+         "teacher alone; probe-level statistics are not assumed independent."),
         f"Pool members were compared at one access level ({_access_text(pool_access)}).",
     ]
     if p_value_method == "parametric":
@@ -342,8 +347,8 @@ def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequen
         "suspect was not made from the teacher, the teacher should look no more related to it than any reference "
         "does. For every model in this pool of teacher and references, the same signatures measure how closely "
         f"the suspect follows that model's peculiarities beyond what the pool agrees on: {sig_text}. Each "
-        "signature is standardised against the other pool members and the standardised values are averaged into "
-        "one score per model. The p-value is the teacher's rank among the K + 1 scores, "
+        "signature is standardised against the other pool members and the standardised values are averaged, with weights "
+        "fixed in advance, into one score per model. The p-value is the teacher's rank among the K + 1 scores, "
         "(1 + number of references scoring at least as high as the teacher) / (K + 1), which is exact when the "
         "teacher is interchangeable with its references, whatever the dependence between probes; "
         f"the verdict uses the {method} p-value at alpha = {alpha}. The effect size is the teacher's score in "

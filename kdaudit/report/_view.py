@@ -359,7 +359,7 @@ def _methodology(results: Mapping[str, Any], raw: list[Mapping[str, Any]], defs:
         for sec in list(SECTION_ORDER) + ["cost"] + [k for k in rc if k not in SECTION_ORDER and k != "cost"]:
             section = rc.get(sec)
             if isinstance(section, Mapping):
-                for key in section.get("headline") or {}:
+                for key in _map(section.get("headline")):
                     if (sec, key) not in used:
                         used.append((sec, key))
 
