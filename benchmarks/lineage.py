@@ -49,10 +49,11 @@ from kdaudit.data import load_mnist5k, split_data
 from kdaudit.distill import distill, finetune, mlp, prune, quantize_int8, small_cnn, train_control
 from kdaudit.lineage import attribute, lineage_test
 from kdaudit.lineage._probes import disagreement_scores, select_probes
-from kdaudit.lineage._test import _analyse, _candidates, _view
+from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS, compute_sums, statistics_from_totals
+from kdaudit.lineage._stats import adjust_for_typicality, combined_statistic, rank_p_value
+from kdaudit.lineage._test import _candidates, _typicality, _view
 from kdaudit.metrics._agreement import kl_divergence, top1_agreement_score
 from kdaudit.metrics._fingerprint import same_wrong_label_rate
-from kdaudit.metrics._resampling import Bootstrap
 from kdaudit.models import BlackBoxModel, TorchModel
 
 ZOO_VERSION = "v1"
@@ -207,7 +208,7 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float = 0.01) -> float:
     """TPR at the strictest threshold that keeps the FPR <= fpr (with few negatives: no false positive at all)."""
     neg = np.sort(np.where(np.isfinite(neg), neg, -1e9))[::-1]
-    allowed = int(math.floor(fpr * len(neg)))
+    allowed = math.floor(fpr * len(neg))
     threshold = neg[allowed] if allowed < len(neg) else -np.inf
     return float(np.mean(np.where(np.isfinite(pos), pos, -1e9) > threshold))
 
@@ -247,24 +248,30 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
 
     The probes are the ones the main test selected (by the disagreement of A and the references, a function
     symmetric in the references, and A is independent of their seeds), so the references stay exchangeable.
+    Relabelling the pool only permutes the member statistics (the library's pipeline is equivariant, a tested
+    property), so each suspect's statistics are computed once and reordered per pseudo-teacher.
     """
     access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
     Xc, yc = _candidates(probe_X, probe_y, None, seed)
     pool_all = np.stack([probs_of(m, Xc) for m in [A, *refs]])
     idx = select_probes(disagreement_scores(pool_all, access=access[0]), N_PROBES, seed=seed)
     pool = pool_all[1:, idx]
+    y = yc[idx]
     K = len(refs)
+    typicality = _typicality(pool, access=access, y_true=y)
     hits = total = 0
     pvals = []
     for _, _, _, module in suspects:
         view = _view(probs_of(module, Xc[idx]), access)
-        labels = view.argmax(1)
+        sums = compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1], y_true=y)
+        weights = np.array([SIGNATURE_WEIGHTS[s] for s in sums.signatures])
+        stats = statistics_from_totals(sums.values.sum(axis=0), sums)
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
-            a = _analyse(pool[order], view, labels, access=access, y_true=yc[idx], alpha=ALPHA,
-                         p_value_method="exact", bootstrap=Bootstrap(n_replicates=0), probe_ids=idx)
-            pvals.append(a["p_value"])
-            hits += a["p_value"] <= ALPHA
+            C = combined_statistic(adjust_for_typicality(stats[order], typicality[order]), weights)
+            p = rank_p_value(C[0], C[1:])
+            pvals.append(p)
+            hits += p <= ALPHA
             total += 1
     return hits, total, float(np.mean(pvals))
 

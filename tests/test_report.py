@@ -111,12 +111,27 @@ def test_unavailable_sections_show_the_reason(results, page):
 
 
 def test_small_groups_are_flagged(results, page):
-    small = [g["group"] for fd in results["comparisons"][0]["bias"]["features"].values() for g in fd["groups"]
+    small = [g for fd in results["comparisons"][0]["bias"]["features"].values() for g in fd["groups"]
              if not g["reliable"]]
     assert small
+    words = {"small_group": "small", "few_positives": "few positives", "few_negatives": "few negatives"}
     for g in small:
-        assert f"{escape(g)} (small)" in page
+        # The mark says why: a large group with few positive rows must not be called "small".
+        tag = ", ".join(words[f] for f in g["flags"])
+        assert f"{escape(g['group'])} ({tag})" in page
+        if "small_group" not in g["flags"]:
+            assert f"{escape(g['group'])} (small)" not in page
     assert 'class="flag">small</span>' in page
+    # A large group marked only for its few positive rows is called that, here and in the feature's summary line.
+    altered = copy.deepcopy(results)
+    feat, fd = next((k, v) for k, v in altered["comparisons"][0]["bias"]["features"].items()
+                    if any(not g["reliable"] for g in v["groups"]))
+    g = next(g for g in fd["groups"] if not g["reliable"])
+    g["flags"] = ["few_positives"]
+    page2 = render_html(altered, generated_at=FIXED_TIME, charts=False)
+    assert f"{escape(g['group'])} (few positives)" in page2
+    assert f"{escape(g['group'])} (small)" not in page2
+    assert "too few positive or negative rows" in page2
 
 
 def test_methodology_lists_definitions_formulas_and_rules(results, page):
@@ -236,12 +251,17 @@ def test_generated_at_defaults_to_run_info_then_now(results):
 # ---------------------------------------------------------------------------------------------- speed, size
 def test_report_is_small_and_renders_fast(results, page):
     run_info = make_run_info()
-    t0 = time.perf_counter()
-    page = render_html(results, run_info=run_info, generated_at=FIXED_TIME)
-    elapsed = time.perf_counter() - t0
+    cpu, wall = [], []
+    for _ in range(3):
+        t0, c0 = time.perf_counter(), time.process_time()
+        page = render_html(results, run_info=run_info, generated_at=FIXED_TIME)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     assert len(page.encode("utf-8")) < 1_500_000
-    # The goal is < 1 s on an idle machine; shared CI runners get slack.
-    assert elapsed < 6.0, elapsed
+    # Issue 4's target is < 1 s for the demo report (it takes ~0.2 s of CPU; benchmarks/report.py measures it).
+    # CPU time, best of three: on a shared runner the wall clock mostly measures the neighbours.
+    assert min(cpu) < 1.0, cpu
+    assert min(wall) < 6.0, wall
 
 
 # ------------------------------------------------------------------------------------- templates and inputs
@@ -390,3 +410,63 @@ def test_unexpected_shapes_are_shown_not_fatal(results):
     page = render_html(broken, generated_at=FIXED_TIME, charts=False)
     assert "Shown as stored" in page and "&#34;agreement&#34;: 7" in page
     assert "Calibration" in page  # the other sections are laid out as usual
+
+
+# ------------------------------------------------------------------------------------- hand-written SVG charts
+def _ticks_and_marks(svg: str) -> tuple[list[tuple[float, float]], list[float]]:
+    """(x, value) of each numeric tick label and the x of each marker circle in a hand-written chart."""
+    ticks = [(float(x), float(v.replace(",", "").rstrip("%")))
+             for x, v in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10.5" fill="#555555" '
+                                    r'text-anchor="middle"[^>]*>(-?[\d.,]+%?)</text>', svg)]
+    # Legend swatches sit in the top 20 px; markers below.
+    marks = [float(x) for x, y in re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"', svg) if float(y) > 20]
+    return ticks, marks
+
+
+def test_hand_drawn_interval_chart_puts_each_marker_at_its_value():
+    from kdaudit.report import _charts
+
+    est = [{"value": v, "low": v - 0.05, "high": v + 0.04} for v in (0.12, 0.37, 0.81)]
+    panels = [{"metric": "Selection rate", "percent": True,
+               "rows": [{"label": f"g{i}", "small": i == 2, "teacher": e, "student": None}
+                        for i, e in enumerate(est)]}]
+    chart = _charts.group_interval_chart(panels, ids=_charts.ChartIds(), title="t")
+    ticks, marks = _ticks_and_marks(str(chart.svg))
+    assert len(ticks) >= 3 and len(marks) == 3
+    (x0, v0), (x1, v1) = ticks[0], ticks[-1]
+    values = [v0 + (x - x0) * (v1 - v0) / (x1 - x0) for x in marks]
+    assert values == pytest.approx([12.0, 37.0, 81.0], abs=0.3)  # percent panel: value x 100
+    assert 'fill="#ffffff"' in str(chart.svg)  # the small group is hollow
+    assert "g2 (small)" in str(chart.svg) and "teacher 81 [76, 85]" in chart.description
+
+
+def test_hand_drawn_cost_chart_bars_match_the_ratios():
+    from kdaudit.report import _charts
+
+    items = [{"label": "Parameters", "ratio": 0.083}, {"label": "Latency <per row>", "ratio": 0.25}]
+    chart = _charts.cost_chart(items, ids=_charts.ChartIds(), title="Cost", student="s & t")
+    svg = str(chart.svg)
+    ticks, _ = _ticks_and_marks(svg)
+    (x0, v0), (x1, v1) = ticks[0], ticks[-1]
+    bars = [(float(x), float(w)) for x, w in re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)]
+    assert [v0 + w * (v1 - v0) / (x1 - x0) for _, w in bars] == pytest.approx([8.3, 25.0], abs=0.2)
+    assert "8.3%" in svg and "25.0%" in svg
+    assert "Latency &lt;per row&gt;" in svg and "s &amp; t as % of the teacher" in svg
+
+
+def test_bias_chart_and_its_table_show_the_same_numbers(results, page):
+    """Every group's point value in the results appears in the chart's text alternative and in the table."""
+    import html
+
+    comp = results["comparisons"][0]
+    svgs = re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+    chart = next(s for s in svgs if "Group rates of the teacher" in s and escape(comp["student"]) in s)
+    desc = html.unescape(re.search(r"<desc[^>]*>(.*?)</desc>", chart, flags=re.S).group(1))
+    g = next(g for fd in comp["bias"]["features"].values() for g in fd["groups"] if g["reliable"])
+    v = g["student"]["group_selection_rate"]["value"] * 100
+    assert f"student {v:.3g}" in desc
+    assert f"{v:.1f}%" in page
+    n_marks = sum(1 for fd in comp["bias"]["features"].values() for g in fd["groups"] for r in ("teacher", "student")
+                  for k in ("group_selection_rate", "group_tpr", "group_accuracy")
+                  if (g.get(r) or {}).get(k) and g[r][k].get("value") is not None)
+    assert len(_ticks_and_marks(chart)[1]) == n_marks

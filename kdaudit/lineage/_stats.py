@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = [
+    "adjust_for_typicality",
     "combined_statistic",
     "effect_size",
     "holm_adjust",
@@ -42,6 +43,39 @@ def leave_one_out_z(stats: np.ndarray) -> np.ndarray:
     floor = 1e-9 * np.maximum(np.abs(mean), 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sd > floor, (stats - mean) / np.where(sd > floor, sd, 1.0), 0.0)
+
+
+def adjust_for_typicality(stats: np.ndarray, typicality: np.ndarray) -> np.ndarray:
+    """Remove from each member's statistic what its typicality predicts, fitted on the other members.
+
+    ``typicality[m, s]`` is how strongly signature ``s`` relates member ``m`` to its own siblings (the other pool
+    members playing the suspect). A member that resembles its siblings more than most resembles any suspect more,
+    derived or not: without this step every suspect of a "central" teacher looks somewhat related to it (the
+    p-values stay valid over the draw of the teacher, but are conditionally too small for that teacher). For member
+    ``m`` a least-squares line ``stat ~ a + b * typicality`` is fitted on the *other* members and ``m``'s residual
+    is returned, so a derived suspect's outlying teacher does not bend its own fit. The map is the same for every
+    member, so the statistics stay permutation-equivariant and the rank p-value exact.
+
+    Parameters
+    ----------
+    stats : ndarray of shape (..., M, S)
+    typicality : ndarray of shape (M, S)
+    """
+    M = stats.shape[-2]
+    if M < 4:
+        return stats
+    t = np.broadcast_to(typicality, stats.shape)
+    n = M - 1
+    T = t.sum(axis=-2, keepdims=True) - t
+    Y = stats.sum(axis=-2, keepdims=True) - stats
+    TT = (t * t).sum(axis=-2, keepdims=True) - t * t
+    TY = (t * stats).sum(axis=-2, keepdims=True) - t * stats
+    den = n * TT - T * T
+    scale = np.maximum(np.abs(n * TT), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(den > 1e-12 * scale, (n * TY - T * Y) / np.where(den > 1e-12 * scale, den, 1.0), 0.0)
+    a = (Y - b * T) / n
+    return stats - a - b * t
 
 
 def combined_statistic(stats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

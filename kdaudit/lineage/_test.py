@@ -37,6 +37,7 @@ from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
 from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS, SIGNATURES, compute_sums, statistics_from_totals
 from kdaudit.lineage._stats import (
+    adjust_for_typicality,
     combined_statistic,
     effect_size,
     holm_adjust,
@@ -261,13 +262,15 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
         return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
 
     weights = np.array([SIGNATURE_WEIGHTS[name] for name in sums.signatures])
+    typicality = _typicality(pool, access=access, y_true=y_true)
 
     def effect_fn(totals: np.ndarray) -> np.ndarray:
-        return effect_size(combined_statistic(signature_stats(totals), weights))
+        return effect_size(combined_statistic(adjust_for_typicality(signature_stats(totals), typicality), weights))
 
     point_stats = signature_stats(stats.total())  # (M, S)
-    z = leave_one_out_z(point_stats)
-    combined = combined_statistic(point_stats, weights)
+    adjusted = adjust_for_typicality(point_stats, typicality)
+    z = leave_one_out_z(adjusted)
+    combined = combined_statistic(adjusted, weights)
     raw = {"top1_agreement": bootstrap.estimate(stats, lambda t: t[..., 0, -2] / t[..., 0, -1])}
 
     signatures = {}
@@ -277,6 +280,7 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
             "weight": float(weights[j]),
             "teacher": float(point_stats[0, j]),
             "references": [float(x) for x in point_stats[1:, j]],
+            "typicality": [float(x) for x in typicality[:, j]],
             "z_teacher": float(z[0, j]),
             "rank_p_value": rank_p_value(point_stats[0, j], point_stats[1:, j]) if K else float("nan"),
         }
@@ -317,6 +321,23 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
     return out
 
 
+def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.ndarray | None) -> np.ndarray:
+    """(M, S): each member's mean signature statistic with its siblings as suspects (seen at the suspect's access).
+
+    Held at its full-probe value in the bootstrap: the effect-size interval reflects the suspect's probes, not the
+    uncertainty of this covariate.
+    """
+    M = pool.shape[0]
+    rows = []
+    for i in range(M):
+        view = _view(pool[i], access)
+        sums = compute_sums(pool, view, view.argmax(axis=1), access=access[0], top_k=access[1], y_true=y_true)
+        rows.append(statistics_from_totals(sums.values.sum(axis=0), sums))
+    G = np.stack(rows)  # (pseudo-suspect i, member m, S)
+    diagonal = G[np.arange(M), np.arange(M)]
+    return (G.sum(axis=0) - diagonal) / max(M - 1, 1)
+
+
 def _assumptions(p_value_method: str, pool_access: tuple[str, int | None]) -> tuple[str, ...]:
     items = [
         ("Under H0 the teacher and the references are exchangeable with respect to the suspect: the references "
@@ -347,7 +368,9 @@ def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequen
         "suspect was not made from the teacher, the teacher should look no more related to it than any reference "
         "does. For every model in this pool of teacher and references, the same signatures measure how closely "
         f"the suspect follows that model's peculiarities beyond what the pool agrees on: {sig_text}. Each "
-        "signature is standardised against the other pool members and the standardised values are averaged, with weights "
+        "signature is first corrected for how typical that model is (how strongly the same signature relates it to "
+        "its own siblings, a line fitted on the other pool members), then standardised against the other pool "
+        "members, and the standardised values are averaged, with weights "
         "fixed in advance, into one score per model. The p-value is the teacher's rank among the K + 1 scores, "
         "(1 + number of references scoring at least as high as the teacher) / (K + 1), which is exact when the "
         "teacher is interchangeable with its references, whatever the dependence between probes; "
@@ -453,6 +476,24 @@ def _pool_outputs(models: Mapping[str, Any], X: np.ndarray, *, batch_size: int, 
     return pool, access, list(models)
 
 
+def _union_pool(pools: Mapping[str, Mapping[str, Any]], pool_arrays: Mapping[str, Any]) -> np.ndarray:
+    """Outputs of every distinct model of all pools (a model shared by several pools counted once).
+
+    Models are identified by their fingerprint (the hash of their weights or file), so the same reference loaded
+    twice, or wrapped twice, still counts once.
+    """
+    seen: dict[Any, np.ndarray] = {}
+    for cand, models in pools.items():
+        outputs = pool_arrays[cand][0]
+        for j, model in enumerate(models.values()):
+            try:
+                key: Any = model.fingerprint()
+            except Exception:  # noqa: BLE001 - a model without a fingerprint is identified by the object
+                key = id(model)
+            seen.setdefault(key, outputs[j])
+    return np.stack(list(seen.values()))
+
+
 def _as_array(probes: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Probe inputs and their true labels (or None) from an array, AuditData, or a probe file path."""
     from kdaudit.data._audit_data import AuditData
@@ -520,8 +561,10 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
                ) -> tuple[dict[str, LineageResult], int]:
     """Shared core of :func:`lineage_test` (one pool) and :func:`attribute` (one pool per candidate).
 
-    The probes are chosen once, by the summed disagreement of all pools (symmetric within each pool), and the
-    suspect is asked once; each candidate's test then uses its own pool.
+    The probes are chosen once, by the disagreement of the union of all pools' distinct models, and the suspect is
+    asked once; each candidate's test then uses its own pool. The union matters when candidates share references:
+    summing per-pool scores would count a shared reference once per pool and a candidate teacher once, so the
+    selection would no longer be symmetric in a pool's members (it favoured the teachers in our benchmark).
     """
     _check_common(alpha, p_value_method, query_budget, n_probes, n_mixup)
     X, y = _as_array(probes)
@@ -548,8 +591,8 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     score_access = oracle.access
     for pool, access, _ in pool_arrays.values():
         score_access = _least(score_access, access)
-    scores = sum(disagreement_scores(pool, access=score_access[0]) for pool, _, _ in pool_arrays.values())
-    idx = select_probes(np.asarray(scores), n_sel, seed=seed)
+    idx = select_probes(disagreement_scores(_union_pool(pools, pool_arrays), access=score_access[0]), n_sel,
+                        seed=seed)
     s_probs, s_labels = oracle.ask(Xc[idx])
     y_sel = None if yc is None else yc[idx]
     bootstrap = Bootstrap(n_replicates=n_replicates, seed=seed)

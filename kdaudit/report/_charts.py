@@ -18,6 +18,8 @@ from markupsafe import Markup, escape
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
+from kdaudit.report import _svg
+
 __all__ = [
     "TEACHER_COLOR",
     "STUDENT_COLOR",
@@ -211,6 +213,19 @@ _SERIES = (("teacher", TEACHER_COLOR, "teacher"), ("student", STUDENT_COLOR, "st
            ("both", "#4d4d4d", "teacher & student"))
 
 
+def _plain(text: Any, limit: int = _MAX_LABEL) -> str:
+    """A user string for a hand-written SVG label: one line, shortened (escaping happens when it is written)."""
+    s = str(text).replace("\n", " ")
+    return s[: limit - 1] + "…" if len(s) > limit else s
+
+
+def _domain(values: Sequence[float], n: int = 4, *, include: Sequence[float] = ()) -> list[float]:
+    vals = [v for v in list(values) + list(include) if _finite(v)]
+    if not vals:
+        return [0.0, 0.5, 1.0]
+    return _svg.nice_ticks(min(vals), max(vals), n)
+
+
 def group_interval_chart(panels: Sequence[dict[str, Any]], *, ids: ChartIds, title: str,
                          row_kind: str = "group") -> Chart:
     """Per-group (or per-class) values with their intervals, one panel per metric, groups on a shared y axis.
@@ -218,99 +233,90 @@ def group_interval_chart(panels: Sequence[dict[str, Any]], *, ids: ChartIds, tit
     ``panels``: ``[{"metric": label, "percent": bool, "rows": [{"label", "small": bool, "teacher": estimate|None,
     "student": estimate|None, "both": estimate|None}]}]``; every panel lists the same rows in the same order.
     Teacher and student are drawn side by side; ``both`` is a number about the pair (e.g. their agreement). Small
-    groups are drawn hollow and labelled.
+    groups are drawn hollow and labelled. Written as SVG directly (see :mod:`kdaudit.report._svg`).
     """
     rows0 = panels[0]["rows"] if panels else []
     n_rows = max(len(rows0), 1)
     n_panels = max(len(panels), 1)
-    labels = [_label(r["label"]) + (" (small)" if r.get("small") else "") for r in rows0]
-    with matplotlib.rc_context(_RC):
-        left = _label_width(labels)
-        width = min(left + 0.3 + 2.4 * n_panels, 9.8) if n_panels > 1 else left + 5.0
-        fig = _figure(width, 0.85 + 0.26 * n_rows, left=left, right=0.2, top=0.5, bottom=0.35)
-        # Independent axes with equal limits rather than sharey: hidden shared ticks still cost a draw each.
-        axes = fig.subplots(1, n_panels, squeeze=False)[0]
-        fig.subplots_adjust(wspace=0.1)
-        desc = []
-        legend: dict[str, Any] = {}
-        for ax, panel in zip(axes, panels):
-            scale = 100.0 if panel.get("percent") else 1.0
-            present = [s for s in _SERIES if any(r.get(s[0]) for r in panel["rows"])]
-            offsets = {1: [0.0], 2: [0.16, -0.16], 3: [0.24, 0.0, -0.24]}.get(len(present), [0.0] * len(present))
-            for (key, color, name), dy in zip(present, offsets):
-                # One collection per series and style, not one artist per point: drawing stays fast.
-                for small in (False, True):
-                    xs, ys, lo, hi, yi = [], [], [], [], []
-                    for i, r in enumerate(panel["rows"]):
-                        e = r.get(key)
-                        if bool(r.get("small")) != small or not e or not _finite(e.get("value")):
-                            continue
-                        y = n_rows - 1 - i + dy
-                        xs.append(_f(e["value"]) * scale)
-                        ys.append(y)
-                        if _finite(e.get("low")) and _finite(e.get("high")):
-                            lo.append(_f(e["low"]) * scale)
-                            hi.append(_f(e["high"]) * scale)
-                            yi.append(y)
-                    if yi:
-                        ax.hlines(yi, lo, hi, colors=color, lw=1.3, alpha=0.45 if small else 0.95)
-                    if xs:
-                        (h,) = ax.plot(xs, ys, "o", ms=4.6, color=color, mfc="white" if small else color, mew=1.2,
-                                       ls="none")
-                        if not small:
-                            legend.setdefault(name, h)
-            ax.set_title(_label(panel["metric"]) + (" (%)" if panel.get("percent") else ""), loc="left",
-                         fontsize=8.5)
-            ax.grid(True, axis="x", color=GRID_COLOR, lw=0.5)
-            ax.set_ylim(-0.6, n_rows - 0.4)
-            ax.set_yticks([])
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
-            parts_panel = []
-            for r in panel["rows"]:
-                parts = []
-                for key, _, name in _SERIES:
-                    e = r.get(key)
-                    if e and _finite(e.get("value")):
-                        v = _f(e["value"]) * scale
-                        ci = (f" [{_f(e['low']) * scale:.3g}, {_f(e['high']) * scale:.3g}]"
-                              if _finite(e.get("low")) and _finite(e.get("high")) else "")
-                        parts.append(f"{name} {v:.3g}{ci}")
-                parts_panel.append(f"{r['label']}{' (small)' if r.get('small') else ''}: "
-                                   + (", ".join(parts) or "n/a"))
-            desc.append(f"{panel['metric']}: " + "; ".join(parts_panel))
-        axes[0].set_yticks(range(n_rows))
-        axes[0].set_yticklabels(labels[::-1] if labels else [""] * n_rows)
-        axes[0].tick_params(axis="y", length=0)
-        if legend:
-            fig.legend(list(legend.values()), list(legend.keys()), loc="upper right", ncols=len(legend),
-                       bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
-        text = (f"Values per {row_kind} with interval bars (teacher blue, student orange); hollow markers are small "
-                f"{row_kind}s. " + " | ".join(desc) + ".")
-        return _finish(fig, ids, title, text)
+    labels = [_plain(r["label"], 44) + (f" ({r.get('tag') or 'small'})" if r.get("small") else "") for r in rows0]
+    size, row_h, gap, top = 11.0, 22.0, 24.0, 44.0
+    left = max([_svg.text_width(x, size) for x in labels] + [20.0]) + 14
+    panel_w = 240.0 if n_panels > 1 else 460.0
+    panel_w = max(min(panel_w, (960 - left - 12 - gap * (n_panels - 1)) / n_panels), 120.0)
+    width = left + n_panels * panel_w + gap * (n_panels - 1) + 12
+    plot_h = row_h * n_rows
+    cv = _svg.Canvas(width, top + plot_h + 26)
+    for i in range(1, n_rows, 2):  # banded rows guide the eye from a label across every panel
+        cv.rect(left, top + i * row_h, width - left - 12, row_h, "#f4f4f4")
+    for i, label in enumerate(labels):
+        cv.text(left - 8, top + (i + 0.5) * row_h, label, size=size, anchor="end")
+    desc, legend = [], {}
+    for p, panel in enumerate(panels):
+        x0 = left + p * (panel_w + gap)
+        scale = 100.0 if panel.get("percent") else 1.0
+        pts = [_f(e.get(k)) * scale for r in panel["rows"] for s in _SERIES for e in [r.get(s[0])] if e
+               for k in ("value", "low", "high")]
+        ticks = _domain(pts)
+        sx = _svg.linear(ticks[0], ticks[-1], x0 + 8, x0 + panel_w - 8)
+        cv.x_axis(x0, x0 + panel_w, top + plot_h, top, ticks, sx)
+        name = _plain(str(panel["metric"]) + (" (%)" if panel.get("percent") else ""),
+                      int(panel_w / (size * 0.62)))
+        cv.text(x0, top - 9, name, size=size, weight="bold")
+        present = [s for s in _SERIES if any(r.get(s[0]) for r in panel["rows"])]
+        offsets = {1: [0.0], 2: [-4.0, 4.0], 3: [-6.0, 0.0, 6.0]}.get(len(present), [0.0] * len(present))
+        for (key, color, sname), dy in zip(present, offsets):
+            for i, r in enumerate(panel["rows"]):
+                e = r.get(key)
+                if not e or not _finite(e.get("value")):
+                    continue
+                y = top + (i + 0.5) * row_h + dy
+                small = bool(r.get("small"))
+                if _finite(e.get("low")) and _finite(e.get("high")):
+                    cv.line(sx(_f(e["low"]) * scale), y, sx(_f(e["high"]) * scale), y, color, 1.6,
+                            opacity=0.45 if small else 0.95)
+                cv.circle(sx(_f(e["value"]) * scale), y, 3.4, color, hollow=small)
+                legend.setdefault(sname, color)
+        parts_panel = []
+        for r in panel["rows"]:
+            parts = []
+            for key, _, sname in _SERIES:
+                e = r.get(key)
+                if e and _finite(e.get("value")):
+                    v = _f(e["value"]) * scale
+                    ci = (f" [{_f(e['low']) * scale:.3g}, {_f(e['high']) * scale:.3g}]"
+                          if _finite(e.get("low")) and _finite(e.get("high")) else "")
+                    parts.append(f"{sname} {v:.3g}{ci}")
+            tag = f" ({r.get('tag') or 'small'})" if r.get("small") else ""
+            parts_panel.append(f"{r['label']}{tag}: " + (", ".join(parts) or "n/a"))
+        desc.append(f"{panel['metric']}: " + "; ".join(parts_panel))
+    cv.legend([("dot", c, n) for n, c in legend.items()], right=width - 12, y=10)
+    text = (f"Values per {row_kind} with interval bars (teacher blue, student orange); hollow markers are "
+            f"{row_kind}s too small, or with too few positive or negative rows, for a reliable rate. "
+            + " | ".join(desc) + ".")
+    return Chart(cv.svg(ids.next(), title, text), title, text)
 
 
 def reference_chart(references: Sequence[Any], observed: Any, *, ids: ChartIds, title: str, observed_label: str,
                     xlabel: str) -> Chart:
     """Where one statistic falls among reference values (e.g. the teacher's lineage statistic among references)."""
     refs = [_f(x) for x in references if _finite(x)]
-    with matplotlib.rc_context(_RC):
-        fig = _figure(6.2, 1.7, left=0.2, right=0.2, top=0.35, bottom=0.45)
-        ax = fig.add_subplot()
-        # A fixed vertical spread (no random jitter, so the SVG is deterministic) keeps equal values visible.
-        ys = [((i * 7) % 11 - 5) / 14.0 for i in range(len(refs))]
-        ax.plot(refs, ys, "o", ms=5, color="#8c8c8c", alpha=0.8, ls="none", label=f"reference models ({len(refs)})")
-        if _finite(observed):
-            ax.axvline(_f(observed), color=STUDENT_COLOR, lw=2)
-            ax.plot([_f(observed)], [0], "D", ms=7, color=STUDENT_COLOR, label=_label(observed_label))
-        ax.set_yticks([])
-        ax.set_ylim(-0.7, 0.7)
-        ax.spines["left"].set_visible(False)
-        ax.set_xlabel(xlabel)
-        ax.grid(True, axis="x", color=GRID_COLOR, lw=0.5)
-        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2)
-        desc = (f"{observed_label}: {_f(observed):.3g}; reference values: " + ", ".join(f"{x:.3g}" for x in refs)
-                + ".")
-        return _finish(fig, ids, title, desc)
+    ticks = _domain(refs, 5, include=[_f(observed)] if _finite(observed) else [])
+    width, x0, x1, mid = 620.0, 16.0, 604.0, 58.0
+    cv = _svg.Canvas(width, 128)
+    sx = _svg.linear(ticks[0], ticks[-1], x0 + 8, x1 - 8)
+    cv.x_axis(x0, x1, 92, 26, ticks, sx)
+    # A fixed vertical spread (no random jitter, so the SVG is deterministic) keeps equal values visible.
+    for i, x in enumerate(refs):
+        cv.circle(sx(x), mid + ((i * 7) % 11 - 5) * 5.0, 4, "#8c8c8c")
+    items = [("dot", "#8c8c8c", f"reference models ({len(refs)})")]
+    if _finite(observed):
+        cv.line(sx(_f(observed)), 26, sx(_f(observed)), 92, STUDENT_COLOR, 2)
+        cv.diamond(sx(_f(observed)), mid, 7, STUDENT_COLOR)
+        items.append(("diamond", STUDENT_COLOR, _plain(observed_label, 48)))
+    cv.legend(items, right=x1, y=10)
+    cv.text((x0 + x1) / 2, 120, _plain(xlabel, 90), size=10.5, anchor="middle")
+    desc = (f"{observed_label}: {_f(observed):.3g}; reference values: " + ", ".join(f"{x:.3g}" for x in refs) + ".")
+    return Chart(cv.svg(ids.next(), title, desc), title, desc)
 
 
 def confusion_chart(matrix: Sequence[Sequence[Any]], classes: Sequence[Any], *, ids: ChartIds, title: str,
@@ -350,26 +356,38 @@ def confusion_chart(matrix: Sequence[Sequence[Any]], classes: Sequence[Any], *, 
 def outcome_chart(parts: Sequence[tuple[str, float, str]], *, ids: ChartIds, title: str) -> Chart:
     """One horizontal bar split into shares of rows, e.g. both right / only the student wrong / both wrong."""
     total = sum(v for _, v, _ in parts if _finite(v)) or 1.0
-    with matplotlib.rc_context(_RC):
-        fig = _figure(6.4, 1.35, left=0.15, right=0.25, top=0.12, bottom=0.75)
-        ax = fig.add_subplot()
-        left = 0.0
-        for label, v, color in parts:
-            share = (_f(v) / total) if _finite(v) else 0.0
-            ax.barh(0, share, left=left, color=color, height=0.6, label=_label(label))
-            if share >= 0.07:
-                ax.text(left + share / 2, 0, f"{share:.1%}", ha="center", va="center", color="white", fontsize=8)
-            left += share
-        ax.set_xlim(0, 1)
-        ax.set_ylim(-0.4, 0.4)
-        ax.set_yticks([])
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
-        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
-        ax.spines["left"].set_visible(False)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=2, fontsize=7.5)
-        desc = "Share of rows: " + "; ".join(f"{label} {(_f(v) / total):.1%}" for label, v, _ in parts
-                                              if _finite(v)) + "."
-        return _finish(fig, ids, title, desc)
+    width, x0, x1 = 620.0, 14.0, 596.0  # room for the "0%" and "100%" tick labels at the ends
+    sx = _svg.linear(0.0, 1.0, x0, x1)
+    # The legend wraps onto as many lines as it needs under the axis.
+    lines: list[list[tuple[str, str]]] = [[]]
+    used = 0.0
+    for label, _, color in parts:
+        w = _svg.text_width(_plain(label, 60), 10.5) + 30
+        if lines[-1] and used + w > x1 - x0:
+            lines.append([])
+            used = 0.0
+        lines[-1].append((_plain(label, 60), color))
+        used += w
+    cv = _svg.Canvas(width, 70 + 17 * len(lines))
+    left = 0.0
+    for label, v, color in parts:
+        share = (_f(v) / total) if _finite(v) else 0.0
+        cv.rect(sx(left), 6, sx(left + share) - sx(left), 30, color)
+        if share >= 0.07:
+            cv.text(sx(left + share / 2), 21, f"{share:.1%}", size=10.5, anchor="middle",
+                    color=INK if _svg.is_light(color) else "#ffffff")
+        left += share
+    ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+    cv.x_axis(x0, x1, 40, 40, ticks, sx, grid=False, fmt=lambda t: f"{t:.0%}")
+    for j, items in enumerate(lines):
+        x = x0
+        for label, color in items:
+            cv.rect(x, 66 + 17 * j - 5, 12, 10, color)
+            cv.text(x + 16, 66 + 17 * j, label, size=10.5)
+            x += _svg.text_width(label, 10.5) + 30
+    desc = "Share of rows: " + "; ".join(f"{label} {(_f(v) / total):.1%}" for label, v, _ in parts
+                                          if _finite(v)) + "."
+    return Chart(cv.svg(ids.next(), title, desc), title, desc)
 
 
 def cost_chart(items: Sequence[dict[str, Any]], *, ids: ChartIds, title: str, student: str) -> Chart:
@@ -379,24 +397,25 @@ def cost_chart(items: Sequence[dict[str, Any]], *, ids: ChartIds, title: str, st
     """
     rows = [i for i in items if _finite(i.get("ratio"))]
     n = max(len(rows), 1)
-    labels = [_label(r["label"]) for r in rows]
-    with matplotlib.rc_context(_RC):
-        left = _label_width(labels)
-        fig = _figure(6.2, 0.85 + 0.3 * n, left=left, right=0.3, top=0.3, bottom=0.45)
-        ax = fig.add_subplot()
-        ys = list(range(n))[::-1][: len(rows)]
-        vals = [_f(r["ratio"]) * 100 for r in rows]
-        ax.barh(ys, vals, color=STUDENT_COLOR, height=0.55)
-        ax.axvline(100, color=TEACHER_COLOR, lw=1.2, ls="--")
-        ax.text(100, n - 0.45, " teacher = 100%", color=TEACHER_COLOR, fontsize=7.5, va="bottom")
-        for y, v in zip(ys, vals):
-            ax.text(v, y, f" {v:.1f}%", va="center", fontsize=7.5, color=INK)
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels)
-        ax.set_xlim(0, max(vals + [100.0]) * 1.25)
-        ax.set_ylim(-0.6, n - 0.1)
-        ax.set_xlabel(f"{_label(student)} as % of the teacher")
-        ax.grid(True, axis="x", color=GRID_COLOR, lw=0.5)
-        desc = (f"Cost of {student} relative to the teacher (100%): "
-                + "; ".join(f"{r['label']} {v:.1f}%" for r, v in zip(rows, vals)) + ".")
-        return _finish(fig, ids, title, desc)
+    labels = [_plain(r["label"]) for r in rows]
+    vals = [_f(r["ratio"]) * 100 for r in rows]
+    size, row_h, top, width = 11.0, 26.0, 26.0, 620.0
+    left = max([_svg.text_width(x, size) for x in labels] + [20.0]) + 14
+    x1 = width - 12
+    plot_h = n * row_h
+    cv = _svg.Canvas(width, top + plot_h + 44)
+    ticks = _svg.nice_ticks(0.0, max(vals + [100.0]) * 1.2, 4)
+    sx = _svg.linear(0.0, ticks[-1], left, x1)
+    cv.x_axis(left, x1, top + plot_h, top, ticks, sx, suffix="%")
+    for i, (label, v) in enumerate(zip(labels, vals)):
+        y = top + (i + 0.5) * row_h
+        cv.text(left - 8, y, label, size=size, anchor="end")
+        cv.rect(left, y - 8, sx(max(v, 0.0)) - left, 16, STUDENT_COLOR)
+        cv.text(sx(max(v, 0.0)) + 4, y, f"{v:.1f}%", size=10.5)
+    cv.line(sx(100), top - 4, sx(100), top + plot_h, TEACHER_COLOR, 1.4, dash="5 3")
+    cv.text(sx(100) + 4, top - 12, "teacher = 100%", size=10.5, color=TEACHER_COLOR)
+    cv.text((left + x1) / 2, top + plot_h + 32, f"{_plain(student, 60)} as % of the teacher", size=10.5,
+            anchor="middle")
+    desc = (f"Cost of {student} relative to the teacher (100%): "
+            + "; ".join(f"{r['label']} {v:.1f}%" for r, v in zip(rows, vals)) + ".")
+    return Chart(cv.svg(ids.next(), title, desc), title, desc)

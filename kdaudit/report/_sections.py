@@ -189,8 +189,7 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
             continue
         feat = str(feat)
         blocks.append({"kind": "heading", "title": f"By {feat}",
-                       "text": (f"{fd.get('n_groups', 'n/a')} groups, {fd.get('n_reliable_groups', 'n/a')} large "
-                                "enough to be compared." if fd.get("n_groups") is not None else "")})
+                       "text": _feature_counts(fd)})
         disp = fd.get("disparities")
         if isinstance(disp, Mapping) and disp:
             cols_p = any(isinstance(v, Mapping) and v.get("p_value") is not None for v in disp.values())
@@ -232,11 +231,37 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
     return used, blocks
 
 
+def _feature_counts(fd: Mapping[str, Any]) -> str:
+    if fd.get("n_groups") is None:
+        return ""
+    text = f"{fd.get('n_groups', 'n/a')} groups, {fd.get('n_reliable_groups', 'n/a')} large enough to be compared."
+    few = [str(g.get("group")) for g in fd.get("groups") or [] if isinstance(g, Mapping)
+           and any(f in ("few_positives", "few_negatives") for f in g.get("flags") or [])]
+    if few:
+        text += (f" {len(few)} of them ({', '.join(few)}) have too few positive or negative rows for their rates to "
+                 "be trusted; they are marked and left out of the gaps those rates would decide.")
+    return text
+
+
 _GROUP_PANELS = ("group_selection_rate", "group_tpr", "group_accuracy")
 
 
 def _is_small(g: Mapping[str, Any]) -> bool:
     return not g.get("reliable", True) or bool(g.get("small"))
+
+
+_FLAG_WORDS = {"small_group": "small", "few_positives": "few positives", "few_negatives": "few negatives"}
+
+
+def _flag_tag(g: Mapping[str, Any]) -> str:
+    """Why a group is marked, in words: "small" alone would contradict "all groups large enough" when a large
+    group is marked only for having too few positive (or negative) rows for its rates to be trusted."""
+    flags = [str(f) for f in g.get("flags") or [] if f]
+    return ", ".join(_FLAG_WORDS.get(f, f.replace("_", " ")) for f in flags) or "small"
+
+
+def _flag_suffix(g: Mapping[str, Any]) -> str:
+    return f" ({_flag_tag(g)})" if _is_small(g) else ""
 
 
 def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext) -> Table:
@@ -251,7 +276,7 @@ def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext) 
     rows = []
     for g in groups:
         small = _is_small(g)
-        label_cell = Cell(str(g.get("group")) + (" (small)" if small else ""), "small-group" if small else "",
+        label_cell = Cell(str(g.get("group")) + _flag_suffix(g), "small-group" if small else "",
                           "; ".join(str(f) for f in g.get("flags") or []))
         keys = metric_keys + (["group_agreement"] if g.get("group_agreement") is not None else [])
         for j, k in enumerate(keys):
@@ -281,14 +306,15 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
     chart = None
     if c.with_charts and keys:
         panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
-                   "rows": [{"label": lab, "small": _is_small(g), "teacher": (g.get("teacher") or {}).get(k),
+                   "rows": [{"label": lab, "small": _is_small(g), "tag": _flag_tag(g),
+                             "teacher": (g.get("teacher") or {}).get(k),
                              "student": (g.get("student") or {}).get(k)} for lab, (_, g) in zip(labels, groups)]}
                   for k in keys]
         chart = charts.group_interval_chart(panels, ids=c.ids, title=title)
     rows = []
     for lab, (_, g) in zip(labels, groups):
         small = _is_small(g)
-        row = [Cell(lab + (" (small)" if small else ""), "small-group" if small else ""),
+        row = [Cell(lab + _flag_suffix(g), "small-group" if small else ""),
                Cell(fmt_count(g.get("n")) if g.get("n") is not None else "n/a", "num")]
         for k in keys:
             kind = defs.kind("bias", k)
