@@ -124,8 +124,8 @@ def test_small_groups_are_flagged(results, page):
     assert 'class="flag">small</span>' in page
     # A large group marked only for its few positive rows is called that, here and in the feature's summary line.
     altered = copy.deepcopy(results)
-    feat, fd = next((k, v) for k, v in altered["comparisons"][0]["bias"]["features"].items()
-                    if any(not g["reliable"] for g in v["groups"]))
+    fd = next(v for v in altered["comparisons"][0]["bias"]["features"].values()
+              if any(not g["reliable"] for g in v["groups"]))
     g = next(g for g in fd["groups"] if not g["reliable"])
     g["flags"] = ["few_positives"]
     page2 = render_html(altered, generated_at=FIXED_TIME, charts=False)

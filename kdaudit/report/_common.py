@@ -265,9 +265,21 @@ def _headline_tables(section: str, headline: Mapping[str, Any], defs: _Definitio
             if has_p:
                 row.append(Cell(fmt_number(as_estimate(headline[p["p"]])["value"], "p"), "num")
                            if "p" in p else Cell("—", "num"))
+            # A reader who is not an ML engineer needs to know what "MCE" or "NLL" is before reading its numbers.
+            d = defs.get(section, p["teacher"]) or defs.get(section, base)
+            desc = str(d.get("description") or "")
+            for cut in (" (teacher).", " (teacher)", " Change from teacher to student, paired interval."):
+                desc = desc.replace(cut, "")
+            for cut in ("The teacher's ", "Teacher's ", "the teacher's "):  # the row is about both models
+                if desc.startswith(cut):
+                    desc = desc[len(cut):len(cut) + 1].upper() + desc[len(cut) + 1:]
+            hib = _direction(d, "Higher is better.", "Lower is better.", "")
+            row.append(Cell(" ".join(x for x in (desc.strip(), hib) if x) or "—", "muted"))
             rows.append(row)
-        cols = ["Metric", "Teacher", "Student", "Change (student − teacher)"] + (["p-value"] if has_p else [])
-        pair_table = Table("Teacher and student side by side", cols, rows, [False] + [True] * (len(cols) - 1))
+        cols = (["Metric", "Teacher", "Student", "Change (student − teacher)"] + (["p-value"] if has_p else [])
+                + ["Meaning"])
+        pair_table = Table("Teacher and student side by side", cols, rows,
+                           [False] + [True] * (len(cols) - 2) + [False])
     single = [(k, e) for k, e in headline.items() if k not in used]
     single_table = None
     if single:

@@ -6,6 +6,7 @@ Formatting and chart drawing only: every number is read from the section's dict 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping, Sequence
 
 from kdaudit.report import _charts as charts
@@ -246,6 +247,15 @@ def _feature_counts(fd: Mapping[str, Any]) -> str:
 _GROUP_PANELS = ("group_selection_rate", "group_tpr", "group_accuracy")
 
 
+def _num(x: Any) -> float:
+    """A stored number for sorting; anything else sorts last."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("-inf")
+    return v if not math.isnan(v) else float("-inf")
+
+
 def _is_small(g: Mapping[str, Any]) -> bool:
     return not g.get("reliable", True) or bool(g.get("small"))
 
@@ -395,10 +405,16 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
             chart = charts.reference_chart(refs, sec["statistic"], ids=c.ids, title=title,
                                            observed_label=f"the teacher ({c.teacher})",
                                            xlabel="Combined lineage statistic (closeness to the suspect)")
-        rows = [[Cell(f"the teacher ({c.teacher})", "strong"), Cell(fmt_number(sec["statistic"]), "num")]]
-        rows += [[Cell(f"reference {i + 1}"), Cell(fmt_number(v), "num")] for i, v in enumerate(refs)]
-        blocks.append(_fig(title, chart, Table("Lineage statistic of each pool model", ["Model", "Statistic"], rows,
-                                               [False, True]), wide=False))
+        # Ranked, highest (closest to the suspect) first: the teacher's place in this list is what the p-value
+        # counts, so the reader can check it by eye.
+        pool = [(f"the teacher ({c.teacher})", sec["statistic"], True)]
+        pool += [(f"reference {i + 1}", v, False) for i, v in enumerate(refs)]
+        order = sorted(range(len(pool)), key=lambda j: (-_num(pool[j][1]), j))
+        rows = [[Cell(str(rank + 1), "num"), Cell(pool[j][0], "strong" if pool[j][2] else ""),
+                 Cell(fmt_number(pool[j][1]), "num")] for rank, j in enumerate(order)]
+        blocks.append(_fig(title, chart, Table("Lineage statistic of each pool model, closest to the suspect first",
+                                               ["Rank", "Model", "Statistic"], rows, [True, False, True]),
+                           wide=len(rows) > 8))
     sig = sec.get("signatures")
     if isinstance(sig, Mapping) and sig:
         rows = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 from typing import Any, Mapping
 
 from kdaudit.report import _charts as charts
@@ -453,13 +454,15 @@ def _repro(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list
             continue
         if isinstance(v, Mapping):
             for k2, v2 in _flat(v).items():
-                run_rows.append((f"{k}.{k2}", _text(v2)))
+                run_rows.append(_run_item(f"{k}.{k2}", v2))
         elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
             for x in v:
                 label = str(x.get("name", "")) or k
-                run_rows.append((f"{k}: {label}", ", ".join(f"{a} {_text(b)}" for a, b in x.items() if a != "name")))
+                run_rows.append((f"{_run_key(str(k))[0]}: {label}",
+                                 ", ".join(" ".join(_run_item(str(a), b)).lower() for a, b in x.items()
+                                           if a != "name")))
         else:
-            run_rows.append((str(k), _text(v)))
+            run_rows.append(_run_item(str(k), v))
     versions = prov.get("versions") if isinstance(prov.get("versions"), Mapping) else {}
     prov_extra = [(str(k), _text(v)) for k, v in prov.items()
                   if k not in ("versions", "models", "seed", "device", "precision", "batch_size", "n_rows",
@@ -471,6 +474,31 @@ def _repro(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list
 
 
 # -------------------------------------------------------------------------------------------------- entry
+_RUN_WORDS = {"wall time": "wall time", "timings": "timings", "sections": "sections", "host": "host",
+              "cpu count": "CPU cores", "render": "rendering this report", "total": "total"}
+
+
+def _run_key(path: str) -> tuple[str, bool]:
+    """A run-record key in words (``wall_time_s.sections_s.x/bias`` -> ``Wall time › sections › x/bias``) and
+    whether its leaf is in seconds (the ``_s`` suffix used by run.json)."""
+    parts = [p for p in path.split(".") if p]
+    seconds = any(p.endswith("_s") for p in parts)  # "wall_time_s.sections_s.<name>" is in seconds too
+    words = []
+    for p in parts:
+        w = p[:-2] if p.endswith("_s") else p
+        w = w.replace("_", " ").strip()
+        words.append(_RUN_WORDS.get(w, w))
+    text = " › ".join(words)
+    return (text[:1].upper() + text[1:]) if text else path, seconds
+
+
+def _run_item(path: str, value: Any) -> tuple[str, str]:
+    key, seconds = _run_key(path)
+    if seconds and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return key, (f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:,.2f} s")
+    return key, _text(value)
+
+
 def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None, generated_at: str | None,
                   *, charts_on: bool = True) -> dict[str, Any]:
     """Everything the templates show, as text, tables and charts (a fresh chart-id counter per call)."""
