@@ -133,13 +133,13 @@ def _simulated(rng, *, K: int, N: int, derived: float, access=("probabilities", 
 @pytest.mark.parametrize("access", [("probabilities", None), ("top_k", 2), ("labels", None)])
 def test_false_positive_rate_at_most_alpha_under_exchangeability(access):
     rng = np.random.default_rng(11)
-    n_sim = 300
-    p = np.array([_simulated(rng, K=19, N=60, derived=0.0, access=access)["p_value"] for _ in range(n_sim)])
+    n_sim = 200
+    p = np.array([_simulated(rng, K=19, N=40, derived=0.0, access=access)["p_value"] for _ in range(n_sim)])
     fpr = np.mean(p <= 0.05)
     # exact test: P(p <= 0.05) = 1/20 under H0; allow 2.5 binomial standard errors of sampling noise
     assert fpr <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / n_sim)
     # the p-values are (discrete) uniform: their mean is close to (K + 2) / (2 (K + 1)) = 0.525
-    assert abs(p.mean() - 0.525) < 0.06
+    assert abs(p.mean() - 0.525) < 0.07
 
 
 def test_parametric_false_positive_rate_close_to_alpha():
@@ -407,12 +407,12 @@ def test_attribution_with_shared_references_keeps_false_positives_rare():
     A, B = z.model(z.perturbation(), name="A"), z.model(z.perturbation(), name="B")
     X = _probes(300, seed=4)
     false_parents = 0
-    for i in range(20):
+    for i in range(12):
         orphan = z.model(z.perturbation(), name=f"orphan{i}")
         false_parents += attribute(orphan, {"A": (A, refs), "B": (B, refs)}, X, n_probes=150, n_mixup=0,
                                    n_replicates=0).parent != "none"
-    # family-wise error <= alpha = 0.05 per suspect: 20 suspects, expect ~1; 4 or more has probability < 2%
-    assert false_parents <= 3
+    # family-wise error <= alpha = 0.05 per suspect: 12 suspects, expect ~0.6; 3 or more has probability ~2%
+    assert false_parents <= 2
 
 
 def test_full_analysis_is_permutation_equivariant():

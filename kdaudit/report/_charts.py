@@ -82,12 +82,13 @@ class Chart:
 class ChartIds:
     """Hands out a distinct id prefix per chart within one render (a fresh object per render: nothing global)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "kdc") -> None:
         self.n = 0
+        self.prefix = prefix
 
     def next(self) -> str:
         self.n += 1
-        return f"kdc{self.n}"
+        return f"{self.prefix}{self.n}"
 
 
 def _label(text: Any) -> str:

@@ -47,7 +47,8 @@ SECTION_INTROS = {
                 "against the null hypothesis stated below. The p-value is calibrated with reference models trained "
                 "independently by the teacher's recipe."),
 }
-_STATUS_TEXT = {"pass": "Pass", "warn": "Warning", "fail": "Fail", "skipped": "Not judged", "n/a": "No rule"}
+_STATUS_TEXT = {"pass": "Pass", "warn": "Warning", "fail": "Fail", "skipped": "Not judged", "info": "Note",
+                "n/a": "No rule"}
 _ROLE_ORDER = {"teacher": 0, "student": 1, "reference": 2}
 
 
@@ -65,11 +66,15 @@ def _get(d: Any, *keys: str, default: Any = None) -> Any:
 def _status(x: Any) -> str:
     if isinstance(x, str) and x.strip().lower() in ("skipped", "skip", "not judged"):
         return "skipped"
+    # The policy's "info" findings (e.g. groups too small to judge) are notes: shown, never a verdict.
+    if isinstance(x, str) and x.strip().lower() in ("info", "note"):
+        return "info"
     return status_of(x)
 
 
 def _worst(statuses: Iterable[str]) -> str:
-    order = {"fail": 4, "warn": 3, "skipped": 2, "pass": 1, "n/a": 0}
+    # A note outranks "no rule" (something was said) but not a judged rule, as in the policy's verdict.
+    order = {"fail": 4, "warn": 3, "skipped": 2, "pass": 1, "info": 0.5, "n/a": 0}
     out = "n/a"
     for s in statuses:
         if order.get(s, 0) > order.get(out, 0):

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jinja2
+import markupsafe
 
 from kdaudit._exceptions import invalid_argument
 from kdaudit.report._view import build_context
 
-__all__ = ["TEMPLATE_DIR", "environment", "render_html", "write_html"]
+__all__ = ["TEMPLATE_DIR", "VOLATILE_ATTRIBUTE", "environment", "render_html", "volatile", "write_html"]
 
 #: The packaged templates; copy one into your own directory and pass ``template_dir=`` to override it.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -19,11 +20,41 @@ _MAIN_TEMPLATE = "report.html.j2"
 _DEFAULT_ENV: list[jinja2.Environment] = []
 
 
+#: The attribute marking content that comes from the run, not from results.json (see :func:`volatile`).
+VOLATILE_ATTRIBUTE = "data-volatile"
+_VOLATILE_TAGS = frozenset({"span", "div"})
+
+
+def volatile(content: Any, what: str, *, tag: str = "span") -> markupsafe.Markup:
+    """Wrap ``content`` in an element marked ``data-volatile="what"``.
+
+    Everything the report draws from ``run_info`` or the clock (the generation time, measured latency and throughput,
+    the command line, the run record) goes through this one jinja filter, so that two reports of the same results
+    differ only inside marked elements; removing their contents must leave identical documents. Plain text is
+    escaped; markup built by the template (a ``{% filter volatile(...) %}`` block) is kept as it is.
+
+    Parameters
+    ----------
+    content : str or Markup
+        What to show.
+    what : str
+        What the value is (``"generated-at"``, ``"latency"``, ``"run-record"``, ...).
+    tag : {"span", "div"}
+        ``"div"`` for block content (tables, paragraphs, figures).
+    """
+    if tag not in _VOLATILE_TAGS:
+        raise invalid_argument("tag", tag, sorted(_VOLATILE_TAGS))
+    return markupsafe.Markup('<{0} class="volatile" {1}="{2}">{3}</{0}>').format(
+        markupsafe.Markup(tag), markupsafe.Markup(VOLATILE_ATTRIBUTE), str(what), markupsafe.escape(content))
+
+
 def _make_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
     # Autoescape everything: model names, class labels, group names and config values are user data.
     # StrictUndefined: a template asking for a value the view does not provide is a bug, not an empty cell.
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["volatile"] = volatile
+    return env
 
 
 def environment(template_dir: str | os.PathLike[str] | None = None) -> jinja2.Environment:

@@ -80,15 +80,16 @@ def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, 
             "message": str(f.get("message") or ""),
         })
     # Worst first: a reader sees what blocks the release before what passed. (Stable sort keeps policy order.)
-    order = {"fail": 0, "warn": 1, "skipped": 2, "pass": 3, "n/a": 4}
+    order = {"fail": 0, "warn": 1, "skipped": 2, "info": 3, "pass": 4, "n/a": 5}
     out.sort(key=lambda r: order.get(r["status"], 5))
     return out
 
 
 def _verdict(status: str, findings: list[dict[str, Any]], policy_name: str, who: str) -> dict[str, str]:
-    n = {s: sum(f["status"] == s for f in findings) for s in ("pass", "warn", "fail", "skipped")}
+    n = {s: sum(f["status"] == s for f in findings) for s in ("pass", "warn", "fail", "skipped", "info")}
     counts = (f"{n['pass']} rule checks passed, {n['warn']} warned, {n['fail']} failed"
-              + (f", {n['skipped']} could not be judged" if n["skipped"] else ""))
+              + (f", {n['skipped']} could not be judged" if n["skipped"] else "")
+              + (f", {n['info']} note{'s' if n['info'] != 1 else ''}" if n["info"] else ""))
     if status == "pass":
         text = f"{who} meets every rule of the review policy, judged on the 95% intervals."
     elif status == "warn":
@@ -239,6 +240,8 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
                                             "the student", "the teacher"))
         mine = [f for f in findings if f["student"] == student]
         status = _status(by_student[student]) if student in by_student else _worst(f["status"] for f in mine)
+        if status == "info":  # notes alone never fail a student (the policy's verdict ignores them too)
+            status = "pass"
         if not mine and student not in by_student:
             status = "n/a"
         sections = [{"title": s["title"], "anchor": s["anchor"], "status": s["status"],
@@ -292,6 +295,9 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
             "measured": bool(r) and any(x is not None for x in (per_row, per_batch, thr)),
         })
     gains = []
+    # Charts of run measurements number their ids apart, so whether a run measured speed never shifts the ids of the
+    # charts drawn from results.json.
+    run_ids = charts.ChartIds("kdr")
     timing = {str(n): measured[n] for n in measured if isinstance(measured[n], Mapping)}
     for rc in raw:
         cost = rc.get("cost")
@@ -303,31 +309,25 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
             v = as_estimate(e)["value"]
             if v == v:
                 items.append({"label": _COST_LABELS.get(key, defs.label("cost", key)), "ratio": v, "key": key})
-        # Latency and throughput ratios are not in results.json (they vary between runs); drawn from run_info.
+        # Latency and throughput ratios are not in results.json (they vary between runs); drawn from run_info into
+        # their own figure and sentence, which the template marks volatile, so the rest stays identical across runs.
         t_r, s_r = timing.get(teacher, {}), timing.get(student, {})
+        speed = []
         for key, label in (("latency_ms_per_row", "Latency per row †"), ("throughput_rows_per_s", "Throughput †")):
             tv, sv = t_r.get(key), s_r.get(key)
             if isinstance(tv, (int, float)) and isinstance(sv, (int, float)) and tv > 0 and sv > 0:
-                items.append({"label": label, "ratio": sv / tv, "key": key})
-        chart = None
+                speed.append({"label": label, "ratio": sv / tv, "key": key})
         title = f"Cost of {student} relative to the teacher ({teacher})"
-        if with_charts and items:
-            chart = charts.cost_chart(items, ids=ids, title=title, student=student)
-        table = Table(f"{student} as a share of the teacher (100% = the teacher)", ["Quantity", "Student / teacher"],
-                      [[Cell(i["label"], "", i["key"]), Cell(f"{i['ratio'] * 100:.1f}%", "num")] for i in items],
-                      [False, True])
-        words = []
-        for i in items:
-            if i["key"] == "throughput_rows_per_s":
-                words.append(f"{i['ratio']:.1f}× its throughput (measured)")
-            elif i["key"] == "latency_ms_per_row":
-                words.append(f"{i['ratio'] * 100:.1f}% of its latency per row (measured)")
-            else:
-                words.append(f"{i['ratio'] * 100:.1f}% of its {_noun(i['key'])}")
+        speed_title = f"Measured speed of {student} relative to the teacher ({teacher}) †"
+        words = [f"{i['ratio'] * 100:.1f}% of its {_noun(i['key'])}" for i in items]
+        speed_words = [f"{i['ratio']:.1f}× its throughput" if i["key"] == "throughput_rows_per_s"
+                       else f"{i['ratio'] * 100:.1f}% of its latency per row" for i in speed]
         mine = [f for f in findings if f["student"] == student and f["section"] == "cost"]
-        gains.append({"student": student, "figure": _fig(title, chart, table, wide=False) if items else None,
-                      "sentence": ("Compared with the teacher, the student has " + ", ".join(words[:-1])
-                                   + (" and " if len(words) > 1 else "") + words[-1] + ".") if words else "",
+        gains.append({"student": student,
+                      "figure": _cost_figure(items, title, student, ids, with_charts),
+                      "sentence": _cost_sentence("Compared with the teacher, the student has ", words),
+                      "measured_figure": _cost_figure(speed, speed_title, student, run_ids, with_charts),
+                      "measured_sentence": _cost_sentence("Measured in this run, the student has ", speed_words),
                       "available": bool(cost.get("available", True)), "reason": str(cost.get("reason") or ""),
                       "findings": mine})
     stated = run_info.get("cost_conditions")
@@ -338,6 +338,23 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
 
 
 _COST_LABELS = {"parameter_ratio": "Parameters", "size_ratio": "Size"}
+
+
+def _cost_sentence(start: str, words: list[str]) -> str:
+    if not words:
+        return ""
+    return start + ", ".join(words[:-1]) + (" and " if len(words) > 1 else "") + words[-1] + "."
+
+
+def _cost_figure(items: list[dict[str, Any]], title: str, student: str, ids: charts.ChartIds,
+                 with_charts: bool) -> dict[str, Any] | None:
+    if not items:
+        return None
+    chart = charts.cost_chart(items, ids=ids, title=title, student=student) if with_charts else None
+    table = Table(f"{student} as a share of the teacher (100% = the teacher)", ["Quantity", "Student / teacher"],
+                  [[Cell(i["label"], "", i["key"]), Cell(f"{i['ratio'] * 100:.1f}%", "num")] for i in items],
+                  [False, True])
+    return _fig(title, chart, table, wide=False)
 
 
 def _noun(key: str) -> str:
@@ -535,7 +552,7 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
         "generated_at": str(generated_at),
         "verdict": _verdict(overall, findings, policy_name, "The audit" if len(students) != 1 else students[0]),
         "findings": findings,
-        "findings_open": [f for f in findings if f["status"] in ("fail", "warn", "skipped")],
+        "findings_open": [f for f in findings if f["status"] in ("fail", "warn", "skipped", "info")],
         "summary": _summary(comparisons, raw, findings, results, teacher, defs, policy_name),
         "models": models,
         "main_models": [m for m in models if m["role"] != "reference"],
