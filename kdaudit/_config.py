@@ -37,6 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from kdaudit._exceptions import ConfigError
+from kdaudit._io import read_yaml_file
 
 __all__ = [
     "ALL_SECTIONS",
@@ -642,14 +643,7 @@ def load_config(config: Any) -> AuditConfig:
     if isinstance(config, Mapping):
         return parse_config(config, source="config")
     if isinstance(config, (str, os.PathLike)):
-        import yaml
-
         path = Path(config)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist; expected an audit YAML file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raw = read_yaml_file(path, what="config file", expected="an audit YAML file")
         return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
     raise ConfigError(f"config got {type(config).__name__}; expected a YAML file path or a mapping")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "canonical_json", "to_jsonable"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "canonical_json", "read_yaml_file", "to_jsonable"]
 
 # Floats are written with 12 significant digits: far below any interval's width, and it keeps results.json
 # byte-identical when the last bits of a sum differ between BLAS builds.
@@ -79,3 +79,18 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_yaml_file(path: str | os.PathLike[str], *, what: str, expected: str) -> Any:
+    """Parse a YAML file safely (no Python tags); a missing or malformed file raises ConfigError naming ``what``."""
+    import yaml
+
+    from kdaudit._exceptions import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist; expected {expected}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from kdaudit._exceptions import ConfigError
+from kdaudit._io import read_yaml_file
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -302,15 +303,8 @@ def load_policy(policy: Any = None, *, _source: str = "") -> Policy:
     if isinstance(policy, Policy):
         return policy
     if isinstance(policy, (str, os.PathLike)):
-        import yaml
-
         path = Path(policy)
-        if not path.is_file():
-            raise ConfigError(f"policy file {str(path)!r} does not exist; expected a YAML file with a 'rules' list")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"policy file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+        data = read_yaml_file(path, what="policy file", expected="a YAML file with a 'rules' list")
         return _policy_from_dict(data, str(path))
     if isinstance(policy, (Mapping, list)):
         return _policy_from_dict(policy, _source)

@@ -19,6 +19,7 @@ from torch import nn
 from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit.data._audit_data import AuditData
 from kdaudit.distill._loss import _loss_from_targets, check_temperature_alpha, soft_targets
+from kdaudit.models._torch import resolve_device
 
 __all__ = ["TrainingRecord", "distill", "finetune", "train_control"]
 
@@ -195,21 +196,11 @@ def _effective_access(offered: Any, offered_k: int | None, requested: str, k: in
 
 
 # ------------------------------------------------------------------------------------------------- training
-def _device(device: Any) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise invalid_argument("device", device, '"cpu", "cuda" or "cuda:<index>"') from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise invalid_argument("device", str(device), '"cpu" (CUDA is not available on this machine)')
-    return dev
-
-
 def _fit(student: nn.Module, X: np.ndarray, targets: np.ndarray | None, y_soft: np.ndarray | None, *,
          n_classes: int, temperature: float, alpha: float, epochs: int, lr: float, batch_size: int,
          weight_decay: float, seed: int, device: Any, progress: bool, desc: str) -> list[float]:
     """Adam on the Hinton loss; returns the mean loss of each epoch. Trains ``student`` in place."""
-    dev = _device(device)
+    dev = resolve_device(device)
     student.to(dev)
     X_t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     t_t = None if targets is None else torch.from_numpy(targets)

@@ -42,6 +42,18 @@ def _torch() -> Any:
     return _TORCH
 
 
+def resolve_device(device: Any) -> Any:
+    """``torch.device(device)``, or a KDAuditError when it is malformed or names CUDA on a machine without it."""
+    torch = _torch()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise invalid_argument("device", device, '"cpu", "cuda" or "cuda:<index>"') from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise invalid_argument("device", str(device), '"cpu" (CUDA is not available on this machine)')
+    return dev
+
+
 class TorchModel(ModelAdapter):
     """A ``torch.nn.Module`` (eager, TorchScript, or the module of a ``torch.export`` program).
 
@@ -95,12 +107,7 @@ class TorchModel(ModelAdapter):
         """Move to ``device`` and/or switch precision (None leaves a setting as it is). Returns self."""
         torch = _torch()
         if device is not None:
-            try:
-                dev = torch.device(device)
-            except (RuntimeError, TypeError):
-                raise invalid_argument("device", device, '"cpu", "cuda" or "cuda:<index>"') from None
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise invalid_argument("device", str(device), '"cpu" (CUDA is not available on this machine)')
+            dev = resolve_device(device)
             if dev.type == "cuda" and dev.index is None:
                 dev = torch.device("cuda", torch.cuda.current_device())
             if dev != self.device:
