@@ -161,7 +161,7 @@ def test_html_differs_only_inside_volatile_elements(two_runs):
 
 def test_stripping_finds_a_difference_outside_volatile_elements(two_runs):
     # The check above could pass by stripping too much; a change to a stored number must survive stripping.
-    tmp, a = two_runs
+    _, a = two_runs
     results = a.to_dict()
     page = render_html(results, run_info=a.run_info, charts=False)
     altered = json.loads(json.dumps(results))
@@ -169,7 +169,7 @@ def test_stripping_finds_a_difference_outside_volatile_elements(two_runs):
     other = render_html(altered, run_info=a.run_info, charts=False)
     assert volatile_parts(page)[2] != volatile_parts(other)[2]
     # nested markup (a table inside the run record) is removed whole, and nothing else is lost
-    names, contents, rest = volatile_parts(page)
+    _, contents, rest = volatile_parts(page)
     assert "Run record" not in rest and "Results sha256" in rest
     assert len(rest) + sum(map(len, contents)) == len(page)
 

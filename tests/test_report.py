@@ -459,3 +459,89 @@ def test_bias_chart_and_its_table_show_the_same_numbers(results, page):
                   for k in ("group_selection_rate", "group_tpr", "group_accuracy")
                   if (g.get(r) or {}).get(k) and g[r][k].get("value") is not None)
     assert len(_ticks_and_marks(chart)[1]) == n_marks
+
+
+# ------------------------------------------------------------------------------------- volatile (run) content
+def _volatile_names(page):
+    names = []
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if dict(attrs).get("data-volatile") is not None:
+                names.append((tag, dict(attrs)["data-volatile"]))
+
+    P().feed(page)
+    return names
+
+
+def test_run_measurements_are_marked_volatile(results, page):
+    marked = _volatile_names(page)
+    names = {n for _, n in marked}
+    assert {"generated-at", "command-line", "latency-per-row", "latency-per-batch", "throughput", "run-record",
+            "measured-speed", "cost-conditions"} <= names
+    run_info = make_run_info()
+    # each measured value sits inside its marked element, exactly as measured
+    student = results["comparisons"][0]["student"]
+    per_row = f"{run_info['cost'][student]['latency_ms_per_row']:.3g} ms"
+    assert f'data-volatile="latency-per-row">{per_row}</span>' in page
+    assert f'data-volatile="generated-at">generated {FIXED_TIME}</span>' in page
+    assert re.search(r'<div class="volatile" data-volatile="run-record">\s*<div class="table-wrap">', page)
+    # the reader is told what the marking means, next to the run record
+    repro = page[page.index('id="reproducibility"'):]
+    note = repro[repro.index("volatile-note"):repro.index('data-volatile="run-record"')]
+    assert "measurements of this run" in note and "results.json" in note
+    # without run info only the clock remains; nothing from results.json is ever marked
+    bare = render_html(results, generated_at=FIXED_TIME, charts=False)
+    assert "run-record" not in {n for _, n in _volatile_names(bare)}
+    assert "measured-speed" not in {n for _, n in _volatile_names(bare)}
+    digest = hashlib.sha256(canonical_json(results).encode("utf-8")).hexdigest()
+    for tag, _ in marked:
+        assert tag in ("span", "div")
+    assert not any(digest in m for m in re.findall(r'data-volatile="[^"]*">([^<]*)<', page))
+
+
+def test_volatile_filter_escapes_and_checks_its_tag():
+    from kdaudit.report import VOLATILE_ATTRIBUTE, environment, volatile
+
+    assert VOLATILE_ATTRIBUTE == "data-volatile"
+    out = volatile("<b>1 ms</b>", 'x"y')
+    assert out == '<span class="volatile" data-volatile="x&#34;y">&lt;b&gt;1 ms&lt;/b&gt;</span>'
+    # a block filter keeps the template's own markup and escapes the values inside it
+    t = environment().from_string('{% filter volatile("rec", tag="div") %}<p>{{ v }}</p>{% endfilter %}')
+    assert t.render(v="<i>") == '<div class="volatile" data-volatile="rec"><p>&lt;i&gt;</p></div>'
+    with pytest.raises(KDAuditError, match="tag"):
+        volatile("x", "a", tag="script")
+
+
+def test_evil_command_line_is_escaped_inside_its_volatile_block(evil_page):
+    block = evil_page[evil_page.index('data-volatile="command-line"'):]
+    block = block[:block.index("</div>")]
+    assert "<img" not in block and "&lt;img src=x onerror" in block
+
+
+# ------------------------------------------------------------------------------------------- finding statuses
+def test_info_findings_get_a_note_badge(results):
+    altered = copy.deepcopy(results)
+    student = altered["comparisons"][0]["student"]
+    altered["findings"].append({
+        "rule": "bias.group_accuracy_change", "metric": "bias.group_accuracy_change", "student": student,
+        "status": "info", "value": None, "low": None, "high": None, "threshold": "max 0.05",
+        "message": "2 groups too small to support a claim, not judged (a, b)", "level": "error",
+        "group": "small groups"})
+    page = render_html(altered, generated_at=FIXED_TIME, charts=False)
+    row = re.search(r'<tr class="row-info">(.*?)</tr>', page)
+    assert row is not None, "the info finding has no row of its own"
+    assert '<span class="badge badge-info">Note</span>' in row.group(1)
+    assert "too small to support a claim" in row.group(1)
+    assert ".badge-info {" in page  # styled, not the fallback look
+    assert "1 note" in html_lib.unescape(page)  # counted in the verdict line
+    # a note never changes a verdict: the same findings without it give the same verdict labels
+    before = re.findall(r'class="verdict-label">([^<]*)<', render_html(results, generated_at=FIXED_TIME,
+                                                                        charts=False))
+    assert re.findall(r'class="verdict-label">([^<]*)<', page) == before
+    # the badge vocabulary: every policy status has its own label
+    from kdaudit.policy import STATUSES
+    from kdaudit.report._common import _STATUS_TEXT, _status
+
+    assert {_status(s) for s in STATUSES} == set(STATUSES)
+    assert all(_STATUS_TEXT[s] for s in STATUSES)

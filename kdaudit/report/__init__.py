@@ -4,6 +4,13 @@
 jinja2 files under ``kdaudit/report/templates``; pass ``template_dir=`` to override any of them.
 """
 
-from kdaudit.report._render import TEMPLATE_DIR, VOLATILE_ATTRIBUTE, environment, render_html, volatile, write_html
+from kdaudit.report._render import (
+    TEMPLATE_DIR,
+    VOLATILE_ATTRIBUTE,
+    environment,
+    render_html,
+    volatile,
+    write_html,
+)
 
 __all__ = ["TEMPLATE_DIR", "VOLATILE_ATTRIBUTE", "environment", "render_html", "volatile", "write_html"]
