@@ -153,6 +153,17 @@ def save_demo_models(models: dict[str, Any], directory: str | Path) -> dict[str,
     return written
 
 
+def _write_student_manifest(models: dict[str, Any], model_paths: dict[str, Path], path: Path) -> Path:
+    """The documented-distillation record of the demo student, for ``kdaudit lineage --verify``."""
+    from kdaudit.lineage import write_manifest
+
+    record = models["student_module"].kdaudit_record_
+    teachers = {name: file for name, file in model_paths.items() if name.startswith("teacher_")}
+    return write_manifest(path, teachers=teachers, student=model_paths["student"],
+                          distill_settings=record.to_dict(include_timing=False), data_sha256=record.data_sha256,
+                          extra={"report": "report.html", "results": "results.json"})
+
+
 def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool = False, lineage: bool = True,
              progress: bool = True, recipe: DemoRecipe | None = None, save_models: str | Path | None = None,
              n_references: int | None = None) -> tuple[Any, dict[str, Path]]:
@@ -171,7 +182,8 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
     recipe : DemoRecipe, optional
         Sizes; default the full demo (or the quick one).
     save_models : path, optional
-        Also save the teacher members, student and control weights there.
+        Where to save the teacher members', student's and control's weights (safetensors); default
+        ``out_dir/models``. The student's lineage manifest (``out_dir/lineage-manifest.json``) names these files.
     n_references : int, optional
         Reference ensembles for the lineage test (default: the recipe's, 19).
     """
@@ -182,8 +194,7 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
     if n_references is not None:
         recipe = replace(recipe, n_references=n_references)
     models = build_demo_models(recipe, seed=seed, lineage=lineage, progress=progress)
-    if save_models is not None:
-        save_demo_models(models, save_models)
+    model_paths = save_demo_models(models, Path(out_dir) / "models" if save_models is None else save_models)
     sections = None if lineage and models["references"] else (
         "agreement", "calibration", "bias", "fingerprint", "cost")
     from kdaudit._audit import available_sections
@@ -215,5 +226,6 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
                         "total_s": round(time.perf_counter() - t_start, 3)}
     result = replace(result, run_info=run_info)
     paths = result.save(out_dir)
+    paths["manifest"] = _write_student_manifest(models, model_paths, Path(out_dir) / "lineage-manifest.json")
     _say(progress, f"done in {time.perf_counter() - t_start:.1f} s")
     return result, paths

@@ -32,3 +32,12 @@ def test_quick_demo_writes_a_complete_audit(tmp_path, capsys):
     assert run["demo"]["timings_s"]["train_teacher_s"] > 0
     assert results["config"]["demo"]["quick"] is True
     assert "<html" in (out / "report.html").read_text().lower()
+    # the documented distillation is recorded with the report, and `kdaudit lineage --verify` checks it
+    manifest = out / "lineage-manifest.json"
+    doc = json.loads(manifest.read_text())
+    n_members = results["config"]["demo"]["recipe"]["teacher_members"]
+    assert set(doc["teachers"]) == {f"teacher_{i + 1}" for i in range(n_members)}
+    assert doc["distill_settings"]["method"] == "hinton_kd"
+    student_file = out / "models" / "student.safetensors"
+    assert main(["lineage", "--verify", str(manifest), "--student", str(student_file)]) == 0
+    assert main(["lineage", "--verify", str(manifest), "--student", str(out / "models" / "control.safetensors")]) == 1

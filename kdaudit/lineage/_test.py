@@ -64,7 +64,7 @@ NULL_HYPOTHESIS = ("H0: the suspect is not derived from the teacher. Operational
 
 _ACCESS_ORDER = {"labels": 0, "top_k": 1, "probabilities": 2}
 DEFAULT_QUERY_BUDGET = 2000
-DEFAULT_N_PROBES = 1000
+DEFAULT_N_PROBES = 2000
 _VERDICTS = ("derived", "not derived", "inconclusive")
 
 
@@ -327,6 +327,9 @@ def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.
     Held at its full-probe value in the bootstrap: the effect-size interval reflects the suspect's probes, not the
     uncertainty of this covariate.
     """
+    key = _typicality_key(pool, access, y_true)
+    if key in _TYPICALITY_CACHE:
+        return _TYPICALITY_CACHE[key].copy()
     M = pool.shape[0]
     rows = []
     for i in range(M):
@@ -335,7 +338,25 @@ def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.
         rows.append(statistics_from_totals(sums.values.sum(axis=0), sums))
     G = np.stack(rows)  # (pseudo-suspect i, member m, S)
     diagonal = G[np.arange(M), np.arange(M)]
-    return (G.sum(axis=0) - diagonal) / max(M - 1, 1)
+    out = (G.sum(axis=0) - diagonal) / max(M - 1, 1)
+    if len(_TYPICALITY_CACHE) >= 8:  # a few pools per process (an attribution, repeated tests of one pool)
+        _TYPICALITY_CACHE.pop(next(iter(_TYPICALITY_CACHE)))
+    _TYPICALITY_CACHE[key] = out
+    return out.copy()
+
+
+# Typicality depends only on the pool's outputs on the probes, not on the suspect; it costs one signature pass per
+# member, so tests that reuse a pool and probes (an attribution after a lineage test, a benchmark) compute it once.
+_TYPICALITY_CACHE: dict[bytes, np.ndarray] = {}
+
+
+def _typicality_key(pool: np.ndarray, access: tuple[str, int | None], y_true: np.ndarray | None) -> bytes:
+    h = hashlib.sha256()
+    h.update(repr((pool.shape, str(pool.dtype), access, None if y_true is None else y_true.shape)).encode())
+    h.update(np.ascontiguousarray(pool).tobytes())
+    if y_true is not None:
+        h.update(np.ascontiguousarray(y_true, dtype=np.int64).tobytes())
+    return h.digest()
 
 
 def _assumptions(p_value_method: str, pool_access: tuple[str, int | None]) -> tuple[str, ...]:
@@ -545,8 +566,12 @@ def _check_common(alpha: float, p_value_method: str, query_budget: int | None, n
 
 def _candidates(X: np.ndarray, y: np.ndarray | None, n_mixup: int | None, seed: int
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The probe candidates: the given rows plus mixup blends (default: as many blends as rows)."""
-    n_mixup = len(X) if n_mixup is None else n_mixup
+    """The probe candidates: the given rows plus mixup blends (default: twice as many blends as rows).
+
+    Blends of two classes sit near the decision boundaries, where a seed (and so a particular teacher) decides and a
+    copy inherits the decision; twice as many blends as rows leave the selection room to choose among them.
+    """
+    n_mixup = 2 * len(X) if n_mixup is None else n_mixup
     if n_mixup == 0 or not np.issubdtype(X.dtype, np.number):
         return X, y
     blends = mixup_blends(X, n_mixup, labels=y, seed=seed)
@@ -651,9 +676,9 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     query_budget : int or None, default 2000
         Most rows sent to the suspect; the number of probes is capped by it (and by the suspect's own budget).
     n_probes : int, optional
-        Probes sent to the suspect (default 1,000, capped by the budget and the number of candidates).
+        Probes sent to the suspect (default 2,000, capped by the budget and the number of candidates).
     n_mixup : int, optional
-        Mixup blends added to the candidates (default: as many as probe rows; 0 disables).
+        Mixup blends added to the candidates (default: twice as many as probe rows; 0 disables).
     p_value_method : {"exact", "parametric"}, default "exact"
         The p-value the verdict uses; "parametric" adds a normality assumption but works with fewer references.
     n_replicates : int, default 1000
