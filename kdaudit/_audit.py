@@ -134,7 +134,9 @@ class AuditResult:
     def _repr_html_(self) -> str:
         """A compact summary for Jupyter: verdict, findings counts and headline numbers with intervals."""
         e = html.escape
-        counts = {s: sum(f.status == s for f in self.findings) for s in ("pass", "warn", "fail", "skipped")}
+        from kdaudit.policy import STATUSES
+
+        counts = {s: sum(f.status == s for f in self.findings) for s in STATUSES}
         colour = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}.get(self.verdict, "#57606a")
         parts = [
             '<div class="kdaudit-summary">',
@@ -142,7 +144,8 @@ class AuditResult:
             f"<code>{e(str(self.results['data'].get('name', '')))}</code> "
             f"({int(self.results['data'].get('n_rows', 0)):,} rows): verdict "
             f'<strong style="color:{colour}">{e(self.verdict.upper())}</strong> '
-            f"({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['skipped']} skipped)</p>",
+            f"({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['skipped']} skipped, "
+            f"{counts['info']} notes)</p>",
             "<table><thead><tr><th>student</th><th>section</th><th>metric</th><th>value [95% CI]</th></tr></thead>"
             "<tbody>",
         ]
