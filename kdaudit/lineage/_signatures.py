@@ -123,6 +123,31 @@ def _corr_values(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([member, shared], axis=1)
 
 
+#: Number of the pool's leading directions of variation removed from the probability residuals (0 disables).
+N_SHARED_DIRECTIONS = 3
+
+
+def _drop_shared_directions(R: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project the pool's leading directions of variation out of the member residuals ``R`` and the suspect's ``r``.
+
+    Members differ from the consensus partly along a few broad directions (how sharp, how "generic" a model is)
+    that any model trained on the data may share by chance; a member that happens to lean along one looks related
+    to every suspect leaning the same way. A copy follows a member's whole residual, not just those directions. The
+    directions are the top singular vectors of all members' residuals together, so the map is symmetric in the pool.
+    """
+    k = min(N_SHARED_DIRECTIONS, R.shape[0] - 2)
+    if k <= 0:
+        return R, r
+    M = R.shape[0]
+    flat = R.reshape(M, -1)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    V = vt[:k]  # (k, N*C), orthonormal rows
+    flat = flat - (flat @ V.T) @ V
+    y = r.reshape(-1)
+    y = y - V.T @ (V @ y)
+    return flat.reshape(R.shape), y.reshape(r.shape)
+
+
 def compute_sums(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.ndarray, *, access: str,
                  top_k: int | None = None, y_true: np.ndarray | None = None) -> SignatureSums:
     """Per-probe additive values of every available signature for every pool member.
@@ -171,7 +196,8 @@ def compute_sums(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np
                 hidden = S <= 0
                 view = np.where(hidden, rest / np.maximum(hidden.sum(axis=1, keepdims=True), 1), S)
             bar = pool.mean(axis=0)
-            push("corr", _corr_values(pool - bar[None], view - bar, np.ones((N, C))))
+            R, r = _drop_shared_directions(pool - bar[None], view - bar)
+            push("corr", _corr_values(R, r, np.ones((N, C))))
         elif name == "nontop_rank":
             top = pool.mean(axis=0).argmax(axis=1)  # the pool's consensus top class: symmetric in the members
             keep = np.ones((N, C), dtype=bool)
