@@ -428,3 +428,42 @@ def test_full_analysis_is_permutation_equivariant():
                      p_value_method="exact", bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(80))
         out.append(np.r_[a["statistic"], a["reference_statistics"]])
     np.testing.assert_allclose(out[0][perm], out[1], rtol=1e-8, atol=1e-10)
+
+
+def test_typicality_cache_matches_fresh_computation():
+    """The per-pool typicality is cached by content: a hit must equal a fresh computation and never alias it."""
+    from kdaudit.lineage import _test as lt
+
+    rng = np.random.default_rng(9)
+    pool = _softmax(rng.normal(0, 2, (6 * 40, C))).reshape(6, 40, C)
+    y = rng.integers(0, C, 40)
+    lt._TYPICALITY_CACHE.clear()
+    first = lt._typicality(pool, access=("probabilities", None), y_true=y)
+    first[:] = np.nan  # a caller mutating its copy must not poison the cache
+    hit = lt._typicality(pool, access=("probabilities", None), y_true=y)
+    lt._TYPICALITY_CACHE.clear()
+    fresh = lt._typicality(pool, access=("probabilities", None), y_true=y)
+    np.testing.assert_array_equal(hit, fresh)
+    assert np.isfinite(fresh).all()
+    # other true labels, access level or pool outputs are other keys with other values
+    other_y = lt._typicality(pool, access=("probabilities", None), y_true=(y + 1) % C)
+    labels = lt._typicality(pool, access=("labels", None), y_true=y)
+    assert not np.allclose(other_y, fresh) and labels.shape[1] != fresh.shape[1]
+    assert len(lt._TYPICALITY_CACHE) == 3
+
+
+def test_two_sided_signatures_enter_as_absolute_z_and_stay_equivariant():
+    """``two_sided`` signatures count |z|: checked against a hand computation, and relabelling still only permutes."""
+    from kdaudit.lineage._stats import leave_one_out_z
+
+    rng = np.random.default_rng(4)
+    stats = rng.normal(0, 1, (9, 4))
+    w = np.array([3.0, 1.0, 0.5, 0.5])
+    mask = np.array([False, False, True, True])
+    z = leave_one_out_z(stats)
+    expected = (z[:, :2] @ w[:2] + np.abs(z[:, 2:]) @ w[2:]) / w.sum()
+    got = combined_statistic(stats, w, two_sided=mask)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert not np.allclose(got, combined_statistic(stats, w))  # the flag matters on these draws
+    perm = rng.permutation(9)
+    np.testing.assert_allclose(combined_statistic(stats[perm], w, two_sided=mask), got[perm], rtol=1e-12)

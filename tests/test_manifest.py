@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from kdaudit import KDAuditError
-from kdaudit.lineage import MANIFEST_SCHEMA, read_manifest, verify_manifest, write_manifest
+from kdaudit.lineage import (
+    MANIFEST_SCHEMA,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 from kdaudit.models import TorchModel, sha256_file
 
 

@@ -8,10 +8,21 @@ record and check a documented distillation.
 
 from kdaudit.lineage._definitions import DEFINITIONS
 from kdaudit.lineage._files import load_probes
-from kdaudit.lineage._manifest import MANIFEST_SCHEMA, VerifyResult, read_manifest, verify_manifest, write_manifest
+from kdaudit.lineage._manifest import (
+    MANIFEST_SCHEMA,
+    VerifyResult,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
 from kdaudit.lineage._signatures import SIGNATURES
-from kdaudit.lineage._stats import holm_adjust, min_references, parametric_p_value, rank_p_value
+from kdaudit.lineage._stats import (
+    holm_adjust,
+    min_references,
+    parametric_p_value,
+    rank_p_value,
+)
 from kdaudit.lineage._test import (
     NULL_HYPOTHESIS,
     AttributionResult,

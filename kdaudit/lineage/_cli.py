@@ -46,7 +46,8 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default: what the suspect reveals)")
     test.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     test.add_argument("--query-budget", type=int, default=2000, help="most suspect queries (default 2000)")
-    test.add_argument("--n-probes", type=int, default=None, help="probes sent to the suspect (default 1000)")
+    test.add_argument("--n-probes", type=int, default=None,
+                      help="probes sent to the suspect (default 2000, capped by the query budget)")
     test.add_argument("--p-value", dest="p_value_method", choices=("exact", "parametric"), default="exact",
                       help="p-value for the verdict: exact rank test (default) or parametric t (fewer references)")
     test.add_argument("--seed", type=int, default=0, help="seed of probe blends, selection and bootstrap")

@@ -78,13 +78,18 @@ def adjust_for_typicality(stats: np.ndarray, typicality: np.ndarray) -> np.ndarr
     return stats - a - b * t
 
 
-def combined_statistic(stats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def combined_statistic(stats: np.ndarray, weights: np.ndarray | None = None, *,
+                       two_sided: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean of the leave-one-out z-scores over signatures: (..., M, S) -> (..., M).
 
     ``weights`` (S,) are fixed in advance (never fitted to the data at hand), so the combination stays the same
-    symmetric function for every pool member.
+    symmetric function for every pool member. Signatures flagged in ``two_sided`` (S,) enter as ``|z|``: a member
+    that relates to the suspect unusually in either direction stands out (the same map for every member, so the
+    rank p-value stays exact).
     """
     z = leave_one_out_z(stats)
+    if two_sided is not None:
+        z = np.where(np.asarray(two_sided, dtype=bool), np.abs(z), z)
     if weights is None:
         return z.mean(axis=-1)
     w = np.asarray(weights, dtype=np.float64)

@@ -35,7 +35,13 @@ import numpy as np
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
-from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS, SIGNATURES, compute_sums, statistics_from_totals
+from kdaudit.lineage._signatures import (
+    SIGNATURE_WEIGHTS,
+    SIGNATURES,
+    TWO_SIDED,
+    compute_sums,
+    statistics_from_totals,
+)
 from kdaudit.lineage._stats import (
     adjust_for_typicality,
     combined_statistic,
@@ -262,15 +268,17 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
         return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
 
     weights = np.array([SIGNATURE_WEIGHTS[name] for name in sums.signatures])
+    two_sided = np.array([name in TWO_SIDED for name in sums.signatures])
     typicality = _typicality(pool, access=access, y_true=y_true)
 
     def effect_fn(totals: np.ndarray) -> np.ndarray:
-        return effect_size(combined_statistic(adjust_for_typicality(signature_stats(totals), typicality), weights))
+        return effect_size(combined_statistic(adjust_for_typicality(signature_stats(totals), typicality), weights,
+                                              two_sided=two_sided))
 
     point_stats = signature_stats(stats.total())  # (M, S)
     adjusted = adjust_for_typicality(point_stats, typicality)
     z = leave_one_out_z(adjusted)
-    combined = combined_statistic(adjusted, weights)
+    combined = combined_statistic(adjusted, weights, two_sided=two_sided)
     raw = {"top1_agreement": bootstrap.estimate(stats, lambda t: t[..., 0, -2] / t[..., 0, -1])}
 
     signatures = {}
@@ -278,6 +286,7 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
         signatures[name] = {
             "description": SIGNATURES[name],
             "weight": float(weights[j]),
+            "two_sided": bool(two_sided[j]),
             "teacher": float(point_stats[0, j]),
             "references": [float(x) for x in point_stats[1:, j]],
             "typicality": [float(x) for x in typicality[:, j]],
@@ -382,6 +391,9 @@ def _access_text(access: tuple[str, int | None]) -> str:
 def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequence[str], alpha: float,
                  method: str, suspect_access: str) -> str:
     sig_text = "; ".join(f"{s} ({SIGNATURES[s]})" for s in signatures)
+    both = [s for s in signatures if s in TWO_SIDED]
+    two_sided_text = (f" ({' and '.join(both)} count in either direction: students trained on hard labels follow "
+                      "their teacher's small probabilities less closely than its siblings do)") if both else ""
     return (
         f"The suspect was queried on {n_probes} probe inputs ({suspect_access} access), chosen from {n_candidates} "
         f"candidates (held-out rows and blends of pairs of rows) where the teacher and its {K} reference models "
@@ -391,8 +403,8 @@ def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequen
         f"the suspect follows that model's peculiarities beyond what the pool agrees on: {sig_text}. Each "
         "signature is first corrected for how typical that model is (how strongly the same signature relates it to "
         "its own siblings, a line fitted on the other pool members), then standardised against the other pool "
-        "members, and the standardised values are averaged, with weights "
-        "fixed in advance, into one score per model. The p-value is the teacher's rank among the K + 1 scores, "
+        "members, and the standardised values are averaged, with weights fixed in advance, into one score per "
+        f"model{two_sided_text}. The p-value is the teacher's rank among the K + 1 scores, "
         "(1 + number of references scoring at least as high as the teacher) / (K + 1), which is exact when the "
         "teacher is interchangeable with its references, whatever the dependence between probes; "
         f"the verdict uses the {method} p-value at alpha = {alpha}. The effect size is the teacher's score in "
