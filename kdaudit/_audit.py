@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from kdaudit._config import ALL_SECTIONS
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
@@ -39,7 +40,7 @@ METRIC_SECTIONS: dict[str, tuple[str, str]] = {
     "bias": ("kdaudit.metrics._bias", "bias_section"),
     "fingerprint": ("kdaudit.metrics._fingerprint", "fingerprint_section"),
 }
-_ALL = ("agreement", "calibration", "bias", "fingerprint", "cost", "lineage")
+_ALL = ALL_SECTIONS  # the canonical section order of results.json, shared with the config file's schema
 
 COST_DEFINITIONS: dict[str, dict[str, Any]] = {
     "cost.parameter_ratio": {
@@ -677,7 +678,15 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     students = {}
     for i, spec in enumerate(cfg.students):
         model = cfg.load_model(spec)
-        students[spec.name or getattr(model, "name", None) or f"student{i + 1}"] = model
+        name = spec.name or getattr(model, "name", None) or f"student{i + 1}"
+        if name in students:
+            # two files with the same stem would otherwise silently replace one student by the other
+            from kdaudit._exceptions import ConfigError
+
+            raise ConfigError(f"{cfg.source}: config key 'models.students[{i}].name' got {spec.name!r}; expected a "
+                              f"name distinct from the other students' (the model is named {name!r} after its "
+                              "file, like another student: give each student a 'name')")
+        students[name] = model
     references = [cfg.load_model(m) for m in cfg.references] or None
     probes = cfg.probes.load() if cfg.probes is not None else None
     kwargs: dict[str, Any] = {

@@ -28,8 +28,8 @@ what is accepted; an unknown key gets a did-you-mean.
 
 from __future__ import annotations
 
-import difflib
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +38,7 @@ import numpy as np
 
 from kdaudit._exceptions import ConfigError
 from kdaudit._io import read_yaml_file
+from kdaudit.policy import _did_you_mean, key_error, load_policy
 
 __all__ = [
     "ALL_SECTIONS",
@@ -60,6 +61,8 @@ _MODELS_KEYS = ("teacher", "students", "references")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
 _BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
+# load_model's adapter arguments a config may pass through ``options`` (the others have their own model keys)
+_MODEL_OPTION_KEYS = ("device", "precision", "n_classes", "classes", "output_name", "id_column")
 _LINEAGE_KEYS = ("alpha", "query_budget", "suspect_access", "n_probes", "p_value_method")
 
 
@@ -72,21 +75,15 @@ class _Ctx:
         self.base_dir = base_dir
 
     def error(self, path: str, value: Any, accepted: str) -> ConfigError:
-        text = repr(value)
-        if len(text) > 120:
-            text = text[:117] + "..."
-        where = f"{self.source}: " if self.source else ""
-        return ConfigError(f"{where}config key {path!r} got {text}; expected {accepted}")
+        return key_error(self.source, "config key", path, value, accepted)
 
     def mapping(self, value: Any, path: str, allowed: tuple[str, ...], what: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             raise self.error(path, value, what)
         for key in value:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.error(_join(path, key), value[key],
-                                 f"no such key; accepted keys here: {', '.join(allowed)}{hint}")
+                raise self.error(_join(path, key), value[key], f"no such key; accepted keys here: "
+                                 f"{', '.join(allowed)}{_did_you_mean(str(key), allowed)}")
         return value
 
     def str_(self, value: Any, path: str, what: str = "a string") -> str:
@@ -189,6 +186,7 @@ def _access_ok(value: Any) -> bool:
 def restrict_access(model: Any, access: str, *, query_budget: int | None = None) -> Any:
     """Serve ``model`` as a black box that reveals only ``access`` ("probabilities", "top_k:K" or "labels") and
     answers at most ``query_budget`` rows: what an auditor sees of a suspect behind an API."""
+    from kdaudit.distill._loss import _keep_top_k
     from kdaudit.models import BlackBoxModel
     from kdaudit.models._convert import to_probabilities
 
@@ -201,10 +199,7 @@ def restrict_access(model: Any, access: str, *, query_budget: int | None = None)
         if mode == "labels":
             return p.argmax(axis=1)
         if mode == "top_k":
-            # keep each row's k largest probabilities, zero elsewhere
-            drop = np.argsort(-p, axis=1, kind="stable")[:, top_k:]
-            p = p.copy()
-            np.put_along_axis(p, drop, 0.0, axis=1)
+            p = _keep_top_k(p, top_k)  # each row's k largest probabilities, zero elsewhere (as distillation sees)
         return p
 
     box = BlackBoxModel(answer, n_classes=n_classes, name=model.name, access=mode, top_k=top_k,
@@ -226,7 +221,11 @@ def _import_arch(spec: str, kwargs: Mapping[str, Any]) -> Any:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"config key 'arch' got {spec!r}; expected an importable 'package.module:Class' "
                           f"({exc})") from None
-    return obj(**dict(kwargs))
+    try:
+        return obj(**dict(kwargs))
+    except TypeError as exc:  # a wrong or missing constructor argument in arch_kwargs
+        raise ConfigError(f"config key 'arch_kwargs' got {dict(kwargs)!r}; expected the arguments of {spec!r} "
+                          f"({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -297,8 +296,11 @@ def load_data_file(path: str | os.PathLike[str], *, features: tuple[str, ...] | 
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # not an npz, corrupt, or object (pickled) arrays
+            raise ConfigError(f"data file {str(p)!r} could not be read as .npz of plain arrays: {exc}") from None
         x_key = "X" if "X" in arrays else "x" if "x" in arrays else None
         if x_key is None:
             raise ConfigError(f"data file {str(p)!r} has arrays {sorted(arrays)}; expected an array named 'X'")
@@ -313,12 +315,17 @@ def load_data_file(path: str | os.PathLike[str], *, features: tuple[str, ...] | 
                                   f"sensitive arrays: {sorted('sensitive_' + k for k in sens_cols)}")
             sens_cols = {k: sens_cols[k] for k in sensitive}
         sens = pd.DataFrame({k: np.asarray(v).astype(str) for k, v in sens_cols.items()}) if sens_cols else None
+        if id is not None and id not in arrays:
+            raise ConfigError(f"data file {str(p)!r} has no array {id!r} (data.id); arrays: {sorted(arrays)}")
         ids = arrays.get(id or "ids")
         file_classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else None
         return AuditData(X=arrays[x_key], y_true=None if y_key is None else arrays[y_key], sensitive=sens, ids=ids,
                          classes=classes or file_classes, name=name or p.stem, source=str(p.name))
     if suffix in (".csv", ".parquet"):
-        frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+        try:
+            frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+        except (ValueError, OSError) as exc:  # malformed table (pandas' parser errors are ValueErrors)
+            raise ConfigError(f"data file {str(p)!r} could not be read as {suffix}: {exc}") from None
         named = [c for c in ([label] if label else []) + list(sensitive or ()) + ([id] if id else [])]
         for col in named + list(features or ()):
             if col not in frame.columns:
@@ -478,9 +485,8 @@ def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
                             "the audit may see of this model")
     query_budget = (ctx.int_(m["query_budget"], _join(path, "query_budget"), minimum=1)
                     if m.get("query_budget") is not None else None)
-    options = m.get("options") or {}
-    if not isinstance(options, Mapping):
-        raise ctx.error(_join(path, "options"), options, "a mapping of extra load_model arguments")
+    options = ctx.mapping(m.get("options") or {}, _join(path, "options"), _MODEL_OPTION_KEYS,
+                          "a mapping of extra load_model arguments")
     return ModelSpec(path=p, name=name, kind=kind, trust=trust, arch=arch, arch_kwargs=dict(arch_kwargs),
                      output=output, access=access, query_budget=query_budget, options=dict(options))
 
@@ -510,9 +516,8 @@ def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
     if "dataset" in d:
         ds = d["dataset"]
         if ds not in DATASETS:
-            close = difflib.get_close_matches(str(ds), DATASETS, n=1, cutoff=0.5)
             raise ctx.error(_join(path, "dataset"), ds, f"one of {', '.join(DATASETS)}"
-                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+                            + _did_you_mean(str(ds), DATASETS, cutoff=0.5))
         for k in ("features", "label", "sensitive", "id", "classes"):
             if k in d:
                 raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} applies to data files (path:), not to the "
@@ -563,9 +568,8 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(ALL_SECTIONS)}")
         for i, s in enumerate(sections):
             if s not in ALL_SECTIONS:
-                close = difflib.get_close_matches(s, ALL_SECTIONS, n=1, cutoff=0.6)
                 raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(ALL_SECTIONS)}"
-                                + (f" (did you mean {close[0]!r}?)" if close else ""))
+                                + _did_you_mean(s, ALL_SECTIONS))
         if "lineage" in sections and not references:
             raise ctx.error("sections", list(sections), "'lineage' only with models.references (the teacher's "
                             "recipe trained with other seeds), which the lineage test compares against")
@@ -594,8 +598,6 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         out = out if out.is_absolute() else ctx.base_dir / out
     policy: Any = None
     if top.get("policy") is not None:
-        from kdaudit.policy import load_policy
-
         pv = top["policy"]
         if isinstance(pv, str) and pv != "default":
             pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")

@@ -137,19 +137,17 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
 
 def save_demo_models(models: dict[str, Any], directory: str | Path) -> dict[str, Path]:
     """Write the teacher members, the student and the control as safetensors weights (for a config-file audit)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from kdaudit._io import atomic_write_bytes
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     written = {}
     named = [(f"teacher_{i + 1}", m) for i, m in enumerate(models["teacher_modules"])]
     named += [("student", models["student_module"]), ("control", models["control_module"])]
     for name, module in named:
-        path = directory / f"{name}.safetensors"
-        tmp = directory / f".{name}.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
-        tmp.replace(path)
-        written[name] = path
+        data = save({k: v.contiguous() for k, v in module.state_dict().items()})
+        written[name] = atomic_write_bytes(directory / f"{name}.safetensors", data)
     return written
 
 
@@ -195,15 +193,12 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
         recipe = replace(recipe, n_references=n_references)
     models = build_demo_models(recipe, seed=seed, lineage=lineage, progress=progress)
     model_paths = save_demo_models(models, Path(out_dir) / "models" if save_models is None else save_models)
-    sections = None if lineage and models["references"] else (
-        "agreement", "calibration", "bias", "fingerprint", "cost")
     from kdaudit._audit import available_sections
+    from kdaudit._config import ALL_SECTIONS, DEFAULT_SECTIONS
 
-    if sections is None:
-        sections = tuple(s for s in ("agreement", "calibration", "bias", "fingerprint", "cost", "lineage")
-                         if s in available_sections())
-    else:
-        sections = tuple(s for s in sections if s in available_sections())
+    wanted = ALL_SECTIONS if lineage and models["references"] else DEFAULT_SECTIONS
+    provided = available_sections()
+    sections = tuple(s for s in wanted if s in provided)
     _say(progress, f"auditing on {len(models['test']):,} held-out rows: {', '.join(sections)}")
     lineage_options = {"n_probes": recipe.lineage_probes, "p_value_method": recipe.p_value_method}
     config = {"demo": {"seed": seed, "quick": quick, "recipe": recipe.to_dict(),

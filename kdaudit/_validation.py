@@ -26,8 +26,6 @@ def check_probabilities(p: Any, name: str, *, n_classes: int | None = None, allo
     ``allow_partial`` accepts rows that sum to at most 1 (top-k outputs, where the rest of the mass is unknown).
     """
     arr = np.asarray(p)
-    if arr.ndim == 1:
-        raise invalid_argument(name, f"array of shape {arr.shape}", "a 2-D array of shape (n_samples, n_classes)")
     if arr.ndim != 2:
         raise invalid_argument(name, f"array of shape {arr.shape}", "a 2-D array of shape (n_samples, n_classes)")
     if arr.shape[0] == 0:

@@ -218,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("KDAUDIT_DEBUG"))
     try:
         return int(args.func(args))
-    except (KDAuditError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (KDAuditError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as exc:  # an --out or --markdown path that is a file, or lies under one, is bad input
         if debug:
             raise
         print(f"kdaudit: error: {exc}", file=sys.stderr)

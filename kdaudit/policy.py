@@ -203,28 +203,36 @@ class Policy:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def _err(path: str, value: Any, accepted: str, source: str = "") -> ConfigError:
-    # ``source`` may carry a key prefix after a "#" ("audit.yaml#policy.") for a policy inlined in a config file
-    source, _, prefix = source.partition("#")
-    where = f"{source}: " if source else ""
-    noun = "config key" if prefix else "policy key"
+def key_error(source: str, noun: str, path: str, value: Any, accepted: str) -> ConfigError:
+    """The one shape of every config and policy error: where, which key, the value it got, what is accepted."""
     text = repr(value)
     if len(text) > 120:
         text = text[:117] + "..."
-    return ConfigError(f"{where}{noun} {prefix + path!r} got {text}; expected {accepted}")
+    where = f"{source}: " if source else ""
+    return ConfigError(f"{where}{noun} {path!r} got {text}; expected {accepted}")
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+def _err(path: str, value: Any, accepted: str, source: str = "") -> ConfigError:
+    # ``source`` may carry a key prefix after a "#" ("audit.yaml#policy.") for a policy inlined in a config file
+    source, _, prefix = source.partition("#")
+    return key_error(source, "config key" if prefix else "policy key", prefix + path, value, accepted)
+
+
+def _did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _number(x: Any, path: str, source: str) -> float | None:
     if x is None:
         return None
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+    try:
+        value = float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+    except OverflowError:  # an int too large for a float
+        value = math.inf
+    if not math.isfinite(value):
         raise _err(path, x, "a finite number", source)
-    return float(x)
+    return value
 
 
 def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
@@ -442,8 +450,9 @@ def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Find
     """
     pol = load_policy(policy)
     comparisons = results.get("comparisons")
-    if not isinstance(comparisons, list):
-        raise ConfigError("results have no 'comparisons' list; expected the content of a kdaudit results.json")
+    if not isinstance(comparisons, list) or not all(isinstance(c, Mapping) for c in comparisons):
+        raise ConfigError("results have no 'comparisons' list of mappings; expected the content of a kdaudit "
+                          "results.json")
     findings: list[Finding] = []
     for idx, rule in enumerate(pol.rules):
         known = _known_keys(results, rule.section)
@@ -622,7 +631,9 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
         raise ConfigError(f"results got {type(results).__name__}; expected the content of a kdaudit results.json")
     if policy is None and isinstance(results.get("policy"), Mapping) and results["policy"].get("rules"):
         recorded = dict(results["policy"])
-        rules = [{k: v for k, v in r.items() if k != "label"} for r in recorded.get("rules", [])]
+        rules = recorded["rules"]
+        if isinstance(rules, list):  # a malformed recorded policy gets the usual ConfigError from load_policy
+            rules = [{k: v for k, v in r.items() if k != "label"} if isinstance(r, Mapping) else r for r in rules]
         policy = {"name": recorded.get("name", "policy"), "description": recorded.get("description", ""),
                   "rules": rules}
     pol = load_policy(policy)

@@ -108,6 +108,28 @@ def test_audit_command_bad_config_is_one_line_exit_2(project, capsys):
         main(["--debug", "audit", str(project / "nope.yaml")])
 
 
+def test_audit_command_config_mistakes_found_late_are_exit_2(project, capsys):
+    cfg = yaml.safe_load((project / "audit.yaml").read_text())
+    (project / "other").mkdir()
+    (project / "other" / "student.safetensors").write_bytes((project / "models" / "student.safetensors").read_bytes())
+    # two unnamed students whose files share a stem would share a name: one must not silently replace the other
+    second = dict(cfg["models"]["students"][0], path="other/student.safetensors")
+    del second["name"]
+    cfg["models"]["students"] = [dict(second, path="models/student.safetensors"), second]
+    (project / "dup.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["audit", str(project / "dup.yaml"), "--quiet"]) == 2
+    assert "models.students[1].name" in capsys.readouterr().err
+    cfg = yaml.safe_load((project / "audit.yaml").read_text())
+    cfg["models"]["students"][0]["arch_kwargs"] = {"in_features": 4, "n_clases": 2}
+    (project / "kw.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["audit", str(project / "kw.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "arch_kwargs" in err and "n_clases" in err and "Traceback" not in err
+    # an --out under a file is bad input too
+    (project / "afile").write_text("x")
+    assert main(["audit", str(project / "audit.yaml"), "--out", str(project / "afile" / "out"), "--quiet"]) == 2
+
+
 def test_config_access_restricts_what_the_audit_sees(project):
     cfg = yaml.safe_load((project / "audit.yaml").read_text())
     cfg["models"]["students"][0].update(access="labels", query_budget=1000)

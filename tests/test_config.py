@@ -73,6 +73,9 @@ def test_references_enable_lineage_by_default(files):
      (cfg(lineage={"alpha": 2}), r"'lineage\.alpha' got 2"),
      (cfg(models={"teacher": {"path": "t.pt", "name": "m"}, "students": [{"path": "s1.pt", "name": "m"}]}),
       r"distinct model names"),
+     (cfg(models={"teacher": "t.pt", "students": [{"path": "s1.pt", "options": {"trust": True}}]}),
+      r"'models\.students\[0\]\.options\.trust' got True; expected no such key"),
+     (cfg(policy={"rules": [{"metric": "agreement.top1", "min": 10 ** 400}]}), r"'policy\.rules\[0\]\.min'.*finite"),
      ([1, 2], r"a mapping with 'models' and 'data'")],
 )
 def test_validation_errors_name_key_path_value_and_accepted(files, raw, match):
@@ -114,3 +117,32 @@ def test_data_files_npz_and_csv(tmp_path):
     assert d2.ids[0] == 100
     with pytest.raises(ConfigError, match="no column 'income'"):
         load_data_file(tmp_path / "d.csv", label="income")
+
+
+def test_unreadable_data_files_are_config_errors(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    np.savez(tmp_path / "ok.npz", X=np.zeros((3, 2)), y=np.array([0, 1, 0]))
+    with pytest.raises(ConfigError, match=r"no array 'row_id' \(data\.id\)"):
+        load_data_file(tmp_path / "ok.npz", id="row_id")  # a named id array must exist, as a csv column must
+    for name in ("bad.npz", "bad.parquet"):
+        with pytest.raises(ConfigError, match=rf"data file .*{name}.* could not be read"):
+            load_data_file(tmp_path / name)
+
+
+def test_restrict_access_reveals_only_top_k_or_labels():
+    from kdaudit._config import restrict_access
+    from kdaudit.models import PrecomputedModel
+
+    p = np.random.default_rng(0).dirichlet(np.ones(5), size=30).astype(np.float32)
+    p[0] = 0.2  # a tie: the lower class indices are kept
+    model = PrecomputedModel(p, name="m", kind="probabilities")
+    top2 = restrict_access(model, "top_k:2").predict(np.arange(30))
+    kept = np.argsort(-p, axis=1, kind="stable")[:, :2]
+    expected = np.zeros_like(p)
+    np.put_along_axis(expected, kept, np.take_along_axis(p, kept, axis=1), axis=1)
+    np.testing.assert_array_equal(top2, expected)
+    np.testing.assert_array_equal(top2[0], np.array([0.2, 0.2, 0, 0, 0], dtype=np.float32))
+    boxed = restrict_access(model, "labels", query_budget=100)
+    assert boxed.access.value == "labels" and boxed.inner is model
+    np.testing.assert_array_equal(boxed.predict(np.arange(30)), p.argmax(axis=1))  # labels only

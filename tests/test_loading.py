@@ -156,6 +156,28 @@ def test_torchscript_and_torch_export(tmp_path):
     assert e.fingerprint() == m.fingerprint() == TorchModel(module).fingerprint()
 
 
+def test_torch_export_archive_with_pickled_payload_is_refused(tmp_path):
+    # torch.export.load reads sample inputs and pickled weights with full pickle when weights-only fails
+    import zipfile
+
+    program = torch.export.export(net(5), (torch.from_numpy(X),))
+    clean = tmp_path / "clean.pt2"
+    torch.export.save(program, clean)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(clean) as src, zipfile.ZipFile(evil, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("data/sample_inputs/model.pt"):
+                data = pickle.dumps(Payload(marker), protocol=2)
+            dst.writestr(info, data)
+    assert detect_format(evil) == "torch_export"
+    with pytest.raises(UnsafeModelFileError, match="trust=True"):
+        load_model(evil)
+    assert not marker.exists()
+    load_model(clean)  # the genuine archive still loads untrusted
+
+
 def test_safetensors_with_arch(tmp_path):
     from safetensors.torch import save_file
 

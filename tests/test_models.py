@@ -238,6 +238,10 @@ def test_blackbox_top_k_both_forms_give_the_same_dense_output(Xy):
     np.testing.assert_allclose(as_tuple, dense_expected, rtol=1e-6)
     np.testing.assert_array_equal(as_tuple, as_dense)
     assert (as_tuple > 0).sum(axis=1).max() == 2
+    repeated = idx.copy()
+    repeated[3, 1] = repeated[3, 0]
+    with pytest.raises(KDAuditError, match="repeated"):
+        BlackBoxModel(lambda x: (repeated, val), n_classes=3, access="top_k", top_k=2).predict(X[:20])
     with pytest.raises(KDAuditError, match="top_k"):
         BlackBoxModel(lambda x: x, n_classes=3, access="top_k")
 

@@ -57,7 +57,8 @@ def test_min_rule_interval_semantics(value, low, high, expected):
 
 @pytest.mark.parametrize(
     ("value", "low", "high", "expected"),
-    [(0.01, -0.01, 0.015, "pass"), (0.015, 0.0, 0.03, "warn"), (0.03, 0.01, 0.05, "fail")],
+    [(0.01, -0.01, 0.015, "pass"), (0.018, 0.0, 0.02, "pass"), (0.015, 0.0, 0.03, "warn"),
+     (0.02, 0.0, 0.03, "warn"), (0.03, 0.01, 0.05, "fail")],
 )
 def test_max_rule_mirrors_min(value, low, high, expected):
     assert Rule("calibration.ece_change", max=0.02).judge(value, low, high) == expected
@@ -175,11 +176,15 @@ def test_gate_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     broken.write_text("rules: [ {metric: x\n")
     notjson = tmp_path / "r.json"
     notjson.write_text("{nope")
+    odd = _write(tmp_path, "odd.json", {"comparisons": [1]})
+    odd_policy = _write(tmp_path, "odd_policy.json", dict(results(), policy={"rules": [3]}))
     for argv in (["gate", "--policy", ok, str(tmp_path / "missing.json")],
                  ["gate", "--policy", str(tmp_path / "missing.yaml"), res],
                  ["gate", "--policy", str(broken), res],
                  ["gate", "--policy", typo, res],
-                 ["gate", "--policy", ok, str(notjson)]):
+                 ["gate", "--policy", ok, str(notjson)],
+                 ["gate", "--policy", ok, odd],
+                 ["gate", odd_policy]):
         capsys.readouterr()
         assert main(argv) == 2, argv
         err = capsys.readouterr().err

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit.models._convert import one_hot
 
 __all__ = ["kd_loss", "soft_targets"]
 
@@ -109,7 +110,7 @@ def soft_targets(probs: np.ndarray, logits: np.ndarray | None, *, access: str, t
     """
     n_classes = probs.shape[1]
     if access == "labels":
-        return np.eye(n_classes, dtype=np.float32)[probs.argmax(axis=1)]
+        return one_hot(probs.argmax(axis=1), n_classes)
     if access == "top_k":
         p = _keep_top_k(probs.astype(np.float64), int(top_k))  # type: ignore[arg-type]
         hidden = p == 0

@@ -19,6 +19,7 @@ from torch import nn
 from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit.data._audit_data import AuditData
 from kdaudit.distill._loss import _loss_from_targets, check_temperature_alpha, soft_targets
+from kdaudit.models._convert import one_hot
 from kdaudit.models._torch import resolve_device
 
 __all__ = ["TrainingRecord", "distill", "finetune", "train_control"]
@@ -123,10 +124,6 @@ def _as_numpy(X: Any) -> np.ndarray:
     return np.asarray(X)
 
 
-def _one_hot(y: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.eye(n_classes, dtype=np.float32)[y]
-
-
 def query_set(data: AuditData, *, augment: str | None, query_budget: int | None,
               seed: int) -> tuple[AuditData, np.ndarray | None]:
     """The rows the teacher is asked about, and the label distributions that go with them (None without labels).
@@ -144,7 +141,7 @@ def query_set(data: AuditData, *, augment: str | None, query_budget: int | None,
         else:
             sub = data.subset(np.sort(rng.choice(n, size=query_budget, replace=False)),
                               name=f"{data.name} [{query_budget} queries]")
-        y_soft = None if sub.y_true is None else _one_hot(sub.y_true, int(n_classes))
+        y_soft = None if sub.y_true is None else one_hot(sub.y_true, int(n_classes))
         return sub, y_soft
     m = n if query_budget is None else int(query_budget)
     i = rng.integers(0, n, size=m)
@@ -361,7 +358,7 @@ def _train_on_labels(method: str, student: nn.Module, data: AuditData, *, epochs
     if data.y_true is None:
         raise invalid_argument("data", "an AuditData without labels (y_true is None)", "data with y_true")
     n_classes = int(data.n_classes)  # type: ignore[arg-type]
-    history = _fit(student, _as_numpy(data.X), None, _one_hot(data.y_true, n_classes), n_classes=n_classes,
+    history = _fit(student, _as_numpy(data.X), None, one_hot(data.y_true, n_classes), n_classes=n_classes,
                    temperature=1.0, alpha=0.0, epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
                    weight_decay=float(weight_decay), seed=int(seed), device=device, progress=progress, desc=method)
     previous = getattr(student, "kdaudit_record_", None)

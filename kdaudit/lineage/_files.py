@@ -16,6 +16,14 @@ PROBE_LABEL_COLUMNS = ("y", "y_true", "label")
 _INPUT_KEYS = ("X", "x", "probes", "inputs")
 
 
+def check_probe_inputs(X: np.ndarray, *, what: str = "array", or_else: str = "") -> np.ndarray:
+    """``X`` if it is a numeric array of shape (n_probes, ...) with at least one row; else raise naming ``probes``."""
+    if X.ndim < 2 or len(X) == 0 or not np.issubdtype(X.dtype, np.number):
+        raise invalid_argument("probes", f"{what} of shape {X.shape} and dtype {X.dtype}",
+                               f"a numeric array of shape (n_probes, ...) with at least one row{or_else}")
+    return X
+
+
 def load_probes(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """Read probe inputs and, when present, their true labels.
 
@@ -65,9 +73,7 @@ def load_probes(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | 
         X = frame.to_numpy(dtype=np.float32)
     else:
         raise invalid_argument("probes", str(path), "a .npy, .npz, .csv or .parquet file")
-    if X.ndim < 2 or len(X) == 0 or not np.issubdtype(X.dtype, np.number):
-        raise invalid_argument("probes", f"inputs of shape {X.shape} and dtype {X.dtype}",
-                               "a numeric array of shape (n_probes, ...) with at least one row")
+    check_probe_inputs(X, what="inputs")
     if y is not None:
         y = np.asarray(y)
         if y.shape != (len(X),):

@@ -18,6 +18,8 @@ from scipy.stats import rankdata
 
 __all__ = ["disagreement_scores", "mixup_blends", "select_probes"]
 
+# log(0) is undefined; float32 softmax underflows near 1e-38 but models disagree far above 1e-6. Shared with the
+# signatures, so probe selection and the test look at log-probabilities the same way.
 _LOG_FLOOR = 1e-6
 
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from kdaudit.lineage._probes import _LOG_FLOOR
+
 __all__ = ["SIGNATURES", "SIGNATURE_WEIGHTS", "TWO_SIDED", "SignatureSums", "available_signatures", "compute_sums", "statistics_from_totals"]
 
 #: Signature name -> one-line description (used in reports and the methodology text).
@@ -79,8 +81,6 @@ SIGNATURE_WEIGHTS: dict[str, float] = {
 #: evidence, and counting it keeps the test exact.
 TWO_SIDED: frozenset[str] = frozenset({"logit_residual", "nontop_rank"})
 
-# log(0) is undefined; float32 softmax underflows near 1e-38 but models disagree far above 1e-6.
-_LOG_FLOOR = 1e-6
 
 
 def available_signatures(access: str, *, has_truth: bool) -> tuple[str, ...]:

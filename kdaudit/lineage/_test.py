@@ -71,7 +71,6 @@ NULL_HYPOTHESIS = ("H0: the suspect is not derived from the teacher. Operational
 _ACCESS_ORDER = {"labels": 0, "top_k": 1, "probabilities": 2}
 DEFAULT_QUERY_BUDGET = 2000
 DEFAULT_N_PROBES = 2000
-_VERDICTS = ("derived", "not derived", "inconclusive")
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -533,15 +532,11 @@ def _as_array(probes: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
     if isinstance(probes, AuditData):
         return np.asarray(probes.X), probes.y_true
-    if isinstance(probes, (str,)) or hasattr(probes, "__fspath__"):
-        from kdaudit.lineage._files import load_probes
+    from kdaudit.lineage._files import check_probe_inputs, load_probes
 
+    if isinstance(probes, (str,)) or hasattr(probes, "__fspath__"):
         return load_probes(probes)
-    X = np.asarray(probes)
-    if X.ndim < 2 or len(X) == 0 or not np.issubdtype(X.dtype, np.number):
-        raise invalid_argument("probes", f"array of shape {X.shape} and dtype {X.dtype}",
-                               "a numeric array of shape (n_probes, ...) with at least one row, or an AuditData")
-    return X, None
+    return check_probe_inputs(np.asarray(probes), or_else=", or an AuditData"), None
 
 
 def _adapter(obj: Any, name: str) -> Any:

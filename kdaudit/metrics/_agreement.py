@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
+from kdaudit._validation import check_consistent_length, check_sample_weight
 from kdaudit.harness._outputs import ModelOutputs
 from kdaudit.metrics._common import (
     SectionResult,
@@ -27,6 +27,7 @@ from kdaudit.metrics._common import (
     default_chunk,
     definition,
     evaluate,
+    labelled_pair,
     labels_of,
     scan_probabilities,
 )
@@ -109,10 +110,6 @@ def _topk_rows(t: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
     return (it[:, :, None] == is_[:, None, :]).sum(axis=(1, 2)) / k
 
 
-def _weights(sample_weight: Any, n: int) -> np.ndarray | None:
-    return check_sample_weight(sample_weight, n)
-
-
 # ---------------------------------------------------------------------------------------------- plain functions
 def top1_agreement_score(p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Share of rows where both models predict the same class.
@@ -126,7 +123,7 @@ def top1_agreement_score(p_teacher: Any, p_student: Any, *, sample_weight: Any =
     """
     lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(p_teacher=lt, p_student=ls)
-    return float(np.average(lt == ls, weights=_weights(sample_weight, len(lt))))
+    return float(np.average(lt == ls, weights=check_sample_weight(sample_weight, len(lt))))
 
 
 def top_k_overlap_score(p_teacher: Any, p_student: Any, *, k: int = 5, sample_weight: Any = None) -> float:
@@ -136,7 +133,7 @@ def top_k_overlap_score(p_teacher: Any, p_student: Any, *, k: int = 5, sample_we
     check_consistent_length(p_teacher=t, p_student=s)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise invalid_argument("k", k, "an integer >= 1")
-    return float(np.average(_topk_rows(t, s, min(k, t.shape[1])), weights=_weights(sample_weight, len(t))))
+    return float(np.average(_topk_rows(t, s, min(k, t.shape[1])), weights=check_sample_weight(sample_weight, len(t))))
 
 
 def _pair_probs(p_teacher: Any, p_student: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -152,19 +149,19 @@ def kl_divergence(p_teacher: Any, p_student: Any, *, eps: float = KL_EPS, sample
     Equal to the mean of ``scipy.stats.entropy(t_i, s_i)`` when all student probabilities exceed ``eps``.
     """
     t, s = _pair_probs(p_teacher, p_student)
-    return float(np.average(_divergence_rows(t, s, eps)[0], weights=_weights(sample_weight, len(t))))
+    return float(np.average(_divergence_rows(t, s, eps)[0], weights=check_sample_weight(sample_weight, len(t))))
 
 
 def js_divergence(p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Mean Jensen-Shannon divergence in nats: ``scipy.spatial.distance.jensenshannon(t, s) ** 2`` averaged."""
     t, s = _pair_probs(p_teacher, p_student)
-    return float(np.average(_divergence_rows(t, s)[1], weights=_weights(sample_weight, len(t))))
+    return float(np.average(_divergence_rows(t, s)[1], weights=check_sample_weight(sample_weight, len(t))))
 
 
 def total_variation_distance(p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Mean total variation distance ½ Σ_c |t_c − s_c|."""
     t, s = _pair_probs(p_teacher, p_student)
-    return float(np.average(_divergence_rows(t, s)[2], weights=_weights(sample_weight, len(t))))
+    return float(np.average(_divergence_rows(t, s)[2], weights=check_sample_weight(sample_weight, len(t))))
 
 
 def _kappa(agree: Any, t_counts: Any, s_counts: Any, total: Any) -> Any:
@@ -178,25 +175,17 @@ def cohen_kappa_score(p_teacher: Any, p_student: Any, *, sample_weight: Any = No
     unweighted, p_e from the product of the label marginals). Accepts labels or probabilities."""
     lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
     check_consistent_length(p_teacher=lt, p_student=ls)
-    w = _weights(sample_weight, len(lt))
+    w = check_sample_weight(sample_weight, len(lt))
     w = np.ones(len(lt)) if w is None else w
     c = int(max(lt.max(), ls.max())) + 1
     return float(_kappa(w[lt == ls].sum(), np.bincount(lt, w, c), np.bincount(ls, w, c), w.sum()))
-
-
-def _labelled(y_true, p_teacher, p_student, sample_weight):
-    y = check_labels(y_true, "y_true")
-    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
-    check_consistent_length(y_true=y, p_teacher=lt, p_student=ls)
-    w = _weights(sample_weight, len(y))
-    return y, lt, ls, (np.ones(len(y)) if w is None else w)
 
 
 def conditional_agreement_score(y_true: Any, p_teacher: Any, p_student: Any, *,
                                 sample_weight: Any = None) -> dict[str, float]:
     """Agreement on rows the teacher gets right and on rows it gets wrong: ``{"teacher_correct", "teacher_wrong"}``
     (NaN when there are no such rows)."""
-    y, lt, ls, w = _labelled(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     tc, ag = lt == y, lt == ls
     with np.errstate(divide="ignore", invalid="ignore"):
         return {"teacher_correct": float(w[tc & ag].sum() / w[tc].sum()),
@@ -206,7 +195,7 @@ def conditional_agreement_score(y_true: Any, p_teacher: Any, p_student: Any, *,
 def per_class_agreement_score(y_true: Any, p_teacher: Any, p_student: Any, *, n_classes: int | None = None,
                               sample_weight: Any = None) -> np.ndarray:
     """Top-1 agreement among the rows of each true class (NaN for absent classes), shape (n_classes,)."""
-    y, lt, ls, w = _labelled(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     c = n_classes or int(max(y.max(), lt.max(), ls.max())) + 1
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.bincount(y, w * (lt == ls), c) / np.bincount(y, w, c)
@@ -214,7 +203,7 @@ def per_class_agreement_score(y_true: Any, p_teacher: Any, p_student: Any, *, n_
 
 def retained_accuracy_score(y_true: Any, p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Student accuracy divided by teacher accuracy (``sklearn.metrics.accuracy_score`` for each)."""
-    y, lt, ls, w = _labelled(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     return float(w[ls == y].sum() / w[lt == y].sum())
 
 
@@ -242,7 +231,7 @@ def _mcnemar(b: int, c: int) -> McNemarResult:
 
 def mcnemar_test(y_true: Any, p_teacher: Any, p_student: Any) -> McNemarResult:
     """Exact McNemar test of equal accuracy on paired rows (unweighted counts)."""
-    y, lt, ls, _ = _labelled(y_true, p_teacher, p_student, None)
+    y, lt, ls, _ = labelled_pair(y_true, p_teacher, p_student, None)
     tc, sc = lt == y, ls == y
     return _mcnemar(int((tc & ~sc).sum()), int((~tc & sc).sum()))
 

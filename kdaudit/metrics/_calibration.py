@@ -418,7 +418,6 @@ def apply_temperature(logits_or_probs: Any, temperature: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- accumulator
 _MODELS = ("teacher", "student")
 _ROW_VALUES = ("weight", "confidence", "correct", "brier", "nll")
-_HEADLINE_METRICS = ("ece", "mce", "classwise_ece", "brier", "nll", "confidence_gap", "ece_after_temperature")
 _LABELS = {
     "ece": ("ECE", "Σ_b (n_b/n) |acc_b − conf_b| over bins of top-label confidence",
             "Expected calibration error: mean gap between confidence and accuracy."),

@@ -27,6 +27,7 @@ __all__ = [
     "default_chunk",
     "definition",
     "evaluate",
+    "labelled_pair",
     "labels_of",
     "point_only",
     "scan_probabilities",
@@ -89,6 +90,16 @@ def labels_of(x: Any, name: str, n_classes: int | None = None) -> np.ndarray:
     if np.ndim(x) == 1:
         return check_labels(x, name, n_classes=n_classes)
     return scan_probabilities(x, name, n_classes=n_classes, allow_partial=True)[1]
+
+
+def labelled_pair(y_true: Any, p_teacher: Any, p_student: Any, sample_weight: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """True labels, the two models' predicted labels and the weights (ones when None), checked together."""
+    y = check_labels(y_true, "y_true")
+    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
+    check_consistent_length(y_true=y, p_teacher=lt, p_student=ls)
+    w = check_sample_weight(sample_weight, len(y))
+    return y, lt, ls, (np.ones(len(y)) if w is None else w)
 
 
 def default_chunk(n_classes: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
+from kdaudit._validation import check_consistent_length
 from kdaudit.harness._outputs import ModelOutputs
 from kdaudit.metrics._common import (
     SectionResult,
@@ -29,6 +29,7 @@ from kdaudit.metrics._common import (
     default_chunk,
     definition,
     evaluate,
+    labelled_pair,
     labels_of,
     point_only,
 )
@@ -93,8 +94,9 @@ def _confusion_similarity(ct: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, n
     """Correlation and cosine of the off-diagonal, row-normalised confusion matrices (..., C, C)."""
     c = ct.shape[-1]
     n_y = ct.sum(axis=-1, keepdims=True)
-    mt = np.where(n_y > 0, ct / n_y, 0.0)
-    ms = np.where(n_y > 0, cs / np.where(n_y > 0, n_y, 1), 0.0)
+    safe = np.where(n_y > 0, n_y, 1)  # classes without rows: zero rows, and no 0/0 warning
+    mt = np.where(n_y > 0, ct / safe, 0.0)
+    ms = np.where(n_y > 0, cs / safe, 0.0)
     off = ~np.eye(c, dtype=bool)
     a, b = mt[..., off], ms[..., off]
     cos = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
@@ -110,19 +112,11 @@ def _chance_same(tb: np.ndarray, sb: np.ndarray) -> np.ndarray:
     return np.where(n_y > 0, (tb * sb).sum(axis=-1) / np.where(n_y > 0, n_y, 1), 0.0).sum(axis=-1)
 
 
-def _prep(y_true, p_teacher, p_student, sample_weight):
-    y = check_labels(y_true, "y_true")
-    lt, ls = labels_of(p_teacher, "p_teacher"), labels_of(p_student, "p_student")
-    check_consistent_length(y_true=y, p_teacher=lt, p_student=ls)
-    w = check_sample_weight(sample_weight, len(y))
-    return y, lt, ls, (np.ones(len(y)) if w is None else w)
-
-
 # ------------------------------------------------------------------------------------------ plain functions
 def error_consistency_score(y_true: Any, p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> float:
     """Geirhos et al. (2020) error consistency: Cohen's kappa of the two models' correct/wrong patterns with
     ``c_exp = p_t p_s + (1 - p_t)(1 - p_s)`` from their accuracies. Labels or probabilities accepted."""
-    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     tw, sw = lt != y, ls != y
     return float(_consistency(w.sum(), w[tw].sum(), w[sw].sum(), w[tw & sw].sum()))
 
@@ -130,7 +124,7 @@ def error_consistency_score(y_true: Any, p_teacher: Any, p_student: Any, *, samp
 def error_overlap(y_true: Any, p_teacher: Any, p_student: Any, *, sample_weight: Any = None) -> dict[str, float]:
     """Error sets E_t, E_s: ``jaccard``, ``student_wrong_given_teacher_wrong``, and (weighted) counts and rates of
     ``inherited`` (both wrong), ``new`` (student only) and ``fixed`` (teacher only) errors."""
-    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     tw, sw = lt != y, ls != y
     both, n = float(w[tw & sw].sum()), float(w.sum())
     new, fixed = float(w[sw & ~tw].sum()), float(w[tw & ~sw].sum())
@@ -151,7 +145,7 @@ def same_wrong_label_rate(y_true: Any, p_teacher: Any, p_student: Any, *, n_clas
                           sample_weight: Any = None) -> dict[str, float]:
     """Among rows both models get wrong: the share with the same wrong label (``rate``), what the within-class
     independence null predicts (``chance``, see the module docstring) and their ratio (``lift``)."""
-    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     c = n_classes or int(max(y.max(), lt.max(), ls.max())) + 1
     both = (lt != y) & (ls != y)
     tb, sb = _pair_tables(y[both], lt[both], ls[both], w[both], c)
@@ -166,7 +160,7 @@ def confusion_similarity(y_true: Any, p_teacher: Any, p_student: Any, *, n_class
                          sample_weight: Any = None) -> dict[str, float]:
     """Pearson correlation and cosine similarity of the two models' off-diagonal confusion rates
     P(predicted k | true y), k ≠ y (rows normalised by the class count)."""
-    y, lt, ls, w = _prep(y_true, p_teacher, p_student, sample_weight)
+    y, lt, ls, w = labelled_pair(y_true, p_teacher, p_student, sample_weight)
     c = n_classes or int(max(y.max(), lt.max(), ls.max())) + 1
     with np.errstate(divide="ignore", invalid="ignore"):
         cor, cos = _confusion_similarity(*_pair_tables(y, lt, ls, w, c))

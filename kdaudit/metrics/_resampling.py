@@ -53,6 +53,8 @@ def _blas_controller() -> Any:
     from threadpoolctl import ThreadpoolController  # installed with scikit-learn
 
     return ThreadpoolController()
+
+
 _HASH_KEY = "kdaudit-blocks-1"  # 16 bytes; changing it changes every interval, so it is versioned
 
 

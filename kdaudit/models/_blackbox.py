@@ -164,6 +164,10 @@ class BlackBoxModel(ModelAdapter):
             if idx.dtype.kind not in "iu" or (idx < 0).any() or (idx >= self.n_classes).any():
                 raise invalid_argument(where, "top-k indices outside the classes",
                                        f"integers in [0, {self.n_classes - 1}]")
+            if idx.shape[1] > 1 and (np.diff(np.sort(idx, axis=1), axis=1) == 0).any():
+                # a repeated class would silently overwrite its own probability in the dense row
+                raise invalid_argument(where, "a class repeated among a row's top-k indices",
+                                       "k distinct class indices per row")
             dense = np.zeros((n, self.n_classes), dtype=np.float32)
             np.put_along_axis(dense, idx.astype(np.int64), val, axis=1)
             return dense

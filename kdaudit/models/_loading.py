@@ -144,6 +144,13 @@ def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) ->
             module = torch.jit.load(str(p), map_location="cpu")
         return TorchModel(module, name=name, kind="torchscript", source=str(p), **kwargs)
     if fmt == "torch_export":
+        unsafe = [] if trust else _export_archive_pickles(p)
+        if unsafe:
+            raise UnsafeModelFileError(
+                f"refusing to load {str(p)!r}: this torch.export archive holds parts that torch.export.load "
+                f"unpickles with full pickle or runs as native code ({', '.join(unsafe[:5])}"
+                f"{', ...' if len(unsafe) > 5 else ''}), which can run code. Ask for {SAFE_FORMATS}. Pass "
+                "trust=True only if you trust the file's source.")
         program = torch.export.load(str(p))
         return TorchModel(program.module(), name=name, kind="torch_export", source=str(p), **kwargs)
     # fmt == "torch"
@@ -164,6 +171,47 @@ def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) ->
                                "a torch file holding a state_dict, a checkpoint dict with a 'state_dict' entry, "
                                "or (with trust=True) a pickled nn.Module")
     return _torch_from_state_dict(sd, p, name, arch, kwargs)
+
+
+def _export_archive_pickles(p: Path) -> list[str]:
+    """Members of a torch.export archive that loading it would unpickle beyond what weights-only allows.
+
+    ``torch.export.load`` reads some payloads (pickled weights and constants, sample inputs, legacy-format state
+    dicts) with ``torch.load(weights_only=False)`` or ``pickle.loads``, so an archive is only safe when each of those
+    also loads weights-only; opaque/custom objects and AOTInductor libraries never are.
+    """
+    import io
+    import json
+
+    import torch
+
+    suspect: list[str] = []
+    to_check: set[str] = set()
+    with zipfile.ZipFile(p) as zf:
+        names = zf.namelist()
+        for n in names:
+            base = n.rsplit("/", 1)[-1]
+            if "data/aotinductor/" in n or base.startswith(("opaque_obj_", "custom_obj_")):
+                suspect.append(n)
+            elif n.endswith(".pt") or base in ("serialized_state_dict.json", "serialized_constants.json"):
+                to_check.add(n)
+            elif n.endswith(("_weights_config.json", "_constants_config.json")):
+                folder = n.rsplit("/", 1)[0] if "/" in n else ""
+                try:
+                    config = json.loads(zf.read(n))["config"]
+                    pickled = [m["path_name"] for m in config.values() if m.get("use_pickle")]
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    suspect.append(n)  # unreadable: torch would fail on it anyway, refuse rather than guess
+                    continue
+                to_check.update(f"{folder}/{name}" if folder else name for name in pickled)
+        for n in sorted(to_check):
+            if n in names and zf.getinfo(n).file_size == 0:
+                continue  # an empty payload is read as {} without unpickling
+            try:
+                torch.load(io.BytesIO(zf.read(n)), map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - anything weights-only refuses (or a missing member) is suspect
+                suspect.append(n)
+    return suspect
 
 
 def _find_state_dict(obj: Any) -> dict[str, Any] | None:

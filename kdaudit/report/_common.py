@@ -19,6 +19,7 @@ from kdaudit.report._format import (
     status_of,
 )
 from kdaudit.report._tables import Cell, Table, est_cell, generic_blocks, is_scalar
+from kdaudit.report._tables import _humanise as _human  # one key -> label rule for every table
 
 SECTION_ORDER = ("agreement", "calibration", "bias", "fingerprint", "lineage")
 SECTION_TITLES = {
@@ -110,10 +111,6 @@ def _direction(d: Mapping[str, Any], higher: str, lower: str, neither: str) -> s
     """Which way is better, from a definition's ``higher_is_better`` (True, False or None)."""
     hib = d.get("higher_is_better")
     return higher if hib is True else lower if hib is False else neither
-
-
-def _human(key: Any) -> str:
-    return str(key).replace("_", " ").strip().capitalize()
 
 
 def _walk_methods(obj: Any, out: dict[str, None]) -> None:
