@@ -186,7 +186,7 @@ def _access_ok(value: Any) -> bool:
 def restrict_access(model: Any, access: str, *, query_budget: int | None = None) -> Any:
     """Serve ``model`` as a black box that reveals only ``access`` ("probabilities", "top_k:K" or "labels") and
     answers at most ``query_budget`` rows: what an auditor sees of a suspect behind an API."""
-    from kdaudit.distill._loss import _keep_top_k
+    from kdaudit.models._convert import keep_top_k
     from kdaudit.models import BlackBoxModel
     from kdaudit.models._convert import to_probabilities
 
@@ -199,7 +199,7 @@ def restrict_access(model: Any, access: str, *, query_budget: int | None = None)
         if mode == "labels":
             return p.argmax(axis=1)
         if mode == "top_k":
-            p = _keep_top_k(p, top_k)  # each row's k largest probabilities, zero elsewhere (as distillation sees)
+            p = keep_top_k(p, top_k)  # each row's k largest probabilities, zero elsewhere (as distillation sees)
         return p
 
     box = BlackBoxModel(answer, n_classes=n_classes, name=model.name, access=mode, top_k=top_k,

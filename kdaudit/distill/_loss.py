@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit.models._convert import one_hot
+from kdaudit.models._convert import keep_top_k, one_hot
 
 __all__ = ["kd_loss", "soft_targets"]
 
@@ -112,7 +112,7 @@ def soft_targets(probs: np.ndarray, logits: np.ndarray | None, *, access: str, t
     if access == "labels":
         return one_hot(probs.argmax(axis=1), n_classes)
     if access == "top_k":
-        p = _keep_top_k(probs.astype(np.float64), int(top_k))  # type: ignore[arg-type]
+        p = keep_top_k(probs.astype(np.float64), int(top_k))  # type: ignore[arg-type]
         hidden = p == 0
         n_hidden = hidden.sum(axis=1, keepdims=True)
         rest = np.clip(1.0 - p.sum(axis=1, keepdims=True), 0.0, None)
@@ -129,12 +129,3 @@ def soft_targets(probs: np.ndarray, logits: np.ndarray | None, *, access: str, t
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _keep_top_k(p: np.ndarray, k: int) -> np.ndarray:
-    """Zero every entry outside each row's k largest (ties broken by the lower class index, as argsort does)."""
-    if k >= p.shape[1]:
-        return p
-    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
-    out = np.zeros_like(p)
-    rows = np.arange(len(p))[:, None]
-    out[rows, order] = p[rows, order]
-    return out

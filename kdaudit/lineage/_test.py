@@ -53,6 +53,7 @@ from kdaudit.lineage._stats import (
     rank_p_value,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of
+from kdaudit.models._convert import keep_top_k, one_hot
 
 __all__ = [
     "NULL_HYPOTHESIS",
@@ -236,13 +237,9 @@ def _view(probs: np.ndarray, access: tuple[str, int | None]) -> np.ndarray:
     kind, k = access
     if kind == "probabilities":
         return probs
-    out = np.zeros_like(probs)
     if kind == "labels":
-        out[np.arange(len(probs)), probs.argmax(axis=1)] = 1.0
-        return out
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    np.put_along_axis(out, top, np.take_along_axis(probs, top, axis=1), axis=1)
-    return out
+        return one_hot(probs.argmax(axis=1), probs.shape[1]).astype(probs.dtype)
+    return keep_top_k(probs, k)
 
 
 # ---------------------------------------------------------------------------------------------- array-level analysis

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["one_hot", "sigmoid_binary", "softmax", "to_probabilities"]
+__all__ = ["keep_top_k", "one_hot", "sigmoid_binary", "softmax", "to_probabilities"]
 
 
 def softmax(scores: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -33,6 +33,17 @@ def sigmoid_binary(scores: np.ndarray) -> np.ndarray:
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(labels), n_classes), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def keep_top_k(p: np.ndarray, k: int) -> np.ndarray:
+    """Zero every entry outside each row's k largest (ties broken by the lower class index, as argsort does)."""
+    if k >= p.shape[1]:
+        return p
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    out = np.zeros_like(p)
+    rows = np.arange(len(p))[:, None]
+    out[rows, order] = p[rows, order]
     return out
 
 
