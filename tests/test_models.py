@@ -324,3 +324,27 @@ def test_as_model_dispatch(tmp_path, Xy):
         as_model(lambda x: x)
     with pytest.raises(KDAuditError, match="model"):
         as_model(42)
+
+
+def test_int8_models_are_told_apart_and_counted():
+    # dynamic int8 layers keep weights as packed params: their identity and size must come from those weights
+    import warnings
+
+    from kdaudit.distill import mlp, quantize_int8
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = quantize_int8(mlp(20, 3, hidden=(600,), seed=0))
+        again = quantize_int8(mlp(20, 3, hidden=(600,), seed=0))
+        src = mlp(20, 3, hidden=(600,), seed=0)
+        first = next(m for m in src.modules() if isinstance(m, torch.nn.Linear))
+        with torch.no_grad():
+            first.weight[5, 7] += 0.5  # one weight, far from the start of the tensor's truncated repr
+        b = quantize_int8(src)
+    fa = as_model(a).fingerprint()
+    assert fa == as_model(again).fingerprint()
+    assert fa != as_model(b).fingerprint()
+    float_model = mlp(20, 3, hidden=(600,), seed=0)
+    assert as_model(a).n_parameters() == sum(p.numel() for p in float_model.parameters())
+    # int8 weights take about a quarter of the float32 bytes
+    assert as_model(a).size_bytes() < 0.4 * as_model(float_model).size_bytes()

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["sha256_arrays", "sha256_file", "sha256_snapshot", "sha256_state_dict", "snapshot_state_dict"]
+__all__ = ["sha256_arrays", "sha256_file", "sha256_snapshot", "sha256_state_dict", "snapshot_state_dict", "tensor_items"]
 
 _FILE_CHUNK = 1 << 20
 
@@ -42,7 +42,7 @@ def snapshot_state_dict(state_dict: Any) -> list[tuple[str, str, Any]]:
 
     entries: list[tuple[str, str, Any]] = []
     on_device: list[tuple[int, Any]] = []
-    for key, t in state_dict.items():
+    for key, t in tensor_items(state_dict.items()):
         if not isinstance(t, torch.Tensor):
             entries.append((key, f"{t!r}", b""))
             continue
@@ -62,6 +62,31 @@ def snapshot_state_dict(state_dict: Any) -> list[tuple[str, str, Any]]:
             entries[idx] = (key, header, host[offset:offset + f.numel()])
             offset += f.numel()
     return entries
+
+
+def tensor_items(items: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
+    """Flatten a state_dict into (key, plain tensor or scalar) pairs.
+
+    Dynamically quantized layers keep their weights as packed params (a tuple holding a quantized tensor), whose
+    repr is truncated: hashing the repr would give two different int8 models one fingerprint (and one cache entry).
+    Tuples are expanded and quantized tensors hashed as their integer values plus scales and zero points.
+    """
+    import torch
+
+    for key, value in items:
+        if isinstance(value, (tuple, list)):
+            yield from tensor_items((f"{key}.{i}", v) for i, v in enumerate(value))
+        elif isinstance(value, torch.Tensor) and value.is_quantized:
+            yield f"{key}.int_repr", value.int_repr()
+            if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                yield f"{key}.q_scale", float(value.q_scale())
+                yield f"{key}.q_zero_point", int(value.q_zero_point())
+            else:
+                yield f"{key}.q_per_channel_scales", value.q_per_channel_scales()
+                yield f"{key}.q_per_channel_zero_points", value.q_per_channel_zero_points()
+                yield f"{key}.q_per_channel_axis", int(value.q_per_channel_axis())
+        else:
+            yield key, value
 
 
 def sha256_snapshot(entries: list[tuple[str, str, Any]]) -> str:

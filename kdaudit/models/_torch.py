@@ -9,7 +9,7 @@ import numpy as np
 
 from kdaudit._exceptions import invalid_argument
 from kdaudit.models._base import Access, ModelAdapter
-from kdaudit.models._hashing import sha256_snapshot, snapshot_state_dict
+from kdaudit.models._hashing import sha256_snapshot, snapshot_state_dict, tensor_items
 
 __all__ = ["TorchModel", "normalize_precision"]
 
@@ -40,6 +40,9 @@ def _torch() -> Any:
 
         _TORCH = torch
     return _TORCH
+
+
+_QUANT_META = (".q_per_channel_scales", ".q_per_channel_zero_points")
 
 
 def resolve_device(device: Any) -> Any:
@@ -233,11 +236,15 @@ class TorchModel(ModelAdapter):
         return finish
 
     def n_parameters(self) -> int:
-        return int(sum(p.numel() for p in self.module.parameters()))
+        torch = _torch()
+        # dynamically quantized layers hold weight and bias as packed params, not as nn.Parameters
+        packed = sum(t.numel() for k, t in tensor_items(self.module.state_dict().items())
+                     if "._packed_params." in k and isinstance(t, torch.Tensor) and not k.endswith(_QUANT_META))
+        return int(sum(p.numel() for p in self.module.parameters()) + packed)
 
     def size_bytes(self) -> int:
         torch = _torch()
-        return int(sum(t.numel() * t.element_size() for t in self.module.state_dict().values()
+        return int(sum(t.numel() * t.element_size() for _, t in tensor_items(self.module.state_dict().items())
                        if isinstance(t, torch.Tensor)))
 
     def describe(self) -> dict[str, Any]:
