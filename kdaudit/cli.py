@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from kdaudit._exceptions import KDAuditError
+from kdaudit._exceptions import KDAuditError, invalid_argument
 
 __all__ = ["main"]
 
@@ -143,6 +143,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from kdaudit._audit import audit_from_config
     from kdaudit._config import load_config
 
+    if args.strict and not args.gate:
+        raise invalid_argument("--strict", True, "--strict together with --gate (it changes what fails the gate)")
     cfg = load_config(args.config)
     overrides: dict = {}
     if args.seed is not None:

@@ -103,6 +103,10 @@ def test_audit_command_bad_config_is_one_line_exit_2(project, capsys):
     err = capsys.readouterr().err
     assert "models.students[0].path" in err and "missing.safetensors" in err and "Traceback" not in err
     assert main(["audit", str(project / "nope.yaml")]) == 2
+    # --strict only means something for the gate: alone it is a mistake, not silently ignored
+    capsys.readouterr()
+    assert main(["audit", str(project / "audit.yaml"), "--strict", "--quiet"]) == 2
+    assert "--gate" in capsys.readouterr().err
     # --debug shows the traceback instead
     with pytest.raises(Exception, match="does not exist"):
         main(["--debug", "audit", str(project / "nope.yaml")])
