@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _arrays import softmax
 
 __all__ = ["EVIL", "PAYLOADS", "make_results", "make_run_info"]
 
@@ -38,12 +39,6 @@ EVIL = {
 }
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
 def _outputs(n: int, seed: int) -> dict[str, Any]:
     """Teacher and students whose behaviour resembles a distilled Adult classifier: a student close to its teacher
     but less sharp, and a labels-only API copy."""
@@ -55,8 +50,9 @@ def _outputs(n: int, seed: int) -> dict[str, Any]:
     t_logit = np.stack([np.zeros(n), 2.2 * signal], axis=1)
     s_logit = np.stack([np.zeros(n), 1.6 * signal + 0.35 * sex + rng.normal(scale=0.45, size=n)], axis=1)
     a_logit = np.stack([np.zeros(n), 1.9 * signal + rng.normal(scale=0.6, size=n)], axis=1)
-    return {"y": y, "sex": sex, "race": race, "teacher": _softmax(t_logit), "student": _softmax(s_logit),
-            "labels_api": _softmax(a_logit)}
+    probs = {name: softmax(z).astype(np.float32)
+             for name, z in (("teacher", t_logit), ("student", s_logit), ("labels_api", a_logit))}
+    return {"y": y, "sex": sex, "race": race, **probs}
 
 
 def make_results(*, names: dict[str, Any] | None = None, n: int = 2000, n_replicates: int = 100,
@@ -128,7 +124,10 @@ def make_results(*, names: dict[str, Any] | None = None, n: int = 2000, n_replic
     data = {"name": nm["data"], "source": nm["path"], "n_rows": n, "sha256": _sha("data"),
             "classes": list(nm["classes"]), "class_counts": np.bincount(o["y"], minlength=2).tolist(),
             "groups": {c: sensitive[c].value_counts().sort_index().to_dict() for c in sensitive.columns}}
-    from kdaudit._audit import COST_DEFINITIONS, _definitions  # the audit's own definitions table
+    from kdaudit._audit import (  # the audit's own definitions table
+        COST_DEFINITIONS,
+        _definitions,
+    )
 
     definitions = _definitions(["agreement", "calibration", "bias", "fingerprint", "lineage"])
     definitions.update(COST_DEFINITIONS)

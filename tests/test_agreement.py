@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _arrays import softmax
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import binomtest, entropy
 from sklearn.metrics import accuracy_score
@@ -28,17 +29,12 @@ from kdaudit.metrics import (
 from kdaudit.models._base import Access
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _pair(n=3000, c=8, seed=0):
     rng = np.random.default_rng(seed)
     zt = rng.normal(size=(n, c)) * 2
     zs = zt + rng.normal(size=(n, c))
-    pt, ps = _softmax(zt), _softmax(zs)
-    y = (_softmax(zt * 0.8).cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    pt, ps = softmax(zt), softmax(zs)
+    y = (softmax(zt * 0.8).cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
     return y, pt, ps
 
 

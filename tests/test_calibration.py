@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _arrays import softmax
 from netcal.metrics import ECE as NetcalECE
 from netcal.metrics import MCE as NetcalMCE
 from sklearn.metrics import brier_score_loss as sk_brier
@@ -32,17 +33,12 @@ from kdaudit.metrics._resampling import hash_ids
 from kdaudit.models._base import Access
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _data(n=4000, c=7, seed=0, scale=2.0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, c)) * scale
-    p = _softmax(z)
+    p = softmax(z)
     # labels drawn from a tempered version of p: the model is miscalibrated by a known temperature
-    q = _softmax(z / 1.6)
+    q = softmax(z / 1.6)
     y = (q.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
     return y, p, z
 
@@ -162,21 +158,21 @@ def test_sample_weight_equals_repeating_rows():
 def test_temperature_fit_recovers_the_generating_temperature():
     rng = np.random.default_rng(8)
     z = rng.normal(size=(20000, 5)) * 3
-    q = _softmax(z / 2.0)  # labels come from softmax(z / 2): the best temperature is 2
+    q = softmax(z / 2.0)  # labels come from softmax(z / 2): the best temperature is 2
     y = (q.cumsum(axis=1) > rng.random((len(z), 1))).argmax(axis=1)
     t = fit_temperature(y, z)
     assert t == pytest.approx(2.0, rel=0.05)
     # probabilities in, same answer (their logs are logits up to a constant per row)
-    assert fit_temperature(y, _softmax(z)) == pytest.approx(t, rel=1e-5)
-    assert nll_loss(y, apply_temperature(z, t)) < nll_loss(y, _softmax(z))
-    assert expected_calibration_error(y, apply_temperature(z, t)) < expected_calibration_error(y, _softmax(z))
+    assert fit_temperature(y, softmax(z)) == pytest.approx(t, rel=1e-5)
+    assert nll_loss(y, apply_temperature(z, t)) < nll_loss(y, softmax(z))
+    assert expected_calibration_error(y, apply_temperature(z, t)) < expected_calibration_error(y, softmax(z))
 
 
 def test_accumulator_matches_plain_functions_and_exact_temperature():
     y, p, z = _data(n=6000, seed=9)
     rng = np.random.default_rng(0)
     zs = z + rng.normal(size=z.shape)
-    ps = _softmax(zs)
+    ps = softmax(zs)
     ids = np.arange(len(y))
     r = CalibrationAccumulator(7, bootstrap=Bootstrap(100)).update(
         y, p, ps, ids=ids, logits_teacher=z, logits_student=zs).compute()

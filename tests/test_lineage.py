@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from _arrays import softmax
 from scipy import stats as sps
 
 from kdaudit import KDAuditError, QueryBudgetExceededError
@@ -35,12 +36,6 @@ from kdaudit.models import BlackBoxModel
 C, D = 6, 12
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class Zoo:
     """Linear 'models' of one recipe: ``softmax(x @ (W + E_seed))``; derived ones inherit ``E`` of a parent."""
 
@@ -58,7 +53,7 @@ class Zoo:
         W = self.W + E
 
         def fn(X: np.ndarray) -> np.ndarray:
-            p = _softmax(np.asarray(X, dtype=np.float64).reshape(len(X), -1) @ W)
+            p = softmax(np.asarray(X, dtype=np.float64).reshape(len(X), -1) @ W)
             if access == "labels":
                 return p.argmax(axis=1)
             return p
@@ -108,8 +103,8 @@ def test_holm_adjust_matches_hand_computation():
 def test_combined_statistic_is_permutation_equivariant():
     """Exactness rests on this: relabelling pool members only permutes their statistics."""
     rng = np.random.default_rng(3)
-    pool = _softmax(rng.normal(0, 2, (8 * 50, C))).reshape(8, 50, C)
-    suspect = _softmax(rng.normal(0, 2, (50, C)))
+    pool = softmax(rng.normal(0, 2, (8 * 50, C))).reshape(8, 50, C)
+    suspect = softmax(rng.normal(0, 2, (50, C)))
     perm = rng.permutation(8)
     out = {}
     for key, p in (("a", pool), ("b", pool[perm])):
@@ -123,8 +118,8 @@ def test_combined_statistic_is_permutation_equivariant():
 def _simulated(rng, *, K: int, N: int, derived: float, access=("probabilities", None), method="exact"):
     f = rng.normal(0, 2.5, (N, C))
     e = rng.normal(0, 1, (K + 1, N, C))
-    pool = _softmax((f[None] + e).reshape(-1, C)).reshape(K + 1, N, C)
-    s = _softmax(f + derived * e[0] + rng.normal(0, 1, (N, C)))
+    pool = softmax((f[None] + e).reshape(-1, C)).reshape(K + 1, N, C)
+    s = softmax(f + derived * e[0] + rng.normal(0, 1, (N, C)))
     view = _view(s, access)
     return _analyse(pool, view, view.argmax(1), access=access, y_true=None, alpha=0.05, p_value_method=method,
                     bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(N))
@@ -419,8 +414,8 @@ def test_full_analysis_is_permutation_equivariant():
     """The whole member-level pipeline (signatures, typicality correction, z-scores, weights) treats members alike."""
     rng = np.random.default_rng(8)
     f = rng.normal(0, 2.5, (80, C))
-    pool = _softmax((f[None] + rng.normal(0, 1, (9, 80, C))).reshape(-1, C)).reshape(9, 80, C)
-    s = _softmax(f + rng.normal(0, 1, (80, C)))
+    pool = softmax((f[None] + rng.normal(0, 1, (9, 80, C))).reshape(-1, C)).reshape(9, 80, C)
+    s = softmax(f + rng.normal(0, 1, (80, C)))
     perm = np.r_[3, 0, 1, 2, 4, 5, 8, 7, 6]
     out = []
     for p in (pool, pool[perm]):
@@ -435,7 +430,7 @@ def test_typicality_cache_matches_fresh_computation():
     from kdaudit.lineage import _test as lt
 
     rng = np.random.default_rng(9)
-    pool = _softmax(rng.normal(0, 2, (6 * 40, C))).reshape(6, 40, C)
+    pool = softmax(rng.normal(0, 2, (6 * 40, C))).reshape(6, 40, C)
     y = rng.integers(0, C, 40)
     lt._TYPICALITY_CACHE.clear()
     first = lt._typicality(pool, access=("probabilities", None), y_true=y)
