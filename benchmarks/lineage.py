@@ -16,6 +16,11 @@ KD at T = 4 then fine-tuned, pruned to 90 % sparsity, or int8-quantized.
 Negatives: the teacher recipe with other seeds (not among the references); a small CNN and an MLP trained on the same
 data; MLPs trained on disjoint data; students of teacher B (KD, label-only, CNN).
 
+Two probe-candidate scenarios (``--scenarios``): ``heldout``, the 1,000 held-out rows only (the investigator knows
+nothing of how the suspects were made), and ``public``, the held-out rows plus the 2,000 public rows the suspects'
+makers queried the teacher with (an investigator who adds a public dataset a maker could have used). Both add
+2,000 mixup blends and send 2,000 probes; the item-7 targets are checked on ``heldout``.
+
 Every suspect is a :class:`~kdaudit.models.BlackBoxModel` answering at one access level (probabilities, top-3,
 labels) with a 2,000-query budget. Reported per access mode: ROC AUC of the effect size (positives vs negatives), TPR
 at <= 1 % FPR, the verdict's TPR and FPR at alpha = 0.05, attribution accuracy (candidates A and B, Holm), suspect
@@ -28,7 +33,8 @@ correlation of the non-top classes.
 
 Run: ``python benchmarks/lineage.py`` (writes ``benchmarks/results/lineage_cpu.txt``). Trained models are cached in
 ``.kdaudit-cache/lineage_zoo/`` (gitignored), so reruns only evaluate. ``--quick`` uses fewer seeds;
-``--modes probabilities`` runs one access mode (nothing is written unless all modes run).
+``--modes probabilities`` runs one access mode and ``--scenarios heldout`` one scenario (nothing is written unless
+all run).
 
 Seed 0 of each kind is the development set on which the signature weights, the probe numbers and the two-sided
 log-scale signatures were chosen; its AUC is reported apart from the held-out seeds 1 and 2. (The two-sided
@@ -88,6 +94,11 @@ ALPHA = 0.05
 QUERY_BUDGET = 2000
 N_PROBES = 2000
 MODES = ("probabilities", "top_k:3", "labels")
+SCENARIOS = {
+    "heldout": "the 1,000 held-out rows (plus 2,000 blends): the investigator knows nothing of the suspects' queries",
+    "public": ("held-out rows + the 2,000 public rows the suspects' makers queried with (plus 2,000 blends): the "
+               "investigator adds a public dataset a suspect's maker could have used"),
+}
 
 
 # ------------------------------------------------------------------------------------------------------ the zoo
@@ -301,6 +312,71 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     return hits, total, float(np.mean(pvals))
 
 
+def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y, *, is_pos, dev, kinds,
+             truth, args, log) -> dict[str, dict]:
+    """Lineage tests and attribution of every suspect, per access mode, on one set of probe candidates."""
+    summary = {}
+    for mode in modes:
+        t_mode = time.perf_counter()
+        effects, pvals, verdicts, queries, parents = [], [], [], [], []
+        for name, kind, parent, module in suspects:
+            r = lineage_test(pool_A, black_box(module, name, mode), probes, references=ref_models,
+                             n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=args.replicates,
+                             seed=args.seed,
+                             cache_dir=CACHE / "outputs")
+            effects.append(r.effect.value)
+            pvals.append(r.p_value)
+            verdicts.append(r.verdict)
+            queries.append(r.queries_used)
+            at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
+                           probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
+                           cache_dir=CACHE / "outputs")
+            parents.append(at.parent)
+            print(f"    [{mode}] {name:<18} p {r.p_value:.3f} effect {r.effect.value:7.2f} parent {at.parent}",
+                  flush=True)
+        effects, pvals = np.array(effects), np.array(pvals)
+        derived = np.array([v == "derived" for v in verdicts])
+        hits, total, mean_p = null_check(A, refs, suspects, probe_X, probe_y, mode, seed=args.seed)
+        res = {
+            "auc": auc(effects[is_pos], effects[~is_pos]),
+            "auc_dev": auc(effects[is_pos & dev], effects[~is_pos & dev]),
+            "auc_held": auc(effects[is_pos & ~dev], effects[~is_pos & ~dev]),
+            "tpr1": tpr_at_fpr(effects[is_pos], effects[~is_pos]),
+            "tpr": float(derived[is_pos].mean()),
+            "fpr": float(derived[~is_pos].mean()),
+            "n_fp": int(derived[~is_pos].sum()),
+            "attr": float(np.mean(np.array(parents) == truth)),
+            "q_max": int(max(queries)), "q_att": QUERY_BUDGET,
+            "null_fpr": hits / total, "null_n": total, "null_mean_p": mean_p,
+            "secs": time.perf_counter() - t_mode,
+            "by_kind": {kind: float(derived[np.array([k == kind for k in kinds])].mean())
+                        for kind in dict.fromkeys(kinds)},
+        }
+        summary[mode] = res
+        log("")
+        log(f"== suspect access: {mode} ==")
+        log(f"  ROC AUC (effect size, students of A vs others)  {res['auc']:.4f}")
+        log(f"    development seeds (seed 0 of each kind, used to choose weights and probe numbers) "
+            f"{res['auc_dev']:.3f}; held-out seeds {res['auc_held']:.3f}")
+        log(f"  TPR at <= 1% FPR                                {res['tpr1']:.3f} "
+            f"(with {int((~is_pos).sum())} negatives: no false positive allowed)")
+        log(f"  verdict 'derived' at alpha={ALPHA}: TPR {res['tpr']:.3f}, FPR {res['fpr']:.3f} "
+            f"({res['n_fp']} of {int((~is_pos).sum())} negatives)")
+        log(f"  null check ({min(10, len(refs))} references in turn as teacher, pool = the {len(refs)} references, x "
+            f"{len(suspects)} suspects = {total} null "
+            f"tests): share p <= {ALPHA}: {res['null_fpr']:.4f}, mean p {mean_p:.3f} (uniform: "
+            f"{(len(refs) + 1) / (2 * len(refs)):.3f}; exact p resolution 1/{len(refs)})")
+        log(f"  attribution accuracy (A / B / none, Holm over 2 candidates): {res['attr']:.3f}")
+        log(f"  suspect queries per test: max {res['q_max']} (budget {QUERY_BUDGET}); {res['secs']:.0f}s")
+        log("  per kind: n, share derived, median p, median effect, attribution")
+        for kind in dict.fromkeys(kinds):
+            sel = np.array([k == kind for k in kinds])
+            par = [p for p, m in zip(parents, sel) if m]
+            log(f"    {kind:<28} {int(sel.sum())}  {derived[sel].mean():.2f}  {np.median(pvals[sel]):.3f}  "
+                f"{np.median(effects[sel]):7.2f}  {','.join(par)}")
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed per kind and 19 references (a smoke run)")
@@ -310,6 +386,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-only", action="store_true", help="build (and cache) the zoo, then stop")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the lineage tests (mixup blends, random probe share, bootstrap); the zoo is fixed")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help="probe-candidate scenarios to run (default: all): " + "; ".join(
+                        f"{k}: {v}" for k, v in SCENARIOS.items()))
     ap.add_argument("--modes", default=",".join(MODES),
                     help="comma-separated access modes to run (default: all); results are written only for all")
     args = ap.parse_args(argv)
@@ -355,84 +434,45 @@ def main(argv=None) -> int:
         s = np.array([b[key] for b in base])
         log(f"  {key:<28} AUC {auc(s[is_pos], s[~is_pos]):.3f}")
 
-    summary = {}
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for sc in scenarios:
+        if sc not in SCENARIOS:
+            ap.error(f"--scenarios: unknown {sc!r}; choose from {', '.join(SCENARIOS)}")
     dev = np.array([n.endswith("_0") for n, _, _, _ in suspects])  # seed 0 of each kind: where weights were tuned
-    for mode in modes:
-        t_mode = time.perf_counter()
-        effects, pvals, verdicts, queries, parents = [], [], [], [], []
-        for name, kind, parent, module in suspects:
-            r = lineage_test(pool_A, black_box(module, name, mode), probe, references=ref_models,
-                             n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=args.replicates,
-                             seed=args.seed,
-                             cache_dir=CACHE / "outputs")
-            effects.append(r.effect.value)
-            pvals.append(r.p_value)
-            verdicts.append(r.verdict)
-            queries.append(r.queries_used)
-            at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
-                           probe, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                           cache_dir=CACHE / "outputs")
-            parents.append(at.parent)
-            print(f"    [{mode}] {name:<18} p {r.p_value:.3f} effect {r.effect.value:7.2f} parent {at.parent}",
-                  flush=True)
-        effects, pvals = np.array(effects), np.array(pvals)
-        derived = np.array([v == "derived" for v in verdicts])
-        hits, total, mean_p = null_check(A, refs, suspects, probe.X, probe.y_true, mode, seed=args.seed)
-        res = {
-            "auc": auc(effects[is_pos], effects[~is_pos]),
-            "auc_dev": auc(effects[is_pos & dev], effects[~is_pos & dev]),
-            "auc_held": auc(effects[is_pos & ~dev], effects[~is_pos & ~dev]),
-            "tpr1": tpr_at_fpr(effects[is_pos], effects[~is_pos]),
-            "tpr": float(derived[is_pos].mean()),
-            "fpr": float(derived[~is_pos].mean()),
-            "n_fp": int(derived[~is_pos].sum()),
-            "attr": float(np.mean(np.array(parents) == truth)),
-            "q_max": int(max(queries)), "q_att": QUERY_BUDGET,
-            "null_fpr": hits / total, "null_n": total, "null_mean_p": mean_p,
-            "secs": time.perf_counter() - t_mode,
-        }
-        summary[mode] = res
+    results: dict[str, dict[str, dict]] = {}
+    for sc in scenarios:
+        probes = probe if sc == "heldout" else [probe, public]
+        probe_X = probe.X if sc == "heldout" else np.concatenate([probe.X, public.X])
+        probe_y = probe.y_true if sc == "heldout" else np.concatenate([probe.y_true, public.y_true])
         log("")
-        log(f"== suspect access: {mode} ==")
-        log(f"  ROC AUC (effect size, students of A vs others)  {res['auc']:.4f}")
-        log(f"    development seeds (seed 0 of each kind, used to choose weights and probe numbers) "
-            f"{res['auc_dev']:.3f}; held-out seeds {res['auc_held']:.3f}")
-        log(f"  TPR at <= 1% FPR                                {res['tpr1']:.3f} "
-            f"(with {int((~is_pos).sum())} negatives: no false positive allowed)")
-        log(f"  verdict 'derived' at alpha={ALPHA}: TPR {res['tpr']:.3f}, FPR {res['fpr']:.3f} "
-            f"({res['n_fp']} of {int((~is_pos).sum())} negatives)")
-        log(f"  null check ({min(10, len(refs))} references in turn as teacher, pool = the {len(refs)} references, x "
-            f"{len(suspects)} suspects = {total} null "
-            f"tests): share p <= {ALPHA}: {res['null_fpr']:.4f}, mean p {mean_p:.3f} (uniform: "
-            f"{(len(refs) + 1) / (2 * len(refs)):.3f}; exact p resolution 1/{len(refs)})")
-        log(f"  attribution accuracy (A / B / none, Holm over 2 candidates): {res['attr']:.3f}")
-        log(f"  suspect queries per test: max {res['q_max']} (budget {QUERY_BUDGET}); {res['secs']:.0f}s")
-        log("  per kind: n, share derived, median p, median effect, attribution")
-        for kind in dict.fromkeys(kinds):
-            sel = np.array([k == kind for k in kinds])
-            par = [p for p, m in zip(parents, sel) if m]
-            log(f"    {kind:<28} {int(sel.sum())}  {derived[sel].mean():.2f}  {np.median(pvals[sel]):.3f}  "
-                f"{np.median(effects[sel]):7.2f}  {','.join(par)}")
-
+        log(f"#### probe candidates: {SCENARIOS[sc]}")
+        results[sc] = evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y,
+                               is_pos=is_pos, dev=dev, kinds=kinds, truth=truth, args=args, log=log)
     log("")
-    if set(summary) != set(MODES):
-        log(f"total wall time {time.perf_counter() - started:.0f}s (modes {', '.join(summary)} only; nothing written)")
+    if set(scenarios) != set(SCENARIOS) or set(modes) != set(MODES):
+        log(f"total wall time {time.perf_counter() - started:.0f}s (scenarios {', '.join(scenarios)}, modes "
+            f"{', '.join(modes)} only; nothing written)")
         return 0
-    log("targets:")
-    p, lab = summary["probabilities"], summary["labels"]
-    checks = [
-        ("probabilities AUC >= 0.99", p["auc"] >= 0.99, f"{p['auc']:.4f}"),
-        ("probabilities FPR <= alpha (zoo negatives)", p["fpr"] <= ALPHA, f"{p['fpr']:.3f}"),
-        ("null check FPR <= alpha, every mode", all(s["null_fpr"] <= ALPHA + 2.5 * math.sqrt(
-            ALPHA * (1 - ALPHA) / s["null_n"]) for s in summary.values()),
-         ", ".join(f"{s['null_fpr']:.4f}" for s in summary.values())),
-        ("labels AUC >= 0.95", lab["auc"] >= 0.95, f"{lab['auc']:.4f}"),
-        ("<= 2,000 suspect queries per test", all(s["q_max"] <= QUERY_BUDGET for s in summary.values()),
-         ", ".join(str(s["q_max"]) for s in summary.values())),
-    ]
-    for text, ok, value in checks:
-        log(f"  [{'MET' if ok else 'MISSED'}] {text}: {value}")
+    log("targets (issue #5 item 7, on the held-out scenario; FPR checks in both):")
+    for sc in SCENARIOS:
+        summary = results[sc]
+        p, lab = summary["probabilities"], summary["labels"]
+        checks = [
+            ("probabilities AUC >= 0.99", p["auc"] >= 0.99, f"{p['auc']:.4f}"),
+            ("probabilities FPR <= alpha (zoo negatives)", p["fpr"] <= ALPHA, f"{p['fpr']:.3f}"),
+            ("null check FPR <= alpha, every mode", all(s["null_fpr"] <= ALPHA + 2.5 * math.sqrt(
+                ALPHA * (1 - ALPHA) / s["null_n"]) for s in summary.values()),
+             ", ".join(f"{s['null_fpr']:.4f}" for s in summary.values())),
+            ("labels AUC >= 0.95", lab["auc"] >= 0.95, f"{lab['auc']:.4f}"),
+            ("<= 2,000 suspect queries per test", all(s["q_max"] <= QUERY_BUDGET for s in summary.values()),
+             ", ".join(str(s["q_max"]) for s in summary.values())),
+        ]
+        log(f"  {sc}:")
+        for text, ok, value in checks:
+            log(f"    [{'MET' if ok else 'MISSED'}] {text}: {value}")
+        log("    label-only extraction detected (share of 3, per mode): " + ", ".join(
+            f"{m} {s['by_kind']['label-only extraction']:.2f}" for m, s in summary.items()))
     log(f"total wall time {time.perf_counter() - started:.0f}s")
     out = Path(args.out)
     if not args.quick:

@@ -462,3 +462,50 @@ def test_two_sided_signatures_enter_as_absolute_z_and_stay_equivariant():
     assert not np.allclose(got, combined_statistic(stats, w))  # the flag matters on these draws
     perm = rng.permutation(9)
     np.testing.assert_allclose(combined_statistic(stats[perm], w, two_sided=mask), got[perm], rtol=1e-12)
+
+
+def test_probes_from_several_sources_are_concatenated(tmp_path, zoo):
+    from kdaudit.data import AuditData
+    from kdaudit.lineage._test import _as_array, _candidates
+
+    z, E_T, teacher, refs = zoo
+    X1, X2 = _probes(60, seed=3), _probes(40, seed=4)
+    y1 = np.arange(60) % C
+    np.savez(tmp_path / "held_out.npz", X=X1, y=y1)
+    X, y = _as_array([str(tmp_path / "held_out.npz"), X2])
+    np.testing.assert_array_equal(X, np.concatenate([X1, X2]))
+    assert y.tolist() == y1.tolist() + [-1] * 40  # the unlabelled source's rows are "unknown"
+    X, y = _as_array([AuditData(X=X2), X2])
+    assert len(X) == 80 and y is None
+    with pytest.raises(KDAuditError, match="probes"):
+        _as_array([X1, X1[:, :5]])
+    # blends: by default as many as the probes to send (at most twice the rows); unlabelled rows pair freely
+    Xc, yc = _candidates(X, np.r_[np.zeros(40, dtype=np.int64), -np.ones(40, dtype=np.int64)], None, 0, n_probes=30)
+    assert len(Xc) == 80 + 30 and (yc[80:] == -1).all()
+    suspect = z.model(0.8 * E_T + 0.2 * z.perturbation(), name="suspect")
+    r = lineage_test(teacher, suspect, [tmp_path / "held_out.npz", X2], references=refs, n_probes=100,
+                     n_replicates=0)
+    assert r.probe_selection["n_given"] == 100 and r.queries_used == 100
+    assert "shared_errors" in r.signatures  # the labelled source's true labels are used
+
+
+def test_cli_accepts_several_probe_files(tmp_path, capsys):
+    from kdaudit.lineage._cli import run_lineage_command
+
+    z = Zoo(5)
+    E_T = z.perturbation()
+    teacher = _linear_file(tmp_path / "teacher.pt", z.W + E_T)
+    suspect = _linear_file(tmp_path / "suspect.pt", z.W + 0.7 * E_T + 0.3 * z.perturbation())
+    refs = [_linear_file(tmp_path / f"r{i:02d}.pt", z.W + z.perturbation()) for i in range(19)]
+    np.save(tmp_path / "held_out.npy", _probes(80, seed=8))
+    np.save(tmp_path / "public.npy", _probes(70, seed=9))
+    out = tmp_path / "lineage.json"
+    args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "held_out.npy"),
+                                 "--probes", str(tmp_path / "public.npy"), *sum((["--reference", r] for r in refs), []),
+                                 "--n-probes", "150", "--json", str(out)])
+    assert run_lineage_command(args) == 0
+    d = json.loads(out.read_text())
+    assert d["probe_selection"]["n_given"] == 150 and d["verdict"] == "derived"
+    with pytest.raises(KDAuditError, match="--probes"):
+        run_lineage_command(_parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes",
+                                                  str(tmp_path / "nothing*.npy")]))

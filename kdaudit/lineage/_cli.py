@@ -33,8 +33,10 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     test = parser.add_argument_group("lineage test")
     test.add_argument("--teacher", metavar="FILE", help="the teacher model file (anything kdaudit.load_model reads)")
     test.add_argument("--suspect", metavar="FILE", help="the suspect model file, or its precomputed outputs")
-    test.add_argument("--probes", metavar="FILE",
-                      help="probe inputs: .npy, .npz (X, optional y), .csv or .parquet (optional label column y)")
+    test.add_argument("--probes", metavar="FILE", action="append", default=[],
+                      help="probe inputs: .npy, .npz (X, optional y), .csv or .parquet (optional label column y). "
+                           "Repeat to add sources, e.g. held-out rows and a public dataset the suspect's maker may "
+                           "have queried the teacher with (the strongest evidence of label-only extraction)")
     test.add_argument("--reference", metavar="FILE", action="append", default=[],
                       help="a reference model: the teacher's recipe and data with another seed (repeat; globs "
                            "allowed). At least 19 for an exact verdict at alpha 0.05")
@@ -102,16 +104,16 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     for opt in ("teacher", "suspect", "probes"):
         if not getattr(args, opt, None):
             raise invalid_argument(f"--{opt}", None, "a file (or use --verify MANIFEST --student FILE)")
-    from kdaudit.lineage._files import load_probes
     from kdaudit.lineage._test import attribute, lineage_test, parse_access
 
     trust = bool(getattr(args, "trust", False))
     access = parse_access(args.suspect_access) if args.suspect_access else None
     access_text = None if access is None else (access[0] if access[1] is None else f"top_k:{access[1]}")
-    X, y = load_probes(args.probes)
     from kdaudit.data._audit_data import AuditData
+    from kdaudit.lineage._test import _as_array
 
-    probes = AuditData(X=X, y_true=y, name=str(args.probes))
+    X, y = _as_array(_expand(args.probes, "--probes"))
+    probes = AuditData(X=X, y_true=y, name=" + ".join(args.probes))
     teacher = _load(args.teacher, trust)
     suspect = _load(args.suspect, trust)
     references = [_load(f, trust) for f in _expand(args.reference, "--reference")]
