@@ -452,8 +452,9 @@ def audit(
     references : sequence of models, optional
         Lineage references: models exchangeable with the teacher under "not derived" (the teacher's recipe and data
         with other seeds).
-    probes : AuditData or array, optional
-        Lineage probe inputs (default: the audit data).
+    probes : AuditData, array, or a list of those, optional
+        Lineage probe inputs (default: the audit data); a list is concatenated (held-out rows plus any public data
+        a student's maker may have queried the teacher with).
     lineage_options : mapping, optional
         Extra arguments of :func:`kdaudit.lineage_test` (``alpha``, ``query_budget``, ``suspect_access``).
     section_options : mapping, optional
@@ -688,7 +689,7 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                               "file, like another student: give each student a 'name')")
         students[name] = model
     references = [cfg.load_model(m) for m in cfg.references] or None
-    probes = cfg.probes.load() if cfg.probes is not None else None
+    probes = [spec.load() for spec in cfg.probes] or None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,

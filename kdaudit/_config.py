@@ -16,6 +16,9 @@ Example (paths are relative to the config file)::
       dataset: adult                 # bundled: adult, digits, mnist5k; or `path:` to .npz/.csv/.parquet
       split: test
       rows: 5000                     # optional: the first N rows
+    probes:                          # optional lineage probes (default: the data); one spec or a list, concatenated
+      - {dataset: adult, split: train, rows: 2000}
+      - data/public_rows.parquet     # e.g. public data a student's maker may have queried the teacher with
     sensitive: [sex, race]           # optional: a subset of the data's sensitive features
     sections: [agreement, calibration, bias, fingerprint, cost]
     seed: 0
@@ -363,7 +366,7 @@ class AuditConfig:
     students: tuple[ModelSpec, ...]
     data: DataSpec
     references: tuple[ModelSpec, ...] = ()
-    probes: DataSpec | None = None
+    probes: tuple[DataSpec, ...] = ()
     sensitive: tuple[str, ...] | None = None
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     seed: int = 0
@@ -400,8 +403,8 @@ class AuditConfig:
             d["bootstrap"]["blocks"] = self.n_blocks
         if self.references:
             d["models"]["references"] = [m.to_dict(b) for m in self.references]
-        if self.probes is not None:
-            d["probes"] = self.probes.to_dict(b)
+        if self.probes:
+            d["probes"] = [spec.to_dict(b) for spec in self.probes]
         if self.sensitive is not None:
             d["sensitive"] = list(self.sensitive)
         if self.precision is not None:
@@ -560,7 +563,14 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
     students = _parse_models(models.get("students"), "models.students", ctx, required=True)
     references = _parse_models(models.get("references"), "models.references", ctx, required=False)
     data = _parse_data(top["data"], "data", ctx)
-    probes = _parse_data(top["probes"], "probes", ctx) if top.get("probes") is not None else None
+    probes: tuple[DataSpec, ...] = ()
+    if top.get("probes") is not None:
+        # one data spec, or a list of them (held-out rows plus a public dataset a suspect's maker may have used)
+        items = top["probes"] if isinstance(top["probes"], list) else [top["probes"]]
+        if not items:
+            raise ctx.error("probes", top["probes"], "a data spec or a non-empty list of data specs")
+        probes = tuple(_parse_data(v, f"probes[{i}]" if isinstance(top["probes"], list) else "probes", ctx)
+                       for i, v in enumerate(items))
     sensitive = (ctx.str_list(top["sensitive"], "sensitive", "a list of sensitive feature names")
                  if top.get("sensitive") is not None else None)
     sections = DEFAULT_SECTIONS + (("lineage",) if references else ())

@@ -146,3 +146,19 @@ def test_restrict_access_reveals_only_top_k_or_labels():
     boxed = restrict_access(model, "labels", query_budget=100)
     assert boxed.access.value == "labels" and boxed.inner is model
     np.testing.assert_array_equal(boxed.predict(np.arange(30)), p.argmax(axis=1))  # labels only
+
+
+def test_probes_take_one_spec_or_a_list(files):
+    one = parse(cfg(probes={"dataset": "adult", "split": "train", "rows": 100}), files)
+    assert len(one.probes) == 1 and one.probes[0].rows == 100
+    (files / "public.csv").write_text("a,b\n1,2\n")
+    two = parse(cfg(probes=[{"dataset": "adult", "split": "train"}, "public.csv"]), files)
+    assert [p.dataset for p in two.probes] == ["adult", None] and two.probes[1].path == files / "public.csv"
+    d = two.to_dict()
+    assert d["probes"] == [{"dataset": "adult", "split": "train"}, {"path": "public.csv"}]
+    assert parse(d, files).to_dict() == d  # the recorded config parses back to itself
+    assert "probes" not in parse(cfg(), files).to_dict()
+    with pytest.raises(ConfigError, match=r"'probes' got \[\]"):
+        parse(cfg(probes=[]), files)
+    with pytest.raises(ConfigError, match=r"'probes\[1\]\.path' got 'missing\.csv'"):
+        parse(cfg(probes=["public.csv", {"path": "missing.csv"}]), files)

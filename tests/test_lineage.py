@@ -501,7 +501,7 @@ def test_cli_accepts_several_probe_files(tmp_path, capsys):
     np.save(tmp_path / "public.npy", _probes(70, seed=9))
     out = tmp_path / "lineage.json"
     args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "held_out.npy"),
-                                 "--probes", str(tmp_path / "public.npy"), *sum((["--reference", r] for r in refs), []),
+                                 "--probes", str(tmp_path / "public.npy"), *[a for r in refs for a in ("--reference", r)],
                                  "--n-probes", "150", "--json", str(out)])
     assert run_lineage_command(args) == 0
     d = json.loads(out.read_text())
