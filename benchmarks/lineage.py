@@ -21,6 +21,11 @@ nothing of how the suspects were made), and ``public``, the held-out rows plus t
 makers queried the teacher with (an investigator who adds a public dataset a maker could have used). Both add
 2,000 mixup blends and send 2,000 probes; the item-7 targets are checked on ``heldout``.
 
+Negative controls (``build_controls``): 4 small CNNs and 4 MLP-64s the owner trains on its own data with fresh seeds,
+passed as ``controls=`` to check each teacher's false-positive rate against unrelated models (teacher B turns out
+to be over-attractive to such models: the benchmark reports B's share of p <= alpha over the suspects not derived
+from it, and what the controls say about A and B).
+
 Every suspect is a :class:`~kdaudit.models.BlackBoxModel` answering at one access level (probabilities, top-3,
 labels) with a 2,000-query budget. Reported per access mode: ROC AUC of the effect size (positives vs negatives), TPR
 at <= 1 % FPR, the verdict's TPR and FPR at alpha = 0.05, attribution accuracy (candidates A and B, Holm), suspect
@@ -202,6 +207,15 @@ def build_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
     return A, B, refs, suspects
 
 
+def build_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, torch.nn.Module]]:
+    """Negative controls an owner can make: other architectures trained on the owner's data (fresh seeds)."""
+    out = []
+    for s in range(n):
+        out.append((f"control_cnn_{s}", zoo.control(f"control_cnn_{s}", cnn_arch, 800 + s, zoo.own)))
+        out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", student_arch, 850 + s, zoo.own)))
+    return out
+
+
 def _copy_into(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
     target.load_state_dict(copy.deepcopy(source.state_dict()))
     return target
@@ -313,25 +327,28 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
 
 
 def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y, *, is_pos, dev, kinds,
-             truth, args, log) -> dict[str, dict]:
+             truth, args, log, controls=()) -> dict[str, dict]:
     """Lineage tests and attribution of every suspect, per access mode, on one set of probe candidates."""
     summary = {}
     for mode in modes:
         t_mode = time.perf_counter()
-        effects, pvals, verdicts, queries, parents = [], [], [], [], []
+        effects, pvals, verdicts, queries, parents, p_of_B, pc_A, pc_B = [], [], [], [], [], [], [], []
+        ctrl = [TorchModel(m, name=n) for n, m in controls] or None
         for name, kind, parent, module in suspects:
             r = lineage_test(pool_A, black_box(module, name, mode), probes, references=ref_models,
                              n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=args.replicates,
-                             seed=args.seed,
-                             cache_dir=CACHE / "outputs")
+                             seed=args.seed, cache_dir=CACHE / "outputs", controls=ctrl)
+            pc_A.append(r.negative_controls["suspect_rank_p_value"] if ctrl else math.nan)
             effects.append(r.effect.value)
             pvals.append(r.p_value)
             verdicts.append(r.verdict)
             queries.append(r.queries_used)
             at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                            probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                           cache_dir=CACHE / "outputs")
+                           cache_dir=CACHE / "outputs", controls=ctrl)
             parents.append(at.parent)
+            p_of_B.append(at.results["B"].p_value)
+            pc_B.append(at.results["B"].negative_controls["suspect_rank_p_value"] if ctrl else math.nan)
             print(f"    [{mode}] {name:<18} p {r.p_value:.3f} effect {r.effect.value:7.2f} parent {at.parent}",
                   flush=True)
         effects, pvals = np.array(effects), np.array(pvals)
@@ -346,6 +363,7 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
             "fpr": float(derived[~is_pos].mean()),
             "n_fp": int(derived[~is_pos].sum()),
             "attr": float(np.mean(np.array(parents) == truth)),
+            "fpr_B": float(np.mean(np.array(p_of_B)[truth != "B"] <= ALPHA)), "n_not_B": int(np.sum(truth != "B")),
             "q_max": int(max(queries)), "q_att": QUERY_BUDGET,
             "null_fpr": hits / total, "null_n": total, "null_mean_p": mean_p,
             "secs": time.perf_counter() - t_mode,
@@ -367,13 +385,42 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
             f"tests): share p <= {ALPHA}: {res['null_fpr']:.4f}, mean p {mean_p:.3f} (uniform: "
             f"{(len(refs) + 1) / (2 * len(refs)):.3f}; exact p resolution 1/{len(refs)})")
         log(f"  attribution accuracy (A / B / none, Holm over 2 candidates): {res['attr']:.3f}")
+        log(f"  teacher B as the teacher (its test in the attribution runs): share p <= {ALPHA} over the "
+            f"{res['n_not_B']} suspects not derived from B: {res['fpr_B']:.3f}")
+        if controls:
+            pc_A, pc_B, p_of_B = np.array(pc_A, dtype=float), np.array(pc_B, dtype=float), np.array(p_of_B)
+            both_A = (pvals <= ALPHA) & (pc_A <= ALPHA)
+            both_B = (p_of_B <= ALPHA) & (pc_B <= ALPHA)
+            log(f"  suspect's rank among the {len(controls)} controls' effects (p-value, valid if an underived "
+                f"suspect is made like the controls): TPR {np.mean(pc_A[is_pos] <= ALPHA):.3f}, FPR "
+                f"{np.mean(pc_A[~is_pos] <= ALPHA):.3f}")
+            log(f"  both p-values <= alpha (valid if either assumption holds): TPR {both_A[is_pos].mean():.3f}, "
+                f"FPR {both_A[~is_pos].mean():.3f}; teacher B over its {res['n_not_B']} non-students: "
+                f"{both_B[truth != 'B'].mean():.3f} (exact p alone {res['fpr_B']:.3f})")
+            res["both_tpr"], res["both_fpr"], res["both_fpr_B"] = (float(both_A[is_pos].mean()),
+                                                                  float(both_A[~is_pos].mean()),
+                                                                  float(both_B[truth != "B"].mean()))
+            res["both_by_kind"] = {kind: float(both_A[np.array([k == kind for k in kinds])].mean())
+                                   for kind in dict.fromkeys(kinds)}
+            name, _, _, module = suspects[0]
+            at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
+                           probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
+                           cache_dir=CACHE / "outputs", controls=ctrl)
+            for cand in ("A", "B"):
+                nc = at.results[cand].negative_controls
+                res[f"controls_{cand}"] = (nc["n_at_alpha"], nc["n"], nc["binomial_p"], bool(nc["warning"]))
+                log(f"  negative controls ({nc['n']} CNN / MLP-64 models the owner trained on its data), teacher "
+                    f"{cand}: {nc['n_at_alpha']} at p <= {ALPHA} (binomial p {nc['binomial_p']:.3g})"
+                    f"{'; the result carries a caution' if nc['warning'] else ''}")
         log(f"  suspect queries per test: max {res['q_max']} (budget {QUERY_BUDGET}); {res['secs']:.0f}s")
-        log("  per kind: n, share derived, median p, median effect, attribution")
+        both = res.get("both_by_kind")
+        log("  per kind: n, share derived, median p, median effect, attribution"
+            + (", share derived with both p-values <= alpha" if both else ""))
         for kind in dict.fromkeys(kinds):
             sel = np.array([k == kind for k in kinds])
             par = [p for p, m in zip(parents, sel) if m]
             log(f"    {kind:<28} {int(sel.sum())}  {derived[sel].mean():.2f}  {np.median(pvals[sel]):.3f}  "
-                f"{np.median(effects[sel]):7.2f}  {','.join(par)}")
+                f"{np.median(effects[sel]):7.2f}  {','.join(par)}" + (f"  {both[kind]:.2f}" if both else ""))
     return summary
 
 
@@ -411,6 +458,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     zoo = Zoo(own, public, log)
     A, B, refs, suspects = build_zoo(zoo, n_seeds, n_refs)
+    controls = build_controls(zoo)
     train_s = time.perf_counter() - t0
     acc = {n: float((probs_of(m, probe.X).argmax(1) == probe.y_true).mean()) for n, m in
            [("teacher_A", A), ("teacher_B", B), ("ref_000", refs[0])]}
@@ -448,7 +496,8 @@ def main(argv=None) -> int:
         log("")
         log(f"#### probe candidates: {SCENARIOS[sc]}")
         results[sc] = evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y,
-                               is_pos=is_pos, dev=dev, kinds=kinds, truth=truth, args=args, log=log)
+                               is_pos=is_pos, dev=dev, kinds=kinds, truth=truth, args=args, log=log,
+                               controls=controls)
     log("")
     if set(scenarios) != set(SCENARIOS) or set(modes) != set(MODES):
         log(f"total wall time {time.perf_counter() - started:.0f}s (scenarios {', '.join(scenarios)}, modes "

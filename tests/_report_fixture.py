@@ -189,7 +189,12 @@ def _lineage(teacher: str, suspect: str) -> dict[str, Any]:
         pool_access="probabilities", teacher=teacher, suspect=suspect, null_hypothesis=NULL_HYPOTHESIS,
         assumptions=("Under H0 the teacher and the references are exchangeable with respect to the suspect.",),
         methodology="The suspect was queried on 1000 probes where the teacher and its references disagree most.",
-        probe_selection={"strategy": "max disagreement", "n_mixup": 1000})
+        probe_selection={"strategy": "max disagreement", "n_mixup": 1000},
+        negative_controls={"n": 4, "names": [f"{suspect} control {i}" for i in range(4)],
+                           "p_values": [0.45, 0.05, 0.8, None], "effects": [0.1, 2.2, -0.7, None], "n_at_alpha": 1,
+                           "share_at_alpha": 0.25, "expected_share": 0.05, "binomial_p": 0.185,
+                           "suspect_rank_p_value": 0.2, "warning": None,
+                           "assumption": "controls are known not to be derived from the teacher"})
     return res.to_dict()
 
 

@@ -509,3 +509,71 @@ def test_cli_accepts_several_probe_files(tmp_path, capsys):
     with pytest.raises(KDAuditError, match="--probes"):
         run_lineage_command(_parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes",
                                                   str(tmp_path / "nothing*.npy")]))
+
+
+def test_negative_controls_estimate_the_teachers_false_positive_rate(zoo):
+    z, E_T, teacher, refs = zoo
+    X = _probes(300, seed=11)
+    suspect = z.model(0.7 * E_T + 0.3 * z.perturbation(), name="suspect")
+    unrelated = [z.model(z.perturbation(), name=f"control {i}") for i in range(12)]
+    r = lineage_test(teacher, suspect, X, references=refs, n_probes=300, n_replicates=0, controls=unrelated)
+    nc = r.negative_controls
+    assert nc["n"] == 12 and nc["names"][0] == "control 0" and len(nc["p_values"]) == 12
+    assert nc["n_at_alpha"] <= 3 and nc["warning"] is None and "caution" not in r.reason
+    assert nc["suspect_rank_p_value"] == pytest.approx(1 / 13)  # the derived suspect outranks every control
+    assert r.queries_used == 300  # controls are the owner's models: no suspect queries
+    assert canonical_json(r.to_dict()) == canonical_json(
+        lineage_test(teacher, suspect, X, references=refs, n_probes=300, n_replicates=0,
+                     controls=unrelated).to_dict())
+    # "controls" that secretly share the teacher's idiosyncrasy: the teacher looks over-attractive and is flagged
+    leaky = [z.model(0.6 * E_T + 0.4 * z.perturbation(), name=f"leaky {i}") for i in range(8)]
+    flagged = lineage_test(teacher, suspect, X, references=refs, n_probes=300, n_replicates=0, controls=leaky)
+    assert flagged.negative_controls["n_at_alpha"] >= 6 and flagged.negative_controls["warning"]
+    assert "caution" in flagged.reason and flagged.negative_controls["binomial_p"] < 1e-4
+    assert "negative_controls" not in lineage_test(teacher, suspect, X, references=refs, n_probes=300,
+                                                   n_replicates=0).to_dict()
+    with pytest.raises(KDAuditError, match="controls"):
+        lineage_test(teacher, suspect, X, references=refs, n_probes=300, n_replicates=0,
+                     controls=[z.model(z.perturbation(), name="labels only", access="labels")])
+
+
+def test_cli_reports_negative_controls(tmp_path, capsys):
+    from kdaudit.lineage._cli import run_lineage_command
+
+    z = Zoo(6)
+    E_T = z.perturbation()
+    teacher = _linear_file(tmp_path / "teacher.pt", z.W + E_T)
+    suspect = _linear_file(tmp_path / "suspect.pt", z.W + z.perturbation())
+    for i in range(19):
+        _linear_file(tmp_path / f"ref{i:02d}.pt", z.W + z.perturbation())
+    for i in range(5):
+        _linear_file(tmp_path / f"control{i}.pt", z.W + z.perturbation())
+    np.save(tmp_path / "probes.npy", _probes(100, seed=2))
+    args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "probes.npy"),
+                                 "--reference", str(tmp_path / "ref*.pt"), "--control", str(tmp_path / "control*.pt"),
+                                 "--n-probes", "100"])
+    assert run_lineage_command(args) == 0
+    assert "negative controls: " in capsys.readouterr().out
+
+
+def test_controls_required_makes_the_verdict_use_the_larger_p_value(zoo):
+    z, E_T, teacher, refs = zoo
+    X = _probes(300, seed=12)
+    derived = z.model(0.7 * E_T + 0.3 * z.perturbation(), name="derived")
+    unrelated = [z.model(z.perturbation(), name=f"control {i}") for i in range(19)]
+    r = lineage_test(teacher, derived, X, references=refs, n_probes=300, n_replicates=0, controls=unrelated,
+                     controls_mode="require")
+    assert r.verdict == "derived" and r.p_value == pytest.approx(max(r.p_value_exact, 1 / 20))
+    assert r.p_value_method == "larger of exact rank and controls rank" and "negative controls" in r.reason
+    # a suspect made like the controls (unrelated) stays "not derived" whatever the pool says
+    other = z.model(z.perturbation(), name="other")
+    r2 = lineage_test(teacher, other, X, references=refs, n_probes=300, n_replicates=0, controls=unrelated,
+                      controls_mode="require")
+    assert r2.verdict == "not derived" and r2.p_value >= r2.p_value_exact
+    few = lineage_test(teacher, derived, X, references=refs, n_probes=300, n_replicates=0, controls=unrelated[:5],
+                       controls_mode="require")
+    assert few.verdict == "inconclusive" and "at least 19" in few.reason
+    with pytest.raises(KDAuditError, match="controls_mode"):
+        lineage_test(teacher, derived, X, references=refs, controls=unrelated, controls_mode="strict")
+    with pytest.raises(KDAuditError, match="controls"):
+        lineage_test(teacher, derived, X, references=refs, controls_mode="require")

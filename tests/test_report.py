@@ -545,3 +545,13 @@ def test_info_findings_get_a_note_badge(results):
 
     assert {_status(s) for s in STATUSES} == set(STATUSES)
     assert all(_STATUS_TEXT[s] for s in STATUSES)
+
+
+def test_lineage_negative_controls_are_shown_and_escaped(page, evil_page, results, evil_results):
+    nc = results["comparisons"][0]["lineage"]["negative_controls"]
+    assert "Negative controls" in page and "1 of 4 (a calibrated test: about 0.05)" in page
+    assert "binomial p = 0.185" in page and "Each negative control tested as if it were the suspect" in page
+    assert escape(nc["names"][1]) in page
+    for payload in PAYLOADS:  # control names carry the suspect's (hostile) name: escaped like every user string
+        assert payload not in evil_page
+    assert str(escape(evil_results["comparisons"][0]["lineage"]["negative_controls"]["names"][0])) in evil_page

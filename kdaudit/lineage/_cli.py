@@ -2,7 +2,8 @@
 
 Two forms::
 
-    kdaudit lineage --teacher T --suspect S --probes P [--reference R ...] [--candidate T2[@REFS] ...]
+    kdaudit lineage --teacher T --suspect S --probes P [--probes P2 ...] [--reference R ...]
+                    [--candidate T2[@REFS] ...] [--control C ... [--require-controls]]
                     [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
 
@@ -43,6 +44,13 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--candidate", metavar="FILE[@REFGLOB]", action="append", default=[],
                       help="another candidate teacher for attribution (repeat). Its references follow '@' as a glob; "
                            "without '@' it shares --reference (valid when it comes from the same recipe)")
+    test.add_argument("--control", metavar="FILE", action="append", default=[],
+                      help="a negative control: a model known not to be derived from the teacher or any reference "
+                           "(repeat; globs allowed). Tested like the suspect, to check this teacher's false-positive "
+                           "rate against unrelated models")
+    test.add_argument("--require-controls", action="store_true",
+                      help="base the verdict on the larger of the reference p-value and the suspect's rank p-value "
+                           "among the controls (valid if either stands for the null; needs >= 19 controls at 0.05)")
     test.add_argument("--suspect-access", metavar="MODE", default=None,
                       help="what to use of the suspect's answers: probabilities, top-k:K or labels "
                            "(default: what the suspect reveals)")
@@ -117,8 +125,10 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     teacher = _load(args.teacher, trust)
     suspect = _load(args.suspect, trust)
     references = [_load(f, trust) for f in _expand(args.reference, "--reference")]
+    controls = [_load(f, trust) for f in _expand(args.control, "--control")] or None
     options = {"suspect_access": access_text, "alpha": args.alpha, "query_budget": args.query_budget,
-               "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed}
+               "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed,
+               "controls": controls, "controls_mode": "require" if args.require_controls else "check"}
     if args.candidate:
         candidates = {teacher.name: (teacher, references)}
         for spec in args.candidate:
@@ -159,6 +169,11 @@ def _result_text(r: Any) -> str:
     ]
     lines += [f"    {name:<20} z = {_fmt(s['z_teacher'])}  (rank p {_fmt(s['rank_p_value'])})"
               for name, s in r.signatures.items()]
+    nc = r.negative_controls
+    if nc:
+        lines.append(f"  negative controls: {nc['n_at_alpha']} of {nc['n']} reach p <= {r.alpha:g} (binomial p "
+                     f"{_fmt(nc['binomial_p'])}); the suspect's rank p among them "
+                     f"{_fmt(nc['suspect_rank_p_value'] if nc['suspect_rank_p_value'] is not None else math.nan)}")
     return "\n".join(lines)
 
 

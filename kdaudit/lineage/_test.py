@@ -88,7 +88,7 @@ class LineageResult:
     reason : str
     p_value : float
         The p-value the verdict used (NaN when none).
-    p_value_method : {"exact rank", "parametric t", "none"}
+    p_value_method : {"exact rank", "parametric t", "none"}, or "larger of ... and controls rank"
     p_value_exact, p_value_parametric : float
         Both are always reported when computable.
     alpha : float
@@ -105,6 +105,10 @@ class LineageResult:
         Plain similarities of suspect and teacher (top-1 agreement...), which alone do not establish lineage.
     queries_used : int
         Rows sent to the suspect in this test (cached rows are not re-sent).
+    negative_controls : dict
+        Empty unless ``controls`` were given: each control's p-value and effect, how many reached ``alpha``, the
+        binomial probability of that many under a calibrated test, and the suspect's rank among the controls'
+        effects (see :func:`lineage_test`).
     """
 
     verdict: str
@@ -132,6 +136,7 @@ class LineageResult:
     assumptions: tuple[str, ...] = ()
     methodology: str = ""
     probe_selection: Mapping[str, Any] = field(default_factory=dict)
+    negative_controls: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def derived(self) -> bool:
@@ -169,6 +174,7 @@ class LineageResult:
             "assumptions": list(self.assumptions),
             "methodology": self.methodology,
             "probe_selection": dict(self.probe_selection),
+            **({"negative_controls": dict(self.negative_controls)} if self.negative_controls else {}),
         }
 
 
@@ -614,7 +620,8 @@ def _candidates(X: np.ndarray, y: np.ndarray | None, n_mixup: int | None, seed: 
 
 def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any, *, suspect_access: Any,
                alpha: float, query_budget: int | None, n_probes: int | None, n_mixup: int | None, seed: int,
-               p_value_method: str, n_replicates: int, batch_size: int, cache_dir: Any
+               p_value_method: str, n_replicates: int, batch_size: int, cache_dir: Any,
+               controls: Sequence[Any] | None = None, controls_mode: str = "check"
                ) -> tuple[dict[str, LineageResult], int]:
     """Shared core of :func:`lineage_test` (one pool) and :func:`attribute` (one pool per candidate).
 
@@ -624,6 +631,10 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     selection would no longer be symmetric in a pool's members (it favoured the teachers in our benchmark).
     """
     _check_common(alpha, p_value_method, query_budget, n_probes, n_mixup)
+    if controls_mode not in ("check", "require"):
+        raise invalid_argument("controls_mode", controls_mode, '"check" or "require"')
+    if controls_mode == "require" and not controls:
+        raise invalid_argument("controls", controls, 'negative control models (controls_mode="require" needs them)')
     X, y = _as_array(probes)
     Xc, yc = _candidates(X, y, n_mixup, seed, n_probes=DEFAULT_N_PROBES if n_probes is None else int(n_probes))
     pool_arrays = {}
@@ -654,6 +665,8 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     y_sel = None if yc is None else yc[idx]
     bootstrap = Bootstrap(n_replicates=n_replicates, seed=seed)
     suspect_name = str(getattr(suspect, "name", "suspect"))
+    control_outputs = _control_outputs(controls, Xc[idx], n_classes=C, batch_size=batch_size, cache_dir=cache_dir,
+                                       seed=seed)
     results = {}
     for cand, (pool, pool_access, names) in pool_arrays.items():
         access = _least(oracle.access, pool_access)
@@ -662,6 +675,15 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
                      access=access, y_true=y_sel, alpha=alpha, p_value_method=p_value_method,
                      bootstrap=bootstrap, probe_ids=idx)
         K = pool.shape[0] - 1
+        negative_controls: dict[str, Any] = {}
+        if control_outputs is not None:
+            negative_controls = _negative_controls(control_outputs, pool[:, idx], access=access, y_true=y_sel,
+                                                   alpha=alpha, p_value_method=p_value_method, probe_ids=idx,
+                                                   suspect_effect=a["effect"].value)
+            if controls_mode == "require":
+                _require_controls(a, negative_controls, alpha=alpha)
+            elif negative_controls.get("warning"):
+                a["reason"] = f"{a['reason']}; caution: {negative_controls['warning']}"
         results[cand] = LineageResult(
             verdict=a["verdict"], reason=a["reason"], p_value=a["p_value"], p_value_method=a["p_value_method"],
             p_value_exact=a["p_value_exact"], p_value_parametric=a["p_value_parametric"], alpha=alpha,
@@ -677,8 +699,132 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
             probe_selection={"method": "pool disagreement (symmetric in pool members), 20% random",
                              "n_given": len(X), "n_mixup": len(Xc) - len(X), "n_selected": len(idx),
                              "n_selected_mixup": int(np.sum(idx >= len(X))), "seed": seed},
+            negative_controls=negative_controls,
         )
     return results, oracle.queries
+
+
+def _require_controls(a: dict[str, Any], nc: Mapping[str, Any], *, alpha: float) -> None:
+    """Base the verdict on the larger of the pool p-value and the suspect's rank p-value among the controls.
+
+    Each p-value is valid under its own assumption (the teacher exchangeable with its references; an underived
+    suspect exchangeable with the controls); their maximum rejects only when both do, so it is valid when either
+    assumption holds (an intersection-union test). It costs power: the suspect must also outrank the controls.
+    """
+    if a["p_value_method"] == "none":
+        return
+    need = min_references(alpha)
+    p_ctrl = nc.get("suspect_rank_p_value")
+    p_ctrl = math.nan if p_ctrl is None else float(p_ctrl)
+    if nc["n"] < need or not math.isfinite(p_ctrl):
+        a.update(verdict="inconclusive", reason=(
+            f"{a['reason']}; with controls required, {nc['n']} controls cannot give a rank p-value below "
+            f"{alpha:.3g} (the smallest possible is 1/(n+1)); give at least {need}"))
+        return
+    p = max(float(a["p_value"]), p_ctrl)
+    verdict = "derived" if p <= alpha else "not derived"
+    a.update(verdict=verdict, p_value=p, p_value_method=f"larger of {a['p_value_method']} and controls rank",
+             reason=(f"{a['reason']}; the suspect's rank among {nc['n']} negative controls gives p = {p_ctrl:.3g}; "
+                     f"the verdict uses the larger, {p:.3g} {'<=' if verdict == 'derived' else '>'} {alpha:.3g}, "
+                     "valid if either the references or the controls stand for the null"))
+
+
+def _control_outputs(controls: Sequence[Any] | None, X: np.ndarray, *, n_classes: int, batch_size: int,
+                     cache_dir: Any, seed: int) -> tuple[list[str], np.ndarray, tuple[str, int | None]] | None:
+    """Names, probabilities (n_controls, n_probes, C) and common access level of the negative controls."""
+    if not controls:
+        return None
+    if isinstance(controls, (str, bytes)) or not isinstance(controls, Sequence):
+        raise invalid_argument("controls", controls, "a list of models known not to be derived from the teacher")
+    models = {f"control_{i + 1:03d}": _adapter(m, f"control_{i + 1:03d}") for i, m in enumerate(controls)}
+    if len({id(m) for m in models.values()}) != len(models):
+        raise invalid_argument("controls", "the same model object twice", "distinct models")
+    display = [str(getattr(m, "name", "") or key) for key, m in models.items()]
+    result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+    access: tuple[str, int | None] = ("probabilities", None)
+    for key in models:
+        o = result.outputs[key]
+        access = _least(access, parse_access((str(o.access), o.top_k)) or access)
+    probs = np.stack([np.asarray(result.outputs[key].probs, dtype=np.float64) for key in models])
+    if probs.shape[2] != n_classes:
+        raise invalid_argument("controls", f"models with {probs.shape[2]} classes", f"{n_classes} classes")
+    return display, probs, access
+
+
+# The controls' statistics depend on the pool, the probes and the controls, not on the suspect: tests of many
+# suspects against one pool (a screening run, an attribution, a benchmark) compute them once.
+_CONTROLS_CACHE: dict[bytes, tuple[list[float], list[float]]] = {}
+
+
+def _control_statistics(probs: np.ndarray, pool: np.ndarray, *, access: tuple[str, int | None],
+                        y_true: np.ndarray | None, p_value_method: str) -> tuple[list[float], list[float]]:
+    """(p-values, effects) of the pool's teacher with each control (probs[j]) as the suspect."""
+    p_values, effects = [], []
+    typicality = _typicality(pool, access=access, y_true=y_true)
+    weights = two_sided = None
+    for j in range(len(probs)):
+        view = _view(probs[j], access)
+        sums = compute_sums(pool, view, view.argmax(axis=1), access=access[0], top_k=access[1], y_true=y_true)
+        if weights is None:
+            weights = np.array([SIGNATURE_WEIGHTS[name] for name in sums.signatures])
+            two_sided = np.array([name in TWO_SIDED for name in sums.signatures])
+        stats = statistics_from_totals(sums.values.sum(axis=0), sums)
+        combined = combined_statistic(adjust_for_typicality(stats, typicality), weights, two_sided=two_sided)
+        if pool.shape[0] < 2:
+            p_values.append(math.nan)
+        elif p_value_method == "parametric":
+            p_values.append(parametric_p_value(combined[0], combined[1:]))
+        else:
+            p_values.append(rank_p_value(combined[0], combined[1:]))
+        effects.append(float(effect_size(combined)) if pool.shape[0] >= 3 else math.nan)
+    return p_values, effects
+
+
+def _negative_controls(control_outputs: tuple[list[str], np.ndarray, tuple[str, int | None]], pool: np.ndarray, *,
+                       access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float, p_value_method: str,
+                       probe_ids: np.ndarray, suspect_effect: float) -> dict[str, Any]:
+    """The test run with each negative control as the suspect, on the suspect's probes and access level.
+
+    Controls are models known not to be derived from the teacher or any reference (for example other architectures
+    trained by the owner on the teacher's data). The exact p-value is calibrated on average over teachers drawn
+    from the recipe; a particular teacher can still relate to a whole family of unrelated models more than its
+    siblings do (on the benchmark zoo one teacher gave p <= 0.05 for 4 in 17 unrelated models). The share of
+    controls reaching ``alpha`` estimates this teacher's false-positive rate against models like the controls, and
+    the suspect's rank among the controls' effects is a second p-value, valid when, under the null, the suspect is
+    exchangeable with the controls (made like them).
+    """
+    from scipy import stats as sps
+
+    names, probs, c_access = control_outputs
+    if _ACCESS_ORDER[c_access[0]] < _ACCESS_ORDER[access[0]] or (
+            access[0] == c_access[0] == "top_k" and c_access[1] is not None and access[1] is not None
+            and c_access[1] < access[1]):
+        raise invalid_argument("controls", f"models revealing {_access_text(c_access)}",
+                               f"controls revealing at least what the test uses ({_access_text(access)})")
+    key = hashlib.sha256(_typicality_key(pool, access, y_true) + repr(p_value_method).encode()
+                         + np.ascontiguousarray(probs).tobytes()).digest()
+    if key not in _CONTROLS_CACHE:
+        if len(_CONTROLS_CACHE) >= 8:
+            _CONTROLS_CACHE.pop(next(iter(_CONTROLS_CACHE)))
+        _CONTROLS_CACHE[key] = _control_statistics(probs, pool, access=access, y_true=y_true,
+                                                   p_value_method=p_value_method)
+    p_values, effects = (list(x) for x in _CONTROLS_CACHE[key])
+    n = len(names)
+    hits = int(sum(1 for p in p_values if math.isfinite(p) and p <= alpha))
+    binomial_p = float(sps.binom.sf(hits - 1, n, alpha)) if hits else 1.0
+    finite = [e for e in effects if math.isfinite(e)]
+    rank_p = (float((1 + sum(1 for e in finite if e >= suspect_effect)) / (len(finite) + 1))
+              if math.isfinite(suspect_effect) and finite else float("nan"))
+    warning = None
+    if binomial_p < 0.05:
+        warning = (f"{hits} of {n} negative controls reach p <= {alpha:g} (about {alpha * n:.1f} expected), so for "
+                   "this teacher the false-positive rate against models like the controls may exceed alpha; weigh "
+                   f"the verdict with the suspect's rank among the controls (p = {rank_p:.3g})")
+    return {"n": n, "names": names, "p_values": [_num(x) for x in p_values], "effects": [_num(x) for x in effects],
+            "n_at_alpha": hits, "share_at_alpha": hits / n, "expected_share": alpha, "binomial_p": binomial_p,
+            "suspect_rank_p_value": _num(rank_p), "warning": warning,
+            "assumption": ("the controls are models known not to be derived from the teacher or any reference; the "
+                           "rank p-value among them assumes the suspect, if not derived, is exchangeable with them")}
 
 
 # ------------------------------------------------------------------------------------------------------- public API
@@ -686,7 +832,8 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
                  suspect_access: str | None = None, alpha: float = 0.05,
                  query_budget: int | None = DEFAULT_QUERY_BUDGET, n_probes: int | None = None,
                  n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
-                 batch_size: int = 256, cache_dir: Any = None, seed: int = 0) -> LineageResult:
+                 batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
+                 controls: Sequence[Any] | None = None, controls_mode: str = "check") -> LineageResult:
     """Test whether ``suspect`` was derived (distilled, extracted, fine-tuned...) from ``teacher``.
 
     Parameters
@@ -724,6 +871,17 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
         Harness output cache for the pool (the suspect is cached in memory per call).
     seed : int, default 0
         Mixup blends, the random share of probes and the bootstrap.
+    controls : sequence of models, optional
+        Negative controls: models known not to be derived from the teacher or any reference (other architectures
+        or recipes trained on the teacher's data, public models). Each is tested exactly like the suspect (same
+        probes, same access, no suspect queries). The result's ``negative_controls`` says how many reach ``alpha``
+        (a calibrated teacher lets through about ``alpha`` of them) and ranks the suspect among them; the reason
+        carries a caution when the controls show this teacher to be over-attractive to unrelated models.
+    controls_mode : {"check", "require"}, default "check"
+        "check": controls inform (counts, caution) but the verdict uses the pool p-value. "require": the verdict
+        uses the larger of the pool p-value and the suspect's rank p-value among the controls, which is valid if
+        either the references or the controls stand for the null (needs at least ``ceil(1/alpha) - 1`` controls);
+        on the benchmark zoo it halved the false-positive rate of an over-attractive teacher, at some cost in power.
 
     Returns
     -------
@@ -732,7 +890,8 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     results, _ = _run_tests({"teacher": _named_pool(teacher, references)}, suspect, probes,
                             suspect_access=suspect_access, alpha=alpha, query_budget=query_budget,
                             n_probes=n_probes, n_mixup=n_mixup, seed=seed, p_value_method=p_value_method,
-                            n_replicates=n_replicates, batch_size=batch_size, cache_dir=cache_dir)
+                            n_replicates=n_replicates, batch_size=batch_size, cache_dir=cache_dir,
+                            controls=controls, controls_mode=controls_mode)
     result = results["teacher"]
     name = str(getattr(teacher, "name", "teacher") or "teacher")
     return _renamed(result, name)
@@ -748,7 +907,8 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
               suspect_access: str | None = None, alpha: float = 0.05,
               query_budget: int | None = DEFAULT_QUERY_BUDGET, n_probes: int | None = None,
               n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
-              batch_size: int = 256, cache_dir: Any = None, seed: int = 0) -> AttributionResult:
+              batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
+              controls: Sequence[Any] | None = None, controls_mode: str = "check") -> AttributionResult:
     """Which candidate teacher, if any, is the suspect's parent?
 
     One :func:`lineage_test` per candidate (each against its own references), on one shared set of probes chosen
@@ -760,7 +920,7 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
     suspect : model
     candidates : dict of name -> (teacher, references)
     probes, suspect_access, alpha, query_budget, n_probes, n_mixup, p_value_method, n_replicates, batch_size,
-    cache_dir, seed
+    cache_dir, seed, controls, controls_mode
         As in :func:`lineage_test`. With the exact p-value each candidate needs at least
         ``ceil(n_candidates / alpha) - 1`` references to be able to reach significance.
 
@@ -779,7 +939,8 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
     results, queries = _run_tests(pools, suspect, probes, suspect_access=suspect_access, alpha=alpha,
                                   query_budget=query_budget, n_probes=n_probes, n_mixup=n_mixup, seed=seed,
                                   p_value_method=p_value_method, n_replicates=n_replicates,
-                                  batch_size=batch_size, cache_dir=cache_dir)
+                                  batch_size=batch_size, cache_dir=cache_dir, controls=controls,
+                                  controls_mode=controls_mode)
     return _attribution_from(results, alpha=alpha, queries=queries)
 
 

@@ -375,7 +375,7 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     used = {"verdict", "p_value", "p_value_method", "p_value_exact", "p_value_parametric", "alpha", "effect",
             "statistic", "reference_statistics", "signatures", "raw_similarity", "queries_used", "query_budget",
             "n_probes", "n_candidates", "n_references", "suspect_access", "pool_access", "teacher", "suspect",
-            "null_hypothesis", "assumptions", "methodology", "probe_selection"}
+            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls"}
     blocks: list[dict[str, Any]] = []
     p = sec.get("p_value")
     verdict = str(sec.get("verdict") or "")
@@ -434,6 +434,27 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     if isinstance(raw, Mapping) and raw and not set(raw) <= set(headline):  # else already in the headline table
         blocks.append(_tbl(_kv_table("Raw similarity of suspect and teacher on the probes (not evidence of "
                                      "lineage by itself)", raw, {k: c.defs.label("lineage", k) for k in raw})))
+    nc = sec.get("negative_controls")
+    if isinstance(nc, Mapping) and nc.get("n"):
+        share = (f"{fmt_count(nc.get('n_at_alpha'))} of {fmt_count(nc['n'])} (a calibrated test: about "
+                 f"{fmt_value(nc.get('expected_share'))})")
+        box["facts"].append(("Negative controls at p ≤ α", share))
+        rows = [[Cell(str(name)), Cell(fmt_number(pv, "p") if pv is not None else "n/a", "num"),
+                 Cell(fmt_number(ef) if ef is not None else "n/a", "num")]
+                for name, pv, ef in zip(nc.get("names") or [], nc.get("p_values") or [], nc.get("effects") or [])]
+        rank_p = nc.get("suspect_rank_p_value")
+        notes = [("Negative controls are models known not to be derived from the teacher, tested exactly like the "
+                  "suspect. If the teacher is calibrated, about the significance level's share of them reach it; "
+                  f"here {fmt_count(nc.get('n_at_alpha'))} of {fmt_count(nc['n'])} did (binomial p = "
+                  f"{fmt_number(nc.get('binomial_p'), 'p')}). The suspect's effect ranks among the controls' "
+                  f"effects with p = {fmt_number(rank_p, 'p') if rank_p is not None else 'n/a'}, valid if the "
+                  "suspect, had it not been derived, would be made like the controls.")]
+        if nc.get("warning"):
+            notes.append(f"Caution: {nc['warning']}.")
+        blocks.append(_notes(notes, "Negative controls"))
+        blocks.append(_details("Negative controls, one by one", [_tbl(Table(
+            "Each negative control tested as if it were the suspect", ["Control", "p-value", "Effect (reference SDs)"],
+            rows, [False, True, True]))]))
     if sec.get("assumptions"):
         blocks.append(_notes(sec["assumptions"], "Assumptions behind the p-value"))
     if sec.get("methodology"):
