@@ -391,7 +391,7 @@ def _access_text(access: tuple[str, int | None]) -> str:
 
 
 def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequence[str], alpha: float,
-                 method: str, suspect_access: str) -> str:
+                 method: str, suspect_access: str, n_controls: int = 0, controls_mode: str = "check") -> str:
     sig_text = "; ".join(f"{s} ({SIGNATURES[s]})" for s in signatures)
     both = [s for s in signatures if s in TWO_SIDED]
     two_sided_text = (f" ({' and '.join(both)} count in either direction: students trained on hard labels follow "
@@ -413,6 +413,14 @@ def _methodology(*, K: int, n_probes: int, n_candidates: int, signatures: Sequen
         "reference standard deviations, with an interval from resampling the probes. Similarity alone (for "
         "example top-1 agreement) is reported but is not evidence: models trained on the same data agree without "
         "any distillation."
+        + (f" As negative controls, {n_controls} models known not to be derived from the teacher were tested exactly "
+           "like the suspect: a well-calibrated teacher lets about the significance level's share of them through, "
+           "and the suspect's rank among their effects gives a second p-value, valid if the suspect, had it not "
+           "been derived, would be made like them"
+           + ("; the verdict uses the larger of the two p-values, so it holds if either the references or the "
+              "controls stand for the null." if controls_mode == "require" else
+              "; it is reported beside the verdict, with a caution when too many controls get through.")
+           if n_controls else "")
     )
 
 
@@ -695,7 +703,9 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
             methodology=_methodology(K=K, n_probes=len(idx), n_candidates=len(Xc),
                                      signatures=list(a["signatures"]), alpha=alpha,
                                      method=a["p_value_method"] if a["p_value_method"] != "none" else "no",
-                                     suspect_access=_access_text(access)),
+                                     suspect_access=_access_text(access),
+                                     n_controls=len(control_outputs[0]) if control_outputs else 0,
+                                     controls_mode=controls_mode),
             probe_selection={"method": "pool disagreement (symmetric in pool members), 20% random",
                              "n_given": len(X), "n_mixup": len(Xc) - len(X), "n_selected": len(idx),
                              "n_selected_mixup": int(np.sum(idx >= len(X))), "seed": seed},
