@@ -74,18 +74,13 @@ from kdaudit.distill import (
 )
 from kdaudit.lineage import attribute, lineage_test
 from kdaudit.lineage._probes import disagreement_scores, select_probes
-from kdaudit.lineage._signatures import (
-    SIGNATURE_WEIGHTS,
-    TWO_SIDED,
-    compute_sums,
-    statistics_from_totals,
-)
+from kdaudit.lineage._signatures import compute_sums, statistics_from_totals
 from kdaudit.lineage._stats import (
     adjust_for_typicality,
     combined_statistic,
     rank_p_value,
 )
-from kdaudit.lineage._test import _candidates, _typicality, _view
+from kdaudit.lineage._test import _candidates, _combination, _typicality, _view
 from kdaudit.metrics._agreement import kl_divergence, top1_agreement_score
 from kdaudit.metrics._fingerprint import same_wrong_label_rate
 from kdaudit.models import BlackBoxModel, TorchModel
@@ -312,8 +307,7 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     for _, _, _, module in suspects:
         view = _view(probs_of(module, Xc[idx]), access)
         sums = compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1], y_true=y)
-        weights = np.array([SIGNATURE_WEIGHTS[s] for s in sums.signatures])
-        two_sided = np.array([s in TWO_SIDED for s in sums.signatures])
+        weights, two_sided = _combination(sums.signatures)
         stats = statistics_from_totals(sums.values.sum(axis=0), sums)
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]

@@ -249,6 +249,12 @@ def _view(probs: np.ndarray, access: tuple[str, int | None]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- array-level analysis
+def _combination(signatures: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed weights and two-sided flags of these signatures, in their order."""
+    return (np.array([SIGNATURE_WEIGHTS[name] for name in signatures]),
+            np.array([name in TWO_SIDED for name in signatures]))
+
+
 def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.ndarray, *,
              access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float, p_value_method: str,
              bootstrap: Bootstrap, probe_ids: np.ndarray) -> dict[str, Any]:
@@ -269,8 +275,7 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
     def signature_stats(totals: np.ndarray) -> np.ndarray:
         return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
 
-    weights = np.array([SIGNATURE_WEIGHTS[name] for name in sums.signatures])
-    two_sided = np.array([name in TWO_SIDED for name in sums.signatures])
+    weights, two_sided = _combination(sums.signatures)
     typicality = _typicality(pool, access=access, y_true=y_true)
 
     def effect_fn(totals: np.ndarray) -> np.ndarray:
@@ -686,7 +691,7 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
         negative_controls: dict[str, Any] = {}
         if control_outputs is not None:
             negative_controls = _negative_controls(control_outputs, pool[:, idx], access=access, y_true=y_sel,
-                                                   alpha=alpha, p_value_method=p_value_method, probe_ids=idx,
+                                                   alpha=alpha, p_value_method=p_value_method,
                                                    suspect_effect=a["effect"].value)
             if controls_mode == "require":
                 _require_controls(a, negative_controls, alpha=alpha)
@@ -771,13 +776,10 @@ def _control_statistics(probs: np.ndarray, pool: np.ndarray, *, access: tuple[st
     """(p-values, effects) of the pool's teacher with each control (probs[j]) as the suspect."""
     p_values, effects = [], []
     typicality = _typicality(pool, access=access, y_true=y_true)
-    weights = two_sided = None
     for j in range(len(probs)):
         view = _view(probs[j], access)
         sums = compute_sums(pool, view, view.argmax(axis=1), access=access[0], top_k=access[1], y_true=y_true)
-        if weights is None:
-            weights = np.array([SIGNATURE_WEIGHTS[name] for name in sums.signatures])
-            two_sided = np.array([name in TWO_SIDED for name in sums.signatures])
+        weights, two_sided = _combination(sums.signatures)
         stats = statistics_from_totals(sums.values.sum(axis=0), sums)
         combined = combined_statistic(adjust_for_typicality(stats, typicality), weights, two_sided=two_sided)
         if pool.shape[0] < 2:
@@ -792,7 +794,7 @@ def _control_statistics(probs: np.ndarray, pool: np.ndarray, *, access: tuple[st
 
 def _negative_controls(control_outputs: tuple[list[str], np.ndarray, tuple[str, int | None]], pool: np.ndarray, *,
                        access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float, p_value_method: str,
-                       probe_ids: np.ndarray, suspect_effect: float) -> dict[str, Any]:
+                       suspect_effect: float) -> dict[str, Any]:
     """The test run with each negative control as the suspect, on the suspect's probes and access level.
 
     Controls are models known not to be derived from the teacher or any reference (for example other architectures
