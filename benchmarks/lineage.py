@@ -77,7 +77,9 @@ from kdaudit.lineage._probes import disagreement_scores, select_probes
 from kdaudit.lineage._signatures import compute_sums, statistics_from_totals
 from kdaudit.lineage._stats import (
     adjust_for_typicality,
+    calibrate_by_controls,
     combined_statistic,
+    holm_adjust,
     rank_p_value,
 )
 from kdaudit.lineage._test import _candidates, _combination, _typicality, _view
@@ -285,14 +287,15 @@ def baselines(A, module, X, y) -> dict[str, float]:
     }
 
 
-def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseudo: int = 10
-               ) -> tuple[int, int, float]:
+def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseudo: int = 10, controls=()
+               ) -> dict[str, tuple[int, int, float]]:
     """``n_pseudo`` references in turn as the teacher (pool = the references), against every suspect: all nulls.
 
     The probes are the ones the main test selected (by the disagreement of A and the references, a function
     symmetric in the references, and A is independent of their seeds), so the references stay exchangeable.
     Relabelling the pool only permutes the member statistics (the library's pipeline is equivariant, a tested
-    property), so each suspect's statistics are computed once and reordered per pseudo-teacher.
+    property), so each suspect's statistics are computed once and reordered per pseudo-teacher. Returns
+    (hits, tests, mean p) for the plain test and, with ``controls``, for the test calibrated by them.
     """
     access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
     Xc, yc = _candidates(probe_X, probe_y, None, seed)
@@ -302,120 +305,154 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     y = yc[idx]
     K = len(refs)
     typicality = _typicality(pool, access=access, y_true=y)
-    hits = total = 0
-    pvals = []
-    for _, _, _, module in suspects:
+
+    def adjusted_stats(module):
         view = _view(probs_of(module, Xc[idx]), access)
         sums = compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1], y_true=y)
+        return adjust_for_typicality(statistics_from_totals(sums.values.sum(axis=0), sums), typicality), sums
+
+    cstats = np.stack([adjusted_stats(m)[0] for _, m in controls]) if controls else None
+    pvals: dict[str, list[float]] = {"plain": [], "calibrated": []}
+    for _, _, _, module in suspects:
+        stats, sums = adjusted_stats(module)
         weights, two_sided = _combination(sums.signatures)
-        stats = statistics_from_totals(sums.values.sum(axis=0), sums)
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
-            C = combined_statistic(adjust_for_typicality(stats[order], typicality[order]), weights,
-                                   two_sided=two_sided)
-            p = rank_p_value(C[0], C[1:])
-            pvals.append(p)
-            hits += p <= ALPHA
-            total += 1
-    return hits, total, float(np.mean(pvals))
+            variants = {"plain": stats[order]}
+            if cstats is not None:
+                variants["calibrated"] = calibrate_by_controls(stats[order], cstats[:, order])
+            for key, st in variants.items():
+                C = combined_statistic(st, weights, two_sided=two_sided)
+                pvals[key].append(rank_p_value(C[0], C[1:]))
+    return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
+
+
+def _parent(p_A: float, p_B: float, e_A: float, e_B: float) -> str:
+    """Attribution between A and B from their p-values and effects (Holm, then the larger effect), as ``attribute``."""
+    adjusted = holm_adjust(np.array([p_A, p_B]))
+    significant = [(e, name) for name, p, e in (("A", adjusted[0], e_A), ("B", adjusted[1], e_B)) if p <= ALPHA]
+    return max(significant)[1] if significant else "none"
 
 
 def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y, *, is_pos, dev, kinds,
              truth, args, log, controls=()) -> dict[str, dict]:
-    """Lineage tests and attribution of every suspect, per access mode, on one set of probe candidates."""
+    """Lineage tests and attribution of every suspect, per access mode, on one set of probe candidates.
+
+    Each test gets the negative controls, so by default it is calibrated by them; the plain test's p-value and
+    effect come from the same result (``negative_controls["uncalibrated"]``), so one run measures both.
+    """
     summary = {}
+    kind_masks = {kind: np.array([k == kind for k in kinds]) for kind in dict.fromkeys(kinds)}
+    not_B = truth != "B"
     for mode in modes:
         t_mode = time.perf_counter()
-        effects, pvals, verdicts, queries, parents, p_of_B, pc_A, pc_B = [], [], [], [], [], [], [], []
+        rows = []
         ctrl = [TorchModel(m, name=n) for n, m in controls] or None
         for name, kind, parent, module in suspects:
             r = lineage_test(pool_A, black_box(module, name, mode), probes, references=ref_models,
                              n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=args.replicates,
                              seed=args.seed, cache_dir=CACHE / "outputs", controls=ctrl)
-            pc_A.append(r.negative_controls["suspect_rank_p_value"] if ctrl else math.nan)
-            effects.append(r.effect.value)
-            pvals.append(r.p_value)
-            verdicts.append(r.verdict)
-            queries.append(r.queries_used)
             at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                            probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
                            cache_dir=CACHE / "outputs", controls=ctrl)
-            parents.append(at.parent)
-            p_of_B.append(at.results["B"].p_value)
-            pc_B.append(at.results["B"].negative_controls["suspect_rank_p_value"] if ctrl else math.nan)
-            print(f"    [{mode}] {name:<18} p {r.p_value:.3f} effect {r.effect.value:7.2f} parent {at.parent}",
-                  flush=True)
-        effects, pvals = np.array(effects), np.array(pvals)
-        derived = np.array([v == "derived" for v in verdicts])
-        hits, total, mean_p = null_check(A, refs, suspects, probe_X, probe_y, mode, seed=args.seed)
-        res = {
-            "auc": auc(effects[is_pos], effects[~is_pos]),
-            "auc_dev": auc(effects[is_pos & dev], effects[~is_pos & dev]),
-            "auc_held": auc(effects[is_pos & ~dev], effects[~is_pos & ~dev]),
-            "tpr1": tpr_at_fpr(effects[is_pos], effects[~is_pos]),
-            "tpr": float(derived[is_pos].mean()),
-            "fpr": float(derived[~is_pos].mean()),
-            "n_fp": int(derived[~is_pos].sum()),
-            "attr": float(np.mean(np.array(parents) == truth)),
-            "fpr_B": float(np.mean(np.array(p_of_B)[truth != "B"] <= ALPHA)), "n_not_B": int(np.sum(truth != "B")),
-            "q_max": int(max(queries)), "q_att": QUERY_BUDGET,
-            "null_fpr": hits / total, "null_n": total, "null_mean_p": mean_p,
-            "secs": time.perf_counter() - t_mode,
-            "by_kind": {kind: float(derived[np.array([k == kind for k in kinds])].mean())
-                        for kind in dict.fromkeys(kinds)},
-        }
-        summary[mode] = res
-        log("")
-        log(f"== suspect access: {mode} ==")
-        log(f"  ROC AUC (effect size, students of A vs others)  {res['auc']:.4f}")
-        log(f"    development seeds (seed 0 of each kind, used to choose weights and probe numbers) "
-            f"{res['auc_dev']:.3f}; held-out seeds {res['auc_held']:.3f}")
-        log(f"  TPR at <= 1% FPR                                {res['tpr1']:.3f} "
-            f"(with {int((~is_pos).sum())} negatives: no false positive allowed)")
-        log(f"  verdict 'derived' at alpha={ALPHA}: TPR {res['tpr']:.3f}, FPR {res['fpr']:.3f} "
-            f"({res['n_fp']} of {int((~is_pos).sum())} negatives)")
-        log(f"  null check ({min(10, len(refs))} references in turn as teacher, pool = the {len(refs)} references, x "
-            f"{len(suspects)} suspects = {total} null "
-            f"tests): share p <= {ALPHA}: {res['null_fpr']:.4f}, mean p {mean_p:.3f} (uniform: "
-            f"{(len(refs) + 1) / (2 * len(refs)):.3f}; exact p resolution 1/{len(refs)})")
-        log(f"  attribution accuracy (A / B / none, Holm over 2 candidates): {res['attr']:.3f}")
-        log(f"  teacher B as the teacher (its test in the attribution runs): share p <= {ALPHA} over the "
-            f"{res['n_not_B']} suspects not derived from B: {res['fpr_B']:.3f}")
-        if controls:
-            pc_A, pc_B, p_of_B = np.array(pc_A, dtype=float), np.array(pc_B, dtype=float), np.array(p_of_B)
-            both_A = (pvals <= ALPHA) & (pc_A <= ALPHA)
-            both_B = (p_of_B <= ALPHA) & (pc_B <= ALPHA)
-            log(f"  suspect's rank among the {len(controls)} controls' effects (p-value, valid if an underived "
-                f"suspect is made like the controls): TPR {np.mean(pc_A[is_pos] <= ALPHA):.3f}, FPR "
-                f"{np.mean(pc_A[~is_pos] <= ALPHA):.3f}")
-            log(f"  both p-values <= alpha (valid if either assumption holds): TPR {both_A[is_pos].mean():.3f}, "
-                f"FPR {both_A[~is_pos].mean():.3f}; teacher B over its {res['n_not_B']} non-students: "
-                f"{both_B[truth != 'B'].mean():.3f} (exact p alone {res['fpr_B']:.3f})")
-            res["both_tpr"], res["both_fpr"], res["both_fpr_B"] = (float(both_A[is_pos].mean()),
-                                                                  float(both_A[~is_pos].mean()),
-                                                                  float(both_B[truth != "B"].mean()))
-            res["both_by_kind"] = {kind: float(both_A[np.array([k == kind for k in kinds])].mean())
-                                   for kind in dict.fromkeys(kinds)}
+            rA, rB = at.results["A"], at.results["B"]
+            row = {"p_cal": r.p_value, "e_cal": r.effect.value, "queries": r.queries_used, "parent_cal": at.parent,
+                   "pB_cal": rB.p_value}
+            if ctrl:
+                nc, uA, uB = r.negative_controls, rA.negative_controls["uncalibrated"], rB.negative_controls["uncalibrated"]
+                row.update(p_plain=nc["uncalibrated"]["p_value"], e_plain=nc["uncalibrated"]["effect"],
+                           pc=nc["suspect_rank_p_value"], pcB=rB.negative_controls["suspect_rank_p_value"],
+                           pB_plain=uB["p_value"],
+                           parent_plain=_parent(uA["p_value"], uB["p_value"], uA["effect"], uB["effect"]))
+            else:
+                row.update(p_plain=r.p_value, e_plain=r.effect.value, pB_plain=rB.p_value, parent_plain=at.parent)
+            rows.append(row)
+            print(f"    [{mode}] {name:<18} p {row['p_plain']:.3f} / calibrated {row['p_cal']:.3f}  parent "
+                  f"{row['parent_plain']} / {row['parent_cal']}", flush=True)
+        col = {key: np.array([row[key] for row in rows]) for key in rows[0] if key not in ("parent_plain", "parent_cal")}
+        null = null_check(A, refs, suspects, probe_X, probe_y, mode, seed=args.seed, controls=controls)
+        res = {"q_max": int(col["queries"].max()), "secs": 0.0, "variants": {}}
+        variants = [("plain", "plain test (no controls)")]
+        if ctrl:
+            variants.append(("cal", f"calibrated by the {len(controls)} controls (the default when controls are given)"))
+        for key, title in variants:
+            p, e = col[f"p_{key}"], col[f"e_{key}"]
+            derived = p <= ALPHA
+            parents = np.array([row[f"parent_{key}"] for row in rows])
+            hits, total, mean_p = null["plain" if key == "plain" else "calibrated"]
+            v = {"title": title, "auc": auc(e[is_pos], e[~is_pos]), "auc_dev": auc(e[is_pos & dev], e[~is_pos & dev]),
+                 "auc_held": auc(e[is_pos & ~dev], e[~is_pos & ~dev]), "tpr1": tpr_at_fpr(e[is_pos], e[~is_pos]),
+                 "tpr": float(derived[is_pos].mean()), "fpr": float(derived[~is_pos].mean()),
+                 "n_fp": int(derived[~is_pos].sum()), "attr": float(np.mean(parents == truth)),
+                 "fpr_B": float(np.mean(col[f"pB_{key}"][not_B] <= ALPHA)),
+                 "null_fpr": hits / total, "null_n": total, "null_mean_p": mean_p,
+                 "by_kind": {kind: float(derived[m].mean()) for kind, m in kind_masks.items()},
+                 "p": p, "e": e, "parents": parents}
+            if ctrl and key == "cal":
+                both = derived & (col["pc"] <= ALPHA)
+                both_B = (col["pB_cal"] <= ALPHA) & (col["pcB"] <= ALPHA)
+                v.update(req_tpr=float(both[is_pos].mean()), req_fpr=float(both[~is_pos].mean()),
+                         req_fpr_B=float(both_B[not_B].mean()),
+                         req_by_kind={kind: float(both[m].mean()) for kind, m in kind_masks.items()},
+                         rank_tpr=float(np.mean(col["pc"][is_pos] <= ALPHA)),
+                         rank_fpr=float(np.mean(col["pc"][~is_pos] <= ALPHA)))
+            res["variants"][key] = v
+        if ctrl:
             name, _, _, module = suspects[0]
-            at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
-                           probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                           cache_dir=CACHE / "outputs", controls=ctrl)
-            for cand in ("A", "B"):
-                nc = at.results[cand].negative_controls
-                res[f"controls_{cand}"] = (nc["n_at_alpha"], nc["n"], nc["binomial_p"], bool(nc["warning"]))
-                log(f"  negative controls ({nc['n']} CNN / MLP-64 models the owner trained on its data), teacher "
-                    f"{cand}: {nc['n_at_alpha']} at p <= {ALPHA} (binomial p {nc['binomial_p']:.3g})"
-                    f"{'; the result carries a caution' if nc['warning'] else ''}")
-        log(f"  suspect queries per test: max {res['q_max']} (budget {QUERY_BUDGET}); {res['secs']:.0f}s")
-        both = res.get("both_by_kind")
-        log("  per kind: n, share derived, median p, median effect, attribution"
-            + (", share derived with both p-values <= alpha" if both else ""))
-        for kind in dict.fromkeys(kinds):
-            sel = np.array([k == kind for k in kinds])
-            par = [p for p, m in zip(parents, sel) if m]
-            log(f"    {kind:<28} {int(sel.sum())}  {derived[sel].mean():.2f}  {np.median(pvals[sel]):.3f}  "
-                f"{np.median(effects[sel]):7.2f}  {','.join(par)}" + (f"  {both[kind]:.2f}" if both else ""))
+            for variant, mode_arg in (("plain", "check"), ("cal", "calibrate")):
+                at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
+                               probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
+                               cache_dir=CACHE / "outputs", controls=ctrl, controls_mode=mode_arg)
+                for cand in ("A", "B"):
+                    nc = at.results[cand].negative_controls
+                    res["variants"][variant][f"controls_{cand}"] = (nc["n_at_alpha"], nc["n"], nc["binomial_p"],
+                                                                   bool(nc["warning"]))
+        res["secs"] = time.perf_counter() - t_mode
+        summary[mode] = res
+        _log_mode(log, mode, res, n_pos=int(is_pos.sum()), n_neg=int((~is_pos).sum()), n_not_B=int(not_B.sum()),
+                  n_refs=len(refs), n_suspects=len(suspects), n_controls=len(controls), kind_masks=kind_masks)
     return summary
+
+
+def _log_mode(log, mode, res, *, n_pos, n_neg, n_not_B, n_refs, n_suspects, n_controls, kind_masks) -> None:
+    log("")
+    log(f"== suspect access: {mode} ==")
+    for key, v in res["variants"].items():
+        log(f"  -- {v['title']}")
+        log(f"  ROC AUC (effect size, {n_pos} students of A vs {n_neg} others)  {v['auc']:.4f}")
+        log(f"    development seeds (seed 0 of each kind, used to choose weights and probe numbers) "
+            f"{v['auc_dev']:.3f}; held-out seeds {v['auc_held']:.3f}")
+        log(f"  TPR at <= 1% FPR                                {v['tpr1']:.3f} "
+            f"(with {n_neg} negatives: no false positive allowed)")
+        log(f"  verdict 'derived' at alpha={ALPHA}: TPR {v['tpr']:.3f}, FPR {v['fpr']:.3f} ({v['n_fp']} of {n_neg} "
+            "negatives)")
+        log(f"  null check ({min(10, n_refs)} references in turn as teacher, pool = the {n_refs} references, x "
+            f"{n_suspects} suspects = {v['null_n']} null tests): share p <= {ALPHA}: {v['null_fpr']:.4f}, mean p "
+            f"{v['null_mean_p']:.3f} (uniform: {(n_refs + 1) / (2 * n_refs):.3f}; exact p resolution 1/{n_refs})")
+        log(f"  teacher B as the teacher: share p <= {ALPHA} over the {n_not_B} suspects not derived from B: "
+            f"{v['fpr_B']:.3f} (conditional on this teacher)")
+        log(f"  attribution accuracy (A / B / none, Holm over 2 candidates): {v['attr']:.3f}")
+        for cand in ("A", "B"):
+            if f"controls_{cand}" in v:
+                hits, n, binom_p, warned = v[f"controls_{cand}"]
+                log(f"  negative controls ({n} CNN / MLP-64 models the owner trained on its data), teacher {cand}: "
+                    f"{hits} at p <= {ALPHA} (binomial p {binom_p:.3g}){'; the result carries a caution' if warned else ''}")
+        if "req_tpr" in v:
+            log(f"  suspect's rank among the controls' effects (p-value, valid if an underived suspect is made like "
+                f"the controls): TPR {v['rank_tpr']:.3f}, FPR {v['rank_fpr']:.3f}")
+            log(f"  controls_mode='require' (calibrated p and rank p both <= alpha; valid if either assumption "
+                f"holds): TPR {v['req_tpr']:.3f}, FPR {v['req_fpr']:.3f}; teacher B over its {n_not_B} "
+                f"non-students: {v['req_fpr_B']:.3f}")
+    log(f"  suspect queries per test: max {res['q_max']} (budget {QUERY_BUDGET}); {res['secs']:.0f}s")
+    plain, cal = res["variants"]["plain"], res["variants"].get("cal")
+    log("  per kind: n | share derived: plain" + (", calibrated, require" if cal else "") +
+        " | median p, median effect, attribution" + (" (calibrated)" if cal else ""))
+    for kind, sel in kind_masks.items():
+        v = cal or plain
+        shares = f"{plain['by_kind'][kind]:.2f}" + (f"  {cal['by_kind'][kind]:.2f}  {cal['req_by_kind'][kind]:.2f}"
+                                                     if cal else "")
+        log(f"    {kind:<28} {int(sel.sum())} | {shares} | {np.median(v['p'][sel]):.3f}  "
+            f"{np.median(v['e'][sel]):7.2f}  {','.join(v['parents'][sel])}")
 
 
 def main(argv=None) -> int:
@@ -497,25 +534,29 @@ def main(argv=None) -> int:
         log(f"total wall time {time.perf_counter() - started:.0f}s (scenarios {', '.join(scenarios)}, modes "
             f"{', '.join(modes)} only; nothing written)")
         return 0
-    log("targets (issue #5 item 7, on the held-out scenario; FPR checks in both):")
+    log("targets (issue #5 item 7), per scenario, for the plain test and the one calibrated by the controls:")
     for sc in SCENARIOS:
         summary = results[sc]
-        p, lab = summary["probabilities"], summary["labels"]
-        checks = [
-            ("probabilities AUC >= 0.99", p["auc"] >= 0.99, f"{p['auc']:.4f}"),
-            ("probabilities FPR <= alpha (zoo negatives)", p["fpr"] <= ALPHA, f"{p['fpr']:.3f}"),
-            ("null check FPR <= alpha, every mode", all(s["null_fpr"] <= ALPHA + 2.5 * math.sqrt(
-                ALPHA * (1 - ALPHA) / s["null_n"]) for s in summary.values()),
-             ", ".join(f"{s['null_fpr']:.4f}" for s in summary.values())),
-            ("labels AUC >= 0.95", lab["auc"] >= 0.95, f"{lab['auc']:.4f}"),
-            ("<= 2,000 suspect queries per test", all(s["q_max"] <= QUERY_BUDGET for s in summary.values()),
-             ", ".join(str(s["q_max"]) for s in summary.values())),
-        ]
-        log(f"  {sc}:")
-        for text, ok, value in checks:
-            log(f"    [{'MET' if ok else 'MISSED'}] {text}: {value}")
-        log("    label-only extraction detected (share of 3, per mode): " + ", ".join(
-            f"{m} {s['by_kind']['label-only extraction']:.2f}" for m, s in summary.items()))
+        for key in summary["probabilities"]["variants"]:
+            var = {m: s["variants"][key] for m, s in summary.items()}
+            p, lab = var["probabilities"], var["labels"]
+            checks = [
+                ("probabilities AUC >= 0.99", p["auc"] >= 0.99, f"{p['auc']:.4f}"),
+                ("probabilities FPR <= alpha (zoo negatives)", p["fpr"] <= ALPHA, f"{p['fpr']:.3f}"),
+                ("null check FPR <= alpha, every mode", all(v["null_fpr"] <= ALPHA + 2.5 * math.sqrt(
+                    ALPHA * (1 - ALPHA) / v["null_n"]) for v in var.values()),
+                 ", ".join(f"{v['null_fpr']:.4f}" for v in var.values())),
+                ("labels AUC >= 0.95", lab["auc"] >= 0.95, f"{lab['auc']:.4f}"),
+                ("<= 2,000 suspect queries per test", all(s["q_max"] <= QUERY_BUDGET for s in summary.values()),
+                 ", ".join(str(s["q_max"]) for s in summary.values())),
+            ]
+            log(f"  {sc}, {p['title']}:")
+            for text, ok, value in checks:
+                log(f"    [{'MET' if ok else 'MISSED'}] {text}: {value}")
+            log("    label-only extraction detected (share of 3, per mode): " + ", ".join(
+                f"{m} {v['by_kind']['label-only extraction']:.2f}" for m, v in var.items()))
+            log(f"    teacher B's false-positive rate over its {int(np.sum(truth != 'B'))} non-students (per mode): "
+                + ", ".join(f"{m} {v['fpr_B']:.3f}" for m, v in var.items()))
     log(f"total wall time {time.perf_counter() - started:.0f}s")
     out = Path(args.out)
     if not args.quick:

@@ -415,6 +415,7 @@ def audit(
     precision: str | None = None,
     batch_size: int = 256,
     references: Sequence[Any] | None = None,
+    controls: Sequence[Any] | None = None,
     probes: Any = None,
     lineage_options: Mapping[str, Any] | None = None,
     section_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -452,6 +453,9 @@ def audit(
     references : sequence of models, optional
         Lineage references: models exchangeable with the teacher under "not derived" (the teacher's recipe and data
         with other seeds).
+    controls : sequence of models, optional
+        Lineage negative controls: models known not to be derived from the teacher or any reference (see
+        :func:`kdaudit.lineage_test`; with 10 or more the test is calibrated by them).
     probes : AuditData, array, or a list of those, optional
         Lineage probe inputs (default: the audit data); a list is concatenated (held-out rows plus any public data
         a student's maker may have queried the teacher with).
@@ -571,7 +575,8 @@ def audit(
                                 f"({len(ref_models)} references)")
             t0 = time.perf_counter()
             options = {"seed": seed, "batch_size": batch_size, "cache_dir": cache_dir, **dict(lineage_options or {})}
-            res = lineage_test(teacher_m, student, probe_data, references=ref_models, **options)
+            res = lineage_test(teacher_m, student, probe_data, references=ref_models, controls=controls or None,
+                               **options)
             timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
             section_objs[student.name]["lineage"] = res
             d = to_jsonable(res)
@@ -587,6 +592,9 @@ def audit(
         for i, r in enumerate(references or ()):
             ra = r if isinstance(r, ModelAdapter) else as_model(r, name=f"reference{i + 1}")
             models_desc.append(dict(to_jsonable(ra.describe()), role="reference"))
+        for i, c in enumerate(controls or ()):
+            ca = c if isinstance(c, ModelAdapter) else as_model(c, name=f"control{i + 1}")
+            models_desc.append(dict(to_jsonable(ca.describe()), role="control"))
 
     settings = {
         "sections": list(chosen),
@@ -674,7 +682,8 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                    n_replicates=cfg.n_replicates if n_rep is None else n_rep)
     _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
     data = cfg.load_data()
-    _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references)} models")
+    _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references) + len(cfg.controls)} "
+                        "models")
     teachers = [cfg.load_model(m) for m in cfg.teacher]
     students = {}
     for i, spec in enumerate(cfg.students):
@@ -689,11 +698,12 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                               "file, like another student: give each student a 'name')")
         students[name] = model
     references = [cfg.load_model(m) for m in cfg.references] or None
+    controls = [cfg.load_model(m) for m in cfg.controls] or None
     probes = [spec.load() for spec in cfg.probes] or None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
+        "controls": controls, "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
         "progress": progress,
     }
     kwargs["bootstrap"] = cfg.bootstrap()

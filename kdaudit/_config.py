@@ -12,6 +12,7 @@ Example (paths are relative to the config file)::
         - {path: outputs/suspect_probs.npz, kind: probabilities}   # precomputed outputs (.npy/.npz/.csv/.parquet)
         - {path: models/vendor.onnx, access: labels, query_budget: 5000}   # audited as a labels-only black box
       references: [models/ref_seed1.pt, models/ref_seed2.pt]   # optional: lineage references
+      controls: [models/cnn_seed1.pt, models/cnn_seed2.pt]   # optional: lineage negative controls (not derived)
     data:
       dataset: adult                 # bundled: adult, digits, mnist5k; or `path:` to .npz/.csv/.parquet
       split: test
@@ -60,13 +61,13 @@ DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
              "device", "precision", "cache_dir", "policy", "out", "lineage")
-_MODELS_KEYS = ("teacher", "students", "references")
+_MODELS_KEYS = ("teacher", "students", "references", "controls")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
 _BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
 # load_model's adapter arguments a config may pass through ``options`` (the others have their own model keys)
 _MODEL_OPTION_KEYS = ("device", "precision", "n_classes", "classes", "output_name", "id_column")
-_LINEAGE_KEYS = ("alpha", "query_budget", "suspect_access", "n_probes", "p_value_method")
+_LINEAGE_KEYS = ("alpha", "query_budget", "suspect_access", "n_probes", "p_value_method", "controls_mode")
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -366,6 +367,7 @@ class AuditConfig:
     students: tuple[ModelSpec, ...]
     data: DataSpec
     references: tuple[ModelSpec, ...] = ()
+    controls: tuple[ModelSpec, ...] = ()
     probes: tuple[DataSpec, ...] = ()
     sensitive: tuple[str, ...] | None = None
     sections: tuple[str, ...] = DEFAULT_SECTIONS
@@ -403,6 +405,8 @@ class AuditConfig:
             d["bootstrap"]["blocks"] = self.n_blocks
         if self.references:
             d["models"]["references"] = [m.to_dict(b) for m in self.references]
+        if self.controls:
+            d["models"]["controls"] = [m.to_dict(b) for m in self.controls]
         if self.probes:
             d["probes"] = [spec.to_dict(b) for spec in self.probes]
         if self.sensitive is not None:
@@ -562,6 +566,11 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
     teacher = _parse_models(models.get("teacher"), "models.teacher", ctx, required=True)
     students = _parse_models(models.get("students"), "models.students", ctx, required=True)
     references = _parse_models(models.get("references"), "models.references", ctx, required=False)
+    controls = _parse_models(models.get("controls"), "models.controls", ctx, required=False)
+    if controls and not references:
+        raise ctx.error("models.controls", [m.name or str(m.path) for m in controls][:3],
+                        "negative controls only with models.references (they check the lineage test, which needs "
+                        "references)")
     data = _parse_data(top["data"], "data", ctx)
     probes: tuple[DataSpec, ...] = ()
     if top.get("probes") is not None:
@@ -626,15 +635,27 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
             ctx.int_(lineage[k], f"lineage.{k}", minimum=1)
     if "p_value_method" in lineage and lineage["p_value_method"] not in ("exact", "parametric"):
         raise ctx.error("lineage.p_value_method", lineage["p_value_method"], "'exact' or 'parametric'")
+    if "controls_mode" in lineage:
+        from kdaudit.lineage._test import CONTROLS_MODES, MIN_CALIBRATION_CONTROLS
+
+        mode = lineage["controls_mode"]
+        if mode not in CONTROLS_MODES:
+            raise ctx.error("lineage.controls_mode", mode, "one of " + ", ".join(map(repr, CONTROLS_MODES))
+                            + _did_you_mean(str(mode), CONTROLS_MODES))
+        need = MIN_CALIBRATION_CONTROLS if mode == "calibrate" else 1
+        if len(controls) < need:
+            raise ctx.error("lineage.controls_mode", mode, f"a mode whose controls are given: {mode!r} needs at least "
+                            f"{need} models under models.controls ({len(controls)} given)")
     if "suspect_access" in lineage:
         sa = lineage["suspect_access"]
         if not _access_ok(sa):
             raise ctx.error("lineage.suspect_access", sa, "'probabilities', 'top_k:K' (K >= 1) or 'labels'")
-    names = [m.name for m in teacher + students + references if m.name is not None]
+    names = [m.name for m in teacher + students + references + controls if m.name is not None]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ctx.error("models", dup[0], "distinct model names (this name is used twice)")
-    return AuditConfig(teacher=teacher, students=students, data=data, references=references, probes=probes,
+    return AuditConfig(teacher=teacher, students=students, data=data, references=references, controls=controls,
+                       probes=probes,
                        sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
                        level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
                        precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,

@@ -40,6 +40,17 @@ def test_valid_config_resolves_paths_and_defaults(files):
     assert d["data"] == {"dataset": "adult", "split": "test"}
 
 
+def test_negative_controls_and_their_mode_round_trip(files):
+    models = {"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"],
+              "controls": [{"path": "ref.pt", "name": f"control {i}"} for i in range(10)]}
+    c = parse(cfg(models=models, lineage={"controls_mode": "calibrate"}), files)
+    assert len(c.controls) == 10 and c.controls[0].path == files / "ref.pt"
+    d = c.to_dict()
+    assert d["models"]["controls"][9] == {"path": "ref.pt", "name": "control 9"} and d["lineage"] == {
+        "controls_mode": "calibrate"}
+    assert parse(d, files).to_dict() == d
+
+
 def test_references_enable_lineage_by_default(files):
     c = parse(cfg(models={"teacher": ["t.pt", "t.pt"], "students": "s1.pt", "references": ["ref.pt"]}), files)
     assert len(c.teacher) == 2 and "lineage" in c.sections
@@ -71,6 +82,14 @@ def test_references_enable_lineage_by_default(files):
      (cfg(policy="nopolicy.yaml"), r"'policy' got 'nopolicy\.yaml'"),
      (cfg(policy={"rules": [{"metric": "agreement.top1", "minimum": 0.9}]}), r"did you mean 'min'"),
      (cfg(lineage={"alpha": 2}), r"'lineage\.alpha' got 2"),
+     (cfg(models={"teacher": "t.pt", "students": "s1.pt", "controls": ["ref.pt"]}),
+      r"'models\.controls'.*only with models\.references"),
+     (cfg(models={"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"], "controls": ["ref.pt"]},
+          lineage={"controls_mode": "calibrated"}), r"'lineage\.controls_mode' got 'calibrated'.*did you mean"),
+     (cfg(models={"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"], "controls": ["ref.pt"]},
+          lineage={"controls_mode": "calibrate"}), r"'lineage\.controls_mode'.*at least 10 models under "
+                                                   r"models\.controls \(1 given\)"),
+     (cfg(lineage={"controls_mode": "require"}), r"'lineage\.controls_mode'.*at least 1 models"),
      (cfg(models={"teacher": {"path": "t.pt", "name": "m"}, "students": [{"path": "s1.pt", "name": "m"}]}),
       r"distinct model names"),
      (cfg(models={"teacher": "t.pt", "students": [{"path": "s1.pt", "options": {"trust": True}}]}),

@@ -549,11 +549,14 @@ def test_cli_reports_negative_controls(tmp_path, capsys):
     for i in range(5):
         _linear_file(tmp_path / f"control{i}.pt", z.W + z.perturbation())
     np.save(tmp_path / "probes.npy", _probes(100, seed=2))
-    args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "probes.npy"),
-                                 "--reference", str(tmp_path / "ref*.pt"), "--control", str(tmp_path / "control*.pt"),
-                                 "--n-probes", "100"])
+    args_list = ["--teacher", teacher, "--suspect", suspect, "--probes", tmp_path / "probes.npy", "--reference",
+                 tmp_path / "ref*.pt", "--control", tmp_path / "control*.pt", "--n-probes", "100"]
+    args = _parser().parse_args(list(map(str, args_list)))
     assert run_lineage_command(args) == 0
-    assert "negative controls: " in capsys.readouterr().out
+    assert "negative controls (check): " in capsys.readouterr().out  # 5 controls: too few to calibrate by
+    with pytest.raises(KDAuditError, match="--require-controls"):
+        run_lineage_command(_parser().parse_args([*map(str, args_list), "--require-controls", "--controls-mode",
+                                                  "check"]))
 
 
 def test_controls_required_makes_the_verdict_use_the_larger_p_value(zoo):
@@ -577,3 +580,55 @@ def test_controls_required_makes_the_verdict_use_the_larger_p_value(zoo):
         lineage_test(teacher, derived, X, references=refs, controls=unrelated, controls_mode="strict")
     with pytest.raises(KDAuditError, match="controls"):
         lineage_test(teacher, derived, X, references=refs, controls_mode="require")
+
+
+def test_calibration_by_controls_removes_a_members_extra_spread():
+    """A member whose statistics spread 3x wider over unrelated suspects tops the plain ranking far too often;
+    scaled by its spread over controls, its rank is uniform again (the rank p-value holds for this member)."""
+    from kdaudit.lineage._stats import calibrate_by_controls
+
+    rng = np.random.default_rng(0)
+    M, S, L, trials = 20, 3, 20, 4000
+    spread = np.ones((M, S))
+    spread[0] = 3.0  # member 0 (the teacher) relates to unrelated models more widely than its siblings
+    plain = calibrated = 0
+    for _ in range(trials):
+        stats = rng.normal(0, 1, (M, S)) * spread  # an underived suspect
+        controls = rng.normal(0, 1, (L, M, S)) * spread
+        c = combined_statistic(stats)
+        plain += rank_p_value(c[0], c[1:]) <= 0.05
+        c = combined_statistic(calibrate_by_controls(stats, controls))
+        calibrated += rank_p_value(c[0], c[1:]) <= 0.05
+    assert plain / trials > 0.10  # about 0.15: three times alpha
+    assert calibrated / trials <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / trials)
+    # member-wise, so relabelling the pool only permutes the result (the rank p-value stays exact)
+    stats, controls = rng.normal(0, 1, (M, S)), rng.normal(0, 1, (L, M, S))
+    perm = rng.permutation(M)
+    np.testing.assert_allclose(calibrate_by_controls(stats[perm], controls[:, perm]),
+                               calibrate_by_controls(stats, controls)[perm])
+
+
+def test_controls_calibrate_the_test_by_default_from_ten(zoo):
+    z, E_T, teacher, refs = zoo
+    X = _probes(300, seed=13)
+    derived = z.model(0.7 * E_T + 0.3 * z.perturbation(), name="derived")
+    unrelated = [z.model(z.perturbation(), name=f"control {i}") for i in range(12)]
+    kw = {"references": refs, "n_probes": 300, "n_replicates": 50}
+    r = lineage_test(teacher, derived, X, controls=unrelated, **kw)
+    nc = r.negative_controls
+    assert nc["mode"] == "calibrate" and nc["calibrated"] and r.verdict == "derived"
+    assert "negative controls" in r.methodology and any("spread over the negative controls" in a
+                                                        for a in r.assumptions)
+    checked = lineage_test(teacher, derived, X, controls=unrelated, controls_mode="check", **kw)
+    assert not checked.negative_controls["calibrated"] and "uncalibrated" not in checked.negative_controls
+    # the calibrated result keeps the plain test's numbers, which are exactly what "check" reports
+    assert nc["uncalibrated"]["p_value"] == checked.p_value
+    assert nc["uncalibrated"]["effect"] == pytest.approx(checked.effect.value)
+    assert r.effect.value != pytest.approx(checked.effect.value)  # the calibration does change the statistic
+    assert r.effect.low <= r.effect.value <= r.effect.high
+    with pytest.raises(KDAuditError, match="at least 10 negative controls"):
+        lineage_test(teacher, derived, X, controls=unrelated[:5], controls_mode="calibrate", **kw)
+    assert lineage_test(teacher, derived, X, controls=unrelated[:5], **kw).negative_controls["mode"] == "check"
+    # an underived suspect made like the controls: not derived, and counted like them
+    other = lineage_test(teacher, z.model(z.perturbation(), name="other"), X, controls=unrelated, **kw)
+    assert other.verdict == "not derived" and other.negative_controls["n_at_alpha"] <= 3

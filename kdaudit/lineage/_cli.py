@@ -3,7 +3,7 @@
 Two forms::
 
     kdaudit lineage --teacher T --suspect S --probes P [--probes P2 ...] [--reference R ...]
-                    [--candidate T2[@REFS] ...] [--control C ... [--require-controls]]
+                    [--candidate T2[@REFS] ...] [--control C ... [--controls-mode check|calibrate|require]]
                     [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
 
@@ -20,7 +20,7 @@ import glob
 import math
 from typing import Any
 
-from kdaudit._exceptions import invalid_argument
+from kdaudit._exceptions import KDAuditError, invalid_argument
 
 __all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "add_lineage_arguments", "run_lineage_command"]
 
@@ -48,9 +48,13 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a negative control: a model known not to be derived from the teacher or any reference "
                            "(repeat; globs allowed). Tested like the suspect, to check this teacher's false-positive "
                            "rate against unrelated models")
-    test.add_argument("--require-controls", action="store_true",
-                      help="base the verdict on the larger of the reference p-value and the suspect's rank p-value "
-                           "among the controls (valid if either stands for the null; needs >= 19 controls at 0.05)")
+    test.add_argument("--controls-mode", choices=("check", "calibrate", "require"), default=None,
+                      help="what the controls do. check: reported beside the verdict; calibrate: every pool member's "
+                           "statistics are scaled by their spread over the controls, so a teacher over-attractive "
+                           "to unrelated models is not favoured (needs >= 10 controls); require: calibrate, and the "
+                           "suspect must also outrank the controls (needs >= 19 at 0.05). Default: calibrate with "
+                           ">= 10 controls, else check")
+    test.add_argument("--require-controls", action="store_true", help="same as --controls-mode require")
     test.add_argument("--suspect-access", metavar="MODE", default=None,
                       help="what to use of the suspect's answers: probabilities, top-k:K or labels "
                            "(default: what the suspect reveals)")
@@ -128,7 +132,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     controls = [_load(f, trust) for f in _expand(args.control, "--control")] or None
     options = {"suspect_access": access_text, "alpha": args.alpha, "query_budget": args.query_budget,
                "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed,
-               "controls": controls, "controls_mode": "require" if args.require_controls else "check"}
+               "controls": controls, "controls_mode": _controls_mode(args)}
     if args.candidate:
         candidates = {teacher.name: (teacher, references)}
         for spec in args.candidate:
@@ -171,10 +175,22 @@ def _result_text(r: Any) -> str:
               for name, s in r.signatures.items()]
     nc = r.negative_controls
     if nc:
-        lines.append(f"  negative controls: {nc['n_at_alpha']} of {nc['n']} reach p <= {r.alpha:g} (binomial p "
-                     f"{_fmt(nc['binomial_p'])}); the suspect's rank p among them "
+        lines.append(f"  negative controls ({nc['mode']}): {nc['n_at_alpha']} of {nc['n']} reach p <= {r.alpha:g} "
+                     f"(binomial p {_fmt(nc['binomial_p'])}); the suspect's rank p among them "
                      f"{_fmt(nc['suspect_rank_p_value'] if nc['suspect_rank_p_value'] is not None else math.nan)}")
+        if nc.get("uncalibrated"):
+            lines.append(f"  without calibration by the controls: p {_fmt(nc['uncalibrated']['p_value'])}, effect "
+                         f"{_fmt(nc['uncalibrated']['effect'] if nc['uncalibrated']['effect'] is not None else math.nan)}")
     return "\n".join(lines)
+
+
+def _controls_mode(args: Any) -> str | None:
+    if args.require_controls:
+        if args.controls_mode not in (None, "require"):
+            raise KDAuditError(f"argument '--require-controls' conflicts with '--controls-mode {args.controls_mode}'; "
+                               "expected one of them (--require-controls is --controls-mode require)")
+        return "require"
+    return args.controls_mode
 
 
 def _attribution_text(a: Any) -> str:

@@ -449,6 +449,14 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
                   f"{fmt_number(nc.get('binomial_p'), 'p')}). The suspect's effect ranks among the controls' "
                   f"effects with p = {fmt_number(rank_p, 'p') if rank_p is not None else 'n/a'}, valid if the "
                   "suspect, had it not been derived, would be made like the controls.")]
+        if nc.get("calibrated"):
+            box["facts"].append(("Calibrated by the negative controls", "yes"))
+            unc = nc.get("uncalibrated") if isinstance(nc.get("uncalibrated"), Mapping) else {}
+            notes.append("The verdict's test was calibrated by these controls: each pool member's statistics were "
+                         "measured against their own mean and spread over the controls, so a teacher that relates to "
+                         "unrelated models more widely than its siblings is not favoured. Each control above was "
+                         "scaled by the other controls and the suspect. Without this calibration the p-value would "
+                         f"be {fmt_number(unc.get('p_value'), 'p') if unc.get('p_value') is not None else 'n/a'}.")
         if nc.get("warning"):
             notes.append(f"Caution: {nc['warning']}.")
         blocks.append(_notes(notes, "Negative controls"))
