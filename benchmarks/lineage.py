@@ -21,10 +21,11 @@ nothing of how the suspects were made), and ``public``, the held-out rows plus t
 makers queried the teacher with (an investigator who adds a public dataset a maker could have used). Both add
 2,000 mixup blends and send 2,000 probes; the item-7 targets are checked on ``heldout``.
 
-Negative controls (``build_controls``): 4 small CNNs and 4 MLP-64s the owner trains on its own data with fresh seeds,
-passed as ``controls=`` to check each teacher's false-positive rate against unrelated models (teacher B turns out
-to be over-attractive to such models: the benchmark reports B's share of p <= alpha over the suspects not derived
-from it, and what the controls say about A and B).
+Negative controls (``build_controls``): 10 small CNNs and 10 MLP-64s the owner trains on its own data with fresh
+seeds, passed as ``controls=``. Each test is then calibrated by them (the library's default with >= 10 controls) and
+also carries the plain test's p-value and effect, so one run reports both: teacher B turns out to be over-attractive
+to unrelated models, and the benchmark reports B's share of p <= alpha over the suspects not derived from it, for
+the plain and the calibrated test, and what the controls' own counts say about A and B.
 
 Every suspect is a :class:`~kdaudit.models.BlackBoxModel` answering at one access level (probabilities, top-3,
 labels) with a 2,000-query budget. Reported per access mode: ROC AUC of the effect size (positives vs negatives), TPR
