@@ -22,7 +22,7 @@ makers queried the teacher with (an investigator who adds a public dataset a mak
 2,000 mixup blends and send 2,000 probes; the item-7 targets are checked on ``heldout``.
 
 Negative controls (``build_controls``): 10 small CNNs and 10 MLP-64s the owner trains on its own data with fresh
-seeds, passed as ``controls=``. Each test is then calibrated by them (the library's default with >= 10 controls) and
+seeds, passed as ``controls=``. Each test is then calibrated by them (the library's default with >= 19 controls) and
 also carries the plain test's p-value and effect, so one run reports both: teacher B turns out to be over-attractive
 to unrelated models, and the benchmark reports B's share of p <= alpha over the suspects not derived from it, for
 the plain and the calibrated test, and what the controls' own counts say about A and B.

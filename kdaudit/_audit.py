@@ -455,7 +455,7 @@ def audit(
         with other seeds).
     controls : sequence of models, optional
         Lineage negative controls: models known not to be derived from the teacher or any reference (see
-        :func:`kdaudit.lineage_test`; with 10 or more the test is calibrated by them).
+        :func:`kdaudit.lineage_test`; with 19 or more the test is calibrated by them).
     probes : AuditData, array, or a list of those, optional
         Lineage probe inputs (default: the audit data); a list is concatenated (held-out rows plus any public data
         a student's maker may have queried the teacher with).

@@ -8,6 +8,9 @@ What it does, on the bundled UCI Adult data (train split to train, test split to
 3. trains an independent control of the student's architecture on the labels alone (same data, no teacher);
 4. for the lineage section, trains 19 reference ensembles: the teacher's own recipe with other seeds, which is what
    the lineage test's null needs (a teacher's owner can always train them), so "derived" has a p-value that holds;
+   and 10 negative controls, MLPs of the student's architecture trained on the labels alone with fresh seeds
+   (models known not to be derived), which check the test's calibration for this teacher (too few to calibrate
+   by: that takes 19);
 5. audits both students against the teacher (agreement, calibration, bias, fingerprint, cost, lineage) with
    1,000-replicate paired bootstrap intervals, judges the default policy and writes results.json, run.json and
    report.html.
@@ -40,6 +43,7 @@ class DemoRecipe:
     temperature: float = 4.0
     alpha: float = 0.9
     n_references: int = 19
+    n_controls: int = 10
     n_replicates: int = 1000
     train_rows: int | None = None
     audit_rows: int | None = None
@@ -124,6 +128,14 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
                            for i, s in enumerate(member_seeds(k))]
             references.append(EnsembleModel(ref_members, name=f"reference{k}"))
         times["train_references_s"] = time.perf_counter() - t0
+    controls: list[Any] = []
+    if lineage and recipe.n_references and recipe.n_controls:
+        t0 = time.perf_counter()
+        _say(progress, f"training {recipe.n_controls} negative controls (MLP {recipe.student_hidden} on the labels "
+                       "alone, fresh seeds) for the lineage test")
+        controls = [TorchModel(fit(recipe.student_hidden, seed + 700 + k, recipe.student_epochs),
+                               name=f"negative control {k}") for k in range(1, recipe.n_controls + 1)]
+        times["train_controls_s"] = time.perf_counter() - t0
 
     teacher_members = [TorchModel(m, name=f"teacher[{i}]") for i, m in enumerate(members)]
     teacher = EnsembleModel(teacher_members, name="teacher ensemble")
@@ -131,7 +143,7 @@ def build_demo_models(recipe: DemoRecipe, *, seed: int = 0, lineage: bool = True
         "train": train, "test": test, "teacher": teacher, "teacher_modules": members,
         "student": TorchModel(student, name="distilled student"), "student_module": student,
         "control": TorchModel(control, name="independent control"), "control_module": control,
-        "references": references, "times": times,
+        "references": references, "controls": controls, "times": times,
     }
 
 
@@ -212,6 +224,7 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
         n_replicates=recipe.n_replicates,
         seed=seed,
         references=models["references"] or None,
+        controls=models["controls"] or None,
         lineage_options=lineage_options if "lineage" in sections else None,
         config=config,
         progress=progress,

@@ -169,7 +169,7 @@ def test_audit_command_with_lineage_references(project):
     assert results["findings"][0]["metric"] == "lineage.p_value"
     # negative controls from the config: other architectures trained with fresh seeds, calibrating the test
     controls = []
-    for i in range(10):
+    for i in range(19):
         path = project / "models" / f"control{i}.safetensors"
         save_file(mlp(4, 2, hidden=[3], seed=80 + i).state_dict(), str(path))
         controls.append({"path": f"models/control{i}.safetensors", "name": f"control{i}", "arch": teacher["arch"],
@@ -180,11 +180,11 @@ def test_audit_command_with_lineage_references(project):
     assert main(["audit", str(project / "controls.yaml"), "--out", str(project / "ctl"), "--quiet"]) == 0
     results = json.loads((project / "ctl" / "results.json").read_text())
     nc = results["comparisons"][0]["lineage"]["negative_controls"]
-    assert nc["n"] == 10 and nc["calibrated"] and nc["names"][3] == "control3"
-    assert [m["role"] for m in results["models"]].count("control") == 10
+    assert nc["n"] == 19 and nc["calibrated"] and nc["names"][3] == "control3"
+    assert [m["role"] for m in results["models"]].count("control") == 19
     assert results["config"]["models"]["controls"][0]["name"] == "control0"
     html = (project / "ctl" / "report.html").read_text()
-    assert "Calibrated by the negative controls" in html and "control9" in html
+    assert "Calibrated by the negative controls" in html and "control18" in html
 
 
 def test_lineage_command_is_wired(capsys):

@@ -42,11 +42,11 @@ def test_valid_config_resolves_paths_and_defaults(files):
 
 def test_negative_controls_and_their_mode_round_trip(files):
     models = {"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"],
-              "controls": [{"path": "ref.pt", "name": f"control {i}"} for i in range(10)]}
+              "controls": [{"path": "ref.pt", "name": f"control {i}"} for i in range(19)]}
     c = parse(cfg(models=models, lineage={"controls_mode": "calibrate"}), files)
-    assert len(c.controls) == 10 and c.controls[0].path == files / "ref.pt"
+    assert len(c.controls) == 19 and c.controls[0].path == files / "ref.pt"
     d = c.to_dict()
-    assert d["models"]["controls"][9] == {"path": "ref.pt", "name": "control 9"} and d["lineage"] == {
+    assert d["models"]["controls"][18] == {"path": "ref.pt", "name": "control 18"} and d["lineage"] == {
         "controls_mode": "calibrate"}
     assert parse(d, files).to_dict() == d
 
@@ -87,7 +87,7 @@ def test_references_enable_lineage_by_default(files):
      (cfg(models={"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"], "controls": ["ref.pt"]},
           lineage={"controls_mode": "calibrated"}), r"'lineage\.controls_mode' got 'calibrated'.*did you mean"),
      (cfg(models={"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"], "controls": ["ref.pt"]},
-          lineage={"controls_mode": "calibrate"}), r"'lineage\.controls_mode'.*at least 10 models under "
+          lineage={"controls_mode": "calibrate"}), r"'lineage\.controls_mode'.*at least 19 models under "
                                                    r"models\.controls \(1 given\)"),
      (cfg(lineage={"controls_mode": "require"}), r"'lineage\.controls_mode'.*at least 1 models"),
      (cfg(models={"teacher": {"path": "t.pt", "name": "m"}, "students": [{"path": "s1.pt", "name": "m"}]}),

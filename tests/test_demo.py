@@ -26,6 +26,11 @@ def test_quick_demo_writes_a_complete_audit(tmp_path, capsys):
     assert student["agreement"]["headline"] != control["agreement"]["headline"]
     assert student["lineage"]["verdict"] in ("derived", "not derived", "inconclusive")
     assert student["lineage"]["n_references"] == 4
+    # negative controls: the student's recipe on the labels alone, fresh seeds; 10 check the test (19 calibrate it)
+    assert roles.count("control") == 10
+    nc = student["lineage"]["negative_controls"]
+    assert nc["n"] == 10 and nc["mode"] == "check" and nc["names"][0] == "negative control 1"
+    assert 0 < control["lineage"]["negative_controls"]["suspect_rank_p_value"] <= 1
     # what distillation bought: the student is smaller than the ensemble teacher
     assert student["cost"]["headline"]["parameter_ratio"]["value"] < 1
     assert set(run["cost"]) == {"teacher ensemble", "distilled student", "independent control"}

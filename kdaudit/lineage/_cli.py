@@ -51,9 +51,9 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--controls-mode", choices=("check", "calibrate", "require"), default=None,
                       help="what the controls do. check: reported beside the verdict; calibrate: every pool member's "
                            "statistics are scaled by their spread over the controls, so a teacher over-attractive "
-                           "to unrelated models is not favoured (needs >= 10 controls); require: calibrate, and the "
+                           "to unrelated models is not favoured (needs >= 19 controls); require: calibrate, and the "
                            "suspect must also outrank the controls (needs >= 19 at 0.05). Default: calibrate with "
-                           ">= 10 controls, else check")
+                           ">= 19 controls, else check")
     test.add_argument("--require-controls", action="store_true", help="same as --controls-mode require")
     test.add_argument("--suspect-access", metavar="MODE", default=None,
                       help="what to use of the suspect's answers: probabilities, top-k:K or labels "

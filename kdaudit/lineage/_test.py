@@ -74,9 +74,10 @@ _ACCESS_ORDER = {"labels": 0, "top_k": 1, "probabilities": 2}
 DEFAULT_QUERY_BUDGET = 2000
 DEFAULT_N_PROBES = 2000
 CONTROLS_MODES = ("check", "calibrate", "require")
-#: fewest negative controls whose spread a member's statistics are scaled by (a standard deviation from fewer is
-#: too noisy: with 10 its relative standard error is about 24 %)
-MIN_CALIBRATION_CONTROLS = 10
+#: fewest negative controls whose spread a member's statistics are scaled by: a standard deviation from fewer is too
+#: noisy (relative standard error about 1/sqrt(2(L-1)): 16 % at 19, 24 % at 10), and 19 also let the suspect's rank
+#: among the controls reach p = 0.05
+MIN_CALIBRATION_CONTROLS = 19
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -953,7 +954,7 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
         (a calibrated teacher lets through about ``alpha`` of them) and ranks the suspect among them; the reason
         carries a caution when the controls show this teacher to be over-attractive to unrelated models.
     controls_mode : {"check", "calibrate", "require"}, optional
-        Default: "calibrate" with at least 10 controls, else "check". "check": controls inform (counts, caution) but
+        Default: "calibrate" with at least 19 controls, else "check". "check": controls inform (counts, caution) but
         the verdict uses the plain pool p-value. "calibrate": every pool member's signature statistics are first
         standardised by their mean and spread over the controls, so a teacher that relates to unrelated models more
         widely than its siblings no longer tops the ranking too often; the rank p-value stays exact (the controls
