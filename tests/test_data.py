@@ -155,3 +155,15 @@ def test_split_data_stratified_and_reproducible():
 def test_split_data_rejects_bad_sizes(test_size):
     with pytest.raises(KDAuditError, match="test_size"):
         split_data(load_digits(), test_size=test_size)
+
+
+def test_object_arrays_hash_their_shape_and_element_types():
+    from kdaudit.data._audit_data import hash_array_like
+
+    a = np.array([["a", "b", "c"], ["d", "e", "f"]], dtype=object)
+    assert hash_array_like(a) == hash_array_like(a.copy())
+    assert hash_array_like(a) != hash_array_like(a.reshape(3, 2))  # same elements, other shape
+    assert hash_array_like(np.array([1, "x"], dtype=object)) != hash_array_like(np.array(["1", "x"], dtype=object))
+    ids_int = AuditData(X=np.zeros((2, 1)), ids=np.array([1, 2], dtype=object))
+    ids_str = AuditData(X=np.zeros((2, 1)), ids=np.array(["1", "2"], dtype=object))
+    assert ids_int.fingerprint() != ids_str.fingerprint()

@@ -129,6 +129,13 @@ def test_cache_hit_asks_no_queries_and_gives_identical_outputs(tmp_path, data):
     run([teacher], data.subset(np.arange(50)), cache_dir=tmp_path, progress=False)
     run([teacher], data, cache_dir=tmp_path, precision="bf16", progress=False)
     assert len(list(tmp_path.glob("*.npz"))) == 4
+    # the device is part of the key (CPU and CUDA kernels differ in the last bits); models without one are "host"
+    from kdaudit.harness._cache import OutputCache
+    from kdaudit.harness._run import _device_of
+
+    assert _device_of(TorchModel(teacher)) == "cpu" and _device_of(BlackBoxModel(api, n_classes=C, name="api")) == "host"
+    assert OutputCache.key("m", "d", "fp32", device="cpu") != OutputCache.key("m", "d", "fp32", device="cuda")
+    assert all("-cpu-" in f.name or "-host-" in f.name for f in tmp_path.glob("*.npz"))
 
 
 def test_interrupted_run_resumes_without_requerying(tmp_path, data):

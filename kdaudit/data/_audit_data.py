@@ -29,7 +29,11 @@ def hash_array_like(x: Any) -> str:
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.dtype == object:
-        h.update(pd.util.hash_array(arr.ravel().astype(str)).tobytes())
+        # shape and each element's type too: a (2, 3) and a (3, 2) array, or 1 and "1", must not hash alike
+        flat = arr.ravel()
+        h.update(f"object{arr.shape}".encode())
+        h.update(pd.util.hash_array(flat.astype(str)).tobytes())
+        h.update(pd.util.hash_array(np.array([type(v).__name__ for v in flat], dtype=object)).tobytes())
         return h.hexdigest()
     h.update(f"{arr.dtype.str}{arr.shape}".encode())
     for start in range(0, max(len(arr), 1), _HASH_CHUNK_ROWS):

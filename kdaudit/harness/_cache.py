@@ -35,10 +35,12 @@ class OutputCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(model_sha: str, data_sha: str, precision: str, output: str = "probabilities") -> str:
+    def key(model_sha: str, data_sha: str, precision: str, output: str = "probabilities", *,
+            device: str = "host") -> str:
         # the output kind is part of the key: one network wrapped as returning logits or probabilities gives
-        # raw arrays that must not be read the other way
-        return f"{model_sha[:20]}-{data_sha[:20]}-{precision}-{output}"
+        # raw arrays that must not be read the other way; the device too: a CUDA run's outputs differ from a CPU
+        # run's in the last bits, and a cache must not make one run's results depend on which ran first
+        return f"{model_sha[:20]}-{data_sha[:20]}-{precision}-{device}-{output}"
 
     def final_path(self, key: str) -> Path:
         return self.root / f"{key}.npz"

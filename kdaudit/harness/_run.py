@@ -176,7 +176,8 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
         prec = _precision_of(m)
         job = getattr(m, "fingerprint_later", None) or (lambda m=m: m.fingerprint)
         sha: Any = job()() if hasher is None else hasher.submit(job())
-        slot = _Slot(m, sha, OutputCache.key(sha, data_sha, prec, m.output) if cache else None, prec,
+        slot = _Slot(m, sha, OutputCache.key(sha, data_sha, prec, m.output, device=_device_of(m)) if cache else None,
+                     prec,
                      queries_at_start=m.query_count)
         _plan_device_path(slot)
         if cache is not None:
@@ -280,6 +281,14 @@ def _precision_of(m: ModelAdapter) -> str:
     if not tms:
         return "native"
     return "+".join(sorted({normalize_precision(t.precision) for t in tms}))
+
+
+def _device_of(m: ModelAdapter) -> str:
+    """Device type(s) a model computes on, for the cache key: CPU and CUDA kernels differ in the last bits."""
+    tms = _torch_models([m])
+    if not tms:
+        return "host"
+    return "+".join(sorted({t.device.type for t in tms}))
 
 
 def _declared_n_classes(m: ModelAdapter) -> int | None:
