@@ -403,9 +403,10 @@ def _assumptions(p_value_method: str, pool_access: tuple[str, int | None], *, ca
         f"Pool members were compared at one access level ({_access_text(pool_access)}).",
     ]
     if calibrated:
-        items.append("Each member's statistics were scaled by their spread over the negative controls, models known "
-                     "not to be derived from any pool member; the controls are the same for every member, so this "
-                     "needs no assumption beyond theirs.")
+        items.append("Each member's statistics were measured against their own mean and spread over the negative "
+                     "controls. The controls must not be derived from any pool member (so that, under H0, they do not "
+                     "depend on which member is the teacher); they are the same for every member, so the rank "
+                     "p-value stays exact.")
     if p_value_method == "parametric":
         items.append("Parametric p-value: the pool members' combined statistics are i.i.d. normal under H0 "
                      "(Student-t prediction interval with K-1 degrees of freedom).")
@@ -732,8 +733,8 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
             signatures=a["signatures"], raw_similarity=a["raw_similarity"], queries_used=oracle.queries,
             query_budget=query_budget, n_probes=len(idx), n_candidates=len(Xc), n_references=K,
             suspect_access=_access_text(access), pool_access=_access_text(pool_access), teacher=cand,
-            suspect=suspect_name, assumptions=_assumptions(p_value_method, pool_access,
-                                                                   calibrated=calibration is not None),
+            suspect=suspect_name,
+            assumptions=_assumptions(p_value_method, pool_access, calibrated=calibration is not None),
             methodology=_methodology(K=K, n_probes=len(idx), n_candidates=len(Xc),
                                      signatures=list(a["signatures"]), alpha=alpha,
                                      method=a["p_value_method"] if a["p_value_method"] != "none" else "no",
