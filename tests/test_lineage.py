@@ -557,6 +557,14 @@ def test_cli_reports_negative_controls(tmp_path, capsys):
     with pytest.raises(KDAuditError, match="--require-controls"):
         run_lineage_command(_parser().parse_args([*map(str, args_list), "--require-controls", "--controls-mode",
                                                   "check"]))
+    # 19 controls: the test is calibrated by them, and the plain p-value is printed beside
+    for i in range(5, 19):
+        _linear_file(tmp_path / f"control{i:02d}.pt", z.W + z.perturbation())
+    out = tmp_path / "calibrated.json"
+    assert run_lineage_command(_parser().parse_args([*map(str, args_list), "--json", str(out)])) == 0
+    printed = capsys.readouterr().out
+    assert "negative controls (calibrate): " in printed and "without calibration by the controls: p " in printed
+    assert json.loads(out.read_text())["negative_controls"]["n"] == 19
 
 
 def test_controls_required_makes_the_verdict_use_the_larger_p_value(zoo):
