@@ -325,3 +325,12 @@ def test_distill_on_cuda(digits, teacher):
     again = distill(copy.deepcopy(teacher), mlp(64, 10, hidden=(32,), seed=5), train, epochs=10, lr=3e-3, seed=5,
                     device="cuda").cpu()
     assert _agreement(student, again, test.X) > 0.98  # GPU kernels may differ in the last bits, not in behaviour
+
+
+def test_top_level_names_are_the_documented_functions():
+    """``kdaudit.distill`` stays the function even after ``kdaudit.distill`` (the subpackage) is imported."""
+    import kdaudit
+    from kdaudit.distill import mlp  # noqa: F401
+
+    assert kdaudit.distill.__name__ == "distill" and callable(kdaudit.distill)
+    assert kdaudit.lineage_test.__name__ == "lineage_test" and kdaudit.audit.__name__ == "audit"
