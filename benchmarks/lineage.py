@@ -411,14 +411,14 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
         res["secs"] = time.perf_counter() - t_mode
         summary[mode] = res
         _log_mode(log, mode, res, n_pos=int(is_pos.sum()), n_neg=int((~is_pos).sum()), n_not_B=int(not_B.sum()),
-                  n_refs=len(refs), n_suspects=len(suspects), n_controls=len(controls), kind_masks=kind_masks)
+                  n_refs=len(refs), n_suspects=len(suspects), kind_masks=kind_masks)
     return summary
 
 
-def _log_mode(log, mode, res, *, n_pos, n_neg, n_not_B, n_refs, n_suspects, n_controls, kind_masks) -> None:
+def _log_mode(log, mode, res, *, n_pos, n_neg, n_not_B, n_refs, n_suspects, kind_masks) -> None:
     log("")
     log(f"== suspect access: {mode} ==")
-    for key, v in res["variants"].items():
+    for v in res["variants"].values():
         log(f"  -- {v['title']}")
         log(f"  ROC AUC (effect size, {n_pos} students of A vs {n_neg} others)  {v['auc']:.4f}")
         log(f"    development seeds (seed 0 of each kind, used to choose weights and probe numbers) "

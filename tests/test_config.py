@@ -87,8 +87,8 @@ def test_references_enable_lineage_by_default(files):
      (cfg(models={"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"], "controls": ["ref.pt"]},
           lineage={"controls_mode": "calibrated"}), r"'lineage\.controls_mode' got 'calibrated'.*did you mean"),
      (cfg(models={"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"], "controls": ["ref.pt"]},
-          lineage={"controls_mode": "calibrate"}), r"'lineage\.controls_mode'.*at least 19 models under "
-                                                   r"models\.controls \(1 given\)"),
+          lineage={"controls_mode": "calibrate"}),
+      r"'lineage\.controls_mode'.*at least 19 models under models\.controls \(1 given\)"),
      (cfg(lineage={"controls_mode": "require"}), r"'lineage\.controls_mode'.*at least 1 models"),
      (cfg(models={"teacher": {"path": "t.pt", "name": "m"}, "students": [{"path": "s1.pt", "name": "m"}]}),
       r"distinct model names"),
