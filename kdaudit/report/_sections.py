@@ -459,9 +459,9 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
             unc = nc.get("uncalibrated") if isinstance(nc.get("uncalibrated"), Mapping) else {}
             notes.append("The verdict's test was calibrated by these controls: each pool member's statistics were "
                          "measured against their own mean and spread over the controls, so a teacher that relates to "
-                         "unrelated models more widely than its siblings is not favoured. Each control above was "
-                         "scaled by the other controls and the suspect. Without this calibration the p-value would "
-                         f"be {fmt_number(unc.get('p_value'), 'p') if unc.get('p_value') is not None else 'n/a'}.")
+                         "unrelated models more widely than its siblings is not favoured. Each control in the table "
+                         "below was scaled by the other controls and the suspect. Without this calibration the "
+                         f"p-value would be {fmt_number(unc.get('p_value'), 'p') if unc.get('p_value') is not None else 'n/a'}.")
         if nc.get("warning"):
             notes.append(f"Caution: {nc['warning']}.")
         blocks.append(_notes(notes, "Negative controls"))
