@@ -634,6 +634,8 @@ def test_controls_calibrate_the_test_by_default_from_nineteen(zoo):
     assert nc["uncalibrated"]["effect"] == pytest.approx(checked.effect.value)
     assert r.effect.value != pytest.approx(checked.effect.value)  # the calibration does change the statistic
     assert r.effect.low <= r.effect.value <= r.effect.high
+    assert canonical_json(r.to_dict()) == canonical_json(lineage_test(teacher, derived, X, controls=unrelated,
+                                                                      **kw).to_dict())  # byte-identical again
     with pytest.raises(KDAuditError, match="at least 19 negative controls"):
         lineage_test(teacher, derived, X, controls=unrelated[:12], controls_mode="calibrate", **kw)
     assert lineage_test(teacher, derived, X, controls=unrelated[:12], **kw).negative_controls["mode"] == "check"
