@@ -639,6 +639,10 @@ def test_controls_calibrate_the_test_by_default_from_nineteen(zoo):
     with pytest.raises(KDAuditError, match="at least 19 negative controls"):
         lineage_test(teacher, derived, X, controls=unrelated[:12], controls_mode="calibrate", **kw)
     assert lineage_test(teacher, derived, X, controls=unrelated[:12], **kw).negative_controls["mode"] == "check"
-    # an underived suspect made like the controls: not derived, and counted like them
-    other = lineage_test(teacher, z.model(z.perturbation(), name="other"), X, controls=unrelated, **kw)
-    assert other.verdict == "not derived" and other.negative_controls["n_at_alpha"] <= 4
+    # underived suspects made like the controls: at a 5% false-positive rate, at most one of four is accused (with its
+    # own generator, so the draw does not depend on which tests ran before)
+    rng = np.random.default_rng(2024)
+    others = [lineage_test(teacher, z.model(rng.normal(0, z.scale, z.W.shape), name=f"other {i}"), X,
+                           controls=unrelated, **{**kw, "n_replicates": 0}) for i in range(4)]
+    assert sum(o.verdict == "derived" for o in others) <= 1
+    assert all(o.negative_controls["n_at_alpha"] <= 4 for o in others)
