@@ -576,11 +576,14 @@ def test_controls_required_makes_the_verdict_use_the_larger_p_value(zoo):
                      controls_mode="require")
     assert r.verdict == "derived" and r.p_value == pytest.approx(max(r.p_value_exact, 1 / 20))
     assert r.p_value_method == "larger of exact rank and controls rank" and "negative controls" in r.reason
-    # a suspect made like the controls (unrelated) stays "not derived" whatever the pool says
-    other = z.model(z.perturbation(), name="other")
-    r2 = lineage_test(teacher, other, X, references=refs, n_probes=300, n_replicates=0, controls=unrelated,
-                      controls_mode="require")
-    assert r2.verdict == "not derived" and r2.p_value >= r2.p_value_exact
+    # suspects made like the controls (unrelated): the verdict's p-value is never below the pool's, and at a 5%
+    # false-positive rate at most one of four is accused (their own generator: independent of test order)
+    rng = np.random.default_rng(77)
+    others = [lineage_test(teacher, z.model(rng.normal(0, z.scale, z.W.shape), name=f"other {i}"), X,
+                           references=refs, n_probes=300, n_replicates=0, controls=unrelated, controls_mode="require")
+              for i in range(4)]
+    assert all(o.p_value >= o.p_value_exact for o in others)
+    assert sum(o.verdict == "derived" for o in others) <= 1
     few = lineage_test(teacher, derived, X, references=refs, n_probes=300, n_replicates=0, controls=unrelated[:5],
                        controls_mode="require")
     assert few.verdict == "inconclusive" and "at least 19" in few.reason
