@@ -655,8 +655,7 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
     if dup:
         raise ctx.error("models", dup[0], "distinct model names (this name is used twice)")
     return AuditConfig(teacher=teacher, students=students, data=data, references=references, controls=controls,
-                       probes=probes,
-                       sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
+                       probes=probes, sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
                        level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
                        precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
                        lineage=dict(lineage), source=source, base_dir=ctx.base_dir)

@@ -31,6 +31,8 @@ EXIT_DERIVED = 1  # only with --fail-on-derived
 
 def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``kdaudit lineage`` options to ``parser``."""
+    from kdaudit.lineage._test import CONTROLS_MODES
+
     test = parser.add_argument_group("lineage test")
     test.add_argument("--teacher", metavar="FILE", help="the teacher model file (anything kdaudit.load_model reads)")
     test.add_argument("--suspect", metavar="FILE", help="the suspect model file, or its precomputed outputs")
@@ -48,7 +50,7 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a negative control: a model known not to be derived from the teacher or any reference "
                            "(repeat; globs allowed). Tested like the suspect, to check this teacher's false-positive "
                            "rate against unrelated models")
-    test.add_argument("--controls-mode", choices=("check", "calibrate", "require"), default=None,
+    test.add_argument("--controls-mode", choices=CONTROLS_MODES, default=None,
                       help="what the controls do. check: reported beside the verdict; calibrate: every pool member's "
                            "statistics are scaled by their spread over the controls, so a teacher over-attractive "
                            "to unrelated models is not favoured (needs >= 19 controls); require: calibrate, and the "

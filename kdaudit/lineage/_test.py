@@ -708,20 +708,20 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     for cand, (pool, pool_access, names) in pool_arrays.items():
         access = _least(oracle.access, pool_access)
         view = _view(s_probs, access) if access != oracle.access else s_probs
-        calibration = None
+        control_stats = calibration = None
         if control_outputs is not None:
-            calibration = _control_statistics(control_outputs, pool[:, idx], access=access, y_true=y_sel)
-            if controls_mode == "check" or len(calibration) < MIN_CALIBRATION_CONTROLS:
-                calibration = None
+            control_stats = _control_statistics(control_outputs, pool[:, idx], access=access, y_true=y_sel)
+            if controls_mode != "check" and len(control_stats) >= MIN_CALIBRATION_CONTROLS:
+                calibration = control_stats
         a = _analyse(pool[:, idx], view, view.argmax(axis=1) if access[0] != "labels" else s_labels,
                      access=access, y_true=y_sel, alpha=alpha, p_value_method=p_value_method,
                      bootstrap=bootstrap, probe_ids=idx, calibration=calibration)
         K = pool.shape[0] - 1
         negative_controls: dict[str, Any] = {}
         if control_outputs is not None:
-            negative_controls = _negative_controls(control_outputs, a, pool[:, idx], access=access, y_true=y_sel,
-                                                   alpha=alpha, p_value_method=p_value_method,
-                                                   calibrated=calibration is not None, mode=controls_mode)
+            negative_controls = _negative_controls(control_outputs[0], control_stats, a, alpha=alpha,
+                                                   p_value_method=p_value_method, calibrated=calibration is not None,
+                                                   mode=controls_mode)
             if controls_mode == "require":
                 _require_controls(a, negative_controls, alpha=alpha)
             elif negative_controls.get("warning"):
@@ -839,10 +839,12 @@ def _control_statistics(control_outputs: tuple[list[str], np.ndarray, tuple[str,
     return _CONTROLS_CACHE[key].copy()
 
 
-def _negative_controls(control_outputs: tuple[list[str], np.ndarray, tuple[str, int | None]], a: Mapping[str, Any],
-                       pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float,
+def _negative_controls(names: list[str], cstats: np.ndarray, a: Mapping[str, Any], *, alpha: float,
                        p_value_method: str, calibrated: bool, mode: str) -> dict[str, Any]:
     """The test run with each negative control as the suspect, on the suspect's probes and access level.
+
+    ``cstats`` (L, M, S) are the controls' statistics from :func:`_control_statistics`; ``a`` is the suspect's
+    analysis (:func:`_analyse`).
 
     Controls are models known not to be derived from the teacher or any reference (for example other architectures
     trained by the owner on the teacher's data). The exact p-value is calibrated on average over teachers drawn
@@ -858,8 +860,6 @@ def _negative_controls(control_outputs: tuple[list[str], np.ndarray, tuple[str, 
     """
     from scipy import stats as sps
 
-    names = control_outputs[0]
-    cstats = _control_statistics(control_outputs, pool, access=access, y_true=y_true)
     weights, two_sided = _combination(list(a["signatures"]))
     suspect = a["typical_adjusted"]
     p_values, effects = [], []
@@ -868,13 +868,13 @@ def _negative_controls(control_outputs: tuple[list[str], np.ndarray, tuple[str, 
         if calibrated:
             stats = calibrate_by_controls(stats, np.concatenate([np.delete(cstats, j, axis=0), suspect[None]]))
         combined = combined_statistic(stats, weights, two_sided=two_sided)
-        if pool.shape[0] < 2:
+        if len(combined) < 2:
             p_values.append(math.nan)
         elif p_value_method == "parametric":
             p_values.append(parametric_p_value(combined[0], combined[1:]))
         else:
             p_values.append(rank_p_value(combined[0], combined[1:]))
-        effects.append(float(effect_size(combined)) if pool.shape[0] >= 3 else math.nan)
+        effects.append(float(effect_size(combined)) if len(combined) >= 3 else math.nan)
     suspect_effect = a["effect"].value
     n = len(names)
     hits = int(sum(1 for p in p_values if math.isfinite(p) and p <= alpha))
