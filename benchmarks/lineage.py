@@ -80,10 +80,15 @@ from kdaudit.lineage._stats import (
     adjust_for_typicality,
     calibrate_by_controls,
     combined_statistic,
-    holm_adjust,
     rank_p_value,
 )
-from kdaudit.lineage._test import _candidates, _combination, _typicality, _view
+from kdaudit.lineage._test import (
+    _candidates,
+    _combination,
+    _typicality,
+    _view,
+    holm_parent,
+)
 from kdaudit.metrics._agreement import kl_divergence, top1_agreement_score
 from kdaudit.metrics._fingerprint import same_wrong_label_rate
 from kdaudit.models import BlackBoxModel, TorchModel
@@ -328,13 +333,6 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
 
 
-def _parent(p_A: float, p_B: float, e_A: float, e_B: float) -> str:
-    """Attribution between A and B from their p-values and effects (Holm, then the larger effect), as ``attribute``."""
-    adjusted = holm_adjust(np.array([p_A, p_B]))
-    significant = [(e, name) for name, p, e in (("A", adjusted[0], e_A), ("B", adjusted[1], e_B)) if p <= ALPHA]
-    return max(significant)[1] if significant else "none"
-
-
 def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y, *, is_pos, dev, kinds,
              truth, args, log, controls=()) -> dict[str, dict]:
     """Lineage tests and attribution of every suspect, per access mode, on one set of probe candidates.
@@ -364,7 +362,8 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
                 row.update(p_plain=nc["uncalibrated"]["p_value"], e_plain=nc["uncalibrated"]["effect"],
                            pc=nc["suspect_rank_p_value"], pcB=rB.negative_controls["suspect_rank_p_value"],
                            pB_plain=uB["p_value"],
-                           parent_plain=_parent(uA["p_value"], uB["p_value"], uA["effect"], uB["effect"]))
+                           parent_plain=holm_parent(["A", "B"], [uA["p_value"], uB["p_value"]],
+                                                        [uA["effect"], uB["effect"]], alpha=ALPHA)[0])
             else:
                 row.update(p_plain=r.p_value, e_plain=r.effect.value, pB_plain=rB.p_value, parent_plain=at.parent)
             rows.append(row)

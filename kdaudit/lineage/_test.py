@@ -880,8 +880,7 @@ def _negative_controls(names: list[str], cstats: np.ndarray, a: Mapping[str, Any
     hits = int(sum(1 for p in p_values if math.isfinite(p) and p <= alpha))
     binomial_p = float(sps.binom.sf(hits - 1, n, alpha)) if hits else 1.0
     finite = [e for e in effects if math.isfinite(e)]
-    rank_p = (float((1 + sum(1 for e in finite if e >= suspect_effect)) / (len(finite) + 1))
-              if math.isfinite(suspect_effect) and finite else float("nan"))
+    rank_p = rank_p_value(suspect_effect, np.array(finite)) if math.isfinite(suspect_effect) and finite else math.nan
     warning = None
     if binomial_p < 0.05:
         if calibrated:
@@ -1027,18 +1026,29 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
     return _attribution_from(results, alpha=alpha, queries=queries)
 
 
+def holm_parent(names: Sequence[str], p_values: Sequence[float], effects: Sequence[float], *, alpha: float,
+                eligible: Sequence[bool] | None = None) -> tuple[str, np.ndarray]:
+    """The attribution rule: Holm-adjust the candidates' p-values; among the (eligible) candidates significant at
+    ``alpha``, the parent has the largest effect (ties: the smaller p-value); else "none". Returns the parent and
+    the adjusted p-values."""
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = holm_adjust(p)
+    ok = [True] * len(names) if eligible is None else list(eligible)
+    significant = [i for i in range(len(names)) if ok[i] and math.isfinite(adjusted[i]) and adjusted[i] <= alpha]
+    if not significant:
+        return "none", adjusted
+    return str(names[max(significant, key=lambda i: (effects[i], -p[i]))]), adjusted
+
+
 def _attribution_from(results: Mapping[str, LineageResult], *, alpha: float, queries: int) -> AttributionResult:
     """Holm across the candidates' p-values (each candidate's own verdict stays the unadjusted one)."""
     names = list(results)
-    raw = np.array([results[n].p_value for n in names], dtype=np.float64)
-    adjusted = holm_adjust(raw)
-    significant = [n for n, p in zip(names, adjusted) if math.isfinite(p) and p <= alpha
-                   and results[n].verdict != "inconclusive"]
-    if significant:
-        parent = max(significant, key=lambda n: (results[n].effect.value, -results[n].p_value))
+    parent, adjusted = holm_parent(names, [results[n].p_value for n in names],
+                                   [results[n].effect.value for n in names], alpha=alpha,
+                                   eligible=[results[n].verdict != "inconclusive" for n in names])
+    if parent != "none":
         reason = f"{parent} has the largest effect among the candidates significant after Holm correction"
     else:
-        parent = "none"
         inconclusive = [n for n in names if results[n].verdict == "inconclusive"]
         need = min_references(alpha, len(names))
         few = [n for n in names if results[n].p_value_method == "exact rank" and results[n].n_references < need]
