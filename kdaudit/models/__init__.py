@@ -5,6 +5,7 @@ from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._blackbox import BlackBoxModel
 from kdaudit.models._ensemble import EnsembleModel
 from kdaudit.models._hashing import sha256_file
+from kdaudit.models._journal import QueryJournal
 from kdaudit.models._loading import SAFE_FORMATS, as_model, detect_format, load_model
 from kdaudit.models._onnx import OnnxModel
 from kdaudit.models._precomputed import PrecomputedModel
@@ -18,6 +19,7 @@ __all__ = [
     "ModelAdapter",
     "OnnxModel",
     "PrecomputedModel",
+    "QueryJournal",
     "SAFE_FORMATS",
     "SklearnModel",
     "TorchModel",
