@@ -1,6 +1,7 @@
 """Models behind one protocol: torch, TorchScript, torch.export, scikit-learn, ONNX, black boxes, precomputed
 outputs and ensembles; safe loading of model files."""
 
+from kdaudit.models._architectures import architecture_names, register_architecture
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._blackbox import BlackBoxModel
 from kdaudit.models._ensemble import EnsembleModel
@@ -23,8 +24,10 @@ __all__ = [
     "SAFE_FORMATS",
     "SklearnModel",
     "TorchModel",
+    "architecture_names",
     "as_model",
     "detect_format",
     "load_model",
+    "register_architecture",
     "sha256_file",
 ]
