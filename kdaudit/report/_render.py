@@ -114,6 +114,10 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
     if run_info is not None and not isinstance(run_info, Mapping):
         raise invalid_argument("run_info", type(run_info).__name__, "a mapping or None")
     template = environment(template_dir).get_template(_MAIN_TEMPLATE)  # bad template_dir fails before any work
+    from kdaudit.report._safe import display_safe
+
+    results = display_safe(results)  # no control characters, balanced bidi, long names shortened (display only)
+    run_info = None if run_info is None else display_safe(run_info)
     return template.render(**build_context(results, run_info, generated_at, charts_on=charts))
 
 
