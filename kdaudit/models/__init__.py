@@ -8,6 +8,7 @@ from kdaudit.models._ensemble import EnsembleModel
 from kdaudit.models._hashing import sha256_file
 from kdaudit.models._hf import HFCausalLM, HFSequenceClassifier, tokenizer_sha256
 from kdaudit.models._lm_base import LanguageModel, LMAccess
+from kdaudit.models._journal import QueryJournal
 from kdaudit.models._loading import SAFE_FORMATS, as_model, detect_format, load_model
 from kdaudit.models._onnx import OnnxModel
 from kdaudit.models._precomputed import PrecomputedModel
@@ -25,6 +26,7 @@ __all__ = [
     "ModelAdapter",
     "OnnxModel",
     "PrecomputedModel",
+    "QueryJournal",
     "SAFE_FORMATS",
     "SklearnModel",
     "TorchModel",
