@@ -209,13 +209,14 @@ def _sections_for(teacher: Any, student: Any, outs: Mapping[str, _LMOutputs], te
         why_tokens = f"{who!r} reveals generated text only (no log-probabilities)"
     else:
         why_tokens = check_token_pair(t.tokens, s.tokens)
-    comp["comparisons_possible"] = {
+    possible = {
         "per_token": why_tokens is None,
         "per_token_reason": why_tokens,
         "text_level": text_set is not None,
         "teacher_loglik": t.loglik_of_gen is not None,
         "multiple_choice": choice_set is not None and t.choices is not None and s.choices is not None,
     }
+    comp["comparisons_possible"] = possible  # moved to results["comparisons_possible"] by audit_lm
     if "lm_tokens" in chosen:
         comp["lm_tokens"] = _unavailable(why_tokens) if why_tokens else to_jsonable(
             token_section(t.tokens, s.tokens, bootstrap=boot))
@@ -228,7 +229,7 @@ def _sections_for(teacher: Any, student: Any, outs: Mapping[str, _LMOutputs], te
                 t.generations, s.generations, bootstrap=boot, teacher_loglik_student=ll[0],
                 teacher_loglik_teacher=ll[1]))
     task_out = None
-    if comp["comparisons_possible"]["multiple_choice"]:
+    if possible["multiple_choice"]:
         task_out = (_choice_outputs(teacher.name, t.choices), _choice_outputs(student.name, s.choices))
     if "lm_task" in chosen:
         if choice_set is None:
@@ -409,10 +410,12 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     timings: dict[str, Any] = {"models_s": time.perf_counter() - t0, "sections_s": {}}
 
     comparisons = []
+    possible: dict[str, Any] = {}
     for student in student_ms:
         _progress(progress, f"sections: {teacher_m.name} vs {student.name}")
         t0 = time.perf_counter()
         comp = _sections_for(teacher_m, student, outs, text_set, choice_set, chosen, boot, options)
+        possible[student.name] = comp.pop("comparisons_possible")
         timings["sections_s"][student.name] = time.perf_counter() - t0
         comparisons.append(comp)
 
@@ -461,6 +464,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "models": models_desc,
         "teacher": teacher_m.name,
         "comparisons": comparisons,
+        "comparisons_possible": possible,
         "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
         "provenance": {"data_sha256": {d["role"]: d["sha256"] for d in data_desc},
                        "models": {m["name"]: m["sha256"] for m in models_desc},

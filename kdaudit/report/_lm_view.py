@@ -51,10 +51,10 @@ def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None) -
             "size": {"text": "n/a" if params is None else fmt_number(params["value"], "percent"),
                      "ci": "exact" if params is not None else "", "what": "of the teacher's parameters"},
             "speed": {"text": "n/a" if not sp else f"{sp['value']:.2f}×",
-                      "ci": "" if not sp else f"range {sp['low']:.2f}–{sp['high']:.2f}× over rounds",
-                      "what": "the teacher's scoring speed (measured on this machine, this run)"},
+                      "ci": "" if not sp else f"{sp['low']:.2f}–{sp['high']:.2f}×",
+                      "what": "teacher's scoring speed"},
         })
-        possible = comp.get("comparisons_possible") or {}
+        possible = (results.get("comparisons_possible") or {}).get(student) or {}
         access.append({
             "student": student,
             "per_token": bool(possible.get("per_token")),
