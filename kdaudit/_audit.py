@@ -561,7 +561,7 @@ def audit(
         for m in cost_list:
             fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
             if raws[m.name]:
-                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median", 0.0))
+                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median") or 0.0)
                 f2, timing, conditions = _cost_split(ordered[len(ordered) // 2])
                 fixed.update(f2)
                 cost_timing[m.name] = timing
