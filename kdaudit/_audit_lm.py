@@ -260,10 +260,13 @@ def _bias(t: _LMOutputs, s: _LMOutputs, text_set: Any, choice_set: Any, task_out
     if text_set is not None and text_set.groups is not None and why_tokens is None:
         tok = to_jsonable(token_group_section(t.tokens, s.tokens, text_set.groups, bootstrap=boot,
                                               min_group_size=options["min_group_size"]))
-        sec.update({k: v for k, v in tok.items() if k not in ("available", "reason")})
-        sec["available"] = True
+        if tok.get("available"):
+            sec.update({k: v for k, v in tok.items() if k not in ("available", "reason")})
+            sec["available"] = True
+        else:  # the group tables stay visible, out of the rules' reach (there is no disparity to judge)
+            sec["token_groups"] = {k: v for k, v in tok.items() if k not in ("available", "reason", "headline")}
         if tok.get("reason"):
-            reasons.append(tok["reason"])
+            reasons.append("token level: " + tok["reason"])
     elif text_set is not None:
         reasons.append("token level: " + (why_tokens or "the prompt set has no group columns"))
     if choice_set is not None and choice_set.groups is not None and task_out is not None:

@@ -278,7 +278,8 @@ def test_token_group_disparity_and_amplification_on_templated_prompts():
     # a group below min_group_size is shown but left out of the disparity
     small = token_group_section(t, s, pd.DataFrame({"area": groups}), bootstrap=Bootstrap(n_replicates=0),
                                 min_group_size=1000)
-    assert "accuracy_amplification" not in small.headline and small.reason
+    assert not small.available and "accuracy_amplification" not in small.headline and small.reason
+    assert small.detail["features"]["area"]["small_groups"] == ["numeric", "text"]
 
 
 def test_token_group_section_checks_its_inputs():

@@ -411,8 +411,9 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
     detail = {"features": features, "headline_features": headline_features,
               "options": {"min_group_size": int(min_group_size), "unit": "text"}}
     if not headline:
-        return SectionResult(available=True, reason=f"fewer than two groups with at least {min_group_size} texts in "
-                                                    "every feature: no disparity can be estimated",
+        # the group table is kept in the detail, but no disparity exists to judge: the section says why
+        return SectionResult(available=False, reason=f"fewer than two groups with at least {min_group_size} texts "
+                                                     "in every feature: no disparity can be estimated",
                              headline={}, detail=detail)
     return SectionResult(available=True, headline=headline, detail=detail)
 
