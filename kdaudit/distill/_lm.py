@@ -174,7 +174,7 @@ def train_lm(model: Any, tokenizer: Any, texts: Sequence[str], *, epochs: int = 
     seqs = _encode(tokenizer, texts, max_length)
     history, wall = _fit(model, seqs, lambda logits, ids, mask, rows: _ce(logits, ids, mask), epochs=epochs, lr=lr,
                          batch_size=batch_size, seed=seed, num_threads=num_threads, progress=progress,
-                         what="control")
+                         what="next-token training")
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed}
     return _attach(model, TrainingRecord(method="lm_control", settings=settings, data_sha256=_texts_sha256(texts),
                                          n_rows=len(texts), loss_history=tuple(history), wall_time_s=wall))
