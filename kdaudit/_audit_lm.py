@@ -407,6 +407,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     options = {"top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "length_normalize": length_normalize,
                "min_group_size": int(min_group_size)}
     models = [teacher_m, *student_ms]
+    # counts are per audit: a model object reused across audits must report only this audit's queries
+    counts_before = [(int(m.query_count), int(m.token_count)) for m in models]
     t0 = time.perf_counter()
     outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k, max_new_tokens=max_new_tokens,
                     length_normalize=length_normalize, seed=seed, progress=progress)
@@ -449,9 +451,9 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
                               "groups": [] if ps.groups is None else [str(c) for c in ps.groups.columns]})
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
-    for d, m in zip(models_desc, models):
-        d["queries"] = int(m.query_count)
-        d["tokens"] = int(m.token_count)
+    for d, m, (q0, t0) in zip(models_desc, models, counts_before):
+        d["queries"] = int(m.query_count) - q0
+        d["tokens"] = int(m.token_count) - t0
     settings = {
         "sections": list(chosen), "seed": seed,
         "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,
