@@ -96,6 +96,8 @@ def read_yaml_file(path: str | os.PathLike[str], *, what: str, expected: str) ->
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except (UnicodeDecodeError, OSError, RecursionError) as exc:  # binary, unreadable, or nested beyond reason
+        raise ConfigError(f"{what} {str(path)!r} could not be read as UTF-8 YAML: {type(exc).__name__}") from None
 
 
 # -- bounded reads of tables and arrays from untrusted files ------------------------------------------------------

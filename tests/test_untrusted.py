@@ -586,3 +586,14 @@ def test_report_shows_hostile_names_safely_and_keeps_them_whole_in_results(tmp_p
     assert "\x00" not in page and "\u202e" not in page and "\u2067" not in page
     assert 'http-equiv="Content-Security-Policy"' in page and "script-src 'none'" in page
     assert results["teacher"] == long_name  # results.json keeps every name whole
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"[" * 5000 + b"]" * 5000, b"!!python/object:os.system {}"])
+def test_hostile_config_and_policy_files_give_a_clear_error(tmp_path, content, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    assert main(["audit", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    res = tmp_path / "results.json"
+    res.write_text("{}")
+    assert main(["gate", str(res), "--policy", str(bad)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
