@@ -597,3 +597,29 @@ def test_hostile_config_and_policy_files_give_a_clear_error(tmp_path, content, c
     res.write_text("{}")
     assert main(["gate", str(res), "--policy", str(bad)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe binary", b"[" * 100_000 + b"]" * 100_000, b"[1, 2]", b'{"a": NaN'])
+def test_hostile_results_and_manifest_files_give_a_clear_error(tmp_path, content, capsys):
+    from kdaudit.lineage import read_manifest
+
+    bad = tmp_path / "results.json"
+    bad.write_bytes(content)
+    assert main(["gate", str(bad)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(KDAuditError):
+        read_manifest(bad)
+
+
+def test_hostile_cache_files_are_recomputed_not_trusted(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    data = AuditData(X, (X[:, 0] > 0).astype(np.int64))
+    t = torch.nn.Linear(4, 2)
+    cache = tmp_path / "cache"
+    first = audit(t, [t], data, sections=["agreement"], n_replicates=0, cache_dir=cache, progress=False)
+    for f in cache.rglob("*.npz"):  # a party with write access to the cache swaps in pickles
+        f.write_bytes(pickle.dumps(_Pickled(tmp_path / "PWNED"), protocol=2))
+    again = audit(t, [t], data, sections=["agreement"], n_replicates=0, cache_dir=cache, progress=False)
+    assert not (tmp_path / "PWNED").exists()
+    assert again.to_dict()["comparisons"] == first.to_dict()["comparisons"]
