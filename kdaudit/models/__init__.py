@@ -4,11 +4,12 @@ classifiers over text), OpenAI-style endpoints and precomputed per-token outputs
 
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._blackbox import BlackBoxModel
+from kdaudit.models._endpoint import EndpointError, OpenAIEndpointModel
 from kdaudit.models._ensemble import EnsembleModel
 from kdaudit.models._hashing import sha256_file
 from kdaudit.models._hf import HFCausalLM, HFSequenceClassifier, tokenizer_sha256
-from kdaudit.models._lm_base import LanguageModel, LMAccess
 from kdaudit.models._journal import QueryJournal
+from kdaudit.models._lm_base import LanguageModel, LMAccess
 from kdaudit.models._loading import SAFE_FORMATS, as_model, detect_format, load_model
 from kdaudit.models._onnx import OnnxModel
 from kdaudit.models._precomputed import PrecomputedModel
@@ -18,6 +19,7 @@ from kdaudit.models._torch import TorchModel
 __all__ = [
     "Access",
     "BlackBoxModel",
+    "EndpointError",
     "EnsembleModel",
     "HFCausalLM",
     "HFSequenceClassifier",
@@ -25,6 +27,7 @@ __all__ = [
     "LanguageModel",
     "ModelAdapter",
     "OnnxModel",
+    "OpenAIEndpointModel",
     "PrecomputedModel",
     "QueryJournal",
     "SAFE_FORMATS",
