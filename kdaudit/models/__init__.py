@@ -2,6 +2,7 @@
 outputs and ensembles; safe loading of model files. Language models: Hugging Face causal LMs (and sequence
 classifiers over text), OpenAI-style endpoints and precomputed per-token outputs."""
 
+from kdaudit.models._architectures import architecture_names, register_architecture
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._blackbox import BlackBoxModel
 from kdaudit.models._endpoint import EndpointError, OpenAIEndpointModel
@@ -33,9 +34,11 @@ __all__ = [
     "SAFE_FORMATS",
     "SklearnModel",
     "TorchModel",
+    "architecture_names",
     "as_model",
     "detect_format",
     "load_model",
+    "register_architecture",
     "sha256_file",
     "tokenizer_sha256",
 ]
