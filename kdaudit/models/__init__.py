@@ -11,6 +11,7 @@ from kdaudit.models._hashing import sha256_file
 from kdaudit.models._hf import HFCausalLM, HFSequenceClassifier, tokenizer_sha256
 from kdaudit.models._journal import QueryJournal
 from kdaudit.models._lm_base import LanguageModel, LMAccess
+from kdaudit.models._lm_precomputed import PrecomputedLM, save_lm_outputs
 from kdaudit.models._loading import SAFE_FORMATS, as_model, detect_format, load_model
 from kdaudit.models._onnx import OnnxModel
 from kdaudit.models._precomputed import PrecomputedModel
@@ -29,6 +30,7 @@ __all__ = [
     "ModelAdapter",
     "OnnxModel",
     "OpenAIEndpointModel",
+    "PrecomputedLM",
     "PrecomputedModel",
     "QueryJournal",
     "SAFE_FORMATS",
@@ -39,6 +41,7 @@ __all__ = [
     "detect_format",
     "load_model",
     "register_architecture",
+    "save_lm_outputs",
     "sha256_file",
     "tokenizer_sha256",
 ]
