@@ -50,9 +50,9 @@ class LMDemoRecipe:
     alpha: float = 0.9
     top_k: int = 20
     train_texts: int | None = None
-    n_prompts: int = 150
-    prompt_chars: int = 100
-    reference_chars: int = 100
+    n_prompts: int = 120
+    prompt_chars: int = 80
+    reference_chars: int = 80
     n_choice: int = 100
     max_new_tokens: int = 24
     n_replicates: int = 1000

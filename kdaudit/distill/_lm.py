@@ -34,7 +34,6 @@ def gpt_lm(vocab_size: int, *, n_layer: int = 2, n_embd: int = 64, n_head: int =
     ``eos_token_id`` (the tokenizer's end-of-text id) is also the BOS id. Extra keyword arguments go to ``transformers.GPT2Config`` (dropout is 0 by default here: small models on small
     data, and training that is a pure function of the seed).
     """
-    import torch
     import transformers
 
     for name, v in (("vocab_size", vocab_size), ("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head),
