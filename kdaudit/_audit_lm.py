@@ -407,10 +407,14 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     options = {"top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "length_normalize": length_normalize,
                "min_group_size": int(min_group_size)}
     models = [teacher_m, *student_ms]
+    # what this audit asked of each model (adapters count over their lifetime; the speed rounds are not counted)
+    counts0 = {m.name: (int(m.query_count), int(m.token_count)) for m in models}
     t0 = time.perf_counter()
     outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k, max_new_tokens=max_new_tokens,
                     length_normalize=length_normalize, seed=seed, progress=progress)
     timings: dict[str, Any] = {"models_s": time.perf_counter() - t0, "sections_s": {}}
+    asked = {m.name: (int(m.query_count) - counts0[m.name][0], int(m.token_count) - counts0[m.name][1])
+             for m in models}
 
     comparisons = []
     possible: dict[str, Any] = {}
@@ -450,8 +454,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
     for d, m in zip(models_desc, models):
-        d["queries"] = int(m.query_count)
-        d["tokens"] = int(m.token_count)
+        d["queries"], d["tokens"] = asked[m.name]
     settings = {
         "sections": list(chosen), "seed": seed,
         "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,
