@@ -63,6 +63,23 @@ class LMAuditResult(AuditResult):
     def teacher(self) -> str:
         return str(self.results["teacher"])
 
+    def to_frame(self) -> Any:
+        """The tidy frame of :meth:`AuditResult.to_frame`, with the per-group numbers of ``lm_bias`` (``group`` is
+        ``"column=value"``)."""
+        import pandas as pd
+
+        from kdaudit._audit import _frame_row
+
+        frame = super().to_frame()
+        rows = []
+        for comp in self.results["comparisons"]:
+            sec = comp.get("lm_bias")
+            if isinstance(sec, Mapping) and sec.get("available"):
+                for metric, table in sorted((sec.get("by_group") or {}).items()):
+                    for group, est in sorted(table.items()):
+                        rows.append(_frame_row(comp["student"], "lm_bias", metric, group, est))
+        return pd.concat([frame, pd.DataFrame(rows, columns=frame.columns)], ignore_index=True) if rows else frame
+
 
 # ---------------------------------------------------------------------------------------------------- inputs
 def _split_prompt_sets(data: Any) -> tuple[Any, Any]:

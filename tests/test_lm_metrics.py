@@ -268,12 +268,13 @@ def test_token_group_disparity_and_amplification_on_templated_prompts():
     lt, ls = _log_softmax(zt), _log_softmax(zs)
     for g in ("text", "numeric"):
         mask = (np.array(groups)[text_of] == g)
-        assert by[g]["teacher"]["group_next_token_accuracy"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == y[mask]))
-        assert by[g]["student"]["group_next_token_accuracy"].value == pytest.approx(np.mean(ls.argmax(1)[mask] == y[mask]))
-        assert by[g]["group_agreement"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == ls.argmax(1)[mask]))
+        assert by[g]["teacher_accuracy"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == y[mask]))
+        assert by[g]["student_accuracy"].value == pytest.approx(np.mean(ls.argmax(1)[mask] == y[mask]))
+        assert by[g]["agreement"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == ls.argmax(1)[mask]))
+        assert res.detail["by_group"]["group_agreement"][f"area={g}"] is by[g]["agreement"]
     amp = res["accuracy_amplification"]
     assert amp.value > 0.2 and amp.low > 0  # the interval excludes no change
-    assert res["worst_group_agreement"].value == pytest.approx(by["numeric"]["group_agreement"].value)
+    assert res["worst_group_agreement"].value == pytest.approx(by["numeric"]["agreement"].value)
     assert res.detail["headline_features"]["accuracy_amplification"] == "area"
     # a group below min_group_size is shown but left out of the disparity
     small = token_group_section(t, s, pd.DataFrame({"area": groups}), bootstrap=Bootstrap(n_replicates=0),

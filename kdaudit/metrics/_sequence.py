@@ -136,11 +136,17 @@ GENERATION_DEFINITIONS: dict[str, dict[str, Any]] = {
 
 TOKEN_GROUP_DEFINITIONS: dict[str, dict[str, Any]] = {
     "group_next_token_accuracy": definition(
-        "Group next-token accuracy", "next-token accuracy over the positions of the group's texts", True,
-        "Next-token accuracy within one group of prompts."),
+        "Group next-token accuracy (student)", "next-token accuracy over the positions of the group's texts", True,
+        "The student's next-token accuracy within one group of prompts."),
     "group_agreement": definition(
         "Group top-1 token agreement", "top-1 agreement over the positions of the group's texts", True,
         "Student's token agreement with the teacher within one group of prompts."),
+    "group_next_token_accuracy_teacher": definition(
+        "Group next-token accuracy (teacher)", "teacher's next-token accuracy over the group's positions", True,
+        "The teacher's next-token accuracy within one group of prompts."),
+    "group_next_token_accuracy_change": definition(
+        "Group next-token accuracy change (student − teacher)", "acc_g(student) − acc_g(teacher)", True,
+        "What distillation cost (or gained) one group of prompts, paired interval."),
     "group_kl_forward": definition(
         "Group KL(teacher‖student), lower bound", "per-token forward KL bound within the group", False,
         "Per-token divergence within one group of prompts."),
@@ -334,8 +340,9 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
     For every column of ``groups`` (one row per text, in the texts' order) and every group: next-token accuracy of
     each model, the student's top-1 agreement with the teacher and the per-token KL bound; across groups with at
     least ``min_group_size`` texts: the spread (max − min) of accuracy for each model, its amplification (student
-    minus teacher) and the agreement spread, all with paired text-level intervals. The layout (``features`` ->
-    ``disparities`` and ``groups``) is the bias section's, so per-group policy rules read it alike.
+    minus teacher) and the agreement spread, all with paired text-level intervals. Disparities sit where the bias
+    section keeps them (``features[f]["disparities"]``) and per-group values of reliable groups in ``by_group``
+    (``{metric: {"feature=group": estimate}}``), so per-group policy rules read both.
     """
     bootstrap = bootstrap if bootstrap is not None else Bootstrap()
     why = check_token_pair(teacher, student)
@@ -357,6 +364,9 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
             rows[key][a:b] = r[key]
     features: dict[str, Any] = {}
     headline: dict[str, Any] = {}
+    by_group: dict[str, dict[str, Any]] = {k: {} for k in (
+        "group_agreement", "group_next_token_accuracy", "group_next_token_accuracy_change",
+        "group_next_token_accuracy_teacher", "group_kl_forward")}
     worst_amp, worst_agree = None, None
     for col in sorted(groups.columns, key=str):
         values = groups[col].astype(str).to_numpy()
@@ -384,11 +394,16 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
         for j, name in enumerate(names):
             group_rows.append({
                 "group": name, "n_texts": int(n_texts[j]), "reliable": bool(reliable[j]),
-                "teacher": {"group_next_token_accuracy": est["t_acc"][j]},
-                "student": {"group_next_token_accuracy": est["s_acc"][j], "group_kl_forward": est["kl"][j]},
-                "change": {"group_next_token_accuracy": est["change"][j]},
-                "group_agreement": est["agree"][j],
+                "teacher_accuracy": est["t_acc"][j], "student_accuracy": est["s_acc"][j],
+                "accuracy_change": est["change"][j], "agreement": est["agree"][j], "kl_forward": est["kl"][j],
             })
+            if reliable[j]:  # per-group policy rules judge reliable groups only
+                label = f"{col}={name}"
+                by_group["group_next_token_accuracy_teacher"][label] = est["t_acc"][j]
+                by_group["group_next_token_accuracy"][label] = est["s_acc"][j]
+                by_group["group_next_token_accuracy_change"][label] = est["change"][j]
+                by_group["group_agreement"][label] = est["agree"][j]
+                by_group["group_kl_forward"][label] = est["kl"][j]
         features[str(col)] = {
             "groups": group_rows,
             "disparities": {
@@ -408,7 +423,7 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
     if worst_agree is not None:
         headline["worst_group_agreement"] = worst_agree[1]
         headline_features["worst_group_agreement"] = worst_agree[0]
-    detail = {"features": features, "headline_features": headline_features,
+    detail = {"features": features, "by_group": by_group, "headline_features": headline_features,
               "options": {"min_group_size": int(min_group_size), "unit": "text"}}
     if not headline:
         # the group table is kept in the detail, but no disparity exists to judge: the section says why
