@@ -231,21 +231,20 @@ def test_continuation_and_choice_loglik():
 
 
 # --------------------------------------------------------------------------------------------- bias transfer
-def _templated_groups() -> tuple[list[str], list[str]]:
-    templates = ["The {x} module is used to", "import {x}  # for", "Use {x} when you need to"]
-    fillers = {"text": ["re", "string", "textwrap", "difflib"] * 5, "numeric": ["math", "statistics", "random",
-                                                                             "decimal"] * 5}
-    prompts, groups = [], []
-    for tpl in templates:
-        for g, names in fillers.items():
-            for i, x in enumerate(names):
-                prompts.append(tpl.format(x=x) + f" #{i}")
-                groups.append(g)
-    return prompts, groups
+def _templated_groups() -> tuple[list[str], list[str], list]:
+    from kdaudit.data import templated_prompts
+
+    ps = templated_prompts(
+        ["The {x} module is used to", "import {x}  # for", "Use {x} when you need to"],
+        {"text": ["re", "string", "textwrap", "difflib", "shlex", "unicodedata", "codecs", "html", "gettext",
+                  "locale"],
+         "numeric": ["math", "statistics", "random", "decimal", "fractions", "cmath", "numbers", "array", "bisect",
+                     "heapq"]}, group="area")
+    return list(ps.prompts), ps.groups["area"].tolist(), list(ps.ids)
 
 
 def test_token_group_disparity_and_amplification_on_templated_prompts():
-    prompts, groups = _templated_groups()
+    prompts, groups, ids = _templated_groups()
     rng = np.random.default_rng(6)
     lengths = [int(x) for x in rng.integers(5, 12, len(prompts))]
     n = sum(lengths)
@@ -259,8 +258,8 @@ def test_token_group_disparity_and_amplification_on_templated_prompts():
     # the student follows the teacher on "text" prompts but loses the right token on "numeric" ones
     hurt = numeric & (rng.random(n) < 0.6)
     zs[hurt, y[hurt]] -= 5.0
-    t = make_topk("teacher", zt, y, lengths, 4, ids=prompts)
-    s = make_topk("student", zs, y, lengths, 4, ids=prompts)
+    t = make_topk("teacher", zt, y, lengths, 4, ids=ids)
+    s = make_topk("student", zs, y, lengths, 4, ids=ids)
     res = token_group_section(t, s, pd.DataFrame({"area": groups}), bootstrap=Bootstrap(n_replicates=200, seed=0),
                               min_group_size=10)
     feat = res.detail["features"]["area"]
