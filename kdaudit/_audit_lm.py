@@ -140,6 +140,7 @@ def scored_texts(ps: Any) -> list[str]:
 @dataclass
 class _LMOutputs:
     tokens: Any = None  # TokenTopK on the scored texts
+    reference: Any = None  # (loglik, n_tokens) of each reference continuation given its prompt
     generations: Any = None  # Generations of the prompts
     loglik_of_gen: Any = None  # (loglik, n_tokens) the teacher gives this model's continuations
     choices: Any = None  # (n, max_choices) log-likelihood per choice
@@ -158,6 +159,8 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
             if _has_logprobs(m):
                 _progress(progress, f"scoring {len(texts)} texts with {m.name} (top {min(top_k, m.max_top_k)})")
                 out[m.name].tokens = m.score(texts, ids, top_k=min(top_k, m.max_top_k))
+                if text_set.references is not None:
+                    out[m.name].reference = continuation_loglik(out[m.name].tokens, m.score(prompts, ids, top_k=1))
             _progress(progress, f"generating {len(prompts)} continuations with {m.name}")
             out[m.name].generations = m.generate(prompts, ids, max_new_tokens=max_new_tokens, do_sample=False,
                                                  seed=seed)
@@ -236,7 +239,8 @@ def _sections_for(teacher: Any, student: Any, outs: Mapping[str, _LMOutputs], te
     comp["comparisons_possible"] = possible  # moved to results["comparisons_possible"] by audit_lm
     if "lm_tokens" in chosen:
         comp["lm_tokens"] = _unavailable(why_tokens) if why_tokens else to_jsonable(
-            token_section(t.tokens, s.tokens, bootstrap=boot))
+            token_section(t.tokens, s.tokens, bootstrap=boot,
+                          reference=None if t.reference is None else (t.reference, s.reference)))
     if "lm_generation" in chosen:
         if text_set is None:
             comp["lm_generation"] = _unavailable("no prompt set of texts was given")

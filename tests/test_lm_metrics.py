@@ -230,6 +230,19 @@ def test_continuation_and_choice_loglik():
         choice_loglik(scores, choices, length_normalize="bytes")
 
 
+def test_reference_perplexity_from_continuation_logliks():
+    t, s, *_ = _pair(np.random.default_rng(8), vocab=9, k=4)
+    ref_t = (np.array([-3.0, -1.0, -6.0, -2.0, -4.0]), np.array([2, 1, 3, 2, 2]))
+    ref_s = (np.array([-4.0, -2.0, -6.5, -2.0, -5.0]), np.array([2, 1, 3, 2, 2]))
+    res = token_section(t, s, bootstrap=Bootstrap(n_replicates=30), reference=(ref_t, ref_s))
+    assert res["teacher_reference_perplexity"].value == pytest.approx(np.exp(16 / 10))
+    assert res["student_reference_perplexity"].value == pytest.approx(np.exp(19.5 / 10))
+    assert res["reference_perplexity_ratio"].value == pytest.approx(np.exp(3.5 / 10))
+    assert "reference_perplexity_ratio" not in token_section(t, s, bootstrap=Bootstrap(n_replicates=0)).headline
+    with pytest.raises(KDAuditError, match="reference"):
+        TokenAccumulator().update(t, s, reference=((np.zeros(2), np.ones(2)), ref_s))
+
+
 # --------------------------------------------------------------------------------------------- bias transfer
 def _templated_groups() -> tuple[list[str], list[str], list]:
     from kdaudit.data import templated_prompts

@@ -104,6 +104,15 @@ TOKEN_DEFINITIONS: dict[str, dict[str, Any]] = {
     "perplexity_ratio": definition(
         "Perplexity ratio (student / teacher)", "ppl(student) / ppl(teacher)", False,
         "How much more perplexed the student is than its teacher on the same texts (1 = as good)."),
+    "teacher_reference_perplexity": definition(
+        "Teacher perplexity on the references", "exp(−Σ log t(reference | prompt) / Σ #tokens(reference))", False,
+        "Teacher's perplexity on the reference continuations given their prompts (token-pooled)."),
+    "student_reference_perplexity": definition(
+        "Student perplexity on the references", "exp(−Σ log s(reference | prompt) / Σ #tokens(reference))", False,
+        "Student's perplexity on the reference continuations given their prompts (token-pooled)."),
+    "reference_perplexity_ratio": definition(
+        "Reference perplexity ratio (student / teacher)", "ppl_ref(student) / ppl_ref(teacher)", False,
+        "Quality kept on the reference continuations: how much more perplexed the student is (1 = as good)."),
 }
 _NEXT_TOKEN_CALIBRATION = ("ece", "mce", "confidence_gap")
 for _m, _label in (("ece", "next-token ECE"), ("mce", "next-token MCE"), ("confidence_gap", "next-token confidence gap")):
@@ -246,14 +255,26 @@ class TokenAccumulator:
         self._rows = BlockStats(len(_TOK), n_blocks=self.bootstrap.n_blocks)
         self._calib = CalibrationAccumulator(2, bootstrap=self.bootstrap, n_bins=n_bins, teacher_access="top_k",
                                              student_access="top_k", temperature=False)
+        self._ref = BlockStats(4, n_blocks=self.bootstrap.n_blocks)  # per text: ll and tokens of each model
         self.n_texts = 0
         self.n_positions = 0
+        self.n_references = 0
         self.k: tuple[int, int] | None = None
 
-    def update(self, teacher: TokenTopK, student: TokenTopK) -> TokenAccumulator:
+    def update(self, teacher: TokenTopK, student: TokenTopK, *,
+               reference: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None) -> TokenAccumulator:
+        """Add aligned token outputs of whole texts; ``reference`` (optional): ``((loglik, n_tokens) of the
+        teacher, (loglik, n_tokens) of the student)`` of each text's reference continuation given its prompt
+        (:func:`continuation_loglik`), for the perplexity on the references."""
         why = check_token_pair(teacher, student)
         if why is not None:
             raise invalid_argument("student", student.name, f"token outputs aligned with the teacher's ({why})")
+        if reference is not None:
+            cols = [np.asarray(v, dtype=np.float64) for pair in reference for v in pair]
+            if any(c.shape != (teacher.n_texts,) for c in cols):
+                raise invalid_argument("reference", "arrays of another length", f"{teacher.n_texts} values each")
+            self._ref.add(block_of(teacher.text_ids, self.bootstrap.n_blocks), tuple(cols))
+            self.n_references += teacher.n_texts
         self.k = (teacher.k, student.k)
         text_blocks = block_of(teacher.text_ids, self.bootstrap.n_blocks)
         blocks_all = np.repeat(text_blocks, np.diff(teacher.offsets))
@@ -279,6 +300,8 @@ class TokenAccumulator:
             raise invalid_argument("other", type(other).__name__, "a TokenAccumulator with the same bootstrap blocks")
         self._rows.merge(other._rows)
         self._calib.merge(other._calib)
+        self._ref.merge(other._ref)
+        self.n_references += other.n_references
         self.n_texts += other.n_texts
         self.n_positions += other.n_positions
         self.k = self.k or other.k
@@ -304,6 +327,14 @@ class TokenAccumulator:
         if self.n_positions == 0:
             return SectionResult(available=False, reason="no token positions were scored")
         headline = dict(evaluate(self.bootstrap, [self._rows], self._values))
+        if self.n_references:
+            def ref_values(r: np.ndarray) -> dict[str, np.ndarray]:
+                r = r[..., 0, :]
+                nll_t, nll_s = -r[..., 0] / r[..., 1], -r[..., 2] / r[..., 3]
+                return {"teacher_reference_perplexity": np.exp(nll_t), "student_reference_perplexity": np.exp(nll_s),
+                        "reference_perplexity_ratio": np.exp(nll_s - nll_t)}
+
+            headline.update(evaluate(self.bootstrap, [self._ref], ref_values))
         calib = self._calib.compute()
         for m in _NEXT_TOKEN_CALIBRATION:
             for key in (f"teacher_{m}", f"student_{m}", f"{m}_change"):
@@ -321,15 +352,18 @@ class TokenAccumulator:
 
 
 def token_section(teacher: TokenTopK, student: TokenTopK, *, bootstrap: Bootstrap | None = None,
-                  n_bins: int = 15) -> SectionResult:
+                  n_bins: int = 15, reference: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None
+                  ) -> SectionResult:
     """The ``lm_tokens`` section: per-token agreement (divergence bounds, top-1 agreement, top-k overlap), quality
-    (next-token accuracy, perplexity and their ratios) and next-token calibration, with text-level intervals.
+    (next-token accuracy, perplexity and their ratios, on the whole scored texts and, with ``reference``, on the
+    reference continuations alone) and next-token calibration, with text-level intervals.
 
     Unavailable, with the reason, when the two models' positions do not correspond (different tokenizers)."""
     why = check_token_pair(teacher, student)
     if why is not None:
         return SectionResult(available=False, reason=why)
-    return TokenAccumulator(bootstrap=bootstrap, n_bins=n_bins).update(teacher, student).compute()
+    acc = TokenAccumulator(bootstrap=bootstrap, n_bins=n_bins)
+    return acc.update(teacher, student, reference=reference).compute()
 
 
 # ---------------------------------------------------------------------------------------------- groups
