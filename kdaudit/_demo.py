@@ -225,6 +225,7 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
         seed=seed,
         references=models["references"] or None,
         controls=models["controls"] or None,
+        roles={"independent control": "control"},  # shown beside the student, never judged as one
         lineage_options=lineage_options if "lineage" in sections else None,
         config=config,
         progress=progress,

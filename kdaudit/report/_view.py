@@ -33,12 +33,14 @@ from kdaudit.report._common import (
 )
 from kdaudit.report._format import (
     as_estimate,
+    fmt_against,
     fmt_bytes,
     fmt_count,
     fmt_interval,
     fmt_number,
     fmt_value,
     short_hash,
+    thresholds_in,
 )
 from kdaudit.report._sections import SectionContext, lineage_words, render_section
 from kdaudit.report._tables import Cell, Table
@@ -65,6 +67,7 @@ def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, 
         kind = defs.kind(section, key) if key else "decimal"
         est = {"value": f.get("value"), "low": f.get("low"), "high": f.get("high"), "level": 0.95}
         status = _status(f.get("status"))
+        limits = thresholds_in(f.get("threshold"))
         out.append({
             "status": status,
             "status_text": _STATUS_TEXT.get(status, status),
@@ -75,8 +78,9 @@ def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, 
             "group": "" if f.get("group") is None else str(f.get("group")),
             "threshold": str(f.get("threshold") or ""),
             "severity": "warning only" if f.get("level") == "warning" else "",
-            "value_text": fmt_number(f.get("value"), kind) if f.get("value") is not None else "n/a",
-            "ci_text": fmt_interval(est, kind) if f.get("value") is not None else "",
+            # A value beside its threshold gets the digits that put it visibly on the side the rule judged.
+            "value_text": (fmt_against(f.get("value"), limits, kind) if f.get("value") is not None else "n/a"),
+            "ci_text": fmt_interval(est, kind, against=limits) if f.get("value") is not None else "",
             "message": str(f.get("message") or ""),
         })
     # Worst first: a reader sees what blocks the release before what passed. (Stable sort keeps policy order.)
