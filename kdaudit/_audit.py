@@ -724,6 +724,7 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                         "models")
     teachers = [cfg.load_model(m) for m in cfg.teacher]
     students = {}
+    roles: dict[str, str] = {}
     for i, spec in enumerate(cfg.students):
         model = cfg.load_model(spec)
         name = spec.name or getattr(model, "name", None) or f"student{i + 1}"
@@ -735,13 +736,16 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                               f"name distinct from the other students' (the model is named {name!r} after its "
                               "file, like another student: give each student a 'name')")
         students[name] = model
+        if spec.role is not None:
+            roles[name] = spec.role
     references = [cfg.load_model(m) for m in cfg.references] or None
     controls = [cfg.load_model(m) for m in cfg.controls] or None
     probes = [spec.load() for spec in cfg.probes] or None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "controls": controls, "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
+        "controls": controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
+        "config": cfg.to_dict(),
         "progress": progress,
     }
     kwargs["bootstrap"] = cfg.bootstrap()

@@ -174,7 +174,7 @@ def _write_student_manifest(models: dict[str, Any], model_paths: dict[str, Path]
                           extra={"report": "report.html", "results": "results.json"})
 
 
-def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool = False, lineage: bool = True,
+def run_demo(out_dir: str | Path = "kdaudit-demo", *, seed: int = 0, quick: bool = False, lineage: bool = True,
              progress: bool = True, recipe: DemoRecipe | None = None, save_models: str | Path | None = None,
              n_references: int | None = None) -> tuple[Any, dict[str, Path]]:
     """Train, distill, audit and write the report; returns ``(AuditResult, {"results": ..., "report": ..., ...})``.

@@ -70,6 +70,7 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--trust", action="store_true",
                       help="allow model files that execute code when loaded (pickle); only for trusted files")
     test.add_argument("--fail-on-derived", action="store_true", help="exit 1 when the verdict is 'derived'")
+    _add_arch_arguments(test)
     verify = parser.add_argument_group("manifest verification")
     verify.add_argument("--verify", metavar="MANIFEST", help="check a student file against a lineage manifest")
     verify.add_argument("--student", metavar="FILE", help="the student file to check (with --verify)")
@@ -88,10 +89,63 @@ def _expand(patterns: list[str], what: str) -> list[str]:
     return files
 
 
-def _load(path: str, trust: bool) -> Any:
+_ARCH_FLAGS = (("arch", "teacher, references and candidates"), ("suspect_arch", "suspect (default: --arch)"),
+               ("control_arch", "negative controls (default: --suspect-arch)"))
+
+
+def _add_arch_arguments(group: Any) -> None:
+    # A weights-only file (safetensors, a state_dict .pt) needs the code that builds its network; it is named, never
+    # read from the file, so nothing in a model file runs.
+    for dest, who in _ARCH_FLAGS:
+        flag = "--" + dest.replace("_", "-")
+        group.add_argument(flag, metavar="MODULE:CALLABLE", default=None,
+                           help=f"builds the network weights-only files of the {who} load into")
+        group.add_argument(flag + "-kwargs", metavar="JSON", default=None,
+                           help=f"keyword arguments of {flag}, a JSON object (e.g. '{{\"hidden\": 64}}')")
+
+
+def _arch_of(args: argparse.Namespace, dest: str) -> Any:
+    """The architecture ``--arch``-style flags name (None when not given), resolved as configs resolve ``arch``."""
+    flag = "--" + dest.replace("_", "-")
+    spec, raw = getattr(args, dest, None), getattr(args, dest + "_kwargs", None)
+    if spec is None:
+        if raw is not None:
+            raise invalid_argument(flag + "-kwargs", raw, f"to come with {flag}")
+        return None
+    kwargs: Any = {}
+    if raw is not None:
+        import json
+
+        try:
+            kwargs = json.loads(raw)
+        except ValueError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            raise invalid_argument(flag + "-kwargs", raw, "a JSON object of keyword arguments, e.g. '{\"hidden\": 64}'")
+    from kdaudit._config import _import_arch
+    from kdaudit._exceptions import ConfigError
+
+    try:
+        return _import_arch(spec, kwargs)
+    except ConfigError as exc:  # name the flags, not the config keys the shared resolver speaks of
+        raise KDAuditError(str(exc).replace("config key 'arch_kwargs'", flag + "-kwargs")
+                           .replace("config key 'arch'", flag)) from None
+
+
+def _archs(args: argparse.Namespace) -> dict[str, Any]:
+    arch = _arch_of(args, "arch")
+    suspect = _arch_of(args, "suspect_arch") or arch
+    return {"teacher": arch, "suspect": suspect, "control": _arch_of(args, "control_arch") or suspect}
+
+
+def _load(path: str, trust: bool, arch: Any = None) -> Any:
+    from kdaudit._exceptions import UnsafeModelFileError
     from kdaudit.models import load_model
 
-    return load_model(path, trust=trust)
+    try:
+        return load_model(path, trust=trust, **({"arch": arch} if arch is not None else {}))
+    except UnsafeModelFileError as exc:
+        raise exc.spelled("--trust") from None
 
 
 def run_lineage_command(args: argparse.Namespace) -> int:
@@ -128,10 +182,11 @@ def run_lineage_command(args: argparse.Namespace) -> int:
 
     X, y = _as_array(_expand(args.probes, "--probes"))
     probes = AuditData(X=X, y_true=y, name=" + ".join(args.probes))
-    teacher = _load(args.teacher, trust)
-    suspect = _load(args.suspect, trust)
-    references = [_load(f, trust) for f in _expand(args.reference, "--reference")]
-    controls = [_load(f, trust) for f in _expand(args.control, "--control")] or None
+    arch = _archs(args)
+    teacher = _load(args.teacher, trust, arch["teacher"])
+    suspect = _load(args.suspect, trust, arch["suspect"])
+    references = [_load(f, trust, arch["teacher"]) for f in _expand(args.reference, "--reference")]
+    controls = [_load(f, trust, arch["control"]) for f in _expand(args.control, "--control")] or None
     options = {"suspect_access": access_text, "alpha": args.alpha, "query_budget": args.query_budget,
                "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed,
                "controls": controls, "controls_mode": _controls_mode(args)}
@@ -139,8 +194,9 @@ def run_lineage_command(args: argparse.Namespace) -> int:
         candidates = {teacher.name: (teacher, references)}
         for spec in args.candidate:
             file, sep, ref_glob = spec.partition("@")
-            cand = _load(file, trust)
-            refs = [_load(f, trust) for f in _expand([ref_glob], "--candidate")] if sep else references
+            cand = _load(file, trust, arch["teacher"])
+            refs = ([_load(f, trust, arch["teacher"]) for f in _expand([ref_glob], "--candidate")] if sep
+                    else references)
             name = cand.name if cand.name not in candidates else f"{cand.name}_{len(candidates)}"
             candidates[name] = (cand, refs)
         result = attribute(suspect, candidates, probes, **options)

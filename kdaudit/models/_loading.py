@@ -100,6 +100,7 @@ def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: 
         raise invalid_argument("path", str(path), "an existing model file")
     model = _load(p, name or p.stem, trust, arch, kwargs)
     model.file_sha256 = sha256_file(p)  # the file as received, for the provenance next to the weights hash
+    model.file_size_bytes = p.stat().st_size  # on disk; size_bytes() is the weights in memory
     return model
 
 

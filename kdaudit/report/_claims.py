@@ -53,7 +53,8 @@ def claim(estimate: Any, *, up: str, down: str, kind: str = "decimal", no_change
     no_change : float
         The value meaning "no change": 0 for a difference, 1 for a ratio.
     fmt : callable, optional
-        Formats a bound (e.g. ``lambda r: f"{r:.2f}×"`` for ratios); default :func:`fmt_number` with ``kind``.
+        Formats a size of change (a bound's distance from ``no_change``); default :func:`fmt_number` with
+        ``kind``.
 
     Returns
     -------
@@ -79,10 +80,8 @@ def claim(estimate: Any, *, up: str, down: str, kind: str = "decimal", no_change
         return Claim("up", up)
     if hi < no_change:
         return Claim("down", down)
-    if no_change == 0.0:
-        parts = [f"an increase larger than {show(hi)}" if hi > 0 else "any increase",
-                 f"a decrease larger than {show(-lo)}" if lo < 0 else "any decrease"]
-    else:  # a ratio: the bounds themselves are what the interval rules out beyond
-        parts = [f"a value above {show(hi)}", f"a value below {show(lo)}"]
+    # Sizes of change, measured from no change (for a ratio, 1.02 is "an increase larger than 0.02").
+    parts = [f"an increase larger than {show(hi - no_change)}" if hi > no_change else "any increase",
+             f"a decrease larger than {show(no_change - lo)}" if lo < no_change else "any decrease"]
     bound = " and ".join(parts)
     return Claim("unclear", f"the data cannot tell whether it is {up} or {down} (they rule out {bound})", bound)
