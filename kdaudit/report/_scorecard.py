@@ -79,7 +79,8 @@ def scorecard(comparison: Mapping[str, Any], *, label_of: Any, measured: Mapping
         est = as_estimate(ratio)
         c = claim(est, up="faster", down="slower", no_change=1.0, fmt=lambda d: f"{d:.2f}×")
         lo, hi = est["low"], est["high"]
-        interval = f"{est['level'] * 100:.0f}% CI {_times(lo)}–{_times(hi)}" if not math.isnan(lo) else ""
+        interval = (f"{est['level'] * 100:.0f}% CI {_times(lo)}–{_times(hi)}" if not math.isnan(lo)
+                    else "no interval (no repeated timings recorded)")
         word = f"{c.words} than the teacher" if c.supported else c.words
         items.append({"key": "cost.throughput_ratio", "label": "Speed", "value": _times(est["value"]),
                       "interval": interval,

@@ -262,7 +262,7 @@ _WHO = {"student": "the student", "control": "the control"}
 
 
 def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], findings: list[dict[str, Any]],
-             results: Mapping[str, Any], run_info: Mapping[str, Any], defs: _Definitions,
+             results: Mapping[str, Any], run_info: Mapping[str, Any], teacher: str, defs: _Definitions,
              policy_name: str) -> list[dict[str, Any]]:
     out = []
     by_student = results.get("verdict_by_student") if isinstance(results.get("verdict_by_student"), Mapping) else {}
@@ -303,6 +303,9 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
             sections.append({"title": "Cost", "anchor": "cost", "status": st,
                              "status_text": _STATUS_TEXT.get(st, st), "available": bool(cost.get("available", True))})
         m = measured.get(student) if isinstance(measured.get(student), Mapping) else {}
+        t = measured.get(teacher) if isinstance(measured.get(teacher), Mapping) else {}
+        ratio = _speed_ratio(m, t)
+        m = dict(m, throughput_ratio=ratio) if ratio is not None else m
         out.append({"student": student, "role": role, "anchor": comp["anchor"], "sentences": sentences,
                     "sections": sections, "verdict": _verdict(status, mine, policy_name, student),
                     "scorecard": scorecard(rc, label_of=defs.label, measured=m, quality=quality)})
@@ -367,7 +370,7 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
         s_r = timing.get(student, {})
         role = str(rc.get("role") or "student")
         speed, speed_words = [], []
-        ratio = s_r.get("throughput_ratio")
+        ratio = _speed_ratio(s_r, timing.get(teacher, {}))
         if isinstance(ratio, Mapping) and ratio.get("value") is not None:
             est = as_estimate(ratio)
             v = est["value"]
@@ -376,7 +379,7 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
                      {"label": "Latency per row †", "ratio": 1 / v, "key": "latency_ms_per_row",
                       "est": {"value": 1 / v, "low": 1 / est["high"], "high": 1 / est["low"], "level": est["level"]}}]
             c = claim(est, up="faster", down="slower", no_change=1.0, fmt=lambda d: f"{d:.2f}×")
-            ci = fmt_interval(est).replace("95% CI ", "95% CI ")
+            ci = fmt_interval(est) or "no interval: the run record has no repeated timings"
             speed_words = [f"{v:.2f}× the teacher's throughput ({ci}), that is {100 / v:.1f}% of its latency per row"
                            f" at batch size {_text(s_r.get('batch_size') or '?')}: "
                            + (f"{c.words} than the teacher" if c.supported else c.words)]
@@ -397,6 +400,18 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
         conditions.update({str(k).replace("_", " "): _text(v) for k, v in stated.items()})
     return {"rows": rows, "gains": gains, "any_measured": any(r["measured"] for r in rows),
             "conditions": sorted(conditions.items())}
+
+
+def _speed_ratio(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The student's throughput over the teacher's as the run recorded it, with its interval over repeats; a run
+    record from before intervals were kept gives the plain ratio of the two throughputs, without an interval."""
+    ratio = student.get("throughput_ratio")
+    if isinstance(ratio, Mapping) and ratio.get("value") is not None:
+        return ratio
+    sv, tv = student.get("throughput_rows_per_s"), teacher.get("throughput_rows_per_s")
+    if isinstance(sv, (int, float)) and isinstance(tv, (int, float)) and sv > 0 and tv > 0:
+        return {"value": sv / tv, "low": None, "high": None, "level": 0.95, "method": "ratio of the two throughputs"}
+    return None
 
 
 _COST_LABELS = {"parameter_ratio": "Parameters", "size_ratio": "Size in memory"}
@@ -643,7 +658,7 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
         verdict["covers"] = (f"This verdict covers {', '.join(students) or 'no student'}; "
                              f"{', '.join(controls)} {'is a control' if len(controls) == 1 else 'are controls'} "
                              "(trained without the teacher), shown for comparison and not judged by the policy.")
-    summary = _summary(comparisons, raw, findings, results, run_info, defs, policy_name)
+    summary = _summary(comparisons, raw, findings, results, run_info, teacher, defs, policy_name)
     return {
         "title": "Distillation audit report",
         "teacher": teacher,
