@@ -32,13 +32,6 @@ class KDAuditError(ValueError):
 class UnsafeModelFileError(KDAuditError):
     """Loading this file would execute code (pickle) and the caller did not declare it trusted."""
 
-    def spelled(self, how: str) -> UnsafeModelFileError:
-        """The same error with the opt-in named as the interface in use spells it (``"--trust"``, ``"trust: true
-        in this model's config entry"``) instead of the Python argument ``trust=True``."""
-        return UnsafeModelFileError(str(self).replace("pass trust=True", f"use {how}")
-                                    .replace("Pass trust=True", f"Use {how}")
-                                    .replace("with trust=True", f"with {how}"))
-
 
 class QueryBudgetExceededError(KDAuditError):
     """A black-box model was asked for more queries than its budget allows."""
