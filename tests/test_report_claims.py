@@ -203,3 +203,48 @@ def test_degenerate_binary_fingerprint_numbers_are_left_out_with_the_reason(resu
     assert "Not informative on two classes" in page
     fp = json.dumps(results["comparisons"][0]["fingerprint"]["headline"])
     assert "same_wrong_label_lift" in fp  # still in the results
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def test_lineage_cli_loads_safetensors_with_arch_flags(tmp_path, capsys):
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from kdaudit.cli import main
+    from kdaudit.distill import mlp
+
+    torch.set_num_threads(1)
+    paths = {}
+    for name, hidden, seed in [("teacher", 8, 0), ("suspect", 4, 1), ("ref1", 8, 2), ("ref2", 8, 3), ("ref3", 8, 4)]:
+        net = mlp(5, 2, hidden=(hidden,), seed=seed)
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(paths[name]))
+    probes = tmp_path / "probes.npz"
+    np.savez(probes, X=np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32))
+    base = ["lineage", "--teacher", str(paths["teacher"]), "--suspect", str(paths["suspect"]), "--probes",
+            str(probes), "--reference", str(paths["ref1"]), "--reference", str(paths["ref2"]), "--reference",
+            str(paths["ref3"]), "--p-value", "parametric", "--n-probes", "100"]
+    archs = ["--arch", "mlp", "--arch-kwargs", '{"in_features": 5, "n_classes": 2, "hidden": [8]}',
+             "--suspect-arch", "mlp", "--suspect-arch-kwargs", '{"in_features": 5, "n_classes": 2, "hidden": [4]}']
+    assert main(base + archs) == 0
+    assert "verdict:" in capsys.readouterr().out
+    # without the flags the weights-only files cannot be loaded: a one-line error, exit 2
+    assert main(base) == 2
+    assert "arch" in capsys.readouterr().err
+    # a malformed --arch-kwargs names the flag and what it accepts
+    assert main(base + ["--arch", "mlp", "--arch-kwargs", "{not json"]) == 2
+    err = capsys.readouterr().err
+    assert "--arch-kwargs" in err and "JSON object" in err
+
+
+def test_report_command_renders_again_from_results(tmp_path, results, capsys):
+    from kdaudit.cli import main
+
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "run.json").write_text(json.dumps(make_run_info()))
+    assert main(["report", str(tmp_path / "results.json")]) == 0
+    assert "Quality kept" in (tmp_path / "report.html").read_text()
+    (tmp_path / "bad.json").write_text("[1]")
+    assert main(["report", str(tmp_path / "bad.json")]) == 2
+    assert "RESULTS.json" in capsys.readouterr().err
