@@ -70,7 +70,7 @@ def scorecard(comparison: Mapping[str, Any], *, label_of: Any, measured: Mapping
         v = as_estimate(head.get(key))["value"] if head.get(key) is not None else math.nan
         if not math.isnan(v) and v > 0:
             items.append({"key": f"cost.{key}", "label": "Size" if key == "parameter_ratio" else "Size in memory",
-                          "value": fmt_number(v, "percent"), "interval": "exact",
+                          "value": fmt_number(v, "percent"), "interval": "exact (counted, no interval needed)",
                           "detail": f"of the teacher's {what} ({_times(1 / v)} smaller)" if v < 1
                           else f"of the teacher's {what}", "volatile": False})
             break  # one size number: parameters when counted, else bytes

@@ -148,7 +148,14 @@ def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
             "sha_short": short_hash(m.get("sha256")) or "n/a",
             "file_sha_short": short_hash(m.get("file_sha256")) or "",
             "classes": ", ".join(str(c) for c in _list(m.get("classes"))),
-            "extra": [(str(k), _text(v)) for k, v in m.items() if k not in known and v not in (None, [], {})],
+            # An ensemble's members as rows of their own, not a JSON dump.
+            "members": [{"name": str(x.get("name")), "kind": str(x.get("kind") or "n/a"),
+                         "parameters": fmt_count(x.get("n_parameters")) if x.get("n_parameters") is not None
+                         else "n/a", "sha256": str(x.get("sha256") or ""),
+                         "file_sha256": str(x.get("file_sha256") or "")}
+                        for x in _list(m.get("members")) if isinstance(x, Mapping)],
+            "extra": [(str(k), _text(v)) for k, v in m.items()
+                      if k not in known and k != "members" and v not in (None, [], {})],
         })
     rows.sort(key=lambda r: _ROLE_ORDER.get(r["role"], 5))  # stable: keeps the audit's order within a role
     return rows, teacher
