@@ -248,3 +248,36 @@ def test_report_command_renders_again_from_results(tmp_path, results, capsys):
     (tmp_path / "bad.json").write_text("[1]")
     assert main(["report", str(tmp_path / "bad.json")]) == 2
     assert "RESULTS.json" in capsys.readouterr().err
+
+
+def test_hash_table_shows_what_sha256sum_prints_and_sizes_on_disk(tmp_path):
+    import hashlib
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    import kdaudit
+    from kdaudit.data import AuditData
+    from kdaudit.distill import mlp
+    from kdaudit.models import load_model
+
+    torch.set_num_threads(1)
+    files = {}
+    for name, hidden in (("teacher", 8), ("student", 4)):
+        files[name] = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in mlp(3, 2, hidden=(hidden,), seed=0).state_dict().items()},
+                  str(files[name]))
+    models = {n: load_model(p, arch="mlp", arch_kwargs={"in_features": 3, "n_classes": 2, "hidden": [h]})
+              for (n, p), h in zip(files.items(), (8, 4))}
+    X = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    res = kdaudit.audit(models["teacher"], {"s": models["student"]}, AuditData(X=X, y_true=(X[:, 0] > 0) * 1),
+                        sections=["agreement", "cost"], n_replicates=0, progress=False)
+    page = render_html(res.to_dict(), run_info=res.run_info, generated_at="x")
+    for p in files.values():
+        assert hashlib.sha256(p.read_bytes()).hexdigest() in page  # exactly what `sha256sum FILE` prints
+    assert "file (sha256sum)" in page and "content fingerprint (sha256 of the weights)" in page
+    size = files["student"].stat().st_size
+    from kdaudit.report._format import fmt_bytes
+
+    assert fmt_bytes(size) in page and "Weights in memory" in page

@@ -114,6 +114,16 @@ _ROLE_LABELS = {"teacher": "teacher", "student": "student", "control": "control"
                 "negative control": "negative control"}
 
 
+def _disk(m: Mapping[str, Any]) -> str:
+    """Size on disk: the model's file, or its members' files (an ensemble); "no file" for a model in memory."""
+    if m.get("file_size_bytes") is not None:
+        return fmt_bytes(m["file_size_bytes"])
+    sizes = [x.get("file_size_bytes") for x in _list(m.get("members")) if isinstance(x, Mapping)]
+    if sizes and all(isinstance(v, (int, float)) for v in sizes):
+        return f"{fmt_bytes(sum(sizes))} ({len(sizes)} files)"
+    return "no file"
+
+
 def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
     models = [m for m in _list(results.get("models")) if isinstance(m, Mapping)]
     teacher = results.get("teacher")
@@ -141,7 +151,7 @@ def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
             "n_classes": fmt_value(m.get("n_classes")),
             "parameters": fmt_count(m.get("n_parameters")) if m.get("n_parameters") is not None else "n/a",
             # On disk only when there is a file; the weights' size in memory is a different number, so labelled.
-            "disk": fmt_bytes(m.get("file_size_bytes")) if m.get("file_size_bytes") is not None else "no file",
+            "disk": _disk(m),
             "size": fmt_bytes(m.get("size_bytes")) if m.get("size_bytes") is not None else "n/a",
             "file_sha256": str(m.get("file_sha256") or ""),
             "sha256": str(m.get("sha256") or ""),
@@ -574,6 +584,10 @@ def _repro(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list
         target = hashes if m["role"] in ("teacher", "student", "control") else pool_hashes
         if m["file_sha256"]:
             target.append((f"Model ({m['role']}): {m['name']}", "file (sha256sum)", m["file_sha256"]))
+        for x in m["members"]:
+            if x["file_sha256"]:
+                target.append((f"Model ({m['role']}): {m['name']}, member {x['name']}", "file (sha256sum)",
+                               x["file_sha256"]))
         target.append((f"Model ({m['role']}): {m['name']}", _FINGERPRINT_WORDS.get(m["kind"], _FINGERPRINT_WORDS[""]),
                        m["sha256"]))
     hashes.append(("results.json", "file (sha256sum)", str(results_sha)))
