@@ -242,8 +242,9 @@ def print_summary(result: object, paths: dict) -> None:
     for comp in (to_dict()["comparisons"] if to_dict else []):
         lin = comp.get("lineage")
         if isinstance(lin, dict) and lin.get("verdict"):
+            # the p-value's method is part of it: --quick's parametric p-value rests on a normality assumption
             print(f"lineage, {comp['student']}: {lin['verdict']} (p = {lin.get('p_value')}, "
-                  f"{lin.get('n_references')} references)")
+                  f"{lin.get('p_value_method') or 'method not recorded'}, {lin.get('n_references')} references)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
