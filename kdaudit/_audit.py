@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from kdaudit._config import ALL_SECTIONS
 from kdaudit._estimate import Estimate
@@ -86,6 +86,8 @@ class AuditResult:
     sections: Mapping[str, Mapping[str, Any]] = field(repr=False)
     run_info: Mapping[str, Any] = field(repr=False)
     outputs: Any = field(default=None, repr=False)
+    #: the sections to_frame and the summary read, in order (a language-model audit has its own)
+    section_names: ClassVar[tuple[str, ...]] = _ALL
 
     @property
     def students(self) -> list[str]:
@@ -120,13 +122,13 @@ class AuditResult:
 
         rows = []
         for comp in self.results["comparisons"]:
-            for section in _ALL:
+            for section in self.section_names:
                 sec = comp.get(section)
                 if not isinstance(sec, Mapping) or not sec.get("available", True):
                     continue
                 for key, est in sorted((sec.get("headline") or {}).items()):
                     rows.append(_frame_row(comp["student"], section, key, "", est))
-                if section == "bias":
+                if section in ("bias", "lm_bias"):
                     for metric, group, est in _bias_rows(sec):
                         rows.append(_frame_row(comp["student"], section, metric, group, est))
         cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
@@ -152,7 +154,7 @@ class AuditResult:
         ]
         defs = self.results.get("definitions", {})
         for comp in self.results["comparisons"]:
-            for section in _ALL:
+            for section in self.section_names:
                 sec = comp.get(section)
                 if not isinstance(sec, Mapping):
                     continue
@@ -484,6 +486,13 @@ def audit(
     from kdaudit.data import AuditData
     from kdaudit.policy import load_policy, verdict_of
 
+    from kdaudit._audit_lm import dispatch_lm
+    lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
+                     policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
+                     measure_cost=measure_cost, unsupported={"references": references, "controls": controls,
+                                                             "probes": probes, "cache_dir": cache_dir})
+    if lm is not None:  # language models: kdaudit._audit_lm
+        return lm
     t_start = time.perf_counter()
     if not isinstance(data, AuditData):
         raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)")
