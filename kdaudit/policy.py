@@ -446,18 +446,23 @@ def _known_keys(results: Mapping[str, Any], section: str) -> set[str]:
     return keys
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float, limits: Iterable[float] = ()) -> str:
+    # Four significant digits, more where rounding would carry the value across a threshold it is judged by.
     if math.isnan(x):
         return "n/a"
-    return f"{x:.4g}"
+    from kdaudit.report._format import side_digits
+
+    return side_digits(x, list(limits), lambda v, d: f"{v:.{d}g}", float, 4)
 
 
 def _message(rule: Rule, status: str, value: float, low: float, high: float, student: str,
              group: str | None) -> str:
     # per-group rules name a group as "feature=group"; per-feature disparities name the feature alone
     who = student + ("" if not group else f", group {group}" if "=" in group else f", feature {group}")
-    interval = f" (95% interval {_fmt(low)} to {_fmt(high)})" if not (math.isnan(low) or math.isnan(high)) else ""
-    num = f"{rule.metric} = {_fmt(value)}{interval}"
+    limits = [t for t in (rule.min, rule.max) if t is not None]
+    interval = (f" (95% interval {_fmt(low, limits)} to {_fmt(high, limits)})"
+                if not (math.isnan(low) or math.isnan(high)) else "")
+    num = f"{rule.metric} = {_fmt(value, limits)}{interval}"
     want = []
     if rule.min is not None:
         want.append(f"at least {rule.min:g}")
@@ -502,6 +507,8 @@ def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Find
             student = str(comp.get("student"))
             if rule.students is not None and student not in rule.students:
                 continue
+            if comp.get("role", "student") != "student":
+                continue  # a control audited beside the student is reported for comparison, never judged
             findings.extend(_judge_rule(rule, comp, student))
     return findings
 
@@ -658,9 +665,12 @@ def _md(text: str) -> str:
 def _value_text(f: Finding) -> str:
     if f.value is None:
         return "n/a"
+    from kdaudit.report._format import thresholds_in
+
+    limits = thresholds_in(f.threshold)
     if f.low is None or f.high is None:
-        return f"{f.value:.4g}"
-    return f"{f.value:.4g} [{f.low:.4g}, {f.high:.4g}]"
+        return _fmt(f.value, limits)
+    return f"{_fmt(f.value, limits)} [{_fmt(f.low, limits)}, {_fmt(f.high, limits)}]"
 
 
 #: Fewest audit rows the gate judges: on fewer, every bootstrap interval degenerates towards a point.

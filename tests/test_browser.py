@@ -147,3 +147,42 @@ def test_content_security_policy_blocks_injected_scripts(report_dir):
     r = _chromium("--dump-dom", f"--window-size={WIDTH},900", injected.as_uri())
     assert "<body" in r.stdout, r.stderr[-2000:]
     assert _attrs(r.stdout).get("data-probe") is None
+
+
+# ------------------------------------------------------------------------------------- the committed reports
+def _screenshots():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "report_screenshots.py"
+    spec = importlib.util.spec_from_file_location("report_screenshots", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_SHOTS = _screenshots()
+
+
+@pytest.mark.parametrize("name, html", _SHOTS.committed_reports(), ids=[n for n, _ in _SHOTS.committed_reports()])
+def test_committed_reports_render_to_png_and_pdf_with_every_heading(name, html, tmp_path):
+    """The demo, image (and LM, once committed) reports as a reader sees them: a full-page PNG at 1280 px and an A4
+    PDF. Set KDAUDIT_SHOTS=DIR to keep the files and look at them."""
+    out = Path(os.environ.get("KDAUDIT_SHOTS") or tmp_path)
+    r = _SHOTS.render(BROWSER, html, out, name)
+    data = r["png"].read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] == WIDTH
+    assert 2000 < r["height_px"] < 40_000  # the whole page, and shorter than the 38,000 px the issue measured
+    assert 3 <= r["pdf_pages"] <= 40
+    pdftotext = shutil.which("pdftotext")
+    if pdftotext is None:
+        return
+    text = subprocess.run([pdftotext, "-layout", str(r["pdf"]), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    flat = re.sub(r"\s+", " ", text)
+    page = html.read_text(encoding="utf-8")
+    # every folded block keeps its heading on paper (the issue found "device cpu / output logits" without one)
+    import html as _html
+
+    for summary in re.findall(r"<summary>(.*?)</summary>", page, re.S):
+        words = re.sub(r"\s+", " ", _html.unescape(re.sub(r"<[^>]+>", "", summary))).strip()
+        assert words[:40] in flat, f"heading {words!r} missing from the printed {name} report"
