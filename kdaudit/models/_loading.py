@@ -175,6 +175,7 @@ def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: 
     with _readable(p, fmt):
         model = _load(p, fmt, name or p.stem, trust, arch, arch_kwargs, kwargs, hint)
     model.file_sha256 = sha256_file(p)  # the file as received, for the provenance next to the weights hash
+    model.file_size_bytes = p.stat().st_size  # on disk; size_bytes() is the weights in memory
     return model
 
 
