@@ -28,7 +28,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 from kdaudit._config import ALL_SECTIONS
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
+from kdaudit._io import canonical_json, to_jsonable
 
 __all__ = ["AuditResult", "METRIC_SECTIONS", "SCHEMA", "audit", "audit_from_config"]
 
@@ -185,18 +185,20 @@ class AuditResult:
                 f"findings={len(self.findings)})")
 
     def save(self, out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
-        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` (each atomically).
+        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` as one set.
 
+        The set replaces the previous one in a single rename (:func:`kdaudit._io.write_file_set`): a crash never
+        leaves a new results.json beside an old report, and two audits saving into one folder take turns.
         ``run.json`` carries ``results_sha256``, the sha256 of the ``results.json`` bytes it was written with.
         Returns the paths written.
         """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        from kdaudit._io import write_file_set
+
         text = self.to_json()
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
         run_info = dict(self.run_info)
         run_info["results_sha256"] = sha
-        paths = {"results": atomic_write_text(out / "results.json", text)}
+        files = {"results.json": text.encode("utf-8")}
         if report:
             from kdaudit.report import render_html
 
@@ -204,8 +206,12 @@ class AuditResult:
             page = render_html(self.to_dict(), run_info=run_info,
                                generated_at=run_info.get("generated_at"))
             run_info["render_s"] = round(time.perf_counter() - t0, 4)
-            paths["report"] = atomic_write_text(out / "report.html", page)
-        paths["run"] = atomic_write_text(out / "run.json", canonical_json(run_info))
+            files["report.html"] = page.encode("utf-8")
+        files["run.json"] = canonical_json(run_info).encode("utf-8")
+        written = write_file_set(out_dir, files)
+        paths = {"results": written["results.json"], "run": written["run.json"]}
+        if report:
+            paths["report"] = written["report.html"]
         return paths
 
 
@@ -305,6 +311,29 @@ def _resolve_sections(sections: Any, has_references: bool) -> tuple[str, ...]:
                                                        f"{', '.join(available_sections())}")
     # canonical order, whatever order was asked for, so results.json does not depend on it
     return tuple(s for s in _ALL if s in sections)
+
+
+def _check_section_options(section: str, options: Any) -> None:
+    """Options a section function accepts, checked before any model runs (a typo must not cost a full run)."""
+    from kdaudit.policy import _did_you_mean
+
+    if not isinstance(options, Mapping):
+        raise invalid_argument(f"section_options[{section!r}]", options, "a mapping of option names to values")
+    fn = _section_fn(section) if section in METRIC_SECTIONS else None
+    if fn is None:
+        if options:
+            raise invalid_argument(f"section_options[{section!r}]", dict(options), "no options for this section")
+        return
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+                and n not in ("ids", "bootstrap", "sensitive")]
+    for key in options:
+        if key not in accepted:
+            raise invalid_argument(f"section_options[{section!r}]", key,
+                                   f"one of the {section} options: {', '.join(accepted) or 'none'}"
+                                   + _did_you_mean(str(key), accepted))
 
 
 def _call_section(fn: Callable[..., Any], y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: Any,
@@ -516,6 +545,7 @@ def audit(
     for key in section_options:
         if key not in _ALL:
             raise invalid_argument("section_options", key, f"section names among {', '.join(_ALL)}")
+        _check_section_options(key, section_options[key])
 
     teacher_m, student_ms = _as_models(teacher, students)
     role_of = _roles(roles, [s.name for s in student_ms])

@@ -63,6 +63,23 @@ class LMAuditResult(AuditResult):
     def teacher(self) -> str:
         return str(self.results["teacher"])
 
+    def to_frame(self) -> Any:
+        """The tidy frame of :meth:`AuditResult.to_frame`, with the per-group numbers of ``lm_bias`` (``group`` is
+        ``"column=value"``)."""
+        import pandas as pd
+
+        from kdaudit._audit import _frame_row
+
+        frame = super().to_frame()
+        rows = []
+        for comp in self.results["comparisons"]:
+            sec = comp.get("lm_bias")
+            if isinstance(sec, Mapping) and sec.get("available"):
+                for metric, table in sorted((sec.get("by_group") or {}).items()):
+                    for group, est in sorted(table.items()):
+                        rows.append(_frame_row(comp["student"], "lm_bias", metric, group, est))
+        return pd.concat([frame, pd.DataFrame(rows, columns=frame.columns)], ignore_index=True) if rows else frame
+
 
 # ---------------------------------------------------------------------------------------------------- inputs
 def _split_prompt_sets(data: Any) -> tuple[Any, Any]:
@@ -123,6 +140,7 @@ def scored_texts(ps: Any) -> list[str]:
 @dataclass
 class _LMOutputs:
     tokens: Any = None  # TokenTopK on the scored texts
+    reference: Any = None  # (loglik, n_tokens) of each reference continuation given its prompt
     generations: Any = None  # Generations of the prompts
     loglik_of_gen: Any = None  # (loglik, n_tokens) the teacher gives this model's continuations
     choices: Any = None  # (n, max_choices) log-likelihood per choice
@@ -141,6 +159,8 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
             if _has_logprobs(m):
                 _progress(progress, f"scoring {len(texts)} texts with {m.name} (top {min(top_k, m.max_top_k)})")
                 out[m.name].tokens = m.score(texts, ids, top_k=min(top_k, m.max_top_k))
+                if text_set.references is not None:
+                    out[m.name].reference = continuation_loglik(out[m.name].tokens, m.score(prompts, ids, top_k=1))
             _progress(progress, f"generating {len(prompts)} continuations with {m.name}")
             out[m.name].generations = m.generate(prompts, ids, max_new_tokens=max_new_tokens, do_sample=False,
                                                  seed=seed)
@@ -219,7 +239,8 @@ def _sections_for(teacher: Any, student: Any, outs: Mapping[str, _LMOutputs], te
     comp["comparisons_possible"] = possible  # moved to results["comparisons_possible"] by audit_lm
     if "lm_tokens" in chosen:
         comp["lm_tokens"] = _unavailable(why_tokens) if why_tokens else to_jsonable(
-            token_section(t.tokens, s.tokens, bootstrap=boot))
+            token_section(t.tokens, s.tokens, bootstrap=boot,
+                          reference=None if t.reference is None else (t.reference, s.reference)))
     if "lm_generation" in chosen:
         if text_set is None:
             comp["lm_generation"] = _unavailable("no prompt set of texts was given")
@@ -407,12 +428,14 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     options = {"top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "length_normalize": length_normalize,
                "min_group_size": int(min_group_size)}
     models = [teacher_m, *student_ms]
-    # counts are per audit: a model object reused across audits must report only this audit's queries
-    counts_before = [(int(m.query_count), int(m.token_count)) for m in models]
+    # what this audit asked of each model (adapters count over their lifetime; the speed rounds are not counted)
+    counts0 = {m.name: (int(m.query_count), int(m.token_count)) for m in models}
     t0 = time.perf_counter()
     outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k, max_new_tokens=max_new_tokens,
                     length_normalize=length_normalize, seed=seed, progress=progress)
     timings: dict[str, Any] = {"models_s": time.perf_counter() - t0, "sections_s": {}}
+    asked = {m.name: (int(m.query_count) - counts0[m.name][0], int(m.token_count) - counts0[m.name][1])
+             for m in models}
 
     comparisons = []
     possible: dict[str, Any] = {}
@@ -451,9 +474,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
                               "groups": [] if ps.groups is None else [str(c) for c in ps.groups.columns]})
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
-    for d, m, (q0, t0) in zip(models_desc, models, counts_before):
-        d["queries"] = int(m.query_count) - q0
-        d["tokens"] = int(m.token_count) - t0
+    for d, m in zip(models_desc, models):
+        d["queries"], d["tokens"] = asked[m.name]
     settings = {
         "sections": list(chosen), "seed": seed,
         "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,

@@ -5,7 +5,7 @@ Example (paths are relative to the config file)::
     name: credit-model-review
     models:
       teacher:                       # one model, or a list of models (an ensemble: mean of their probabilities)
-        - {path: models/teacher_a.pt, arch: "mypkg.nets:MLP", arch_kwargs: {hidden: 64}}
+        - {path: models/teacher_a.pt, arch: mlp, arch_kwargs: {in_features: 91, n_classes: 2}}  # a registered arch
         - models/teacher_b.onnx
       students:
         - {path: models/student.skops, name: student}
@@ -25,6 +25,10 @@ Example (paths are relative to the config file)::
     seed: 0
     bootstrap: {replicates: 1000, level: 0.95}
     policy: policy.yaml              # a file, an inline {rules: [...]}, or "default"
+
+``arch`` names an architecture registered with :func:`kdaudit.models.register_architecture` (built in: ``mlp``,
+``small_cnn``); an import path ``"package.module:callable"`` is accepted only on a model with ``trust: true``, which
+also allows that model's file to be in a format that runs code on load (pickle, TorchScript, torch.export).
 
 Every error is a :class:`~kdaudit.ConfigError` that names the key path (``models.students[1].path``), the value and
 what is accepted; an unknown key gets a did-you-mean.

@@ -636,20 +636,30 @@ class GateResult:
         icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skipped": "SKIPPED", "info": "NOTE"}
         c = self.counts()
         out = [f"## kdaudit gate: {icon[self.verdict]}", "",
-               f"Policy `{_md(self.policy.name)}`{' (strict)' if self.strict else ''}: {c['pass']} pass, "
+               f"Policy {_md(self.policy.name)}{' (strict)' if self.strict else ''}: {c['pass']} pass, "
                f"{c['warn']} warn, {c['fail']} fail, {c['skipped']} skipped.", "",
                "| Status | Student | Metric | Group | Value [95% CI] | Threshold | Finding |",
                "|---|---|---|---|---|---|---|"]
         for f in self.findings:
-            out.append(f"| {icon[f.status]} | {_md(f.student)} | `{_md(f.metric)}` | {_md(f.group or '')} | "
+            out.append(f"| {icon[f.status]} | {_md(f.student)} | {_md(f.metric)} | {_md(f.group or '')} | "
                        f"{_value_text(f)} | {_md(f.threshold)} | {_md(f.message)} |")
         return "\n".join(out) + "\n"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]()!#~"})
+
+
 def _md(text: str) -> str:
-    # Table cells: a pipe or a newline would break the row; angle brackets would be read as HTML by some renderers.
-    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-            .replace("<", "&lt;").replace(">", "&gt;"))
+    """Text for one Markdown table cell, shown as written: nothing in it becomes markup.
+
+    A pipe, a newline or a carriage return would break the row; ``[text](url)`` and ``![alt](url)`` would become a
+    link or an image the reader's browser fetches; backticks, emphasis and HTML would restyle or inject markup.
+    """
+    from kdaudit.report._safe import safe_text
+
+    text = safe_text(str(text).replace("\r\n", " ").replace("\r", " ").replace("\n", " "), limit=2000)
+    return (text.translate(_MD_SPECIAL).replace("|", "\\|").replace("&", "&amp;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
 
 
 def _value_text(f: Finding) -> str:

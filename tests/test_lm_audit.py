@@ -49,9 +49,9 @@ def models(tok):
                  TEXTS, epochs=3, lr=1e-2, batch_size=8, seed=0)
     teacher = hf.HFCausalLM(t, tok, name="teacher")
     s = distill_lm_tokens(teacher, gpt_lm(len(tok), n_layer=1, n_embd=16, n_head=2, eos_token_id=tok.eos_token_id,
-                                          seed=1), tok, TEXTS, epochs=3, lr=1e-2, batch_size=8, seed=1)
+                                          seed=1), tok, TEXTS, epochs=30, lr=1e-2, batch_size=8, seed=1)
     c = train_lm(gpt_lm(len(tok), n_layer=1, n_embd=16, n_head=2, eos_token_id=tok.eos_token_id, seed=2), tok,
-                 TEXTS, epochs=3, lr=1e-2, batch_size=8, seed=2)
+                 TEXTS, epochs=30, lr=1e-2, batch_size=8, seed=2)
     return teacher, hf.HFCausalLM(s, tok, name="student"), hf.HFCausalLM(c, tok, name="control")
 
 

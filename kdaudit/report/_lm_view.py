@@ -46,8 +46,10 @@ def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None) -
         scorecard.append({
             "student": student,
             "quality": _quality(comp),
-            "perplexity": _cell(_est(comp.get("lm_tokens"), "perplexity_ratio"), "decimal",
-                                "student perplexity / teacher perplexity"),
+            "perplexity": (_cell(_est(comp.get("lm_tokens"), "reference_perplexity_ratio"), "decimal",
+                                 "on the reference continuations")
+                           if _est(comp.get("lm_tokens"), "reference_perplexity_ratio") is not None else
+                           _cell(_est(comp.get("lm_tokens"), "perplexity_ratio"), "decimal", "on the scored texts")),
             "size": {"text": "n/a" if params is None else fmt_number(params["value"], "percent"),
                      "ci": "exact" if params is not None else "", "what": "of the teacher's parameters"},
             "speed": {"text": "n/a" if not sp else f"{sp['value']:.2f}×",
