@@ -323,6 +323,9 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
         t = measured.get(teacher) if isinstance(measured.get(teacher), Mapping) else {}
         ratio = _speed_ratio(m, t)
         m = dict(m, throughput_ratio=ratio) if ratio is not None else m
+        lm_speed = _get(_get(run_info.get("speed"), "speedup"), student)  # a language-model run's scoring speed
+        if ratio is None and isinstance(lm_speed, Mapping) and lm_speed.get("value") is not None:
+            m = dict(m, throughput_ratio=lm_speed)
         out.append({"student": student, "role": role, "anchor": comp["anchor"], "sentences": sentences,
                     "sections": sections, "verdict": _verdict(status, mine, policy_name, student),
                     "scorecard": scorecard(rc, label_of=defs.label, measured=m, quality=quality)})
