@@ -334,7 +334,8 @@ def _definitions(chosen: Sequence[str]) -> dict[str, Any]:
     for section in chosen:
         for table in tables.get(section, []):
             for key, d in table.items():
-                out[f"{section}.{key}"] = dict(d)
+                # the classifier families' labels, said to be about the multiple-choice task
+                out[f"{section}.{key}"] = dict(d, label=f"{d['label']} (task)") if section == "lm_task" else dict(d)
     if "lm_bias" in chosen:
         for key in ("worst_group_agreement", "max_group_accuracy_drop"):
             d = DEFINITIONS_BY_SECTION["bias"].get(key)
