@@ -518,8 +518,8 @@ def audit(
     from kdaudit._audit_lm import dispatch_lm
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
                      policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
-                     measure_cost=measure_cost, unsupported={"references": references, "controls": controls,
-                                                             "probes": probes, "cache_dir": cache_dir})
+                     measure_cost=measure_cost, roles=roles, cache_dir=cache_dir,
+                     unsupported={"references": references, "controls": controls, "probes": probes})
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()

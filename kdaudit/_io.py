@@ -196,12 +196,14 @@ def write_file_set(out_dir: str | os.PathLike[str], files: dict[str, bytes]) -> 
     two audits saving into one folder cannot interleave.
     """
     out = Path(out_dir)
+    if out.is_symlink():  # replace the folder the link points to, not the link
+        out = out.resolve()
     for name in files:
         if "/" in name or "\\" in name or name in ("", ".", ".."):
             raise ValueError(f"output file name {name!r} must be a plain file name")
     parent = out.parent if str(out.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    with _dir_lock(parent):
+    with _DirLock(parent):
         _recover(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.kdaudit-new-", dir=parent))
         try:
@@ -266,14 +268,14 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-class _dir_lock:
+class _DirLock:
     """An exclusive advisory lock on a folder (released when the holder exits, even by kill -9)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.fd: int | None = None
 
-    def __enter__(self) -> _dir_lock:
+    def __enter__(self) -> _DirLock:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no advisory locks

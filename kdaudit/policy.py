@@ -728,8 +728,9 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             raise ConfigError(f"results file {str(path)!r} does not exist; expected a kdaudit results.json")
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
     if not isinstance(results, Mapping):
         raise ConfigError(f"results got {type(results).__name__}; expected the content of a kdaudit results.json")
     check_results(results)

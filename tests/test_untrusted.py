@@ -597,3 +597,84 @@ def test_hostile_config_and_policy_files_give_a_clear_error(tmp_path, content, c
     res.write_text("{}")
     assert main(["gate", str(res), "--policy", str(bad)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe binary", b"[" * 100_000 + b"]" * 100_000, b"[1, 2]", b'{"a": NaN'])
+def test_hostile_results_and_manifest_files_give_a_clear_error(tmp_path, content, capsys):
+    from kdaudit.lineage import read_manifest
+
+    bad = tmp_path / "results.json"
+    bad.write_bytes(content)
+    assert main(["gate", str(bad)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(KDAuditError):
+        read_manifest(bad)
+
+
+def test_hostile_cache_files_are_recomputed_not_trusted(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    data = AuditData(X, (X[:, 0] > 0).astype(np.int64))
+    t = torch.nn.Linear(4, 2)
+    cache = tmp_path / "cache"
+    first = audit(t, [t], data, sections=["agreement"], n_replicates=0, cache_dir=cache, progress=False)
+    for f in cache.rglob("*.npz"):  # a party with write access to the cache swaps in pickles
+        f.write_bytes(pickle.dumps(_Pickled(tmp_path / "PWNED"), protocol=2))
+    again = audit(t, [t], data, sections=["agreement"], n_replicates=0, cache_dir=cache, progress=False)
+    assert not (tmp_path / "PWNED").exists()
+    assert again.to_dict()["comparisons"] == first.to_dict()["comparisons"]
+
+
+def _audit_until_killed(journal, received, outcome, die_at, budget):
+    """Run in a forked child: an audit whose vendor is killed (SIGKILL) right after receiving call ``die_at``."""
+    import signal
+
+    from kdaudit import QueryBudgetExceededError
+    from kdaudit.harness import run
+
+    X = np.random.default_rng(0).normal(size=(1000, 4)).astype(np.float32)
+    calls = []
+
+    def vendor(x):
+        calls.append(len(x))
+        with open(received, "a") as fh:
+            fh.write(f"{len(x)}\n")
+        if len(calls) == die_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # the vendor got the rows; the answer never comes back
+        return _api_probs(x)
+
+    box = BlackBoxModel(vendor, n_classes=2, name="vendor", query_budget=budget, journal=journal)
+    try:
+        _, prov = run([box], AuditData(X), batch_size=100, progress=False)
+        text = f"done {box.journal.spent} {box.journal.resent} {prov.models[0].queries}"
+    except QueryBudgetExceededError:
+        text = f"budget {box.journal.spent}"
+    Path(outcome).write_text(text)
+    os._exit(0)
+
+
+def test_killed_audit_resumes_within_budget_and_counts_what_was_sent(tmp_path):
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")  # the child shares the imported modules: no second start-up
+
+    def go(die_at, budget):
+        outcome = tmp_path / "outcome.txt"
+        outcome.unlink(missing_ok=True)
+        p = fork.Process(target=_audit_until_killed, args=(tmp_path / "q.jsonl", tmp_path / "got.txt", outcome,
+                                                           die_at, budget))
+        p.start()
+        p.join(120)
+        return p.exitcode, outcome.read_text().split() if outcome.exists() else None
+
+    def received():
+        return sum(int(v) for v in (tmp_path / "got.txt").read_text().split())
+
+    assert go(die_at=6, budget=1000) == (-9, None)  # killed mid-run: 600 rows sent, 500 answered
+    # resumed with a budget equal to the rows: 500 rows are still to be sent and only 400 are left, so the run is
+    # refused before it sends anything
+    assert go(die_at=-1, budget=1000) == (0, ["budget", "600"]) and received() == 600
+    # with room for the one batch in flight at the kill (the stated worst case), the audit completes and the
+    # journal counts exactly what the vendor received
+    code, (word, spent, resent, this_run) = go(die_at=-1, budget=1100)
+    assert word == "done" and int(spent) == received() == 1100 and int(resent) == 100 and int(this_run) == 500
