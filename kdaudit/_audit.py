@@ -610,7 +610,7 @@ def audit(
                 cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
             cost_models[m.name] = fixed
         for s in student_ms:
-            if s.name in batches and teacher_m.name in batches:
+            if batches.get(s.name) and batches.get(teacher_m.name):
                 cost_timing[s.name]["throughput_ratio"] = speed_ratio(batches[teacher_m.name], batches[s.name],
                                                                       seed=seed)
         for comp in comparisons:
