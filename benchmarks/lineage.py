@@ -125,15 +125,33 @@ def cnn_arch(seed: int) -> torch.nn.Module:
 class Zoo:
     """Builds (or loads from the cache) every model; state_dicts are cached by name."""
 
-    def __init__(self, own, public, log) -> None:
+    def __init__(self, own, public, log, cache: Path = CACHE, epochs: int = EPOCHS) -> None:
         self.own, self.public, self.log = own, public, log
+        self.cache, self.epochs = cache, epochs
         self.models: dict[str, torch.nn.Module] = {}
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def get_sklearn(self, name: str, build):
+        """A fitted scikit-learn model, cached with skops (the benchmark reads back only files it wrote)."""
+        import skops.io as sio
+
+        if name in self.models:
+            return self.models[name]
+        path = self.cache / f"{name}.skops"
+        if path.is_file():
+            model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        else:
+            t0 = time.perf_counter()
+            model = build()
+            sio.dump(model, path)
+            self.log(f"  trained {name} in {time.perf_counter() - t0:.1f}s")
+        self.models[name] = model
+        return model
 
     def get(self, name: str, arch, build) -> torch.nn.Module:
         if name in self.models:
             return self.models[name]
-        path = CACHE / f"{name}.pt"
+        path = self.cache / f"{name}.pt"
         module = arch()
         if path.is_file():
             module.load_state_dict(torch.load(path, weights_only=True))
@@ -148,10 +166,10 @@ class Zoo:
 
     def control(self, name: str, arch, seed: int, data) -> torch.nn.Module:
         return self.get(name, lambda: arch(seed),
-                        lambda m: train_control(m, data, epochs=EPOCHS, lr=1e-3, seed=seed))
+                        lambda m: train_control(m, data, epochs=self.epochs, lr=1e-3, seed=seed))
 
     def kd(self, name: str, teacher, arch, seed: int, **kw) -> torch.nn.Module:
-        epochs = kw.pop("epochs", EPOCHS)
+        epochs = kw.pop("epochs", self.epochs)
         return self.get(name, lambda: arch(seed),
                         lambda m: distill(teacher, m, self.public, epochs=epochs, lr=1e-3, seed=seed, **kw))
 
@@ -219,21 +237,155 @@ def build_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, torch.nn.Module]]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ the Adult (tabular) zoo
+ADULT_CACHE = ROOT / ".kdaudit-cache" / "lineage_zoo" / "adult_v1"
+ADULT_EPOCHS = 5
+N_FEATURES_ADULT = 91
+
+
+def adult_teacher_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(64,), seed=seed)
+
+
+def adult_small_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(16,), seed=seed)
+
+
+def adult_wide_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(256,), seed=seed)
+
+
+def adult_deep_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(32, 32), seed=seed)
+
+
+def hgb(seed: int, **kw):
+    """The gradient-boosted recipe: feature subsampling makes the seed matter (as a random state does for a net)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=kw.pop("max_iter", 100), max_features=kw.pop("max_features", 0.5),
+                                          random_state=seed, **kw)
+
+
+def build_adult_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
+    """Adult: MLP teachers A and B (owner's half of the training rows), gradient-boosted teacher G, students on the
+    other half (``public``), negatives. Returns A, B, G, A's references, G's references, suspects."""
+    from sklearn.linear_model import LogisticRegression
+
+    from kdaudit.distill import distill_sklearn, fit_sklearn_control
+    from kdaudit.models import SklearnModel
+
+    own, public = zoo.own, zoo.public
+    A = zoo.control("teacher_A", adult_teacher_arch, 0, own)
+    B = zoo.control("teacher_B", adult_teacher_arch, 1, own)
+    refs = [zoo.control(f"ref_{i:03d}", adult_teacher_arch, 100 + i, own) for i in range(n_refs)]
+    G = zoo.get_sklearn("teacher_G", lambda: fit_sklearn_control(hgb(0), own))
+    refs_G = [zoo.get_sklearn(f"refG_{i:03d}", lambda i=i: fit_sklearn_control(hgb(100 + i), own))
+              for i in range(min(n_refs, 39))]
+    G_model = SklearnModel(G, name="teacher_G")
+    suspects: list[tuple[str, str, str | None, object]] = []
+
+    def add(name, kind, parent, module):
+        suspects.append((name, kind, parent, module))
+
+    for s in range(n_seeds):
+        seed = 1000 + s
+        for temp in (1, 4, 10):
+            add(f"A_kd_T{temp}_{s}", f"KD T={temp}, MLP-16", "A",
+                zoo.kd(f"A_kd_T{temp}_{s}", A, adult_small_arch, seed, temperature=float(temp)))
+        add(f"A_kd_wide_{s}", "KD T=4, MLP-256", "A", zoo.kd(f"A_kd_wide_{s}", A, adult_wide_arch, seed,
+                                                             temperature=4.0))
+        add(f"A_kd_deep_{s}", "KD T=4, MLP-32-32", "A", zoo.kd(f"A_kd_deep_{s}", A, adult_deep_arch, seed,
+                                                               temperature=4.0))
+        add(f"A_labels_{s}", "label-only extraction", "A",
+            zoo.kd(f"A_labels_{s}", A, adult_small_arch, seed, teacher_access="labels"))
+        add(f"A_hgb_{s}", "KD into gradient boosting", "A",
+            zoo.get_sklearn(f"A_hgb_{s}", lambda seed=seed: distill_sklearn(TorchModel(A), hgb(seed), public,
+                                                                            temperature=1.0, seed=seed)))
+        base = zoo.models[f"A_kd_T4_{s}"]
+        add(f"A_finetuned_{s}", "KD T=4 + fine-tuned", "A",
+            zoo.get(f"A_finetuned_{s}", lambda: adult_small_arch(0),
+                    lambda m, base=base, seed=seed: finetune(_copy_into(m, base), public, epochs=2, lr=5e-4,
+                                                             seed=seed + 7)))
+        add(f"A_pruned_{s}", "KD T=4 + pruned 50%", "A",
+            zoo.get(f"A_pruned_{s}", lambda: adult_small_arch(0), lambda m, base=base: prune(_copy_into(m, base), 0.5)))
+        add(f"A_int8_{s}", "KD T=4 + int8", "A", quantize_int8(copy.deepcopy(base)))
+        seed = 3000 + s
+        add(f"G_hgb_{s}", "student of G (boosting)", "G",
+            zoo.get_sklearn(f"G_hgb_{s}", lambda seed=seed: distill_sklearn(G_model, hgb(seed, max_iter=60,
+                                                                                         max_features=0.8),
+                                                                            public, temperature=1.0, seed=seed)))
+        add(f"G_kd_{s}", "student of G (MLP, KD)", "G", zoo.kd(f"G_kd_{s}", G_model, adult_small_arch, seed,
+                                                                temperature=1.0))
+        add(f"G_labels_{s}", "student of G (MLP, labels)", "G",
+            zoo.kd(f"G_labels_{s}", G_model, adult_small_arch, seed, teacher_access="labels"))
+        seed = 2000 + s
+        add(f"B_kd_T4_{s}", "student of B (KD)", "B", zoo.kd(f"B_kd_T4_{s}", B, adult_small_arch, seed,
+                                                              temperature=4.0))
+        add(f"B_labels_{s}", "student of B (labels)", "B",
+            zoo.kd(f"B_labels_{s}", B, adult_small_arch, seed, teacher_access="labels"))
+    for s in range(n_seeds + 2):
+        add(f"indep_same_{s}", "same recipe, other seed", None,
+            zoo.control(f"indep_same_{s}", adult_teacher_arch, 500 + s, own))
+    for s in range(n_seeds):
+        add(f"indep_small_{s}", "MLP-16, same data", None, zoo.control(f"indep_small_{s}", adult_small_arch, 650 + s,
+                                                                        own))
+        add(f"indep_wide_{s}", "MLP-256, same data", None, zoo.control(f"indep_wide_{s}", adult_wide_arch, 600 + s,
+                                                                        own))
+        add(f"disjoint_{s}", "MLP-64, disjoint data", None, zoo.control(f"disjoint_{s}", adult_teacher_arch, 700 + s,
+                                                                         public))
+        add(f"indep_hgb_{s}", "boosting, same data", None,
+            zoo.get_sklearn(f"indep_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(500 + s), own)))
+        add(f"disjoint_hgb_{s}", "boosting, disjoint data", None,
+            zoo.get_sklearn(f"disjoint_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(700 + s), public)))
+    add("logreg_own", "logistic regression, same data", None,
+        zoo.get_sklearn("logreg_own", lambda: fit_sklearn_control(LogisticRegression(max_iter=500), own)))
+    return A, B, G, refs, refs_G, suspects
+
+
+def adult_data():
+    """Owner's half and the other half of Adult's training rows, and 2,000 held-out test rows as probe candidates."""
+    from kdaudit.data import load_adult
+
+    own, public = split_data(load_adult(split="train"), test_size=0.5, seed=0)
+    _, probe = split_data(load_adult(split="test"), test_size=2000, seed=0)
+    return own, public, probe
+
+
+def build_adult_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, object]]:
+    """Negative controls for the Adult teachers: other architectures on the owner's data (fresh seeds)."""
+    out = []
+    for s in range(n):
+        out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", adult_small_arch, 850 + s, zoo.own)))
+        out.append((f"control_deep_{s}", zoo.control(f"control_deep_{s}", adult_deep_arch, 800 + s, zoo.own)))
+    return out
+
+
 def _copy_into(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
     target.load_state_dict(copy.deepcopy(source.state_dict()))
     return target
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
-def probs_of(module: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+def probs_of(module, X: np.ndarray) -> np.ndarray:
+    """Probabilities of a torch module or a fitted scikit-learn classifier."""
+    if hasattr(module, "predict_proba"):
+        return np.asarray(module.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
     with torch.no_grad():
         return torch.softmax(module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))), dim=1).double().numpy()
 
 
-def black_box(module: torch.nn.Module, name: str, mode: str) -> BlackBoxModel:
+def as_model(module, name: str):
+    """The owner's white-box view of a pool member or control (torch or scikit-learn)."""
+    from kdaudit.models import SklearnModel
+
+    return SklearnModel(module, name=name) if hasattr(module, "predict_proba") else TorchModel(module, name=name)
+
+
+def black_box(module, name: str, mode: str, n_classes: int = 10) -> BlackBoxModel:
     """The suspect as an API: it answers at one access level and refuses more than the query budget."""
     if mode == "labels":
-        return BlackBoxModel(lambda X: probs_of(module, X).argmax(1), n_classes=10, name=name, access="labels",
+        return BlackBoxModel(lambda X: probs_of(module, X).argmax(1), n_classes=n_classes, name=name, access="labels",
                              query_budget=QUERY_BUDGET)
     if mode.startswith("top_k"):
         k = int(mode.split(":")[1])
@@ -243,8 +395,8 @@ def black_box(module: torch.nn.Module, name: str, mode: str) -> BlackBoxModel:
             idx = np.argsort(-p, axis=1)[:, :k]
             return idx, np.take_along_axis(p, idx, axis=1)
 
-        return BlackBoxModel(fn, n_classes=10, name=name, access="top_k", top_k=k, query_budget=QUERY_BUDGET)
-    return BlackBoxModel(lambda X: probs_of(module, X), n_classes=10, name=name, query_budget=QUERY_BUDGET)
+        return BlackBoxModel(fn, n_classes=n_classes, name=name, access="top_k", top_k=k, query_budget=QUERY_BUDGET)
+    return BlackBoxModel(lambda X: probs_of(module, X), n_classes=n_classes, name=name, query_budget=QUERY_BUDGET)
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
