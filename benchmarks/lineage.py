@@ -670,6 +670,8 @@ def main(argv=None) -> int:
     ap.add_argument("--task", choices=("mnist", "adult"), default="mnist",
                     help="mnist: the image zoo (10 classes); adult: the tabular zoo (binary, MLP and boosted teachers)")
     ap.add_argument("--max-refs", type=int, default=0, help="references to train for the power-by-K table")
+    ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
+                    "scenarios or modes ran (the file says which)")
     ap.add_argument("--modes", default=None,
                     help="comma-separated access modes to run (default: all); results are written only for all")
     args = ap.parse_args(argv)
@@ -757,7 +759,12 @@ def main(argv=None) -> int:
     log("")
     if set(scenarios) != set(SCENARIOS) or set(modes) != set(task_modes):
         log(f"total wall time {time.perf_counter() - started:.0f}s (scenarios {', '.join(scenarios)}, modes "
-            f"{', '.join(modes)} only; nothing written)")
+            f"{', '.join(modes)} only)")
+        if args.write_partial:
+            from kdaudit._io import atomic_write_text
+
+            atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+            print(f"wrote {args.out}")
         return 0
     log("targets (issue #5 item 7), per scenario, for the plain test and the one calibrated by the controls:")
     for sc in SCENARIOS:
