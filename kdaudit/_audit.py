@@ -10,56 +10,29 @@ The result splits in two on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
 import html
-import importlib
-import inspect
 import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from kdaudit._config import ALL_SECTIONS
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
+from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
 
-__all__ = ["AuditResult", "METRIC_SECTIONS", "SCHEMA", "audit", "audit_from_config"]
+__all__ = ["AuditResult", "SCHEMA", "audit", "available_sections"]
 
 SCHEMA = "kdaudit.results/1"
-#: metric sections computed from teacher and student outputs: name -> (module, section function)
-METRIC_SECTIONS: dict[str, tuple[str, str]] = {
-    "agreement": ("kdaudit.metrics._agreement", "agreement_section"),
-    "calibration": ("kdaudit.metrics._calibration", "calibration_section"),
-    "bias": ("kdaudit.metrics._bias", "bias_section"),
-    "fingerprint": ("kdaudit.metrics._fingerprint", "fingerprint_section"),
-}
-_ALL = ALL_SECTIONS  # the canonical section order of results.json, shared with the config file's schema
-
-COST_DEFINITIONS: dict[str, dict[str, Any]] = {
-    "cost.parameter_ratio": {
-        "label": "Parameter ratio",
-        "formula": "parameters(student) / parameters(teacher)",
-        "higher_is_better": False,
-        "description": "Fraction of the teacher's parameters the student keeps (an ensemble teacher counts all its "
-                       "members). Exact count; no interval.",
-    },
-    "cost.size_ratio": {
-        "label": "Size ratio",
-        "formula": "size_bytes(student) / size_bytes(teacher)",
-        "higher_is_better": False,
-        "description": "Fraction of the teacher's size in memory or on disk that the student needs. Exact; no "
-                       "interval.",
-    },
-}
-
-
 # ------------------------------------------------------------------------------------------------------ result
 @dataclass(frozen=True, eq=False)
 class AuditResult:
@@ -119,16 +92,11 @@ class AuditResult:
         import pandas as pd
 
         rows = []
+        sections = registry()
         for comp in self.results["comparisons"]:
-            for section in _ALL:
-                sec = comp.get(section)
-                if not isinstance(sec, Mapping) or not sec.get("available", True):
-                    continue
-                for key, est in sorted((sec.get("headline") or {}).items()):
-                    rows.append(_frame_row(comp["student"], section, key, "", est))
-                if section == "bias":
-                    for metric, group, est in _bias_rows(sec):
-                        rows.append(_frame_row(comp["student"], section, metric, group, est))
+            for name in self._section_names(comp, sections):
+                for row in sections[name].rows(comp[name]):
+                    rows.append({"student": comp["student"], **_frame_fields(row)})
         cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
         return pd.DataFrame(rows, columns=cols)
 
@@ -151,8 +119,9 @@ class AuditResult:
             "<tbody>",
         ]
         defs = self.results.get("definitions", {})
+        sections = registry()
         for comp in self.results["comparisons"]:
-            for section in _ALL:
+            for section in self._section_names(comp, sections):
                 sec = comp.get(section)
                 if not isinstance(sec, Mapping):
                     continue
@@ -163,7 +132,7 @@ class AuditResult:
                 if section == "lineage" and sec.get("verdict"):
                     parts.append(f"<tr><td>{e(comp['student'])}</td><td>lineage</td><td>verdict</td>"
                                  f"<td>{e(str(sec['verdict']))}</td></tr>")
-                for key in _headline_keys(section, sec):
+                for key in _headline_keys(sections[section], sec):
                     est = Estimate.from_dict(sec["headline"][key]) if isinstance(sec["headline"][key], Mapping) \
                         else Estimate(float(sec["headline"][key]))
                     label = defs.get(f"{section}.{key}", {}).get("label", key)
@@ -177,6 +146,10 @@ class AuditResult:
                                           for f in bad[:10]) + "</ul>")
         parts.append("</div>")
         return "".join(parts)
+
+    def _section_names(self, comp: Mapping[str, Any], sections: Mapping[str, Section]) -> list[str]:
+        """The sections of one comparison that results.json holds, in results order."""
+        return [name for name in sections if isinstance(comp.get(name), Mapping)]
 
     def __repr__(self) -> str:
         return (f"AuditResult(verdict={self.verdict!r}, teacher={self.teacher!r}, students={self.students!r}, "
@@ -207,49 +180,16 @@ class AuditResult:
         return paths
 
 
-def _frame_row(student: str, section: str, metric: str, group: str, est: Any) -> dict[str, Any]:
-    if isinstance(est, Mapping):
-        e = Estimate.from_dict(est)
-    elif isinstance(est, Estimate):
-        e = est
-    else:
-        e = Estimate(math.nan if est is None else float(est))
-    return {"student": student, "section": section, "metric": metric, "group": group, "value": e.value,
-            "low": e.low, "high": e.high, "method": e.method, "level": e.level}
+def _frame_fields(row: Any) -> dict[str, Any]:
+    e = row.estimate
+    return {"section": row.section, "metric": row.metric, "group": row.group, "value": e.value, "low": e.low,
+            "high": e.high, "method": e.method, "level": e.level}
 
 
-def _bias_rows(sec: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
-    """Per-feature disparities and per-group values of the bias section as (metric, group, estimate)."""
-    rows: list[tuple[str, str, Any]] = []
-    for fname, feat in sorted((sec.get("features") or {}).items()):
-        for dkey, entry in sorted((feat.get("disparities") or {}).items()):
-            for part in ("teacher", "student", "amplification", "change"):
-                if isinstance(entry.get(part), Mapping):
-                    rows.append((f"{dkey}.{part}", fname, entry[part]))
-        for g in feat.get("groups") or []:
-            label = f"{fname}={g['group']}"
-            for model in ("teacher", "student", "change"):
-                for k, est in sorted((g.get(model) or {}).items()):
-                    rows.append((f"{k}.{model}", label, est))
-            if isinstance(g.get("group_agreement"), Mapping):
-                rows.append(("group_agreement", label, g["group_agreement"]))
-    return rows
-
-
-_SUMMARY_KEYS = {
-    "agreement": ("top1_agreement", "retained_accuracy", "teacher_accuracy", "student_accuracy"),
-    "calibration": ("teacher_ece", "student_ece", "ece_change"),
-    "bias": ("dp_amplification", "eo_amplification", "worst_group_agreement"),
-    "fingerprint": ("error_consistency", "inherited_error_rate", "same_wrong_label_lift"),
-    "cost": ("parameter_ratio", "size_ratio"),
-    "lineage": ("p_value", "effect"),
-}
-
-
-def _headline_keys(section: str, sec: Mapping[str, Any]) -> list[str]:
-    """Up to 4 headline keys for the compact summary: the preferred ones that exist, else the first ones."""
+def _headline_keys(section: Section, sec: Mapping[str, Any]) -> list[str]:
+    """Up to 4 headline keys for the compact summary: the section's preferred ones that exist, else the first ones."""
     headline = sec.get("headline") or {}
-    keys = [k for k in _SUMMARY_KEYS.get(section, ()) if k in headline]
+    keys = [k for k in section.summary_keys if k in headline]
     return keys[:4] if keys else sorted(headline)[:4]
 
 
@@ -259,76 +199,56 @@ def _progress(enabled: bool, message: str) -> None:
         print(f"[kdaudit] {message}", file=sys.stderr, flush=True)
 
 
-def _section_fn(section: str) -> Callable[..., Any] | None:
-    module, name = METRIC_SECTIONS[section]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-    return getattr(mod, name, None)
-
-
 def available_sections() -> tuple[str, ...]:
-    """Sections this installation can compute (a metric family missing from it is left out)."""
-    out = [s for s in METRIC_SECTIONS if _section_fn(s) is not None]
-    out.append("cost")
-    try:
-        importlib.import_module("kdaudit.lineage")
-        if hasattr(importlib.import_module("kdaudit.lineage"), "lineage_test"):
-            out.append("lineage")
-    except ImportError:
-        pass
-    return tuple(out)
+    """Every section this installation provides (built-ins and plugins), in results order."""
+    return tuple(registry())
 
 
-def _resolve_sections(sections: Any, has_references: bool) -> tuple[str, ...]:
+def _resolve_sections(sections: Any, has_references: bool, reg: Mapping[str, Section]) -> tuple[str, ...]:
     if sections is None:
-        avail = available_sections()
-        chosen = [s for s in _ALL if s in avail and (s != "lineage" or has_references)]
-        return tuple(chosen)
+        # the default: every section that runs by default (a plugin opts in), lineage only with references
+        return tuple(n for n, s in reg.items() if s.default and (not s.needs.references or has_references))
     if isinstance(sections, str):
         sections = (sections,)
     sections = tuple(sections)
-    for s in sections:
-        if s not in _ALL:
-            raise invalid_argument("sections", s, f"section names among {', '.join(_ALL)}")
-    if "lineage" in sections and not has_references:
-        raise invalid_argument("sections", "lineage", "'lineage' only with references= (models exchangeable with "
-                                                      "the teacher, e.g. its recipe with other seeds)")
-    missing = [s for s in sections if s not in available_sections()]
-    if missing:
-        raise invalid_argument("sections", missing[0], f"a section this installation provides: "
-                                                       f"{', '.join(available_sections())}")
+    for name in sections:
+        section = get_section(name, reg)
+        if section.needs.references and not has_references:
+            raise invalid_argument("sections", name, f"{name!r} only with references= (models exchangeable with "
+                                                     "the teacher, e.g. its recipe with other seeds)")
     # canonical order, whatever order was asked for, so results.json does not depend on it
-    return tuple(s for s in _ALL if s in sections)
+    return tuple(n for n in reg if n in sections)
 
 
-def _call_section(fn: Callable[..., Any], y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: Any,
-                  bootstrap: Any, options: Mapping[str, Any]) -> Any:
-    params = inspect.signature(fn).parameters
-    kwargs: dict[str, Any] = {"ids": ids, "bootstrap": bootstrap}
-    if "sensitive" in params:
-        kwargs["sensitive"] = sensitive
-    kwargs.update(options)
-    return fn(y_true, teacher, student, **kwargs)
+def _check_section_options(section_options: Mapping[str, Any] | None, reg: Mapping[str, Section]
+                           ) -> dict[str, dict[str, Any]]:
+    """``section -> options``, each checked by its section's one schema (the config and the CLI use it too)."""
+    if section_options is None:
+        return {}
+    if not isinstance(section_options, Mapping):
+        raise invalid_argument("section_options", section_options, "a mapping section -> {option: value}")
+    return {name: get_section(name, reg, argument="section_options").check_options(opts)
+            for name, opts in section_options.items()}
 
 
-def _definitions(sections: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``"section.key" -> definition`` for every metric family used (the report's methodology reads these)."""
+def _inputs_of(t_out: Any, s_out: Any, data: Any, has_references: bool) -> SectionInputs:
+    return SectionInputs(kinds=(KIND_OF_ACCESS[t_out.access], KIND_OF_ACCESS[s_out.access]),
+                         access=(t_out.access, s_out.access), has_labels=data.y_true is not None,
+                         has_sensitive=data.sensitive is not None, has_references=has_references,
+                         names=(f"teacher {t_out.name!r}", f"student {s_out.name!r}"))
+
+
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason, "headline": {}}
+
+
+def _definitions(sections: Sequence[str], reg: Mapping[str, Section] | None = None) -> dict[str, dict[str, Any]]:
+    """``"section.key" -> definition`` for every section used (the report's methodology reads these)."""
+    reg = registry() if reg is None else reg
     out: dict[str, dict[str, Any]] = {}
-    for section in sections:
-        if section in METRIC_SECTIONS:
-            mod = importlib.import_module(METRIC_SECTIONS[section][0])
-            for key, d in getattr(mod, "DEFINITIONS", {}).items():
-                out[f"{section}.{key}"] = dict(d)
-        elif section == "cost":
-            out.update(COST_DEFINITIONS)
-        elif section == "lineage":
-            mod = importlib.import_module("kdaudit.lineage")
-            for key, d in getattr(mod, "DEFINITIONS", {}).items():
-                out[key if key.startswith("lineage.") else f"lineage.{key}"] = dict(d)
+    for name in sections:
+        for key, d in reg[name].definitions().items():
+            out[f"{name}.{key}"] = dict(d)
     return out
 
 
@@ -474,7 +394,7 @@ def audit(
     -------
     AuditResult
     """
-    from kdaudit import __version__
+    from kdaudit._version import __version__
     from kdaudit.data import AuditData
     from kdaudit.policy import load_policy, verdict_of
 
@@ -484,7 +404,8 @@ def audit(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
-    chosen = _resolve_sections(sections, has_refs)
+    reg = registry()
+    chosen = _resolve_sections(sections, has_refs, reg)
     if sections is None and data.sensitive is None:
         # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
         chosen = tuple(s for s in chosen if s != "bias")
@@ -497,10 +418,7 @@ def audit(
 
         pol = Policy(rules=tuple(r for r in pol.rules if r.section in chosen), name=pol.name,
                      description=pol.description)
-    section_options = dict(section_options or {})
-    for key in section_options:
-        if key not in _ALL:
-            raise invalid_argument("section_options", key, f"section names among {', '.join(_ALL)}")
+    section_options = _check_section_options(section_options, reg)
 
     teacher_m, student_ms = _as_models(teacher, students)
     from kdaudit import harness
@@ -519,15 +437,19 @@ def audit(
         s_out = outputs[student.name]
         comp: dict[str, Any] = {"student": student.name}
         objs: dict[str, Any] = {}
+        inputs = _inputs_of(t_out, s_out, data, has_refs)
         for section in chosen:
-            if section not in METRIC_SECTIONS:
+            sec = reg[section]
+            if not sec.stream:
+                continue
+            why = sec.skip_reason(inputs)
+            if why is not None:  # one rule for every section: what it needs against what the models reveal
+                comp[section] = _unavailable(why)
                 continue
             _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
             t0 = time.perf_counter()
-            fn = _section_fn(section)
-            assert fn is not None  # _resolve_sections checked it
-            res = _call_section(fn, data.y_true, t_out, s_out, ids=outputs.ids, sensitive=data.sensitive,
-                                bootstrap=boot, options=section_options.get(section, {}))
+            res = sec.compute(y_true=data.y_true, teacher=t_out, student=s_out, ids=outputs.ids,
+                              sensitive=data.sensitive, bootstrap=boot, options=section_options.get(section, {}))
             timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
             objs[section] = res
             comp[section] = to_jsonable(res)
@@ -570,19 +492,28 @@ def audit(
 
         probe_data = data if probes is None else probes
         ref_models = [r for r in references or ()]
-        for comp, student in zip(comparisons, student_ms):
-            _progress(progress, f"lineage: was {student.name} distilled from {teacher_m.name}? "
-                                f"({len(ref_models)} references)")
-            t0 = time.perf_counter()
-            options = {"seed": seed, "batch_size": batch_size, "cache_dir": cache_dir, **dict(lineage_options or {})}
-            res = lineage_test(teacher_m, student, probe_data, references=ref_models, controls=controls or None,
-                               **options)
-            timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
-            section_objs[student.name]["lineage"] = res
-            d = to_jsonable(res)
-            d.setdefault("available", True)
-            d.setdefault("reason", None)
-            comp["lineage"] = d
+        # The reference and control pool does not depend on the student: it runs once per audit, and every further
+        # student reads its outputs from the cache (the caller's cache_dir, else one that lives for this audit).
+        pool_cache = contextlib.nullcontext(cache_dir) if cache_dir is not None or len(student_ms) < 2 else \
+            tempfile.TemporaryDirectory(prefix="kdaudit-pool-")
+        memo: dict[bytes, Any] = {}  # the pool's statistics that do not depend on the student, for this audit
+        with pool_cache as pool_dir:
+            for comp, student in zip(comparisons, student_ms):
+                _progress(progress, f"lineage: was {student.name} distilled from {teacher_m.name}? "
+                                    f"({len(ref_models)} references)")
+                t0 = time.perf_counter()
+                options = {"seed": seed, "batch_size": batch_size, "cache_dir": pool_dir, "device": device,
+                           "precision": precision, "memo": memo,  # one device and precision for every model
+                           "n_replicates": boot.n_replicates,  # the audit's replicates reach every section
+                           **dict(section_options.get("lineage", {})), **dict(lineage_options or {})}
+                res = lineage_test(teacher_m, student, probe_data, references=ref_models, controls=controls or None,
+                                   **options)
+                timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
+                section_objs[student.name]["lineage"] = res
+                d = to_jsonable(res)
+                d.setdefault("available", True)
+                d.setdefault("reason", None)
+                comp["lineage"] = d
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
@@ -618,7 +549,7 @@ def audit(
         "provenance": to_jsonable(run.provenance.to_dict(include_timing=False)),
         "settings": settings,
         "config": to_jsonable(dict(config)) if config is not None else None,
-        "definitions": to_jsonable(_definitions(chosen)),
+        "definitions": to_jsonable(_definitions(chosen, reg)),
         "policy": pol.to_dict(),
     }
     # Round-trip through canonical JSON so the findings are judged on exactly the numbers results.json holds.
@@ -662,55 +593,3 @@ def _command_line() -> list[str]:
     if argv:
         argv[0] = Path(argv[0]).name
     return argv
-
-
-def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = None, save: bool = True,
-                      progress: bool = True, **overrides: Any) -> AuditResult:
-    """Run the audit a config file (or mapping) describes; see :mod:`kdaudit._config` for its keys.
-
-    ``overrides`` replace audit() arguments (e.g. ``seed``, ``n_replicates``, ``policy``). With ``save``, the
-    results are written to ``out_dir``, else to the config's ``out`` when it has one.
-    """
-    from kdaudit._config import load_config
-
-    cfg = load_config(config)
-    # overridden seed and replicates replace the config's, so the recorded config is the one that ran
-    from dataclasses import replace as _replace
-
-    n_rep = overrides.pop("n_replicates", None)
-    cfg = _replace(cfg, seed=overrides.pop("seed", cfg.seed),
-                   n_replicates=cfg.n_replicates if n_rep is None else n_rep)
-    _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
-    data = cfg.load_data()
-    _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references) + len(cfg.controls)} "
-                        "models")
-    teachers = [cfg.load_model(m) for m in cfg.teacher]
-    students = {}
-    for i, spec in enumerate(cfg.students):
-        model = cfg.load_model(spec)
-        name = spec.name or getattr(model, "name", None) or f"student{i + 1}"
-        if name in students:
-            # two files with the same stem would otherwise silently replace one student by the other
-            from kdaudit._exceptions import ConfigError
-
-            raise ConfigError(f"{cfg.source}: config key 'models.students[{i}].name' got {spec.name!r}; expected a "
-                              f"name distinct from the other students' (the model is named {name!r} after its "
-                              "file, like another student: give each student a 'name')")
-        students[name] = model
-    references = [cfg.load_model(m) for m in cfg.references] or None
-    controls = [cfg.load_model(m) for m in cfg.controls] or None
-    probes = [spec.load() for spec in cfg.probes] or None
-    kwargs: dict[str, Any] = {
-        "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
-        "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "controls": controls, "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
-        "progress": progress,
-    }
-    kwargs["bootstrap"] = cfg.bootstrap()
-    kwargs.update(overrides)
-    teacher = teachers[0] if len(teachers) == 1 else teachers
-    result = audit(teacher, students, data, **kwargs)
-    target = out_dir if out_dir is not None else cfg.out
-    if save and target is not None:
-        result.save(target)
-    return result

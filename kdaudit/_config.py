@@ -40,9 +40,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kdaudit._exceptions import ConfigError
+from kdaudit._exceptions import ConfigError, key_error
+from kdaudit._exceptions import did_you_mean as _did_you_mean
 from kdaudit._io import read_yaml_file
-from kdaudit.policy import _did_you_mean, key_error, load_policy
+from kdaudit.policy import load_policy
 
 __all__ = [
     "ALL_SECTIONS",
@@ -584,11 +585,13 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
                  if top.get("sensitive") is not None else None)
     sections = DEFAULT_SECTIONS + (("lineage",) if references else ())
     if top.get("sections") is not None:
-        sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(ALL_SECTIONS)}")
+        from kdaudit.sections import section_names
+
+        known = section_names()  # kdaudit's sections and any a plugin registers
+        sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(known)}")
         for i, s in enumerate(sections):
-            if s not in ALL_SECTIONS:
-                raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(ALL_SECTIONS)}"
-                                + _did_you_mean(s, ALL_SECTIONS))
+            if s not in known:
+                raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(known)}" + _did_you_mean(s, known))
         if "lineage" in sections and not references:
             raise ctx.error("sections", list(sections), "'lineage' only with models.references (the teacher's "
                             "recipe trained with other seeds), which the lineage test compares against")
@@ -636,7 +639,7 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
     if "p_value_method" in lineage and lineage["p_value_method"] not in ("exact", "parametric"):
         raise ctx.error("lineage.p_value_method", lineage["p_value_method"], "'exact' or 'parametric'")
     if "controls_mode" in lineage:
-        from kdaudit.lineage._test import CONTROLS_MODES, MIN_CALIBRATION_CONTROLS
+        from kdaudit.lineage import CONTROLS_MODES, MIN_CALIBRATION_CONTROLS
 
         mode = lineage["controls_mode"]
         if mode not in CONTROLS_MODES:

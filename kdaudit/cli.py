@@ -21,7 +21,7 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _version() -> str:
-    from kdaudit import __version__
+    from kdaudit._version import __version__
 
     return __version__
 
@@ -140,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from kdaudit._audit import audit_from_config
+    from kdaudit._run_config import audit_from_config
     from kdaudit._config import load_config
 
     if args.strict and not args.gate:

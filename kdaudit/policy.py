@@ -31,14 +31,14 @@ The shipped default is :data:`DEFAULT_POLICY` (printed by ``kdaudit gate --show-
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from kdaudit._exceptions import ConfigError
+from kdaudit._exceptions import ConfigError, key_error
+from kdaudit._exceptions import did_you_mean as _did_you_mean
 from kdaudit._io import read_yaml_file
 
 __all__ = [
@@ -203,24 +203,10 @@ class Policy:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def key_error(source: str, noun: str, path: str, value: Any, accepted: str) -> ConfigError:
-    """The one shape of every config and policy error: where, which key, the value it got, what is accepted."""
-    text = repr(value)
-    if len(text) > 120:
-        text = text[:117] + "..."
-    where = f"{source}: " if source else ""
-    return ConfigError(f"{where}{noun} {path!r} got {text}; expected {accepted}")
-
-
 def _err(path: str, value: Any, accepted: str, source: str = "") -> ConfigError:
     # ``source`` may carry a key prefix after a "#" ("audit.yaml#policy.") for a policy inlined in a config file
     source, _, prefix = source.partition("#")
     return key_error(source, "config key" if prefix else "policy key", prefix + path, value, accepted)
-
-
-def _did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _number(x: Any, path: str, source: str) -> float | None:

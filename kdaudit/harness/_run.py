@@ -158,9 +158,32 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
     if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
         raise invalid_argument("checkpoint_every", checkpoint_every, "an integer >= 1")
     adapters = _collect_models(models, teacher)
-    if device is not None or precision is not None:
-        for m in _torch_models(adapters):
+    # The run's device and precision apply to every torch model for the run only: the caller's models are put back
+    # where and as they were, so a teacher audited in bf16 is not left in bf16 (nor on another device).
+    with _settings(adapters, device=device, precision=precision):
+        return _run_adapters(adapters, data, batch_size=batch_size, cache_dir=cache_dir, seed=seed,
+                             progress=progress, checkpoint_every=checkpoint_every, t_start=t_start)
+
+
+@contextlib.contextmanager
+def _settings(adapters: Sequence[ModelAdapter], *, device: Any, precision: str | None) -> Iterator[None]:
+    """Apply one device and precision to every torch model (ensemble members too); restore each on exit."""
+    if device is None and precision is None:
+        yield
+        return
+    saved = [(m, m.device, m.precision) for m in _torch_models(adapters)]
+    try:
+        for m, _, _ in saved:
             m.configure(device=device, precision=precision)
+        yield
+    finally:
+        for m, dev, prec in saved:
+            m.configure(device=dev)
+            m.precision = prec
+
+
+def _run_adapters(adapters: list[ModelAdapter], data: AuditData, *, batch_size: int, cache_dir: Any, seed: int,
+                  progress: bool, checkpoint_every: int, t_start: float) -> RunResult:
     _check_declared_classes(adapters, data)
     for m in adapters:
         m.prepare(data)

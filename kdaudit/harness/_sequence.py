@@ -12,29 +12,16 @@ never the full vocabulary: memory per position is ``k * 8 + 8`` bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Mapping
 
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._kinds import OutputKind  # defined with Access, below every layer; re-exported here
 
 __all__ = ["Generations", "MAX_TOP_K", "OutputKind", "TokenTopK"]
 
 MAX_TOP_K = 20
-
-
-class OutputKind(str, Enum):
-    """What one model's outputs on an audit's inputs are, from richest to poorest per task family."""
-
-    CLASS_PROBS = "class_probs"  # (N, C) class probabilities
-    TOP_K = "top_k"  # class probabilities zero outside each row's top k
-    LABELS = "labels"  # one predicted class per row
-    TOKEN_TOP_K = "token_top_k"  # per token position: top-k token ids and log-probs, and the actual token's log-prob
-    TEXT = "text"  # generated continuations only
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, eq=False)
