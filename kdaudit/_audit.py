@@ -28,11 +28,12 @@ from typing import Any, Mapping, Sequence
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
+from kdaudit._version import RESULTS_SCHEMA
 from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
 
 __all__ = ["AuditResult", "SCHEMA", "audit", "available_sections"]
 
-SCHEMA = "kdaudit.results/1"
+SCHEMA = RESULTS_SCHEMA
 # ------------------------------------------------------------------------------------------------------ result
 @dataclass(frozen=True, eq=False)
 class AuditResult:
@@ -474,7 +475,7 @@ def audit(
         for m in cost_list:
             fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
             if raws[m.name]:
-                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median", 0.0))
+                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median") or 0.0)
                 f2, timing, conditions = _cost_split(ordered[len(ordered) // 2])
                 fixed.update(f2)
                 cost_timing[m.name] = timing

@@ -12,9 +12,12 @@ A number without an interval (a p-value, an exact parameter count) is judged on 
 rule with ``level: warning`` can at worst warn. A rule with ``per_group: true`` is judged for every sensitive feature
 (disparities such as ``bias.dp_amplification``) or every group (group metrics such as ``bias.group_agreement``,
 ``bias.group_accuracy_change``); groups too small to support a claim are not judged and one ``info`` finding lists
-them. A rule whose metric was not computed (section not run, or unavailable, e.g. calibration of a labels-only
-model) gives a ``skipped`` finding that says why. The verdict is ``fail`` if any finding fails, else ``warn`` if any
-warns or was skipped, else ``pass``; ``strict`` (``kdaudit gate --strict``) turns warnings and skips into failures.
+them. The gate fails closed: a rule that cannot be judged (its section or metric missing, a value that is not a
+finite number, an interval with low > high) **fails** (a warning-level rule warns), and :func:`gate` refuses results
+of another schema or kdaudit version, or of an audit on too few rows (:func:`check_results`, exit 2). Only a section
+the audit itself marked unavailable, with its reason (calibration of a labels-only model), gives a ``skipped``
+finding. The verdict is ``fail`` if any finding fails, else ``warn`` if any warns or was skipped, else ``pass``;
+``strict`` (``kdaudit gate --strict``) turns warnings and skips into failures.
 
 Policy YAML::
 
@@ -45,9 +48,11 @@ __all__ = [
     "DEFAULT_POLICY",
     "Finding",
     "GateResult",
+    "MIN_ROWS_TO_JUDGE",
     "Policy",
     "Rule",
     "STATUSES",
+    "check_results",
     "evaluate_policy",
     "gate",
     "load_policy",
@@ -313,13 +318,17 @@ def _as_triple(x: Any) -> tuple[float, float, float, str | None] | None:
     if isinstance(x, (int, float)):
         return float(x), math.nan, math.nan, None
     if isinstance(x, Mapping) and "value" in x:
-        def f(v: Any) -> float:
-            return math.nan if v is None else float(v)
-
-        return f(x.get("value")), f(x.get("low")), f(x.get("high")), x.get("method")
+        return _num(x.get("value")), _num(x.get("low")), _num(x.get("high")), x.get("method")
     if hasattr(x, "value") and hasattr(x, "low") and hasattr(x, "high"):
-        return float(x.value), float(x.low), float(x.high), getattr(x, "method", None)
+        return _num(x.value), _num(x.low), _num(x.high), getattr(x, "method", None)
     return None
+
+
+def _num(v: Any) -> float:
+    """A number from results.json; None (how NaN is written) and anything non-numeric become NaN (unjudgeable)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return math.nan
+    return float(v)
 
 
 def _lookup(section: Mapping[str, Any], key: str) -> Any:
@@ -458,6 +467,15 @@ def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Find
     return findings
 
 
+def _unjudged(rule: Rule, student: str, why: str, group: str | None = None) -> Finding:
+    """A rule that cannot be judged fails (a warning-level rule warns): the gate fails closed, never passes."""
+    status = "warn" if rule.level == "warning" else "fail"
+    return Finding(rule=rule.label, metric=rule.metric, student=student, status=status, value=None, low=None,
+                   high=None, threshold=rule.threshold_text,
+                   message=f"{student}: {rule.metric} could not be judged ({why}), so the rule "
+                           f"{'warns' if status == 'warn' else 'fails'}", level=rule.level, group=group)
+
+
 def _skipped(rule: Rule, student: str, why: str, group: str | None = None) -> Finding:
     return Finding(rule=rule.label, metric=rule.metric, student=student, status="skipped", value=None, low=None,
                    high=None, threshold=rule.threshold_text, message=f"{student}: {rule.metric} not judged: {why}",
@@ -467,8 +485,10 @@ def _skipped(rule: Rule, student: str, why: str, group: str | None = None) -> Fi
 def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | None],
              group: str | None) -> Finding:
     value, low, high, method = triple
-    if math.isnan(value):
-        return _skipped(rule, student, "the metric is undefined on these data", group)
+    if not math.isfinite(value):
+        return _unjudged(rule, student, "its value is missing, not a number or not finite", group)
+    if math.isnan(low) != math.isnan(high) or math.isinf(low) or math.isinf(high) or low > high:
+        return _unjudged(rule, student, f"its interval [{low}, {high}] is malformed", group)
     status = rule.judge(value, low, high)
 
     def j(x: float) -> float | None:
@@ -483,23 +503,27 @@ def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | 
 def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Finding]:
     section = comp.get(rule.section)
     if not isinstance(section, Mapping):
-        return [_skipped(rule, student, f"the {rule.section} section was not run")]
-    if not section.get("available", True):
-        return [_skipped(rule, student, section.get("reason") or f"the {rule.section} section is unavailable")]
+        return [_unjudged(rule, student, f"the {rule.section} section is missing from the results")]
+    if section.get("available", True) is not True:
+        reason = section.get("reason")
+        if section.get("available") is False and isinstance(reason, str) and reason.strip():
+            # the audit itself stated why the metric does not apply (e.g. calibration of a labels-only model)
+            return [_skipped(rule, student, reason)]
+        return [_unjudged(rule, student, f"the {rule.section} section is marked unavailable without a reason")]
     if rule.per_group:
         groups = _group_values(section, rule.key)
         if groups is None:
             # A per-group rule on a metric reported only as one number judges that number.
             triple = _as_triple(_lookup(section, rule.key))
             if triple is None:
-                return [_skipped(rule, student, "no per-group values were reported")]
+                return [_unjudged(rule, student, "no per-group values were reported")]
             return [_finding(rule, student, triple, None)]
         values, small = groups
         out = []
         for group in sorted(values):
             triple = _as_triple(values[group])
             if triple is None:
-                out.append(_skipped(rule, student, "no value for this group", group))
+                out.append(_unjudged(rule, student, "no value for this group", group))
             else:
                 out.append(_finding(rule, student, triple, group))
         if small:
@@ -511,7 +535,7 @@ def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Findi
         return out
     triple = _as_triple(_lookup(section, rule.key))
     if triple is None:
-        return [_skipped(rule, student, f"{rule.metric} was not reported")]
+        return [_unjudged(rule, student, f"{rule.metric} was not reported as a number")]
     return [_finding(rule, student, triple, None)]
 
 
@@ -590,6 +614,40 @@ def _value_text(f: Finding) -> str:
     return f"{f.value:.4g} [{f.low:.4g}, {f.high:.4g}]"
 
 
+#: Fewest audit rows the gate judges: on fewer, every bootstrap interval degenerates towards a point.
+MIN_ROWS_TO_JUDGE = 10
+
+
+def check_results(results: Mapping[str, Any]) -> None:
+    """Refuse results the gate cannot trust to mean what its rules assume (raises ConfigError: exit 2).
+
+    The schema must be this kdaudit's, the version the same major.minor (metrics may change meaning between
+    versions), and the audit must have at least :data:`MIN_ROWS_TO_JUDGE` rows.
+    """
+    from kdaudit._version import RESULTS_SCHEMA as SCHEMA
+    from kdaudit._version import __version__
+
+    schema = results.get("schema")
+    if schema != SCHEMA:
+        raise ConfigError(f"results have schema {str(schema)[:80]!r}; expected {SCHEMA!r} (a results.json written "
+                          "by this version of kdaudit)")
+    version = results.get("kdaudit_version")
+    if not isinstance(version, str) or version.split(".")[:2] != __version__.split(".")[:2]:
+        raise ConfigError(f"results were written by kdaudit {str(version)[:40]!r}; expected kdaudit "
+                          f"{'.'.join(__version__.split('.')[:2])}.x, this gate's version (re-run the audit, or gate "
+                          "with the kdaudit that wrote them)")
+    data = results.get("data")
+    n_rows = data.get("n_rows") if isinstance(data, Mapping) else None
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < MIN_ROWS_TO_JUDGE:
+        raise ConfigError(f"results report data.n_rows = {str(n_rows)[:40]}; expected an audit of at least "
+                          f"{MIN_ROWS_TO_JUDGE} rows (fewer are too few to judge any rule)")
+    comparisons = results.get("comparisons")
+    if not isinstance(comparisons, list) or not comparisons or not all(
+            isinstance(c, Mapping) and isinstance(c.get("student"), str) for c in comparisons):
+        raise ConfigError("results have no non-empty 'comparisons' list of mappings with a 'student' name; "
+                          "expected the content of a kdaudit results.json")
+
+
 def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResult:
     """Judge audit results against a policy.
 
@@ -615,6 +673,7 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             raise ConfigError(f"results file {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(results, Mapping):
         raise ConfigError(f"results got {type(results).__name__}; expected the content of a kdaudit results.json")
+    check_results(results)
     if policy is None and isinstance(results.get("policy"), Mapping) and results["policy"].get("rules"):
         recorded = dict(results["policy"])
         rules = recorded["rules"]

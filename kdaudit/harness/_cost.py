@@ -36,6 +36,8 @@ def measure_cost(model: Any, data: Any, *, batch_size: int = 256, n_warmup: int 
         if not isinstance(value, (int, np.integer)) or value < lo:
             raise invalid_argument(arg, value, f"an integer >= {lo}")
     m = as_model(model)
+    if _queries_cost(m):
+        return _answered_cost(m, batch_size)
     if not isinstance(data, AuditData):
         data = AuditData(data)
     home = m.device if isinstance(m, TorchModel) else None
@@ -76,6 +78,34 @@ def _measure(m: Any, data: AuditData, batch_size: int, n_warmup: int, n_batches:
         "latency_ms_per_row": median / batch_size,
         "throughput_rows_per_s": float(batch_size * n_batches / (t.sum() / 1e3)),
     }
+
+
+def _queries_cost(m: Any) -> bool:
+    """A model whose queries are paid for or rate-limited (a black box, or an ensemble holding one)."""
+    from kdaudit.models import BlackBoxModel, EnsembleModel
+
+    if isinstance(m, EnsembleModel):
+        return any(_queries_cost(x) for x in m.members)
+    return isinstance(m, BlackBoxModel)
+
+
+def _answered_cost(m: Any, batch_size: int) -> dict[str, Any]:
+    times = list(getattr(m, "call_times", []) or [])
+    base = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes(), "batch_size": int(batch_size),
+            "n_batches": len(times), "device": "remote"}
+    if not times:
+        return {**base, "latency_ms_median": None, "latency_ms_p90": None, "latency_ms_per_row": None,
+                "throughput_rows_per_s": None,
+                "latency_source": "not measured: no call was answered in this process (a black box is never "
+                                  "queried again to time it)"}
+    rows = np.array([r for r, _ in times], dtype=np.float64)
+    secs = np.array([t for _, t in times], dtype=np.float64)
+    ms = secs * 1e3
+    return {**base, "latency_ms_median": float(np.median(ms)), "latency_ms_p90": float(np.percentile(ms, 90)),
+            "latency_ms_per_row": float(np.median(ms / rows)),
+            "throughput_rows_per_s": float(rows.sum() / secs.sum()) if secs.sum() > 0 else None,
+            "latency_source": f"the {len(times)} calls answered during the audit (median rows per call "
+                              f"{float(np.median(rows)):g})"}
 
 
 def _cuda_sync(m: Any) -> Any:
