@@ -321,6 +321,50 @@ def _ratio(a: Any, b: Any) -> Estimate:
     return Estimate(float(a) / float(b), method="exact (no interval)")
 
 
+def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
+                   reg: Mapping[str, Section], boot: Any, section_options: Mapping[str, Any], batch_size: int,
+                   device: Any, precision: Any, cache_dir: Any, seed: int, progress: bool, has_refs: bool
+                   ) -> tuple[Any, Any, dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every model's outputs through :func:`kdaudit.harness.run` (kept for ``AuditResult.outputs``), then every
+    streaming section per student on them."""
+    _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
+    t0 = time.perf_counter()
+    from kdaudit import harness
+
+    run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size, device=device,
+                      precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
+    timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
+    outputs = run.outputs
+    t_out = outputs[teacher_m.name]
+
+    comparisons: list[dict[str, Any]] = []
+    section_objs: dict[str, dict[str, Any]] = {}
+    for student in student_ms:
+        s_out = outputs[student.name]
+        comp: dict[str, Any] = {"student": student.name}
+        objs: dict[str, Any] = {}
+        inputs = _inputs_of(t_out, s_out, data, has_refs)
+        for section in chosen:
+            sec = reg[section]
+            if not sec.stream:
+                continue
+            why = sec.skip_reason(inputs)
+            if why is not None:  # one rule for every section: what it needs against what the models reveal
+                comp[section] = _unavailable(why)
+                continue
+            _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
+            t0 = time.perf_counter()
+            res = sec.compute(y_true=data.y_true, teacher=t_out, student=s_out, ids=outputs.ids,
+                              sensitive=data.sensitive, bootstrap=boot, options=section_options.get(section, {}))
+            timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
+            objs[section] = res
+            comp[section] = to_jsonable(res)
+        comparisons.append(comp)
+        section_objs[student.name] = objs
+
+    return outputs, run.provenance, timings, comparisons, section_objs
+
+
 def audit(
     teacher: Any,
     students: Any,
@@ -343,6 +387,7 @@ def audit(
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
     measure_cost: bool = True,
+    executor: Any = None,
 ) -> AuditResult:
     """Audit distilled students against their teacher.
 
@@ -390,6 +435,11 @@ def audit(
         Progress messages and bars on stderr.
     measure_cost : bool
         Time each model for the cost section (wall times go to ``run_info`` only).
+    executor : {"local"} or Executor, optional
+        Stream: the models run batch by batch (``batch_size`` rows) and each batch feeds every section's
+        accumulator, so memory stays flat in the number of rows (``AuditResult.outputs`` is then None); with
+        ``cache_dir`` each batch's outputs are cached as a chunk that a re-run resumes from. None (the default)
+        keeps every model's outputs in memory for ``AuditResult.outputs`` (see ARCHITECTURE.md).
 
     Returns
     -------
@@ -411,7 +461,7 @@ def audit(
         # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
         chosen = tuple(s for s in chosen if s != "bias")
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
-    pol = load_policy(policy)
+    pol = load_policy(policy, sections=reg)
     if policy is None:
         # The default policy judges the sections this audit ran; a policy the caller gives is judged in full, so a
         # rule on a section that was not run shows up as skipped.
@@ -422,40 +472,26 @@ def audit(
     section_options = _check_section_options(section_options, reg)
 
     teacher_m, student_ms = _as_models(teacher, students)
-    from kdaudit import harness
+    if executor is not None:
+        from kdaudit.sections._engine import stream_sections
 
-    _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
-    t0 = time.perf_counter()
-    run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size, device=device,
-                      precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
-    timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
-    outputs = run.outputs
-    t_out = outputs[teacher_m.name]
-
-    comparisons: list[dict[str, Any]] = []
-    section_objs: dict[str, dict[str, Any]] = {}
-    for student in student_ms:
-        s_out = outputs[student.name]
-        comp: dict[str, Any] = {"student": student.name}
-        objs: dict[str, Any] = {}
-        inputs = _inputs_of(t_out, s_out, data, has_refs)
-        for section in chosen:
-            sec = reg[section]
-            if not sec.stream:
-                continue
-            why = sec.skip_reason(inputs)
-            if why is not None:  # one rule for every section: what it needs against what the models reveal
-                comp[section] = _unavailable(why)
-                continue
-            _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
-            t0 = time.perf_counter()
-            res = sec.compute(y_true=data.y_true, teacher=t_out, student=s_out, ids=outputs.ids,
-                              sensitive=data.sensitive, bootstrap=boot, options=section_options.get(section, {}))
-            timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
-            objs[section] = res
-            comp[section] = to_jsonable(res)
-        comparisons.append(comp)
-        section_objs[student.name] = objs
+        _progress(progress, f"streaming {1 + len(student_ms)} models over {len(data):,} rows of {data.name!r}")
+        streamed, provenance, stream_t = stream_sections(
+            teacher_m, student_ms, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
+            options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
+            precision=precision, has_references=has_refs, seed=seed)
+        timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},
+                                   "sections_compute_s": stream_t["compute_s"]}
+        outputs = None
+        # results.json keeps the canonical section order
+        comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
+                                               if n in streamed[st.name]}} for st in student_ms]
+        section_objs = {st.name: dict(streamed[st.name]) for st in student_ms}
+    else:
+        outputs, provenance, timings, comparisons, section_objs = _run_in_memory(
+            teacher_m, student_ms, data, chosen=chosen, reg=reg, boot=boot, section_options=section_options,
+            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, seed=seed,
+            progress=progress, has_refs=has_refs)
 
     cost_models: dict[str, Any] = {}
     cost_timing: dict[str, Any] = {}
@@ -547,7 +583,7 @@ def audit(
         "teacher": teacher_m.name,
         "comparisons": comparisons,
         "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
-        "provenance": to_jsonable(run.provenance.to_dict(include_timing=False)),
+        "provenance": to_jsonable(provenance.to_dict(include_timing=False)),
         "settings": settings,
         "config": to_jsonable(dict(config)) if config is not None else None,
         "definitions": to_jsonable(_definitions(chosen, reg)),
@@ -567,7 +603,7 @@ def audit(
     results = json.loads(canonical_json(results))
 
     timings["total_s"] = time.perf_counter() - t_start
-    prov_timed = run.provenance.to_dict(include_timing=True)
+    prov_timed = provenance.to_dict(include_timing=True)
     run_info = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "command": " ".join(_command_line()),

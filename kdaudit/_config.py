@@ -62,7 +62,7 @@ ACCESS = ("probabilities", "labels")  # lineage.suspect_access; "top_k:K" is als
 DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
-             "device", "precision", "cache_dir", "policy", "out", "lineage")
+             "device", "precision", "cache_dir", "policy", "out", "lineage", "section_options")
 _MODELS_KEYS = ("teacher", "students", "references", "controls")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
@@ -369,6 +369,7 @@ class AuditConfig:
     out: Path | None = None
     name: str | None = None
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    section_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -403,6 +404,8 @@ class AuditConfig:
             d["name"] = self.name
         if self.lineage:
             d["lineage"] = dict(self.lineage)
+        if self.section_options:
+            d["section_options"] = {k: dict(v) for k, v in self.section_options.items()}
         return d
 
     def bootstrap(self) -> Any:
@@ -636,7 +639,9 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
             pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
         elif not isinstance(pv, (str, Mapping, list)):
             raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
-        policy = load_policy(pv, _source=f"{ctx.source}#policy.")
+        from kdaudit.sections import section_names
+
+        policy = load_policy(pv, sections=section_names(), _source=f"{ctx.source}#policy.")
     name = ctx.str_(top["name"], "name") if top.get("name") is not None else None
     lineage = ctx.mapping(top.get("lineage") or {}, "lineage", _LINEAGE_KEYS,
                           "a mapping such as {alpha: 0.05, query_budget: 2000}")
@@ -672,7 +677,19 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
                        probes=probes, sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
                        level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
                        precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
-                       lineage=dict(lineage), source=source, base_dir=ctx.base_dir)
+                       lineage=dict(lineage), section_options=_section_options(top, ctx), source=source,
+                       base_dir=ctx.base_dir)
+
+
+def _section_options(top: Mapping[str, Any], ctx: _Ctx) -> dict[str, dict[str, Any]]:
+    """``section_options: {section: {option: value}}``, checked by each section's own schema (the one the API and
+    the CLI's ``--option`` use)."""
+    from kdaudit.sections import registry
+
+    raw = ctx.mapping(top.get("section_options") or {}, "section_options", tuple(registry()),
+                      "a mapping section -> {option: value}, e.g. {calibration: {n_bins: 10}}")
+    return {name: registry()[name].check_options(opts, "section_options", error=ctx.error)
+            for name, opts in raw.items()}
 
 
 def load_config(config: Any) -> AuditConfig:

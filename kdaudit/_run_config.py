@@ -54,6 +54,8 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
         "controls": controls, "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
+        # the CLI's --option values override the config's, option by option
+        "section_options": _merged(cfg.section_options, overrides.pop("section_options", None)) or None,
         "progress": progress,
     }
     kwargs["bootstrap"] = cfg.bootstrap()
@@ -64,3 +66,10 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     if save and target is not None:
         result.save(target)
     return result
+
+
+def _merged(base: Any, extra: Any) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in (base or {}).items()}
+    for section, opts in (extra or {}).items():
+        out.setdefault(section, {}).update(opts)
+    return out

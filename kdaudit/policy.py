@@ -226,7 +226,7 @@ def _number(x: Any, path: str, source: str) -> float | None:
     return value
 
 
-def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
+def _rule_from_dict(d: Any, path: str, source: str, known: tuple[str, ...] = KNOWN_SECTIONS) -> Rule:
     if not isinstance(d, Mapping):
         raise _err(path, d, "a mapping such as {metric: agreement.top1_agreement, min: 0.9}", source)
     for k in d:
@@ -237,9 +237,9 @@ def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
     if not isinstance(metric, str) or "." not in metric or not metric.split(".", 1)[1]:
         raise _err(f"{path}.metric", metric, "a metric name 'section.key', e.g. 'agreement.top1_agreement'", source)
     section = metric.split(".", 1)[0]
-    if section not in KNOWN_SECTIONS:
-        raise _err(f"{path}.metric", metric, f"a section among {', '.join(KNOWN_SECTIONS)}"
-                   + _did_you_mean(section, KNOWN_SECTIONS), source)
+    if section not in known:
+        raise _err(f"{path}.metric", metric, f"a section among {', '.join(known)}"
+                   + _did_you_mean(section, known), source)
     lo = _number(d.get("min"), f"{path}.min", source)
     hi = _number(d.get("max"), f"{path}.max", source)
     if lo is None and hi is None:
@@ -267,7 +267,7 @@ def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
                 description=d.get("description"), students=students)
 
 
-def _policy_from_dict(d: Any, source: str = "") -> Policy:
+def _policy_from_dict(d: Any, source: str = "", known: tuple[str, ...] = KNOWN_SECTIONS) -> Policy:
     if isinstance(d, list):  # a bare list of rules is accepted
         d = {"rules": d}
     if not isinstance(d, Mapping):
@@ -285,12 +285,15 @@ def _policy_from_dict(d: Any, source: str = "") -> Policy:
     description = d.get("description", "") or ""
     if not isinstance(description, str):
         raise _err("description", description, "a string", source)
-    parsed = tuple(_rule_from_dict(r, f"rules[{i}]", source) for i, r in enumerate(rules))
+    parsed = tuple(_rule_from_dict(r, f"rules[{i}]", source, known) for i, r in enumerate(rules))
     return Policy(rules=parsed, name=name, description=description, source=source)
 
 
-def load_policy(policy: Any = None, *, _source: str = "") -> Policy:
+def load_policy(policy: Any = None, *, sections: Iterable[str] = (), _source: str = "") -> Policy:
     """Build a :class:`Policy` from a YAML file path, a mapping, a list of rules, a Policy, or ``None`` (default).
+
+    ``sections`` names sections beyond kdaudit's own that rules may judge (a plugin's, registered under the entry
+    point group ``kdaudit.sections``); the audit and the gate pass the sections they know of.
 
     Raises
     ------
@@ -301,12 +304,13 @@ def load_policy(policy: Any = None, *, _source: str = "") -> Policy:
         return _policy_from_dict(DEFAULT_POLICY, "default policy")
     if isinstance(policy, Policy):
         return policy
+    known = KNOWN_SECTIONS + tuple(s for s in sections if s not in KNOWN_SECTIONS)
     if isinstance(policy, (str, os.PathLike)):
         path = Path(policy)
         data = read_yaml_file(path, what="policy file", expected="a YAML file with a 'rules' list")
-        return _policy_from_dict(data, str(path))
+        return _policy_from_dict(data, str(path), known)
     if isinstance(policy, (Mapping, list)):
-        return _policy_from_dict(policy, _source)
+        return _policy_from_dict(policy, _source, known)
     raise ConfigError(f"policy got {type(policy).__name__}; expected a YAML path, a mapping, a Policy or None")
 
 
@@ -681,6 +685,9 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             rules = [{k: v for k, v in r.items() if k != "label"} if isinstance(r, Mapping) else r for r in rules]
         policy = {"name": recorded.get("name", "policy"), "description": recorded.get("description", ""),
                   "rules": rules}
-    pol = load_policy(policy)
+    # sections the results hold are judgeable whatever installed them (a plugin's section included)
+    held = [k for c in results.get("comparisons") or [] if isinstance(c, Mapping) for k, v in c.items()
+            if isinstance(v, Mapping)]
+    pol = load_policy(policy, sections=held)
     findings = tuple(evaluate_policy(results, pol))
     return GateResult(findings=findings, verdict=verdict_of(findings, strict=strict), strict=strict, policy=pol)

@@ -25,6 +25,8 @@ _ACCESS_RANK = {Access.LABELS: 0, Access.TOP_K: 1, Access.PROBABILITIES: 2}
 #: the classifier output kind each access level yields
 KIND_OF_ACCESS = {Access.PROBABILITIES: OutputKind.CLASS_PROBS, Access.TOP_K: OutputKind.TOP_K,
                   Access.LABELS: OutputKind.LABELS}
+# the kinds a richer kind can serve: full probabilities give top-k and labels, top-k gives labels
+_POORER = {OutputKind.CLASS_PROBS: (OutputKind.TOP_K, OutputKind.LABELS), OutputKind.TOP_K: (OutputKind.LABELS,)}
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Option:
             bounds.append(f"<= {self.maximum:g}")
         return what + (" " + " and ".join(bounds) if bounds else "")
 
-    def check(self, value: Any, where: str) -> Any:
+    def check(self, value: Any, where: str, *, error: Any = None) -> Any:
         """The value, converted from a CLI string where needed; a KDAuditError naming ``where`` otherwise."""
         v = value
         if isinstance(v, str) and self.type is not str:
@@ -86,7 +88,7 @@ class Option:
         if ok and self.maximum is not None:
             ok = v <= self.maximum
         if not ok:
-            raise invalid_argument(where, value, self.accepted())
+            raise (error or invalid_argument)(where, value, self.accepted())
         return v
 
 
@@ -204,22 +206,27 @@ class Section:
     stream: bool = True
 
     # -- options ----------------------------------------------------------------------------------------
-    def check_options(self, options: Mapping[str, Any] | None, where: str = "section_options") -> dict[str, Any]:
-        """Validate options against :attr:`options` (unknown names get a did-you-mean); returns the checked dict."""
+    def check_options(self, options: Mapping[str, Any] | None, where: str = "section_options", *,
+                      error: Any = None) -> dict[str, Any]:
+        """Validate options against :attr:`options` (unknown names get a did-you-mean); returns the checked dict.
+
+        ``error(path, value, accepted)`` builds the exception (a config file's ConfigError names its key path); by
+        default a KDAuditError names the argument.
+        """
+        error = error or invalid_argument
         if options is None:
             return {}
         if not isinstance(options, Mapping):
-            raise invalid_argument(f"{where}.{self.name}", options, "a mapping option -> value")
+            raise error(f"{where}.{self.name}", options, "a mapping option -> value")
         by_name = {o.name: o for o in self.options}
         out: dict[str, Any] = {}
         for key, value in options.items():
             opt = by_name.get(str(key))
             if opt is None:
                 names = ", ".join(sorted(by_name)) or "none"
-                raise invalid_argument(f"{where}.{self.name}", key,
-                                       f"an option of the {self.name} section ({names})"
-                                       + did_you_mean(str(key), by_name))
-            out[opt.name] = opt.check(value, f"{where}.{self.name}.{opt.name}")
+                raise error(f"{where}.{self.name}", key, f"an option of the {self.name} section ({names})"
+                            + did_you_mean(str(key), by_name))
+            out[opt.name] = opt.check(value, f"{where}.{self.name}.{opt.name}", error=error)
         return out
 
     # -- needs --------------------------------------------------------------------------------------------
@@ -227,7 +234,7 @@ class Section:
         """Why this section cannot run on these inputs, or None. One rule for every section."""
         needs = self.needs
         for name, kind, access in zip(inputs.names, inputs.kinds, inputs.access):
-            if kind not in needs.kinds:
+            if not any(kind == k or k in _POORER.get(kind, ()) for k in needs.kinds):
                 takes = ", ".join(sorted(k.value for k in needs.kinds))
                 return f"the {self.name} section needs outputs of kind {takes}; {name} gives {kind.value}"
             if needs.least_access is not None and access is not None and \
