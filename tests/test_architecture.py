@@ -188,7 +188,8 @@ def test_start_loads_no_torch_scipy_or_sklearn(body):
 def test_gate_on_a_results_file_loads_no_torch(tmp_path):
     results = Path(__file__).resolve().parents[1] / "reports" / "demo" / "results.json"
     body = (f"from kdaudit.cli import main\nrc = main(['gate', {str(results)!r}, '--markdown', "
-            f"{str(tmp_path / 'g.md')!r}])\nassert rc in (0, 1), rc")
+            f"{str(tmp_path / 'g.md')!r}])\nassert rc in (0, 1), rc\n"
+            "assert 'numpy' not in sys.modules  # the gate reads JSON: not even numpy")
     proc = subprocess.run([sys.executable, "-c", _LIGHT.format(body=body)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "g.md").exists()
