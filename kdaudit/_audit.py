@@ -11,193 +11,31 @@ The result splits in two on purpose:
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as _dt
-import hashlib
-import html
-import math
 import os
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
-from kdaudit._version import RESULTS_SCHEMA
+from kdaudit._io import canonical_json, to_jsonable
+from kdaudit._result import (  # the result, and the helpers the language-model audit shares
+    COST_DEFINITIONS,
+    SCHEMA,
+    AuditResult,
+    _command_line,
+    _make_bootstrap,
+    _progress,
+    _ratio,
+)
 from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
 
-__all__ = ["AuditResult", "SCHEMA", "audit", "available_sections"]
+__all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA", "audit", "available_sections"]
 
-SCHEMA = RESULTS_SCHEMA
-# ------------------------------------------------------------------------------------------------------ result
-@dataclass(frozen=True, eq=False)
-class AuditResult:
-    """The outcome of :func:`audit`.
-
-    Attributes
-    ----------
-    verdict : {"pass", "warn", "fail"}
-        The policy's verdict over every student (see :mod:`kdaudit.policy`).
-    findings : tuple of Finding
-        One per rule, student (and group for per-group rules).
-    sections : dict
-        ``student -> section -> result object`` (e.g. the agreement section's ``SectionResult``).
-    run_info : dict
-        The non-deterministic part of the run: wall times, measured latency and throughput, time stamp, command
-        line. Saved as ``run.json``; never part of ``results.json``.
-    outputs : Outputs
-        The harness's outputs (probabilities of every model on every row), for further analysis.
-    """
-
-    results: Mapping[str, Any] = field(repr=False)
-    verdict: str
-    findings: tuple[Any, ...] = field(repr=False)
-    sections: Mapping[str, Mapping[str, Any]] = field(repr=False)
-    run_info: Mapping[str, Any] = field(repr=False)
-    outputs: Any = field(default=None, repr=False)
-
-    @property
-    def students(self) -> list[str]:
-        return [c["student"] for c in self.results["comparisons"]]
-
-    @property
-    def teacher(self) -> str:
-        return next(m["name"] for m in self.results["models"] if m["role"] == "teacher")
-
-    def __getitem__(self, student: str) -> Mapping[str, Any]:
-        """The section result objects of one student: ``result["student"]["agreement"]``."""
-        try:
-            return self.sections[student]
-        except KeyError:
-            raise invalid_argument("student", student, f"one of {self.students}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The content of ``results.json`` (a deep copy): deterministic, no wall times."""
-        return copy.deepcopy(dict(self.results))
-
-    def to_json(self) -> str:
-        """``results.json`` text: canonical JSON, byte-identical for identical inputs and seed."""
-        return canonical_json(self.results)
-
-    def to_frame(self) -> Any:
-        """A tidy DataFrame: one row per (student, section, metric, group) with value, low, high, method, level.
-
-        ``group`` is ``""`` for whole-data numbers; for the bias section it is ``"feature"`` for a per-feature
-        disparity or ``"feature=group"`` for a per-group number.
-        """
-        import pandas as pd
-
-        rows = []
-        sections = registry()
-        for comp in self.results["comparisons"]:
-            for name in self._section_names(comp, sections):
-                for row in sections[name].rows(comp[name]):
-                    rows.append({"student": comp["student"], **_frame_fields(row)})
-        cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
-        return pd.DataFrame(rows, columns=cols)
-
-    def _repr_html_(self) -> str:
-        """A compact summary for Jupyter: verdict, findings counts and headline numbers with intervals."""
-        e = html.escape
-        from kdaudit.policy import STATUSES
-
-        counts = {s: sum(f.status == s for f in self.findings) for s in STATUSES}
-        colour = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}.get(self.verdict, "#57606a")
-        parts = [
-            '<div class="kdaudit-summary">',
-            f"<p><strong>kdaudit audit</strong> of teacher <code>{e(self.teacher)}</code> on "
-            f"<code>{e(str(self.results['data'].get('name', '')))}</code> "
-            f"({int(self.results['data'].get('n_rows', 0)):,} rows): verdict "
-            f'<strong style="color:{colour}">{e(self.verdict.upper())}</strong> '
-            f"({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['skipped']} skipped, "
-            f"{counts['info']} notes)</p>",
-            "<table><thead><tr><th>student</th><th>section</th><th>metric</th><th>value [95% CI]</th></tr></thead>"
-            "<tbody>",
-        ]
-        defs = self.results.get("definitions", {})
-        sections = registry()
-        for comp in self.results["comparisons"]:
-            for section in self._section_names(comp, sections):
-                sec = comp.get(section)
-                if not isinstance(sec, Mapping):
-                    continue
-                if not sec.get("available", True):
-                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td><td colspan=2>"
-                                 f"unavailable: {e(str(sec.get('reason') or ''))}</td></tr>")
-                    continue
-                if section == "lineage" and sec.get("verdict"):
-                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>lineage</td><td>verdict</td>"
-                                 f"<td>{e(str(sec['verdict']))}</td></tr>")
-                for key in _headline_keys(sections[section], sec):
-                    est = Estimate.from_dict(sec["headline"][key]) if isinstance(sec["headline"][key], Mapping) \
-                        else Estimate(float(sec["headline"][key]))
-                    label = defs.get(f"{section}.{key}", {}).get("label", key)
-                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td>"
-                                 f'<td title="{e(section + "." + key)}">{e(label)}</td><td>{e(f"{est:.4f}")}</td>'
-                                 "</tr>")
-        parts.append("</tbody></table>")
-        bad = [f for f in self.findings if f.status in ("fail", "warn")]
-        if bad:
-            parts.append("<ul>" + "".join(f"<li><strong>{e(f.status)}</strong>: {e(f.message)}</li>"
-                                          for f in bad[:10]) + "</ul>")
-        parts.append("</div>")
-        return "".join(parts)
-
-    def _section_names(self, comp: Mapping[str, Any], sections: Mapping[str, Section]) -> list[str]:
-        """The sections of one comparison that results.json holds, in results order."""
-        return [name for name in sections if isinstance(comp.get(name), Mapping)]
-
-    def __repr__(self) -> str:
-        return (f"AuditResult(verdict={self.verdict!r}, teacher={self.teacher!r}, students={self.students!r}, "
-                f"findings={len(self.findings)})")
-
-    def save(self, out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
-        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` (each atomically).
-
-        ``run.json`` carries ``results_sha256``, the sha256 of the ``results.json`` bytes it was written with.
-        Returns the paths written.
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        text = self.to_json()
-        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        run_info = dict(self.run_info)
-        run_info["results_sha256"] = sha
-        paths = {"results": atomic_write_text(out / "results.json", text)}
-        if report:
-            from kdaudit.report import render_html
-
-            t0 = time.perf_counter()
-            page = render_html(self.to_dict(), run_info=run_info,
-                               generated_at=run_info.get("generated_at"))
-            run_info["render_s"] = round(time.perf_counter() - t0, 4)
-            paths["report"] = atomic_write_text(out / "report.html", page)
-        paths["run"] = atomic_write_text(out / "run.json", canonical_json(run_info))
-        return paths
-
-
-def _frame_fields(row: Any) -> dict[str, Any]:
-    e = row.estimate
-    return {"section": row.section, "metric": row.metric, "group": row.group, "value": e.value, "low": e.low,
-            "high": e.high, "method": e.method, "level": e.level}
-
-
-def _headline_keys(section: Section, sec: Mapping[str, Any]) -> list[str]:
-    """Up to 4 headline keys for the compact summary: the section's preferred ones that exist, else the first ones."""
-    headline = sec.get("headline") or {}
-    keys = [k for k in section.summary_keys if k in headline]
-    return keys[:4] if keys else sorted(headline)[:4]
-
-
-# ------------------------------------------------------------------------------------------------------- audit
-def _progress(enabled: bool, message: str) -> None:
-    if enabled:
-        print(f"[kdaudit] {message}", file=sys.stderr, flush=True)
+#: the sections the audit computes from the models themselves rather than from their outputs row by row
+_MODEL_SECTIONS = ("cost", "lineage")
 
 
 def available_sections() -> tuple[str, ...]:
@@ -287,18 +125,6 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return t, ss
 
 
-def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
-    from kdaudit.metrics._resampling import Bootstrap
-
-    if bootstrap is not None and n_replicates is not None:
-        raise invalid_argument("n_replicates", n_replicates, "None when bootstrap= is given")
-    if bootstrap is None:
-        return Bootstrap(n_replicates=1000 if n_replicates is None else n_replicates, seed=seed)
-    if not isinstance(bootstrap, Bootstrap):
-        raise invalid_argument("bootstrap", bootstrap, "a kdaudit.metrics.Bootstrap")
-    return bootstrap
-
-
 _COST_CONDITIONS = ("batch_size", "n_batches", "device")
 _COST_ROUNDS = 3
 
@@ -313,12 +139,6 @@ def _cost_split(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
         # the median batch latency is the per-batch latency the report shows
         timing["latency_ms_per_batch"] = timing["latency_ms_median"]
     return fixed, timing, conditions
-
-
-def _ratio(a: Any, b: Any) -> Estimate:
-    if a is None or b is None or not b:
-        return Estimate(math.nan, method="exact (no interval)")
-    return Estimate(float(a) / float(b), method="exact (no interval)")
 
 
 def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
@@ -347,6 +167,9 @@ def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: 
         for section in chosen:
             sec = reg[section]
             if not sec.stream:
+                if section not in _MODEL_SECTIONS:  # e.g. a language-model section asked of classifiers
+                    comp[section] = _unavailable(sec.skip_reason(inputs) or
+                                                 f"the {section} section does not compute from these models")
                 continue
             why = sec.skip_reason(inputs)
             if why is not None:  # one rule for every section: what it needs against what the models reveal
@@ -449,6 +272,13 @@ def audit(
     from kdaudit.data import AuditData
     from kdaudit.policy import load_policy, verdict_of
 
+    from kdaudit._audit_lm import dispatch_lm
+    lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
+                     policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
+                     measure_cost=measure_cost, unsupported={"references": references, "controls": controls,
+                                                             "probes": probes, "cache_dir": cache_dir})
+    if lm is not None:  # language models: kdaudit._audit_lm
+        return lm
     t_start = time.perf_counter()
     if not isinstance(data, AuditData):
         raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)")
@@ -483,6 +313,15 @@ def audit(
         timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},
                                    "sections_compute_s": stream_t["compute_s"]}
         outputs = None
+        for st in student_ms:  # a section that computes neither from rows nor from the models: the one skip rule
+            inputs = SectionInputs(kinds=(KIND_OF_ACCESS[teacher_m.access], KIND_OF_ACCESS[st.access]),
+                                   access=(teacher_m.access, st.access), has_labels=data.y_true is not None,
+                                   has_sensitive=data.sensitive is not None, has_references=has_refs,
+                                   names=(f"teacher {teacher_m.name!r}", f"student {st.name!r}"))
+            for name in chosen:
+                if not reg[name].stream and name not in _MODEL_SECTIONS:
+                    streamed[st.name][name] = _unavailable(reg[name].skip_reason(inputs) or
+                                                           f"the {name} section does not compute from these models")
         # results.json keeps the canonical section order
         comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
                                                if n in streamed[st.name]}} for st in student_ms]
@@ -623,10 +462,3 @@ def audit(
 def _torch_threads() -> int | None:
     torch = sys.modules.get("torch")
     return None if torch is None else int(torch.get_num_threads())
-
-
-def _command_line() -> list[str]:
-    argv = list(sys.argv)
-    if argv:
-        argv[0] = Path(argv[0]).name
-    return argv

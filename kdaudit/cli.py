@@ -49,7 +49,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="reference ensembles for the lineage test (default 19: the fewest that let the exact p-value "
                         "reach 0.05; 39 reach 0.025 at twice the training time)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_demo)
+    p.add_argument("--task", choices=("adult", "lm"), default="adult",
+                   help="adult: classifiers on UCI Adult (default); lm: a GPT-style language model distilled on "
+                        "the Python standard library's docstrings (written to ./kdaudit-demo-lm unless --out)")
+    p.set_defaults(func=_cmd_demo, demo_out_default=p.get_default("out"))
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
@@ -131,6 +134,13 @@ def build_parser(*, lineage: bool = True) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------------- commands
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.task == "lm":
+        from kdaudit._demo_lm import DEFAULT_LM_DEMO_OUT, run_lm_demo
+
+        out = DEFAULT_LM_DEMO_OUT if args.out == args.demo_out_default else args.out
+        result, paths = run_lm_demo(out, seed=args.seed, quick=args.quick, progress=not args.quiet)
+        print_summary(result, paths)
+        return EXIT_OK
     from kdaudit._demo import run_demo
 
     if args.references is not None and args.references < 1:

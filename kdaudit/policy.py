@@ -45,6 +45,7 @@ from kdaudit._exceptions import did_you_mean as _did_you_mean
 from kdaudit._io import read_yaml_file
 
 __all__ = [
+    "DEFAULT_LM_POLICY",
     "DEFAULT_POLICY",
     "Finding",
     "GateResult",
@@ -64,7 +65,8 @@ _LEVELS = ("error", "warning")
 _RULE_KEYS = ("metric", "min", "max", "level", "per_group", "name", "description", "students")
 _POLICY_KEYS = ("name", "description", "rules")
 # Sections whose numbers live in ``results["comparisons"][i][section]``.
-KNOWN_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "lineage", "cost")
+KNOWN_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "lineage", "cost", "lm_tokens", "lm_generation",
+                  "lm_task", "lm_bias")
 
 DEFAULT_POLICY: dict[str, Any] = {
     "name": "kdaudit-default",
@@ -85,6 +87,29 @@ DEFAULT_POLICY: dict[str, Any] = {
          "description": "no sensitive feature's demographic-parity difference grows by more than 0.05"},
         {"metric": "bias.eo_amplification", "max": 0.05, "per_group": True, "level": "warning",
          "description": "no sensitive feature's equalized-odds difference grows by more than 0.05"},
+    ],
+}
+
+#: The default policy of a language-model audit (``kdaudit.audit`` on prompt sets).
+DEFAULT_LM_POLICY: dict[str, Any] = {
+    "name": "kdaudit-default-lm",
+    "description": (
+        "A conservative starting point for replacing a teacher language model by its distilled student: the student "
+        "keeps 95% of the teacher's multiple-choice accuracy and next-token accuracy, is at most 25% more perplexed "
+        "on the same texts, its next-token calibration error grows by at most 0.02, and no prompt group's "
+        "next-token accuracy gap grows by more than 0.05. Judged on 95% intervals with the prompt as the unit."
+    ),
+    "rules": [
+        {"metric": "lm_task.retained_accuracy", "min": 0.95,
+         "description": "the student keeps at least 95% of the teacher's multiple-choice accuracy"},
+        {"metric": "lm_tokens.retained_next_token_accuracy", "min": 0.95,
+         "description": "the student keeps at least 95% of the teacher's next-token accuracy"},
+        {"metric": "lm_tokens.perplexity_ratio", "max": 1.25,
+         "description": "the student's perplexity is at most 1.25 times the teacher's on the same texts"},
+        {"metric": "lm_tokens.ece_change", "max": 0.02, "level": "warning",
+         "description": "next-token calibration error grows by at most 0.02"},
+        {"metric": "lm_bias.accuracy_amplification", "max": 0.05, "per_group": True,
+         "description": "no prompt group's next-token accuracy gap grows by more than 0.05"},
     ],
 }
 
