@@ -195,3 +195,14 @@ def test_any_executor_and_shard_order_give_identical_results():
     _close(json.loads(go(None, None)), json.loads(local))  # one shard or four: the same numbers
     with pytest.raises(Exception, match="executor"):
         go("nope", 100)
+
+
+def test_a_section_for_another_output_kind_is_skipped_by_the_one_rule():
+    """A language-model section asked of classifiers is reported unavailable, saying which kind it needs."""
+    data = _data(n=200)
+    for executor in (None, "local"):
+        r = audit(_net(0), {"s": _net(1)}, data, sections=["agreement", "lm_tokens"], n_replicates=0, seed=0,
+                  progress=False, measure_cost=False, executor=executor).to_dict()
+        sec = r["comparisons"][0]["lm_tokens"]
+        assert not sec["available"] and "needs outputs of kind token_top_k" in sec["reason"], sec
+        assert "gives class_probs" in sec["reason"] and r["comparisons"][0]["agreement"]["available"]
