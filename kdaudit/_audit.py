@@ -29,6 +29,7 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _make_bootstrap,
     _progress,
     _ratio,
+    _roles,
 )
 from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
 
@@ -125,7 +126,7 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return t, ss
 
 
-_COST_CONDITIONS = ("batch_size", "n_batches", "device")
+_COST_CONDITIONS = ("batch_size", "n_batches", "rounds", "device")
 _COST_ROUNDS = 3
 
 
@@ -204,6 +205,7 @@ def audit(
     batch_size: int = 256,
     references: Sequence[Any] | None = None,
     controls: Sequence[Any] | None = None,
+    roles: Mapping[str, str] | None = None,
     probes: Any = None,
     lineage_options: Mapping[str, Any] | None = None,
     section_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -245,6 +247,11 @@ def audit(
     controls : sequence of models, optional
         Lineage negative controls: models known not to be derived from the teacher or any reference (see
         :func:`kdaudit.lineage_test`; with 19 or more the test is calibrated by them).
+    roles : mapping, optional
+        ``student name -> "student" | "control"``. A control (say, the student's architecture trained without the
+        teacher) is audited like a student and reported beside it for comparison, labelled as a control, but the
+        policy does not judge it and the verdict does not cover it. Default: every entry of ``students`` is a
+        student.
     probes : AuditData, array, or a list of those, optional
         Lineage probe inputs (default: the audit data); a list is concatenated (held-out rows plus any public data
         a student's maker may have queried the teacher with).
@@ -275,8 +282,8 @@ def audit(
     from kdaudit._audit_lm import dispatch_lm
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
                      policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
-                     measure_cost=measure_cost, unsupported={"references": references, "controls": controls,
-                                                             "probes": probes, "cache_dir": cache_dir})
+                     measure_cost=measure_cost, roles=roles, cache_dir=cache_dir,
+                     unsupported={"references": references, "controls": controls, "probes": probes})
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()
@@ -302,6 +309,7 @@ def audit(
     section_options = _check_section_options(section_options, reg)
 
     teacher_m, student_ms = _as_models(teacher, students)
+    role_of = _roles(roles, [s.name for s in student_ms])
     if executor is not None:
         from kdaudit.sections._engine import stream_sections
 
@@ -332,6 +340,11 @@ def audit(
             batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, seed=seed,
             progress=progress, has_refs=has_refs)
 
+    for comp in comparisons:  # each comparison says whether its model is judged (a student) or shown (a control)
+        comp_items = list(comp.items())
+        comp.clear()
+        comp.update([comp_items[0], ("role", role_of[comp_items[0][1]]), *comp_items[1:]])
+
     cost_models: dict[str, Any] = {}
     cost_timing: dict[str, Any] = {}
     cost_conditions: dict[str, Any] = {}
@@ -347,15 +360,24 @@ def audit(
             for _ in range(_COST_ROUNDS):
                 for m in cost_list:
                     raws[m.name].append(_measure(m, data, batch_size=batch_size, device=device))
+        from kdaudit.harness._cost import pool_rounds, speed_ratio
+
+        batches: dict[str, list[float]] = {}
         for m in cost_list:
             fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
             if raws[m.name]:
-                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median") or 0.0)
-                f2, timing, conditions = _cost_split(ordered[len(ordered) // 2])
+                # Every timed batch of every round, pooled: the summary and the speed ratio's interval use them all.
+                pooled = pool_rounds(raws[m.name])
+                batches[m.name] = pooled.pop("batch_ms")
+                f2, timing, conditions = _cost_split(pooled)
                 fixed.update(f2)
                 cost_timing[m.name] = timing
                 cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
             cost_models[m.name] = fixed
+        for s in student_ms:
+            if s.name in batches and teacher_m.name in batches:
+                cost_timing[s.name]["throughput_ratio"] = speed_ratio(batches[teacher_m.name], batches[s.name],
+                                                                      seed=seed)
         for comp in comparisons:
             t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
             headline = {"parameter_ratio": _ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
@@ -392,7 +414,7 @@ def audit(
                 comp["lineage"] = d
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
-    models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
+    models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]
     if has_refs:
         from kdaudit.models import ModelAdapter, as_model
 
@@ -438,6 +460,7 @@ def audit(
     results["verdict"] = verdict
     results["verdict_by_student"] = {
         c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons
+        if c["role"] == "student"  # controls are not judged (see ``roles``)
     }
     results = json.loads(canonical_json(results))
 

@@ -21,11 +21,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import atomic_write_text, canonical_json
+from kdaudit._io import canonical_json
 from kdaudit._version import RESULTS_SCHEMA
 from kdaudit.sections import Section, registry
 
@@ -169,18 +169,20 @@ class AuditResult:
                 f"findings={len(self.findings)})")
 
     def save(self, out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
-        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` (each atomically).
+        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` as one set.
 
+        The set replaces the previous one in a single rename (:func:`kdaudit._io.write_file_set`): a crash never
+        leaves a new results.json beside an old report, and two audits saving into one folder take turns.
         ``run.json`` carries ``results_sha256``, the sha256 of the ``results.json`` bytes it was written with.
         Returns the paths written.
         """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        from kdaudit._io import write_file_set
+
         text = self.to_json()
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
         run_info = dict(self.run_info)
         run_info["results_sha256"] = sha
-        paths = {"results": atomic_write_text(out / "results.json", text)}
+        files = {"results.json": text.encode("utf-8")}
         if report:
             from kdaudit.report import render_html
 
@@ -188,8 +190,12 @@ class AuditResult:
             page = render_html(self.to_dict(), run_info=run_info,
                                generated_at=run_info.get("generated_at"))
             run_info["render_s"] = round(time.perf_counter() - t0, 4)
-            paths["report"] = atomic_write_text(out / "report.html", page)
-        paths["run"] = atomic_write_text(out / "run.json", canonical_json(run_info))
+            files["report.html"] = page.encode("utf-8")
+        files["run.json"] = canonical_json(run_info).encode("utf-8")
+        written = write_file_set(out_dir, files)
+        paths = {"results": written["results.json"], "run": written["run.json"]}
+        if report:
+            paths["report"] = written["report.html"]
         return paths
 
 
@@ -242,3 +248,24 @@ def _command_line() -> list[str]:
     if argv:
         argv[0] = Path(argv[0]).name
     return argv
+
+
+_COMPARISON_ROLES = ("student", "control")
+
+
+def _roles(roles: Mapping[str, str] | None, names: Sequence[str]) -> dict[str, str]:
+    """Each audited model's role: ``roles`` checked against the students' names and the accepted roles."""
+    out = {n: "student" for n in names}
+    if roles is None:
+        return out
+    if not isinstance(roles, Mapping):
+        raise invalid_argument("roles", type(roles).__name__, "a mapping student name -> 'student' or 'control'")
+    for name, role in roles.items():
+        if name not in out:
+            raise invalid_argument("roles", name, f"names of the audited students ({', '.join(map(repr, names))})")
+        if role not in _COMPARISON_ROLES:
+            raise invalid_argument(f"roles[{name!r}]", role, " or ".join(map(repr, _COMPARISON_ROLES)))
+        out[name] = role
+    if "student" not in out.values():
+        raise invalid_argument("roles", dict(roles), "at least one model left in the role 'student'")
+    return out

@@ -36,6 +36,7 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                         "models")
     teachers = [cfg.load_model(m) for m in cfg.teacher]
     students = {}
+    roles: dict[str, str] = {}
     for i, spec in enumerate(cfg.students):
         model = cfg.load_model(spec)
         name = spec.name or getattr(model, "name", None) or f"student{i + 1}"
@@ -47,13 +48,16 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                               f"name distinct from the other students' (the model is named {name!r} after its "
                               "file, like another student: give each student a 'name')")
         students[name] = model
+        if spec.role is not None:
+            roles[name] = spec.role
     references = [cfg.load_model(m) for m in cfg.references] or None
     controls = [cfg.load_model(m) for m in cfg.controls] or None
     probes = [spec.load() for spec in cfg.probes] or None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "controls": controls, "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
+        "controls": controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
+        "config": cfg.to_dict(),
         # the CLI's --option values override the config's, option by option
         "section_options": _merged(cfg.section_options, overrides.pop("section_options", None)) or None,
         "progress": progress,
