@@ -25,6 +25,8 @@ from kdaudit.lineage._stats import (
     rank_p_value,
 )
 from kdaudit.lineage._test import (
+    CONTROLS_MODES,
+    MIN_CALIBRATION_CONTROLS,
     NULL_HYPOTHESIS,
     AttributionResult,
     LineageResult,
@@ -34,8 +36,10 @@ from kdaudit.lineage._test import (
 )
 
 __all__ = [
+    "CONTROLS_MODES",
     "DEFINITIONS",
     "MANIFEST_SCHEMA",
+    "MIN_CALIBRATION_CONTROLS",
     "NULL_HYPOTHESIS",
     "SIGNATURES",
     "AttributionResult",

@@ -376,7 +376,7 @@ class OpenAIEndpointModel(LanguageModel):
         The first token of a text has no prediction (as with local models). Token ids come from the tokenizer when
         one was given (matched by the token's bytes); a token string it cannot map gets id -1.
         """
-        from kdaudit.harness._sequence import TokenTopK
+        from kdaudit._lm_outputs import TokenTopK
 
         if self.access is not LMAccess.LOGPROBS:
             raise invalid_argument("access", str(self.access), '"logprobs" to score texts teacher-forced (this '
@@ -430,7 +430,7 @@ class OpenAIEndpointModel(LanguageModel):
 
         With ``api="chat"`` each prompt is sent as one user message, or as ``messages[i]`` when given.
         """
-        from kdaudit.harness._sequence import Generations
+        from kdaudit._lm_outputs import Generations
 
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise invalid_argument("max_new_tokens", max_new_tokens, "an integer >= 1")

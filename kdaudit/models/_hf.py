@@ -453,7 +453,7 @@ class HFCausalLM(_Transformer, LanguageModel):
 
         Position ``j`` of a text predicts its token ``j + 1``; a text of L tokens gives L - 1 positions.
         """
-        from kdaudit.harness._sequence import MAX_TOP_K, TokenTopK
+        from kdaudit._lm_outputs import MAX_TOP_K, TokenTopK
 
         torch = _torch()
         if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= min(MAX_TOP_K, self.vocab_size):
@@ -500,7 +500,7 @@ class HFCausalLM(_Transformer, LanguageModel):
         ``token_logprobs`` holds the model's own (temperature 1) log-probability of each generated token, up to
         and including an end-of-sequence token.
         """
-        from kdaudit.harness._sequence import Generations
+        from kdaudit._lm_outputs import Generations
 
         torch = _torch()
         tf = _transformers()

@@ -471,10 +471,9 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
                   f"{fmt_number(nc.get('binomial_p'), 'p')}). The suspect's effect ranks among the controls' "
                   f"effects with p = {fmt_number(rank_p, 'p') if rank_p is not None else 'n/a'}, valid if the "
                   "suspect, had it not been derived, would be made like the controls.")]
-        from kdaudit.lineage._test import MIN_CALIBRATION_CONTROLS
-
-        if not nc.get("calibrated") and int(nc["n"]) < MIN_CALIBRATION_CONTROLS:
-            notes.append(f"With at least {MIN_CALIBRATION_CONTROLS} controls the test itself is calibrated by them "
+        least = nc.get("min_calibration_controls")  # results carry it (the report never imports the lineage code)
+        if not nc.get("calibrated") and least is not None and int(nc["n"]) < int(least):
+            notes.append(f"With at least {int(least)} controls the test itself is calibrated by them "
                          "(each pool model's statistics measured against its own spread over the controls).")
         if nc.get("calibrated"):
             box["facts"].append(("Calibrated by the negative controls", "yes"))
