@@ -103,7 +103,9 @@ def main() -> None:
     docs = [d.text for d in corpus.documents if len(d.text) > 200][:n_texts]
     texts = [tok.decode(tok(t)["input_ids"][:max_tokens]) for t in docs]
     torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=len(tok), **cfg)).eval().to(device)
+    config = transformers.GPT2Config(vocab_size=len(tok), bos_token_id=tok.eos_token_id,
+                                     eos_token_id=tok.eos_token_id, **cfg)
+    model = transformers.GPT2LMHeadModel(config).eval().to(device)
     if precision == "bf16":
         model = model.to(torch.bfloat16)
     lm = HFCausalLM(model, tok, name="gpt2", batch_size=bs)

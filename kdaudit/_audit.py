@@ -518,8 +518,8 @@ def audit(
     from kdaudit._audit_lm import dispatch_lm
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
                      policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
-                     measure_cost=measure_cost, unsupported={"references": references, "controls": controls,
-                                                             "probes": probes, "cache_dir": cache_dir})
+                     measure_cost=measure_cost, roles=roles, cache_dir=cache_dir,
+                     unsupported={"references": references, "controls": controls, "probes": probes})
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()
@@ -610,7 +610,7 @@ def audit(
                 cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
             cost_models[m.name] = fixed
         for s in student_ms:
-            if s.name in batches and teacher_m.name in batches:
+            if batches.get(s.name) and batches.get(teacher_m.name):
                 cost_timing[s.name]["throughput_ratio"] = speed_ratio(batches[teacher_m.name], batches[s.name],
                                                                       seed=seed)
         for comp in comparisons:

@@ -149,6 +149,7 @@ def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, qui
             {"distilled student": HFCausalLM(student, tok, name="distilled student", batch_size=32),
              "independent control": HFCausalLM(control, tok, name="independent control", batch_size=32)},
             [prompts, task], n_replicates=recipe.n_replicates, seed=seed, config=config, progress=progress,
+            roles={"independent control": "control"},
             section_options={"lm_tokens": {"top_k": recipe.top_k},
                              "lm_generation": {"max_new_tokens": recipe.max_new_tokens},
                              "lm_bias": {"min_group_size": recipe.min_group_size}})

@@ -273,3 +273,34 @@ def test_killed_client_resumes_without_rebuying(server_factory, tmp_path):
     assert stats["answered"] <= 24 + 1
     assert sum(c > 1 for c in stats["by_prompt"].values()) <= 1
     assert sent_now == stats["answered"] - before and sent_now + cached <= 24 - 5
+
+
+def test_retry_after_and_backoff_schedule(server_factory, tmp_path):
+    from email.utils import formatdate
+
+    from kdaudit.models._endpoint import _retry_after
+
+    assert _retry_after("3", 0.0) == 3.0
+    assert _retry_after(None, 0.0) is None and _retry_after("soon", 0.0) is None
+    now = time.time()
+    assert 9 <= _retry_after(formatdate(now + 10, usegmt=True), now) <= 10
+    server = server_factory(faults={"1": 500, "2": 500, "3": 429})
+    with _endpoint(server, tmp_path, backoff_s=0.5, max_backoff_s=1.5) as api:
+        waits: list[float] = []
+        api._sleep = waits.append
+        api.generate(["x"], [0], max_new_tokens=2)
+        assert waits == [0.5, 1.0, 1.5]  # doubling, capped; Retry-After: 0 does not shorten the backoff
+
+
+def test_endpoint_arguments_are_checked(tmp_path):
+    with pytest.raises(KDAuditError, match="base_url"):
+        OpenAIEndpointModel("ftp://x", "m", cache_dir=tmp_path)
+    with pytest.raises(KDAuditError, match="credentials") as info:
+        OpenAIEndpointModel("https://user:hunter2@api.example.com/v1", "m", cache_dir=tmp_path)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(KDAuditError, match="'api'"):
+        OpenAIEndpointModel("http://127.0.0.1:9/v1", "m", api="embeddings", cache_dir=tmp_path)
+    with pytest.raises(KDAuditError, match="max_top_k"):
+        OpenAIEndpointModel("http://127.0.0.1:9/v1", "m", max_top_k=50, cache_dir=tmp_path)
+    with pytest.raises(KDAuditError, match="max_prompts"):
+        OpenAIEndpointModel("http://127.0.0.1:9/v1", "m", max_prompts=-1, cache_dir=tmp_path)

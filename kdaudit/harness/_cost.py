@@ -22,9 +22,8 @@ def measure_cost(model: Any, data: Any, *, batch_size: int = 256, n_warmup: int 
     Rows are taken from the start of ``data``, wrapping around when it is shorter than needed. A torch model is
     moved to ``device`` for the measurement (None: where it is) and moved back afterwards. On CUDA every
     timed batch includes the copy of its inputs to the device and ends with a synchronisation, so the latency
-    is what a caller waiting for the result sees. The timed rows are real queries for a local model. A black box
-    is never queried for cost: its latency is that of the calls it already answered (``latency_source``), or marked
-    not measured when it answered none (its outputs came from a cache).
+    is what a caller waiting for the result sees. The timed rows are real queries: a black-box model counts them
+    and its query budget pays for them.
 
     Returns
     -------
@@ -96,9 +95,9 @@ def pool_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if not rounds:
         raise invalid_argument("rounds", rounds, "a non-empty list of measure_cost results")
     first = rounds[0]
-    if "latency_source" in first:
-        # a black box's answered calls, the same in every round (it is never queried again): counted once
-        return {**first, "rounds": 1, "batch_ms": list(first["batch_ms"])}
+    if any("batch_ms" not in r for r in rounds):
+        # Not timed batch by batch (a black box's latency comes from the calls it answered): nothing to pool.
+        return {**first, "batch_ms": []}
     batch_ms = [x for r in rounds for x in r["batch_ms"]]
     out = {k: v for k, v in first.items() if k not in ("batch_ms", "n_batches")}
     out.update({"n_batches": len(batch_ms), "rounds": len(rounds), "batch_ms": batch_ms})
@@ -149,15 +148,14 @@ def _answered_cost(m: Any, batch_size: int) -> dict[str, Any]:
     base = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes(), "batch_size": int(batch_size),
             "n_batches": len(times), "device": "remote"}
     if not times:
-        return {**base, "batch_ms": [], "latency_ms_median": None, "latency_ms_p90": None,
-                "latency_ms_per_row": None, "throughput_rows_per_s": None,
+        return {**base, "latency_ms_median": None, "latency_ms_p90": None, "latency_ms_per_row": None,
+                "throughput_rows_per_s": None,
                 "latency_source": "not measured: no call was answered in this process (a black box is never "
                                   "queried again to time it)"}
     rows = np.array([r for r, _ in times], dtype=np.float64)
     secs = np.array([t for _, t in times], dtype=np.float64)
     ms = secs * 1e3
-    return {**base, "batch_ms": [float(x) for x in ms], "latency_ms_median": float(np.median(ms)),
-            "latency_ms_p90": float(np.percentile(ms, 90)),
+    return {**base, "latency_ms_median": float(np.median(ms)), "latency_ms_p90": float(np.percentile(ms, 90)),
             "latency_ms_per_row": float(np.median(ms / rows)),
             "throughput_rows_per_s": float(rows.sum() / secs.sum()) if secs.sum() > 0 else None,
             "latency_source": f"the {len(times)} calls answered during the audit (median rows per call "

@@ -184,9 +184,11 @@ def check_token_pair(teacher: TokenTopK, student: TokenTopK) -> str | None:
     for arg, v in (("teacher", teacher), ("student", student)):
         if not isinstance(v, TokenTopK):
             raise invalid_argument(arg, type(v).__name__, "a kdaudit.harness.TokenTopK")
-    if teacher.tokenizer_sha256 != student.tokenizer_sha256:
-        return ("different tokenizers: token positions do not correspond, so per-token distributions cannot be "
-                "compared; only text-level comparisons (generations, log-likelihoods, multiple choice) are possible")
+    from kdaudit.harness import comparison_level
+
+    level = comparison_level([teacher, student])
+    if not level.per_token:
+        return level.reason
     if (len(teacher.text_ids) != len(student.text_ids)
             or not np.array_equal(np.asarray(teacher.text_ids).astype(str), np.asarray(student.text_ids).astype(str))
             or not np.array_equal(teacher.offsets, student.offsets)

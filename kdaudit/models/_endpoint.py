@@ -153,6 +153,10 @@ class OpenAIEndpointModel(LanguageModel):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise invalid_argument("base_url", base_url, "an http:// or https:// URL such as "
                                                          "'http://127.0.0.1:8000/v1'")
+        if "@" in base_url.split("://", 1)[1].split("/", 1)[0]:
+            # credentials in the URL would reach the journal, the provenance and the report with it
+            raise KDAuditError("argument 'base_url' holds credentials (user:password@host); expected a URL without "
+                               "them: put the key in the environment variable named by api_key_env")
         if not isinstance(model, str) or not model:
             raise invalid_argument("model", model, "the non-empty model name the endpoint serves")
         if api not in ("completions", "chat"):

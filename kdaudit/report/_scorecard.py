@@ -18,8 +18,8 @@ from kdaudit.report._format import as_estimate, fmt_interval, fmt_number
 __all__ = ["QUALITY_METRICS", "scorecard"]
 
 #: ``section.key`` of a share of the teacher's quality kept, most specific first; the first one present is shown.
-QUALITY_METRICS: tuple[str, ...] = ("agreement.retained_accuracy", "quality.retained_accuracy",
-                                    "task.retained_accuracy", "quality.retained_score")
+QUALITY_METRICS: tuple[str, ...] = ("agreement.retained_accuracy", "lm_task.retained_accuracy",
+                                    "lm_tokens.retained_next_token_accuracy")
 
 
 def _first(comparison: Mapping[str, Any], names: Sequence[str]) -> tuple[str, str, Any] | None:
