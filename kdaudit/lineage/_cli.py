@@ -7,6 +7,10 @@ Two forms::
                     [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
 
+Model files whose format runs code on load (pickle, TorchScript, torch.export) are refused unless their role is
+trusted: ``--trust-teacher``, ``--trust-references``, ``--trust-candidates``, ``--trust-controls``, ``--trust-suspect``
+(never implied), ``--trust-student`` and ``--trust-manifest-teachers`` for ``--verify``.
+
 Exit codes: 0 the test ran and its verdict was printed (whatever the verdict; add ``--fail-on-derived`` to exit 1
 when the suspect is found derived, for scripted screening); for ``--verify`` 0 the student matches the manifest and
 1 it does not; 2 bad input (missing file, unreadable model, invalid option), raised as ``KDAuditError`` and turned
