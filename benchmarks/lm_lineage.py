@@ -97,7 +97,7 @@ class Zoo:
     def _wrap(self, model, name):
         from kdaudit.models import HFCausalLM
 
-        return HFCausalLM(model, self.tok, name=name, batch_size=64, max_length=MAX_LEN + 40, truncation=True)
+        return HFCausalLM(model, self.tok, name=name, batch_size=64, max_length=MAX_LEN + 48, truncation=True)
 
     def _fresh(self, arch, seed):
         from kdaudit.distill import gpt_lm
@@ -190,7 +190,7 @@ class Zoo:
             prompts = [t[:40] for t in self.B][:2000]
             return self.get(name, lambda: self.seq_kd(teacher, RECIPE, prompts, 5000 + seed))
         if kind == "text_extraction":  # sampled text only, from 2-word seeds, nothing of the maker's texts kept
-            seeds = [" ".join(t.split()[:2]) for t in self.B][:2000]
+            seeds = [" ".join(t.split()[:2])[:20] for t in self.B][:2000]
 
             def build():
                 from kdaudit.distill import train_lm

@@ -6,6 +6,7 @@ Tiny GPT-2-style models (1 layer, d = 16) trained for one epoch on a slice of th
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -19,40 +20,54 @@ from kdaudit import lineage_test  # noqa: E402
 from kdaudit._exceptions import KDAuditError, QueryBudgetExceededError  # noqa: E402
 from kdaudit.lineage import LMLineageResult, lm_attribute, lm_lineage_test  # noqa: E402
 
-ARCH = {"n_layer": 1, "n_embd": 16, "n_head": 2}
+ARCH = {"n_layer": 1, "n_embd": 32, "n_head": 2}
+
+
+def _paragraphs(docs):
+    out = []
+    for d in docs:
+        for p in re.split(r"\n\s*\n", d):
+            p = re.sub(r"\s+", " ", p).strip()
+            if len(p) >= 60:
+                out.append(p)
+    return out
 
 
 @pytest.fixture(scope="module")
 def zoo():
-    from kdaudit.data import continuation_prompts, load_stdlib_corpus, train_tokenizer
+    """A base checkpoint trained once; the teacher, 19 references (its siblings: other seeds) and an unrelated model
+    are one pass of fine-tuning from it; the student is distilled from the teacher's top-10 log-probabilities."""
+    import copy
+
+    from kdaudit.data import PromptSet, load_stdlib_corpus, train_tokenizer
     from kdaudit.distill import distill_lm_tokens, gpt_lm, train_lm
     from kdaudit.models import HFCausalLM
 
     torch.set_num_threads(1)
-    corpus = load_stdlib_corpus()
-    train, held = corpus.split(heldout_fraction=0.2)
-    texts = train.texts
-    A, B = texts[:160], texts[400:560]
-    tok = train_tokenizer(texts[:600], vocab_size=300)
-
-    def fresh(seed):
-        return gpt_lm(len(tok), n_positions=96, eos_token_id=tok.eos_token_id, seed=seed, **ARCH)
+    train, held = load_stdlib_corpus().split(heldout_fraction=0.2)
+    texts = _paragraphs(train.texts)
+    A, B = texts[0:600:5], texts[1:600:5]
+    tok = train_tokenizer(texts, vocab_size=300)
+    base = train_lm(gpt_lm(len(tok), n_positions=96, eos_token_id=tok.eos_token_id, seed=0, **ARCH), tok,
+                    texts[:1200], epochs=2, lr=1e-2, max_length=32, seed=0, batch_size=16)
 
     def wrap(model, name):
         return HFCausalLM(model, tok, name=name, batch_size=64, max_length=90, truncation=True)
 
-    def trained(data, seed, name):
-        return wrap(train_lm(fresh(seed), tok, data, epochs=1, lr=1e-2, max_length=40, seed=seed, batch_size=16),
-                    name)
+    def tuned(data, seed, name):
+        return wrap(train_lm(copy.deepcopy(base), tok, data, epochs=1, lr=3e-3, max_length=32, seed=seed,
+                             batch_size=8), name)
 
-    teacher = trained(A, 1, "teacher")
-    refs = [trained(A, 100 + i, f"ref{i}") for i in range(19)]
-    controls = [trained(B if i % 2 else A, 200 + i, f"ctrl{i}") for i in range(19)]
-    student = wrap(distill_lm_tokens(teacher, fresh(7), tok, B, temperature=2.0, epochs=2, lr=1e-2, max_length=40,
-                                     seed=7, batch_size=16), "student")
-    unrelated = trained(B, 300, "unrelated")
-    prompts = continuation_prompts(held, n=60, prompt_chars=40, reference_chars=30, seed=0)
-    return {"teacher": teacher, "refs": refs, "controls": controls, "student": student, "unrelated": unrelated,
+    teacher = tuned(A, 1, "teacher")
+    refs = [tuned(A, 100 + i, f"ref{i}") for i in range(19)]
+    student = wrap(distill_lm_tokens(teacher, copy.deepcopy(base), tok, B, temperature=2.0, top_k=10, epochs=1,
+                                     lr=3e-3, max_length=32, seed=7, batch_size=8), "student")
+    unrelated = tuned(B, 300, "unrelated")
+    held_p = [t for t in _paragraphs(held.texts) if len(t) >= 80][:60]
+    prompts = PromptSet(prompts=[t[:40] for t in held_p], references=[t[40:70] for t in held_p],
+                        ids=[f"h{i}" for i in range(len(held_p))], name="held")
+    # the siblings are not derived from the teacher: they double as the unrelated baselines of the controls null
+    return {"teacher": teacher, "refs": refs, "controls": refs, "student": student, "unrelated": unrelated,
             "prompts": prompts, "tok": tok}
 
 
@@ -62,10 +77,15 @@ def _opts(**kw):
     return base
 
 
+def _power(access):
+    """Text access needs more evidence than per-token log-probabilities: every prompt, longer continuations."""
+    return _opts() if access == "top_k" else _opts(n_prompts=60, max_new_tokens=16)
+
+
 @pytest.mark.parametrize("access", ["top_k", "text"])
 def test_references_null_finds_the_student(zoo, access):
     r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access=access,
-                        **_opts())
+                        **_power(access))
     assert isinstance(r, LMLineageResult)
     assert r.null == "references" and r.access.startswith(access)
     assert r.members[0] == "teacher" and len(r.members) == 20
@@ -77,7 +97,7 @@ def test_references_null_finds_the_student(zoo, access):
 @pytest.mark.parametrize("access", ["top_k", "text"])
 def test_controls_null_finds_the_student(zoo, access):
     r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"], access=access,
-                        **_opts())
+                        **_power(access))
     assert r.null == "controls" and r.members[0] == "student" and len(r.members) == 20
     assert r.verdict == "derived", r.reason
     assert "controls" in r.null_hypothesis and "baseline" in r.explanation
