@@ -55,13 +55,13 @@ def zoo():
         return HFCausalLM(model, tok, name=name, batch_size=64, max_length=90, truncation=True)
 
     def tuned(data, seed, name):
-        return wrap(train_lm(copy.deepcopy(base), tok, data, epochs=1, lr=3e-3, max_length=32, seed=seed,
+        return wrap(train_lm(copy.deepcopy(base), tok, data, epochs=1, lr=1e-2, max_length=32, seed=seed,
                              batch_size=8), name)
 
     teacher = tuned(A, 1, "teacher")
     refs = [tuned(A, 100 + i, f"ref{i}") for i in range(19)]
-    student = wrap(distill_lm_tokens(teacher, copy.deepcopy(base), tok, B, temperature=2.0, top_k=10, epochs=1,
-                                     lr=3e-3, max_length=32, seed=7, batch_size=8), "student")
+    student = wrap(distill_lm_tokens(teacher, copy.deepcopy(base), tok, B, temperature=2.0, top_k=10, epochs=2,
+                                     lr=1e-2, max_length=32, seed=7, batch_size=8), "student")
     unrelated = tuned(B, 300, "unrelated")
     held_p = [t for t in _paragraphs(held.texts) if len(t) >= 80][:60]
     prompts = PromptSet(prompts=[t[:40] for t in held_p], references=[t[40:70] for t in held_p],

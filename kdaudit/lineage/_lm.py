@@ -41,6 +41,7 @@ from kdaudit.lineage._lm_signatures import (
 from kdaudit.lineage._probes import select_probes
 from kdaudit.lineage._stats import (
     adjust_for_typicality,
+    calibrate_by_controls,
     combined_statistic,
     effect_size,
     leave_one_out_z,
@@ -69,6 +70,8 @@ _PLAIN = {
                  "the p-value is the chance of it ranking as high as it did."),
 }
 DEFAULT_N_PROMPTS = 500
+#: fewest controls by whose spread the references null calibrates its members (as the classifier test does)
+MIN_CALIBRATION_CONTROLS = 19
 DEFAULT_PROMPT_BUDGET = 1000
 _WEIGHTS = 1.0  # every signature weighs the same, fixed in advance
 
@@ -313,6 +316,30 @@ def _loglik(model: Any, prompts: Sequence[str], continuations: Sequence[str]) ->
     return _cached(model, "loglik", [p + "\x01" + c for p, c in zip(prompts, continuations)], {}, compute)
 
 
+def _subset_topk(tk: Any, idx: np.ndarray) -> Any:
+    """The texts at ``idx`` of a TokenTopK (positions kept in order), cached per (object, idx)."""
+    key = (id(tk), hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest())
+    hit = _SUBSETS.get(key)
+    if hit is not None and hit[0] is tk:
+        return hit[1]
+    from kdaudit.harness._sequence import TokenTopK
+
+    rows = np.concatenate([np.arange(tk.offsets[i], tk.offsets[i + 1]) for i in idx]).astype(np.int64) \
+        if len(idx) else np.zeros(0, np.int64)
+    lengths = np.diff(tk.offsets)[idx]
+    out = TokenTopK(name=tk.name, text_ids=np.asarray(tk.text_ids)[idx],
+                    offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), top_ids=tk.top_ids[rows],
+                    top_logprobs=tk.top_logprobs[rows], target_ids=tk.target_ids[rows],
+                    target_logprob=tk.target_logprob[rows], tokenizer_sha256=tk.tokenizer_sha256, meta=tk.meta)
+    if len(_SUBSETS) >= 256:
+        _SUBSETS.pop(next(iter(_SUBSETS)))
+    _SUBSETS[key] = (tk, out)
+    return out
+
+
+_SUBSETS: dict[Any, Any] = {}
+
+
 # ------------------------------------------------------------------------------------------------------- selection
 def _word_agreement(a: list[str], b: list[str]) -> float:
     return sum(1 for u, v in zip(a, b) if u == v) / max(len(a), len(b), 1)
@@ -379,8 +406,17 @@ _TYPICALITY: dict[str, np.ndarray] = {}
 def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
                 scorable: bool, max_words: int) -> np.ndarray:
     """(M, S): each member's signatures with its siblings in the anchor's place (see ``adjust_for_typicality``)."""
-    key = _key([m.fingerprint() for m in members], access, hashlib.sha256("\x00".join(prompts).encode()).hexdigest(),
-               max_words)
+    h = hashlib.sha256()
+    for out in member_outs:  # the outputs themselves (they depend on the generation settings too)
+        if access == "top_k":
+            h.update(np.ascontiguousarray(out.top_ids).tobytes())
+            h.update(np.ascontiguousarray(out.top_logprobs).tobytes())
+            h.update(np.ascontiguousarray(out.target_logprob).tobytes())
+        else:
+            h.update("\x00".join(out).encode())
+        h.update(b"\x01")
+    key = _key([m.fingerprint() for m in members], access, h.hexdigest(),
+               hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable)
     if key not in _TYPICALITY:
         M = len(members)
         rows = [_statistics(members[i], members, access=access, prompts=prompts, texts=None,
@@ -500,13 +536,18 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
 
     texts = scored_texts(chosen)
     oracle = _Suspect(suspect, prompt_budget=query_budget, token_budget=token_budget, journal=journal)
+    # owner models' outputs on the chosen prompts are cut from their outputs on every candidate (computed for the
+    # selection), never recomputed
+    all_ids = list(ps.ids)
     if access == "top_k":
         s_out = oracle.score(texts, list(chosen.ids), top_k=top_k)
-        out_of = lambda m: _score(m, texts, list(chosen.ids), top_k=top_k)  # noqa: E731
+        all_texts = scored_texts(ps)
+        out_of = lambda m: _subset_topk(_score(m, all_texts, all_ids, top_k=top_k), idx)  # noqa: E731
     else:
         s_out = oracle.generate(prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed)
-        out_of = lambda m: _generate(m, prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens,  # noqa: E731
-                                     seed=seed)
+        all_prompts = list(ps.prompts)
+        out_of = lambda m: [_generate(m, all_prompts, all_ids, max_new_tokens=max_new_tokens,  # noqa: E731
+                                      seed=seed)[i] for i in idx]
     if access == "top_k":
         ref_ids = np.asarray(out_of(owners[0]).target_ids)
         if not np.array_equal(np.asarray(s_out.target_ids), ref_ids):
@@ -514,6 +555,7 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
                                                             "teacher's (same tokenizer)")
     results = {}
     for cname, (teacher, refs) in candidates.items():
+        calibrated = False
         if null == "references":
             members = [teacher, *refs]
             anchor_out, member_outs = s_out, [out_of(m) for m in members]
@@ -523,7 +565,16 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
                                 ll_scorers=members if scorable else None, max_words=max_words)
             typ = _typicality(members, member_outs, access=access, prompts=texts if access == "top_k" else prompts_l,
                               scorable=scorable, max_words=max_words)
-            stats = adjust_for_typicality(stats, typ)
+            stats = adjust_for_typicality(stats, np.nan_to_num(typ, nan=0.0))
+            if len(controls) >= MIN_CALIBRATION_CONTROLS:
+                # each member on its own null scale: its mean and spread over the controls in the suspect's place
+                # (the same controls for every member, so the rank stays exact; see calibrate_by_controls)
+                cal = np.stack([adjust_for_typicality(_statistics(
+                    c, members, access=access, prompts=prompts_l, texts=texts, anchor_out=out_of(c),
+                    member_outs=member_outs, ll_scorers=members if scorable else None, max_words=max_words),
+                    np.nan_to_num(typ, nan=0.0)) for c in controls])
+                stats = calibrate_by_controls(stats, cal)
+                calibrated = True
             names = [str(teacher.name)] + [str(r.name) for r in refs]
         else:
             members = [suspect, *controls]
@@ -533,6 +584,12 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
             stats = _statistics(teacher, members, access=access, prompts=prompts_l, texts=texts,
                                 anchor_out=anchor_out, member_outs=member_outs,
                                 ll_scorers=[teacher] if scorable else None, max_words=max_words)
+            # a candidate close to every model (trained on the teacher's kind of data, say) is close to the teacher
+            # too: remove what its closeness to the other candidates predicts (the same map for every candidate;
+            # the likelihood column, which would need every candidate to score the others, is left as it is)
+            typ = _typicality(members, member_outs, access=access,
+                              prompts=texts if access == "top_k" else prompts_l, scorable=False, max_words=max_words)
+            stats = adjust_for_typicality(stats, np.nan_to_num(typ, nan=0.0))
             names = [str(suspect.name)] + [str(c.name) for c in controls]
         sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
@@ -579,8 +636,9 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
                      "seed": seed},
             queries=oracle.record(), models=models,
             settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": "greedy", "seed": seed,
-                      "max_words": max_words, "n_prompts_requested": n_want},
-            assumptions=_assumptions(null, access), methodology=_methodology(null, access, sig_names, len(idx)),
+                      "max_words": max_words, "n_prompts_requested": n_want,
+                      "calibrated_by_controls": calibrated},
+            assumptions=_assumptions(null, access, calibrated), methodology=_methodology(null, access, sig_names, len(idx)),
             explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
     return results
 
@@ -601,7 +659,7 @@ def _raw_similarity(teacher: Any, suspect: Any, *, access: str, prompts: list[st
     return out
 
 
-def _assumptions(null: str, access: str) -> tuple[str, ...]:
+def _assumptions(null: str, access: str, calibrated: bool = False) -> tuple[str, ...]:
     common = ("Prompts were selected by the owner's models' disagreement, a function symmetric in the exchangeable "
               "models (never by the teacher alone); prompts and tokens are not assumed independent.",
               "The suspect's answers to a prompt do not depend on which prompts were asked before.")
@@ -614,6 +672,10 @@ def _assumptions(null: str, access: str) -> tuple[str, ...]:
                "are not derived from the teacher and are drawn from the population an underived suspect comes from "
                "(similar data, size and training); a control family closer to or farther from the teacher than "
                "such suspects breaks the test's calibration.",)
+    if calibrated:
+        own += ("Each member's signatures were measured against their own mean and spread over the controls in the "
+                "suspect's place; the controls are not derived from any member and are the same for every member, "
+                "so the rank stays exact.",)
     tok = ("Every model shares the teacher's tokenizer (per-token top-k log-probabilities at the same positions).",) \
         if access == "top_k" else ("Continuations are greedy; words are compared, so tokenizers may differ.",)
     return own + common + tok

@@ -60,16 +60,23 @@ def _positions(tk: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _cross(anchor_ids: np.ndarray, anchor_lp: np.ndarray, member_ids: np.ndarray, member_lp: np.ndarray
            ) -> float:
     """Mean over positions of sum_v q_anchor(v) log p_member(v) over the anchor's top k (q renormalised)."""
+    n, k = anchor_ids.shape
+    if n == 0:
+        return 0.0
     q = np.exp(anchor_lp - anchor_lp.max(axis=1, keepdims=True))
     q /= q.sum(axis=1, keepdims=True)
-    total = 0.0
-    for a in range(0, len(anchor_ids), 4096):  # chunks bound the (n, k, k) comparison's memory
-        ai, mi, ml = anchor_ids[a:a + 4096], member_ids[a:a + 4096], member_lp[a:a + 4096]
-        eq = ai[:, :, None] == mi[:, None, :]
-        found = eq.any(axis=2)
-        lp = np.where(found, (eq * ml[:, None, :]).sum(axis=2), ml[:, -1:])
-        total += float((q[a:a + 4096] * lp).sum())
-    return total / max(len(anchor_ids), 1)
+    # look each (position, token) of the anchor up among the member's by one sorted key
+    V = int(max(anchor_ids.max(), member_ids.max())) + 1
+    rows = np.arange(n, dtype=np.int64)[:, None] * V
+    mkey = (rows + member_ids).ravel()
+    order = np.argsort(mkey, kind="stable")
+    sk, sl = mkey[order], member_lp.ravel()[order]
+    akey = (rows + anchor_ids).ravel()
+    pos = np.minimum(np.searchsorted(sk, akey), len(sk) - 1)
+    found = sk[pos] == akey
+    floor = np.repeat(member_lp[:, -1], k)
+    lp = np.where(found, sl[pos], floor).reshape(n, k)
+    return float((q * lp).sum() / n)
 
 
 def token_statistics(anchor: Any, members: Sequence[Any]) -> np.ndarray:
