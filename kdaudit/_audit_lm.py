@@ -63,6 +63,23 @@ class LMAuditResult(AuditResult):
     def teacher(self) -> str:
         return str(self.results["teacher"])
 
+    def to_frame(self) -> Any:
+        """The tidy frame of :meth:`AuditResult.to_frame`, with the per-group numbers of ``lm_bias`` (``group`` is
+        ``"column=value"``)."""
+        import pandas as pd
+
+        from kdaudit._audit import _frame_row
+
+        frame = super().to_frame()
+        rows = []
+        for comp in self.results["comparisons"]:
+            sec = comp.get("lm_bias")
+            if isinstance(sec, Mapping) and sec.get("available"):
+                for metric, table in sorted((sec.get("by_group") or {}).items()):
+                    for group, est in sorted(table.items()):
+                        rows.append(_frame_row(comp["student"], "lm_bias", metric, group, est))
+        return pd.concat([frame, pd.DataFrame(rows, columns=frame.columns)], ignore_index=True) if rows else frame
+
 
 # ---------------------------------------------------------------------------------------------------- inputs
 def _split_prompt_sets(data: Any) -> tuple[Any, Any]:
@@ -123,45 +140,59 @@ def scored_texts(ps: Any) -> list[str]:
 @dataclass
 class _LMOutputs:
     tokens: Any = None  # TokenTopK on the scored texts
+    reference: Any = None  # (loglik, n_tokens) of each reference continuation given its prompt
     generations: Any = None  # Generations of the prompts
     loglik_of_gen: Any = None  # (loglik, n_tokens) the teacher gives this model's continuations
     choices: Any = None  # (n, max_choices) log-likelihood per choice
 
 
 def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *, top_k: int, max_new_tokens: int,
-             length_normalize: str, seed: int, progress: bool) -> dict[str, _LMOutputs]:
+             length_normalize: str, seed: int, progress: bool, cache_dir: Any) -> dict[str, _LMOutputs]:
+    """Every model's outputs through the sequence harness (identical order; chunks cached with ``cache_dir``)."""
+    from kdaudit.data._prompts import PromptSet
+    from kdaudit.harness import generate_all, score_all
     from kdaudit.metrics._sequence import choice_loglik, continuation_loglik
+
+    def score(m: Any, texts: Any, k: int = 1) -> Any:
+        ps = texts if isinstance(texts, PromptSet) else PromptSet(prompts=texts[1], ids=texts[0], name=texts[2])
+        return score_all([m], ps, top_k=k, cache_dir=cache_dir, progress=progress)[m.name]
 
     out = {m.name: _LMOutputs() for m in models}
     if text_set is not None:
-        ids = list(text_set.ids)
-        texts = scored_texts(text_set)
-        prompts = list(text_set.prompts)
+        ids = text_set.ids
+        scored = (ids, scored_texts(text_set), f"{text_set.name}: prompt + reference")
+        prefix: dict[str, Any] = {}  # scores of the prompts alone (the base of continuation log-likelihoods)
         for m in models:
             if _has_logprobs(m):
-                _progress(progress, f"scoring {len(texts)} texts with {m.name} (top {min(top_k, m.max_top_k)})")
-                out[m.name].tokens = m.score(texts, ids, top_k=min(top_k, m.max_top_k))
-            _progress(progress, f"generating {len(prompts)} continuations with {m.name}")
-            out[m.name].generations = m.generate(prompts, ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                                 seed=seed)
+                k = min(top_k, m.max_top_k)
+                _progress(progress, f"scoring {len(text_set)} texts with {m.name} (top {k})")
+                out[m.name].tokens = score(m, scored, k)
+                if text_set.references is not None or m is teacher:
+                    prefix[m.name] = score(m, text_set)
+                if text_set.references is not None:
+                    out[m.name].reference = continuation_loglik(out[m.name].tokens, prefix[m.name])
+        _progress(progress, f"generating {len(text_set)} continuations with {len(models)} models")
+        gens = generate_all(models, text_set, max_new_tokens=max_new_tokens, do_sample=False, seed=seed,
+                            cache_dir=cache_dir, progress=progress)
+        for m in models:
+            out[m.name].generations = gens[m.name]
         if _has_logprobs(teacher):
-            prefix = teacher.score(prompts, ids, top_k=1)
             for m in models:
-                full = teacher.score([p + g for p, g in zip(prompts, out[m.name].generations.texts)], ids, top_k=1)
-                out[m.name].loglik_of_gen = continuation_loglik(full, prefix)
+                texts = [p + g for p, g in zip(text_set.prompts, gens[m.name].texts)]
+                full = score(teacher, (ids, texts, f"{text_set.name}: prompt + {m.name}'s continuation"))
+                out[m.name].loglik_of_gen = continuation_loglik(full, prefix[teacher.name])
     if choice_set is not None:
-        ids = list(choice_set.ids)
-        prompts = list(choice_set.prompts)
         width = max(len(c) for c in choice_set.choices)
         for m in models:
             if not _has_logprobs(m):
                 continue
-            _progress(progress, f"scoring {len(prompts)} x {width} choices with {m.name}")
-            prefix = m.score(prompts, ids, top_k=1)
+            _progress(progress, f"scoring {len(choice_set)} x {width} choices with {m.name}")
+            base = score(m, choice_set)
             per_choice = []
             for j in range(width):
-                full = [p + (c[j] if j < len(c) else "") for p, c in zip(prompts, choice_set.choices)]
-                per_choice.append(continuation_loglik(m.score(full, ids, top_k=1), prefix))
+                texts = [p + (c[j] if j < len(c) else "") for p, c in zip(choice_set.prompts, choice_set.choices)]
+                per_choice.append(continuation_loglik(score(m, (choice_set.ids, texts, f"{choice_set.name}: "
+                                                                                       f"choice {j + 1}")), base))
             out[m.name].choices = choice_loglik(per_choice, choice_set.choices, length_normalize=length_normalize)
     return out
 
@@ -219,7 +250,8 @@ def _sections_for(teacher: Any, student: Any, outs: Mapping[str, _LMOutputs], te
     comp["comparisons_possible"] = possible  # moved to results["comparisons_possible"] by audit_lm
     if "lm_tokens" in chosen:
         comp["lm_tokens"] = _unavailable(why_tokens) if why_tokens else to_jsonable(
-            token_section(t.tokens, s.tokens, bootstrap=boot))
+            token_section(t.tokens, s.tokens, bootstrap=boot,
+                          reference=None if t.reference is None else (t.reference, s.reference)))
     if "lm_generation" in chosen:
         if text_set is None:
             comp["lm_generation"] = _unavailable("no prompt set of texts was given")
@@ -302,7 +334,8 @@ def _definitions(chosen: Sequence[str]) -> dict[str, Any]:
     for section in chosen:
         for table in tables.get(section, []):
             for key, d in table.items():
-                out[f"{section}.{key}"] = dict(d)
+                # the classifier families' labels, said to be about the multiple-choice task
+                out[f"{section}.{key}"] = dict(d, label=f"{d['label']} (task)") if section == "lm_task" else dict(d)
     if "lm_bias" in chosen:
         for key in ("worst_group_agreement", "max_group_accuracy_drop"):
             d = DEFINITIONS_BY_SECTION["bias"].get(key)
@@ -323,34 +356,33 @@ def _resolve_sections(sections: Any) -> tuple[str, ...]:
     return tuple(s for s in LM_SECTIONS if s in sections)
 
 
-def _measure_speed(models: list[Any], texts: list[str], ids: list[Any], top_k: int) -> dict[str, Any]:
-    """Tokens scored per second by each model, over interleaved rounds (a load burst hits every model alike)."""
-    times: dict[str, list[float]] = {m.name: [] for m in models}
-    tokens: dict[str, int] = {}
-    for _ in range(_SPEED_ROUNDS):
+def _measure_speed(models: list[Any], texts: list[str], ids: list[Any], top_k: int, *, batch: int = 8,
+                   rounds: int = _SPEED_ROUNDS) -> dict[str, dict[str, Any]]:
+    """Each model's scoring time per batch of ``batch`` texts, over interleaved rounds (a burst of load on a
+    shared machine hits every model alike), and its tokens scored per second (median over batches)."""
+    ms: dict[str, list[float]] = {m.name: [] for m in models}
+    tokens: dict[str, list[int]] = {m.name: [] for m in models}
+    for _ in range(rounds):
         for m in models:
-            t0 = time.perf_counter()
-            res = m.score(texts, ids, top_k=min(top_k, m.max_top_k))
-            times[m.name].append(time.perf_counter() - t0)
-            tokens[m.name] = int(res.n_positions)
-    return {name: {"tokens_per_s": [tokens[name] / max(t, 1e-9) for t in ts], "seconds": ts,
-                   "n_texts": len(texts), "n_positions": tokens[name]} for name, ts in times.items()}
-
-
-def speedup(speed: Mapping[str, Any], teacher: str, student: str) -> dict[str, Any]:
-    """Student's scoring speed over the teacher's: the median of the per-round ratios and their range."""
-    rt = speed[teacher]["seconds"]
-    rs = speed[student]["seconds"]
-    ratios = sorted(a / max(b, 1e-12) for a, b in zip(rt, rs))
-    return {"value": statistics.median(ratios), "low": ratios[0], "high": ratios[-1],
-            "method": f"median and range of {len(ratios)} interleaved rounds of teacher time / student time"}
+            for a in range(0, len(texts), batch):
+                t0 = time.perf_counter()
+                res = m.score(texts[a:a + batch], ids[a:a + batch], top_k=min(top_k, m.max_top_k))
+                ms[m.name].append(1000 * (time.perf_counter() - t0))
+                tokens[m.name].append(int(res.n_positions))
+    out = {}
+    for name in ms:
+        rate = [1000 * n / max(t, 1e-9) for n, t in zip(tokens[name], ms[name])]
+        out[name] = {"batch_ms": ms[name], "throughput_tokens_per_s": statistics.median(rate),
+                     "batch_texts": batch, "rounds": rounds}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------- audit
 def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] | None = None, bootstrap: Any = None,
              n_replicates: int | None = None, policy: Any = None, seed: int = 0, top_k: int = 20,
              max_new_tokens: int = 32, length_normalize: str = "none", min_group_size: int = 20,
-             progress: bool = True, measure_cost: bool = True, config: Mapping[str, Any] | None = None
+             progress: bool = True, measure_cost: bool = True, config: Mapping[str, Any] | None = None,
+             roles: Mapping[str, str] | None = None, cache_dir: str | os.PathLike[str] | None = None
              ) -> LMAuditResult:
     """Audit distilled language models against their teacher (see the module docstring for what runs on what).
 
@@ -378,12 +410,19 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         Groups with fewer prompts are shown but left out of disparities.
     progress, measure_cost, config
         As for classifier audits; measured speed goes to ``run_info`` only.
+    cache_dir : path, optional
+        The sequence harness stores every model's outputs here in chunks; a rerun or a resumed run asks no model
+        again for what it has (:func:`kdaudit.harness.score_all`).
+    roles : mapping, optional
+        ``name -> "student" | "control"``: a control (trained without the teacher) is reported beside the students
+        but not judged by the policy, as in classifier audits.
 
     Returns
     -------
     LMAuditResult
     """
     from kdaudit import __version__
+    from kdaudit._audit import _roles
     from kdaudit.harness._run import library_versions
     from kdaudit.policy import DEFAULT_LM_POLICY, Policy, load_policy, verdict_of
 
@@ -398,6 +437,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         raise invalid_argument("length_normalize", length_normalize, "'none' or 'chars'")
     text_set, choice_set = _split_prompt_sets(data)
     teacher_m, student_ms = _as_lms(teacher, students)
+    role_of = _roles(roles, [s.name for s in student_ms])
     chosen = _resolve_sections(sections)
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
     pol = load_policy(DEFAULT_LM_POLICY if policy is None else policy)
@@ -407,12 +447,14 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     options = {"top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "length_normalize": length_normalize,
                "min_group_size": int(min_group_size)}
     models = [teacher_m, *student_ms]
-    # counts are per audit: a model object reused across audits must report only this audit's queries
-    counts_before = [(int(m.query_count), int(m.token_count)) for m in models]
+    # what this audit asked of each model (adapters count over their lifetime; the speed rounds are not counted)
+    counts0 = {m.name: (int(m.query_count), int(m.token_count)) for m in models}
     t0 = time.perf_counter()
     outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k, max_new_tokens=max_new_tokens,
-                    length_normalize=length_normalize, seed=seed, progress=progress)
+                    length_normalize=length_normalize, seed=seed, progress=progress, cache_dir=cache_dir)
     timings: dict[str, Any] = {"models_s": time.perf_counter() - t0, "sections_s": {}}
+    asked = {m.name: (int(m.query_count) - counts0[m.name][0], int(m.token_count) - counts0[m.name][1])
+             for m in models}
 
     comparisons = []
     possible: dict[str, Any] = {}
@@ -420,6 +462,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         _progress(progress, f"sections: {teacher_m.name} vs {student.name}")
         t0 = time.perf_counter()
         comp = _sections_for(teacher_m, student, outs, text_set, choice_set, chosen, boot, options)
+        comp["role"] = role_of[student.name]
         possible[student.name] = comp.pop("comparisons_possible")
         timings["sections_s"][student.name] = time.perf_counter() - t0
         comparisons.append(comp)
@@ -434,13 +477,15 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
             comp["cost"] = to_jsonable({"available": True, "reason": None, "headline": {
                 "parameter_ratio": _ratio(s_c["n_parameters"], t_c["n_parameters"]),
                 "size_ratio": _ratio(s_c["size_bytes"], t_c["size_bytes"])}, "teacher": t_c, "student": s_c})
-        speed_models = [m for m in models if _has_logprobs(m)]
-        if measure_cost and text_set is not None and len(speed_models) == len(models):
+        if measure_cost and text_set is not None and all(_has_logprobs(m) for m in models):
+            from kdaudit.harness._cost import speed_ratio
+
             n = min(len(text_set), 64)
             _progress(progress, f"cost: timing {len(models)} models, {_SPEED_ROUNDS} interleaved rounds")
-            speed = _measure_speed(models, scored_texts(text_set)[:n], list(text_set.ids[:n]), top_k)
-            run_speed = {"models": speed, "speedup": {
-                c["student"]: speedup(speed, teacher_m.name, c["student"]) for c in comparisons}}
+            run_speed = _measure_speed(models, scored_texts(text_set)[:n], list(text_set.ids[:n]), top_k)
+            for c in comparisons:
+                run_speed[c["student"]]["throughput_ratio"] = speed_ratio(
+                    run_speed[teacher_m.name]["batch_ms"], run_speed[c["student"]]["batch_ms"], seed=seed)
 
     data_desc = []
     for role, ps in (("texts", text_set), ("multiple_choice", choice_set)):
@@ -450,10 +495,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
                               "choices": ps.choices is not None,
                               "groups": [] if ps.groups is None else [str(c) for c in ps.groups.columns]})
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
-    models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
-    for d, m, (q0, t0) in zip(models_desc, models, counts_before):
-        d["queries"] = int(m.query_count) - q0
-        d["tokens"] = int(m.token_count) - t0
+    models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]
     settings = {
         "sections": list(chosen), "seed": seed,
         "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,
@@ -478,6 +520,9 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "config": to_jsonable(dict(config)) if config is not None else None,
         "definitions": to_jsonable(_definitions(chosen)),
         "policy": pol.to_dict(),
+        # the share of the teacher's quality kept that the report's scorecard quotes: the task's retained accuracy
+        # when there is a task with right answers, else the retained next-token accuracy
+        "scorecard": {"quality": ["lm_task.retained_accuracy", "lm_tokens.retained_next_token_accuracy"]},
     }
     results = json.loads(canonical_json(results))
     findings = tuple(pol.evaluate(results))
@@ -485,7 +530,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     results["findings"] = [f.to_dict() for f in findings]
     results["verdict"] = verdict
     results["verdict_by_student"] = {
-        c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons}
+        c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons
+        if c["role"] == "student"}  # controls are not judged
     results = json.loads(canonical_json(results))
     timings["total_s"] = time.perf_counter() - t_start
     run_info = {
@@ -493,7 +539,12 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "command": " ".join(_command_line()),
         "host": {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()},
         "wall_time_s": to_jsonable(timings),
-        "speed": to_jsonable(run_speed),
+        # measured scoring speed (varies by run; the report's scorecard reads the throughput ratio from here)
+        "cost": to_jsonable(run_speed),
+        "cost_conditions": {"task": "teacher-forced scoring", "unit": "tokens", "torch_threads": _threads()},
+        # what this audit asked of each model: 0 for what the cache already held, so it lives here, not in
+        # results.json (which a cached rerun must reproduce byte for byte)
+        "models": [{"name": m.name, "queries": asked[m.name][0], "tokens": asked[m.name][1]} for m in models],
     }
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
     sections_by_student = {c["student"]: {k: v for k, v in c.items() if k in LM_SECTIONS} for c in
@@ -522,8 +573,8 @@ def dispatch_lm(teacher: Any, students: Any, data: Any, *, section_options: Mapp
         return None
     for name, value in unsupported.items():
         if value is not None:
-            raise invalid_argument(name, "a value", "None in a language-model audit (lineage of language models is "
-                                                    "kdaudit.lineage_test's; outputs are not cached here yet)")
+            raise invalid_argument(name, "a value", "None in a language-model audit (the lineage of language "
+                                                    "models is tested by kdaudit.lineage_test)")
     options: dict[str, Any] = {}
     for section, opts in (section_options or {}).items():
         if section not in _LM_OPTIONS:
@@ -535,3 +586,10 @@ def dispatch_lm(teacher: Any, students: Any, data: Any, *, section_options: Mapp
                                        f"one of {', '.join(_LM_OPTIONS[section])}")
             options[key] = value
     return audit_lm(teacher, students, data, **kwargs, **options)
+
+
+def _threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())

@@ -5,7 +5,7 @@ Example (paths are relative to the config file)::
     name: credit-model-review
     models:
       teacher:                       # one model, or a list of models (an ensemble: mean of their probabilities)
-        - {path: models/teacher_a.pt, arch: "mypkg.nets:MLP", arch_kwargs: {hidden: 64}}
+        - {path: models/teacher_a.pt, arch: mlp, arch_kwargs: {in_features: 91, n_classes: 2}}  # a registered arch
         - models/teacher_b.onnx
       students:
         - {path: models/student.skops, name: student}
@@ -25,6 +25,10 @@ Example (paths are relative to the config file)::
     seed: 0
     bootstrap: {replicates: 1000, level: 0.95}
     policy: policy.yaml              # a file, an inline {rules: [...]}, or "default"
+
+``arch`` names an architecture registered with :func:`kdaudit.models.register_architecture` (built in: ``mlp``,
+``small_cnn``); an import path ``"package.module:callable"`` is accepted only on a model with ``trust: true``, which
+also allows that model's file to be in a format that runs code on load (pickle, TorchScript, torch.export).
 
 Every error is a :class:`~kdaudit.ConfigError` that names the key path (``models.students[1].path``), the value and
 what is accepted; an unknown key gets a did-you-mean.
@@ -63,7 +67,8 @@ DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
              "device", "precision", "cache_dir", "policy", "out", "lineage")
 _MODELS_KEYS = ("teacher", "students", "references", "controls")
-_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options")
+_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options",
+               "role")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
 _BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
 # load_model's adapter arguments a config may pass through ``options`` (the others have their own model keys)
@@ -142,6 +147,7 @@ class ModelSpec:
     access: str | None = None
     query_budget: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    role: str | None = None  # students only: "control" reports it beside the students without judging it
     key: str = field(default="", compare=False)  # where in the config it was declared, for messages
 
     def load(self) -> Any:
@@ -165,7 +171,7 @@ class ModelSpec:
 
     def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"path": _rel(self.path, base_dir)}
-        for k in ("name", "kind", "arch", "output", "access", "query_budget"):
+        for k in ("name", "kind", "arch", "output", "access", "query_budget", "role"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.trust:
@@ -491,8 +497,15 @@ def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
                     if m.get("query_budget") is not None else None)
     options = ctx.mapping(m.get("options") or {}, _join(path, "options"), _MODEL_OPTION_KEYS,
                           "a mapping of extra load_model arguments")
+    role = None
+    if m.get("role") is not None:
+        role = m["role"]
+        if role not in ("student", "control") or not path.startswith("models.students"):
+            raise ctx.error(_join(path, "role"), role, "'student' or 'control', on an entry of models.students (a "
+                            "control is audited beside the students and not judged)")
     return ModelSpec(path=p, name=name, kind=kind, trust=trust, arch=arch, arch_kwargs=dict(arch_kwargs),
-                     output=output, access=access, query_budget=query_budget, options=dict(options), key=path)
+                     output=output, access=access, query_budget=query_budget, options=dict(options), key=path,
+                     role=role)
 
 
 def _parse_models(value: Any, path: str, ctx: _Ctx, *, required: bool) -> tuple[ModelSpec, ...]:

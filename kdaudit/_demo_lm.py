@@ -45,14 +45,15 @@ class LMDemoRecipe:
     teacher_epochs: int = 2
     student_epochs: int = 2
     lr: float = 1e-2
+    teacher_lr: float = 5e-3
     batch_size: int = 16
     temperature: float = 2.0
     alpha: float = 0.9
     top_k: int = 20
     train_texts: int | None = None
-    n_prompts: int = 150
-    prompt_chars: int = 100
-    reference_chars: int = 100
+    n_prompts: int = 120
+    prompt_chars: int = 80
+    reference_chars: int = 80
     n_choice: int = 100
     max_new_tokens: int = 24
     n_replicates: int = 1000
@@ -109,15 +110,17 @@ def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, qui
         _say(progress, f"corpus: {len(corpus):,} standard-library docstrings (Python {corpus.python_version}); "
                        f"training on {len(texts):,}, auditing on held-out ones; tokenizer of {len(tok)} tokens")
         say = (lambda m: _say(True, m)) if progress else None
-        common = dict(lr=recipe.lr, batch_size=recipe.batch_size, max_length=recipe.max_length, progress=say)
+        common = dict(batch_size=recipe.batch_size, max_length=recipe.max_length, progress=say)
 
         def lm(layers: int, width: int, s: int) -> Any:
             return gpt_lm(len(tok), n_layer=layers, n_embd=width, n_head=recipe.heads,
                           n_positions=512, eos_token_id=tok.eos_token_id, seed=s)
 
         t0 = time.perf_counter()
+        _say(progress, f"training the teacher ({recipe.teacher_layers} layers, width {recipe.teacher_width}, "
+                       f"{recipe.teacher_epochs} epochs)")
         teacher = train_lm(lm(recipe.teacher_layers, recipe.teacher_width, seed), tok, texts,
-                           epochs=recipe.teacher_epochs, seed=seed, **common)
+                           epochs=recipe.teacher_epochs, lr=recipe.teacher_lr, seed=seed, **common)
         times["teacher"] = time.perf_counter() - t0
         teacher_lm = HFCausalLM(teacher, tok, name="teacher", batch_size=32)
         t0 = time.perf_counter()
@@ -125,11 +128,12 @@ def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, qui
                        f"(T = {recipe.temperature}, alpha = {recipe.alpha})")
         student = distill_lm_tokens(teacher_lm, lm(recipe.student_layers, recipe.student_width, seed + 1), tok,
                                     texts, temperature=recipe.temperature, alpha=recipe.alpha, top_k=recipe.top_k,
-                                    epochs=recipe.student_epochs, seed=seed + 1, **common)
+                                    epochs=recipe.student_epochs, lr=recipe.lr, seed=seed + 1, **common)
         times["student"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        _say(progress, "training the independent control (the student's architecture, no teacher)")
         control = train_lm(lm(recipe.student_layers, recipe.student_width, seed + 2), tok, texts,
-                           epochs=recipe.student_epochs, seed=seed + 2, **common)
+                           epochs=recipe.student_epochs, lr=recipe.lr, seed=seed + 2, **common)
         times["control"] = time.perf_counter() - t0
 
         prompts = continuation_prompts(held, n=recipe.n_prompts, prompt_chars=recipe.prompt_chars,
@@ -145,6 +149,7 @@ def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, qui
             {"distilled student": HFCausalLM(student, tok, name="distilled student", batch_size=32),
              "independent control": HFCausalLM(control, tok, name="independent control", batch_size=32)},
             [prompts, task], n_replicates=recipe.n_replicates, seed=seed, config=config, progress=progress,
+            roles={"independent control": "control"},
             section_options={"lm_tokens": {"top_k": recipe.top_k},
                              "lm_generation": {"max_new_tokens": recipe.max_new_tokens},
                              "lm_bias": {"min_group_size": recipe.min_group_size}})

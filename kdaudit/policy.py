@@ -446,18 +446,23 @@ def _known_keys(results: Mapping[str, Any], section: str) -> set[str]:
     return keys
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float, limits: Iterable[float] = ()) -> str:
+    # Four significant digits, more where rounding would carry the value across a threshold it is judged by.
     if math.isnan(x):
         return "n/a"
-    return f"{x:.4g}"
+    from kdaudit.report._format import side_digits
+
+    return side_digits(x, list(limits), lambda v, d: f"{v:.{d}g}", float, 4)
 
 
 def _message(rule: Rule, status: str, value: float, low: float, high: float, student: str,
              group: str | None) -> str:
     # per-group rules name a group as "feature=group"; per-feature disparities name the feature alone
     who = student + ("" if not group else f", group {group}" if "=" in group else f", feature {group}")
-    interval = f" (95% interval {_fmt(low)} to {_fmt(high)})" if not (math.isnan(low) or math.isnan(high)) else ""
-    num = f"{rule.metric} = {_fmt(value)}{interval}"
+    limits = [t for t in (rule.min, rule.max) if t is not None]
+    interval = (f" (95% interval {_fmt(low, limits)} to {_fmt(high, limits)})"
+                if not (math.isnan(low) or math.isnan(high)) else "")
+    num = f"{rule.metric} = {_fmt(value, limits)}{interval}"
     want = []
     if rule.min is not None:
         want.append(f"at least {rule.min:g}")
@@ -502,6 +507,8 @@ def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Find
             student = str(comp.get("student"))
             if rule.students is not None and student not in rule.students:
                 continue
+            if comp.get("role", "student") != "student":
+                continue  # a control audited beside the student is reported for comparison, never judged
             findings.extend(_judge_rule(rule, comp, student))
     return findings
 
@@ -629,28 +636,41 @@ class GateResult:
         icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skipped": "SKIPPED", "info": "NOTE"}
         c = self.counts()
         out = [f"## kdaudit gate: {icon[self.verdict]}", "",
-               f"Policy `{_md(self.policy.name)}`{' (strict)' if self.strict else ''}: {c['pass']} pass, "
+               f"Policy {_md(self.policy.name)}{' (strict)' if self.strict else ''}: {c['pass']} pass, "
                f"{c['warn']} warn, {c['fail']} fail, {c['skipped']} skipped.", "",
                "| Status | Student | Metric | Group | Value [95% CI] | Threshold | Finding |",
                "|---|---|---|---|---|---|---|"]
         for f in self.findings:
-            out.append(f"| {icon[f.status]} | {_md(f.student)} | `{_md(f.metric)}` | {_md(f.group or '')} | "
+            out.append(f"| {icon[f.status]} | {_md(f.student)} | {_md(f.metric)} | {_md(f.group or '')} | "
                        f"{_value_text(f)} | {_md(f.threshold)} | {_md(f.message)} |")
         return "\n".join(out) + "\n"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]()!#~"})
+
+
 def _md(text: str) -> str:
-    # Table cells: a pipe or a newline would break the row; angle brackets would be read as HTML by some renderers.
-    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-            .replace("<", "&lt;").replace(">", "&gt;"))
+    """Text for one Markdown table cell, shown as written: nothing in it becomes markup.
+
+    A pipe, a newline or a carriage return would break the row; ``[text](url)`` and ``![alt](url)`` would become a
+    link or an image the reader's browser fetches; backticks, emphasis and HTML would restyle or inject markup.
+    """
+    from kdaudit.report._safe import safe_text
+
+    text = safe_text(str(text).replace("\r\n", " ").replace("\r", " ").replace("\n", " "), limit=2000)
+    return (text.translate(_MD_SPECIAL).replace("|", "\\|").replace("&", "&amp;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
 
 
 def _value_text(f: Finding) -> str:
     if f.value is None:
         return "n/a"
+    from kdaudit.report._format import thresholds_in
+
+    limits = thresholds_in(f.threshold)
     if f.low is None or f.high is None:
-        return f"{f.value:.4g}"
-    return f"{f.value:.4g} [{f.low:.4g}, {f.high:.4g}]"
+        return _fmt(f.value, limits)
+    return f"{_fmt(f.value, limits)} [{_fmt(f.low, limits)}, {_fmt(f.high, limits)}]"
 
 
 #: Fewest audit rows the gate judges: on fewer, every bootstrap interval degenerates towards a point.
@@ -708,8 +728,9 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             raise ConfigError(f"results file {str(path)!r} does not exist; expected a kdaudit results.json")
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
     if not isinstance(results, Mapping):
         raise ConfigError(f"results got {type(results).__name__}; expected the content of a kdaudit results.json")
     check_results(results)

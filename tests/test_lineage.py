@@ -166,7 +166,8 @@ def test_lineage_test_detects_derived_and_clears_independent(zoo, access):
     assert r0.verdict == "not derived"
     assert r0.effect.value < r.effect.value
     if access == "labels":
-        assert set(r.signatures) == {"prob_residual", "label_idiosyncrasy"}
+        # pool_regression (issue 16) joined the label-level signatures: it needs only the suspect's view
+        assert set(r.signatures) == {"prob_residual", "label_idiosyncrasy", "pool_regression"}
     elif access.startswith("top_k"):
         assert "topk_overlap" in r.signatures and "nontop_rank" not in r.signatures
 

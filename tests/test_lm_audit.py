@@ -49,9 +49,9 @@ def models(tok):
                  TEXTS, epochs=3, lr=1e-2, batch_size=8, seed=0)
     teacher = hf.HFCausalLM(t, tok, name="teacher")
     s = distill_lm_tokens(teacher, gpt_lm(len(tok), n_layer=1, n_embd=16, n_head=2, eos_token_id=tok.eos_token_id,
-                                          seed=1), tok, TEXTS, epochs=3, lr=1e-2, batch_size=8, seed=1)
+                                          seed=1), tok, TEXTS, epochs=30, lr=1e-2, batch_size=8, seed=1)
     c = train_lm(gpt_lm(len(tok), n_layer=1, n_embd=16, n_head=2, eos_token_id=tok.eos_token_id, seed=2), tok,
-                 TEXTS, epochs=3, lr=1e-2, batch_size=8, seed=2)
+                 TEXTS, epochs=30, lr=1e-2, batch_size=8, seed=2)
     return teacher, hf.HFCausalLM(s, tok, name="student"), hf.HFCausalLM(c, tok, name="control")
 
 
@@ -89,8 +89,8 @@ def _audit(teacher, students, data, **kw):
 def test_lm_audit_sections_reproducible_bytes_frame_and_report(models, tmp_path):
     teacher, student, control = models
     data = [_prompt_set(), _choice_set()]
-    a = _audit(teacher, {"student": student, "control": control}, data)
-    b = _audit(teacher, {"student": student, "control": control}, data)
+    a = _audit(teacher, {"student": student, "control": control}, data, roles={"control": "control"})
+    b = _audit(teacher, {"student": student, "control": control}, data, roles={"control": "control"})
     assert a.to_json() == b.to_json()
     res = a.to_dict()
     assert res["task"] == "lm" and res["teacher"] == "teacher"
@@ -105,12 +105,24 @@ def test_lm_audit_sections_reproducible_bytes_frame_and_report(models, tmp_path)
     assert (frame["group"].str.startswith("kind=")).any()
     assert a["student"]["lm_tokens"]["headline"]["top1_agreement"]["value"] is not None
     assert {f.metric for f in a.findings} >= {"lm_tokens.perplexity_ratio", "lm_task.retained_accuracy"}
+    assert {f.student for f in a.findings} == {"student"}  # the control is reported, not judged
+    assert [m["role"] for m in res["models"]] == ["teacher", "student", "control"]
+    assert list(res["verdict_by_student"]) == ["student"]
     paths = a.save(tmp_path)
     html = paths["report"].read_text()
-    assert "Scorecard" in html and "Which comparisons were possible" in html
+    assert "Quality kept on the same texts" in html and "Which comparisons were possible" in html
     assert "texts <b>" not in html and "texts &lt;b&gt;" in html  # user strings are escaped
     assert json.loads(paths["results"].read_text()) == json.loads(a.to_json())
-    assert "speed" in json.loads(paths["run"].read_text())
+    assert "throughput_ratio" in json.loads(paths["run"].read_text())["cost"]["student"]
+
+
+def test_lm_audit_cache_resumes_without_asking_again(models, tmp_path):
+    teacher, student, _ = models
+    first = _audit(teacher, student, _prompt_set(), cache_dir=tmp_path, measure_cost=False)
+    again = _audit(teacher, student, _prompt_set(), cache_dir=tmp_path, measure_cost=False)
+    assert again.to_json() == first.to_json()  # results.json does not depend on what the cache held
+    assert all(m["queries"] == 0 for m in again.run_info["models"])
+    assert all(m["queries"] > 0 for m in first.run_info["models"])
 
 
 def test_multiple_choice_accuracy_and_mcnemar_match_direct_scoring(models):

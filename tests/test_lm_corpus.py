@@ -16,7 +16,7 @@ from kdaudit.data import (
     templated_prompts,
     train_tokenizer,
 )
-from tests._lm_fixtures import corpus
+from _lm_fixtures import corpus
 
 
 def test_corpus_is_deterministic_and_identified():

@@ -12,7 +12,7 @@ import torch
 from kdaudit import KDAuditError, UnsafeModelFileError
 from kdaudit.models import HFCausalLM, HFSequenceClassifier
 from kdaudit.models._hf import tokenizer_sha256
-from tests._lm_fixtures import TEXTS, gpt2, gpt2_classifier, tokenizer
+from _lm_fixtures import TEXTS, gpt2, gpt2_classifier, tokenizer
 
 pytest.importorskip("transformers")
 
@@ -226,7 +226,7 @@ def test_sequence_classifier_through_the_classifier_audit(tmp_path):
     tok.save_pretrained(path)
     teacher = HFSequenceClassifier.from_pretrained(path, name="teacher")
     student = HFSequenceClassifier(student_model, tok, name="student")
-    from tests._lm_fixtures import corpus
+    from _lm_fixtures import corpus
 
     docs = corpus().documents[:60]
     X = np.array([d.text[:200] for d in docs], dtype=object)

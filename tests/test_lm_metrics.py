@@ -230,22 +230,34 @@ def test_continuation_and_choice_loglik():
         choice_loglik(scores, choices, length_normalize="bytes")
 
 
+def test_reference_perplexity_from_continuation_logliks():
+    t, s, *_ = _pair(np.random.default_rng(8), vocab=9, k=4)
+    ref_t = (np.array([-3.0, -1.0, -6.0, -2.0, -4.0]), np.array([2, 1, 3, 2, 2]))
+    ref_s = (np.array([-4.0, -2.0, -6.5, -2.0, -5.0]), np.array([2, 1, 3, 2, 2]))
+    res = token_section(t, s, bootstrap=Bootstrap(n_replicates=30), reference=(ref_t, ref_s))
+    assert res["teacher_reference_perplexity"].value == pytest.approx(np.exp(16 / 10))
+    assert res["student_reference_perplexity"].value == pytest.approx(np.exp(19.5 / 10))
+    assert res["reference_perplexity_ratio"].value == pytest.approx(np.exp(3.5 / 10))
+    assert "reference_perplexity_ratio" not in token_section(t, s, bootstrap=Bootstrap(n_replicates=0)).headline
+    with pytest.raises(KDAuditError, match="reference"):
+        TokenAccumulator().update(t, s, reference=((np.zeros(2), np.ones(2)), ref_s))
+
+
 # --------------------------------------------------------------------------------------------- bias transfer
-def _templated_groups() -> tuple[list[str], list[str]]:
-    templates = ["The {x} module is used to", "import {x}  # for", "Use {x} when you need to"]
-    fillers = {"text": ["re", "string", "textwrap", "difflib"] * 5, "numeric": ["math", "statistics", "random",
-                                                                             "decimal"] * 5}
-    prompts, groups = [], []
-    for tpl in templates:
-        for g, names in fillers.items():
-            for i, x in enumerate(names):
-                prompts.append(tpl.format(x=x) + f" #{i}")
-                groups.append(g)
-    return prompts, groups
+def _templated_groups() -> tuple[list[str], list[str], list]:
+    from kdaudit.data import templated_prompts
+
+    ps = templated_prompts(
+        ["The {x} module is used to", "import {x}  # for", "Use {x} when you need to"],
+        {"text": ["re", "string", "textwrap", "difflib", "shlex", "unicodedata", "codecs", "html", "gettext",
+                  "locale"],
+         "numeric": ["math", "statistics", "random", "decimal", "fractions", "cmath", "numbers", "array", "bisect",
+                     "heapq"]}, group="area")
+    return list(ps.prompts), ps.groups["area"].tolist(), list(ps.ids)
 
 
 def test_token_group_disparity_and_amplification_on_templated_prompts():
-    prompts, groups = _templated_groups()
+    prompts, groups, ids = _templated_groups()
     rng = np.random.default_rng(6)
     lengths = [int(x) for x in rng.integers(5, 12, len(prompts))]
     n = sum(lengths)
@@ -259,8 +271,8 @@ def test_token_group_disparity_and_amplification_on_templated_prompts():
     # the student follows the teacher on "text" prompts but loses the right token on "numeric" ones
     hurt = numeric & (rng.random(n) < 0.6)
     zs[hurt, y[hurt]] -= 5.0
-    t = make_topk("teacher", zt, y, lengths, 4, ids=prompts)
-    s = make_topk("student", zs, y, lengths, 4, ids=prompts)
+    t = make_topk("teacher", zt, y, lengths, 4, ids=ids)
+    s = make_topk("student", zs, y, lengths, 4, ids=ids)
     res = token_group_section(t, s, pd.DataFrame({"area": groups}), bootstrap=Bootstrap(n_replicates=200, seed=0),
                               min_group_size=10)
     feat = res.detail["features"]["area"]
@@ -268,12 +280,13 @@ def test_token_group_disparity_and_amplification_on_templated_prompts():
     lt, ls = _log_softmax(zt), _log_softmax(zs)
     for g in ("text", "numeric"):
         mask = (np.array(groups)[text_of] == g)
-        assert by[g]["teacher"]["group_next_token_accuracy"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == y[mask]))
-        assert by[g]["student"]["group_next_token_accuracy"].value == pytest.approx(np.mean(ls.argmax(1)[mask] == y[mask]))
-        assert by[g]["group_agreement"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == ls.argmax(1)[mask]))
+        assert by[g]["teacher_accuracy"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == y[mask]))
+        assert by[g]["student_accuracy"].value == pytest.approx(np.mean(ls.argmax(1)[mask] == y[mask]))
+        assert by[g]["agreement"].value == pytest.approx(np.mean(lt.argmax(1)[mask] == ls.argmax(1)[mask]))
+        assert res.detail["by_group"]["group_agreement"][f"area={g}"] is by[g]["agreement"]
     amp = res["accuracy_amplification"]
     assert amp.value > 0.2 and amp.low > 0  # the interval excludes no change
-    assert res["worst_group_agreement"].value == pytest.approx(by["numeric"]["group_agreement"].value)
+    assert res["worst_group_agreement"].value == pytest.approx(by["numeric"]["agreement"].value)
     assert res.detail["headline_features"]["accuracy_amplification"] == "area"
     # a group below min_group_size is shown but left out of the disparity
     small = token_group_section(t, s, pd.DataFrame({"area": groups}), bootstrap=Bootstrap(n_replicates=0),

@@ -23,7 +23,7 @@ from kdaudit.data._datasets import (
     load_mnist5k,
     split_data,
 )
-from kdaudit.data._prompts import PromptSet
+from kdaudit.data._prompts import PromptSet, load_prompts
 
 __all__ = [
     "AuditData",
@@ -37,6 +37,7 @@ __all__ = [
     "load_adult_frame",
     "load_digits",
     "load_mnist5k",
+    "load_prompts",
     "load_stdlib_corpus",
     "split_data",
     "templated_prompts",

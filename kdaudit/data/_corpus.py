@@ -105,6 +105,10 @@ class TextCorpus:
             h.update(f"{d.id}\x00{d.text}\x00".encode())
         return h.hexdigest()
 
+    def files_sha256(self) -> str:
+        """sha256 over the source files read (one ``"<path> <sha256>\\n"`` line each, in order)."""
+        return hashlib.sha256("".join(f"{p} {h}\n" for p, h in self.files).encode()).hexdigest()
+
     def split(self, *, heldout_fraction: float = 0.2, salt: str = "kdaudit") -> tuple["TextCorpus", "TextCorpus"]:
         """(train, held-out): each document goes to one side by a hash of its id, so the split does not move when
         documents are added or removed elsewhere."""
@@ -119,6 +123,7 @@ class TextCorpus:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "python_version": self.python_version, "n_documents": len(self.documents),
                 "n_chars": int(sum(len(d.text) for d in self.documents)), "sha256": self.sha256(),
+                "files_sha256": self.files_sha256(),
                 "license": self.license}
 
 

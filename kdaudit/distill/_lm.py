@@ -15,6 +15,7 @@ deterministic: ``torch`` runs on ``num_threads`` threads (1 by default) during t
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -26,6 +27,9 @@ from kdaudit.distill._train import TrainingRecord
 
 __all__ = ["distill_lm_sequences", "distill_lm_tokens", "gpt_lm", "train_lm"]
 
+_TAIL_EPS = 1e-12  # floor of a "rest of the vocabulary" cell's probability (its log stays finite)
+_WARMUP = 0.05  # share of the steps with a linearly rising learning rate, before the cosine decay
+
 
 def gpt_lm(vocab_size: int, *, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_positions: int = 256,
            eos_token_id: int | None = None, seed: int = 0, **config: Any) -> Any:
@@ -34,7 +38,6 @@ def gpt_lm(vocab_size: int, *, n_layer: int = 2, n_embd: int = 64, n_head: int =
     ``eos_token_id`` (the tokenizer's end-of-text id) is also the BOS id. Extra keyword arguments go to ``transformers.GPT2Config`` (dropout is 0 by default here: small models on small
     data, and training that is a pure function of the seed).
     """
-    import torch
     import transformers
 
     for name, v in (("vocab_size", vocab_size), ("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head),
@@ -99,7 +102,8 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[
 def _fit(model: Any, seqs: list[list[int]], step_loss: Callable[[Any, Any, Any, np.ndarray], Any], *,
          epochs: int, lr: float, batch_size: int, seed: int, num_threads: int, progress: Callable[[str], None] | None,
          what: str) -> tuple[list[float], float]:
-    """The training loop every recipe shares: AdamW, shuffled batches (seeded), right padding with a mask.
+    """The training loop every recipe shares: AdamW with linear warm-up and cosine decay, shuffled batches
+    (seeded), right padding with a mask, gradients clipped at norm 1.
 
     ``step_loss(logits, input_ids, mask, rows)`` returns the batch loss; ``rows`` are the batch's text indices.
     Returns the mean loss of each epoch and the wall time.
@@ -113,6 +117,11 @@ def _fit(model: Any, seqs: list[list[int]], step_loss: Callable[[Any, Any, Any, 
     history: list[float] = []
     with _seeded(seed, num_threads):
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        total_steps = epochs * math.ceil(len(usable) / batch_size)
+        warm = max(1, int(_WARMUP * total_steps))
+        # linear warm-up, then cosine decay to 0: the usual schedule for small transformers, a function of the step
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min((step + 1) / warm, 0.5 * (1 + math.cos(
+            math.pi * min(step, total_steps) / total_steps))))
         rng = np.random.default_rng(seed)
         model.train()
         for epoch in range(epochs):
@@ -133,6 +142,7 @@ def _fit(model: Any, seqs: list[list[int]], step_loss: Callable[[Any, Any, Any, 
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
+                sched.step()
                 total += float(loss.detach())
                 n_batches += 1
             history.append(total / max(n_batches, 1))
@@ -187,10 +197,14 @@ def distill_lm_tokens(teacher: Any, student: Any, tokenizer: Any, texts: Sequenc
     """Token-level knowledge distillation of a causal LM from a teacher's top-k next-token distributions.
 
     The teacher (a :class:`~kdaudit.models.LanguageModel` with log-probability access, sharing the student's
-    tokenizer) scores every training text once, teacher-forced; at each position its top ``top_k``
-    log-probabilities, divided by ``temperature`` and renormalised over those k tokens, are the soft target q. The
-    loss is ``alpha * T² * Σ_v q_v (log q_v − log softmax(z/T)_v) + (1 − alpha) * CE(z, next token)``: the KL of the
-    revealed (truncated) teacher distribution to the student's, scaled by T² as in Hinton et al. (2015).
+    tokenizer) scores every training text once, teacher-forced. At each position the teacher reveals k + 1 cells:
+    its top ``top_k`` tokens and the rest of the vocabulary as one cell (mass ``1 −`` the top-k mass); the
+    student's probabilities are pooled into the same cells. With ``q`` and ``p`` the two cell distributions
+    sharpened or softened at ``temperature`` (``softmax(log cells / T)``), the loss is
+    ``alpha * T² * KL(q ‖ p) + (1 − alpha) * CE(z, next token)`` (T² as in Hinton et al. 2015). At T = 1 the KD
+    term is exactly the forward KL on the partition the audit's divergence bounds use; keeping the rest as a cell
+    stops the student from starving every token outside the teacher's top k (which a target renormalised over the
+    top k alone would teach it, at a large cost in perplexity).
 
     Returns ``student``, trained in place, with a :class:`~kdaudit.distill.TrainingRecord` (teacher hash, queries
     and tokens paid) as ``student.kdaudit_record_``.
@@ -222,15 +236,23 @@ def distill_lm_tokens(teacher: Any, student: Any, tokenizer: Any, texts: Sequenc
     seqs = [seqs[i] if i in set(keep) else [] for i in range(len(seqs))]
     offsets = scores.offsets
     top_ids = torch.from_numpy(scores.top_ids.astype(np.int64))
-    q = torch.softmax(torch.from_numpy(scores.top_logprobs.astype(np.float32)) / temperature, dim=-1)
+    # the teacher's revealed cells: its top k tokens and one cell for the rest of the vocabulary (its mass is
+    # 1 - the top-k mass), the partition the audit's divergence bounds use
+    top_lp = torch.from_numpy(scores.top_logprobs.astype(np.float64))
+    rest = torch.log((1.0 - top_lp.exp().sum(dim=1)).clamp_min(_TAIL_EPS))
+    q_all = torch.softmax((torch.cat([top_lp, rest[:, None]], dim=1) / temperature).float(), dim=-1)
 
     def step_loss(logits: Any, input_ids: Any, mask: Any, rows: np.ndarray) -> Any:
         valid = mask[:, 1:].bool()
         z = logits[:, :-1][valid].float()  # positions in row-major order: text by text, as the teacher's rows
         flat = torch.from_numpy(np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]))
-        log_s = torch.log_softmax(z / temperature, dim=-1).gather(1, top_ids[flat])
-        qq = q[flat]
-        kd = (qq * (torch.log(qq.clamp_min(1e-12)) - log_s)).sum(dim=-1).mean() * temperature**2
+        ids = top_ids[flat]
+        logp = torch.log_softmax(z, dim=-1)
+        in_top = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, ids, True)
+        s_rest = torch.logsumexp(logp.masked_fill(in_top, float("-inf")), dim=-1).clamp_min(math.log(_TAIL_EPS))
+        log_s = torch.log_softmax(torch.cat([logp.gather(1, ids), s_rest[:, None]], dim=1) / temperature, dim=-1)
+        q = q_all[flat]
+        kd = (q * (torch.log(q.clamp_min(1e-12)) - log_s)).sum(dim=-1).mean() * temperature**2
         ce = torch.nn.functional.cross_entropy(z, input_ids[:, 1:][valid])
         return alpha * kd + (1 - alpha) * ce
 

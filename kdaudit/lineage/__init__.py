@@ -20,6 +20,7 @@ from kdaudit.lineage._manifest import (
     write_manifest,
 )
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
+from kdaudit.lineage._references import train_references
 from kdaudit.lineage._signatures import SIGNATURES
 from kdaudit.lineage._stats import (
     holm_adjust,
@@ -62,6 +63,7 @@ __all__ = [
     "rank_p_value",
     "read_manifest",
     "select_probes",
+    "train_references",
     "verify_manifest",
     "write_manifest",
 ]

@@ -76,6 +76,7 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
         trust.add_argument(f"--trust-{role}", action="store_true", help=f"trust the {what}")
     trust.add_argument("--trust", action="store_true", help=argparse.SUPPRESS)  # removed: refused with a message
     test.add_argument("--fail-on-derived", action="store_true", help="exit 1 when the verdict is 'derived'")
+    _add_arch_arguments(test)
     from kdaudit.lineage._lm_cli import add_lm_arguments
 
     add_lm_arguments(parser)
@@ -116,10 +117,58 @@ def _expand(patterns: list[str], what: str) -> list[str]:
     return files
 
 
+_ARCH_FLAGS = (("arch", "teacher, references and candidates"), ("suspect_arch", "suspect (default: --arch)"),
+               ("control_arch", "negative controls (default: --suspect-arch)"))
+
+
+def _add_arch_arguments(group: Any) -> None:
+    # A weights-only file (safetensors, a state_dict .pt) needs the code that builds its network; it is named, never
+    # read from the file, so nothing in a model file runs.
+    for dest, who in _ARCH_FLAGS:
+        flag = "--" + dest.replace("_", "-")
+        group.add_argument(flag, metavar="MODULE:CALLABLE", default=None,
+                           help=f"builds the network weights-only files of the {who} load into")
+        group.add_argument(flag + "-kwargs", metavar="JSON", default=None,
+                           help=f"keyword arguments of {flag}, a JSON object (e.g. '{{\"hidden\": 64}}')")
+
+
+def _arch_of(args: argparse.Namespace, dest: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The architecture an ``--arch``-style flag names and its keyword arguments (from ``--...-kwargs``, JSON)."""
+    flag = "--" + dest.replace("_", "-")
+    spec, raw = getattr(args, dest, None), getattr(args, dest + "_kwargs", None)
+    if spec is None:
+        if raw is not None:
+            raise invalid_argument(flag + "-kwargs", raw, f"to come with {flag}")
+        return None, None
+    kwargs: Any = None
+    if raw is not None:
+        import json
+
+        try:
+            kwargs = json.loads(raw)
+        except ValueError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            raise invalid_argument(flag + "-kwargs", raw, "a JSON object of keyword arguments, e.g. '{\"hidden\": 64}'")
+    return spec, kwargs
+
+
+def _archs(args: argparse.Namespace) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
+    """Which architecture each role's weights-only files load into (resolved by load_model's registry)."""
+    arch = _arch_of(args, "arch")
+    suspect = _arch_of(args, "suspect_arch")
+    suspect = suspect if suspect[0] is not None else arch
+    control = _arch_of(args, "control_arch")
+    return {"teacher": arch, "references": arch, "candidates": arch, "suspect": suspect,
+            "controls": control if control[0] is not None else suspect}
+
+
 def _load(path: str, args: argparse.Namespace, role: str) -> Any:
     from kdaudit.models import load_model
 
-    return load_model(path, trust=_trusted(args, role), _trust_hint=f"--trust-{role}")
+    arch, arch_kwargs = _archs(args)[role]
+    return load_model(path, trust=_trusted(args, role), _trust_hint=f"--trust-{role}", arch=arch,
+                      arch_kwargs=arch_kwargs)
 
 
 def run_lineage_command(args: argparse.Namespace) -> int:

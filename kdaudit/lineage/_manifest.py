@@ -107,7 +107,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise invalid_argument("manifest", str(path), "an existing lineage manifest file")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise invalid_argument("manifest", str(path), f"a JSON lineage manifest ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA or "student" not in doc:
         raise invalid_argument("manifest", str(path), f"a manifest with schema {MANIFEST_SCHEMA!r}")

@@ -31,7 +31,7 @@ Next-token calibration
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -104,6 +104,15 @@ TOKEN_DEFINITIONS: dict[str, dict[str, Any]] = {
     "perplexity_ratio": definition(
         "Perplexity ratio (student / teacher)", "ppl(student) / ppl(teacher)", False,
         "How much more perplexed the student is than its teacher on the same texts (1 = as good)."),
+    "teacher_reference_perplexity": definition(
+        "Teacher perplexity on the references", "exp(−Σ log t(reference | prompt) / Σ #tokens(reference))", False,
+        "Teacher's perplexity on the reference continuations given their prompts (token-pooled)."),
+    "student_reference_perplexity": definition(
+        "Student perplexity on the references", "exp(−Σ log s(reference | prompt) / Σ #tokens(reference))", False,
+        "Student's perplexity on the reference continuations given their prompts (token-pooled)."),
+    "reference_perplexity_ratio": definition(
+        "Reference perplexity ratio (student / teacher)", "ppl_ref(student) / ppl_ref(teacher)", False,
+        "Quality kept on the reference continuations: how much more perplexed the student is (1 = as good)."),
 }
 _NEXT_TOKEN_CALIBRATION = ("ece", "mce", "confidence_gap")
 for _m, _label in (("ece", "next-token ECE"), ("mce", "next-token MCE"), ("confidence_gap", "next-token confidence gap")):
@@ -136,11 +145,17 @@ GENERATION_DEFINITIONS: dict[str, dict[str, Any]] = {
 
 TOKEN_GROUP_DEFINITIONS: dict[str, dict[str, Any]] = {
     "group_next_token_accuracy": definition(
-        "Group next-token accuracy", "next-token accuracy over the positions of the group's texts", True,
-        "Next-token accuracy within one group of prompts."),
+        "Group next-token accuracy (student)", "next-token accuracy over the positions of the group's texts", True,
+        "The student's next-token accuracy within one group of prompts."),
     "group_agreement": definition(
         "Group top-1 token agreement", "top-1 agreement over the positions of the group's texts", True,
         "Student's token agreement with the teacher within one group of prompts."),
+    "group_next_token_accuracy_teacher": definition(
+        "Group next-token accuracy (teacher)", "teacher's next-token accuracy over the group's positions", True,
+        "The teacher's next-token accuracy within one group of prompts."),
+    "group_next_token_accuracy_change": definition(
+        "Group next-token accuracy change (student − teacher)", "acc_g(student) − acc_g(teacher)", True,
+        "What distillation cost (or gained) one group of prompts, paired interval."),
     "group_kl_forward": definition(
         "Group KL(teacher‖student), lower bound", "per-token forward KL bound within the group", False,
         "Per-token divergence within one group of prompts."),
@@ -169,9 +184,11 @@ def check_token_pair(teacher: TokenTopK, student: TokenTopK) -> str | None:
     for arg, v in (("teacher", teacher), ("student", student)):
         if not isinstance(v, TokenTopK):
             raise invalid_argument(arg, type(v).__name__, "a kdaudit.harness.TokenTopK")
-    if teacher.tokenizer_sha256 != student.tokenizer_sha256:
-        return ("different tokenizers: token positions do not correspond, so per-token distributions cannot be "
-                "compared; only text-level comparisons (generations, log-likelihoods, multiple choice) are possible")
+    from kdaudit.harness import comparison_level
+
+    level = comparison_level([teacher, student])
+    if not level.per_token:
+        return level.reason
     if (len(teacher.text_ids) != len(student.text_ids)
             or not np.array_equal(np.asarray(teacher.text_ids).astype(str), np.asarray(student.text_ids).astype(str))
             or not np.array_equal(teacher.offsets, student.offsets)
@@ -240,14 +257,26 @@ class TokenAccumulator:
         self._rows = BlockStats(len(_TOK), n_blocks=self.bootstrap.n_blocks)
         self._calib = CalibrationAccumulator(2, bootstrap=self.bootstrap, n_bins=n_bins, teacher_access="top_k",
                                              student_access="top_k", temperature=False)
+        self._ref = BlockStats(4, n_blocks=self.bootstrap.n_blocks)  # per text: ll and tokens of each model
         self.n_texts = 0
         self.n_positions = 0
+        self.n_references = 0
         self.k: tuple[int, int] | None = None
 
-    def update(self, teacher: TokenTopK, student: TokenTopK) -> TokenAccumulator:
+    def update(self, teacher: TokenTopK, student: TokenTopK, *,
+               reference: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None) -> TokenAccumulator:
+        """Add aligned token outputs of whole texts; ``reference`` (optional): ``((loglik, n_tokens) of the
+        teacher, (loglik, n_tokens) of the student)`` of each text's reference continuation given its prompt
+        (:func:`continuation_loglik`), for the perplexity on the references."""
         why = check_token_pair(teacher, student)
         if why is not None:
             raise invalid_argument("student", student.name, f"token outputs aligned with the teacher's ({why})")
+        if reference is not None:
+            cols = [np.asarray(v, dtype=np.float64) for pair in reference for v in pair]
+            if any(c.shape != (teacher.n_texts,) for c in cols):
+                raise invalid_argument("reference", "arrays of another length", f"{teacher.n_texts} values each")
+            self._ref.add(block_of(teacher.text_ids, self.bootstrap.n_blocks), tuple(cols))
+            self.n_references += teacher.n_texts
         self.k = (teacher.k, student.k)
         text_blocks = block_of(teacher.text_ids, self.bootstrap.n_blocks)
         blocks_all = np.repeat(text_blocks, np.diff(teacher.offsets))
@@ -273,6 +302,8 @@ class TokenAccumulator:
             raise invalid_argument("other", type(other).__name__, "a TokenAccumulator with the same bootstrap blocks")
         self._rows.merge(other._rows)
         self._calib.merge(other._calib)
+        self._ref.merge(other._ref)
+        self.n_references += other.n_references
         self.n_texts += other.n_texts
         self.n_positions += other.n_positions
         self.k = self.k or other.k
@@ -298,6 +329,14 @@ class TokenAccumulator:
         if self.n_positions == 0:
             return SectionResult(available=False, reason="no token positions were scored")
         headline = dict(evaluate(self.bootstrap, [self._rows], self._values))
+        if self.n_references:
+            def ref_values(r: np.ndarray) -> dict[str, np.ndarray]:
+                r = r[..., 0, :]
+                nll_t, nll_s = -r[..., 0] / r[..., 1], -r[..., 2] / r[..., 3]
+                return {"teacher_reference_perplexity": np.exp(nll_t), "student_reference_perplexity": np.exp(nll_s),
+                        "reference_perplexity_ratio": np.exp(nll_s - nll_t)}
+
+            headline.update(evaluate(self.bootstrap, [self._ref], ref_values))
         calib = self._calib.compute()
         for m in _NEXT_TOKEN_CALIBRATION:
             for key in (f"teacher_{m}", f"student_{m}", f"{m}_change"):
@@ -315,15 +354,18 @@ class TokenAccumulator:
 
 
 def token_section(teacher: TokenTopK, student: TokenTopK, *, bootstrap: Bootstrap | None = None,
-                  n_bins: int = 15) -> SectionResult:
+                  n_bins: int = 15, reference: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None
+                  ) -> SectionResult:
     """The ``lm_tokens`` section: per-token agreement (divergence bounds, top-1 agreement, top-k overlap), quality
-    (next-token accuracy, perplexity and their ratios) and next-token calibration, with text-level intervals.
+    (next-token accuracy, perplexity and their ratios, on the whole scored texts and, with ``reference``, on the
+    reference continuations alone) and next-token calibration, with text-level intervals.
 
     Unavailable, with the reason, when the two models' positions do not correspond (different tokenizers)."""
     why = check_token_pair(teacher, student)
     if why is not None:
         return SectionResult(available=False, reason=why)
-    return TokenAccumulator(bootstrap=bootstrap, n_bins=n_bins).update(teacher, student).compute()
+    acc = TokenAccumulator(bootstrap=bootstrap, n_bins=n_bins)
+    return acc.update(teacher, student, reference=reference).compute()
 
 
 # ---------------------------------------------------------------------------------------------- groups
@@ -334,8 +376,9 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
     For every column of ``groups`` (one row per text, in the texts' order) and every group: next-token accuracy of
     each model, the student's top-1 agreement with the teacher and the per-token KL bound; across groups with at
     least ``min_group_size`` texts: the spread (max − min) of accuracy for each model, its amplification (student
-    minus teacher) and the agreement spread, all with paired text-level intervals. The layout (``features`` ->
-    ``disparities`` and ``groups``) is the bias section's, so per-group policy rules read it alike.
+    minus teacher) and the agreement spread, all with paired text-level intervals. Disparities sit where the bias
+    section keeps them (``features[f]["disparities"]``) and per-group values of reliable groups in ``by_group``
+    (``{metric: {"feature=group": estimate}}``), so per-group policy rules read both.
     """
     bootstrap = bootstrap if bootstrap is not None else Bootstrap()
     why = check_token_pair(teacher, student)
@@ -357,6 +400,9 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
             rows[key][a:b] = r[key]
     features: dict[str, Any] = {}
     headline: dict[str, Any] = {}
+    by_group: dict[str, dict[str, Any]] = {k: {} for k in (
+        "group_agreement", "group_next_token_accuracy", "group_next_token_accuracy_change",
+        "group_next_token_accuracy_teacher", "group_kl_forward")}
     worst_amp, worst_agree = None, None
     for col in sorted(groups.columns, key=str):
         values = groups[col].astype(str).to_numpy()
@@ -384,11 +430,16 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
         for j, name in enumerate(names):
             group_rows.append({
                 "group": name, "n_texts": int(n_texts[j]), "reliable": bool(reliable[j]),
-                "teacher": {"group_next_token_accuracy": est["t_acc"][j]},
-                "student": {"group_next_token_accuracy": est["s_acc"][j], "group_kl_forward": est["kl"][j]},
-                "change": {"group_next_token_accuracy": est["change"][j]},
-                "group_agreement": est["agree"][j],
+                "teacher_accuracy": est["t_acc"][j], "student_accuracy": est["s_acc"][j],
+                "accuracy_change": est["change"][j], "agreement": est["agree"][j], "kl_forward": est["kl"][j],
             })
+            if reliable[j]:  # per-group policy rules judge reliable groups only
+                label = f"{col}={name}"
+                by_group["group_next_token_accuracy_teacher"][label] = est["t_acc"][j]
+                by_group["group_next_token_accuracy"][label] = est["s_acc"][j]
+                by_group["group_next_token_accuracy_change"][label] = est["change"][j]
+                by_group["group_agreement"][label] = est["agree"][j]
+                by_group["group_kl_forward"][label] = est["kl"][j]
         features[str(col)] = {
             "groups": group_rows,
             "disparities": {
@@ -408,7 +459,7 @@ def token_group_section(teacher: TokenTopK, student: TokenTopK, groups: pd.DataF
     if worst_agree is not None:
         headline["worst_group_agreement"] = worst_agree[1]
         headline_features["worst_group_agreement"] = worst_agree[0]
-    detail = {"features": features, "headline_features": headline_features,
+    detail = {"features": features, "by_group": by_group, "headline_features": headline_features,
               "options": {"min_group_size": int(min_group_size), "unit": "text"}}
     if not headline:
         # the group table is kept in the detail, but no disparity exists to judge: the section says why

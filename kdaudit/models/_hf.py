@@ -29,7 +29,7 @@ from kdaudit.models._hashing import sha256_file, sha256_state_dict
 from kdaudit.models._lm_base import LanguageModel, LMAccess
 from kdaudit.models._torch import normalize_precision
 
-__all__ = ["HFCausalLM", "HFSequenceClassifier", "tokenizer_sha256"]
+__all__ = ["HFCausalLM", "HFSequenceClassifier", "token_bytes", "tokenizer_sha256"]
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "model.ckpt.index",
                    "flax_model.msgpack")
@@ -132,8 +132,8 @@ def _check_directory(path: Any, *, trust_remote_code: bool) -> tuple[Path, dict[
     return root, config, digest
 
 
-def _load_directory(path: Any, auto_class: str, *, trust_remote_code: bool, precision: str | None
-                    ) -> tuple[Any, Any, str]:
+def _load_directory(path: Any, auto_class: str, *, trust_remote_code: bool, precision: str | None,
+                    device: Any) -> tuple[Any, Any, str]:
     root, _, digest = _check_directory(path, trust_remote_code=trust_remote_code)
     tf = _transformers()
     torch = _torch()
@@ -144,6 +144,7 @@ def _load_directory(path: Any, auto_class: str, *, trust_remote_code: bool, prec
             dtype=getattr(torch, _DTYPES[normalize_precision(precision)]), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise KDAuditError(f"model directory {str(root)!r} could not be loaded as {auto_class}: {exc}") from None
+    model = model.to(_resolve_device(device, torch.device("cpu")))  # our own copy: moved in place, not copied
     try:
         tokenizer = tf.AutoTokenizer.from_pretrained(str(root), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
@@ -175,6 +176,40 @@ def tokenizer_sha256(tokenizer: Any) -> str:
     added = sorted((int(i), str(t)) for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items())
     h.update(json.dumps(added).encode())
     return h.hexdigest()
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The printable stand-in character of each byte in byte-level BPE vocabularies (GPT-2's convention): bytes
+    that are printable Latin-1 stand for themselves, the other 68 are shifted to code points from 256 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
+                 *range(ord("\xae"), ord("\xff") + 1)]
+    chars = {b: b for b in printable}
+    shift = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + shift
+            shift += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+def token_bytes(tokenizer: Any) -> dict[int, bytes]:
+    """The bytes each token id stands for (what OpenAI-style APIs report as a token's ``bytes``).
+
+    Byte-level BPE vocabularies map back through their byte alphabet, so pieces of multi-byte characters keep
+    their exact bytes; other tokenizers use the UTF-8 of the decoded token.
+    """
+    vocab = tokenizer.get_vocab()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = backend is not None and type(backend.decoder).__name__ == "ByteLevel"
+    alphabet = _byte_level_alphabet() if byte_level else {}
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    out: dict[int, bytes] = {}
+    for piece, tid in vocab.items():
+        if byte_level and piece not in special and all(ch in alphabet for ch in piece):
+            out[int(tid)] = bytes(alphabet[ch] for ch in piece)
+        else:
+            out[int(tid)] = tokenizer.decode([tid]).encode("utf-8")
+    return out
 
 
 def _resolve_device(device: Any, current: Any) -> Any:
@@ -398,9 +433,9 @@ class HFCausalLM(_Transformer, LanguageModel):
         Raises :class:`~kdaudit.UnsafeModelFileError` for pickle-based weights, ``trust_remote_code=True`` or a
         config that needs custom code.
         """
-        model, tokenizer, digest = _load_directory(path, "AutoModelForCausalLM",
-                                                   trust_remote_code=trust_remote_code, precision=precision)
-        lm = cls(model, tokenizer, name=name or Path(path).name, device=device, batch_size=batch_size,
+        model, tokenizer, digest = _load_directory(path, "AutoModelForCausalLM", trust_remote_code=trust_remote_code,
+                                                   precision=precision, device=device)
+        lm = cls(model, tokenizer, name=name or Path(path).name, batch_size=batch_size,
                  max_length=max_length, truncation=truncation)
         lm.file_sha256 = digest
         return lm
@@ -569,8 +604,9 @@ class HFSequenceClassifier(_Transformer, ModelAdapter):
                         truncation: bool = False, trust_remote_code: bool = False) -> "HFSequenceClassifier":
         """Load a sequence classifier and its tokenizer from a local directory (safetensors only, offline)."""
         model, tokenizer, digest = _load_directory(path, "AutoModelForSequenceClassification",
-                                                   trust_remote_code=trust_remote_code, precision=precision)
-        clf = cls(model, tokenizer, name=name or Path(path).name, device=device, batch_size=batch_size,
+                                                   trust_remote_code=trust_remote_code, precision=precision,
+                                                   device=device)
+        clf = cls(model, tokenizer, name=name or Path(path).name, batch_size=batch_size,
                   max_length=max_length, truncation=truncation)
         clf.file_sha256 = digest
         return clf

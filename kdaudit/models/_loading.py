@@ -101,7 +101,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                                  any("/aotinductor/" in n or n.startswith("aotinductor/") for n in names),
                                  any("/models/" in n and n.endswith(".json") for n in names))):
             return "torch_export"
-        if "constants.pkl" in base or any(n.startswith("code/") or "/code/" in n for n in names):
+        # TorchScript: <folder>/constants.pkl and compiled code under <folder>/code/ (the folder is named after the
+        # file, so a torch.save file called code.pt is not mistaken for one)
+        if "constants.pkl" in base or any(n.split("/")[1:2] == ["code"] for n in names if n.count("/") >= 2):
             return "torchscript"
         if "data.pkl" in base:
             return "torch"
@@ -175,6 +177,7 @@ def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: 
     with _readable(p, fmt):
         model = _load(p, fmt, name or p.stem, trust, arch, arch_kwargs, kwargs, hint)
     model.file_sha256 = sha256_file(p)  # the file as received, for the provenance next to the weights hash
+    model.file_size_bytes = p.stat().st_size  # on disk; size_bytes() is the weights in memory
     return model
 
 

@@ -1,5 +1,6 @@
-"""What the report shows first for a language-model audit: the scorecard, which comparisons were possible, the
-prompt sets and examples of diverging generations. Read from results.json and run_info only; computes no metric."""
+"""What a language-model report adds after its summary and scorecard: quality kept on the texts, which comparisons
+were possible, the prompt sets and the generations that diverge most. Read from results.json only; computes no
+metric."""
 
 from __future__ import annotations
 
@@ -23,36 +24,18 @@ def _cell(e: Mapping[str, Any] | None, kind: str, what: str) -> dict[str, str]:
     return {"text": fmt_number(e.get("value"), kind), "ci": fmt_interval(e, kind), "what": what}
 
 
-def _quality(comp: Mapping[str, Any]) -> dict[str, str]:
-    """Share of the teacher's quality kept: retained multiple-choice accuracy when there is a task with right
-    answers, else retained next-token accuracy."""
-    task = _est(comp.get("lm_task"), "retained_accuracy")
-    if task is not None:
-        return _cell(task, "percent", "of the teacher's multiple-choice accuracy")
-    return _cell(_est(comp.get("lm_tokens"), "retained_next_token_accuracy"), "percent",
-                 "of the teacher's next-token accuracy")
-
-
-def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None) -> dict[str, Any]:
+def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``lm`` entry of the report context (see ``templates/lm.html.j2``)."""
-    run_info = run_info or {}
-    speed = (run_info.get("speed") or {}).get("speedup") or {}
-    scorecard, access, examples = [], [], []
+    quality, access, examples = [], [], []
     for comp in results.get("comparisons") or []:
         student = str(comp.get("student"))
-        cost = comp.get("cost")
-        params = _est(cost, "parameter_ratio")
-        sp = speed.get(student)
-        scorecard.append({
+        tokens = comp.get("lm_tokens")
+        quality.append({
             "student": student,
-            "quality": _quality(comp),
-            "perplexity": _cell(_est(comp.get("lm_tokens"), "perplexity_ratio"), "decimal",
-                                "student perplexity / teacher perplexity"),
-            "size": {"text": "n/a" if params is None else fmt_number(params["value"], "percent"),
-                     "ci": "exact" if params is not None else "", "what": "of the teacher's parameters"},
-            "speed": {"text": "n/a" if not sp else f"{sp['value']:.2f}×",
-                      "ci": "" if not sp else f"{sp['low']:.2f}–{sp['high']:.2f}×",
-                      "what": "teacher's scoring speed"},
+            "next_token": _cell(_est(tokens, "retained_next_token_accuracy"), "percent", "next-token accuracy kept"),
+            "perplexity": _cell(_est(tokens, "perplexity_ratio"), "decimal", "on the scored texts"),
+            "reference": _cell(_est(tokens, "reference_perplexity_ratio"), "decimal", "on the references"),
+            "task": _cell(_est(comp.get("lm_task"), "retained_accuracy"), "percent", "task accuracy kept"),
         })
         possible = (results.get("comparisons_possible") or {}).get(student) or {}
         access.append({
@@ -77,6 +60,6 @@ def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None) -
                      "references": "yes" if ps.get("references") else "no",
                      "groups": ", ".join(ps.get("groups") or []) or "none"})
     settings = results.get("settings") or {}
-    return {"scorecard": scorecard, "access": access, "examples": examples, "prompt_sets": sets,
+    return {"quality": quality, "access": access, "examples": examples, "prompt_sets": sets,
             "top_k": settings.get("top_k"), "max_new_tokens": settings.get("max_new_tokens"),
             "length_normalize": settings.get("length_normalize")}

@@ -114,8 +114,12 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
         raise invalid_argument("results", type(results).__name__, "a mapping (the content of results.json)")
     if run_info is not None and not isinstance(run_info, Mapping):
         raise invalid_argument("run_info", type(run_info).__name__, "a mapping or None")
+    from kdaudit.report._safe import display_safe
+
     lm = results.get("task") == "lm"  # a language-model audit opens with its own scorecard (templates/lm.html.j2)
     template = environment(template_dir).get_template(_LM_TEMPLATE if lm else _MAIN_TEMPLATE)
+    results = display_safe(results)  # no control characters, balanced bidi, long names shortened (display only)
+    run_info = None if run_info is None else display_safe(run_info)
     context = build_context(results, run_info, generated_at, charts_on=charts)
     if lm:
         from kdaudit.report._lm_view import lm_context
