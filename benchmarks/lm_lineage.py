@@ -84,13 +84,14 @@ class Zoo:
         self.all = texts
         self.A = [t for t, s in zip(texts, side) if s == 0]
         self.B = [t for t, s in zip(texts, side) if s == 1]
-        if quick:
-            self.A, self.B = self.A[:500], self.B[:500]
+        # fine-tuning texts per model: every zoo model is trained on 2 CPU cores shared with other work
+        n_texts = 500 if quick else 700
+        self.A, self.B = self.A[:n_texts], self.B[:n_texts]
         self.held = paragraphs(held.texts)
         self.tok = train_tokenizer(texts, vocab_size=VOCAB)
         self.base_tag = hashlib.sha256(f"{corpus.sha256()}|{VOCAB}|{MAX_LEN}|{BASE_EPOCHS}|{LR}|v2".encode()
                                        ).hexdigest()[:12]
-        self.tag = hashlib.sha256(f"{self.base_tag}|{EPOCHS}|{FT_LR}|{quick}|v2".encode()).hexdigest()[:12]
+        self.tag = hashlib.sha256(f"{self.base_tag}|{EPOCHS}|{FT_LR}|{n_texts}|v2".encode()).hexdigest()[:12]
         self.n_trained = 0
 
     # -- building blocks ------------------------------------------------------------------------------

@@ -213,3 +213,32 @@ def test_cli_local_directories(zoo, tmp_path):
                          timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(ctrls) == 19 and np.isfinite(d["p_value"])
+
+
+def test_suspect_behind_an_openai_endpoint(tmp_path):
+    """The real client path: a local OpenAI-compatible server serves a copy of the teacher (random-init tiny GPT-2,
+    seed 0); 19 siblings of other seeds are the references. Text only, and top-k with the teacher's tokenizer."""
+    pytest.importorskip("httpx")
+    from _lm_fixtures import gpt2
+    from test_lm_endpoint import KEY_ENV, Server
+
+    from kdaudit.models import HFCausalLM, OpenAIEndpointModel
+
+    model, tok = gpt2(0)
+    teacher = HFCausalLM(model, tok, name="teacher")
+    refs = [HFCausalLM(gpt2(s)[0], tok, name=f"sib{s}") for s in range(1, 20)]
+    prompts = ["Return the sum of a and b.", "Split the string at the first", "Create a new dictionary with",
+               "Open a file and return a", "Convert a number to a", "Read the whole file and",
+               "Join the path components", "Parse the date string"]
+    server = Server(tmp_path)
+    try:
+        for access, tokenizer in (("text", None), ("top_k", tok)):
+            api = OpenAIEndpointModel(server.url, "tiny-gpt2", name="api", tokenizer=tokenizer, api_key_env=KEY_ENV,
+                                      cache_dir=tmp_path / f"cache-{access}", backoff_s=0.01,
+                                      access="text" if access == "text" else "logprobs")
+            r = lm_lineage_test(teacher, api, prompts, references=refs, access=access, n_prompts=8,
+                                max_new_tokens=6, top_k=5)
+            assert r.verdict == "derived" and r.p_value == pytest.approx(0.05), (access, r.reason)
+            assert r.queries["prompts_sent"] == 8
+    finally:
+        server.stop()

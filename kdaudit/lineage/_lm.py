@@ -351,6 +351,9 @@ def _disagreement(models: Sequence[Any], ps: Any, *, access: str, top_k: int, ma
     from scipy.stats import rankdata
 
     prompts = list(ps.prompts)
+    # a canonical order (by weights' hash) and rounding make the scores independent of which model plays which
+    # role: float noise from summing in another order must not reorder tied prompts
+    models = sorted(models, key=lambda m: m.fingerprint())
     if access == "text":
         gens = [[words(t) for t in _generate(m, prompts, list(ps.ids), max_new_tokens=max_new_tokens, seed=seed)]
                 for m in models]
@@ -359,7 +362,7 @@ def _disagreement(models: Sequence[Any], ps: Any, *, access: str, top_k: int, ma
         for p in range(len(prompts)):
             pairs = [_word_agreement(gens[i][p], gens[j][p]) for i in range(M) for j in range(i + 1, M)]
             out[p] = 1.0 - (float(np.mean(pairs)) if pairs else 1.0)
-        return out
+        return np.round(out, 9)
     from kdaudit._audit_lm import scored_texts
 
     texts = scored_texts(ps)
@@ -374,7 +377,7 @@ def _disagreement(models: Sequence[Any], ps: Any, *, access: str, top_k: int, ma
     a, b = per_text(differ), per_text(spread)
     a[np.diff(offsets) == 0] = 0.0
     b[np.diff(offsets) == 0] = 0.0
-    return (rankdata(a) + rankdata(b)) / (2 * len(a))
+    return (rankdata(np.round(a, 9)) + rankdata(np.round(b, 9))) / (2 * len(a))
 
 
 # ------------------------------------------------------------------------------------------------------ statistics
@@ -447,11 +450,8 @@ def _as_prompts(prompts: Any) -> Any:
     if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str) for p in prompts):
         return PromptSet(prompts=tuple(prompts), name="prompts")
     if isinstance(prompts, str) or hasattr(prompts, "__fspath__"):
-        try:
-            from kdaudit.data import load_prompts  # type: ignore[attr-defined]
-        except ImportError:
-            raise invalid_argument("prompts", str(prompts), "a PromptSet or a list of str (prompt files need "
-                                                            "kdaudit.data.load_prompts)") from None
+        from kdaudit.data import load_prompts
+
         return load_prompts(prompts)
     raise invalid_argument("prompts", type(prompts).__name__, "a PromptSet, a list of str or a prompt file")
 
@@ -578,7 +578,11 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
             names = [str(teacher.name)] + [str(r.name) for r in refs]
         else:
             members = [suspect, *controls]
-            member_outs = [s_out] + [out_of(c) for c in controls]
+            # the controls answer exactly what the suspect was asked, in the same calls (batches), so nothing but
+            # the models tells them apart from the suspect
+            member_outs = [s_out] + [_score(c, texts, list(chosen.ids), top_k=top_k) if access == "top_k" else
+                                     _generate(c, prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens,
+                                               seed=seed) for c in controls]
             anchor_out = out_of(teacher)
             scorable = access == "text" and _access_of(teacher) == "top_k"
             stats = _statistics(teacher, members, access=access, prompts=prompts_l, texts=texts,

@@ -1,20 +1,19 @@
 """``kdaudit lineage --prompts FILE``: the lineage test for language models (wired in by :mod:`._cli`).
 
 Models are local Hugging Face directories (safetensors only, no custom code, offline), OpenAI-compatible endpoint
-URLs (``http(s)://host/v1`` with ``--suspect-model NAME``; needs the endpoint adapter), or precomputed outputs
-(``.jsonl``/``.parquet``; needs the precomputed LM reader). Prompts: ``.jsonl``/``.csv``/``.parquet`` (fields
+URLs (``http(s)://host/v1`` with ``--suspect-model NAME``; the API key from ``OPENAI_API_KEY``), or precomputed outputs
+(``.jsonl``/``.parquet``). Prompts: ``.jsonl``/``.csv``/``.parquet`` (fields
 ``prompt``, optional ``id`` and ``reference``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit._exceptions import invalid_argument
 
 __all__ = ["add_lm_arguments", "run_lm_lineage"]
 
@@ -44,72 +43,36 @@ def _is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
 
 
-def _load_lm(spec: str, args: argparse.Namespace, role: str, model_name: str | None = None) -> Any:
+def _load_lm(spec: str, args: argparse.Namespace, role: str, model_name: str | None = None,
+             tokenizer: Any = None) -> Any:
     if _is_url(spec):
-        try:
-            from kdaudit.models import OpenAIEndpointModel  # type: ignore[attr-defined]
-        except ImportError:
-            raise KDAuditError(f"argument '--{role}' got the URL {spec!r}; this installation has no "
-                               "OpenAI-compatible endpoint adapter: pass a model directory or precomputed outputs "
-                               "(.jsonl/.parquet)") from None
+        from kdaudit.models import OpenAIEndpointModel
         if not model_name:
             raise invalid_argument(f"--{role}-model", None, f"the model name served at {spec}")
         text_only = str(getattr(args, "suspect_access", "") or "").lower() == "text"
+        # per-token comparison needs the endpoint's token ids: the teacher's tokenizer, which the caller asserts
+        # the endpoint shares by asking for top-k access (text access needs none)
         return OpenAIEndpointModel(spec, model_name, name=model_name, api=args.api,
-                                   access="text" if text_only else "logprobs")
+                                   access="text" if text_only else "logprobs",
+                                   tokenizer=None if text_only else tokenizer, max_prompts=args.query_budget,
+                                   max_tokens=args.token_budget)
     path = Path(spec)
     if path.is_dir():
         from kdaudit.models._hf import HFCausalLM
 
         return HFCausalLM.from_pretrained(path, batch_size=32, truncation=True)
     if path.suffix.lower() in (".jsonl", ".parquet") and path.is_file():
-        try:
-            from kdaudit.models import PrecomputedLM  # type: ignore[attr-defined]
-        except ImportError:
-            raise KDAuditError(f"argument '--{role}' got {spec!r}: this installation cannot read precomputed "
-                               "language-model outputs; pass a model directory") from None
+        from kdaudit.models import PrecomputedLM
+
         return PrecomputedLM(path)
     raise invalid_argument(f"--{role}", spec, "a Hugging Face model directory, an http(s) endpoint URL, or "
                                               "precomputed outputs (.jsonl/.parquet)")
 
 
 def _load_prompts(path: str) -> Any:
-    if not Path(path).is_file():
-        raise invalid_argument("--prompts", path, "an existing prompt file (.jsonl, .csv or .parquet)")
-    try:
-        from kdaudit.data import load_prompts  # type: ignore[attr-defined]
-    except ImportError:
-        return _read_jsonl_prompts(path)
+    from kdaudit.data import load_prompts
+
     return load_prompts(path)
-
-
-def _read_jsonl_prompts(path: str) -> Any:
-    """JSON Lines prompts (``prompt``, optional ``id``, ``reference``) for installations without
-    ``kdaudit.data.load_prompts``."""
-    from kdaudit.data._prompts import PromptSet
-
-    if not path.lower().endswith((".jsonl", ".ndjson")):
-        raise invalid_argument("--prompts", path, "a .jsonl prompt file (this installation reads JSON Lines only)")
-    prompts, ids, refs = [], [], []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise KDAuditError(f"prompt file {path!r}, line {number}: not valid JSON") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
-                raise KDAuditError(f"prompt file {path!r}, line {number}: expected an object with a string "
-                                   "'prompt'")
-            prompts.append(rec["prompt"])
-            ids.append(str(rec.get("id", len(ids))))
-            refs.append(rec.get("reference"))
-    if not prompts:
-        raise KDAuditError(f"prompt file {path!r} holds no prompts")
-    has_refs = all(isinstance(r, str) for r in refs)
-    return PromptSet(prompts=prompts, ids=ids, references=refs if has_refs else None, name=Path(path).stem,
-                     source=path)
 
 
 def run_lm_lineage(args: argparse.Namespace) -> int:
@@ -132,7 +95,7 @@ def run_lm_lineage(args: argparse.Namespace) -> int:
             raise invalid_argument("--suspect-access", args.suspect_access, "text or top-k:K for language models")
     prompts = _load_prompts(args.prompts)
     teacher = _load_lm(args.teacher, args, "teacher", args.teacher_model)
-    suspect = _load_lm(args.suspect, args, "suspect", args.suspect_model)
+    suspect = _load_lm(args.suspect, args, "suspect", args.suspect_model, getattr(teacher, "tokenizer", None))
     refs = [_load_lm(f, args, "reference") for f in _expand(args.reference, "--reference")]
     controls = [_load_lm(f, args, "control") for f in _expand(args.control, "--control")]
     options = {"controls": controls, "null": args.null, "access": access, "top_k": top_k,
