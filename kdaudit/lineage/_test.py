@@ -929,8 +929,13 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
                  n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
                  batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
                  controls: Sequence[Any] | None = None, controls_mode: str | None = None, device: Any = None,
-                 precision: str | None = None, memo: dict[bytes, Any] | None = None) -> LineageResult:
+                 precision: str | None = None, memo: dict[bytes, Any] | None = None,
+                 lm_options: Mapping[str, Any] | None = None) -> Any:
     """Test whether ``suspect`` was derived (distilled, extracted, fine-tuned...) from ``teacher``.
+
+    Language models (:class:`~kdaudit.models.LanguageModel` teacher and suspect, a prompt set as ``probes``) are
+    tested by :func:`kdaudit.lineage.lm_lineage_test` (``suspect_access`` "top_k:K" or "text", ``n_probes`` prompts,
+    ``query_budget`` in prompts, ``lm_options`` its other options) and give an ``LMLineageResult``.
 
     Parameters
     ----------
@@ -995,6 +1000,19 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     -------
     LineageResult
     """
+    from kdaudit.lineage._lm import is_language_model, lm_lineage_test
+
+    if is_language_model(teacher) or is_language_model(suspect):
+        access = None if suspect_access is None else str(suspect_access).replace("-", "_")
+        top_k = {}
+        if access is not None and access.startswith("top_k:"):
+            k = access.split(":", 1)[1]
+            if not k.isdigit():
+                raise invalid_argument("suspect_access", suspect_access, '"top_k:K" or "text" for language models')
+            access, top_k = "top_k", {"top_k": int(k)}
+        return lm_lineage_test(teacher, suspect, probes, references=references, controls=controls, access=access,
+                               alpha=alpha, query_budget=query_budget, n_prompts=n_probes, seed=seed,
+                               **top_k, **dict(lm_options or {}))
     results, _ = _run_tests({"teacher": _named_pool(teacher, references)}, suspect, probes,
                             suspect_access=suspect_access, alpha=alpha, query_budget=query_budget,
                             n_probes=n_probes, n_mixup=n_mixup, seed=seed, p_value_method=p_value_method,
