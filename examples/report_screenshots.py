@@ -38,7 +38,7 @@ def find_browser() -> str | None:
     return None
 
 
-def chromium(browser: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def chromium(browser: str, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
     """Run headless Chromium with a fresh profile and no network chatter."""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

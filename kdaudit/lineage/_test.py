@@ -43,11 +43,11 @@ from kdaudit.lineage._signatures import (
     statistics_from_totals,
 )
 from kdaudit.lineage._stats import (
+    holm_parent,
     adjust_for_typicality,
     calibrate_by_controls,
     combined_statistic,
     effect_size,
-    holm_adjust,
     leave_one_out_z,
     min_references,
     parametric_p_value,
@@ -929,8 +929,13 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
                  n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
                  batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
                  controls: Sequence[Any] | None = None, controls_mode: str | None = None, device: Any = None,
-                 precision: str | None = None, memo: dict[bytes, Any] | None = None) -> LineageResult:
+                 precision: str | None = None, memo: dict[bytes, Any] | None = None,
+                 lm_options: Mapping[str, Any] | None = None) -> Any:
     """Test whether ``suspect`` was derived (distilled, extracted, fine-tuned...) from ``teacher``.
+
+    Language models (:class:`~kdaudit.models.LanguageModel` teacher and suspect, a prompt set as ``probes``) are
+    tested by :func:`kdaudit.lineage.lm_lineage_test` (``suspect_access`` "top_k:K" or "text", ``n_probes`` prompts,
+    ``query_budget`` in prompts, ``lm_options`` its other options) and give an ``LMLineageResult``.
 
     Parameters
     ----------
@@ -995,6 +1000,19 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     -------
     LineageResult
     """
+    from kdaudit.lineage._lm import is_language_model, lm_lineage_test
+
+    if is_language_model(teacher) or is_language_model(suspect):
+        access = None if suspect_access is None else str(suspect_access).replace("-", "_")
+        top_k = {}
+        if access is not None and access.startswith("top_k:"):
+            k = access.split(":", 1)[1]
+            if not k.isdigit():
+                raise invalid_argument("suspect_access", suspect_access, '"top_k:K" or "text" for language models')
+            access, top_k = "top_k", {"top_k": int(k)}
+        return lm_lineage_test(teacher, suspect, probes, references=references, controls=controls, access=access,
+                               alpha=alpha, query_budget=query_budget, n_prompts=n_probes, seed=seed,
+                               **top_k, **dict(lm_options or {}))
     results, _ = _run_tests({"teacher": _named_pool(teacher, references)}, suspect, probes,
                             suspect_access=suspect_access, alpha=alpha, query_budget=query_budget,
                             n_probes=n_probes, n_mixup=n_mixup, seed=seed, p_value_method=p_value_method,
@@ -1052,20 +1070,6 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
                                   batch_size=batch_size, cache_dir=cache_dir, controls=controls,
                                   controls_mode=controls_mode, device=device, precision=precision, memo=memo)
     return _attribution_from(results, alpha=alpha, queries=queries)
-
-
-def holm_parent(names: Sequence[str], p_values: Sequence[float], effects: Sequence[float], *, alpha: float,
-                eligible: Sequence[bool] | None = None) -> tuple[str, np.ndarray]:
-    """The attribution rule: Holm-adjust the candidates' p-values; among the (eligible) candidates significant at
-    ``alpha``, the parent has the largest effect (ties: the smaller p-value); else "none". Returns the parent and
-    the adjusted p-values."""
-    p = np.asarray(p_values, dtype=np.float64)
-    adjusted = holm_adjust(p)
-    ok = [True] * len(names) if eligible is None else list(eligible)
-    significant = [i for i in range(len(names)) if ok[i] and math.isfinite(adjusted[i]) and adjusted[i] <= alpha]
-    if not significant:
-        return "none", adjusted
-    return str(names[max(significant, key=lambda i: (effects[i], -p[i]))]), adjusted
 
 
 def _attribution_from(results: Mapping[str, LineageResult], *, alpha: float, queries: int) -> AttributionResult:

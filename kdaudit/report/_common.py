@@ -29,6 +29,10 @@ SECTION_TITLES = {
     "fingerprint": "Error fingerprints",
     "lineage": "Lineage",
     "cost": "Cost",
+    "lm_tokens": "Next-token distributions",
+    "lm_generation": "Generations",
+    "lm_task": "Task with right answers (multiple choice)",
+    "lm_bias": "Bias transfer between prompt groups",
 }
 SECTION_INTROS = {
     "agreement": ("How often the student gives the same answer as the teacher, and how much of the teacher's "

@@ -376,7 +376,8 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     used = {"verdict", "p_value", "p_value_method", "p_value_exact", "p_value_parametric", "alpha", "effect",
             "statistic", "reference_statistics", "signatures", "raw_similarity", "queries_used", "query_budget",
             "n_probes", "n_candidates", "n_references", "suspect_access", "pool_access", "teacher", "suspect",
-            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls"}
+            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls",
+            "null_explained"}
     blocks: list[dict[str, Any]] = []
     p = sec.get("p_value")
     verdict = str(sec.get("verdict") or "")
@@ -391,6 +392,8 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         "p_method": _METHOD_WORDS.get(method, method),
         "alpha": fmt_value(alpha) if alpha is not None else "",
         "null": str(sec.get("null_hypothesis") or ""),
+        # language-model lineage states its null (sibling references or unrelated controls) in plain words
+        "null_plain": str(sec.get("null_explained") or ""),
         "plain": lineage_words(verdict, p, alpha, str(sec.get("suspect") or c.student),
                                 str(sec.get("teacher") or c.teacher), method=method, n_references=n_refs),
         "assumes": cite["assumes"],
