@@ -422,6 +422,8 @@ def audit(
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
     measure_cost: bool = True,
+    executor: Any = None,
+    block_rows: int | None = None,
 ) -> AuditResult:
     """Audit distilled students against their teacher.
 
@@ -469,6 +471,15 @@ def audit(
         Progress messages and bars on stderr.
     measure_cost : bool
         Time each model for the cost section (wall times go to ``run_info`` only).
+    executor : {None, "local", "ray"} or kdaudit.executors.Executor
+        Where the metric sections run (:mod:`kdaudit.executors`): None runs the harness over all rows in this
+        process; an executor cuts the rows into units, runs each unit's models and accumulators on its workers and
+        merges the states in unit order, so "local" and "ray" give byte-identical results. With an executor,
+        ``data`` may also be a :class:`kdaudit.executors.ParquetSource` (sharded parquet read by the workers) and
+        ``AuditResult.outputs`` is None (outputs stay on the workers). What ran where goes to ``run_info``.
+    block_rows : int, optional
+        Rows per unit of in-memory data under an executor (default 262,144); results depend on it in the last
+        bits (it fixes the order of the floating-point sums), never on the number of workers.
 
     Returns
     -------
@@ -479,13 +490,23 @@ def audit(
     from kdaudit.policy import load_policy, verdict_of
 
     t_start = time.perf_counter()
-    if not isinstance(data, AuditData):
-        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)")
+    from kdaudit.executors._base import get_executor
+
+    executor = get_executor(executor)
+    source = None
+    if executor is not None:
+        from kdaudit.executors._sources import as_source
+
+        source = as_source(data, block_rows=block_rows)
+        data = source.head()  # the rows the driver itself uses: all of them in memory, the first unit of shards
+    elif not isinstance(data, AuditData):
+        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)"
+                                                            " or, with an executor, a ParquetSource")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
     chosen = _resolve_sections(sections, has_refs)
-    if sections is None and data.sensitive is None:
+    if sections is None and (data.sensitive is None if source is None else not source.sensitive_names):
         # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
         chosen = tuple(s for s in chosen if s != "bias")
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
@@ -505,34 +526,58 @@ def audit(
     teacher_m, student_ms = _as_models(teacher, students)
     from kdaudit import harness
 
-    _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
-    t0 = time.perf_counter()
-    run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size, device=device,
-                      precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
-    timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
-    outputs = run.outputs
-    t_out = outputs[teacher_m.name]
+    if source is not None:
+        from kdaudit.executors._audit_task import run_units
 
-    comparisons: list[dict[str, Any]] = []
-    section_objs: dict[str, dict[str, Any]] = {}
-    for student in student_ms:
-        s_out = outputs[student.name]
-        comp: dict[str, Any] = {"student": student.name}
-        objs: dict[str, Any] = {}
-        for section in chosen:
-            if section not in METRIC_SECTIONS:
-                continue
-            _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
-            t0 = time.perf_counter()
-            fn = _section_fn(section)
-            assert fn is not None  # _resolve_sections checked it
-            res = _call_section(fn, data.y_true, t_out, s_out, ids=outputs.ids, sensitive=data.sensitive,
-                                bootstrap=boot, options=section_options.get(section, {}))
-            timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
-            objs[section] = res
-            comp[section] = to_jsonable(res)
-        comparisons.append(comp)
-        section_objs[student.name] = objs
+        if "lineage" in chosen and probes is None and source.kind != "memory":
+            raise invalid_argument("probes", None, "lineage probes (in memory) when the data is a ParquetSource")
+        _progress(progress, f"running {1 + len(student_ms)} models on {source.n_rows:,} rows of {source.name!r} "
+                            f"through the {executor.name} executor ({len(source.units)} units)")
+        t0 = time.perf_counter()
+        unit_run = run_units(executor, source, teacher_m, student_ms,
+                             [s for s in chosen if s in METRIC_SECTIONS and _section_fn(s) is not None], boot,
+                             section_options, section_fn=_section_fn, batch_size=batch_size, device=device,
+                             precision=precision, cache_dir=cache_dir, seed=seed,
+                             progress=(lambda msg: _progress(progress, msg)))
+        timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
+        outputs, provenance, data_summary = None, unit_run.provenance, unit_run.data_summary
+        comparisons: list[dict[str, Any]] = []
+        section_objs: dict[str, dict[str, Any]] = {}
+        for student in student_ms:
+            section_objs[student.name] = dict(unit_run.results[student.name])
+            comp: dict[str, Any] = {"student": student.name}
+            comp.update({sec: to_jsonable(res) for sec, res in unit_run.results[student.name].items()})
+            comparisons.append(comp)
+    else:
+        _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
+        t0 = time.perf_counter()
+        run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size,
+                          device=device, precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
+        timings = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
+        outputs = run.outputs
+        t_out = outputs[teacher_m.name]
+
+        comparisons = []
+        section_objs = {}
+        for student in student_ms:
+            s_out = outputs[student.name]
+            comp = {"student": student.name}
+            objs: dict[str, Any] = {}
+            for section in chosen:
+                if section not in METRIC_SECTIONS:
+                    continue
+                _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
+                t0 = time.perf_counter()
+                fn = _section_fn(section)
+                assert fn is not None  # _resolve_sections checked it
+                res = _call_section(fn, data.y_true, t_out, s_out, ids=outputs.ids, sensitive=data.sensitive,
+                                    bootstrap=boot, options=section_options.get(section, {}))
+                timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
+                objs[section] = res
+                comp[section] = to_jsonable(res)
+            comparisons.append(comp)
+            section_objs[student.name] = objs
+        provenance, data_summary = run.provenance, data.summary()
 
     cost_models: dict[str, Any] = {}
     cost_timing: dict[str, Any] = {}
@@ -610,12 +655,12 @@ def audit(
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "kdaudit_version": __version__,
-        "data": to_jsonable(data.summary()),
+        "data": to_jsonable(data_summary),
         "models": models_desc,
         "teacher": teacher_m.name,
         "comparisons": comparisons,
         "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
-        "provenance": to_jsonable(run.provenance.to_dict(include_timing=False)),
+        "provenance": to_jsonable(provenance.to_dict(include_timing=False)),
         "settings": settings,
         "config": to_jsonable(dict(config)) if config is not None else None,
         "definitions": to_jsonable(_definitions(chosen)),
@@ -635,7 +680,7 @@ def audit(
     results = json.loads(canonical_json(results))
 
     timings["total_s"] = time.perf_counter() - t_start
-    prov_timed = run.provenance.to_dict(include_timing=True)
+    prov_timed = provenance.to_dict(include_timing=True)
     run_info = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "command": " ".join(_command_line()),
@@ -647,6 +692,8 @@ def audit(
         "models": [{"name": m.get("name"), "wall_time_s": m.get("wall_time_s"), "from_cache": m.get("from_cache"),
                     "queries": m.get("queries")} for m in to_jsonable(prov_timed.get("models", []))],
     }
+    if source is not None:  # what ran where: never in results.json, which must not depend on it
+        run_info["executor"] = to_jsonable(unit_run.info)
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
     return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
                        run_info=run_info, outputs=outputs)
