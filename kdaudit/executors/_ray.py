@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator, Mapping, Sequence
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
@@ -25,17 +24,21 @@ def import_ray() -> Any:
 
 
 class _Worker:
-    """One actor of the pool: sets its task up once (models built or unpickled here), then runs units."""
+    """One actor of the pool. It receives a task once per job (by reference, so a restarted actor fetches it again
+    from the object store), sets it up (models built or unpickled here), then runs unit after unit."""
 
-    def __init__(self, task: UnitTask) -> None:
-        self.task = task
-        task.setup()
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.task: Any = None
 
-    def run(self, unit: Any) -> Any:
+    def run(self, key: Any, task_box: list[Any], unit: Any) -> Any:
+        if key != self.key:
+            import ray
+
+            task = ray.get(task_box[0])  # boxed: Ray passes a nested reference as is, so it is fetched only here
+            task.setup()
+            self.key, self.task = key, task
         return self.task(unit)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _check_number(name: str, value: Any, minimum: float, *, integer: bool, allow_none: bool = False) -> None:
@@ -106,7 +109,8 @@ class RayExecutor(Executor):
         self.max_task_retries = max_task_retries
         self.in_flight_per_actor = in_flight_per_actor
         self.init_options = dict(init_options or {})
-        self.last_actor_pids: list[int] = []
+        self._actors: list[Any] = []
+        self._jobs = 0
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name, "address": self.address, "num_actors": self.num_actors,
@@ -123,33 +127,55 @@ class RayExecutor(Executor):
             ray.init(address=self.address, **options)
         return ray
 
-    def _pool_size(self, ray: Any, n_units: int) -> int:
-        if self.num_actors is not None:
-            return max(1, min(self.num_actors, n_units))
+    def _pool_size(self, ray: Any) -> int:
         res = ray.cluster_resources()
-        fits = [res.get("CPU", 1.0) / self.num_cpus_per_actor] if self.num_cpus_per_actor else []
+        fits = [res.get("CPU", 0.0) / self.num_cpus_per_actor] if self.num_cpus_per_actor else []
         if self.num_gpus_per_actor:
             fits.append(res.get("GPU", 0.0) / self.num_gpus_per_actor)
-        return max(1, min(int(min(fits)) if fits else 1, n_units))
+        capacity = int(min(fits) + 1e-9) if fits else (self.num_actors or 1)
+        if capacity < 1 or (self.num_actors is not None and self.num_actors > capacity):
+            # Actors that cannot be placed would hold their units forever: refuse instead of hanging.
+            raise invalid_argument("num_actors", self.num_actors if self.num_actors is not None else "default",
+                                   f"at most {capacity} actor(s): the cluster has {res.get('CPU', 0.0):g} CPU(s) "
+                                   f"and {res.get('GPU', 0.0):g} GPU(s), and each actor reserves "
+                                   f"{self.num_cpus_per_actor:g} CPU(s) and {self.num_gpus_per_actor:g} GPU(s) "
+                                   "(lower num_cpus_per_actor, or add nodes)")
+        return self.num_actors or capacity
 
     def map_units(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
         units = list(units)
         if not units:
             return
         ray = self._connect()
-        actor_cls = ray.remote(_Worker).options(
-            num_cpus=self.num_cpus_per_actor, num_gpus=self.num_gpus_per_actor, max_restarts=self.max_restarts,
-            max_task_retries=self.max_task_retries)
-        task_ref = ray.put(task)  # in the object store once; every actor (and every restart) reads it from there
-        actors = [actor_cls.remote(task_ref) for _ in range(self._pool_size(ray, len(units)))]
-        try:
-            self.last_actor_pids = ray.get([a.pid.remote() for a in actors])
-            yield from self._ordered(ray, actors, units)
-        finally:
-            for a in actors:
-                ray.kill(a)
+        actors = self._pool(ray)
+        self._jobs += 1
+        box = [ray.put(task)]  # in the object store once; every actor (and every restart) reads it from there
+        yield from self._ordered(ray, actors, units, (id(self), self._jobs), box)
 
-    def _ordered(self, ray: Any, actors: list[Any], units: list[Any]) -> Iterator[Any]:
+    def _pool(self, ray: Any) -> list[Any]:
+        """The actors, started on first use and kept for the next jobs (their imports are paid once)."""
+        if not self._actors:
+            actor_cls = ray.remote(_Worker).options(
+                num_cpus=self.num_cpus_per_actor, num_gpus=self.num_gpus_per_actor, max_restarts=self.max_restarts,
+                max_task_retries=self.max_task_retries)
+            self._actors = [actor_cls.remote() for _ in range(self._pool_size(ray))]
+        return self._actors
+
+    def close(self) -> None:
+        """Stop the actors (a later job starts new ones); Ray itself stays up."""
+        if self._actors:
+            ray = import_ray()
+            for a in self._actors:
+                ray.kill(a)
+        self._actors = []
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: Ray may already be gone
+            pass
+
+    def _ordered(self, ray: Any, actors: list[Any], units: list[Any], key: Any, box: list[Any]) -> Iterator[Any]:
         """Keep every actor fed, and yield results in unit order (a result that arrives early waits its turn)."""
         pending: dict[Any, tuple[int, int]] = {}
         load = [0] * len(actors)
@@ -158,7 +184,7 @@ class RayExecutor(Executor):
         while emitted < len(units):
             while submitted < len(units) and min(load) < self.in_flight_per_actor:
                 a = load.index(min(load))
-                pending[actors[a].run.remote(units[submitted])] = (submitted, a)
+                pending[actors[a].run.remote(key, box, units[submitted])] = (submitted, a)
                 load[a] += 1
                 submitted += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
