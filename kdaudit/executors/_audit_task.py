@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit.executors._base import Executor
+from kdaudit.executors._base import Executor, LocalExecutor
 from kdaudit.executors._sources import ColumnModel, as_source, merge_summaries, unit_summary
 from kdaudit.models._base import Access, ModelAdapter
 
@@ -193,6 +193,36 @@ def _peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
+# -- black boxes stay on the driver -----------------------------------------------------------------------
+def _query_black_boxes_here(models: list[ModelAdapter], source: Any, *, batch_size: int, cache_dir: Any,
+                            seed: int) -> tuple[ModelAdapter, list[ModelAdapter]]:
+    """A black box (a paid API with a query budget) is asked here, on the driver, once per row, through the
+    harness (its cache resumes an interrupted run); the workers get its answers as a stand-in with its name, kind,
+    access and hash. Copies of the black box on every worker would each spend the budget, ask again whatever a
+    lost worker had asked, and share no cache."""
+    from kdaudit import harness
+    from kdaudit.executors._pool import PoolOutputs
+    from kdaudit.models import BlackBoxModel
+
+    out = []
+    for m in models:
+        if not isinstance(m, BlackBoxModel):
+            out.append(m)
+            continue
+        if source.kind != "memory":
+            raise invalid_argument("models", m.name, "models the workers can run: a black box's answers on "
+                                                     "sharded data would have to be gathered here (ask it once, "
+                                                     "store its answers as a column, and use a ColumnModel)")
+        run = harness.run([m], source.data, batch_size=batch_size, cache_dir=cache_dir, seed=seed, progress=False)
+        o = run.outputs[m.name]
+        labels = m.access == Access.LABELS
+        stand_in = PoolOutputs(o.labels if labels else o.probs, ids=source.data.ids, like=m.describe(),
+                               output="labels" if labels else "probabilities")
+        stand_in.access, stand_in.top_k, stand_in.n_classes = m.access, m.top_k, m.n_classes
+        out.append(stand_in)
+    return out[0], out[1:]
+
+
 # -- the driver's fold -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UnitRun:
@@ -232,6 +262,9 @@ def run_units(executor: Executor, data: Any, teacher: ModelAdapter, students: Se
     """Run the metric sections of an audit through ``executor``: units in parallel, states merged in unit order."""
     source = as_source(data, block_rows=block_rows)
     sections = list(sections)
+    if not isinstance(executor, LocalExecutor):
+        teacher, students = _query_black_boxes_here([teacher, *students], source, batch_size=batch_size,
+                                                    cache_dir=cache_dir, seed=seed)
     sensitive = source.sensitive_names
     results: dict[str, dict[str, Any]] = {s.name: {} for s in students}
     jobs = []
