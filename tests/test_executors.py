@@ -39,7 +39,7 @@ class Scrambled(Executor):
 
     name = "scrambled"
 
-    def map_units(self, task, units):
+    def map(self, task, units):
         task.setup()
         order = np.random.default_rng(0).permutation(len(units))
         done = {}
@@ -140,7 +140,7 @@ def test_get_executor_and_missing_ray(monkeypatch):
     from kdaudit.executors import RayExecutor
 
     with pytest.raises(KDAuditError, match=r'pip install "kdaudit\[ray\]"'):
-        list(RayExecutor().map_units(None, [0]))
+        list(RayExecutor().map(None, [0]))
     with pytest.raises(KDAuditError, match="num_actors"):
         RayExecutor(num_actors=0)
 

@@ -285,7 +285,7 @@ def run_units(executor: Executor, data: Any, teacher: ModelAdapter, students: Se
     provs, summaries, workers = [], [], {}
     t0 = time.perf_counter()
     n_units = len(source.units)
-    for k, res in enumerate(executor.map_units(task, source.units)):
+    for k, res in enumerate(executor.map(task, source.units)):
         for key, state in res["states"].items():
             merged[key].merge(state)  # in unit order: the same bits on any executor
         provs.append(res["provenance"])

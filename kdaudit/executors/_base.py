@@ -10,10 +10,14 @@ bits whichever executor computed them, on how many workers, after how many retri
 
 An :class:`Executor` therefore promises only this:
 
-* :meth:`Executor.map_units` calls ``task.setup()`` once in every worker before its first unit, then ``task(unit)``
-  for every unit, and yields the results **in the order of** ``units``, each exactly once;
+* :meth:`Executor.map` calls ``task.setup()`` (when the task has one) once in every worker before its first unit,
+  then ``task(unit)`` for every unit, and yields the results **in the order of** ``units``, each exactly once;
 * a unit whose worker dies is computed again (a task is a pure function of its unit, so a retry gives the same
   bits); the driver never sees partial results.
+
+The names follow the streaming engine's executor interface (``map(fn, shards)``, ``name``; issue 11), so that the
+engine's shard task runs unchanged on :class:`~kdaudit.executors.RayExecutor`: a unit may be any picklable value (a
+row range, a ``Shard``, a parquet row-group list), and ``setup`` is optional.
 
 What a task may return is up to the task (here: accumulator states, fixed size in the number of rows); what travels
 to the workers is the task itself (models, or factories that build them, and the data source: in-memory rows travel
@@ -27,18 +31,24 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from kdaudit._exceptions import invalid_argument
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "UnitTask", "get_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "UnitTask", "get_executor", "setup"]
 
 #: Executor names accepted by ``audit(executor=...)``, the config's ``executor.kind`` and ``--executor``.
 EXECUTORS = ("local", "ray")
 
 
 class UnitTask(Protocol):
-    """What an executor runs: ``setup()`` once per worker, then ``task(unit) -> result`` per unit (deterministic)."""
-
-    def setup(self) -> None: ...
+    """What an executor runs: ``task(unit) -> result`` per unit (deterministic); an optional ``setup()`` runs once
+    per worker first (building models there, say)."""
 
     def __call__(self, unit: Any) -> Any: ...
+
+
+def setup(task: Any) -> None:
+    """Call the task's ``setup()`` if it has one."""
+    fn = getattr(task, "setup", None)
+    if callable(fn):
+        fn()
 
 
 class Executor(abc.ABC):
@@ -47,7 +57,7 @@ class Executor(abc.ABC):
     name: str = "executor"
 
     @abc.abstractmethod
-    def map_units(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
+    def map(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
         """Yield ``task(unit)`` for every unit, in the order of ``units``; ``task.setup()`` runs first per worker."""
 
     def describe(self) -> dict[str, Any]:
@@ -55,7 +65,7 @@ class Executor(abc.ABC):
         return {"kind": self.name}
 
     def close(self) -> None:
-        """Release what the executor holds (workers); a later :meth:`map_units` starts them again."""
+        """Release what the executor holds (workers); a later :meth:`map` starts them again."""
 
 
 class LocalExecutor(Executor):
@@ -63,8 +73,8 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def map_units(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
-        task.setup()
+    def map(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
+        setup(task)
         for unit in units:
             yield task(unit)
 

@@ -42,7 +42,7 @@ def train_pool(recipe: Callable[[int], Any], seeds: Sequence[int], *, executor: 
     if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seeds):
         raise invalid_argument("seeds", seeds, "a non-empty sequence of integer seeds")
     ex = get_executor(executor) or LocalExecutor()
-    return list(ex.map_units(_Call(recipe), seeds))
+    return list(ex.map(_Call(recipe), seeds))
 
 
 class PoolOutputs(PrecomputedModel):
@@ -110,4 +110,4 @@ def query_pool(models: Sequence[Any], data: Any, *, executor: Any = None, batch_
     ex: Executor = get_executor(executor) or LocalExecutor()
     task = _Query(list(models), data, batch_size, device, precision, seed)
     return [PoolOutputs(v, ids=data.ids, like=like, output=output)
-            for v, output, like in ex.map_units(task, list(range(len(models))))]
+            for v, output, like in ex.map(task, list(range(len(models))))]

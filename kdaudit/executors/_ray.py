@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping, Sequence
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
-from kdaudit.executors._base import Executor, UnitTask
+from kdaudit.executors._base import Executor, UnitTask, setup
 
 __all__ = ["PIP_LINE", "RayExecutor", "import_ray"]
 
@@ -36,7 +36,7 @@ class _Worker:
             import ray
 
             task = ray.get(task_box[0])  # boxed: Ray passes a nested reference as is, so it is fetched only here
-            task.setup()
+            setup(task)
             self.key, self.task = key, task
         return self.task(unit)
 
@@ -142,7 +142,7 @@ class RayExecutor(Executor):
                                    "(lower num_cpus_per_actor, or add nodes)")
         return self.num_actors or capacity
 
-    def map_units(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
+    def map(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
         units = list(units)
         if not units:
             return
