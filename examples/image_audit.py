@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         references=references or None,
         controls=controls or None,
+        roles={"control CNN": "control"},  # reported beside the student, never judged as one
         lineage_options={"n_probes": 1000} if references else None,
         config={"example": "examples/image_audit.py", "seed": args.seed, "teacher_epochs": args.epochs,
                 "references": args.references, "controls": len(controls), "split": {"test_size": 0.3, "seed": args.seed},

@@ -23,12 +23,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from kdaudit._config import ALL_SECTIONS
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import atomic_write_text, canonical_json, to_jsonable
+from kdaudit._io import canonical_json, to_jsonable
 
 __all__ = ["AuditResult", "METRIC_SECTIONS", "SCHEMA", "audit", "audit_from_config"]
 
@@ -86,6 +86,8 @@ class AuditResult:
     sections: Mapping[str, Mapping[str, Any]] = field(repr=False)
     run_info: Mapping[str, Any] = field(repr=False)
     outputs: Any = field(default=None, repr=False)
+    #: the sections to_frame and the summary read, in order (a language-model audit has its own)
+    section_names: ClassVar[tuple[str, ...]] = _ALL
 
     @property
     def students(self) -> list[str]:
@@ -120,13 +122,13 @@ class AuditResult:
 
         rows = []
         for comp in self.results["comparisons"]:
-            for section in _ALL:
+            for section in self.section_names:
                 sec = comp.get(section)
                 if not isinstance(sec, Mapping) or not sec.get("available", True):
                     continue
                 for key, est in sorted((sec.get("headline") or {}).items()):
                     rows.append(_frame_row(comp["student"], section, key, "", est))
-                if section == "bias":
+                if section in ("bias", "lm_bias"):
                     for metric, group, est in _bias_rows(sec):
                         rows.append(_frame_row(comp["student"], section, metric, group, est))
         cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
@@ -152,7 +154,7 @@ class AuditResult:
         ]
         defs = self.results.get("definitions", {})
         for comp in self.results["comparisons"]:
-            for section in _ALL:
+            for section in self.section_names:
                 sec = comp.get(section)
                 if not isinstance(sec, Mapping):
                     continue
@@ -183,18 +185,20 @@ class AuditResult:
                 f"findings={len(self.findings)})")
 
     def save(self, out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
-        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` (each atomically).
+        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` as one set.
 
+        The set replaces the previous one in a single rename (:func:`kdaudit._io.write_file_set`): a crash never
+        leaves a new results.json beside an old report, and two audits saving into one folder take turns.
         ``run.json`` carries ``results_sha256``, the sha256 of the ``results.json`` bytes it was written with.
         Returns the paths written.
         """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        from kdaudit._io import write_file_set
+
         text = self.to_json()
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
         run_info = dict(self.run_info)
         run_info["results_sha256"] = sha
-        paths = {"results": atomic_write_text(out / "results.json", text)}
+        files = {"results.json": text.encode("utf-8")}
         if report:
             from kdaudit.report import render_html
 
@@ -202,8 +206,12 @@ class AuditResult:
             page = render_html(self.to_dict(), run_info=run_info,
                                generated_at=run_info.get("generated_at"))
             run_info["render_s"] = round(time.perf_counter() - t0, 4)
-            paths["report"] = atomic_write_text(out / "report.html", page)
-        paths["run"] = atomic_write_text(out / "run.json", canonical_json(run_info))
+            files["report.html"] = page.encode("utf-8")
+        files["run.json"] = canonical_json(run_info).encode("utf-8")
+        written = write_file_set(out_dir, files)
+        paths = {"results": written["results.json"], "run": written["run.json"]}
+        if report:
+            paths["report"] = written["report.html"]
         return paths
 
 
@@ -305,6 +313,29 @@ def _resolve_sections(sections: Any, has_references: bool) -> tuple[str, ...]:
     return tuple(s for s in _ALL if s in sections)
 
 
+def _check_section_options(section: str, options: Any) -> None:
+    """Options a section function accepts, checked before any model runs (a typo must not cost a full run)."""
+    from kdaudit.policy import _did_you_mean
+
+    if not isinstance(options, Mapping):
+        raise invalid_argument(f"section_options[{section!r}]", options, "a mapping of option names to values")
+    fn = _section_fn(section) if section in METRIC_SECTIONS else None
+    if fn is None:
+        if options:
+            raise invalid_argument(f"section_options[{section!r}]", dict(options), "no options for this section")
+        return
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+                and n not in ("ids", "bootstrap", "sensitive")]
+    for key in options:
+        if key not in accepted:
+            raise invalid_argument(f"section_options[{section!r}]", key,
+                                   f"one of the {section} options: {', '.join(accepted) or 'none'}"
+                                   + _did_you_mean(str(key), accepted))
+
+
 def _call_section(fn: Callable[..., Any], y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: Any,
                   bootstrap: Any, options: Mapping[str, Any]) -> Any:
     params = inspect.signature(fn).parameters
@@ -378,7 +409,7 @@ def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
     return bootstrap
 
 
-_COST_CONDITIONS = ("batch_size", "n_batches", "device")
+_COST_CONDITIONS = ("batch_size", "n_batches", "rounds", "device")
 _COST_ROUNDS = 3
 
 
@@ -416,6 +447,7 @@ def audit(
     batch_size: int = 256,
     references: Sequence[Any] | None = None,
     controls: Sequence[Any] | None = None,
+    roles: Mapping[str, str] | None = None,
     probes: Any = None,
     lineage_options: Mapping[str, Any] | None = None,
     section_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -458,6 +490,11 @@ def audit(
     controls : sequence of models, optional
         Lineage negative controls: models known not to be derived from the teacher or any reference (see
         :func:`kdaudit.lineage_test`; with 19 or more the test is calibrated by them).
+    roles : mapping, optional
+        ``student name -> "student" | "control"``. A control (say, the student's architecture trained without the
+        teacher) is audited like a student and reported beside it for comparison, labelled as a control, but the
+        policy does not judge it and the verdict does not cover it. Default: every entry of ``students`` is a
+        student.
     probes : AuditData, array, or a list of those, optional
         Lineage probe inputs (default: the audit data); a list is concatenated (held-out rows plus any public data
         a student's maker may have queried the teacher with).
@@ -489,6 +526,13 @@ def audit(
     from kdaudit.data import AuditData
     from kdaudit.policy import load_policy, verdict_of
 
+    from kdaudit._audit_lm import dispatch_lm
+    lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
+                     policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
+                     measure_cost=measure_cost, roles=roles, cache_dir=cache_dir,
+                     unsupported={"references": references, "controls": controls, "probes": probes})
+    if lm is not None:  # language models: kdaudit._audit_lm
+        return lm
     t_start = time.perf_counter()
     from kdaudit.executors._base import get_executor
 
@@ -522,8 +566,10 @@ def audit(
     for key in section_options:
         if key not in _ALL:
             raise invalid_argument("section_options", key, f"section names among {', '.join(_ALL)}")
+        _check_section_options(key, section_options[key])
 
     teacher_m, student_ms = _as_models(teacher, students)
+    role_of = _roles(roles, [s.name for s in student_ms])
     from kdaudit import harness
 
     if source is not None:
@@ -545,7 +591,7 @@ def audit(
         section_objs: dict[str, dict[str, Any]] = {}
         for student in student_ms:
             section_objs[student.name] = dict(unit_run.results[student.name])
-            comp: dict[str, Any] = {"student": student.name}
+            comp: dict[str, Any] = {"student": student.name, "role": role_of[student.name]}
             comp.update({sec: to_jsonable(res) for sec, res in unit_run.results[student.name].items()})
             comparisons.append(comp)
     else:
@@ -561,7 +607,7 @@ def audit(
         section_objs = {}
         for student in student_ms:
             s_out = outputs[student.name]
-            comp = {"student": student.name}
+            comp = {"student": student.name, "role": role_of[student.name]}
             objs: dict[str, Any] = {}
             for section in chosen:
                 if section not in METRIC_SECTIONS:
@@ -594,15 +640,24 @@ def audit(
             for _ in range(_COST_ROUNDS):
                 for m in cost_list:
                     raws[m.name].append(_measure(m, data, batch_size=batch_size, device=device))
+        from kdaudit.harness._cost import pool_rounds, speed_ratio
+
+        batches: dict[str, list[float]] = {}
         for m in cost_list:
             fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
             if raws[m.name]:
-                ordered = sorted(raws[m.name], key=lambda r: r.get("latency_ms_median", 0.0))
-                f2, timing, conditions = _cost_split(ordered[len(ordered) // 2])
+                # Every timed batch of every round, pooled: the summary and the speed ratio's interval use them all.
+                pooled = pool_rounds(raws[m.name])
+                batches[m.name] = pooled.pop("batch_ms")
+                f2, timing, conditions = _cost_split(pooled)
                 fixed.update(f2)
                 cost_timing[m.name] = timing
                 cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
             cost_models[m.name] = fixed
+        for s in student_ms:
+            if s.name in batches and teacher_m.name in batches:
+                cost_timing[s.name]["throughput_ratio"] = speed_ratio(batches[teacher_m.name], batches[s.name],
+                                                                      seed=seed)
         for comp in comparisons:
             t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
             headline = {"parameter_ratio": _ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
@@ -630,7 +685,7 @@ def audit(
             comp["lineage"] = d
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
-    models_desc += [dict(to_jsonable(s.describe()), role="student") for s in student_ms]
+    models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]
     if has_refs:
         from kdaudit.models import ModelAdapter, as_model
 
@@ -676,6 +731,7 @@ def audit(
     results["verdict"] = verdict
     results["verdict_by_student"] = {
         c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons
+        if c["role"] == "student"  # controls are not judged (see ``roles``)
     }
     results = json.loads(canonical_json(results))
 
@@ -697,6 +753,27 @@ def audit(
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
     return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
                        run_info=run_info, outputs=outputs)
+
+
+_COMPARISON_ROLES = ("student", "control")
+
+
+def _roles(roles: Mapping[str, str] | None, names: Sequence[str]) -> dict[str, str]:
+    """Each audited model's role: ``roles`` checked against the students' names and the accepted roles."""
+    out = {n: "student" for n in names}
+    if roles is None:
+        return out
+    if not isinstance(roles, Mapping):
+        raise invalid_argument("roles", type(roles).__name__, "a mapping student name -> 'student' or 'control'")
+    for name, role in roles.items():
+        if name not in out:
+            raise invalid_argument("roles", name, f"names of the audited students ({', '.join(map(repr, names))})")
+        if role not in _COMPARISON_ROLES:
+            raise invalid_argument(f"roles[{name!r}]", role, " or ".join(map(repr, _COMPARISON_ROLES)))
+        out[name] = role
+    if "student" not in out.values():
+        raise invalid_argument("roles", dict(roles), "at least one model left in the role 'student'")
+    return out
 
 
 def _torch_threads() -> int | None:
@@ -733,6 +810,7 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                         "models")
     teachers = [cfg.load_model(m) for m in cfg.teacher]
     students = {}
+    roles: dict[str, str] = {}
     for i, spec in enumerate(cfg.students):
         model = cfg.load_model(spec)
         name = spec.name or getattr(model, "name", None) or f"student{i + 1}"
@@ -744,13 +822,16 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
                               f"name distinct from the other students' (the model is named {name!r} after its "
                               "file, like another student: give each student a 'name')")
         students[name] = model
+        if spec.role is not None:
+            roles[name] = spec.role
     references = [cfg.load_model(m) for m in cfg.references] or None
     controls = [cfg.load_model(m) for m in cfg.controls] or None
     probes = [spec.load() for spec in cfg.probes] or None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "controls": controls, "probes": probes, "lineage_options": dict(cfg.lineage) or None, "config": cfg.to_dict(),
+        "controls": controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
+        "config": cfg.to_dict(),
         "progress": progress,
     }
     kwargs["bootstrap"] = cfg.bootstrap()

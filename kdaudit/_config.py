@@ -5,7 +5,7 @@ Example (paths are relative to the config file)::
     name: credit-model-review
     models:
       teacher:                       # one model, or a list of models (an ensemble: mean of their probabilities)
-        - {path: models/teacher_a.pt, arch: "mypkg.nets:MLP", arch_kwargs: {hidden: 64}}
+        - {path: models/teacher_a.pt, arch: mlp, arch_kwargs: {in_features: 91, n_classes: 2}}  # a registered arch
         - models/teacher_b.onnx
       students:
         - {path: models/student.skops, name: student}
@@ -26,22 +26,27 @@ Example (paths are relative to the config file)::
     bootstrap: {replicates: 1000, level: 0.95}
     policy: policy.yaml              # a file, an inline {rules: [...]}, or "default"
 
+``arch`` names an architecture registered with :func:`kdaudit.models.register_architecture` (built in: ``mlp``,
+``small_cnn``); an import path ``"package.module:callable"`` is accepted only on a model with ``trust: true``, which
+also allows that model's file to be in a format that runs code on load (pickle, TorchScript, torch.export).
+
 Every error is a :class:`~kdaudit.ConfigError` that names the key path (``models.students[1].path``), the value and
 what is accepted; an unknown key gets a did-you-mean.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from kdaudit._exceptions import ConfigError
-from kdaudit._io import read_yaml_file
+from kdaudit._exceptions import ConfigError, KDAuditError
+from kdaudit._io import read_arrays, read_table, read_yaml_file
+from kdaudit._validation import encode_labels
 from kdaudit.policy import _did_you_mean, key_error, load_policy
 
 __all__ = [
@@ -62,7 +67,8 @@ DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
              "device", "precision", "cache_dir", "policy", "out", "lineage", "executor")
 _MODELS_KEYS = ("teacher", "students", "references", "controls")
-_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options")
+_MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options",
+               "role")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
 _BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
 # load_model's adapter arguments a config may pass through ``options`` (the others have their own model keys)
@@ -144,26 +150,31 @@ class ModelSpec:
     access: str | None = None
     query_budget: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    role: str | None = None  # students only: "control" reports it beside the students without judging it
+    key: str = field(default="", compare=False)  # where in the config it was declared, for messages
 
     def load(self) -> Any:
-        """Load the model through :func:`kdaudit.models.load_model` (safe by default; ``trust`` opts in to pickle)."""
+        """Load the model through :func:`kdaudit.models.load_model` (safe by default; ``trust`` allows the formats
+        that run code on load, and an ``arch`` import path, for this one model)."""
         from kdaudit.models import load_model
 
         kwargs: dict[str, Any] = dict(self.options)
         if self.kind is not None:
             kwargs["kind"] = self.kind
         if self.arch is not None:
-            kwargs["arch"] = _import_arch(self.arch, self.arch_kwargs)
+            kwargs["arch"] = self.arch
+            kwargs["arch_kwargs"] = dict(self.arch_kwargs)
         if self.output is not None:
             kwargs["output"] = self.output
-        model = load_model(self.path, name=self.name, trust=self.trust, **kwargs)
+        hint = f"'trust: true' under config key {self.key!r}" if self.key else "'trust: true' on the model"
+        model = load_model(self.path, name=self.name, trust=self.trust, _trust_hint=hint, **kwargs)
         if self.access is None and self.query_budget is None:
             return model
         return restrict_access(model, self.access or "probabilities", query_budget=self.query_budget)
 
     def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"path": _rel(self.path, base_dir)}
-        for k in ("name", "kind", "arch", "output", "access", "query_budget"):
+        for k in ("name", "kind", "arch", "output", "access", "query_budget", "role"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.trust:
@@ -214,25 +225,6 @@ def restrict_access(model: Any, access: str, *, query_budget: int | None = None)
                         fingerprint=f"{model.fingerprint()}:{access}")
     box.inner = model  # the model behind the restricted interface (for provenance)
     return box
-
-
-def _import_arch(spec: str, kwargs: Mapping[str, Any]) -> Any:
-    """``"package.module:Class"`` -> an instance built with ``kwargs`` (the module a state_dict loads into)."""
-    import importlib
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"config key 'arch' got {spec!r}; expected an importable 'package.module:Class' "
-                          f"({exc})") from None
-    try:
-        return obj(**dict(kwargs))
-    except TypeError as exc:  # a wrong or missing constructor argument in arch_kwargs
-        raise ConfigError(f"config key 'arch_kwargs' got {dict(kwargs)!r}; expected the arguments of {spec!r} "
-                          f"({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -303,11 +295,7 @@ def load_data_file(path: str | os.PathLike[str], *, features: tuple[str, ...] | 
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # not an npz, corrupt, or object (pickled) arrays
-            raise ConfigError(f"data file {str(p)!r} could not be read as .npz of plain arrays: {exc}") from None
+        arrays = _as_config_error(read_arrays, p)
         x_key = "X" if "X" in arrays else "x" if "x" in arrays else None
         if x_key is None:
             raise ConfigError(f"data file {str(p)!r} has arrays {sorted(arrays)}; expected an array named 'X'")
@@ -329,10 +317,7 @@ def load_data_file(path: str | os.PathLike[str], *, features: tuple[str, ...] | 
         return AuditData(X=arrays[x_key], y_true=None if y_key is None else arrays[y_key], sensitive=sens, ids=ids,
                          classes=classes or file_classes, name=name or p.stem, source=str(p.name))
     if suffix in (".csv", ".parquet"):
-        try:
-            frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
-        except (ValueError, OSError) as exc:  # malformed table (pandas' parser errors are ValueErrors)
-            raise ConfigError(f"data file {str(p)!r} could not be read as {suffix}: {exc}") from None
+        frame = _as_config_error(read_table, p)
         named = [c for c in ([label] if label else []) + list(sensitive or ()) + ([id] if id else [])]
         for col in named + list(features or ()):
             if col not in frame.columns:
@@ -341,25 +326,31 @@ def load_data_file(path: str | os.PathLike[str], *, features: tuple[str, ...] | 
         y = None
         file_classes = classes
         if label:
-            col = frame[label]
-            if col.dtype.kind in "iu":
-                y = col.to_numpy(dtype=np.int64)
-            else:
-                # Class names in the file: their order is the classes list when given, else sorted.
-                names = classes or tuple(sorted(map(str, col.unique())))
-                lookup = {c: i for i, c in enumerate(names)}
-                unknown = sorted(set(map(str, col)) - set(lookup))
-                if unknown:
-                    raise ConfigError(f"data.label column {label!r} holds {unknown[0]!r}, not among data.classes "
-                                      f"{list(names)}")
-                y = np.array([lookup[str(v)] for v in col], dtype=np.int64)
-                file_classes = names
+            try:
+                y, names = encode_labels(frame[label].to_numpy(), f"data.label column {label!r}", classes=classes)
+            except KDAuditError as exc:
+                raise ConfigError(f"data file {str(p)!r}: {exc}") from None
+            file_classes = names or classes
+        text = [str(c) for c in feats if not pd.api.types.is_numeric_dtype(frame[c])]
+        if text:
+            raise ConfigError(f"data file {str(p)!r} has non-numeric feature columns {text[:5]}; expected numeric "
+                              "features (list text columns such as group names under data.sensitive, or choose the "
+                              "features with data.features)")
         X = frame[feats].to_numpy(dtype=np.float32)
         sens = frame[list(sensitive)].astype(str) if sensitive else None
         ids = frame[id].to_numpy() if id else None
         return AuditData(X=X, y_true=y, sensitive=sens, ids=ids, classes=file_classes, name=name or p.stem,
                          source=str(p.name))
     raise ConfigError(f"data file {str(p)!r} has suffix {suffix!r}; expected one of {', '.join(DATA_SUFFIXES)}")
+
+
+def _as_config_error(read: Any, p: Path) -> Any:
+    try:
+        return read(p, what="data file")
+    except ConfigError:
+        raise
+    except KDAuditError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -476,13 +467,25 @@ def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
     trust = ctx.bool_(m.get("trust", False), _join(path, "trust"))
     arch = None
     if m.get("arch") is not None:
-        arch = ctx.str_(m["arch"], _join(path, "arch"), "'package.module:Class' naming the module a state_dict "
-                        "loads into")
-        if ":" not in arch:
-            raise ctx.error(_join(path, "arch"), arch, "'package.module:Class' (a colon before the class name)")
+        from kdaudit.models._architectures import architecture_names, is_registered
+
+        arch = ctx.str_(m["arch"], _join(path, "arch"), "the name of the architecture a state_dict loads into")
+        if not is_registered(arch):
+            names = ", ".join(architecture_names())
+            if ":" not in arch:
+                raise ctx.error(_join(path, "arch"), arch, f"a registered architecture ({names}; register your own "
+                                "with kdaudit.models.register_architecture)"
+                                + _did_you_mean(arch, architecture_names()))
+            if not trust:
+                raise ctx.error(_join(path, "arch"), arch, f"a registered architecture ({names}); an import path "
+                                "'package.module:callable' runs code named by the config, so it is accepted only "
+                                f"with 'trust: true' under {path!r} (or register the architecture with "
+                                "kdaudit.models.register_architecture)")
     arch_kwargs = m.get("arch_kwargs") or {}
     if not isinstance(arch_kwargs, Mapping):
         raise ctx.error(_join(path, "arch_kwargs"), arch_kwargs, "a mapping of constructor arguments")
+    if arch_kwargs and arch is None:
+        raise ctx.error(_join(path, "arch_kwargs"), dict(arch_kwargs), "nothing without 'arch'")
     output = None
     if m.get("output") is not None:
         output = m["output"]
@@ -498,8 +501,15 @@ def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
                     if m.get("query_budget") is not None else None)
     options = ctx.mapping(m.get("options") or {}, _join(path, "options"), _MODEL_OPTION_KEYS,
                           "a mapping of extra load_model arguments")
+    role = None
+    if m.get("role") is not None:
+        role = m["role"]
+        if role not in ("student", "control") or not path.startswith("models.students"):
+            raise ctx.error(_join(path, "role"), role, "'student' or 'control', on an entry of models.students (a "
+                            "control is audited beside the students and not judged)")
     return ModelSpec(path=p, name=name, kind=kind, trust=trust, arch=arch, arch_kwargs=dict(arch_kwargs),
-                     output=output, access=access, query_budget=query_budget, options=dict(options))
+                     output=output, access=access, query_budget=query_budget, options=dict(options), key=path,
+                     role=role)
 
 
 def _parse_models(value: Any, path: str, ctx: _Ctx, *, required: bool) -> tuple[ModelSpec, ...]:
@@ -529,7 +539,7 @@ def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
         if ds not in DATASETS:
             raise ctx.error(_join(path, "dataset"), ds, f"one of {', '.join(DATASETS)}"
                             + _did_you_mean(str(ds), DATASETS, cutoff=0.5))
-        for k in ("features", "label", "sensitive", "id", "classes"):
+        for k in ("features", "label", "id", "classes"):
             if k in d:
                 raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} applies to data files (path:), not to the "
                                 f"bundled dataset {ds!r}")
@@ -540,7 +550,9 @@ def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
         elif "split" in d:
             raise ctx.error(_join(path, "split"), split, f"nothing: {ds!r} has no split (use 'rows')")
         flat = ctx.bool_(d.get("flat", False), _join(path, "flat"))
-        return DataSpec(dataset=ds, split=split, flat=flat, rows=rows)
+        sens = (ctx.str_list(d["sensitive"], _join(path, "sensitive"), "a list of sensitive feature names")
+                if d.get("sensitive") is not None else None)
+        return DataSpec(dataset=ds, split=split, flat=flat, rows=rows, sensitive=sens)
     p = ctx.file(d["path"], _join(path, "path"), "a data file (.npz, .csv or .parquet)")
     if p.suffix.lower() not in DATA_SUFFIXES:
         raise ctx.error(_join(path, "path"), d["path"], f"a file ending in {', '.join(DATA_SUFFIXES)}")
@@ -584,8 +596,20 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
             raise ctx.error("probes", top["probes"], "a data spec or a non-empty list of data specs")
         probes = tuple(_parse_data(v, f"probes[{i}]" if isinstance(top["probes"], list) else "probes", ctx)
                        for i, v in enumerate(items))
+    # One meaning for both spellings: the sensitive features of the audit rows. For a data file they are the columns
+    # (or sensitive_<name> arrays) read as groups, not as features; for a bundled dataset, a subset of its own.
     sensitive = (ctx.str_list(top["sensitive"], "sensitive", "a list of sensitive feature names")
                  if top.get("sensitive") is not None else None)
+    if sensitive is not None and data.sensitive is not None and set(sensitive) != set(data.sensitive):
+        raise ctx.error("sensitive", list(sensitive), f"the same features as data.sensitive {list(data.sensitive)} "
+                        "(both keys name the data's sensitive features; give one of them)")
+    if data.path is not None:
+        if sensitive is not None and data.sensitive is None:
+            data = dataclasses.replace(data, sensitive=sensitive)
+        sensitive = None  # the file's reader selects them
+    elif data.sensitive is not None:
+        sensitive = tuple(data.sensitive)
+        data = dataclasses.replace(data, sensitive=None)
     sections = DEFAULT_SECTIONS + (("lineage",) if references else ())
     if top.get("sections") is not None:
         sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(ALL_SECTIONS)}")

@@ -163,6 +163,22 @@ def save_demo_models(models: dict[str, Any], directory: str | Path) -> dict[str,
     return written
 
 
+def _load_saved(models: dict[str, Any], paths: dict[str, Path], recipe: DemoRecipe) -> dict[str, Any]:
+    """The teacher members, student and control loaded back from their safetensors files (same weights)."""
+    from kdaudit.models import EnsembleModel, load_model
+
+    shape = {"in_features": int(models["train"].X.shape[1]), "n_classes": len(models["train"].classes)}
+
+    def load(key: str, name: str, hidden: tuple[int, ...]) -> Any:
+        return load_model(paths[key], name=name, arch="mlp", arch_kwargs=dict(shape, hidden=list(hidden)))
+
+    members = [load(f"teacher_{i + 1}", f"teacher[{i}]", recipe.teacher_hidden)
+               for i in range(len(models["teacher_modules"]))]
+    return {"teacher": EnsembleModel(members, name="teacher ensemble"),
+            "student": load("student", "distilled student", recipe.student_hidden),
+            "control": load("control", "independent control", recipe.student_hidden)}
+
+
 def _write_student_manifest(models: dict[str, Any], model_paths: dict[str, Path], path: Path) -> Path:
     """The documented-distillation record of the demo student, for ``kdaudit lineage --verify``."""
     from kdaudit.lineage import write_manifest
@@ -174,7 +190,7 @@ def _write_student_manifest(models: dict[str, Any], model_paths: dict[str, Path]
                           extra={"report": "report.html", "results": "results.json"})
 
 
-def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool = False, lineage: bool = True,
+def run_demo(out_dir: str | Path = "kdaudit-demo", *, seed: int = 0, quick: bool = False, lineage: bool = True,
              progress: bool = True, recipe: DemoRecipe | None = None, save_models: str | Path | None = None,
              n_references: int | None = None) -> tuple[Any, dict[str, Path]]:
     """Train, distill, audit and write the report; returns ``(AuditResult, {"results": ..., "report": ..., ...})``.
@@ -205,6 +221,9 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
         recipe = replace(recipe, n_references=n_references)
     models = build_demo_models(recipe, seed=seed, lineage=lineage, progress=progress)
     model_paths = save_demo_models(models, Path(out_dir) / "models" if save_models is None else save_models)
+    # Audit the files just written, not the modules in memory: the report's hash table then shows what
+    # `sha256sum FILE` prints for each of them, and their sizes on disk.
+    models = dict(models, **_load_saved(models, model_paths, recipe))
     from kdaudit._audit import available_sections
     from kdaudit._config import ALL_SECTIONS, DEFAULT_SECTIONS
 
@@ -225,6 +244,7 @@ def run_demo(out_dir: str | Path = "reports/demo", *, seed: int = 0, quick: bool
         seed=seed,
         references=models["references"] or None,
         controls=models["controls"] or None,
+        roles={"independent control": "control"},  # shown beside the student, never judged as one
         lineage_options=lineage_options if "lineage" in sections else None,
         config=config,
         progress=progress,

@@ -3,7 +3,7 @@
 Hierarchy::
 
     KDAuditError (ValueError)          bad input: names the argument, the value and what is accepted
-    ├── UnsafeModelFileError           a model file would need code execution (pickle) to load
+    ├── UnsafeModelFileError           a model file's format runs code on load (pickle, TorchScript, torch.export)
     ├── QueryBudgetExceededError       a black-box model was asked more than its query budget allows
     ├── ModelExecutionError            a model raised while the harness ran it; carries what was computed
     └── ConfigError                    an audit configuration or policy file is invalid
@@ -30,7 +30,8 @@ class KDAuditError(ValueError):
 
 
 class UnsafeModelFileError(KDAuditError):
-    """Loading this file would execute code (pickle) and the caller did not declare it trusted."""
+    """This file's format can run code while loading (pickle, TorchScript, a torch.export archive, untrusted skops
+    types) and the caller did not declare it trusted; the message says how to trust it in the interface in use."""
 
 
 class QueryBudgetExceededError(KDAuditError):

@@ -14,6 +14,7 @@ __all__ = [
     "check_labels",
     "check_probabilities",
     "check_sample_weight",
+    "encode_labels",
 ]
 
 # float32 softmax outputs over 1,000 classes sum to 1 within ~1e-5; anything farther is not a distribution.
@@ -93,4 +94,44 @@ def check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
         raise invalid_argument("sample_weight", f"shape {w.shape}", f"shape ({n},)")
     if not np.isfinite(w).all() or (w < 0).any():
         raise invalid_argument("sample_weight", "negative or non-finite weights", "finite weights >= 0")
+    if n and not (w > 0).any():
+        raise invalid_argument("sample_weight", "weights that are all zero", "at least one weight > 0")
     return w
+
+
+def encode_labels(values: Any, name: str, *, classes: Any = None) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Class indices for a label column, and the class names when the column held names.
+
+    Integer labels (and floats holding whole numbers, as a CSV with a missing value makes them) are class indices.
+    Names are mapped through ``classes`` when given, else in sorted order: numerically when every name is a
+    number ("2" before "10"), else as text. Fractional numbers and missing labels are refused rather than guessed.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            row = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise invalid_argument(name, f"a missing or infinite label at row {row}", "a label on every row")
+        if not np.all(arr == np.round(arr)):
+            row = int(np.flatnonzero(arr != np.round(arr))[0])
+            raise invalid_argument(name, f"the fractional label {arr[row]!r} at row {row}",
+                                   "whole-number class indices or class names")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        return check_labels(arr, name, n_classes=None if classes is None else len(tuple(classes))), None
+    text = arr.astype(str)
+    if classes is not None:
+        names = tuple(str(c) for c in classes)
+    else:
+        uniq = sorted(set(text.tolist()))
+        try:
+            names = tuple(sorted(uniq, key=float))  # numbers as text: numeric order, never "10" < "2"
+        except ValueError:
+            names = tuple(uniq)
+    lookup = {c: i for i, c in enumerate(names)}
+    codes = np.fromiter((lookup.get(v, -1) for v in text.tolist()), dtype=np.int64, count=len(text))
+    if (codes < 0).any():
+        bad = text[int(np.flatnonzero(codes < 0)[0])]
+        raise invalid_argument(name, f"the label {bad!r}", f"one of the classes {list(names)[:20]}")
+    return codes, names

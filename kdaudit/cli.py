@@ -40,7 +40,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Trains a small teacher ensemble on the bundled UCI Adult data, distills a student through the "
                     "harness, trains an independent control, audits both against the teacher and writes "
                     "results.json, run.json and report.html.")
-    p.add_argument("--out", default="reports/demo", help="output directory (default: reports/demo)")
+    p.add_argument("--out", default="kdaudit-demo",
+                   help="output directory (default: ./kdaudit-demo, outside the files a clone tracks; the committed "
+                        "example in reports/demo is rendered by examples/adult_demo.py)")
     p.add_argument("--seed", type=int, default=0, help="seed of training, bootstrap and tests (default 0)")
     p.add_argument("--quick", action="store_true",
                    help="a reduced run (fewer rows, epochs and replicates) for smoke tests; not a real audit")
@@ -49,7 +51,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="reference ensembles for the lineage test (default 19: the fewest that let the exact p-value "
                         "reach 0.05; 39 reach 0.025 at twice the training time)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_demo)
+    p.add_argument("--task", choices=("adult", "lm"), default="adult",
+                   help="adult: classifiers on UCI Adult (default); lm: a GPT-style language model distilled on "
+                        "the Python standard library's docstrings (written to ./kdaudit-demo-lm unless --out)")
+    p.set_defaults(func=_cmd_demo, demo_out_default=p.get_default("out"))
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +91,19 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="warnings and skipped rules fail the gate")
     p.add_argument("--show-default-policy", action="store_true", help="print the default policy as YAML and exit")
     p.set_defaults(func=_cmd_gate)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", parents=[_common()],
+        help="render report.html again from a results.json (and the run.json beside it)",
+        description="Renders the HTML report from stored results without re-running any model, e.g. after "
+                    "upgrading kdaudit. The run record (run.json next to RESULTS.json, or --run) supplies the "
+                    "measured timings; without it they are shown as not measured.")
+    p.add_argument("results", metavar="RESULTS.json", help="results.json written by kdaudit")
+    p.add_argument("--run", metavar="RUN.json", help="the run record (default: run.json beside RESULTS.json)")
+    p.add_argument("--out", metavar="REPORT.html", help="where to write (default: report.html beside RESULTS.json)")
+    p.set_defaults(func=_cmd_report)
 
 
 _LINEAGE_HELP = "test whether a suspect model was distilled from a teacher (p-value, verdict)"
@@ -125,12 +143,20 @@ def build_parser(*, lineage: bool = True) -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_audit(sub)
     _add_gate(sub)
+    _add_report(sub)
     _add_lineage(sub, full=lineage)
     return parser
 
 
 # ---------------------------------------------------------------------------------------------------- commands
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.task == "lm":
+        from kdaudit._demo_lm import DEFAULT_LM_DEMO_OUT, run_lm_demo
+
+        out = DEFAULT_LM_DEMO_OUT if args.out == args.demo_out_default else args.out
+        result, paths = run_lm_demo(out, seed=args.seed, quick=args.quick, progress=not args.quiet)
+        print_summary(result, paths)
+        return EXIT_OK
     from kdaudit._demo import run_demo
 
     if args.references is not None and args.references < 1:
@@ -201,6 +227,31 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from kdaudit.report import write_html
+
+    results_path = Path(args.results)
+    run_path = Path(args.run) if args.run else results_path.with_name("run.json")
+
+    def read(path: Path, what: str) -> dict:
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise invalid_argument(what, str(path), f"a readable JSON file written by kdaudit ({exc})") from None
+        if not isinstance(value, dict):
+            raise invalid_argument(what, str(path), "a JSON object written by kdaudit")
+        return value
+
+    results = read(results_path, "RESULTS.json")
+    run_info = read(run_path, "--run") if (args.run or run_path.is_file()) else None
+    out = write_html(results, Path(args.out) if args.out else results_path.with_name("report.html"),
+                     run_info=run_info)
+    print(f"report: {out}")
+    return EXIT_OK
+
+
 def _cmd_lineage_missing(args: argparse.Namespace) -> int:
     raise KDAuditError("the lineage command is not available in this installation (kdaudit.lineage._cli missing)")
 
@@ -217,8 +268,9 @@ def print_summary(result: object, paths: dict) -> None:
     for comp in (to_dict()["comparisons"] if to_dict else []):
         lin = comp.get("lineage")
         if isinstance(lin, dict) and lin.get("verdict"):
+            # the p-value's method is part of it: --quick's parametric p-value rests on a normality assumption
             print(f"lineage, {comp['student']}: {lin['verdict']} (p = {lin.get('p_value')}, "
-                  f"{lin.get('n_references')} references)")
+                  f"{lin.get('p_value_method') or 'method not recorded'}, {lin.get('n_references')} references)")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 

@@ -12,9 +12,12 @@ A number without an interval (a p-value, an exact parameter count) is judged on 
 rule with ``level: warning`` can at worst warn. A rule with ``per_group: true`` is judged for every sensitive feature
 (disparities such as ``bias.dp_amplification``) or every group (group metrics such as ``bias.group_agreement``,
 ``bias.group_accuracy_change``); groups too small to support a claim are not judged and one ``info`` finding lists
-them. A rule whose metric was not computed (section not run, or unavailable, e.g. calibration of a labels-only
-model) gives a ``skipped`` finding that says why. The verdict is ``fail`` if any finding fails, else ``warn`` if any
-warns or was skipped, else ``pass``; ``strict`` (``kdaudit gate --strict``) turns warnings and skips into failures.
+them. The gate fails closed: a rule that cannot be judged (its section or metric missing, a value that is not a
+finite number, an interval with low > high) **fails** (a warning-level rule warns), and :func:`gate` refuses results
+of another schema or kdaudit version, or of an audit on too few rows (:func:`check_results`, exit 2). Only a section
+the audit itself marked unavailable, with its reason (calibration of a labels-only model), gives a ``skipped``
+finding. The verdict is ``fail`` if any finding fails, else ``warn`` if any warns or was skipped, else ``pass``;
+``strict`` (``kdaudit gate --strict``) turns warnings and skips into failures.
 
 Policy YAML::
 
@@ -42,12 +45,15 @@ from kdaudit._exceptions import ConfigError
 from kdaudit._io import read_yaml_file
 
 __all__ = [
+    "DEFAULT_LM_POLICY",
     "DEFAULT_POLICY",
     "Finding",
     "GateResult",
+    "MIN_ROWS_TO_JUDGE",
     "Policy",
     "Rule",
     "STATUSES",
+    "check_results",
     "evaluate_policy",
     "gate",
     "load_policy",
@@ -59,7 +65,8 @@ _LEVELS = ("error", "warning")
 _RULE_KEYS = ("metric", "min", "max", "level", "per_group", "name", "description", "students")
 _POLICY_KEYS = ("name", "description", "rules")
 # Sections whose numbers live in ``results["comparisons"][i][section]``.
-KNOWN_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "lineage", "cost")
+KNOWN_SECTIONS = ("agreement", "calibration", "bias", "fingerprint", "lineage", "cost", "lm_tokens", "lm_generation",
+                  "lm_task", "lm_bias")
 
 DEFAULT_POLICY: dict[str, Any] = {
     "name": "kdaudit-default",
@@ -80,6 +87,29 @@ DEFAULT_POLICY: dict[str, Any] = {
          "description": "no sensitive feature's demographic-parity difference grows by more than 0.05"},
         {"metric": "bias.eo_amplification", "max": 0.05, "per_group": True, "level": "warning",
          "description": "no sensitive feature's equalized-odds difference grows by more than 0.05"},
+    ],
+}
+
+#: The default policy of a language-model audit (``kdaudit.audit`` on prompt sets).
+DEFAULT_LM_POLICY: dict[str, Any] = {
+    "name": "kdaudit-default-lm",
+    "description": (
+        "A conservative starting point for replacing a teacher language model by its distilled student: the student "
+        "keeps 95% of the teacher's multiple-choice accuracy and next-token accuracy, is at most 25% more perplexed "
+        "on the same texts, its next-token calibration error grows by at most 0.02, and no prompt group's "
+        "next-token accuracy gap grows by more than 0.05. Judged on 95% intervals with the prompt as the unit."
+    ),
+    "rules": [
+        {"metric": "lm_task.retained_accuracy", "min": 0.95,
+         "description": "the student keeps at least 95% of the teacher's multiple-choice accuracy"},
+        {"metric": "lm_tokens.retained_next_token_accuracy", "min": 0.95,
+         "description": "the student keeps at least 95% of the teacher's next-token accuracy"},
+        {"metric": "lm_tokens.perplexity_ratio", "max": 1.25,
+         "description": "the student's perplexity is at most 1.25 times the teacher's on the same texts"},
+        {"metric": "lm_tokens.ece_change", "max": 0.02, "level": "warning",
+         "description": "next-token calibration error grows by at most 0.02"},
+        {"metric": "lm_bias.accuracy_amplification", "max": 0.05, "per_group": True,
+         "description": "no prompt group's next-token accuracy gap grows by more than 0.05"},
     ],
 }
 
@@ -327,13 +357,17 @@ def _as_triple(x: Any) -> tuple[float, float, float, str | None] | None:
     if isinstance(x, (int, float)):
         return float(x), math.nan, math.nan, None
     if isinstance(x, Mapping) and "value" in x:
-        def f(v: Any) -> float:
-            return math.nan if v is None else float(v)
-
-        return f(x.get("value")), f(x.get("low")), f(x.get("high")), x.get("method")
+        return _num(x.get("value")), _num(x.get("low")), _num(x.get("high")), x.get("method")
     if hasattr(x, "value") and hasattr(x, "low") and hasattr(x, "high"):
-        return float(x.value), float(x.low), float(x.high), getattr(x, "method", None)
+        return _num(x.value), _num(x.low), _num(x.high), getattr(x, "method", None)
     return None
+
+
+def _num(v: Any) -> float:
+    """A number from results.json; None (how NaN is written) and anything non-numeric become NaN (unjudgeable)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return math.nan
+    return float(v)
 
 
 def _lookup(section: Mapping[str, Any], key: str) -> Any:
@@ -412,18 +446,23 @@ def _known_keys(results: Mapping[str, Any], section: str) -> set[str]:
     return keys
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float, limits: Iterable[float] = ()) -> str:
+    # Four significant digits, more where rounding would carry the value across a threshold it is judged by.
     if math.isnan(x):
         return "n/a"
-    return f"{x:.4g}"
+    from kdaudit.report._format import side_digits
+
+    return side_digits(x, list(limits), lambda v, d: f"{v:.{d}g}", float, 4)
 
 
 def _message(rule: Rule, status: str, value: float, low: float, high: float, student: str,
              group: str | None) -> str:
     # per-group rules name a group as "feature=group"; per-feature disparities name the feature alone
     who = student + ("" if not group else f", group {group}" if "=" in group else f", feature {group}")
-    interval = f" (95% interval {_fmt(low)} to {_fmt(high)})" if not (math.isnan(low) or math.isnan(high)) else ""
-    num = f"{rule.metric} = {_fmt(value)}{interval}"
+    limits = [t for t in (rule.min, rule.max) if t is not None]
+    interval = (f" (95% interval {_fmt(low, limits)} to {_fmt(high, limits)})"
+                if not (math.isnan(low) or math.isnan(high)) else "")
+    num = f"{rule.metric} = {_fmt(value, limits)}{interval}"
     want = []
     if rule.min is not None:
         want.append(f"at least {rule.min:g}")
@@ -468,8 +507,19 @@ def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Find
             student = str(comp.get("student"))
             if rule.students is not None and student not in rule.students:
                 continue
+            if comp.get("role", "student") != "student":
+                continue  # a control audited beside the student is reported for comparison, never judged
             findings.extend(_judge_rule(rule, comp, student))
     return findings
+
+
+def _unjudged(rule: Rule, student: str, why: str, group: str | None = None) -> Finding:
+    """A rule that cannot be judged fails (a warning-level rule warns): the gate fails closed, never passes."""
+    status = "warn" if rule.level == "warning" else "fail"
+    return Finding(rule=rule.label, metric=rule.metric, student=student, status=status, value=None, low=None,
+                   high=None, threshold=rule.threshold_text,
+                   message=f"{student}: {rule.metric} could not be judged ({why}), so the rule "
+                           f"{'warns' if status == 'warn' else 'fails'}", level=rule.level, group=group)
 
 
 def _skipped(rule: Rule, student: str, why: str, group: str | None = None) -> Finding:
@@ -481,8 +531,10 @@ def _skipped(rule: Rule, student: str, why: str, group: str | None = None) -> Fi
 def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | None],
              group: str | None) -> Finding:
     value, low, high, method = triple
-    if math.isnan(value):
-        return _skipped(rule, student, "the metric is undefined on these data", group)
+    if not math.isfinite(value):
+        return _unjudged(rule, student, "its value is missing, not a number or not finite", group)
+    if math.isnan(low) != math.isnan(high) or math.isinf(low) or math.isinf(high) or low > high:
+        return _unjudged(rule, student, f"its interval [{low}, {high}] is malformed", group)
     status = rule.judge(value, low, high)
 
     def j(x: float) -> float | None:
@@ -497,23 +549,27 @@ def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | 
 def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Finding]:
     section = comp.get(rule.section)
     if not isinstance(section, Mapping):
-        return [_skipped(rule, student, f"the {rule.section} section was not run")]
-    if not section.get("available", True):
-        return [_skipped(rule, student, section.get("reason") or f"the {rule.section} section is unavailable")]
+        return [_unjudged(rule, student, f"the {rule.section} section is missing from the results")]
+    if section.get("available", True) is not True:
+        reason = section.get("reason")
+        if section.get("available") is False and isinstance(reason, str) and reason.strip():
+            # the audit itself stated why the metric does not apply (e.g. calibration of a labels-only model)
+            return [_skipped(rule, student, reason)]
+        return [_unjudged(rule, student, f"the {rule.section} section is marked unavailable without a reason")]
     if rule.per_group:
         groups = _group_values(section, rule.key)
         if groups is None:
             # A per-group rule on a metric reported only as one number judges that number.
             triple = _as_triple(_lookup(section, rule.key))
             if triple is None:
-                return [_skipped(rule, student, "no per-group values were reported")]
+                return [_unjudged(rule, student, "no per-group values were reported")]
             return [_finding(rule, student, triple, None)]
         values, small = groups
         out = []
         for group in sorted(values):
             triple = _as_triple(values[group])
             if triple is None:
-                out.append(_skipped(rule, student, "no value for this group", group))
+                out.append(_unjudged(rule, student, "no value for this group", group))
             else:
                 out.append(_finding(rule, student, triple, group))
         if small:
@@ -525,7 +581,7 @@ def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Findi
         return out
     triple = _as_triple(_lookup(section, rule.key))
     if triple is None:
-        return [_skipped(rule, student, f"{rule.metric} was not reported")]
+        return [_unjudged(rule, student, f"{rule.metric} was not reported as a number")]
     return [_finding(rule, student, triple, None)]
 
 
@@ -580,28 +636,75 @@ class GateResult:
         icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skipped": "SKIPPED", "info": "NOTE"}
         c = self.counts()
         out = [f"## kdaudit gate: {icon[self.verdict]}", "",
-               f"Policy `{_md(self.policy.name)}`{' (strict)' if self.strict else ''}: {c['pass']} pass, "
+               f"Policy {_md(self.policy.name)}{' (strict)' if self.strict else ''}: {c['pass']} pass, "
                f"{c['warn']} warn, {c['fail']} fail, {c['skipped']} skipped.", "",
                "| Status | Student | Metric | Group | Value [95% CI] | Threshold | Finding |",
                "|---|---|---|---|---|---|---|"]
         for f in self.findings:
-            out.append(f"| {icon[f.status]} | {_md(f.student)} | `{_md(f.metric)}` | {_md(f.group or '')} | "
+            out.append(f"| {icon[f.status]} | {_md(f.student)} | {_md(f.metric)} | {_md(f.group or '')} | "
                        f"{_value_text(f)} | {_md(f.threshold)} | {_md(f.message)} |")
         return "\n".join(out) + "\n"
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]()!#~"})
+
+
 def _md(text: str) -> str:
-    # Table cells: a pipe or a newline would break the row; angle brackets would be read as HTML by some renderers.
-    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-            .replace("<", "&lt;").replace(">", "&gt;"))
+    """Text for one Markdown table cell, shown as written: nothing in it becomes markup.
+
+    A pipe, a newline or a carriage return would break the row; ``[text](url)`` and ``![alt](url)`` would become a
+    link or an image the reader's browser fetches; backticks, emphasis and HTML would restyle or inject markup.
+    """
+    from kdaudit.report._safe import safe_text
+
+    text = safe_text(str(text).replace("\r\n", " ").replace("\r", " ").replace("\n", " "), limit=2000)
+    return (text.translate(_MD_SPECIAL).replace("|", "\\|").replace("&", "&amp;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
 
 
 def _value_text(f: Finding) -> str:
     if f.value is None:
         return "n/a"
+    from kdaudit.report._format import thresholds_in
+
+    limits = thresholds_in(f.threshold)
     if f.low is None or f.high is None:
-        return f"{f.value:.4g}"
-    return f"{f.value:.4g} [{f.low:.4g}, {f.high:.4g}]"
+        return _fmt(f.value, limits)
+    return f"{_fmt(f.value, limits)} [{_fmt(f.low, limits)}, {_fmt(f.high, limits)}]"
+
+
+#: Fewest audit rows the gate judges: on fewer, every bootstrap interval degenerates towards a point.
+MIN_ROWS_TO_JUDGE = 10
+
+
+def check_results(results: Mapping[str, Any]) -> None:
+    """Refuse results the gate cannot trust to mean what its rules assume (raises ConfigError: exit 2).
+
+    The schema must be this kdaudit's, the version the same major.minor (metrics may change meaning between
+    versions), and the audit must have at least :data:`MIN_ROWS_TO_JUDGE` rows.
+    """
+    from kdaudit import __version__
+    from kdaudit._audit import SCHEMA
+
+    schema = results.get("schema")
+    if schema != SCHEMA:
+        raise ConfigError(f"results have schema {str(schema)[:80]!r}; expected {SCHEMA!r} (a results.json written "
+                          "by this version of kdaudit)")
+    version = results.get("kdaudit_version")
+    if not isinstance(version, str) or version.split(".")[:2] != __version__.split(".")[:2]:
+        raise ConfigError(f"results were written by kdaudit {str(version)[:40]!r}; expected kdaudit "
+                          f"{'.'.join(__version__.split('.')[:2])}.x, this gate's version (re-run the audit, or gate "
+                          "with the kdaudit that wrote them)")
+    data = results.get("data")
+    n_rows = data.get("n_rows") if isinstance(data, Mapping) else None
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < MIN_ROWS_TO_JUDGE:
+        raise ConfigError(f"results report data.n_rows = {str(n_rows)[:40]}; expected an audit of at least "
+                          f"{MIN_ROWS_TO_JUDGE} rows (fewer are too few to judge any rule)")
+    comparisons = results.get("comparisons")
+    if not isinstance(comparisons, list) or not comparisons or not all(
+            isinstance(c, Mapping) and isinstance(c.get("student"), str) for c in comparisons):
+        raise ConfigError("results have no non-empty 'comparisons' list of mappings with a 'student' name; "
+                          "expected the content of a kdaudit results.json")
 
 
 def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResult:
@@ -625,10 +728,12 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             raise ConfigError(f"results file {str(path)!r} does not exist; expected a kdaudit results.json")
         try:
             results = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError(f"results file {str(path)!r} is not valid JSON: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
     if not isinstance(results, Mapping):
         raise ConfigError(f"results got {type(results).__name__}; expected the content of a kdaudit results.json")
+    check_results(results)
     if policy is None and isinstance(results.get("policy"), Mapping) and results["policy"].get("rules"):
         recorded = dict(results["policy"])
         rules = recorded["rules"]

@@ -126,7 +126,7 @@ def test_ensemble_teacher_sections_subset_and_policy(setup):
     res = audit([teacher, other], close, data, sections=["agreement"], n_replicates=0, policy=policy,
                 progress=False)
     r = res.to_dict()
-    assert r["models"][0]["kind"] == "ensemble" and list(r["comparisons"][0]) == ["agreement", "student"]
+    assert r["models"][0]["kind"] == "ensemble" and list(r["comparisons"][0]) == ["agreement", "role", "student"]
     assert res.verdict == "fail" and res.findings[0].status == "fail"
     # 0 replicates: point estimates without intervals
     assert r["comparisons"][0]["agreement"]["headline"]["top1_agreement"]["low"] is None

@@ -77,6 +77,15 @@ def report_dir(tmp_path_factory):
     return d
 
 
+_CSP = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>\n?')
+
+
+def _without_csp(page: str) -> str:
+    """The report without its Content-Security-Policy, so the test's own probe scripts can run."""
+    assert _CSP.search(page), "the report sets a Content-Security-Policy"
+    return _CSP.sub("", page, count=1)
+
+
 def _attrs(dom: str) -> dict[str, str]:
     m = re.search(r"<body([^>]*)>", dom)
     assert m, dom[:500]
@@ -107,8 +116,8 @@ def test_prints_to_a_multi_page_pdf(report_dir):
 
 def test_no_horizontal_overflow_at_1280px(report_dir):
     probe = report_dir / "probe.html"
-    probe.write_text((report_dir / "report.html").read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"),
-                     encoding="utf-8")
+    probe.write_text(_without_csp((report_dir / "report.html").read_text(encoding="utf-8"))
+                     .replace("</body>", _PROBE + "</body>"), encoding="utf-8")
     r = _chromium("--dump-dom", f"--window-size={WIDTH},900", probe.as_uri())
     a = _attrs(r.stdout)
     assert a.get("data-probe") == "ran", r.stderr[-2000:]
@@ -117,7 +126,7 @@ def test_no_horizontal_overflow_at_1280px(report_dir):
 
 
 def test_no_script_from_user_names_runs(report_dir):
-    page = (report_dir / "evil.html").read_text(encoding="utf-8")
+    page = _without_csp((report_dir / "evil.html").read_text(encoding="utf-8"))  # escaping alone must hold
     probe = report_dir / "evil_probe.html"
     probe.write_text(page.replace("<head>", "<head>" + _TRAP, 1).replace("</body>", _PROBE + "</body>"),
                      encoding="utf-8")
@@ -128,3 +137,52 @@ def test_no_script_from_user_names_runs(report_dir):
     assert a["data-scripts"] == "2"  # only the two scripts the test itself added
     assert a["data-imgs"] == "0"  # the <img onerror=...> payload never became an element
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.stdout  # the names are shown, as text
+
+
+def test_content_security_policy_blocks_injected_scripts(report_dir):
+    # a script that found its way into the page (say, through a template override) still does not run
+    page = (report_dir / "report.html").read_text(encoding="utf-8")
+    injected = report_dir / "injected.html"
+    injected.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    r = _chromium("--dump-dom", f"--window-size={WIDTH},900", injected.as_uri())
+    assert "<body" in r.stdout, r.stderr[-2000:]
+    assert _attrs(r.stdout).get("data-probe") is None
+
+
+# ------------------------------------------------------------------------------------- the committed reports
+def _screenshots():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "report_screenshots.py"
+    spec = importlib.util.spec_from_file_location("report_screenshots", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_SHOTS = _screenshots()
+
+
+@pytest.mark.parametrize("name, html", _SHOTS.committed_reports(), ids=[n for n, _ in _SHOTS.committed_reports()])
+def test_committed_reports_render_to_png_and_pdf_with_every_heading(name, html, tmp_path):
+    """The demo, image (and LM, once committed) reports as a reader sees them: a full-page PNG at 1280 px and an A4
+    PDF. Set KDAUDIT_SHOTS=DIR to keep the files and look at them."""
+    out = Path(os.environ.get("KDAUDIT_SHOTS") or tmp_path)
+    r = _SHOTS.render(BROWSER, html, out, name)
+    data = r["png"].read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] == WIDTH
+    assert 2000 < r["height_px"] < 40_000  # the whole page, and shorter than the 38,000 px the issue measured
+    assert 3 <= r["pdf_pages"] <= 40
+    pdftotext = shutil.which("pdftotext")
+    if pdftotext is None:
+        return
+    text = subprocess.run([pdftotext, "-layout", str(r["pdf"]), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    flat = re.sub(r"\s+", " ", text)
+    page = html.read_text(encoding="utf-8")
+    # every folded block keeps its heading on paper (the issue found "device cpu / output logits" without one)
+    import html as _html
+
+    for summary in re.findall(r"<summary>(.*?)</summary>", page, re.S):
+        words = re.sub(r"\s+", " ", _html.unescape(re.sub(r"<[^>]+>", "", summary))).strip()
+        assert words[:40] in flat, f"heading {words!r} missing from the printed {name} report"

@@ -27,13 +27,22 @@ def test_quick_demo_writes_a_complete_audit(tmp_path, capsys):
     assert student["lineage"]["verdict"] in ("derived", "not derived", "inconclusive")
     assert student["lineage"]["n_references"] == 4
     # negative controls: the student's recipe on the labels alone, fresh seeds; 10 check the test (19 calibrate it)
-    assert roles.count("control") == 10
+    assert roles.count("control") == 11  # and the independent control, audited beside the student
+    assert [c["role"] for c in results["comparisons"]] == ["student", "control"]
+    # the control is reported, never judged: no finding and no verdict of its own
+    assert set(results["verdict_by_student"]) == {"distilled student"}
+    assert {f["student"] for f in results["findings"]} <= {"distilled student"}
     nc = student["lineage"]["negative_controls"]
     assert nc["n"] == 10 and nc["mode"] == "check" and nc["names"][0] == "negative control 1"
     assert 0 < control["lineage"]["negative_controls"]["suspect_rank_p_value"] <= 1
     # what distillation bought: the student is smaller than the ensemble teacher
     assert student["cost"]["headline"]["parameter_ratio"]["value"] < 1
     assert set(run["cost"]) == {"teacher ensemble", "distilled student", "independent control"}
+    # latency and throughput describe the same median batch; the speed ratio has an interval over repeats
+    for m in run["cost"].values():
+        assert abs(m["throughput_rows_per_s"] * m["latency_ms_per_row"] / 1e3 - 1) < 1e-9
+    speed = run["cost"]["distilled student"]["throughput_ratio"]
+    assert speed["low"] <= speed["value"] <= speed["high"] and "bootstrap" in speed["method"]
     assert run["demo"]["timings_s"]["train_teacher_s"] > 0
     assert results["config"]["demo"]["quick"] is True
     assert "<html" in (out / "report.html").read_text().lower()
@@ -46,3 +55,15 @@ def test_quick_demo_writes_a_complete_audit(tmp_path, capsys):
     student_file = out / "models" / "student.safetensors"
     assert main(["lineage", "--verify", str(manifest), "--student", str(student_file)]) == 0
     assert main(["lineage", "--verify", str(manifest), "--student", str(out / "models" / "control.safetensors")]) == 1
+
+
+def test_demo_writes_outside_the_tracked_tree_by_default():
+    # A newcomer's first command must not rewrite the committed example in reports/demo.
+    from kdaudit.cli import build_parser
+
+    args = build_parser().parse_args(["demo"])
+    assert args.out == "kdaudit-demo"
+    from pathlib import Path
+
+    ignore = (Path(__file__).resolve().parent.parent / ".gitignore").read_text()
+    assert "/kdaudit-demo/" in ignore.splitlines()

@@ -16,7 +16,7 @@ import pytest
 from _arrays import softmax
 from scipy import stats as sps
 
-from kdaudit import KDAuditError, QueryBudgetExceededError
+from kdaudit import KDAuditError, QueryBudgetExceededError, UnsafeModelFileError
 from kdaudit._io import canonical_json
 from kdaudit.lineage import (
     attribute,
@@ -330,6 +330,10 @@ def _linear_file(path, W):
     return str(path)
 
 
+# these tests' model files are TorchScript archives they wrote themselves
+_TRUST_ALL = ["--trust-teacher", "--trust-references", "--trust-controls", "--trust-suspect"]
+
+
 def _parser():
     from kdaudit.lineage._cli import add_lineage_arguments
 
@@ -353,7 +357,10 @@ def test_cli_lineage_and_verify(tmp_path, capsys):
     out = tmp_path / "lineage.json"
     args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "probes.npy"),
                                  "--reference", str(tmp_path / "refs" / "*.pt"), "--suspect-access", "top-k:3",
-                                 "--n-probes", "150", "--json", str(out)])
+                                 "--n-probes", "150", "--json", str(out), "--trust-teacher", "--trust-references"])
+    with pytest.raises(UnsafeModelFileError, match="--trust-suspect"):
+        run_lineage_command(args)  # TorchScript runs code on load: trusting the other roles never trusts the suspect
+    args.trust_suspect = True
     assert run_lineage_command(args) == 0
     text = capsys.readouterr().out
     assert "verdict: DERIVED" in text and "top-3" in text
@@ -390,7 +397,8 @@ def test_cli_attribution_with_candidates(tmp_path, capsys):
     np.save(tmp_path / "probes.npy", _probes(120))
     args = _parser().parse_args(["--teacher", a, "--suspect", s, "--probes", str(tmp_path / "probes.npy"),
                                  "--reference", str(tmp_path / "refs" / "*.pt"), "--candidate", b,
-                                 "--n-probes", "120"])
+                                 "--n-probes", "120", "--trust-teacher", "--trust-references", "--trust-candidates",
+                                 "--trust-suspect"])
     assert run_lineage_command(args) == 0
     assert "parent = B" in capsys.readouterr().out
 
@@ -503,7 +511,10 @@ def test_cli_accepts_several_probe_files(tmp_path, capsys):
     out = tmp_path / "lineage.json"
     args = _parser().parse_args(["--teacher", teacher, "--suspect", suspect, "--probes", str(tmp_path / "held_out.npy"),
                                  "--probes", str(tmp_path / "public.npy"), *[a for r in refs for a in ("--reference", r)],
-                                 "--n-probes", "150", "--json", str(out)])
+                                 "--n-probes", "150", "--json", str(out), "--trust-teacher", "--trust-references"])
+    with pytest.raises(UnsafeModelFileError, match="--trust-suspect"):
+        run_lineage_command(args)  # TorchScript runs code on load: trusting the other roles never trusts the suspect
+    args.trust_suspect = True
     assert run_lineage_command(args) == 0
     d = json.loads(out.read_text())
     assert d["probe_selection"]["n_given"] == 150 and d["verdict"] == "derived"
@@ -551,7 +562,8 @@ def test_cli_reports_negative_controls(tmp_path, capsys):
         _linear_file(tmp_path / f"control{i}.pt", z.W + z.perturbation())
     np.save(tmp_path / "probes.npy", _probes(100, seed=2))
     args_list = ["--teacher", teacher, "--suspect", suspect, "--probes", tmp_path / "probes.npy", "--reference",
-                 tmp_path / "ref*.pt", "--control", tmp_path / "control*.pt", "--n-probes", "100"]
+                 tmp_path / "ref*.pt", "--control", tmp_path / "control*.pt", "--n-probes", "100",
+                 *_TRUST_ALL]
     args = _parser().parse_args(list(map(str, args_list)))
     assert run_lineage_command(args) == 0
     assert "negative controls (check): " in capsys.readouterr().out  # 5 controls: too few to calibrate by

@@ -142,7 +142,9 @@ def test_torchscript_and_torch_export(tmp_path):
     ts = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(module), ts)
     assert detect_format(ts) == "torchscript"
-    m = load_model(ts)
+    with pytest.raises(UnsafeModelFileError, match="TorchScript.*trust=True"):
+        load_model(ts)  # TorchScript can run code on load: only a trusted file loads
+    m = load_model(ts, trust=True)
     assert m.kind == "torchscript"
     np.testing.assert_allclose(m.predict(X), _ref(module), rtol=1e-5, atol=1e-6)
 
@@ -150,7 +152,9 @@ def test_torchscript_and_torch_export(tmp_path):
     program = torch.export.export(module, (torch.from_numpy(X),), dynamic_shapes=({0: batch},))
     pt2 = tmp_path / "exported.pt2"
     torch.export.save(program, pt2)
-    e = load_model(pt2)
+    with pytest.raises(UnsafeModelFileError, match="torch.export.*trust=True"):
+        load_model(pt2)
+    e = load_model(pt2, trust=True)
     assert e.kind == "torch_export"
     np.testing.assert_allclose(e.predict(X[:5]), _ref(module)[:5], rtol=1e-5, atol=1e-6)
     assert e.fingerprint() == m.fingerprint() == TorchModel(module).fingerprint()
@@ -175,7 +179,8 @@ def test_torch_export_archive_with_pickled_payload_is_refused(tmp_path):
     with pytest.raises(UnsafeModelFileError, match="trust=True"):
         load_model(evil)
     assert not marker.exists()
-    load_model(clean)  # the genuine archive still loads untrusted
+    with pytest.raises(UnsafeModelFileError, match="trust=True"):
+        load_model(clean)  # every torch.export archive needs trust, genuine or not
 
 
 def test_safetensors_with_arch(tmp_path):

@@ -33,7 +33,7 @@ def files(tmp_path):
 
 def test_write_manifest_records_hashes_and_settings(files):
     tmp, teacher, student, _ = files
-    path = write_manifest(tmp / "m.json", teachers={"big": teacher}, student=student,
+    path = write_manifest(tmp / "m.json", trust=True, teachers={"big": teacher}, student=student,
                           distill_settings={"temperature": 4.0, "alpha": 0.9}, data_sha256="a" * 64,
                           extra={"ticket": "KD-1"})
     doc = read_manifest(path)
@@ -44,7 +44,7 @@ def test_write_manifest_records_hashes_and_settings(files):
     assert doc["distill_settings"] == {"alpha": 0.9, "temperature": 4.0} and doc["data_sha256"] == "a" * 64
     # canonical: same inputs, same bytes; nothing left behind by the atomic write
     first = path.read_bytes()
-    write_manifest(tmp / "m.json", teachers={"big": teacher}, student=student,
+    write_manifest(tmp / "m.json", trust=True, teachers={"big": teacher}, student=student,
                    distill_settings={"alpha": 0.9, "temperature": 4.0}, data_sha256="a" * 64, extra={"ticket": "KD-1"})
     assert path.read_bytes() == first
     assert [p.name for p in tmp.iterdir() if p.name.startswith(".")] == []
@@ -52,7 +52,7 @@ def test_write_manifest_records_hashes_and_settings(files):
 
 def test_verify_match_and_tampered_student(files):
     tmp, teacher, student, module = files
-    m = write_manifest(tmp / "m.json", teachers={"big": teacher}, student=student, distill_settings={},
+    m = write_manifest(tmp / "m.json", trust=True, teachers={"big": teacher}, student=student, distill_settings={},
                        data_sha256="b" * 64)
     res = verify_manifest(m, student, teachers={"big": teacher})
     assert res.ok and res.status == "match" and all(c["ok"] for c in res.checks)
@@ -67,18 +67,20 @@ def test_verify_match_and_tampered_student(files):
 
 def test_same_weights_in_another_file_match(files):
     tmp, teacher, student, module = files
-    m = write_manifest(tmp / "m.json", teachers={"t": teacher}, student=student, distill_settings={},
+    m = write_manifest(tmp / "m.json", trust=True, teachers={"t": teacher}, student=student, distill_settings={},
                        data_sha256="c" * 64)
     resaved = tmp / "resaved.pt"
     torch.jit.script(module.eval()).save(str(resaved))  # scripted, not traced: different bytes, same weights
     assert sha256_file(resaved) != sha256_file(student)
-    res = verify_manifest(m, resaved)
+    untrusted = verify_manifest(m, resaved)  # TorchScript can run code on load: not read unless trusted
+    assert not untrusted.ok and "--trust-student" in untrusted.checks[1]["detail"]
+    res = verify_manifest(m, resaved, trust_student=True)
     assert res.ok and "weights" in res.checks[1]["detail"]
 
 
 def test_edited_manifest_is_detected(files):
     tmp, teacher, student, _ = files
-    m = write_manifest(tmp / "m.json", teachers={"t": teacher}, student=student, distill_settings={"epochs": 3},
+    m = write_manifest(tmp / "m.json", trust=True, teachers={"t": teacher}, student=student, distill_settings={"epochs": 3},
                        data_sha256="d" * 64)
     doc = json.loads(m.read_text())
     doc["distill_settings"]["epochs"] = 30

@@ -214,12 +214,14 @@ def test_blackbox_retries_transient_errors_with_exponential_backoff(Xy):
     waits = []
     m._sleep = waits.append
     m.predict(X[:10])
-    assert waits == [0.25, 0.5] and m.n_failures == 2 and m.n_calls == 3 and m.query_count == 10
+    # every attempt counts as sent: a failed call may still have reached the owner
+    assert waits == [0.25, 0.5] and m.n_failures == 2 and m.n_calls == 3 and m.query_count == 30
+    assert m.rows_answered == 10
     stubborn = BlackBoxModel(Api(_probs, fail_first=5), n_classes=3, max_retries=2, backoff_s=0.0)
     stubborn._sleep = lambda s: None
     with pytest.raises(ConnectionError):
         stubborn.predict(X[:10])
-    assert stubborn.n_calls == 3 and stubborn.query_count == 0
+    assert stubborn.n_calls == 3 and stubborn.query_count == 30 and stubborn.rows_answered == 0
     broken = BlackBoxModel(Api(_probs, fail_first=1, exc=RuntimeError), n_classes=3, backoff_s=0.0)
     with pytest.raises(RuntimeError):  # not transient: no retry
         broken.predict(X[:10])

@@ -8,6 +8,8 @@ import math
 import pytest
 import yaml
 
+import kdaudit
+
 from kdaudit import ConfigError
 from kdaudit.cli import main
 from kdaudit.policy import DEFAULT_POLICY, Rule, evaluate_policy, gate, load_policy, verdict_of
@@ -20,6 +22,9 @@ def est(value, low=None, high=None):
 def results(agreement=0.95, lo=0.93, hi=0.97, *, feature_amp=(0.01, -0.02, 0.03)):
     """A minimal results dict shaped like results.json (one student)."""
     return {
+        "schema": "kdaudit.results/1",
+        "kdaudit_version": kdaudit.__version__,
+        "data": {"n_rows": 500},
         "comparisons": [{
             "student": "s",
             "agreement": {"available": True, "reason": None,

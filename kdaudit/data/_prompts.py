@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from kdaudit._exceptions import invalid_argument
+from kdaudit._exceptions import KDAuditError, invalid_argument
 
-__all__ = ["PromptSet"]
+__all__ = ["PromptSet", "load_prompts"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,3 +123,211 @@ class PromptSet:
             answers=None if self.answers is None else self.answers[idx], messages=pick(self.messages),
             groups=None if self.groups is None else self.groups.iloc[idx].reset_index(drop=True),
             name=self.name, source=self.source)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading prompt sets from files
+
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_MAX_BYTES = 1 << 30  # a prompt file of more than 1 GiB is not a prompt set; refuse before reading it
+
+
+def load_prompts(path: str | os.PathLike[str], *, id_field: str = "id", prompt_field: str = "prompt",
+                 messages_field: str = "messages", reference_field: str = "reference", choices_field: str = "choices",
+                 answer_field: str = "answer", groups: Sequence[str] | None = None, max_rows: int | None = None,
+                 name: str | None = None) -> PromptSet:
+    """Read a prompt set from JSON Lines, CSV or parquet (chosen by the file's suffix).
+
+    Each record holds a prompt (``prompt``, a string) or a chat (``messages``, a list of ``{"role", "content"}``),
+    and optionally an ``id`` (default: the row number), a ``reference`` continuation or answer, ``choices`` (a list
+    of strings; in CSV a JSON list) with the right ``answer`` (the index of a choice, or its text), and the group
+    columns named in ``groups`` (bias transfer).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.jsonl``/``.ndjson``, ``.csv`` or ``.parquet``.
+    id_field, prompt_field, messages_field, reference_field, choices_field, answer_field : str
+        The names of those fields in the file.
+    groups : sequence of str, optional
+        Group columns to keep (each must be present in every record).
+    max_rows : int, optional
+        Refuse files with more rows (a bound on what is read into memory).
+    name : str, optional
+        The prompt set's name (default: the file's stem).
+
+    Raises
+    ------
+    KDAuditError
+        Naming the file, the line (JSON Lines) or row (CSV, parquet) and the field that is missing or malformed.
+    """
+    p = Path(path)
+    fmt = _FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise invalid_argument("path", str(path), "a .jsonl, .csv or .parquet file of prompts")
+    if not p.is_file():
+        raise invalid_argument("path", str(path), "an existing prompt file")
+    if p.stat().st_size > _MAX_BYTES:
+        raise invalid_argument("path", f"{str(path)!r} of {p.stat().st_size} bytes", f"at most {_MAX_BYTES} bytes")
+    if max_rows is not None and (not isinstance(max_rows, (int, np.integer)) or max_rows < 1):
+        raise invalid_argument("max_rows", max_rows, "None or an integer >= 1")
+    fields = _Fields(id_field, prompt_field, messages_field, reference_field, choices_field, answer_field,
+                     tuple(groups or ()))
+    where = "line" if fmt == "jsonl" else "row"
+    records = _read_jsonl(p, max_rows) if fmt == "jsonl" else _read_table(p, fmt, max_rows)
+    if not records:
+        raise KDAuditError(f"prompt file {str(p)!r} holds no prompts")
+    parsed = [_parse_record(rec, number, fields, p, where) for number, rec in records]
+    has = lambda key: any(r[key] is not None for r in parsed)  # noqa: E731
+    for key in ("reference", "choices"):
+        if has(key) and not all(r[key] is not None for r in parsed):
+            missing = next(number for (number, _), r in zip(records, parsed) if r[key] is None)
+            raise KDAuditError(f"prompt file {str(p)!r}, {where} {missing}: field "
+                               f"{getattr(fields, key)!r} is missing; it must be on every record or on none")
+    ids = [r["id"] if r["id"] is not None else i for i, r in enumerate(parsed)]
+    if len(set(map(str, ids))) != len(ids):
+        seen: set[str] = set()
+        for (number, _), i in zip(records, ids):
+            if str(i) in seen:
+                raise KDAuditError(f"prompt file {str(p)!r}, {where} {number}: id {i!r} appears twice; ids must "
+                                   "be unique")
+            seen.add(str(i))
+    return PromptSet(
+        prompts=[r["prompt"] for r in parsed], ids=np.array([str(i) for i in ids]),
+        references=[r["reference"] for r in parsed] if has("reference") else None,
+        choices=[r["choices"] for r in parsed] if has("choices") else None,
+        answers=np.array([r["answer"] for r in parsed], dtype=np.int64) if has("choices") else None,
+        messages=[r["messages"] for r in parsed] if has("messages") and all(r["messages"] for r in parsed) else None,
+        groups=pd.DataFrame({g: [r["groups"][g] for r in parsed] for g in fields.groups}) if fields.groups else None,
+        name=name or p.stem, source=str(p))
+
+
+@dataclass(frozen=True)
+class _Fields:
+    id: str
+    prompt: str
+    messages: str
+    reference: str
+    choices: str
+    answer: str
+    groups: tuple[str, ...]
+
+
+def _read_jsonl(p: Path, max_rows: int | None) -> list[tuple[int, Any]]:
+    out = []
+    with open(p, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            if max_rows is not None and len(out) >= max_rows:
+                raise KDAuditError(f"prompt file {str(p)!r} has more than max_rows={max_rows} records")
+            try:
+                out.append((number, json.loads(raw)))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise KDAuditError(f"prompt file {str(p)!r}, line {number}: not valid JSON ({exc})") from None
+    return out
+
+
+def _read_table(p: Path, fmt: str, max_rows: int | None) -> list[tuple[int, Any]]:
+    try:
+        if fmt == "csv":
+            frame = pd.read_csv(p, dtype=str, keep_default_na=False, nrows=None if max_rows is None
+                                else max_rows + 1)
+        else:
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(p).metadata
+            if max_rows is not None and meta.num_rows > max_rows:
+                raise KDAuditError(f"prompt file {str(p)!r} has more than max_rows={max_rows} records")
+            frame = pd.read_parquet(p)
+    except KDAuditError:
+        raise
+    except ImportError:
+        raise KDAuditError("reading parquet needs pyarrow: pip install 'kdaudit[parquet]'") from None
+    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
+        raise KDAuditError(f"prompt file {str(p)!r} could not be read as {fmt}: {exc}") from None
+    if max_rows is not None and len(frame) > max_rows:
+        raise KDAuditError(f"prompt file {str(p)!r} has more than max_rows={max_rows} records")
+    # rows numbered from 1 as a spreadsheet shows them under the header
+    return [(i + 1, rec) for i, rec in enumerate(frame.to_dict(orient="records"))]
+
+
+def _parse_record(rec: Any, number: int, f: _Fields, p: Path, where: str) -> dict[str, Any]:
+    def fail(field_name: str, problem: str) -> KDAuditError:
+        return KDAuditError(f"prompt file {str(p)!r}, {where} {number}: field {field_name!r} {problem}")
+
+    if not isinstance(rec, dict):
+        raise KDAuditError(f"prompt file {str(p)!r}, {where} {number}: expected an object, got "
+                           f"{type(rec).__name__}")
+
+    def present(key: str) -> bool:
+        value = rec.get(key)
+        if isinstance(value, (list, tuple, np.ndarray)):  # parquet list columns
+            return True
+        return value is not None and not (isinstance(value, float) and np.isnan(value)) and value != ""
+
+    messages = None
+    if present(f.messages):
+        value = rec[f.messages]
+        if isinstance(value, str):  # CSV cells hold JSON
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise fail(f.messages, "is not a JSON list of {role, content} objects") from None
+        value = list(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+        if not isinstance(value, list) or not value or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in value):
+            raise fail(f.messages, "must be a non-empty list of {\"role\": str, \"content\": str} objects")
+        messages = tuple({"role": m["role"], "content": m["content"]} for m in value)
+    if present(f.prompt):
+        prompt = rec[f.prompt]
+        if not isinstance(prompt, str):
+            raise fail(f.prompt, f"must be a string, got {type(prompt).__name__}")
+    elif messages is not None:
+        prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    else:
+        raise fail(f.prompt, f"is missing (give {f.prompt!r} or {f.messages!r})")
+    reference = None
+    if present(f.reference):
+        reference = rec[f.reference]
+        if not isinstance(reference, str):
+            raise fail(f.reference, f"must be a string, got {type(reference).__name__}")
+    choices = answer = None
+    if present(f.choices):
+        value = rec[f.choices]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise fail(f.choices, "is not a JSON list of strings") from None
+        value = list(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+        if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, str) for c in value):
+            raise fail(f.choices, "must be a list of at least two strings")
+        choices = tuple(value)
+        if not present(f.answer):
+            raise fail(f.answer, "is missing (records with choices need the right answer)")
+        raw = rec[f.answer]
+        if isinstance(raw, str) and raw in choices:
+            answer = choices.index(raw)
+        else:
+            try:
+                answer = int(raw)
+                if isinstance(raw, float) and raw != answer:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise fail(f.answer, f"got {raw!r}; expected the index of a choice or a choice's text") from None
+            if not 0 <= answer < len(choices):
+                raise fail(f.answer, f"got {answer}; expected an index in [0, {len(choices) - 1}]")
+    elif present(f.answer):
+        raise fail(f.choices, "is missing (an answer needs its choices)")
+    group_values = {}
+    for g in f.groups:
+        if not present(g):
+            raise fail(g, "is missing (a group column must be on every record)")
+        group_values[g] = str(rec[g])
+    ident = rec.get(f.id) if present(f.id) else None
+    if ident is not None and not isinstance(ident, (str, int, np.integer)):
+        raise fail(f.id, f"must be a string or an integer, got {type(ident).__name__}")
+    return {"id": ident, "prompt": prompt, "messages": messages, "reference": reference, "choices": choices,
+            "answer": answer, "groups": group_values}

@@ -67,15 +67,39 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--p-value", dest="p_value_method", choices=("exact", "parametric"), default="exact",
                       help="p-value for the verdict: exact rank test (default) or parametric t (fewer references)")
     test.add_argument("--seed", type=int, default=0, help="seed of probe blends, selection and bootstrap")
-    test.add_argument("--trust", action="store_true",
-                      help="allow model files that execute code when loaded (pickle); only for trusted files")
+    trust = parser.add_argument_group(
+        "trust (per role; each allows that role's files to be pickle, TorchScript or torch.export, formats that run "
+        "code when loaded: only for files from a source you trust)")
+    for role, what in _TRUST_ROLES.items():
+        trust.add_argument(f"--trust-{role}", action="store_true", help=f"trust the {what}")
+    trust.add_argument("--trust", action="store_true", help=argparse.SUPPRESS)  # removed: refused with a message
     test.add_argument("--fail-on-derived", action="store_true", help="exit 1 when the verdict is 'derived'")
+    _add_arch_arguments(test)
     verify = parser.add_argument_group("manifest verification")
     verify.add_argument("--verify", metavar="MANIFEST", help="check a student file against a lineage manifest")
     verify.add_argument("--student", metavar="FILE", help="the student file to check (with --verify)")
     verify.add_argument("--manifest-teacher", metavar="NAME=FILE", action="append", default=[],
                         help="also check a teacher file against the manifest (repeat)")
     parser.add_argument("--json", metavar="OUT", help="write the result as JSON")
+
+
+# role -> what it covers; the suspect is a role like any other: never trusted unless named
+_TRUST_ROLES = {
+    "teacher": "--teacher file",
+    "references": "--reference files",
+    "candidates": "--candidate files and their references",
+    "controls": "--control files",
+    "suspect": "--suspect file (the party under audit: think twice)",
+    "student": "--student file of --verify",
+    "manifest-teachers": "--manifest-teacher files of --verify",
+}
+
+
+def _trusted(args: argparse.Namespace, role: str) -> bool:
+    if getattr(args, "trust", False):
+        raise KDAuditError("argument '--trust' was removed: it trusted every model file, the suspect's included; "
+                           "expected per-role flags: " + ", ".join(f"--trust-{r}" for r in _TRUST_ROLES))
+    return bool(getattr(args, "trust_" + role.replace("-", "_"), False))
 
 
 def _expand(patterns: list[str], what: str) -> list[str]:
@@ -88,10 +112,58 @@ def _expand(patterns: list[str], what: str) -> list[str]:
     return files
 
 
-def _load(path: str, trust: bool) -> Any:
+_ARCH_FLAGS = (("arch", "teacher, references and candidates"), ("suspect_arch", "suspect (default: --arch)"),
+               ("control_arch", "negative controls (default: --suspect-arch)"))
+
+
+def _add_arch_arguments(group: Any) -> None:
+    # A weights-only file (safetensors, a state_dict .pt) needs the code that builds its network; it is named, never
+    # read from the file, so nothing in a model file runs.
+    for dest, who in _ARCH_FLAGS:
+        flag = "--" + dest.replace("_", "-")
+        group.add_argument(flag, metavar="MODULE:CALLABLE", default=None,
+                           help=f"builds the network weights-only files of the {who} load into")
+        group.add_argument(flag + "-kwargs", metavar="JSON", default=None,
+                           help=f"keyword arguments of {flag}, a JSON object (e.g. '{{\"hidden\": 64}}')")
+
+
+def _arch_of(args: argparse.Namespace, dest: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The architecture an ``--arch``-style flag names and its keyword arguments (from ``--...-kwargs``, JSON)."""
+    flag = "--" + dest.replace("_", "-")
+    spec, raw = getattr(args, dest, None), getattr(args, dest + "_kwargs", None)
+    if spec is None:
+        if raw is not None:
+            raise invalid_argument(flag + "-kwargs", raw, f"to come with {flag}")
+        return None, None
+    kwargs: Any = None
+    if raw is not None:
+        import json
+
+        try:
+            kwargs = json.loads(raw)
+        except ValueError:
+            kwargs = None
+        if not isinstance(kwargs, dict):
+            raise invalid_argument(flag + "-kwargs", raw, "a JSON object of keyword arguments, e.g. '{\"hidden\": 64}'")
+    return spec, kwargs
+
+
+def _archs(args: argparse.Namespace) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
+    """Which architecture each role's weights-only files load into (resolved by load_model's registry)."""
+    arch = _arch_of(args, "arch")
+    suspect = _arch_of(args, "suspect_arch")
+    suspect = suspect if suspect[0] is not None else arch
+    control = _arch_of(args, "control_arch")
+    return {"teacher": arch, "references": arch, "candidates": arch, "suspect": suspect,
+            "controls": control if control[0] is not None else suspect}
+
+
+def _load(path: str, args: argparse.Namespace, role: str) -> Any:
     from kdaudit.models import load_model
 
-    return load_model(path, trust=trust)
+    arch, arch_kwargs = _archs(args)[role]
+    return load_model(path, trust=_trusted(args, role), _trust_hint=f"--trust-{role}", arch=arch,
+                      arch_kwargs=arch_kwargs)
 
 
 def run_lineage_command(args: argparse.Namespace) -> int:
@@ -109,7 +181,9 @@ def run_lineage_command(args: argparse.Namespace) -> int:
             if not sep or not name or not file:
                 raise invalid_argument("--manifest-teacher", item, "NAME=FILE")
             teachers[name] = file
-        result = verify_manifest(args.verify, args.student, teachers=teachers)
+        result = verify_manifest(args.verify, args.student, teachers=teachers,
+                                 trust_student=_trusted(args, "student"),
+                                 trust_teachers=_trusted(args, "manifest-teachers"))
         print(result.summary())
         if getattr(args, "json", None):
             atomic_write_text(args.json, canonical_json(result.to_dict()))
@@ -120,7 +194,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
             raise invalid_argument(f"--{opt}", None, "a file (or use --verify MANIFEST --student FILE)")
     from kdaudit.lineage._test import attribute, lineage_test, parse_access
 
-    trust = bool(getattr(args, "trust", False))
+    _trusted(args, "teacher")  # refuses the removed --trust before any file is opened
     access = parse_access(args.suspect_access) if args.suspect_access else None
     access_text = None if access is None else (access[0] if access[1] is None else f"top_k:{access[1]}")
     from kdaudit.data._audit_data import AuditData
@@ -128,10 +202,10 @@ def run_lineage_command(args: argparse.Namespace) -> int:
 
     X, y = _as_array(_expand(args.probes, "--probes"))
     probes = AuditData(X=X, y_true=y, name=" + ".join(args.probes))
-    teacher = _load(args.teacher, trust)
-    suspect = _load(args.suspect, trust)
-    references = [_load(f, trust) for f in _expand(args.reference, "--reference")]
-    controls = [_load(f, trust) for f in _expand(args.control, "--control")] or None
+    teacher = _load(args.teacher, args, "teacher")
+    suspect = _load(args.suspect, args, "suspect")
+    references = [_load(f, args, "references") for f in _expand(args.reference, "--reference")]
+    controls = [_load(f, args, "controls") for f in _expand(args.control, "--control")] or None
     options = {"suspect_access": access_text, "alpha": args.alpha, "query_budget": args.query_budget,
                "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed,
                "controls": controls, "controls_mode": _controls_mode(args)}
@@ -139,8 +213,8 @@ def run_lineage_command(args: argparse.Namespace) -> int:
         candidates = {teacher.name: (teacher, references)}
         for spec in args.candidate:
             file, sep, ref_glob = spec.partition("@")
-            cand = _load(file, trust)
-            refs = [_load(f, trust) for f in _expand([ref_glob], "--candidate")] if sep else references
+            cand = _load(file, args, "candidates")
+            refs = [_load(f, args, "candidates") for f in _expand([ref_glob], "--candidate")] if sep else references
             name = cand.name if cand.name not in candidates else f"{cand.name}_{len(candidates)}"
             candidates[name] = (cand, refs)
         result = attribute(suspect, candidates, probes, **options)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._io import read_arrays, read_table
 
 __all__ = ["PROBE_LABEL_COLUMNS", "load_probes"]
 
@@ -44,11 +45,12 @@ def load_probes(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | 
         raise invalid_argument("probes", str(path), "an existing .npy, .npz, .csv or .parquet file")
     suffix = p.suffix.lower()
     y = None
-    if suffix == ".npy":
-        X = np.load(p, allow_pickle=False)
-    elif suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            keys = list(z.keys())
+    if suffix in (".npy", ".npz"):
+        arrays = read_arrays(p, what="probe file")
+        if suffix == ".npy":
+            X = arrays[""]
+        else:
+            keys = list(arrays)
             x_key = next((k for k in _INPUT_KEYS if k in keys), None)
             label_keys = [k for k in keys if k in PROBE_LABEL_COLUMNS]
             others = [k for k in keys if k not in PROBE_LABEL_COLUMNS]
@@ -57,12 +59,12 @@ def load_probes(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | 
             if x_key is None:
                 raise invalid_argument("probes", f"an .npz with arrays {keys}",
                                        f"inputs under one of {list(_INPUT_KEYS)} (labels optional under 'y')")
-            X = z[x_key]
-            y = z[label_keys[0]] if label_keys else None
+            X = arrays[x_key]
+            y = arrays[label_keys[0]] if label_keys else None
     elif suffix in (".csv", ".parquet"):
         import pandas as pd
 
-        frame = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+        frame = read_table(p, what="probe file")
         label_cols = [c for c in frame.columns if str(c) in PROBE_LABEL_COLUMNS]
         if label_cols:
             y = frame[label_cols[0]].to_numpy()

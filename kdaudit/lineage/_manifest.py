@@ -25,9 +25,9 @@ __all__ = ["MANIFEST_SCHEMA", "VerifyResult", "read_manifest", "verify_manifest"
 MANIFEST_SCHEMA = "kdaudit.lineage-manifest/1"
 
 
-def _describe(obj: Any, role: str) -> dict[str, Any]:
+def _describe(obj: Any, role: str, trust: bool = False) -> dict[str, Any]:
     """Identity of a model given as a file path or as an adapter/wrappable model."""
-    from kdaudit.models import as_model
+    from kdaudit.models import as_model, load_model
     from kdaudit.models._hashing import sha256_file
 
     if isinstance(obj, (str, os.PathLike)):
@@ -36,7 +36,7 @@ def _describe(obj: Any, role: str) -> dict[str, Any]:
             raise invalid_argument(role, str(obj), "an existing model file or a model object")
         entry: dict[str, Any] = {"file": p.name, "file_sha256": sha256_file(p), "size_bytes": p.stat().st_size}
         try:  # the weights' hash survives re-saving in another container; optional, as loading may need an arch
-            entry["weights_sha256"] = as_model(str(p)).fingerprint()
+            entry["weights_sha256"] = load_model(p, trust=trust).fingerprint()
         except Exception:  # noqa: BLE001 - any loading failure just leaves the weights hash out
             entry["weights_sha256"] = None
         return entry
@@ -54,7 +54,7 @@ def _content_hash(doc: Mapping[str, Any]) -> str:
 
 def write_manifest(path: str | os.PathLike[str], *, teachers: Mapping[str, Any], student: Any,
                    distill_settings: Mapping[str, Any], data_sha256: str,
-                   extra: Mapping[str, Any] | None = None) -> Path:
+                   extra: Mapping[str, Any] | None = None, trust: bool = False) -> Path:
     """Write a lineage manifest (canonical JSON, written atomically).
 
     Parameters
@@ -70,6 +70,10 @@ def write_manifest(path: str | os.PathLike[str], *, teachers: Mapping[str, Any],
         Hash of the distillation data (``AuditData.fingerprint()``).
     extra : dict, optional
         Anything else to record (owner, ticket, report path).
+    trust : bool
+        The model files are your own: their weights may be read even from formats that run code when loaded
+        (TorchScript, torch.export, pickle), to record ``weights_sha256``. Untrusted, such files get only their
+        file hash.
 
     Returns
     -------
@@ -86,8 +90,8 @@ def write_manifest(path: str | os.PathLike[str], *, teachers: Mapping[str, Any],
     doc: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "kdaudit_version": __version__,
-        "teachers": {str(k): _describe(v, f"teachers[{k!r}]") for k, v in teachers.items()},
-        "student": _describe(student, "student"),
+        "teachers": {str(k): _describe(v, f"teachers[{k!r}]", trust) for k, v in teachers.items()},
+        "student": _describe(student, "student", trust),
         "distill_settings": dict(distill_settings),
         "data_sha256": data_sha256,
         "extra": dict(extra or {}),
@@ -103,7 +107,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise invalid_argument("manifest", str(path), "an existing lineage manifest file")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise invalid_argument("manifest", str(path), f"a JSON lineage manifest ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA or "student" not in doc:
         raise invalid_argument("manifest", str(path), f"a manifest with schema {MANIFEST_SCHEMA!r}")
@@ -138,7 +142,8 @@ class VerifyResult:
 
 
 def verify_manifest(path: str | os.PathLike[str], student_file: str | os.PathLike[str], *,
-                    teachers: Mapping[str, Any] | None = None) -> VerifyResult:
+                    teachers: Mapping[str, Any] | None = None, trust_student: bool = False,
+                    trust_teachers: bool = False) -> VerifyResult:
     """Check a student file (and optionally teacher files) against a manifest.
 
     Parameters
@@ -148,6 +153,10 @@ def verify_manifest(path: str | os.PathLike[str], student_file: str | os.PathLik
     student_file : path
     teachers : dict of name -> file, optional
         Teacher files to check against the recorded hashes too.
+    trust_student, trust_teachers : bool
+        When a file's bytes differ from the record, its weights are read to compare them; these allow the student's
+        (the teachers') file to be in a format that runs code when loaded (see :func:`kdaudit.load_model`).
+        Untrusted, such a file is reported as not matching, and nothing in it runs.
 
     Returns
     -------
@@ -158,18 +167,21 @@ def verify_manifest(path: str | os.PathLike[str], student_file: str | os.PathLik
     intact = doc.get("content_sha256") == _content_hash(doc)
     checks.append({"check": "manifest intact", "ok": intact,
                    "detail": "content hash matches" if intact else "content hash differs: the manifest was edited"})
-    checks.append(_compare("student", doc["student"], student_file))
+    checks.append(_compare("student", doc["student"], student_file, trust_student,
+                           "--trust-student (trust_student=True in Python)"))
     for name, file in (teachers or {}).items():
         if name not in doc.get("teachers", {}):
             checks.append({"check": f"teacher {name}", "ok": False,
                            "detail": f"not in the manifest (recorded: {sorted(doc.get('teachers', {}))})"})
         else:
-            checks.append(_compare(f"teacher {name}", doc["teachers"][name], file))
+            checks.append(_compare(f"teacher {name}", doc["teachers"][name], file, trust_teachers,
+                                   "--trust-manifest-teachers (trust_teachers=True in Python)"))
     status = "match" if all(c["ok"] for c in checks) else "mismatch"
     return VerifyResult(status=status, manifest=str(path), student_file=str(student_file), checks=tuple(checks))
 
 
-def _compare(label: str, recorded: Mapping[str, Any], file: str | os.PathLike[str]) -> dict[str, Any]:
+def _compare(label: str, recorded: Mapping[str, Any], file: str | os.PathLike[str], trust: bool, hint: str
+             ) -> dict[str, Any]:
     from kdaudit.models._hashing import sha256_file
 
     p = Path(file)
@@ -180,9 +192,9 @@ def _compare(label: str, recorded: Mapping[str, Any], file: str | os.PathLike[st
         return {"check": label, "ok": True, "detail": f"file sha256 {digest[:16]}... matches"}
     if recorded.get("weights_sha256"):
         try:
-            from kdaudit.models import as_model
+            from kdaudit.models import load_model
 
-            weights = as_model(str(p)).fingerprint()
+            weights = load_model(p, trust=trust, _trust_hint=hint).fingerprint()
         except Exception as exc:  # noqa: BLE001 - an unloadable file cannot match recorded weights
             return {"check": label, "ok": False,
                     "detail": f"file sha256 {digest[:16]}... differs and the weights could not be read ({exc})"}

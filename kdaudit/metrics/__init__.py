@@ -60,6 +60,13 @@ from kdaudit.metrics._fingerprint import (
     same_wrong_label_rate,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of, poisson_weights
+from kdaudit.metrics._sequence import (
+    TokenAccumulator,
+    generation_section,
+    token_group_section,
+    token_section,
+)
+from kdaudit.metrics._text import chrf_score, rouge_l_score
 
 #: Definitions of every headline key, by family: ``{"agreement": {...}, "calibration": {...}, ...}``.
 DEFINITIONS_BY_SECTION = {
@@ -98,6 +105,7 @@ __all__ = [
     "FingerprintResult",
     "McNemarResult",
     "SectionResult",
+    "TokenAccumulator",
     "agreement_section",
     "apply_temperature",
     "bias_amplification",
@@ -105,6 +113,7 @@ __all__ = [
     "block_of",
     "brier_score_loss",
     "calibration_section",
+    "chrf_score",
     "classwise_calibration_error",
     "cohen_kappa_score",
     "conditional_agreement_score",
@@ -117,6 +126,7 @@ __all__ = [
     "expected_calibration_error",
     "fingerprint_section",
     "fit_temperature",
+    "generation_section",
     "group_metrics",
     "js_divergence",
     "kl_divergence",
@@ -127,7 +137,10 @@ __all__ = [
     "poisson_weights",
     "reliability_diagram",
     "retained_accuracy_score",
+    "rouge_l_score",
     "same_wrong_label_rate",
+    "token_group_section",
+    "token_section",
     "top1_agreement_score",
     "top_k_overlap_score",
     "total_variation_distance",

@@ -42,7 +42,10 @@ class ModelAdapter(ABC):
     query_count : int
         Rows this model has been asked about (what a black-box owner would bill).
     file_sha256 : str or None
-        sha256 of the file the model was loaded from (set by ``load_model``), next to :meth:`fingerprint`.
+        sha256 of the file the model was loaded from (set by ``load_model``), next to :meth:`fingerprint`: what
+        ``sha256sum FILE`` prints.
+    file_size_bytes : int or None
+        Size on disk of that file (set by ``load_model``); :meth:`size_bytes` is the size of the weights in memory.
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelAdapter(ABC):
     kind: str = "model"
     query_count: int = 0
     file_sha256: str | None = None
+    file_size_bytes: int | None = None
 
     @abstractmethod
     def predict(self, X: Any) -> np.ndarray:
@@ -97,4 +101,5 @@ class ModelAdapter(ABC):
             "n_parameters": self.n_parameters(),
             "size_bytes": self.size_bytes(),
             **({"file_sha256": self.file_sha256} if self.file_sha256 else {}),
+            **({"file_size_bytes": self.file_size_bytes} if self.file_size_bytes is not None else {}),
         }

@@ -1,8 +1,11 @@
-"""A model reachable only through a function call (an API): query counting, budget and retries."""
+"""A model reachable only through a function call (an API): query counting, budget, timeouts, retries and a
+write-ahead journal of what was sent."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -10,10 +13,11 @@ import numpy as np
 
 from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.models._base import Access, ModelAdapter
+from kdaudit.models._journal import QueryJournal
 
 __all__ = ["BlackBoxModel"]
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)  # TimeoutError: timeout_s
 
 
 class BlackBoxModel(ModelAdapter):
@@ -35,13 +39,26 @@ class BlackBoxModel(ModelAdapter):
     top_k : int, optional
         Required for ``access="top_k"``.
     query_budget : int, optional
-        Most rows this adapter may ever ask about. A call that would pass it raises
-        :class:`~kdaudit.QueryBudgetExceededError` before ``fn`` is called, so no query is spent.
+        Most rows this adapter may ever send. Every attempt counts (a call that failed or timed out may still have
+        reached the model's owner); a call that would pass the budget raises
+        :class:`~kdaudit.QueryBudgetExceededError` before ``fn`` is called. With ``journal``, the budget holds
+        across runs and crashes.
     max_retries : int
-        Retries of a call that raised one of ``retry_on`` (transient network errors by default), waiting
-        ``backoff_s * 2**attempt`` seconds before each.
+        Retries of a call that raised one of ``retry_on`` (transient network errors and timeouts by default),
+        waiting ``backoff_s * 2**attempt`` seconds before each.
     backoff_s : float
     retry_on : tuple of exception types
+    timeout_s : float, optional
+        Most seconds one call may take; a slower call raises ``TimeoutError`` (transient: retried). The call runs
+        in a worker thread, which is abandoned (not killed) when it times out.
+    deadline_s : float, optional
+        Most seconds this adapter may spend on calls in all, counted from its first call (retries and waits
+        included). Past it, no call or retry starts: ``TimeoutError`` is raised and not retried.
+    journal : str, Path or QueryJournal, optional
+        A write-ahead journal (:class:`~kdaudit.models.QueryJournal`): each batch is recorded before it is sent
+        and its answer after, so a run killed at any point and started again reuses every answer received, counts
+        the calls that were in flight as sent, and keeps ``query_budget`` across runs. The worst case re-sent after
+        a crash is the one batch in flight. A path opens (or resumes) a journal for this model's identity.
     classes : sequence of str, optional
     fingerprint : str, optional
         The model's identity (an endpoint and version, say). A black box has no weights to hash, so by default
@@ -51,9 +68,13 @@ class BlackBoxModel(ModelAdapter):
     Attributes
     ----------
     query_count : int
-        Rows answered so far (successful calls only).
+        Rows sent so far by this object (every attempt, answered or not): at least what the owner received.
+    rows_answered, rows_reused : int
+        Rows answered by ``fn``, and rows answered from the journal without a call.
     n_calls, n_failures : int
         Calls made and calls that raised (retried or not).
+    call_times : list of (rows, seconds)
+        Duration of each answered call: the latency the cost section reports, so it never queries again.
     """
 
     kind = "blackbox"
@@ -62,7 +83,8 @@ class BlackBoxModel(ModelAdapter):
                  access: str | Access = "probabilities", top_k: int | None = None,
                  query_budget: int | None = None, max_retries: int = 3, backoff_s: float = 0.5,
                  retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS, classes: Any = None,
-                 fingerprint: str | None = None) -> None:
+                 fingerprint: str | None = None, timeout_s: float | None = None, deadline_s: float | None = None,
+                 journal: str | os.PathLike[str] | QueryJournal | None = None) -> None:
         if not callable(fn):
             raise invalid_argument("fn", type(fn).__name__, "a callable fn(X) -> outputs")
         try:
@@ -82,6 +104,10 @@ class BlackBoxModel(ModelAdapter):
             raise invalid_argument("max_retries", max_retries, "an integer >= 0")
         if backoff_s < 0:
             raise invalid_argument("backoff_s", backoff_s, "a number of seconds >= 0")
+        for arg, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value > 0):
+                raise invalid_argument(arg, value, "None or a number of seconds > 0")
         self.fn = fn
         self.name = name
         self.n_classes = int(n_classes)
@@ -95,17 +121,43 @@ class BlackBoxModel(ModelAdapter):
         self.backoff_s = float(backoff_s)
         self.retry_on = tuple(retry_on)
         self._fingerprint = fingerprint
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
+        self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.query_count = 0
+        self.rows_answered = 0
+        self.rows_reused = 0
         self.n_calls = 0
         self.n_failures = 0
+        self.call_times: list[tuple[int, float]] = []
+        self._first_call: float | None = None
         self._sleep = time.sleep  # replaced in tests
+        self._clock = time.monotonic
+        if journal is not None and not isinstance(journal, QueryJournal):
+            journal = QueryJournal(journal, budget=self.query_budget, unit="rows", identity=self._identity())
+        self.journal = journal
+
+    def _identity(self) -> str:
+        return self._fingerprint or f"blackbox|{self.name}|{self.n_classes}|{self.access}|{self.top_k}"
 
     @property
     def remaining_budget(self) -> int | None:
+        if self.journal is not None and self.journal.budget is not None:
+            return self.journal.remaining
         return None if self.query_budget is None else self.query_budget - self.query_count
 
     def check_budget(self, n_rows: int) -> None:
-        """Raise :class:`QueryBudgetExceededError` if asking about ``n_rows`` more rows would pass the budget."""
+        """Raise :class:`QueryBudgetExceededError` if sending ``n_rows`` more rows would pass the budget.
+
+        With a journal, rows whose answers it holds are reused, not sent, so they are allowed for here; each
+        call is then checked exactly as it is reserved.
+        """
+        if self.journal is not None:
+            self.journal.check_budget(max(n_rows - self.journal.answered, 0))
+            if self.journal.budget is not None:
+                return
+        self._check_own_budget(n_rows)
+
+    def _check_own_budget(self, n_rows: int) -> None:
         if self.query_budget is not None and self.query_count + n_rows > self.query_budget:
             raise QueryBudgetExceededError(
                 f"model {self.name!r}: asking about {n_rows} more rows would use "
@@ -115,25 +167,83 @@ class BlackBoxModel(ModelAdapter):
 
     def predict(self, X: Any) -> np.ndarray:
         n = _n_rows(X)
-        self.check_budget(n)
+        key = None
+        if self.journal is not None:
+            key = _batch_key(self._identity(), X)
+            if key in self.journal:
+                self.rows_reused += n
+                return np.asarray(self.journal.get(key))
         attempt = 0
         while True:
+            self._check_deadline()
+            if self.journal is None or self.journal.budget is None:
+                self._check_own_budget(n)
+            if self.journal is not None:
+                self.journal.reserve(key, n)  # type: ignore[arg-type] - on disk before the call is made
             self.n_calls += 1
+            self.query_count += n  # sent: the owner may receive it even if the call fails
+            t0 = time.perf_counter()
             try:
-                raw = self.fn(X)
-                break
-            except self.retry_on:
-                self.n_failures += 1
-                if attempt >= self.max_retries:
+                out = self._convert(self._call(X), n)
+            except self.retry_on as exc:
+                self._failed(key, exc)
+                if attempt >= self.max_retries or self._past_deadline():
                     raise
                 self._sleep(self.backoff_s * (2 ** attempt))
                 attempt += 1
-            except Exception:
-                self.n_failures += 1
+                continue
+            except BaseException as exc:
+                self._failed(key, exc)
                 raise
-        out = self._convert(raw, n)
-        self.query_count += n
-        return out
+            self.call_times.append((n, time.perf_counter() - t0))
+            self.rows_answered += n
+            if self.journal is not None:
+                self.journal.complete(key, out)  # type: ignore[arg-type]
+            return out
+
+    def _failed(self, key: str | None, exc: BaseException) -> None:
+        self.n_failures += 1
+        if self.journal is not None and key is not None:
+            self.journal.fail(key, exc)
+
+    def _past_deadline(self) -> bool:
+        return (self.deadline_s is not None and self._first_call is not None
+                and self._clock() - self._first_call >= self.deadline_s)
+
+    def _check_deadline(self) -> None:
+        if self._first_call is None:
+            self._first_call = self._clock()
+        if self._past_deadline():
+            raise TimeoutError(f"model {self.name!r}: the overall deadline_s={self.deadline_s:g}s has passed "
+                               f"({self.rows_answered} rows answered in {self.n_calls} calls); raise deadline_s")
+
+    def _call(self, X: Any) -> Any:
+        """``fn(X)``, given at most ``timeout_s`` (and what is left of ``deadline_s``) seconds."""
+        limit = self.timeout_s
+        if self.deadline_s is not None and self._first_call is not None:
+            left = self.deadline_s - (self._clock() - self._first_call)
+            limit = left if limit is None else min(limit, left)
+        if limit is None:
+            return self.fn(X)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box["out"] = self.fn(X)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["exc"] = exc
+            finally:
+                done.set()
+
+        # a daemon thread: a call that never returns cannot keep the interpreter from exiting
+        threading.Thread(target=target, name=f"kdaudit-blackbox-{self.name}", daemon=True).start()
+        if not done.wait(max(limit, 0.0)):
+            raise TimeoutError(f"model {self.name!r} did not answer within {limit:.3g}s (timeout_s="
+                               f"{self.timeout_s}, deadline_s={self.deadline_s})")
+        if "exc" in box:
+            raise box["exc"]
+        return box["out"]
 
     def _convert(self, raw: Any, n: int) -> np.ndarray:
         where = f"output of model {self.name!r}"
@@ -152,7 +262,13 @@ class BlackBoxModel(ModelAdapter):
                     bad = y[int(np.flatnonzero(codes < 0)[0])]
                     raise invalid_argument(where, f"unknown class {bad!r}", f"one of {list(self.classes)}")
                 y = codes.astype(np.int64)
-            return y.astype(np.int64) if y.dtype.kind in "iub" else y
+            if y.dtype.kind == "f" and np.isfinite(y).all() and np.all(y == np.round(y)):
+                y = y.astype(np.int64)  # whole numbers sent as floats (JSON numbers) are indices
+            if y.dtype.kind not in "iu":
+                bad = y[0] if y.dtype.kind != "f" else y[int(np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))[0])]
+                raise invalid_argument(where, f"the label {bad!r} (dtype {y.dtype})",
+                                       "integer class indices (or class names with classes=)")
+            return y.astype(np.int64)
         if self.access is Access.TOP_K and isinstance(raw, tuple):
             if len(raw) != 2:
                 raise invalid_argument(where, f"a tuple of {len(raw)}", "(indices, probs), each of shape (n, k)")
@@ -177,16 +293,36 @@ class BlackBoxModel(ModelAdapter):
         return p
 
     def fingerprint(self) -> str:
-        ident = self._fingerprint or f"blackbox|{self.name}|{self.n_classes}|{self.access}|{self.top_k}"
-        return hashlib.sha256(ident.encode()).hexdigest()
+        return hashlib.sha256(self._identity().encode()).hexdigest()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update({"query_budget": self.query_budget, "queries": self.query_count})
+        if self.journal is not None:
+            d["journal"] = {"rows_sent_all_runs": self.journal.spent, "rows_resent": self.journal.resent,
+                            "rows_reused": self.rows_reused}
         return d
 
     def __repr__(self) -> str:
         return f"BlackBoxModel(name={self.name!r}, access={self.access.value!r}, queries={self.query_count})"
+
+
+def _batch_key(identity: str, X: Any) -> str:
+    """A stable key for one batch of inputs: the model's identity and the batch's content."""
+    h = hashlib.sha256(identity.encode())
+    if hasattr(X, "to_numpy") and hasattr(X, "columns"):  # a DataFrame: its columns and values
+        import pandas as pd
+
+        h.update(repr(list(map(str, X.columns))).encode())
+        h.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    else:
+        arr = np.asarray(X)
+        if arr.dtype.hasobject:  # text and other Python objects: their printed form
+            h.update(repr(arr.tolist()).encode())
+        else:
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
 
 
 def _n_rows(X: Any) -> int:

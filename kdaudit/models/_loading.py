@@ -1,20 +1,38 @@
-"""Safe loading of model files, and wrapping of in-memory models.
+"""Loading of model files that may come from a hostile party, and wrapping of in-memory models.
 
-Model files handed over by a suspect are untrusted. Python pickle (``.pkl``, ``.joblib``, a torch file holding a
-pickled module) runs code while it loads, so it is refused unless the caller passes ``trust=True``. Everything else
-loads through formats that cannot run code at load time: torch weights-only unpickling, TorchScript,
-``torch.export``, skops (with its untrusted-type check), ONNX, safetensors, numpy/CSV/Parquet arrays.
+What a file may do is decided by its format, detected from its content (never from its name):
+
+====================================  ==========================================================================
+format                                untrusted (the default)
+====================================  ==========================================================================
+pickle (.pkl, .joblib, ...), a torch  refused: unpickling runs whatever code the file names
+file holding pickled objects
+TorchScript (``torch.jit.save``)      refused: ``torch.jit.load`` runs the archive's compiled ``__setstate__``
+                                      methods, which can write files (``torch.save``) on load
+torch.export archive (``.pt2``)       refused: ``torch.export.load`` unpickles constants and opaque objects and
+                                      may load native code (AOTInductor)
+state_dict (``torch.save``) or        loaded: tensors only (torch's weights-only unpickler), into an
+safetensors, with ``arch``            architecture from the registry (:func:`register_architecture`)
+ONNX                                  loaded: onnxruntime, no custom-op libraries, external data only inside
+                                      the model's folder
+skops                                 loaded when every type is in skops' trusted set, else refused
+outputs (.npy/.npz/.csv/.parquet)     loaded: plain arrays only (no pickle), within the read limits
+====================================  ==========================================================================
+
+``trust=True`` (``trust: true`` on a model in a config; ``--trust-<role>`` on the command line) allows the
+refused formats for that one model: only for files from a source you trust.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -25,53 +43,101 @@ from kdaudit.models._hashing import sha256_file
 __all__ = ["SAFE_FORMATS", "as_model", "detect_format", "load_model"]
 
 SAFE_FORMATS = ("skops (skops.io.dump) or ONNX for scikit-learn models; a state_dict (torch.save(model."
-                "state_dict())), safetensors, TorchScript (torch.jit.save) or torch.export (.pt2) for torch models")
+                "state_dict())) or safetensors with a registered architecture, or ONNX, for torch models")
 
 _TORCH_EXTS = {".pt", ".pth", ".bin", ".ckpt", ".tar"}
 _PICKLE_EXTS = {".pkl", ".pickle", ".joblib", ".jl", ".sav", ".dill", ".cloudpickle"}
 _OUTPUT_EXTS = {".npy", ".npz", ".csv", ".parquet"}
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
+#: What each format is, for messages.
+FORMAT_NAMES = {
+    "torch": "a torch state_dict file (torch.save)",
+    "torchscript": "a TorchScript archive (torch.jit.save)",
+    "torch_export": "a torch.export archive (torch.export.save, .pt2)",
+    "skops": "a skops file (skops.io.dump)",
+    "onnx": "an ONNX model",
+    "safetensors": "a safetensors file",
+    "pickle": "a Python pickle",
+    "outputs": "precomputed outputs (.npy, .npz, .csv or .parquet)",
+}
+#: Formats whose loading can run code or touch the file system: refused unless the model is trusted.
+CODE_FORMATS = ("pickle", "torchscript", "torch_export")
+_WHY = {
+    "pickle": "unpickling runs whatever code the file names",
+    "torchscript": "torch.jit.load runs the archive's compiled methods (such as __setstate__), which can run "
+                   "code and write files while the file loads",
+    "torch_export": "torch.export.load unpickles parts of the archive (constants, opaque objects, sample inputs) "
+                    "and can load native libraries, which runs code",
+}
+
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """The format of a model file, by content first and extension second.
+    """The format of a model file, from its content (the extension only tells formats without a signature apart).
 
     One of "torch", "torchscript", "torch_export", "skops", "onnx", "safetensors", "pickle", "outputs".
+
+    Archive member names are compared case-insensitively, as torch's own archive reader does: an archive cannot
+    pass for another format by changing letter case.
     """
     path = Path(path)
     ext = path.suffix.lower()
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-        if "schema.json" in names:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        is_zip = zipfile.is_zipfile(path)
+        names = []
+        if is_zip:
+            with zipfile.ZipFile(path) as zf:
+                names = [n.lower().replace("\\", "/") for n in zf.namelist()]
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise KDAuditError(f"model file {str(path)!r} could not be read: {type(exc).__name__}: {exc}") from None
+    if is_zip:
+        base = {n.rsplit("/", 1)[-1] for n in names}
+        if any(n == "schema.json" for n in names):
             return "skops"
-        if any("/code/" in n for n in names):
-            return "torchscript"
-        if ext == ".pt2" or any(n.endswith(("serialized_exported_program.json", "/models/model.json"))
-                                for n in names):
+        if ext == ".pt2" or any(("archive_format" in base, "serialized_exported_program.json" in base,
+                                 any("/aotinductor/" in n or n.startswith("aotinductor/") for n in names),
+                                 any("/models/" in n and n.endswith(".json") for n in names))):
             return "torch_export"
-        if any(n.endswith("data.pkl") for n in names):
+        # TorchScript: <folder>/constants.pkl and compiled code under <folder>/code/ (the folder is named after the
+        # file, so a torch.save file called code.pt is not mistaken for one)
+        if "constants.pkl" in base or any(n.split("/")[1:2] == ["code"] for n in names if n.count("/") >= 2):
+            return "torchscript"
+        if "data.pkl" in base:
             return "torch"
         if names and all(n.endswith(".npy") for n in names):
             return "outputs"
-    if ext in _OUTPUT_EXTS:
+        raise invalid_argument("path", str(path), "a model file; this zip archive is none of TorchScript, "
+                               "torch.export, a torch state_dict, skops or .npz outputs")
+    if _is_safetensors(head, size):
+        return "safetensors"
+    if head.startswith(b"\x93NUMPY") or head.startswith(b"PAR1") or ext in (".csv", ".parquet"):
         return "outputs"
     if ext == ".onnx":
-        return "onnx"
-    if ext == ".safetensors":
-        return "safetensors"
+        return "onnx"  # protobuf has no signature
     if ext in _TORCH_EXTS:
         return "torch"  # the legacy (non-zip) torch format; weights-only unpickling refuses code
-    with open(path, "rb") as fh:
-        head = fh.read(2)
     if ext in _PICKLE_EXTS or head[:1] == b"\x80":
         return "pickle"
-    raise invalid_argument("path", str(path), "a model file: .pt/.pth (torch), TorchScript, .pt2 (torch.export), "
-                           ".skops, .onnx, .safetensors, or outputs (.npy, .npz, .csv, .parquet)")
+    if ext in _OUTPUT_EXTS or ext == ".safetensors":
+        raise invalid_argument("path", str(path), f"a valid {ext} file (its content does not match the name)")
+    raise invalid_argument("path", str(path), "a model file: .pt/.pth (torch state_dict), .safetensors, .onnx, "
+                           ".skops, or outputs (.npy, .npz, .csv, .parquet); with trust, also TorchScript, .pt2 "
+                           "(torch.export) and pickle")
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    # 8-byte little-endian header length, then a JSON header
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
 
 
 def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: bool = False, arch: Any = None,
-               **kwargs: Any) -> ModelAdapter:
+               arch_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> ModelAdapter:
     """Load a model (or precomputed outputs) from a file, without running code from the file.
 
     Parameters
@@ -80,31 +146,64 @@ def load_model(path: str | os.PathLike[str], *, name: str | None = None, trust: 
     name : str, optional
         Default: the file name without extension.
     trust : bool
-        Allow formats that execute code while loading (pickle, joblib, torch files holding pickled modules,
-        skops files with types outside skops' trusted set). Only for files from a source you trust.
-    arch : torch.nn.Module or callable returning one, optional
-        The architecture a weights-only file (state_dict ``.pt``, ``.safetensors``) is loaded into.
+        This one file comes from a source you trust: allow the formats that run code while loading (pickle,
+        TorchScript, torch.export archives, skops files with types outside skops' trusted set) and an ``arch``
+        given as an import path. See the module docstring for what each format may do.
+    arch : torch.nn.Module, callable returning one, or str, optional
+        The architecture a weights-only file (state_dict ``.pt``, ``.safetensors``) is loaded into: a module, your
+        own factory function, a registered name (:func:`~kdaudit.models.register_architecture`; built in: "mlp",
+        "small_cnn"), or, only with ``trust``, ``"package.module:callable"``.
+    arch_kwargs : dict, optional
+        Arguments of the architecture's factory.
     **kwargs
         Passed to the adapter: ``device``, ``precision``, ``output``, ``n_classes``, ``classes`` for torch;
-        ``output``, ``output_name`` for ONNX; ``kind``, ``id_column`` for precomputed outputs.
+        ``output``, ``output_name``, ``device`` for ONNX; ``kind``, ``id_column`` for precomputed outputs.
 
     Raises
     ------
     UnsafeModelFileError
-        The file needs pickle (or untrusted skops types) to load and ``trust`` is False.
+        The file's format can run code on load (see above) and ``trust`` is False; the message names the file, the
+        detected format and how to trust it.
     KDAuditError
-        The file is missing, of an unknown format, or a state_dict comes without ``arch``.
+        The file is missing, malformed, of an unknown format, or a state_dict comes without a usable ``arch``.
     """
+    hint = kwargs.pop("_trust_hint", "trust=True")
     p = Path(path)
     if not p.is_file():
         raise invalid_argument("path", str(path), "an existing model file")
-    model = _load(p, name or p.stem, trust, arch, kwargs)
+    fmt = detect_format(p)
+    if fmt in CODE_FORMATS and not trust:
+        raise _unsafe(p, fmt, _WHY[fmt], hint)
+    with _readable(p, fmt):
+        model = _load(p, fmt, name or p.stem, trust, arch, arch_kwargs, kwargs, hint)
     model.file_sha256 = sha256_file(p)  # the file as received, for the provenance next to the weights hash
+    model.file_size_bytes = p.stat().st_size  # on disk; size_bytes() is the weights in memory
     return model
 
 
-def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) -> ModelAdapter:
-    fmt = detect_format(p)
+def _unsafe(p: Path, fmt: str, why: str, hint: str) -> UnsafeModelFileError:
+    return UnsafeModelFileError(
+        f"refusing to load {str(p)!r}: it is {FORMAT_NAMES[fmt]}, and {why}. Ask for the model in a safe format: "
+        f"{SAFE_FORMATS}. Only if you trust this file's source, allow it with {hint}.")
+
+
+@contextlib.contextmanager
+def _readable(p: Path, fmt: str) -> Iterator[None]:
+    """Any failure of a third-party reader on a malformed file becomes a KDAuditError naming the file."""
+    try:
+        yield
+    except KDAuditError:
+        raise
+    except (ImportError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - readers raise anything on hostile bytes (protobuf, safetensors, ...)
+        text = " ".join(str(exc).split())
+        raise KDAuditError(f"model file {str(p)!r} could not be loaded as {FORMAT_NAMES[fmt]}: "
+                           f"{type(exc).__name__}: {text[:300]}") from None
+
+
+def _load(p: Path, fmt: str, name: str, trust: bool, arch: Any, arch_kwargs: Any, kwargs: dict[str, Any],
+          hint: str) -> ModelAdapter:
     if fmt == "outputs":
         from kdaudit.models._precomputed import PrecomputedModel
 
@@ -114,13 +213,8 @@ def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) ->
 
         return OnnxModel(p, name=name, **kwargs)
     if fmt == "skops":
-        return _load_skops(p, name, trust, kwargs)
-    if fmt == "pickle":
-        if not trust:
-            raise UnsafeModelFileError(
-                f"refusing to load {str(p)!r}: it is a Python pickle, and unpickling runs whatever code the file "
-                f"names. Ask for the model in a safe format: {SAFE_FORMATS}. Pass trust=True only if you trust "
-                "the file's source.")
+        return _load_skops(p, name, trust, kwargs, hint)
+    if fmt == "pickle":  # trusted (checked by the caller)
         with open(p, "rb") as fh:
             if p.suffix.lower() in (".joblib", ".jl"):
                 import joblib
@@ -132,36 +226,30 @@ def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) ->
     if fmt == "safetensors":
         from safetensors.torch import load_file
 
-        return _torch_from_state_dict(load_file(str(p)), p, name, arch, kwargs)
-    from kdaudit.models._torch import TorchModel
-
+        return _torch_from_state_dict(load_file(str(p)), p, name, arch, arch_kwargs, trust, kwargs)
     import torch
 
-    if fmt == "torchscript":
+    from kdaudit.models._torch import TorchModel
+
+    if fmt == "torchscript":  # trusted
         with warnings.catch_warnings():
             # torch deprecates TorchScript for new work; an auditor still has to read the files it receives
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(p), map_location="cpu")
         return TorchModel(module, name=name, kind="torchscript", source=str(p), **kwargs)
-    if fmt == "torch_export":
-        unsafe = [] if trust else _export_archive_pickles(p)
-        if unsafe:
-            raise UnsafeModelFileError(
-                f"refusing to load {str(p)!r}: this torch.export archive holds parts that torch.export.load "
-                f"unpickles with full pickle or runs as native code ({', '.join(unsafe[:5])}"
-                f"{', ...' if len(unsafe) > 5 else ''}), which can run code. Ask for {SAFE_FORMATS}. Pass "
-                "trust=True only if you trust the file's source.")
+    if fmt == "torch_export":  # trusted
         program = torch.export.load(str(p))
         return TorchModel(program.module(), name=name, kind="torch_export", source=str(p), **kwargs)
-    # fmt == "torch"
+    # fmt == "torch": tensors through the weights-only unpickler
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust:
             raise UnsafeModelFileError(
-                f"refusing to load {str(p)!r}: besides tensors it holds pickled Python objects (a whole module "
-                f"or other classes), and unpickling those runs code. Ask for {SAFE_FORMATS}. Pass trust=True "
-                f"only if you trust the file's source. (torch said: {str(exc).splitlines()[0][:200]})") from None
+                f"refusing to load {str(p)!r}: it is a torch file that besides tensors holds pickled Python "
+                f"objects (a whole module or other classes), and unpickling those runs code. Ask for the model in "
+                f"a safe format: {SAFE_FORMATS}. Only if you trust this file's source, allow it with {hint}. "
+                f"(torch said: {str(exc).splitlines()[0][:200]})") from None
         obj = torch.load(str(p), map_location="cpu", weights_only=False)  # noqa: S614 - declared trusted
     if isinstance(obj, torch.nn.Module):
         return TorchModel(obj, name=name, source=str(p), **kwargs)
@@ -169,49 +257,8 @@ def _load(p: Path, name: str, trust: bool, arch: Any, kwargs: dict[str, Any]) ->
     if sd is None:
         raise invalid_argument("path", f"{p.name} holding a {type(obj).__name__}",
                                "a torch file holding a state_dict, a checkpoint dict with a 'state_dict' entry, "
-                               "or (with trust=True) a pickled nn.Module")
-    return _torch_from_state_dict(sd, p, name, arch, kwargs)
-
-
-def _export_archive_pickles(p: Path) -> list[str]:
-    """Members of a torch.export archive that loading it would unpickle beyond what weights-only allows.
-
-    ``torch.export.load`` reads some payloads (pickled weights and constants, sample inputs, legacy-format state
-    dicts) with ``torch.load(weights_only=False)`` or ``pickle.loads``, so an archive is only safe when each of those
-    also loads weights-only; opaque/custom objects and AOTInductor libraries never are.
-    """
-    import io
-    import json
-
-    import torch
-
-    suspect: list[str] = []
-    to_check: set[str] = set()
-    with zipfile.ZipFile(p) as zf:
-        names = zf.namelist()
-        for n in names:
-            base = n.rsplit("/", 1)[-1]
-            if "data/aotinductor/" in n or base.startswith(("opaque_obj_", "custom_obj_")):
-                suspect.append(n)
-            elif n.endswith(".pt") or base in ("serialized_state_dict.json", "serialized_constants.json"):
-                to_check.add(n)
-            elif n.endswith(("_weights_config.json", "_constants_config.json")):
-                folder = n.rsplit("/", 1)[0] if "/" in n else ""
-                try:
-                    config = json.loads(zf.read(n))["config"]
-                    pickled = [m["path_name"] for m in config.values() if m.get("use_pickle")]
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    suspect.append(n)  # unreadable: torch would fail on it anyway, refuse rather than guess
-                    continue
-                to_check.update(f"{folder}/{name}" if folder else name for name in pickled)
-        for n in sorted(to_check):
-            if n in names and zf.getinfo(n).file_size == 0:
-                continue  # an empty payload is read as {} without unpickling
-            try:
-                torch.load(io.BytesIO(zf.read(n)), map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - anything weights-only refuses (or a missing member) is suspect
-                suspect.append(n)
-    return suspect
+                               "or (with trust) a pickled nn.Module")
+    return _torch_from_state_dict(sd, p, name, arch, arch_kwargs, trust, kwargs)
 
 
 def _find_state_dict(obj: Any) -> dict[str, Any] | None:
@@ -228,19 +275,16 @@ def _find_state_dict(obj: Any) -> dict[str, Any] | None:
     return None
 
 
-def _torch_from_state_dict(sd: dict[str, Any], p: Path, name: str, arch: Any, kwargs: dict[str, Any]
-                           ) -> ModelAdapter:
-    import torch
-
+def _torch_from_state_dict(sd: dict[str, Any], p: Path, name: str, arch: Any, arch_kwargs: Any, trust: bool,
+                           kwargs: dict[str, Any]) -> ModelAdapter:
+    from kdaudit.models._architectures import build_architecture
     from kdaudit.models._torch import TorchModel
 
     if arch is None:
-        raise invalid_argument("arch", None, f"an nn.Module (or a function returning one) to load the weights in "
-                               f"{p.name} into: the file holds a state_dict ({len(sd)} tensors), not an "
-                               "architecture")
-    module = arch if isinstance(arch, torch.nn.Module) else arch()
-    if not isinstance(module, torch.nn.Module):
-        raise invalid_argument("arch", type(module).__name__, "an nn.Module or a function returning one")
+        raise invalid_argument("arch", None, f"an nn.Module, a function returning one, or a registered "
+                               f"architecture name, to load the weights in {p.name} into: the file holds a "
+                               f"state_dict ({len(sd)} tensors), not an architecture")
+    module = build_architecture(arch, arch_kwargs, trust=trust)  # checked to be an nn.Module first
     try:
         module.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
@@ -249,7 +293,7 @@ def _torch_from_state_dict(sd: dict[str, Any], p: Path, name: str, arch: Any, kw
     return TorchModel(module, name=name, source=str(p), **kwargs)
 
 
-def _load_skops(p: Path, name: str, trust: bool, kwargs: dict[str, Any]) -> ModelAdapter:
+def _load_skops(p: Path, name: str, trust: bool, kwargs: dict[str, Any], hint: str) -> ModelAdapter:
     import skops.io as sio
 
     from kdaudit.models._sklearn import SklearnModel
@@ -257,9 +301,9 @@ def _load_skops(p: Path, name: str, trust: bool, kwargs: dict[str, Any]) -> Mode
     untrusted = sio.get_untrusted_types(file=str(p))
     if untrusted and not trust:
         raise UnsafeModelFileError(
-            f"refusing to load {str(p)!r}: it contains types skops does not trust by default "
-            f"({', '.join(untrusted[:8])}{', ...' if len(untrusted) > 8 else ''}); building them may run their "
-            "code. Inspect them, then pass trust=True if you trust the file's source.")
+            f"refusing to load {str(p)!r}: it is {FORMAT_NAMES['skops']} containing types skops does not trust by "
+            f"default ({', '.join(untrusted[:8])}{', ...' if len(untrusted) > 8 else ''}); building them may run "
+            f"their code. Inspect them; only if you trust this file's source, allow it with {hint}.")
     est = sio.load(str(p), trusted=untrusted or None)
     return SklearnModel(est, name=name, source=str(p), **kwargs)
 

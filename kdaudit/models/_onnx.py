@@ -49,10 +49,18 @@ class OnnxModel(ModelAdapter):
         if output not in ("logits", "probabilities"):
             raise invalid_argument("output", output, '"logits" or "probabilities"')
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        dev = str(device)
+        if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise invalid_argument("device", device, '"cpu", "cuda" or "cuda:<index>" for an ONNX model')
+        if dev.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise invalid_argument("device", device, '"cpu" (onnxruntime has no CUDA provider here)')
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(dev[5:] or 0)}))
+        _check_external_data(path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # nothing registers custom-op libraries (SessionOptions.register_custom_ops_library), so a graph can only
+        # use onnxruntime's built-in kernels; an unknown op fails to load instead of running native code
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.path = path
         self.name = name or path.stem
@@ -115,3 +123,38 @@ class OnnxModel(ModelAdapter):
 
     def __repr__(self) -> str:
         return f"OnnxModel(name={self.name!r}, path={str(self.path)!r})"
+
+
+def _check_external_data(path: Path) -> None:
+    """Refuse tensors stored outside the model file anywhere but inside the model's own folder.
+
+    ONNX lets a tensor's bytes live in another file named by the model; a hostile model could name any file the
+    auditor can read (``/etc/...``, ``../../secrets``) and have it read as weights.
+    """
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - onnxruntime then checks as it loads
+        return
+    model = onnx.load(str(path), load_external_data=False)
+    folder = path.resolve().parent
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or os.path.isabs(location) or (target != folder and folder not in target.parents):
+            raise invalid_argument("path", f"{path.name} with tensor {tensor.name!r} stored in {location!r}",
+                                   "an ONNX model whose external data files lie inside its own folder")
+
+
+def _tensors(graph: Any) -> Any:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)

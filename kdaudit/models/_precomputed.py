@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._io import read_arrays, read_table
+from kdaudit._validation import check_labels
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._hashing import sha256_arrays
 
@@ -87,20 +89,20 @@ class PrecomputedModel(ModelAdapter):
         ext = path.suffix.lower()
         ids = None
         if ext == ".npy":
-            values = np.load(path, allow_pickle=False)
+            values = read_arrays(path, what="outputs file")[""]
         elif ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = [k for k in z.files if k in _NPZ_KEYS]
-                if len(keys) != 1:
-                    raise invalid_argument("path", str(path), "an .npz with exactly one of the arrays "
-                                           "'probabilities' (or 'probs'), 'logits', 'labels', and optionally 'ids'")
-                values = z[keys[0]]
-                kind = kind or _NPZ_KEYS[keys[0]]
-                ids = z["ids"] if "ids" in z.files else None
+            z = read_arrays(path, what="outputs file")
+            keys = [k for k in z if k in _NPZ_KEYS]
+            if len(keys) != 1:
+                raise invalid_argument("path", str(path), "an .npz with exactly one of the arrays "
+                                       "'probabilities' (or 'probs'), 'logits', 'labels', and optionally 'ids'")
+            values = z[keys[0]]
+            kind = kind or _NPZ_KEYS[keys[0]]
+            ids = z.get("ids")
         elif ext in (".csv", ".parquet"):
             import pandas as pd
 
-            df = pd.read_csv(path) if ext == ".csv" else pd.read_parquet(path)
+            df = read_table(path, what="outputs file")
             if id_column in df.columns:
                 ids = df.pop(id_column).to_numpy()
             non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
@@ -109,7 +111,7 @@ class PrecomputedModel(ModelAdapter):
                                        f"an {id_column!r} column and numeric output columns")
             values = df.to_numpy()
             if kind == "labels" or (kind is None and values.shape[1] == 1):
-                kind, values = "labels", values[:, 0].astype(np.int64)
+                kind, values = "labels", check_labels(values[:, 0], f"labels in {path.name}")
         else:
             raise invalid_argument("path", str(path), "a .npy, .npz, .csv or .parquet file of outputs")
         return cls(values, name=name or path.stem, ids=ids, kind=kind or "probabilities", classes=classes,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 __all__ = [
     "as_estimate",
+    "fmt_against",
     "fmt_bytes",
     "fmt_count",
     "fmt_estimate",
@@ -16,7 +18,9 @@ __all__ = [
     "is_estimate",
     "metric_kind",
     "short_hash",
+    "side_digits",
     "status_of",
+    "thresholds_in",
 ]
 
 # Words (``_``-separated tokens) of a metric key that say how to show it. A token naming a difference, a divergence, a
@@ -126,14 +130,74 @@ def fmt_number(x: Any, kind: str = "decimal", *, digits: int = 3) -> str:
     return text.replace("-", "−") if text.startswith("-") else text
 
 
-def fmt_interval(e: Mapping[str, Any], kind: str = "decimal") -> str:
-    """``"95% CI 90.8–91.6%"`` or an empty string when the estimate has no interval."""
+def side_digits(value: float, thresholds: Sequence[float], show: Callable[[float, int], str],
+                read: Callable[[str], float], start: int, *, most: int = 12) -> str:
+    """``show(value, digits)`` with the fewest digits (from ``start``) that keep ``value`` visibly on its own side of
+    every threshold: a value below a threshold never reads as equal to it or above it once rounded.
+
+    ``read`` turns the shown text back into a number on the thresholds' scale. This is the one rule for every place
+    where a number meets a threshold (the report, the gate's table, its Markdown summary and its messages), so
+    0.9697 beside "min 0.97" reads 96.97%, not 97.0%.
+    """
+    text = show(value, start)
+    if not math.isfinite(value):
+        return text
+    limits = [float(t) for t in thresholds if t is not None and math.isfinite(float(t))]
+    for digits in range(start, start + most):
+        text = show(value, digits)
+        try:
+            shown = read(text)
+        except ValueError:
+            return text
+        if all((shown > t) - (shown < t) == (value > t) - (value < t) for t in limits):
+            return text
+    return text
+
+
+def thresholds_in(text: Any) -> list[float]:
+    """The numbers of a rule's threshold text (``"min 0.97"``, ``"min 0.9, max 1.1"``)."""
+    return [float(x) for x in re.findall(r"(?:min|max|>=|<=)\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)", str(text or ""))]
+
+
+def _fixed(v: float, kind: str, decimals: int) -> str:
+    if kind == "percent":
+        return f"{v * 100:.{decimals}f}%"
+    return f"{v:.{decimals}f}"
+
+
+def _read(text: str, kind: str) -> float:
+    t = text.replace("−", "-").replace(",", "").rstrip("%")
+    return float(t) / 100 if kind == "percent" else float(t)
+
+
+def fmt_against(x: Any, thresholds: Sequence[float], kind: str = "decimal") -> str:
+    """:func:`fmt_number`, with more digits where rounding would put the value on the wrong side of a threshold."""
+    v = _num(x)
+    text = fmt_number(v, kind)
+    if math.isnan(v) or math.isinf(v) or not thresholds or kind not in ("percent", "decimal"):
+        return text
+    try:
+        shown = _read(text, kind)
+    except ValueError:
+        return text
+    if all((shown > t) - (shown < t) == (v > t) - (v < t) for t in thresholds):
+        return text
+    start = 1 if kind == "percent" else 3
+    out = side_digits(v, thresholds, lambda y, d: _fixed(y, kind, d), lambda s: _read(s, kind), start)
+    return out.replace("-", "−") if out.startswith("-") else out
+
+
+def fmt_interval(e: Mapping[str, Any], kind: str = "decimal", *, against: Sequence[float] = ()) -> str:
+    """``"95% CI 90.8–91.6%"`` or an empty string when the estimate has no interval.
+
+    ``against``: thresholds the bounds are judged by; each bound then gets the digits :func:`fmt_against` gives it.
+    """
     est = as_estimate(e)
     if math.isnan(est["low"]) or math.isnan(est["high"]):
         return ""
     level = est["level"]
     lvl = f"{level * 100:.0f}% CI" if not math.isnan(level) else "CI"
-    lo, hi = fmt_number(est["low"], kind), fmt_number(est["high"], kind)
+    lo, hi = fmt_against(est["low"], against, kind), fmt_against(est["high"], against, kind)
     if est["low"] < 0 or est["high"] < 0:
         return f"{lvl} {lo} to {hi}"  # "−0.03–0.19" reads as a range of two negatives
     if kind == "percent":

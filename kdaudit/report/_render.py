@@ -17,6 +17,7 @@ __all__ = ["TEMPLATE_DIR", "VOLATILE_ATTRIBUTE", "environment", "render_html", "
 #: The packaged templates; copy one into your own directory and pass ``template_dir=`` to override it.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 _MAIN_TEMPLATE = "report.html.j2"
+_LM_TEMPLATE = "lm.html.j2"
 _DEFAULT_ENV: list[jinja2.Environment] = []
 
 
@@ -113,8 +114,18 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
         raise invalid_argument("results", type(results).__name__, "a mapping (the content of results.json)")
     if run_info is not None and not isinstance(run_info, Mapping):
         raise invalid_argument("run_info", type(run_info).__name__, "a mapping or None")
-    template = environment(template_dir).get_template(_MAIN_TEMPLATE)  # bad template_dir fails before any work
-    return template.render(**build_context(results, run_info, generated_at, charts_on=charts))
+    from kdaudit.report._safe import display_safe
+
+    lm = results.get("task") == "lm"  # a language-model audit opens with its own scorecard (templates/lm.html.j2)
+    template = environment(template_dir).get_template(_LM_TEMPLATE if lm else _MAIN_TEMPLATE)
+    results = display_safe(results)  # no control characters, balanced bidi, long names shortened (display only)
+    run_info = None if run_info is None else display_safe(run_info)
+    context = build_context(results, run_info, generated_at, charts_on=charts)
+    if lm:
+        from kdaudit.report._lm_view import lm_context
+
+        context["lm"] = lm_context(results, run_info)
+    return template.render(**context)
 
 
 def write_html(results: Mapping[str, Any], path: str | os.PathLike[str], *,

@@ -47,8 +47,9 @@ class SectionContext:
     """What every section renderer needs."""
 
     def __init__(self, *, student: str, teacher: str, classes: Sequence[str], defs: _Definitions,
-                 ids: charts.ChartIds, with_charts: bool) -> None:
+                 ids: charts.ChartIds, with_charts: bool, role: str = "student") -> None:
         self.student, self.teacher, self.classes = student, teacher, list(classes)
+        self.role = role  # "student" or "control": what the compared model is called in the text
         self.defs, self.ids, self.with_charts = defs, ids, with_charts
 
     def class_name(self, i: int) -> str:
@@ -73,7 +74,7 @@ def _agreement(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], lis
         table = Table("Per true class: rows, accuracy of each model, and their agreement",
                       ["True class", "Rows", "Teacher accuracy", "Student accuracy", "Agreement"], rows,
                       [False, True, True, True, True])
-        title = f"Accuracy per true class of the teacher ({c.teacher}) and the student ({c.student})"
+        title = f"Accuracy per true class of the teacher ({c.teacher}) and the {c.role} ({c.student})"
         chart = None
         if c.with_charts:
             # One panel: accuracy per class, teacher beside student; agreement per class is in the table.
@@ -139,7 +140,7 @@ def _calibration(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
         curves = {r: cv for r, cv in curves.items() if cv is not None}
         if curves:
             names = {"teacher": c.teacher, "student": c.student}
-            title = f"Reliability diagram of the teacher ({c.teacher}) and the student ({c.student})"
+            title = f"Reliability diagram of the teacher ({c.teacher}) and the {c.role} ({c.student})"
             chart = None
             if c.with_charts:
                 chart = charts.reliability_chart([{"name": names[r], "role": r, **cv} for r, cv in curves.items()],
@@ -312,7 +313,7 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
     present = {k for _, g in groups for r in ("teacher", "student") for k in (g.get(r) or {})}
     keys = [k for k in _GROUP_PANELS if k in present] or sorted(present)[:3]
     labels = [f"{feat}: {g.get('group')}" for feat, g in groups]
-    title = f"Group rates of the teacher ({c.teacher}) and the student ({c.student})"
+    title = f"Group rates of the teacher ({c.teacher}) and the {c.role} ({c.student})"
     chart = None
     if c.with_charts and keys:
         panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
@@ -356,7 +357,7 @@ def _fingerprint(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
         # The rows where both are right are the rows left over: a count, for the chart's full bar.
         both_right = counts["rows"] - sum(counts[k] for k, _, _ in _OUTCOMES)
         parts = [("Both right", both_right, "#9bbbd9")] + [(lab, counts[k], col) for k, lab, col in _OUTCOMES]
-        title = f"Rows by who is right, the teacher ({c.teacher}) or the student ({c.student})"
+        title = f"Rows by who is right, the teacher ({c.teacher}) or the {c.role} ({c.student})"
         chart = charts.outcome_chart(parts, ids=c.ids, title=title) if c.with_charts else None
         labels = {"rows": "Rows", "teacher_errors": "Teacher errors", "student_errors": "Student errors",
                   "inherited": "Both wrong (inherited errors)", "new": "Only the student wrong (new errors)",
@@ -380,31 +381,52 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     p = sec.get("p_value")
     verdict = str(sec.get("verdict") or "")
     alpha = sec.get("alpha")
+    n_refs = sec.get("n_references")
+    method = str(sec.get("p_value_method") or "")
+    cite = _cite(sec, method, n_refs)
     box = {
         "verdict": verdict,
         "verdict_class": {"derived": "fail", "not derived": "pass", "inconclusive": "warn"}.get(verdict, "na"),
         "p_value": fmt_number(p, "p") if p is not None else "n/a",
-        "p_method": str(sec.get("p_value_method") or ""),
+        "p_method": _METHOD_WORDS.get(method, method),
         "alpha": fmt_value(alpha) if alpha is not None else "",
         "null": str(sec.get("null_hypothesis") or ""),
         "plain": lineage_words(verdict, p, alpha, str(sec.get("suspect") or c.student),
-                                str(sec.get("teacher") or c.teacher)),
+                                str(sec.get("teacher") or c.teacher), method=method, n_references=n_refs),
+        "assumes": cite["assumes"],
+        "floor": cite["floor"],
+        "effect": "",
         "facts": [],
     }
-    for k, lab in (("p_value_exact", "Exact rank p-value"), ("p_value_parametric", "Parametric p-value"),
-                   ("n_references", "Reference models"), ("n_probes", "Probe rows sent"),
+    eff = sec.get("effect")
+    if eff is not None and not math.isnan(as_estimate(eff)["value"]):
+        e = as_estimate(eff)
+        from kdaudit.report._format import fmt_interval
+
+        box["effect"] = (f"{fmt_number(e['value'])} reference standard deviations above the references' mean "
+                         f"({fmt_interval(e) or 'no interval'}; the scale of the chart below)")
+    for k, lab in (("n_references", "Reference models"), ("n_probes", "Probe rows sent"),
                    ("queries_used", "Queries used"), ("query_budget", "Query budget"),
                    ("suspect_access", "Suspect access"), ("pool_access", "Access used for all models")):
         if sec.get(k) is not None:
-            box["facts"].append((lab, fmt_number(sec[k], "p") if k.startswith("p_value") else _text(sec[k])))
+            box["facts"].append((lab, _text(sec[k])))
+    if cite["others"]:
+        blocks.append(_notes(cite["others"], "Other p-values (for reference; the verdict does not use them)"))
     refs = sec.get("reference_statistics")
     if isinstance(refs, list) and refs and sec.get("statistic") is not None:
         title = "Where the teacher's lineage statistic falls among the reference models"
+        scaled = _effect_scale(sec["statistic"], refs, sec.get("effect"))
         chart = None
         if c.with_charts:
-            chart = charts.reference_chart(refs, sec["statistic"], ids=c.ids, title=title,
-                                           observed_label=f"the teacher ({c.teacher})",
-                                           xlabel="Combined lineage statistic (closeness to the suspect)")
+            if scaled is not None:
+                chart = charts.reference_chart(scaled[1], scaled[0], ids=c.ids, title=title,
+                                               observed_label=f"the teacher ({c.teacher})",
+                                               xlabel="Lineage statistic in reference SDs from the references' mean "
+                                                      "(the effect)")
+            else:
+                chart = charts.reference_chart(refs, sec["statistic"], ids=c.ids, title=title,
+                                               observed_label=f"the teacher ({c.teacher})",
+                                               xlabel="Combined lineage statistic (closeness to the suspect)")
         # Ranked, highest (closest to the suspect) first: the teacher's place in this list is what the p-value
         # counts, so the reader can check it by eye.
         pool = [(f"the teacher ({c.teacher})", sec["statistic"], True)]
@@ -478,14 +500,75 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     return used, blocks, box
 
 
-def lineage_words(verdict: str, p: Any, alpha: Any, suspect: str, teacher: str) -> str:
+_METHOD_WORDS = {"exact rank": "exact rank test", "parametric t": "parametric t test (assumes normality)",
+                 "none": "no test"}
+
+
+def _floor_reached(p: Any, n_refs: Any) -> bool:
+    try:
+        return float(p) <= 1.0 / (int(n_refs) + 1) + 1e-12
+    except (TypeError, ValueError):
+        return False
+
+
+def _cite(sec: Mapping[str, Any], method: str, n_refs: Any) -> dict[str, Any]:
+    """Which p-value to cite, what it assumes, whether it sits at its floor, and the other p-values with theirs."""
+    k = n_refs if isinstance(n_refs, int) else None
+    exch = ("the reference models are exchangeable with the teacher if the suspect is not derived (they were trained "
+            "by the teacher's recipe and data with other seeds, and not chosen with the suspect in view)")
+    assumes = {"exact rank": exch,
+               "parametric t": exch + ", and the pool's combined statistics are normally distributed (an extra "
+                                      "assumption: this p-value is not exact)"}.get(method, "")
+    if not assumes and method.startswith("larger of"):
+        assumes = exch + "; or, the suspect, had it not been derived, would be exchangeable with the negative controls"
+    floor = ""
+    if method == "exact rank" and k and _floor_reached(sec.get("p_value"), k):
+        floor = (f"With {k} references the exact p-value cannot go below 1/{k + 1} = {fmt_number(1 / (k + 1), 'p')}: "
+                 "the teacher ranked first, and this p-value is at that floor. Stronger evidence needs more "
+                 f"references ({2 * k + 1} reach {fmt_number(1 / (2 * k + 2), 'p')}).")
+    others = []
+    pe, pp = sec.get("p_value_exact"), sec.get("p_value_parametric")
+    if method != "exact rank" and pe is not None and not math.isnan(as_estimate(pe)["value"]):
+        others.append(f"Exact rank p = {fmt_number(pe, 'p')}: assumes only that {exch}.")
+    if method != "parametric t" and pp is not None and not math.isnan(as_estimate(pp)["value"]):
+        others.append(f"Parametric p = {fmt_number(pp, 'p')}: additionally assumes that the pool's combined statistics "
+                      "are normally distributed; it can go below the exact test's floor only through that assumption.")
+    nc = sec.get("negative_controls")
+    if isinstance(nc, Mapping) and nc.get("suspect_rank_p_value") is not None:
+        others.append(f"Rank among the negative controls p = {fmt_number(nc['suspect_rank_p_value'], 'p')}: assumes the "
+                      "suspect, had it not been derived, would be exchangeable with the controls.")
+    return {"assumes": assumes, "floor": floor, "others": others}
+
+
+def _effect_scale(statistic: Any, refs: list[Any], effect: Any) -> tuple[float, list[float]] | None:
+    """The chart's values on the effect's scale (reference SDs from the references' mean): a change of unit for
+    display, used only when it reproduces the stored effect, so headline and chart agree."""
+    vals = [float(x) for x in refs if isinstance(x, (int, float)) and math.isfinite(float(x))]
+    if len(vals) < 2 or not isinstance(statistic, (int, float)) or effect is None:
+        return None
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1))
+    target = as_estimate(effect)["value"]
+    if sd <= 0 or math.isnan(target):
+        return None
+    z = (float(statistic) - mean) / sd
+    if abs(z - target) > 1e-6 * max(1.0, abs(target)):
+        return None  # the stored effect is on another scale (e.g. calibrated by controls): keep the raw one
+    return z, [(x - mean) / sd for x in vals]
+
+
+def lineage_words(verdict: str, p: Any, alpha: Any, suspect: str, teacher: str, *, method: str = "",
+                  n_references: Any = None) -> str:
     pt = fmt_number(p, "p") if p is not None else "n/a"
     at = fmt_value(alpha) if alpha is not None else "the chosen level"
+    how = f", {_METHOD_WORDS.get(method, method)}" if method else ""
+    floor = (f"; with {n_references} references this is the smallest p-value the exact test can give"
+             if method == "exact rank" and _floor_reached(p, n_references) else "")
     if verdict == "derived":
         return (f"The lineage test finds that {suspect} was derived from {teacher}: had it not been, a similarity "
-                f"this strong would occur with probability p = {pt} (significance level {at}).")
+                f"this strong would occur with probability p = {pt}{how} (significance level {at}{floor}).")
     if verdict == "not derived":
-        return (f"The lineage test finds no evidence that {suspect} was derived from {teacher} (p = {pt}, "
+        return (f"The lineage test finds no evidence that {suspect} was derived from {teacher} (p = {pt}{how}, "
                 f"significance level {at}); that is a failure to find evidence, not a proof of independence.")
     if verdict == "inconclusive":
         return ("The lineage test was inconclusive: no calibrated test was possible (too few or no reference "
@@ -503,6 +586,9 @@ def render_section(name: str, sec: Any, c: SectionContext, findings: list[dict[s
     out["reason"] = str(sec.get("reason") or "")
     if not out["available"]:
         return out
+    if name == "lineage" and out["status"] == "n/a" and sec.get("verdict"):
+        # No rule judges lineage: show the test's own verdict as a note, never as "no rule".
+        out["status"], out["status_text"] = "info", str(sec["verdict"]).capitalize()
     try:
         out["blocks"] = _blocks(name, sec, c, out)
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
@@ -530,6 +616,16 @@ def _blocks(name: str, sec: Mapping[str, Any], c: SectionContext, out: dict[str,
         used, extra = SECTION_RENDERERS[name](sec, c)
     else:
         used, extra = set(), []
+    if name == "fingerprint" and len(c.classes) == 2:
+        left = [k for k in _BINARY_DEGENERATE if k in headline]
+        if left:
+            headline = {k: v for k, v in headline.items() if k not in _BINARY_DEGENERATE}
+            extra = [_notes([f"{', '.join(c.defs.label(name, k) for k in left)}: left out on this two-class task. "
+                             "With two classes a row both models get wrong has only one wrong class, so the two "
+                             "wrong labels always match (100%, and 100% by chance: a lift of 1), and the off-diagonal "
+                             "of a 2×2 confusion matrix has two entries, so their correlation is ±1 and their cosine "
+                             "near 1 whatever the models do. They carry no information here; the values stay in "
+                             "results.json."], "Not informative on two classes")] + extra
     pair, single = _headline_tables(name, headline, c.defs)
     blocks.extend(_tbl(t) for t in (pair, single) if t is not None)
     blocks.extend(extra)
@@ -539,6 +635,10 @@ def _blocks(name: str, sec: Mapping[str, Any], c: SectionContext, out: dict[str,
         blocks.extend(_generic(name, key, value, c.defs))
     return blocks
 
+
+#: Fingerprint numbers that are fixed by the task, not the models, when there are two classes.
+_BINARY_DEGENERATE = ("same_wrong_label_rate", "same_wrong_label_chance", "same_wrong_label_lift",
+                      "confusion_correlation", "confusion_cosine")
 
 SECTION_RENDERERS = {"agreement": _agreement, "calibration": _calibration, "bias": _bias, "fingerprint": _fingerprint}
 

@@ -31,15 +31,19 @@ from kdaudit.report._common import (
     _walk_methods,
     _worst,
 )
+from kdaudit.report._claims import claim
 from kdaudit.report._format import (
     as_estimate,
+    fmt_against,
     fmt_bytes,
     fmt_count,
     fmt_interval,
     fmt_number,
     fmt_value,
     short_hash,
+    thresholds_in,
 )
+from kdaudit.report._scorecard import scorecard
 from kdaudit.report._sections import SectionContext, lineage_words, render_section
 from kdaudit.report._tables import Cell, Table
 
@@ -65,6 +69,7 @@ def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, 
         kind = defs.kind(section, key) if key else "decimal"
         est = {"value": f.get("value"), "low": f.get("low"), "high": f.get("high"), "level": 0.95}
         status = _status(f.get("status"))
+        limits = thresholds_in(f.get("threshold"))
         out.append({
             "status": status,
             "status_text": _STATUS_TEXT.get(status, status),
@@ -75,8 +80,9 @@ def _findings(results: Mapping[str, Any], defs: _Definitions) -> list[dict[str, 
             "group": "" if f.get("group") is None else str(f.get("group")),
             "threshold": str(f.get("threshold") or ""),
             "severity": "warning only" if f.get("level") == "warning" else "",
-            "value_text": fmt_number(f.get("value"), kind) if f.get("value") is not None else "n/a",
-            "ci_text": fmt_interval(est, kind) if f.get("value") is not None else "",
+            # A value beside its threshold gets the digits that put it visibly on the side the rule judged.
+            "value_text": (fmt_against(f.get("value"), limits, kind) if f.get("value") is not None else "n/a"),
+            "ci_text": fmt_interval(est, kind, against=limits) if f.get("value") is not None else "",
             "message": str(f.get("message") or ""),
         })
     # Worst first: a reader sees what blocks the release before what passed. (Stable sort keeps policy order.)
@@ -100,10 +106,24 @@ def _verdict(status: str, findings: list[dict[str, Any]], policy_name: str, who:
     else:
         text = "No verdict was recorded in these results (no policy was applied)."
     return {"status": status, "label": {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}.get(status, "NOT JUDGED"),
-            "text": text, "counts": counts if findings else "", "policy": policy_name}
+            "text": text, "counts": counts if findings else "", "policy": policy_name, "covers": ""}
 
 
 # ------------------------------------------------------------------------------------------------ models & data
+_ROLE_LABELS = {"teacher": "teacher", "student": "student", "control": "control", "reference": "reference",
+                "negative control": "negative control"}
+
+
+def _disk(m: Mapping[str, Any]) -> str:
+    """Size on disk: the model's file, or its members' files (an ensemble); "no file" for a model in memory."""
+    if m.get("file_size_bytes") is not None:
+        return fmt_bytes(m["file_size_bytes"])
+    sizes = [x.get("file_size_bytes") for x in _list(m.get("members")) if isinstance(x, Mapping)]
+    if sizes and all(isinstance(v, (int, float)) for v in sizes):
+        return f"{fmt_bytes(sum(sizes))} ({len(sizes)} files)"
+    return "no file"
+
+
 def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
     models = [m for m in _list(results.get("models")) if isinstance(m, Mapping)]
     teacher = results.get("teacher")
@@ -111,28 +131,43 @@ def _models(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
         teacher = next((m.get("name") for m in models if m.get("role") == "teacher"),
                        models[0].get("name") if models else "teacher")
     teacher = str(teacher)
+    compared = {str(c.get("student")) for c in _list(results.get("comparisons")) if isinstance(c, Mapping)}
     known = {"name", "role", "kind", "access", "top_k", "n_classes", "classes", "sha256", "n_parameters",
-             "size_bytes"}
+             "size_bytes", "file_sha256", "file_size_bytes"}
     rows = []
     for m in models:
         access = str(m.get("access") or "n/a")
         if m.get("top_k"):
             access += f" (k = {m['top_k']})"
         role = str(m.get("role") or ("teacher" if str(m.get("name")) == teacher else "student"))
+        if role == "control" and str(m.get("name")) not in compared:
+            role = "negative control"  # a lineage control: tested, never audited as a comparison
         rows.append({
             "name": str(m.get("name")),
             "role": role,
+            "role_class": role.replace(" ", "-"),
             "kind": str(m.get("kind") or "n/a"),
             "access": access,
             "n_classes": fmt_value(m.get("n_classes")),
             "parameters": fmt_count(m.get("n_parameters")) if m.get("n_parameters") is not None else "n/a",
+            # On disk only when there is a file; the weights' size in memory is a different number, so labelled.
+            "disk": _disk(m),
             "size": fmt_bytes(m.get("size_bytes")) if m.get("size_bytes") is not None else "n/a",
+            "file_sha256": str(m.get("file_sha256") or ""),
             "sha256": str(m.get("sha256") or ""),
             "sha_short": short_hash(m.get("sha256")) or "n/a",
+            "file_sha_short": short_hash(m.get("file_sha256")) or "",
             "classes": ", ".join(str(c) for c in _list(m.get("classes"))),
-            "extra": [(str(k), _text(v)) for k, v in m.items() if k not in known and v not in (None, [], {})],
+            # An ensemble's members as rows of their own, not a JSON dump.
+            "members": [{"name": str(x.get("name")), "kind": str(x.get("kind") or "n/a"),
+                         "parameters": fmt_count(x.get("n_parameters")) if x.get("n_parameters") is not None
+                         else "n/a", "sha256": str(x.get("sha256") or ""),
+                         "file_sha256": str(x.get("file_sha256") or "")}
+                        for x in _list(m.get("members")) if isinstance(x, Mapping)],
+            "extra": [(str(k), _text(v)) for k, v in m.items()
+                      if k not in known and k != "members" and v not in (None, [], {})],
         })
-    rows.sort(key=lambda r: _ROLE_ORDER.get(r["role"], 3))  # stable: keeps the audit's order within a role
+    rows.sort(key=lambda r: _ROLE_ORDER.get(r["role"], 5))  # stable: keeps the audit's order within a role
     return rows, teacher
 
 
@@ -162,7 +197,9 @@ def _data(results: Mapping[str, Any]) -> dict[str, Any]:
                 small = threshold is not None and isinstance(n, (int, float)) and n < threshold
                 rows.append({"name": str(g), "count": fmt_count(n), "small": small})
         features.append({"name": str(feat), "groups": rows})
-    known = {"name", "source", "n_rows", "sha256", "classes", "class_counts", "groups"}
+    known = {"name", "source", "n_rows", "sha256", "classes", "class_counts", "groups", "files"}
+    files = [{"name": str(f.get("name") or f.get("path") or "file"), "sha256": str(f.get("sha256") or "")}
+             for f in _list(d.get("files")) if isinstance(f, Mapping)]
     return {
         "name": str(d.get("name") or "n/a"),
         "source": str(d.get("source") or ""),
@@ -172,6 +209,7 @@ def _data(results: Mapping[str, Any]) -> dict[str, Any]:
         "classes": class_rows,
         "features": features,
         "small_threshold": fmt_count(threshold) if threshold is not None else "",
+        "files": files,
         "extra": [(str(k), _text(v)) for k, v in d.items() if k not in known],
     }
 
@@ -182,62 +220,91 @@ _SUMMARY_KEYS = (("agreement", "top1_agreement"), ("agreement", "retained_accura
                  ("fingerprint", "inherited_error_rate"))
 
 
-def _sentence(section: str, key: str, e: Any, student: str, teacher: str, defs: _Definitions) -> str:
+_CHANGE_WORDS = {
+    # (section, key): (what changes, word when the interval is above 0, word when below 0, consequence up, down)
+    ("calibration", "ece_change"): ("calibration error (ECE, on a 0–1 scale)", "higher", "lower",
+                                    "its confidence is less trustworthy than the teacher's",
+                                    "its confidence is more trustworthy than the teacher's"),
+    ("bias", "dp_amplification"): ("gap in positive-prediction rates between groups (demographic parity)", "wider",
+                                   "narrower", "", ""),
+    ("bias", "eo_amplification"): ("gap in error rates between groups (equalized odds)", "wider", "narrower", "",
+                                   ""),
+}
+
+
+def _change_sentence(section: str, key: str, e: Any, who: str, defs: _Definitions) -> str:
+    """A teacher-to-student change in words, through the one claim rule (:func:`claim`)."""
+    kind = defs.kind(section, key)
+    est = as_estimate(e)
+    ci = fmt_interval(est, kind)
+    ci = f" ({ci})" if ci else ""
+    what, up, down, then_up, then_down = _CHANGE_WORDS.get(
+        (section, key), (defs.label(section, key).lower(), "higher", "lower", "", ""))
+    c = claim(est, up=up, down=down, kind=kind)
+    if c.direction == "unknown" and c.words == "not computed":
+        return f"The {what} of {who} could not be computed."
+    if c.supported:
+        then = then_up if c.direction == "up" else then_down
+        return (f"The {what} of {who} is {c.words} than the teacher's, by {fmt_number(abs(est['value']), kind)}"
+                f"{ci}" + (f": {then}." if then else "."))
+    return f"The {what} of {who} differs from the teacher's by {fmt_number(est['value'], kind)}{ci}: {c.words}."
+
+
+def _sentence(section: str, key: str, e: Any, who: str, defs: _Definitions) -> str:
+    """One summary sentence. ``who`` is "the student" or "the control": the role the model plays."""
+    if (section, key) in _CHANGE_WORDS or key.endswith(("_change", "_amplification")):
+        return _change_sentence(section, key, e, who, defs)
     kind = defs.kind(section, key)
     est = as_estimate(e)
     v = fmt_number(est["value"], kind)
     ci = fmt_interval(est, kind)
     ci = f" ({ci})" if ci else ""
-    # Sentences sit under the student's name, so they say "the student": plain words for a non-specialist.
-    if est["value"] == est["value"] and est["value"] != 0:
-        ece = (f"The student's calibration error is {fmt_number(abs(est['value']), kind)} "
-               f"{'higher' if est['value'] > 0 else 'lower'} than the teacher's{ci}: its confidence is "
-               f"{'less' if est['value'] > 0 else 'more'} trustworthy (errors are on a 0–1 scale).")
-    else:
-        ece = f"The student's calibration error differs from the teacher's by {v}{ci}."
+    Who = who[:1].upper() + who[1:]
+    if (section, key) == ("agreement", "retained_accuracy"):
+        c = claim(est, up="more accurate than the teacher", down="less accurate than the teacher", kind=kind,
+                  no_change=1.0)
+        judged = f"it is {c.words}" if c.supported else c.words
+        return f"{Who} keeps {v} of the teacher's accuracy{ci}: {judged}."
     phrases = {
-        ("agreement", "top1_agreement"): f"The student predicts the same class as the teacher on {v} of rows{ci}.",
-        ("agreement", "retained_accuracy"): f"The student keeps {v} of the teacher's accuracy{ci}.",
-        ("agreement", "student_accuracy"): f"The student is right on {v} of rows{ci}.",
-        ("calibration", "ece_change"): ece,
-        ("bias", "dp_amplification"): (f"The gap in positive-prediction rates between groups (demographic parity) "
-                                       f"changes by {v} from teacher to student{ci}; above zero means wider."),
-        ("bias", "eo_amplification"): (f"The gap in error rates between groups (equalized odds) changes by {v} from "
-                                       f"teacher to student{ci}; above zero means wider."),
+        ("agreement", "top1_agreement"): f"{Who} predicts the same class as the teacher on {v} of rows{ci}.",
+        ("agreement", "student_accuracy"): f"{Who} is right on {v} of rows{ci}.",
         ("fingerprint", "inherited_error_rate"): f"On {v} of rows both models are wrong (errors inherited){ci}.",
-        ("cost", "parameter_ratio"): f"The student has {v} of the teacher's parameters.",
-        ("cost", "size_ratio"): f"The student needs {v} of the teacher's size.",
+        ("cost", "parameter_ratio"): f"{Who} has {v} of the teacher's parameters.",
+        ("cost", "size_ratio"): f"{Who} needs {v} of the teacher's size.",
     }
     return phrases.get((section, key), f"{defs.label(section, key)}: {v}{ci}.")
 
 
+_WHO = {"student": "the student", "control": "the control"}
+
+
 def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], findings: list[dict[str, Any]],
-             results: Mapping[str, Any], teacher: str, defs: _Definitions, policy_name: str) -> list[dict[str, Any]]:
+             results: Mapping[str, Any], run_info: Mapping[str, Any], teacher: str, defs: _Definitions,
+             policy_name: str) -> list[dict[str, Any]]:
     out = []
     by_student = results.get("verdict_by_student") if isinstance(results.get("verdict_by_student"), Mapping) else {}
+    measured = run_info.get("cost") if isinstance(run_info.get("cost"), Mapping) else {}
+    spec = results.get("scorecard") if isinstance(results.get("scorecard"), Mapping) else {}
+    quality = [str(q) for q in _list(spec.get("quality"))] or None
     for comp, rc in zip(comparisons, raw):
-        student = comp["student"]
+        student, role = comp["student"], comp["role"]
+        who = _WHO.get(role, f"the {role}")
         keys: list[tuple[str, str]] = []
         for sec, key in list(_SUMMARY_KEYS) + [tuple(f["metric"].split(".", 1)) for f in findings  # type: ignore[misc]
                                                if f["student"] == student and "." in f["metric"]]:
-            if (sec, key) not in keys:
+            if (sec, key) not in keys and sec != "cost":  # cost is on the scorecard
                 keys.append((sec, key))
         sentences = []
         for sec, key in keys:
             section = rc.get(sec)
             if isinstance(section, Mapping) and section.get("available", True) \
                     and isinstance(section.get("headline"), Mapping) and key in section["headline"]:
-                sentences.append(_sentence(sec, key, section["headline"][key], student, teacher, defs))
-        cost = rc.get("cost")
-        if isinstance(cost, Mapping) and isinstance(cost.get("headline"), Mapping):
-            for key in ("parameter_ratio", "size_ratio"):
-                e = cost["headline"].get(key)
-                if e is not None and as_estimate(e)["value"] == as_estimate(e)["value"]:
-                    sentences.append(_sentence("cost", key, e, student, teacher, defs))
+                sentences.append(_sentence(sec, key, section["headline"][key], who, defs))
         lineage = rc.get("lineage")
         if isinstance(lineage, Mapping) and lineage.get("available", True) and lineage.get("verdict"):
             sentences.append(lineage_words(str(lineage["verdict"]), lineage.get("p_value"), lineage.get("alpha"),
-                                            "the student", "the teacher"))
+                                            who, "the teacher", method=str(lineage.get("p_value_method") or ""),
+                                            n_references=lineage.get("n_references")))
         mine = [f for f in findings if f["student"] == student]
         status = _status(by_student[student]) if student in by_student else _worst(f["status"] for f in mine)
         if status == "info":  # notes alone never fail a student (the policy's verdict ignores them too)
@@ -246,13 +313,22 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
             status = "n/a"
         sections = [{"title": s["title"], "anchor": s["anchor"], "status": s["status"],
                      "status_text": s["status_text"], "available": s["available"]} for s in comp["sections"]]
+        cost = rc.get("cost")
         cost_findings = [f for f in mine if f["section"] == "cost"]
         if isinstance(cost, Mapping):
             st = _worst(f["status"] for f in cost_findings)
             sections.append({"title": "Cost", "anchor": "cost", "status": st,
                              "status_text": _STATUS_TEXT.get(st, st), "available": bool(cost.get("available", True))})
-        out.append({"student": student, "sentences": sentences, "sections": sections,
-                    "verdict": _verdict(status, mine, policy_name, student)})
+        m = measured.get(student) if isinstance(measured.get(student), Mapping) else {}
+        t = measured.get(teacher) if isinstance(measured.get(teacher), Mapping) else {}
+        ratio = _speed_ratio(m, t)
+        m = dict(m, throughput_ratio=ratio) if ratio is not None else m
+        lm_speed = _get(_get(run_info.get("speed"), "speedup"), student)  # a language-model run's scoring speed
+        if ratio is None and isinstance(lm_speed, Mapping) and lm_speed.get("value") is not None:
+            m = dict(m, throughput_ratio=lm_speed)
+        out.append({"student": student, "role": role, "anchor": comp["anchor"], "sentences": sentences,
+                    "sections": sections, "verdict": _verdict(status, mine, policy_name, student),
+                    "scorecard": scorecard(rc, label_of=defs.label, measured=m, quality=quality)})
     return out
 
 
@@ -270,8 +346,8 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
     rows = []
     conditions: dict[str, str] = {}
     for m in models:
-        if m["role"] == "reference":
-            continue
+        if m["role"] not in ("teacher", "student", "control"):
+            continue  # lineage pool members and negative controls are not costed
         name = m["name"]
         s = stored.get(name) if isinstance(stored.get(name), Mapping) else {}
         r = measured.get(name) if isinstance(measured.get(name), Mapping) else {}
@@ -311,23 +387,32 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
                 items.append({"label": _COST_LABELS.get(key, defs.label("cost", key)), "ratio": v, "key": key})
         # Latency and throughput ratios are not in results.json (they vary between runs); drawn from run_info into
         # their own figure and sentence, which the template marks volatile, so the rest stays identical across runs.
-        t_r, s_r = timing.get(teacher, {}), timing.get(student, {})
-        speed = []
-        for key, label in (("latency_ms_per_row", "Latency per row †"), ("throughput_rows_per_s", "Throughput †")):
-            tv, sv = t_r.get(key), s_r.get(key)
-            if isinstance(tv, (int, float)) and isinstance(sv, (int, float)) and tv > 0 and sv > 0:
-                speed.append({"label": label, "ratio": sv / tv, "key": key})
+        s_r = timing.get(student, {})
+        role = str(rc.get("role") or "student")
+        speed, speed_words = [], []
+        ratio = _speed_ratio(s_r, timing.get(teacher, {}))
+        if isinstance(ratio, Mapping) and ratio.get("value") is not None:
+            est = as_estimate(ratio)
+            v = est["value"]
+            # One measurement, two views: the latency share is the throughput ratio's reciprocal (same median batch).
+            speed = [{"label": "Throughput †", "ratio": v, "key": "throughput_ratio", "est": est},
+                     {"label": "Latency per row †", "ratio": 1 / v, "key": "latency_ms_per_row",
+                      "est": {"value": 1 / v, "low": 1 / est["high"], "high": 1 / est["low"], "level": est["level"]}}]
+            c = claim(est, up="faster", down="slower", no_change=1.0, fmt=lambda d: f"{d:.2f}×")
+            ci = fmt_interval(est) or "no interval: the run record has no repeated timings"
+            speed_words = [f"{v:.2f}× the teacher's throughput ({ci}), that is {100 / v:.1f}% of its latency per row"
+                           f" at batch size {_text(s_r.get('batch_size') or '?')}: "
+                           + (f"{c.words} than the teacher" if c.supported else c.words)]
         title = f"Cost of {student} relative to the teacher ({teacher})"
         speed_title = f"Measured speed of {student} relative to the teacher ({teacher}) †"
         words = [f"{i['ratio'] * 100:.1f}% of its {_noun(i['key'])}" for i in items]
-        speed_words = [f"{i['ratio']:.1f}× its throughput" if i["key"] == "throughput_rows_per_s"
-                       else f"{i['ratio'] * 100:.1f}% of its latency per row" for i in speed]
         mine = [f for f in findings if f["student"] == student and f["section"] == "cost"]
         gains.append({"student": student,
                       "figure": _cost_figure(items, title, student, ids, with_charts),
-                      "sentence": _cost_sentence("Compared with the teacher, the student has ", words),
+                      "role": role,
+                      "sentence": _cost_sentence(f"Compared with the teacher, the {role} has ", words),
                       "measured_figure": _cost_figure(speed, speed_title, student, run_ids, with_charts),
-                      "measured_sentence": _cost_sentence("Measured in this run, the student has ", speed_words),
+                      "measured_sentence": _cost_sentence(f"Measured in this run, the {role} has ", speed_words),
                       "available": bool(cost.get("available", True)), "reason": str(cost.get("reason") or ""),
                       "findings": mine})
     stated = run_info.get("cost_conditions")
@@ -337,7 +422,19 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
             "conditions": sorted(conditions.items())}
 
 
-_COST_LABELS = {"parameter_ratio": "Parameters", "size_ratio": "Size"}
+def _speed_ratio(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The student's throughput over the teacher's as the run recorded it, with its interval over repeats; a run
+    record from before intervals were kept gives the plain ratio of the two throughputs, without an interval."""
+    ratio = student.get("throughput_ratio")
+    if isinstance(ratio, Mapping) and ratio.get("value") is not None:
+        return ratio
+    sv, tv = student.get("throughput_rows_per_s"), teacher.get("throughput_rows_per_s")
+    if isinstance(sv, (int, float)) and isinstance(tv, (int, float)) and sv > 0 and tv > 0:
+        return {"value": sv / tv, "low": None, "high": None, "level": 0.95, "method": "ratio of the two throughputs"}
+    return None
+
+
+_COST_LABELS = {"parameter_ratio": "Parameters", "size_ratio": "Size in memory"}
 
 
 def _cost_sentence(start: str, words: list[str]) -> str:
@@ -351,14 +448,23 @@ def _cost_figure(items: list[dict[str, Any]], title: str, student: str, ids: cha
     if not items:
         return None
     chart = charts.cost_chart(items, ids=ids, title=title, student=student) if with_charts else None
+
+    def cell(i: dict[str, Any]) -> Cell:
+        est = i.get("est")
+        if est is None:
+            return Cell(f"{i['ratio'] * 100:.1f}%", "num")
+        if i["key"] == "throughput_ratio":
+            return Cell(f"{i['ratio']:.2f}×", "num", "", f"95% CI {est['low']:.2f}–{est['high']:.2f}×")
+        return Cell(f"{i['ratio'] * 100:.1f}%", "num", "", f"95% CI {est['low'] * 100:.1f}–{est['high'] * 100:.1f}%")
+
     table = Table(f"{student} as a share of the teacher (100% = the teacher)", ["Quantity", "Student / teacher"],
-                  [[Cell(i["label"], "", i["key"]), Cell(f"{i['ratio'] * 100:.1f}%", "num")] for i in items],
-                  [False, True])
+                  [[Cell(i["label"], "", i["key"]), cell(i)] for i in items], [False, True])
     return _fig(title, chart, table, wide=False)
 
 
 def _noun(key: str) -> str:
-    return {"parameter_ratio": "parameters", "size_ratio": "size", "latency_ms_per_row": "latency per row"}.get(
+    return {"parameter_ratio": "parameters", "size_ratio": "size in memory",
+            "latency_ms_per_row": "latency per row"}.get(
         key, key.replace("_", " "))
 
 
@@ -433,6 +539,15 @@ def _config_text(config: Any) -> tuple[str, str]:
         return "JSON", json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+_FINGERPRINT_WORDS = {
+    "torch": "content fingerprint (sha256 of the weights)",
+    "ensemble": "content fingerprint (of the members' fingerprints)",
+    "sklearn": "content fingerprint (sha256 of the estimator pickled in memory, not of its file)",
+    "onnx": "sha256 of the ONNX file",
+    "": "content fingerprint",
+}
+
+
 def _repro(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[dict[str, Any]],
            data: dict[str, Any]) -> dict[str, Any]:
     prov = results.get("provenance") if isinstance(results.get("provenance"), Mapping) else {}
@@ -462,9 +577,23 @@ def _repro(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list
     for k in ("device", "precision", "batch_size", "n_rows"):
         if prov.get(k) is not None:
             facts.append((_human(k), _text(prov[k])))
-    hashes = [(f"Data: {data['name']}", data["sha256"])]
-    hashes += [(f"Model ({m['role']}): {m['name']}", m["sha256"]) for m in models]
-    hashes.append(("results.json", str(results_sha)))
+    # What `sha256sum FILE` prints, for every file there is; content fingerprints (of weights or arrays, which a
+    # reader cannot recompute with sha256sum) are labelled as such.
+    hashes = [(f"Data: {data['name']}", "content fingerprint (sha256 of the arrays)", data["sha256"])]
+    for f in data["files"]:
+        hashes.append((f"Data file: {f['name']}", "file (sha256sum)", f["sha256"]))
+    pool_hashes = []
+    for m in models:
+        target = hashes if m["role"] in ("teacher", "student", "control") else pool_hashes
+        if m["file_sha256"]:
+            target.append((f"Model ({m['role']}): {m['name']}", "file (sha256sum)", m["file_sha256"]))
+        for x in m["members"]:
+            if x["file_sha256"]:
+                target.append((f"Model ({m['role']}): {m['name']}, member {x['name']}", "file (sha256sum)",
+                               x["file_sha256"]))
+        target.append((f"Model ({m['role']}): {m['name']}", _FINGERPRINT_WORDS.get(m["kind"], _FINGERPRINT_WORDS[""]),
+                       m["sha256"]))
+    hashes.append(("results.json", "file (sha256sum)", str(results_sha)))
     run_rows = []
     for k, v in run_info.items():
         if k in ("command", "argv", "results_sha256", "generated_at", "cost", "cost_conditions"):
@@ -486,7 +615,7 @@ def _repro(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list
                                "data_sha256")]
     return {"facts": facts, "version": _text(results.get("kdaudit_version")),
             "versions": sorted((str(k), str(v)) for k, v in versions.items()),
-            "configs": blocks, "hashes": hashes, "results_sha256": str(results_sha), "results_sha_source": sha_source,
+            "configs": blocks, "hashes": hashes, "pool_hashes": pool_hashes, "results_sha256": str(results_sha), "results_sha_source": sha_source,
             "command": "" if cmd is None else str(cmd), "run_rows": run_rows, "provenance_extra": prov_extra}
 
 
@@ -529,36 +658,49 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
     raw = [c for c in _list(results.get("comparisons")) if isinstance(c, Mapping)]
     policy = results.get("policy") if isinstance(results.get("policy"), Mapping) else {}
     policy_name = str(policy.get("name") or "the policy")
+    role_of = {m["name"]: m["role"] for m in models}
     comparisons = []
     for rc in raw:
         student = str(rc.get("student") or "student")
+        role = str(rc.get("role") or role_of.get(student, "student"))
         ctx = SectionContext(student=student, teacher=teacher, classes=classes, defs=defs, ids=ids,
-                             with_charts=charts_on)
+                             with_charts=charts_on, role=role)
         names = [s for s in SECTION_ORDER if s in rc] + [k for k, v in rc.items() if k not in SECTION_ORDER
                                                           and k not in ("student", "cost") and isinstance(v, Mapping)]
-        comparisons.append({"student": student, "anchor": _anchor(student),
+        comparisons.append({"student": student, "role": role, "anchor": _anchor(student),
                             "sections": [render_section(n, rc.get(n), ctx, findings) for n in names]})
     if generated_at is None:
         generated_at = run_info.get("generated_at")
     if generated_at is None:
         generated_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    students = [c["student"] for c in comparisons]
+    students = [c["student"] for c in comparisons if c["role"] == "student"]
+    controls = [c["student"] for c in comparisons if c["role"] != "student"]
     stored = results.get("verdict")
     overall = _status(stored) if stored is not None else "n/a"
+    verdict = _verdict(overall, findings, policy_name, "The audit" if len(students) != 1 else students[0])
+    if controls:
+        verdict["covers"] = (f"This verdict covers {', '.join(students) or 'no student'}; "
+                             f"{', '.join(controls)} {'is a control' if len(controls) == 1 else 'are controls'} "
+                             "(trained without the teacher), shown for comparison and not judged by the policy.")
+    summary = _summary(comparisons, raw, findings, results, run_info, teacher, defs, policy_name)
     return {
         "title": "Distillation audit report",
         "teacher": teacher,
         "students": students,
+        "controls": controls,
         "generated_at": str(generated_at),
-        "verdict": _verdict(overall, findings, policy_name, "The audit" if len(students) != 1 else students[0]),
+        "verdict": verdict,
         "findings": findings,
         "findings_open": [f for f in findings if f["status"] in ("fail", "warn", "skipped", "info")],
-        "summary": _summary(comparisons, raw, findings, results, teacher, defs, policy_name),
+        "summary": [x for x in summary if x["role"] == "student"],
+        "control_summary": [x for x in summary if x["role"] != "student"],
         "models": models,
-        "main_models": [m for m in models if m["role"] != "reference"],
+        "main_models": [m for m in models if m["role"] in ("teacher", "student", "control")],
         "reference_models": [m for m in models if m["role"] == "reference"],
+        "negative_controls": [m for m in models if m["role"] == "negative control"],
         "data": data,
-        "comparisons": comparisons,
+        "comparisons": [c for c in comparisons if c["role"] == "student"],
+        "control_comparisons": [c for c in comparisons if c["role"] != "student"],
         "cost": _cost(results, run_info, models, teacher, raw, findings, defs, ids, charts_on),
         "methodology": _methodology(results, raw, defs),
         "repro": _repro(results, run_info, models, data),

@@ -1,0 +1,65 @@
+"""What a language-model report adds after its summary and scorecard: quality kept on the texts, which comparisons
+were possible, the prompt sets and the generations that diverge most. Read from results.json only; computes no
+metric."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from kdaudit.report._format import fmt_interval, fmt_number
+
+__all__ = ["lm_context"]
+
+
+def _est(sec: Any, key: str) -> Mapping[str, Any] | None:
+    if not isinstance(sec, Mapping) or not sec.get("available", False):
+        return None
+    e = (sec.get("headline") or {}).get(key)
+    return e if isinstance(e, Mapping) and e.get("value") is not None else None
+
+
+def _cell(e: Mapping[str, Any] | None, kind: str, what: str) -> dict[str, str]:
+    if e is None:
+        return {"text": "n/a", "ci": "", "what": what}
+    return {"text": fmt_number(e.get("value"), kind), "ci": fmt_interval(e, kind), "what": what}
+
+
+def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``lm`` entry of the report context (see ``templates/lm.html.j2``)."""
+    quality, access, examples = [], [], []
+    for comp in results.get("comparisons") or []:
+        student = str(comp.get("student"))
+        tokens = comp.get("lm_tokens")
+        quality.append({
+            "student": student,
+            "next_token": _cell(_est(tokens, "retained_next_token_accuracy"), "percent", "next-token accuracy kept"),
+            "perplexity": _cell(_est(tokens, "perplexity_ratio"), "decimal", "on the scored texts"),
+            "reference": _cell(_est(tokens, "reference_perplexity_ratio"), "decimal", "on the references"),
+            "task": _cell(_est(comp.get("lm_task"), "retained_accuracy"), "percent", "task accuracy kept"),
+        })
+        possible = (results.get("comparisons_possible") or {}).get(student) or {}
+        access.append({
+            "student": student,
+            "per_token": bool(possible.get("per_token")),
+            "per_token_reason": possible.get("per_token_reason") or "",
+            "text_level": bool(possible.get("text_level")),
+            "teacher_loglik": bool(possible.get("teacher_loglik")),
+            "multiple_choice": bool(possible.get("multiple_choice")),
+        })
+        gen = comp.get("lm_generation")
+        if isinstance(gen, Mapping) and gen.get("available"):
+            for ex in gen.get("examples") or []:
+                examples.append({"student": student, "id": str(ex.get("id")), "teacher": str(ex.get("teacher")),
+                                 "student_text": str(ex.get("student")),
+                                 "chrf": fmt_number(ex.get("chrf"), "decimal")})
+    sets = []
+    for ps in (results.get("data") or {}).get("prompt_sets") or []:
+        sets.append({"role": "multiple-choice task" if ps.get("role") == "multiple_choice" else "texts and prompts",
+                     "name": str(ps.get("name")), "source": str(ps.get("source") or "—"),
+                     "n": fmt_number(ps.get("n_prompts"), "int"), "sha256": str(ps.get("sha256") or ""),
+                     "references": "yes" if ps.get("references") else "no",
+                     "groups": ", ".join(ps.get("groups") or []) or "none"})
+    settings = results.get("settings") or {}
+    return {"quality": quality, "access": access, "examples": examples, "prompt_sets": sets,
+            "top_k": settings.get("top_k"), "max_new_tokens": settings.get("max_new_tokens"),
+            "length_normalize": settings.get("length_normalize")}
