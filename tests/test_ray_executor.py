@@ -81,13 +81,15 @@ def test_sharded_parquet_on_ray_equals_local(setup, pools, tmp_path):
 
 
 def test_a_worker_killed_mid_run_changes_nothing(setup, pools, tmp_path):
-    data, teacher, students, local = setup
+    data, teacher, students, _ = setup
     marker = tmp_path / "killed"
     # the teacher kills its worker the first time it meets a row of the fourth unit (of six)
     dying = DieOnce(as_model(teacher, name="teacher"), trigger_id=int(data.ids[1300]), marker=marker,
                     driver_pid=os.getpid())
     ex = pools[1]  # three actors; a dead one is restarted and its units run again (max_restarts, max_task_retries)
     assert ex.max_restarts >= 1 and ex.max_task_retries >= 1
+    local = audit(dying, students, data, executor="local", block_rows=400, **KW)  # in the driver it never dies
+    assert not marker.exists()
     r = audit(dying, students, data, executor=ex, block_rows=400, **KW)
     assert marker.exists()  # a worker did die, and Ray ran its unit again on the restarted actor
     assert results_text(r) == results_text(local)
