@@ -91,7 +91,7 @@ def child(args: argparse.Namespace) -> None:
         out["ray_init_s"] = time.perf_counter() - t0
         ex = RayExecutor(num_actors=args.workers)
     t0 = time.perf_counter()
-    res = kdaudit.audit(teacher, {"student": student}, src, executor=ex, sections=SECTIONS,
+    res = kdaudit.audit(teacher, {"student": student}, src, executor=ex, sections=SECTIONS, batch_size=65_536,
                         n_replicates=args.replicates, seed=0, progress=False, measure_cost=False)
     out["audit_s"] = time.perf_counter() - t0
     from kdaudit._io import canonical_json
@@ -121,7 +121,7 @@ def unit_costs(src, teacher, student, args) -> dict:
     boot = Bootstrap(args.replicates, seed=0)
     sens = src.sensitive_names
     jobs = [Job("student", s, {}) for s in SECTIONS]
-    task = AuditTask(src, [teacher, student], jobs, sens, boot, 256, None, None, None, 0)
+    task = AuditTask(src, [teacher, student], jobs, sens, boot, 65_536, None, None, None, 0)
     task.setup()
     units = src.units[:4]
     src.load(units[0], ["p_teacher", "p_student"])  # warm the file cache and imports

@@ -210,3 +210,20 @@ def test_train_and_query_a_pool_locally():
     assert outs[0].fingerprint() == harness.run(pool[0], data, progress=False).provenance.models[0].sha256
     with pytest.raises(KDAuditError, match="seeds"):
         train_pool(_recipe, [])
+
+
+def test_a_black_box_is_asked_on_the_driver_once_per_row_under_other_executors(setup):
+    from kdaudit.models import BlackBoxModel
+
+    data, teacher, students, _ = setup
+    close = students["close"]
+
+    def api():  # a budget of exactly one pass: asking any row twice would raise
+        return BlackBoxModel(lambda X: close.predict(np.asarray(X)), n_classes=3, access="labels", name="api",
+                             query_budget=len(data))
+
+    local = audit(teacher, {"api": api()}, data, executor="local", block_rows=500, **KW)
+    asked = api()
+    other = audit(teacher, {"api": asked}, data, executor=Scrambled(), block_rows=500, **KW)  # units re-run too
+    assert asked.query_count == len(data)
+    assert results_text(other) == results_text(local)

@@ -59,8 +59,8 @@ class PoolOutputs(PrecomputedModel):
     def n_parameters(self) -> int | None:
         return self._like.get("n_parameters")
 
-    def size_bytes(self) -> int:
-        return self._like.get("size_bytes") or 0
+    def size_bytes(self) -> int | None:  # type: ignore[override]
+        return self._like.get("size_bytes")
 
 
 @dataclass
