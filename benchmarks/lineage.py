@@ -125,15 +125,33 @@ def cnn_arch(seed: int) -> torch.nn.Module:
 class Zoo:
     """Builds (or loads from the cache) every model; state_dicts are cached by name."""
 
-    def __init__(self, own, public, log) -> None:
+    def __init__(self, own, public, log, cache: Path = CACHE, epochs: int = EPOCHS) -> None:
         self.own, self.public, self.log = own, public, log
+        self.cache, self.epochs = cache, epochs
         self.models: dict[str, torch.nn.Module] = {}
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def get_sklearn(self, name: str, build):
+        """A fitted scikit-learn model, cached with skops (the benchmark reads back only files it wrote)."""
+        import skops.io as sio
+
+        if name in self.models:
+            return self.models[name]
+        path = self.cache / f"{name}.skops"
+        if path.is_file():
+            model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        else:
+            t0 = time.perf_counter()
+            model = build()
+            sio.dump(model, path)
+            self.log(f"  trained {name} in {time.perf_counter() - t0:.1f}s")
+        self.models[name] = model
+        return model
 
     def get(self, name: str, arch, build) -> torch.nn.Module:
         if name in self.models:
             return self.models[name]
-        path = CACHE / f"{name}.pt"
+        path = self.cache / f"{name}.pt"
         module = arch()
         if path.is_file():
             module.load_state_dict(torch.load(path, weights_only=True))
@@ -148,10 +166,10 @@ class Zoo:
 
     def control(self, name: str, arch, seed: int, data) -> torch.nn.Module:
         return self.get(name, lambda: arch(seed),
-                        lambda m: train_control(m, data, epochs=EPOCHS, lr=1e-3, seed=seed))
+                        lambda m: train_control(m, data, epochs=self.epochs, lr=1e-3, seed=seed))
 
     def kd(self, name: str, teacher, arch, seed: int, **kw) -> torch.nn.Module:
-        epochs = kw.pop("epochs", EPOCHS)
+        epochs = kw.pop("epochs", self.epochs)
         return self.get(name, lambda: arch(seed),
                         lambda m: distill(teacher, m, self.public, epochs=epochs, lr=1e-3, seed=seed, **kw))
 
@@ -219,21 +237,155 @@ def build_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, torch.nn.Module]]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ the Adult (tabular) zoo
+ADULT_CACHE = ROOT / ".kdaudit-cache" / "lineage_zoo" / "adult_v1"
+ADULT_EPOCHS = 5
+N_FEATURES_ADULT = 91
+
+
+def adult_teacher_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(64,), seed=seed)
+
+
+def adult_small_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(16,), seed=seed)
+
+
+def adult_wide_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(256,), seed=seed)
+
+
+def adult_deep_arch(seed: int) -> torch.nn.Module:
+    return mlp(N_FEATURES_ADULT, 2, hidden=(32, 32), seed=seed)
+
+
+def hgb(seed: int, **kw):
+    """The gradient-boosted recipe: feature subsampling makes the seed matter (as a random state does for a net)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=kw.pop("max_iter", 100), max_features=kw.pop("max_features", 0.5),
+                                          random_state=seed, **kw)
+
+
+def build_adult_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
+    """Adult: MLP teachers A and B (owner's half of the training rows), gradient-boosted teacher G, students on the
+    other half (``public``), negatives. Returns A, B, G, A's references, G's references, suspects."""
+    from sklearn.linear_model import LogisticRegression
+
+    from kdaudit.distill import distill_sklearn, fit_sklearn_control
+    from kdaudit.models import SklearnModel
+
+    own, public = zoo.own, zoo.public
+    A = zoo.control("teacher_A", adult_teacher_arch, 0, own)
+    B = zoo.control("teacher_B", adult_teacher_arch, 1, own)
+    refs = [zoo.control(f"ref_{i:03d}", adult_teacher_arch, 100 + i, own) for i in range(n_refs)]
+    G = zoo.get_sklearn("teacher_G", lambda: fit_sklearn_control(hgb(0), own))
+    refs_G = [zoo.get_sklearn(f"refG_{i:03d}", lambda i=i: fit_sklearn_control(hgb(100 + i), own))
+              for i in range(min(n_refs, 39))]
+    G_model = SklearnModel(G, name="teacher_G")
+    suspects: list[tuple[str, str, str | None, object]] = []
+
+    def add(name, kind, parent, module):
+        suspects.append((name, kind, parent, module))
+
+    for s in range(n_seeds):
+        seed = 1000 + s
+        for temp in (1, 4, 10):
+            add(f"A_kd_T{temp}_{s}", f"KD T={temp}, MLP-16", "A",
+                zoo.kd(f"A_kd_T{temp}_{s}", A, adult_small_arch, seed, temperature=float(temp)))
+        add(f"A_kd_wide_{s}", "KD T=4, MLP-256", "A", zoo.kd(f"A_kd_wide_{s}", A, adult_wide_arch, seed,
+                                                             temperature=4.0))
+        add(f"A_kd_deep_{s}", "KD T=4, MLP-32-32", "A", zoo.kd(f"A_kd_deep_{s}", A, adult_deep_arch, seed,
+                                                               temperature=4.0))
+        add(f"A_labels_{s}", "label-only extraction", "A",
+            zoo.kd(f"A_labels_{s}", A, adult_small_arch, seed, teacher_access="labels"))
+        add(f"A_hgb_{s}", "KD into gradient boosting", "A",
+            zoo.get_sklearn(f"A_hgb_{s}", lambda seed=seed: distill_sklearn(TorchModel(A), hgb(seed), public,
+                                                                            temperature=1.0, seed=seed)))
+        base = zoo.models[f"A_kd_T4_{s}"]
+        add(f"A_finetuned_{s}", "KD T=4 + fine-tuned", "A",
+            zoo.get(f"A_finetuned_{s}", lambda: adult_small_arch(0),
+                    lambda m, base=base, seed=seed: finetune(_copy_into(m, base), public, epochs=2, lr=5e-4,
+                                                             seed=seed + 7)))
+        add(f"A_pruned_{s}", "KD T=4 + pruned 50%", "A",
+            zoo.get(f"A_pruned_{s}", lambda: adult_small_arch(0), lambda m, base=base: prune(_copy_into(m, base), 0.5)))
+        add(f"A_int8_{s}", "KD T=4 + int8", "A", quantize_int8(copy.deepcopy(base)))
+        seed = 3000 + s
+        add(f"G_hgb_{s}", "student of G (boosting)", "G",
+            zoo.get_sklearn(f"G_hgb_{s}", lambda seed=seed: distill_sklearn(G_model, hgb(seed, max_iter=60,
+                                                                                         max_features=0.8),
+                                                                            public, temperature=1.0, seed=seed)))
+        add(f"G_kd_{s}", "student of G (MLP, KD)", "G", zoo.kd(f"G_kd_{s}", G_model, adult_small_arch, seed,
+                                                                temperature=1.0))
+        add(f"G_labels_{s}", "student of G (MLP, labels)", "G",
+            zoo.kd(f"G_labels_{s}", G_model, adult_small_arch, seed, teacher_access="labels"))
+        seed = 2000 + s
+        add(f"B_kd_T4_{s}", "student of B (KD)", "B", zoo.kd(f"B_kd_T4_{s}", B, adult_small_arch, seed,
+                                                              temperature=4.0))
+        add(f"B_labels_{s}", "student of B (labels)", "B",
+            zoo.kd(f"B_labels_{s}", B, adult_small_arch, seed, teacher_access="labels"))
+    for s in range(n_seeds + 2):
+        add(f"indep_same_{s}", "same recipe, other seed", None,
+            zoo.control(f"indep_same_{s}", adult_teacher_arch, 500 + s, own))
+    for s in range(n_seeds):
+        add(f"indep_small_{s}", "MLP-16, same data", None, zoo.control(f"indep_small_{s}", adult_small_arch, 650 + s,
+                                                                        own))
+        add(f"indep_wide_{s}", "MLP-256, same data", None, zoo.control(f"indep_wide_{s}", adult_wide_arch, 600 + s,
+                                                                        own))
+        add(f"disjoint_{s}", "MLP-64, disjoint data", None, zoo.control(f"disjoint_{s}", adult_teacher_arch, 700 + s,
+                                                                         public))
+        add(f"indep_hgb_{s}", "boosting, same data", None,
+            zoo.get_sklearn(f"indep_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(500 + s), own)))
+        add(f"disjoint_hgb_{s}", "boosting, disjoint data", None,
+            zoo.get_sklearn(f"disjoint_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(700 + s), public)))
+    add("logreg_own", "logistic regression, same data", None,
+        zoo.get_sklearn("logreg_own", lambda: fit_sklearn_control(LogisticRegression(max_iter=500), own)))
+    return A, B, G, refs, refs_G, suspects
+
+
+def adult_data():
+    """Owner's half and the other half of Adult's training rows, and 2,000 held-out test rows as probe candidates."""
+    from kdaudit.data import load_adult
+
+    own, public = split_data(load_adult(split="train"), test_size=0.5, seed=0)
+    _, probe = split_data(load_adult(split="test"), test_size=2000, seed=0)
+    return own, public, probe
+
+
+def build_adult_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, object]]:
+    """Negative controls for the Adult teachers: other architectures on the owner's data (fresh seeds)."""
+    out = []
+    for s in range(n):
+        out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", adult_small_arch, 850 + s, zoo.own)))
+        out.append((f"control_deep_{s}", zoo.control(f"control_deep_{s}", adult_deep_arch, 800 + s, zoo.own)))
+    return out
+
+
 def _copy_into(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
     target.load_state_dict(copy.deepcopy(source.state_dict()))
     return target
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
-def probs_of(module: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+def probs_of(module, X: np.ndarray) -> np.ndarray:
+    """Probabilities of a torch module or a fitted scikit-learn classifier."""
+    if hasattr(module, "predict_proba"):
+        return np.asarray(module.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
     with torch.no_grad():
         return torch.softmax(module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))), dim=1).double().numpy()
 
 
-def black_box(module: torch.nn.Module, name: str, mode: str) -> BlackBoxModel:
+def as_model(module, name: str):
+    """The owner's white-box view of a pool member or control (torch or scikit-learn)."""
+    from kdaudit.models import SklearnModel
+
+    return SklearnModel(module, name=name) if hasattr(module, "predict_proba") else TorchModel(module, name=name)
+
+
+def black_box(module, name: str, mode: str, n_classes: int = 10) -> BlackBoxModel:
     """The suspect as an API: it answers at one access level and refuses more than the query budget."""
     if mode == "labels":
-        return BlackBoxModel(lambda X: probs_of(module, X).argmax(1), n_classes=10, name=name, access="labels",
+        return BlackBoxModel(lambda X: probs_of(module, X).argmax(1), n_classes=n_classes, name=name, access="labels",
                              query_budget=QUERY_BUDGET)
     if mode.startswith("top_k"):
         k = int(mode.split(":")[1])
@@ -243,8 +395,8 @@ def black_box(module: torch.nn.Module, name: str, mode: str) -> BlackBoxModel:
             idx = np.argsort(-p, axis=1)[:, :k]
             return idx, np.take_along_axis(p, idx, axis=1)
 
-        return BlackBoxModel(fn, n_classes=10, name=name, access="top_k", top_k=k, query_budget=QUERY_BUDGET)
-    return BlackBoxModel(lambda X: probs_of(module, X), n_classes=10, name=name, query_budget=QUERY_BUDGET)
+        return BlackBoxModel(fn, n_classes=n_classes, name=name, access="top_k", top_k=k, query_budget=QUERY_BUDGET)
+    return BlackBoxModel(lambda X: probs_of(module, X), n_classes=n_classes, name=name, query_budget=QUERY_BUDGET)
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -264,7 +416,7 @@ def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float = 0.01) -> float:
     return float(np.mean(np.where(np.isfinite(pos), pos, -1e9) > threshold))
 
 
-def baselines(A, module, X, y) -> dict[str, float]:
+def baselines(A, module, X, y, n_classes: int = 10) -> dict[str, float]:
     """Single similarity statistics of teacher A and a suspect (higher = more similar)."""
     pt, ps = probs_of(A, X), probs_of(module, X)
     wrong = pt.argmax(1) != y
@@ -287,7 +439,7 @@ def baselines(A, module, X, y) -> dict[str, float]:
     return {
         "top-1 agreement": top1_agreement_score(pt, ps),
         "-KL(teacher||suspect)": -kl_divergence(pt, ps),
-        "shared-wrong-label rate": same_wrong_label_rate(y, pt, ps, n_classes=10)["rate"],
+        "shared-wrong-label rate": same_wrong_label_rate(y, pt, ps, n_classes=n_classes)["rate"],
         "-SAC correlation distance": -float(np.abs(corr_matrix(Wt) - corr_matrix(Ws)).mean()),
         "non-top rank correlation": float(np.nanmean(rho)),
     }
@@ -333,8 +485,55 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
 
 
+def fast_p_values(teacher, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseudo: int = 5):
+    """The plain test's exact p-values of every suspect against ``teacher`` and ``refs``, and a null check (the first
+    ``n_pseudo`` references in turn as the teacher, the pool then being ``refs`` without it and ``teacher``), through
+    the library's array-level pipeline (the same statistics as :func:`kdaudit.lineage.lineage_test`, without
+    queries, bootstrap or controls), so pools of different sizes K can be compared cheaply."""
+    access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
+    Xc, yc = _candidates(probe_X, probe_y, None, seed)
+    pool_all = np.stack([probs_of(m, Xc) for m in [teacher, *refs]])
+    idx = select_probes(disagreement_scores(pool_all, access=access[0]), N_PROBES, seed=seed)
+    y = yc[idx]
+    views = [_view(probs_of(m, Xc[idx]), access) for _, _, _, m in suspects]
+
+    def p_values(pool):
+        typicality = _typicality(pool, access=access, y_true=y)
+        out = []
+        for view in views:
+            sums = compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1], y_true=y)
+            st = adjust_for_typicality(statistics_from_totals(sums.values.sum(axis=0), sums), typicality)
+            weights, two_sided = _combination(sums.signatures)
+            C = combined_statistic(st, weights, two_sided=two_sided)
+            out.append(rank_p_value(C[0], C[1:]))
+        return np.array(out)
+
+    main = p_values(pool_all[:, idx])
+    null = [p_values(pool_all[[1 + k] + [j for j in range(len(pool_all)) if j != 1 + k]][:, idx])
+            for k in range(min(n_pseudo, len(refs)))]
+    return main, np.concatenate(null)
+
+
+def power_by_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, modes, seed: int,
+                        Ks=(19, 39, 99)) -> None:
+    """TPR at alpha over ``parent``'s students, FPR over the other suspects, and the null check, per K."""
+    is_pos = np.array([p == parent for _, _, p, _ in suspects])
+    kinds = [k for _, k, p, _ in suspects if p == parent]
+    for mode in modes:
+        for K in [k for k in Ks if k <= len(refs)]:
+            t0 = time.perf_counter()
+            p, null = fast_p_values(teacher, refs[:K], suspects, probe_X, probe_y, mode, seed)
+            der = p <= ALPHA
+            per_kind = {k: f"{int(sum(d for d, kk in zip(der[is_pos], kinds) if kk == k))}/{kinds.count(k)}"
+                        for k in dict.fromkeys(kinds)}
+            log(f"  teacher {parent}, {mode}, K = {K}: TPR {der[is_pos].mean():.3f} over {int(is_pos.sum())} "
+                f"students, FPR {der[~is_pos].mean():.3f} over {int((~is_pos).sum())} others; null check "
+                f"{np.mean(null <= ALPHA):.3f} over {len(null)} tests; {time.perf_counter() - t0:.0f}s")
+            log("      per kind: " + "; ".join(f"{k} {v}" for k, v in per_kind.items()))
+
+
 def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y, *, is_pos, dev, kinds,
-             truth, args, log, controls=()) -> dict[str, dict]:
+             truth, args, log, controls=(), n_classes: int = 10) -> dict[str, dict]:
     """Lineage tests and attribution of every suspect, per access mode, on one set of probe candidates.
 
     Each test gets the negative controls, so by default it is calibrated by them; the plain test's p-value and
@@ -343,17 +542,18 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
     summary = {}
     kind_masks = {kind: np.array([k == kind for k in kinds]) for kind in dict.fromkeys(kinds)}
     not_B = truth != "B"
+    memo: dict = {}  # the pools' statistics that do not depend on the suspect, shared by every test of this run
     for mode in modes:
         t_mode = time.perf_counter()
         rows = []
-        ctrl = [TorchModel(m, name=n) for n, m in controls] or None
+        ctrl = [as_model(m, n) for n, m in controls] or None
         for name, kind, parent, module in suspects:
-            r = lineage_test(pool_A, black_box(module, name, mode), probes, references=ref_models,
+            r = lineage_test(pool_A, black_box(module, name, mode, n_classes), probes, references=ref_models,
                              n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=args.replicates,
-                             seed=args.seed, cache_dir=CACHE / "outputs", controls=ctrl)
-            at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
+                             seed=args.seed, cache_dir=CACHE / "outputs", controls=ctrl, memo=memo)
+            at = attribute(black_box(module, name, mode, n_classes), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                            probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                           cache_dir=CACHE / "outputs", controls=ctrl)
+                           cache_dir=CACHE / "outputs", controls=ctrl, memo=memo)
             rA, rB = at.results["A"], at.results["B"]
             row = {"p_cal": r.p_value, "e_cal": r.effect.value, "queries": r.queries_used, "parent_cal": at.parent,
                    "pB_cal": rB.p_value}
@@ -400,9 +600,9 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
         if ctrl:
             name, _, _, module = suspects[0]
             for variant, mode_arg in (("plain", "check"), ("cal", "calibrate")):
-                at = attribute(black_box(module, name, mode), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
+                at = attribute(black_box(module, name, mode, n_classes), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                                probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                               cache_dir=CACHE / "outputs", controls=ctrl, controls_mode=mode_arg)
+                               cache_dir=CACHE / "outputs", controls=ctrl, memo=memo, controls_mode=mode_arg)
                 for cand in ("A", "B"):
                     nc = at.results[cand].negative_controls
                     res["variants"][variant][f"controls_{cand}"] = (nc["n_at_alpha"], nc["n"], nc["binomial_p"],
@@ -459,7 +659,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed per kind and 19 references (a smoke run)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(RESULTS / "lineage_cpu.txt"))
+    ap.add_argument("--out", default=None, help="default benchmarks/results/lineage_cpu.txt (mnist), "
+                    "lineage_adult_cpu.txt (adult)")
     ap.add_argument("--replicates", type=int, default=200, help="bootstrap replicates of the effect interval")
     ap.add_argument("--train-only", action="store_true", help="build (and cache) the zoo, then stop")
     ap.add_argument("--seed", type=int, default=0,
@@ -467,9 +668,19 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help="probe-candidate scenarios to run (default: all): " + "; ".join(
                         f"{k}: {v}" for k, v in SCENARIOS.items()))
-    ap.add_argument("--modes", default=",".join(MODES),
+    ap.add_argument("--task", choices=("mnist", "adult"), default="mnist",
+                    help="mnist: the image zoo (10 classes); adult: the tabular zoo (binary, MLP and boosted teachers)")
+    ap.add_argument("--max-refs", type=int, default=0, help="references to train for the power-by-K table")
+    ap.add_argument("--part", choices=("all", "power", "tests"), default="all",
+                    help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests")
+    ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
+                    "scenarios or modes ran (the file says which)")
+    ap.add_argument("--modes", default=None,
                     help="comma-separated access modes to run (default: all); results are written only for all")
     args = ap.parse_args(argv)
+    task_modes = MODES if args.task == "mnist" else ("probabilities", "labels")  # top-k of 2 classes is labels
+    args.modes = args.modes or ",".join(task_modes)
+    args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     lines: list[str] = []
@@ -479,20 +690,33 @@ def main(argv=None) -> int:
         lines.append(msg)
 
     n_seeds, n_refs = (1, 19) if args.quick else (3, N_REFERENCES)
-    data = load_mnist5k()
-    own, rest = split_data(data, test_size=3000, seed=0)
-    public, probe = split_data(rest, test_size=1000, seed=0)
     log("kdaudit lineage benchmark (benchmarks/lineage.py)")
     log(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
-        f"{args.threads} threads, python {platform.python_version()}")
-    log(f"data: MNIST-5k split own={len(own)} public={len(public)} probe={len(probe)} (stratified, seed 0)")
+        f"{args.threads} threads, python {platform.python_version()}; task {args.task}")
     t0 = time.perf_counter()
-    zoo = Zoo(own, public, log)
-    A, B, refs, suspects = build_zoo(zoo, n_seeds, n_refs)
-    controls = build_controls(zoo)
+    if args.task == "adult":
+        own, public, probe = adult_data()
+        log(f"data: UCI Adult, owner's half of the training rows {len(own)}, the other half (public) {len(public)}, "
+            f"held-out probe candidates {len(probe)} (test split); binary")
+        zoo = Zoo(own, public, log, cache=ADULT_CACHE, epochs=ADULT_EPOCHS)
+        A, B, G, refs, refs_G, suspects = build_adult_zoo(zoo, n_seeds, max(n_refs, args.max_refs))
+        controls = build_adult_controls(zoo)
+        all_refs, refs = refs, refs[:n_refs]
+        # the first 2,000 of the rows the students were distilled on, for the "public" probe scenario
+        n_classes, public_probes = 2, public.subset(np.arange(2000))
+    else:
+        data = load_mnist5k()
+        own, rest = split_data(data, test_size=3000, seed=0)
+        public, probe = split_data(rest, test_size=1000, seed=0)
+        log(f"data: MNIST-5k split own={len(own)} public={len(public)} probe={len(probe)} (stratified, seed 0)")
+        zoo = Zoo(own, public, log)
+        A, B, refs, suspects = build_zoo(zoo, n_seeds, n_refs)
+        controls = build_controls(zoo)
+        G = refs_G = None
+        all_refs, n_classes, public_probes = refs, 10, public
     train_s = time.perf_counter() - t0
     acc = {n: float((probs_of(m, probe.X).argmax(1) == probe.y_true).mean()) for n, m in
-           [("teacher_A", A), ("teacher_B", B), ("ref_000", refs[0])]}
+           [("teacher_A", A), ("teacher_B", B), ("ref_000", refs[0])] + ([("teacher_G", G)] if G is not None else [])}
     log(f"zoo: {len(refs)} references, {len(suspects)} suspects; build/load {train_s:.0f}s; held-out accuracy "
         + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     if args.train_only:
@@ -502,10 +726,10 @@ def main(argv=None) -> int:
     ref_models = [TorchModel(m, name=f"ref_{i:03d}") for i, m in enumerate(refs)]
     is_pos = np.array([p == "A" for _, _, p, _ in suspects])
     kinds = [k for _, k, _, _ in suspects]
-    truth = np.array([p if p else "none" for _, _, p, _ in suspects])
+    truth = np.array([p if p in ("A", "B") else "none" for _, _, p, _ in suspects])
 
     # --- baselines (probabilities, held-out originals) ---
-    base = [baselines(A, m, probe.X, probe.y_true) for _, _, _, m in suspects]
+    base = [baselines(A, m, probe.X, probe.y_true, n_classes) for _, _, _, m in suspects]
     log("")
     log("single-statistic baselines (A vs suspect, 1,000 held-out rows, full probabilities): ROC AUC "
         f"({int(is_pos.sum())} students of A vs {int((~is_pos).sum())} others)")
@@ -514,6 +738,19 @@ def main(argv=None) -> int:
         log(f"  {key:<28} AUC {auc(s[is_pos], s[~is_pos]):.3f}")
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if args.task == "adult" and args.part in ("all", "power"):
+        log("")
+        log("plain test (no controls) through the array-level pipeline, held-out probes, by number of references K:")
+        power_by_references(log, A, all_refs, suspects, "A", probe.X, probe.y_true, modes, args.seed)
+        log("the gradient-boosted teacher G (its own 39 references, boosting with other seeds):")
+        power_by_references(log, G, refs_G, suspects, "G", probe.X, probe.y_true, modes, args.seed, Ks=(19,))
+    if args.part == "power":
+        from kdaudit._io import atomic_write_text
+
+        log(f"total wall time {time.perf_counter() - started:.0f}s")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for sc in scenarios:
         if sc not in SCENARIOS:
@@ -521,18 +758,23 @@ def main(argv=None) -> int:
     dev = np.array([n.endswith("_0") for n, _, _, _ in suspects])  # seed 0 of each kind: where weights were tuned
     results: dict[str, dict[str, dict]] = {}
     for sc in scenarios:
-        probes = probe if sc == "heldout" else [probe, public]
-        probe_X = probe.X if sc == "heldout" else np.concatenate([probe.X, public.X])
-        probe_y = probe.y_true if sc == "heldout" else np.concatenate([probe.y_true, public.y_true])
+        probes = probe if sc == "heldout" else [probe, public_probes]
+        probe_X = probe.X if sc == "heldout" else np.concatenate([probe.X, public_probes.X])
+        probe_y = probe.y_true if sc == "heldout" else np.concatenate([probe.y_true, public_probes.y_true])
         log("")
         log(f"#### probe candidates: {SCENARIOS[sc]}")
         results[sc] = evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y,
                                is_pos=is_pos, dev=dev, kinds=kinds, truth=truth, args=args, log=log,
-                               controls=controls)
+                               controls=controls, n_classes=n_classes)
     log("")
-    if set(scenarios) != set(SCENARIOS) or set(modes) != set(MODES):
+    if set(scenarios) != set(SCENARIOS) or set(modes) != set(task_modes):
         log(f"total wall time {time.perf_counter() - started:.0f}s (scenarios {', '.join(scenarios)}, modes "
-            f"{', '.join(modes)} only; nothing written)")
+            f"{', '.join(modes)} only)")
+        if args.write_partial:
+            from kdaudit._io import atomic_write_text
+
+            atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+            print(f"wrote {args.out}")
         return 0
     log("targets (issue #5 item 7), per scenario, for the plain test and the one calibrated by the controls:")
     for sc in SCENARIOS:
@@ -547,6 +789,12 @@ def main(argv=None) -> int:
                     ALPHA * (1 - ALPHA) / v["null_n"]) for v in var.values()),
                  ", ".join(f"{v['null_fpr']:.4f}" for v in var.values())),
                 ("labels AUC >= 0.95", lab["auc"] >= 0.95, f"{lab['auc']:.4f}"),
+                ("issue 16: TPR >= 0.9 at alpha, probabilities and labels", p["tpr"] >= 0.9 and lab["tpr"] >= 0.9,
+                 f"{p['tpr']:.3f}, {lab['tpr']:.3f}"),
+                ("issue 16: zoo FPR <= alpha, probabilities and labels", p["fpr"] <= ALPHA and lab["fpr"] <= ALPHA,
+                 f"{p['fpr']:.3f}, {lab['fpr']:.3f}"),
+                ("issue 16: attribution >= 0.9, probabilities and labels", p["attr"] >= 0.9 and lab["attr"] >= 0.9,
+                 f"{p['attr']:.3f}, {lab['attr']:.3f}"),
                 ("<= 2,000 suspect queries per test", all(s["q_max"] <= QUERY_BUDGET for s in summary.values()),
                  ", ".join(str(s["q_max"]) for s in summary.values())),
             ]

@@ -25,7 +25,7 @@ from kdaudit.executors._base import Executor, LocalExecutor
 from kdaudit.executors._sources import ColumnModel, as_source, merge_summaries, unit_summary
 from kdaudit.models._base import Access, ModelAdapter
 
-__all__ = ["AuditTask", "UnitRun", "run_units"]
+__all__ = ["AuditTask", "UnitRun", "query_black_boxes_here", "run_units"]
 
 
 # -- section feeders ----------------------------------------------------------------------------------------
@@ -39,6 +39,12 @@ def _unavailable(section: str, y_present: bool, t: ModelAdapter, s: ModelAdapter
     if section == "bias":
         return not sensitive
     return False
+
+
+def _section_fn(section: str) -> Callable[..., Any]:
+    from kdaudit import metrics
+
+    return getattr(metrics, f"{section}_section")
 
 
 def _unavailable_result(section: str, fn: Callable[..., Any], y_present: bool, t: ModelAdapter,
@@ -194,7 +200,7 @@ def _peak_rss_mb() -> float:
 
 
 # -- black boxes stay on the driver -----------------------------------------------------------------------
-def _query_black_boxes_here(models: list[ModelAdapter], source: Any, *, batch_size: int, cache_dir: Any,
+def query_black_boxes_here(models: list[ModelAdapter], source: Any, *, batch_size: int, cache_dir: Any,
                             seed: int) -> tuple[ModelAdapter, list[ModelAdapter]]:
     """A black box (a paid API with a query budget) is asked here, on the driver, once per row, through the
     harness (its cache resumes an interrupted run); the workers get its answers as a stand-in with its name, kind,
@@ -256,14 +262,14 @@ def _merge_provenance(parts: list[Any], data_sha: str, n_rows: int) -> Any:
 
 def run_units(executor: Executor, data: Any, teacher: ModelAdapter, students: Sequence[ModelAdapter],
               sections: Iterable[str], bootstrap: Any, section_options: Mapping[str, Mapping[str, Any]], *,
-              section_fn: Callable[[str], Callable[..., Any]], batch_size: int, device: Any, precision: Any,
+              batch_size: int, device: Any, precision: Any,
               cache_dir: Any, seed: int, block_rows: int | None = None,
               progress: Callable[[str], None] | None = None) -> UnitRun:
     """Run the metric sections of an audit through ``executor``: units in parallel, states merged in unit order."""
     source = as_source(data, block_rows=block_rows)
     sections = list(sections)
     if not isinstance(executor, LocalExecutor):
-        teacher, students = _query_black_boxes_here([teacher, *students], source, batch_size=batch_size,
+        teacher, students = query_black_boxes_here([teacher, *students], source, batch_size=batch_size,
                                                     cache_dir=cache_dir, seed=seed)
     sensitive = source.sensitive_names
     results: dict[str, dict[str, Any]] = {s.name: {} for s in students}
@@ -272,7 +278,7 @@ def run_units(executor: Executor, data: Any, teacher: ModelAdapter, students: Se
         for section in sections:
             opts = dict(section_options.get(section, {}))
             if _unavailable(section, source.has_labels, teacher, s, sensitive):
-                results[s.name][section] = _unavailable_result(section, section_fn(section), source.has_labels,
+                results[s.name][section] = _unavailable_result(section, _section_fn(section), source.has_labels,
                                                                teacher, s, bootstrap, opts)
             else:
                 make_accumulator(section, teacher, s, sensitive, bootstrap, opts)  # bad options fail here, early

@@ -6,6 +6,12 @@ Two forms::
                     [--candidate T2[@REFS] ...] [--control C ... [--controls-mode check|calibrate|require]]
                     [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
+    kdaudit lineage --teacher DIR --suspect DIR|URL|FILE --prompts FILE [--reference DIR ...] [--control DIR ...]
+                    [--suspect-access text|top-k:K] [--null references|controls]   (language models)
+
+Model files whose format runs code on load (pickle, TorchScript, torch.export) are refused unless their role is
+trusted: ``--trust-teacher``, ``--trust-references``, ``--trust-candidates``, ``--trust-controls``, ``--trust-suspect``
+(never implied), ``--trust-student`` and ``--trust-manifest-teachers`` for ``--verify``.
 
 Exit codes: 0 the test ran and its verdict was printed (whatever the verdict; add ``--fail-on-derived`` to exit 1
 when the suspect is found derived, for scripted screening); for ``--verify`` 0 the student matches the manifest and
@@ -75,6 +81,9 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     trust.add_argument("--trust", action="store_true", help=argparse.SUPPRESS)  # removed: refused with a message
     test.add_argument("--fail-on-derived", action="store_true", help="exit 1 when the verdict is 'derived'")
     _add_arch_arguments(test)
+    from kdaudit.lineage._lm_cli import add_lm_arguments
+
+    add_lm_arguments(parser)
     verify = parser.add_argument_group("manifest verification")
     verify.add_argument("--verify", metavar="MANIFEST", help="check a student file against a lineage manifest")
     verify.add_argument("--student", metavar="FILE", help="the student file to check (with --verify)")
@@ -189,6 +198,10 @@ def run_lineage_command(args: argparse.Namespace) -> int:
             atomic_write_text(args.json, canonical_json(result.to_dict()))
         return EXIT_OK if result.ok else EXIT_MISMATCH
 
+    if getattr(args, "prompts", None):  # language models (kdaudit.lineage._lm_cli)
+        from kdaudit.lineage._lm_cli import run_lm_lineage
+
+        return run_lm_lineage(args)
     for opt in ("teacher", "suspect", "probes"):
         if not getattr(args, opt, None):
             raise invalid_argument(f"--{opt}", None, "a file (or use --verify MANIFEST --student FILE)")

@@ -29,6 +29,14 @@ Signatures (member ``m``, pool mean ``bar``, suspect ``S``; entries are probes x
 ``shared_errors``
     Rate of probes with a known true label where the suspect makes the member's wrong prediction (only when the
     probes carry true labels).
+``pool_regression``
+    The member's coefficient in a ridge regression of the suspect's deviation from the pool consensus on *all*
+    members' deviations jointly (probability scale, the suspect's view). A marginal correlation credits every
+    member whose deviation happens to resemble the teacher's (on a binary task the members' deviations live in a
+    few directions, so they resemble each other often): that is what widens the references' spread under the
+    alternative. The joint fit gives the explained part to the member that explains it, and the references' spread
+    shrinks. Ridge with the same penalty for every member is permutation-equivariant, so the rank p-value stays
+    exact.
 """
 
 from __future__ import annotations
@@ -52,7 +60,13 @@ SIGNATURES: dict[str, str] = {
     "topk_overlap": "overlap of the top-k class sets",
     "label_idiosyncrasy": "agreement on labels beyond the pool's consensus (counts where the pool disagrees)",
     "shared_errors": "rate of shared wrong labels on probes with a known true label",
+    "pool_regression": "the model's weight when the suspect's deviations from the pool consensus are regressed on "
+                       "all models' deviations jointly (credit goes to the model that explains them)",
 }
+
+#: Ridge penalty of ``pool_regression``, relative to the mean squared norm of the members' deviations. The members'
+#: deviations sum to zero, so some penalty is needed; a small one keeps the fit close to least squares.
+RIDGE = 1e-2
 
 #: Weight of each signature's z-score in the combined statistic. ``prob_residual`` dominates: it is the one
 #: signature that sees both the top-class decisions and the non-top structure on the scale where distillation losses
@@ -71,6 +85,7 @@ SIGNATURE_WEIGHTS: dict[str, float] = {
     "topk_overlap": 0.5,
     "logit_residual": 0.5,
     "nontop_rank": 0.5,
+    "pool_regression": 3.0,
 }
 
 #: Signatures whose z-score enters the combination as ``|z|``. On the log scale a derived suspect need not follow its
@@ -95,6 +110,7 @@ def available_signatures(access: str, *, has_truth: bool) -> tuple[str, ...]:
         raise ValueError(access)
     if has_truth:
         names.append("shared_errors")
+    names.append("pool_regression")
     return tuple(names)
 
 
@@ -103,13 +119,15 @@ class SignatureSums:
     """Per-probe additive values and the layout needed to turn their totals into statistics.
 
     ``values`` is (n_probes, n_values). Correlation signatures store 3 member values (sum x, sum xy, sum x^2) per
-    member and 3 shared suspect values (sum y, sum y^2, count); mean signatures store 1 value per member and a count.
+    member and 3 shared suspect values (sum y, sum y^2, count); mean signatures store 1 value per member and a count;
+    the regression signature stores the upper triangle of the Gram matrix of the members' and the suspect's
+    deviations.
     """
 
     values: np.ndarray
     signatures: tuple[str, ...]
     n_members: int
-    layout: tuple[tuple[str, int, int], ...]  # (kind, start, stop) per signature; kind "corr" or "mean"
+    layout: tuple[tuple[str, int, int], ...]  # (kind, start, stop) per signature; kind "corr", "mean" or "gram"
 
 
 def _clr(logp: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -129,6 +147,32 @@ def _corr_values(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
     member = member.transpose(1, 0, 2).reshape(x.shape[1], -1)
     shared = np.stack([y.sum(axis=-1), (y * y).sum(axis=-1), mask.sum(axis=-1)], axis=-1)
     return np.concatenate([member, shared], axis=1)
+
+
+def _prob_view(S: np.ndarray, access: str) -> np.ndarray:
+    """The suspect's answers as probabilities: as given; for top-k the unrevealed mass spread evenly over the other
+    classes (the least informative completion); one-hot labels as given."""
+    if access != "top_k":
+        return S
+    rest = np.clip(1.0 - S.sum(axis=1, keepdims=True), 0.0, 1.0)
+    hidden = S <= 0
+    return np.where(hidden, rest / np.maximum(hidden.sum(axis=1, keepdims=True), 1), S)
+
+
+def _gram_values(D: np.ndarray) -> np.ndarray:
+    """Per-probe upper triangle of the Gram matrix of the rows of ``D`` (R, N, C), summed over classes: (N, R(R+1)/2)."""
+    iu = np.triu_indices(D.shape[0])
+    G = np.einsum("anc,bnc->nab", D, D)
+    return G[:, iu[0], iu[1]]
+
+
+def _ridge_weights(G: np.ndarray, M: int) -> np.ndarray:
+    """Ridge coefficients (..., M) of the last row of ``D`` on the first M, from their Gram matrix (..., M+1, M+1)."""
+    X = G[..., :M, :M]
+    y = G[..., :M, M]
+    scale = np.trace(X, axis1=-2, axis2=-1)[..., None, None] / M
+    A = X + RIDGE * np.where(scale > 0, scale, 1.0) * np.eye(M)
+    return np.linalg.solve(A, y[..., None])[..., 0]
 
 
 def compute_sums(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.ndarray, *, access: str,
@@ -172,14 +216,11 @@ def compute_sums(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np
             bar = lp.mean(axis=0)
             push("corr", _corr_values(lp - bar[None], (ls - bar) * mask, mask))
         elif name == "prob_residual":
-            view = S
-            if access == "top_k":
-                # unrevealed mass, spread evenly: the least informative completion of a top-k answer
-                rest = np.clip(1.0 - S.sum(axis=1, keepdims=True), 0.0, 1.0)
-                hidden = S <= 0
-                view = np.where(hidden, rest / np.maximum(hidden.sum(axis=1, keepdims=True), 1), S)
             bar = pool.mean(axis=0)
-            push("corr", _corr_values(pool - bar[None], view - bar, np.ones((N, C))))
+            push("corr", _corr_values(pool - bar[None], _prob_view(S, access) - bar, np.ones((N, C))))
+        elif name == "pool_regression":
+            bar = pool.mean(axis=0)
+            push("gram", _gram_values(np.concatenate([pool - bar[None], (_prob_view(S, access) - bar)[None]])))
         elif name == "nontop_rank":
             top = pool.mean(axis=0).argmax(axis=1)  # the pool's consensus top class: symmetric in the members
             keep = np.ones((N, C), dtype=bool)
@@ -220,7 +261,13 @@ def statistics_from_totals(totals: np.ndarray, sums: SignatureSums) -> np.ndarra
     out = []
     for kind, a, b in sums.layout:
         t = totals[..., a:b]
-        if kind == "corr":
+        if kind == "gram":
+            iu = np.triu_indices(M + 1)
+            G = np.zeros(t.shape[:-1] + (M + 1, M + 1))
+            G[..., iu[0], iu[1]] = t
+            G[..., iu[1], iu[0]] = t
+            r = _ridge_weights(G, M)
+        elif kind == "corr":
             member = t[..., : 3 * M].reshape(*t.shape[:-1], M, 3)
             sy, syy, n = (t[..., 3 * M + j][..., None] for j in range(3))
             sx, sxy, sxx = member[..., 0], member[..., 1], member[..., 2]
