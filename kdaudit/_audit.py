@@ -356,12 +356,13 @@ def audit(
         from kdaudit.executors._sources import DEFAULT_BLOCK_ROWS
         from kdaudit.sections._engine import stream_sections
 
+        run_t, run_s = teacher_m, student_ms
         if not isinstance(executor, LocalExecutor):  # a paid API is asked here, once per row (kdaudit.executors)
-            teacher_m, student_ms = query_black_boxes_here([teacher_m, *student_ms], source,
-                                                           batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+            run_t, run_s = query_black_boxes_here([teacher_m, *student_ms], source, batch_size=batch_size,
+                                                  cache_dir=cache_dir, seed=seed)
         _progress(progress, f"streaming {1 + len(student_ms)} models over {len(data):,} rows of {data.name!r}")
         streamed, provenance, stream_t = stream_sections(
-            teacher_m, student_ms, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
+            run_t, run_s, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
             options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
             precision=precision, has_references=has_refs, seed=seed, shard_rows=block_rows or DEFAULT_BLOCK_ROWS)
         timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},

@@ -111,6 +111,7 @@ class RayExecutor(Executor):
         self.init_options = dict(init_options or {})
         self._actors: list[Any] = []
         self._jobs = 0
+        self.last_actors_used: set[int] = set()  # actors that returned a result (of any job): for tests, run.json
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name, "address": self.address, "num_actors": self.num_actors,
@@ -191,6 +192,7 @@ class RayExecutor(Executor):
             for ref in ready:
                 pos, a = pending.pop(ref)
                 load[a] -= 1
+                self.last_actors_used.add(a)
                 done_early[pos] = _get(ray, ref, pos)
             while emitted in done_early:
                 yield done_early.pop(emitted)
