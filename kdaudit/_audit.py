@@ -298,7 +298,7 @@ def audit(
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()
-    from kdaudit.executors._base import get_executor
+    from kdaudit.executors._select import get_executor
 
     executor = get_executor(executor)
     source = None

@@ -10,9 +10,10 @@ merges them in that order, so every executor gives byte-identical results. See :
 ...               executor=RayExecutor(address="auto", num_actors=8, num_gpus_per_actor=1))
 """
 
-from kdaudit.executors._base import EXECUTORS, Executor, LocalExecutor, UnitTask, get_executor
+from kdaudit.executors._base import EXECUTORS, Executor, LocalExecutor, UnitTask
 from kdaudit.executors._pool import PoolOutputs, query_pool, train_pool
 from kdaudit.executors._ray import RayExecutor
+from kdaudit.executors._select import get_executor
 from kdaudit.executors._sources import DEFAULT_BLOCK_ROWS, ColumnModel, MemorySource, ParquetSource
 
 __all__ = [

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from kdaudit._exceptions import invalid_argument
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "UnitTask", "get_executor", "setup"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "UnitTask", "setup"]
 
 #: Executor names accepted by ``audit(executor=...)``, the config's ``executor.kind`` and ``--executor``.
 EXECUTORS = ("local", "ray")
@@ -77,22 +77,3 @@ class LocalExecutor(Executor):
         setup(task)
         for unit in units:
             yield task(unit)
-
-
-def get_executor(executor: Any = None, **options: Any) -> Executor | None:
-    """An :class:`Executor` from a name (``"local"``, ``"ray"``; ``options`` go to its constructor), an executor
-    (returned as is), or None (None: the caller's in-process default path)."""
-    if executor is None or isinstance(executor, Executor) or (hasattr(executor, "map") and hasattr(executor, "name")):
-        # an executor of ours, or any object with the engine's interface (name, map(fn, shards))
-        if options and executor is not None:
-            raise invalid_argument("executor", type(executor).__name__, "a name when options are given")
-        return executor
-    if executor == "local":
-        if options:
-            raise invalid_argument("executor options", sorted(options), "no options for the local executor")
-        return LocalExecutor()
-    if executor == "ray":
-        from kdaudit.executors._ray import RayExecutor
-
-        return RayExecutor(**options)
-    raise invalid_argument("executor", executor, f"one of {EXECUTORS} or an Executor instance")

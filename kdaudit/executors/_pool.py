@@ -8,7 +8,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit.executors._base import Executor, LocalExecutor, get_executor
+from kdaudit.executors._base import Executor, LocalExecutor
+from kdaudit.executors._select import get_executor
 from kdaudit.models._base import ModelAdapter
 from kdaudit.models._precomputed import PrecomputedModel
 
