@@ -114,10 +114,8 @@ def _has_logprobs(m: Any) -> bool:
 
 
 def scored_texts(ps: Any) -> list[str]:
-    """The texts a prompt set's models score teacher-forced: ``prompt + reference``, or the prompt alone."""
-    if ps.references is None:
-        return list(ps.prompts)
-    return [p + r for p, r in zip(ps.prompts, ps.references)]
+    """The texts a prompt set's models score teacher-forced (:meth:`PromptSet.scored_texts`)."""
+    return ps.scored_texts()
 
 
 # ---------------------------------------------------------------------------------------------- model outputs

@@ -96,6 +96,12 @@ class PromptSet:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def scored_texts(self) -> list[str]:
+        """The texts models score teacher-forced: ``prompt + reference``, or the prompt alone."""
+        if self.references is None:
+            return list(self.prompts)
+        return [p + r for p, r in zip(self.prompts, self.references)]
+
     def sha256(self) -> str:
         """Content hash of everything the audit reads (prompts, ids, references, choices, answers, groups)."""
         if not self._hash:

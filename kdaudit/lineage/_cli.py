@@ -22,17 +22,14 @@ into exit 2 by the CLI's main.
 from __future__ import annotations
 
 import argparse
-import glob
 import math
 from typing import Any
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit.lineage._files import EXIT_DERIVED, EXIT_MISMATCH, EXIT_OK
+from kdaudit.lineage._files import expand_patterns as _expand
 
 __all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "add_lineage_arguments", "run_lineage_command"]
-
-EXIT_OK = 0
-EXIT_MISMATCH = 1  # --verify: the student is not the recorded one
-EXIT_DERIVED = 1  # only with --fail-on-derived
 
 
 def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,16 +106,6 @@ def _trusted(args: argparse.Namespace, role: str) -> bool:
         raise KDAuditError("argument '--trust' was removed: it trusted every model file, the suspect's included; "
                            "expected per-role flags: " + ", ".join(f"--trust-{r}" for r in _TRUST_ROLES))
     return bool(getattr(args, "trust_" + role.replace("-", "_"), False))
-
-
-def _expand(patterns: list[str], what: str) -> list[str]:
-    files: list[str] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
-        if not matches:
-            raise invalid_argument(what, pattern, "a file path or a glob matching at least one file")
-        files.extend(matches)
-    return files
 
 
 _ARCH_FLAGS = (("arch", "teacher, references and candidates"), ("suspect_arch", "suspect (default: --arch)"),

@@ -363,9 +363,7 @@ def _disagreement(models: Sequence[Any], ps: Any, *, access: str, top_k: int, ma
             pairs = [_word_agreement(gens[i][p], gens[j][p]) for i in range(M) for j in range(i + 1, M)]
             out[p] = 1.0 - (float(np.mean(pairs)) if pairs else 1.0)
         return np.round(out, 9)
-    from kdaudit._audit_lm import scored_texts
-
-    texts = scored_texts(ps)
+    texts = ps.scored_texts()
     scores = [_score(m, texts, list(ps.ids), top_k=top_k) for m in models]
     offsets = scores[0].offsets
     top1 = np.stack([s.top_ids[:, 0] for s in scores])
@@ -532,16 +530,14 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
     idx = select_probes(scores, n_sel, seed=seed)
     chosen = ps.subset(idx)
     prompts_l = list(chosen.prompts)
-    from kdaudit._audit_lm import scored_texts
-
-    texts = scored_texts(chosen)
+    texts = chosen.scored_texts()
     oracle = _Suspect(suspect, prompt_budget=query_budget, token_budget=token_budget, journal=journal)
     # owner models' outputs on the chosen prompts are cut from their outputs on every candidate (computed for the
     # selection), never recomputed
     all_ids = list(ps.ids)
     if access == "top_k":
         s_out = oracle.score(texts, list(chosen.ids), top_k=top_k)
-        all_texts = scored_texts(ps)
+        all_texts = ps.scored_texts()
         out_of = lambda m: _subset_topk(_score(m, all_texts, all_ids, top_k=top_k), idx)  # noqa: E731
     else:
         s_out = oracle.generate(prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed)
@@ -763,7 +759,7 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
     name -> (teacher, references) (null "references"). The parent is the significant candidate (Holm-adjusted
     p <= alpha) with the largest effect, else "none".
     """
-    from kdaudit.lineage._test import holm_parent
+    from kdaudit.lineage._stats import holm_parent
 
     if not isinstance(candidates, Mapping) or not candidates:
         raise invalid_argument("candidates", candidates, "a non-empty dict name -> teacher or (teacher, references)")

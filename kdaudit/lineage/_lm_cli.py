@@ -78,7 +78,7 @@ def _load_prompts(path: str) -> Any:
 def run_lm_lineage(args: argparse.Namespace) -> int:
     """Run the language-model lineage test from parsed arguments; return the exit code."""
     from kdaudit._io import atomic_write_text, canonical_json
-    from kdaudit.lineage._cli import EXIT_DERIVED, EXIT_OK, _expand
+    from kdaudit.lineage._files import EXIT_DERIVED, EXIT_OK, expand_patterns as _expand
     from kdaudit.lineage._lm import lm_attribute, lm_lineage_test
 
     for opt in ("teacher", "suspect"):

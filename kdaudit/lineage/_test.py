@@ -43,11 +43,11 @@ from kdaudit.lineage._signatures import (
     statistics_from_totals,
 )
 from kdaudit.lineage._stats import (
+    holm_parent,
     adjust_for_typicality,
     calibrate_by_controls,
     combined_statistic,
     effect_size,
-    holm_adjust,
     leave_one_out_z,
     min_references,
     parametric_p_value,
@@ -1070,20 +1070,6 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
                                   batch_size=batch_size, cache_dir=cache_dir, controls=controls,
                                   controls_mode=controls_mode, device=device, precision=precision, memo=memo)
     return _attribution_from(results, alpha=alpha, queries=queries)
-
-
-def holm_parent(names: Sequence[str], p_values: Sequence[float], effects: Sequence[float], *, alpha: float,
-                eligible: Sequence[bool] | None = None) -> tuple[str, np.ndarray]:
-    """The attribution rule: Holm-adjust the candidates' p-values; among the (eligible) candidates significant at
-    ``alpha``, the parent has the largest effect (ties: the smaller p-value); else "none". Returns the parent and
-    the adjusted p-values."""
-    p = np.asarray(p_values, dtype=np.float64)
-    adjusted = holm_adjust(p)
-    ok = [True] * len(names) if eligible is None else list(eligible)
-    significant = [i for i in range(len(names)) if ok[i] and math.isfinite(adjusted[i]) and adjusted[i] <= alpha]
-    if not significant:
-        return "none", adjusted
-    return str(names[max(significant, key=lambda i: (effects[i], -p[i]))]), adjusted
 
 
 def _attribution_from(results: Mapping[str, LineageResult], *, alpha: float, queries: int) -> AttributionResult:
