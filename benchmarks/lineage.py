@@ -554,6 +554,7 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
     summary = {}
     kind_masks = {kind: np.array([k == kind for k in kinds]) for kind in dict.fromkeys(kinds)}
     not_B = truth != "B"
+    memo: dict = {}  # the pools' statistics that do not depend on the suspect, shared by every test of this run
     for mode in modes:
         t_mode = time.perf_counter()
         rows = []
@@ -561,10 +562,10 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
         for name, kind, parent, module in suspects:
             r = lineage_test(pool_A, black_box(module, name, mode, n_classes), probes, references=ref_models,
                              n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=args.replicates,
-                             seed=args.seed, cache_dir=CACHE / "outputs", controls=ctrl)
+                             seed=args.seed, cache_dir=CACHE / "outputs", controls=ctrl, memo=memo)
             at = attribute(black_box(module, name, mode, n_classes), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                            probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                           cache_dir=CACHE / "outputs", controls=ctrl)
+                           cache_dir=CACHE / "outputs", controls=ctrl, memo=memo)
             rA, rB = at.results["A"], at.results["B"]
             row = {"p_cal": r.p_value, "e_cal": r.effect.value, "queries": r.queries_used, "parent_cal": at.parent,
                    "pB_cal": rB.p_value}
@@ -613,7 +614,7 @@ def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe
             for variant, mode_arg in (("plain", "check"), ("cal", "calibrate")):
                 at = attribute(black_box(module, name, mode, n_classes), {"A": (pool_A, ref_models), "B": (pool_B, ref_models)},
                                probes, n_probes=N_PROBES, query_budget=QUERY_BUDGET, n_replicates=0, seed=args.seed,
-                               cache_dir=CACHE / "outputs", controls=ctrl, controls_mode=mode_arg)
+                               cache_dir=CACHE / "outputs", controls=ctrl, memo=memo, controls_mode=mode_arg)
                 for cand in ("A", "B"):
                     nc = at.results[cand].negative_controls
                     res["variants"][variant][f"controls_{cand}"] = (nc["n_at_alpha"], nc["n"], nc["binomial_p"],

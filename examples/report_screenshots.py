@@ -38,7 +38,7 @@ def find_browser() -> str | None:
     return None
 
 
-def chromium(browser: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+def chromium(browser: str, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
     """Run headless Chromium with a fresh profile and no network chatter."""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -51,8 +51,10 @@ def page_height(browser: str, html: Path) -> int:
     """The document's height in CSS px at 1280 px wide (a probe script on a copy; the report stays script-free)."""
     with tempfile.TemporaryDirectory() as d:
         probe = Path(d) / "probe.html"
-        probe.write_text(html.read_text(encoding="utf-8").replace("</body>", _HEIGHT_PROBE + "</body>"),
-                         encoding="utf-8")
+        # The report's Content-Security-Policy forbids scripts: the copy drops it so the probe can run.
+        page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>\n?', "", html.read_text(encoding="utf-8"),
+                      count=1)
+        probe.write_text(page.replace("</body>", _HEIGHT_PROBE + "</body>"), encoding="utf-8")
         r = chromium(browser, "--dump-dom", f"--window-size={WIDTH},1000", probe.as_uri())
     m = re.search(r'data-height="(\d+)"', r.stdout)
     if not m:

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from kdaudit._audit import SCHEMA, AuditResult, _command_line, _make_bootstrap, _progress, _ratio
+from kdaudit._result import SCHEMA, AuditResult, _command_line, _make_bootstrap, _progress, _ratio
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import canonical_json, to_jsonable
 
@@ -62,23 +62,7 @@ class LMAuditResult(AuditResult):
     @property
     def teacher(self) -> str:
         return str(self.results["teacher"])
-
-    def to_frame(self) -> Any:
-        """The tidy frame of :meth:`AuditResult.to_frame`, with the per-group numbers of ``lm_bias`` (``group`` is
-        ``"column=value"``)."""
-        import pandas as pd
-
-        from kdaudit._audit import _frame_row
-
-        frame = super().to_frame()
-        rows = []
-        for comp in self.results["comparisons"]:
-            sec = comp.get("lm_bias")
-            if isinstance(sec, Mapping) and sec.get("available"):
-                for metric, table in sorted((sec.get("by_group") or {}).items()):
-                    for group, est in sorted(table.items()):
-                        rows.append(_frame_row(comp["student"], "lm_bias", metric, group, est))
-        return pd.concat([frame, pd.DataFrame(rows, columns=frame.columns)], ignore_index=True) if rows else frame
+    # to_frame: AuditResult's, from each section's rows (lm_bias's per-group ``by_group`` numbers included)
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -130,10 +114,8 @@ def _has_logprobs(m: Any) -> bool:
 
 
 def scored_texts(ps: Any) -> list[str]:
-    """The texts a prompt set's models score teacher-forced: ``prompt + reference``, or the prompt alone."""
-    if ps.references is None:
-        return list(ps.prompts)
-    return [p + r for p, r in zip(ps.prompts, ps.references)]
+    """The texts a prompt set's models score teacher-forced (:meth:`PromptSet.scored_texts`)."""
+    return ps.scored_texts()
 
 
 # ---------------------------------------------------------------------------------------------- model outputs
@@ -321,7 +303,7 @@ def _bias(t: _LMOutputs, s: _LMOutputs, text_set: Any, choice_set: Any, task_out
 
 
 def _definitions(chosen: Sequence[str]) -> dict[str, Any]:
-    from kdaudit._audit import COST_DEFINITIONS
+    from kdaudit._result import COST_DEFINITIONS
     from kdaudit.metrics import DEFINITIONS_BY_SECTION
     from kdaudit.metrics._sequence import GENERATION_DEFINITIONS, TOKEN_DEFINITIONS, TOKEN_GROUP_DEFINITIONS
 
@@ -334,7 +316,8 @@ def _definitions(chosen: Sequence[str]) -> dict[str, Any]:
     for section in chosen:
         for table in tables.get(section, []):
             for key, d in table.items():
-                out[f"{section}.{key}"] = dict(d)
+                # the classifier families' labels, said to be about the multiple-choice task
+                out[f"{section}.{key}"] = dict(d, label=f"{d['label']} (task)") if section == "lm_task" else dict(d)
     if "lm_bias" in chosen:
         for key in ("worst_group_agreement", "max_group_accuracy_drop"):
             d = DEFINITIONS_BY_SECTION["bias"].get(key)
@@ -420,8 +403,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     -------
     LMAuditResult
     """
-    from kdaudit import __version__
-    from kdaudit._audit import _roles
+    from kdaudit._result import _roles
+    from kdaudit._version import __version__
     from kdaudit.harness._run import library_versions
     from kdaudit.policy import DEFAULT_LM_POLICY, Policy, load_policy, verdict_of
 

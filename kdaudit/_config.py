@@ -44,10 +44,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kdaudit._exceptions import ConfigError, KDAuditError
+from kdaudit._exceptions import ConfigError, KDAuditError, key_error
+from kdaudit._exceptions import did_you_mean as _did_you_mean
 from kdaudit._io import read_arrays, read_table, read_yaml_file
 from kdaudit._validation import encode_labels
-from kdaudit.policy import _did_you_mean, key_error, load_policy
+from kdaudit.policy import load_policy
 
 __all__ = [
     "ALL_SECTIONS",
@@ -65,7 +66,7 @@ ACCESS = ("probabilities", "labels")  # lineage.suspect_access; "top_k:K" is als
 DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
-             "device", "precision", "cache_dir", "policy", "out", "lineage")
+             "device", "precision", "cache_dir", "policy", "out", "lineage", "section_options")
 _MODELS_KEYS = ("teacher", "students", "references", "controls")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options",
                "role")
@@ -374,6 +375,7 @@ class AuditConfig:
     out: Path | None = None
     name: str | None = None
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    section_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -408,6 +410,8 @@ class AuditConfig:
             d["name"] = self.name
         if self.lineage:
             d["lineage"] = dict(self.lineage)
+        if self.section_options:
+            d["section_options"] = {k: dict(v) for k, v in self.section_options.items()}
         return d
 
     def bootstrap(self) -> Any:
@@ -608,11 +612,13 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         data = dataclasses.replace(data, sensitive=None)
     sections = DEFAULT_SECTIONS + (("lineage",) if references else ())
     if top.get("sections") is not None:
-        sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(ALL_SECTIONS)}")
+        from kdaudit.sections import section_names
+
+        known = section_names()  # kdaudit's sections and any a plugin registers
+        sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(known)}")
         for i, s in enumerate(sections):
-            if s not in ALL_SECTIONS:
-                raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(ALL_SECTIONS)}"
-                                + _did_you_mean(s, ALL_SECTIONS))
+            if s not in known:
+                raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(known)}" + _did_you_mean(s, known))
         if "lineage" in sections and not references:
             raise ctx.error("sections", list(sections), "'lineage' only with models.references (the teacher's "
                             "recipe trained with other seeds), which the lineage test compares against")
@@ -646,7 +652,9 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
             pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
         elif not isinstance(pv, (str, Mapping, list)):
             raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
-        policy = load_policy(pv, _source=f"{ctx.source}#policy.")
+        from kdaudit.sections import section_names
+
+        policy = load_policy(pv, sections=section_names(), _source=f"{ctx.source}#policy.")
     name = ctx.str_(top["name"], "name") if top.get("name") is not None else None
     lineage = ctx.mapping(top.get("lineage") or {}, "lineage", _LINEAGE_KEYS,
                           "a mapping such as {alpha: 0.05, query_budget: 2000}")
@@ -660,7 +668,7 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
     if "p_value_method" in lineage and lineage["p_value_method"] not in ("exact", "parametric"):
         raise ctx.error("lineage.p_value_method", lineage["p_value_method"], "'exact' or 'parametric'")
     if "controls_mode" in lineage:
-        from kdaudit.lineage._test import CONTROLS_MODES, MIN_CALIBRATION_CONTROLS
+        from kdaudit.lineage import CONTROLS_MODES, MIN_CALIBRATION_CONTROLS
 
         mode = lineage["controls_mode"]
         if mode not in CONTROLS_MODES:
@@ -682,7 +690,19 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
                        probes=probes, sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
                        level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
                        precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
-                       lineage=dict(lineage), source=source, base_dir=ctx.base_dir)
+                       lineage=dict(lineage), section_options=_section_options(top, ctx), source=source,
+                       base_dir=ctx.base_dir)
+
+
+def _section_options(top: Mapping[str, Any], ctx: _Ctx) -> dict[str, dict[str, Any]]:
+    """``section_options: {section: {option: value}}``, checked by each section's own schema (the one the API and
+    the CLI's ``--option`` use)."""
+    from kdaudit.sections import registry
+
+    raw = ctx.mapping(top.get("section_options") or {}, "section_options", tuple(registry()),
+                      "a mapping section -> {option: value}, e.g. {calibration: {n_bins: 10}}")
+    return {name: registry()[name].check_options(opts, "section_options", error=ctx.error)
+            for name, opts in raw.items()}
 
 
 def load_config(config: Any) -> AuditConfig:

@@ -13,7 +13,7 @@ Every error is a ``ValueError`` so callers that already catch bad-input errors k
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 __all__ = [
     "ConfigError",
@@ -71,3 +71,17 @@ def invalid_argument(name: str, value: Any, accepted: str, *, cls: type[KDAuditE
     Use as ``raise invalid_argument("n_bins", n_bins, "an integer >= 1")``.
     """
     return cls(f"argument {name!r} got {_short(value)}; expected {accepted}")
+
+
+def key_error(source: str, noun: str, path: str, value: Any, accepted: str) -> ConfigError:
+    """The one shape of every config and policy error: where, which key, the value it got, what is accepted."""
+    where = f"{source}: " if source else ""
+    return ConfigError(f"{where}{noun} {path!r} got {_short(value)}; expected {accepted}")
+
+
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``: appended to an unknown-key message."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""

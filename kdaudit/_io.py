@@ -8,9 +8,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["OUTPUT_SET", "READ_LIMITS", "ReadLimits", "atomic_write_bytes", "atomic_write_text", "canonical_json",
            "read_arrays", "read_table", "read_yaml_file", "to_jsonable", "write_file_set"]
@@ -28,13 +30,16 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
+    # numpy is not imported for this: ``kdaudit gate`` starts without it, and if numpy is not loaded no numpy
+    # value can exist
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.ndarray):
         return [to_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
+    if isinstance(obj, bool) or (np is not None and isinstance(obj, np.bool_)):
         return bool(obj)
-    if isinstance(obj, (int, np.integer)):
+    if isinstance(obj, int) or (np is not None and isinstance(obj, np.integer)):
         return int(obj)
-    if isinstance(obj, (float, np.floating)):
+    if isinstance(obj, float) or (np is not None and isinstance(obj, np.floating)):
         x = float(obj)
         if math.isnan(x) or math.isinf(x):
             return None
@@ -161,6 +166,8 @@ def read_arrays(path: str | os.PathLike[str], *, what: str = "array file") -> di
     """The arrays of an ``.npy`` (under the key ``""``) or ``.npz`` file, without pickle and within
     :data:`READ_LIMITS`; failures raise KDAuditError."""
     import zipfile
+
+    import numpy as np
 
     from kdaudit._exceptions import KDAuditError
 

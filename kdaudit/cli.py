@@ -21,7 +21,7 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _version() -> str:
-    from kdaudit import __version__
+    from kdaudit._version import __version__
 
     return __version__
 
@@ -68,6 +68,9 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", help="policy YAML overriding the config's policy")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--replicates", type=int, help="override the config's bootstrap replicates")
+    p.add_argument("--option", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                   help="a section option, checked like the config's section_options (repeatable), e.g. "
+                        "--option calibration.n_bins=10")
     p.add_argument("--gate", action="store_true", help="exit 1 when the policy verdict is fail")
     p.add_argument("--strict", action="store_true", help="with --gate: warnings and skipped rules fail too")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -166,7 +169,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from kdaudit._audit import audit_from_config
+    from kdaudit._run_config import audit_from_config
     from kdaudit._config import load_config
 
     if args.strict and not args.gate:
@@ -179,8 +182,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         overrides["n_replicates"] = args.replicates
     if args.policy is not None:
         from kdaudit.policy import load_policy
+        from kdaudit.sections import section_names
 
-        overrides["policy"] = load_policy(args.policy)
+        overrides["policy"] = load_policy(args.policy, sections=section_names())
+    if args.option:
+        overrides["section_options"] = _parse_options(args.option)
     out = Path(args.out) if args.out else (cfg.out or Path("kdaudit-report"))
     result = audit_from_config(cfg, save=False, progress=not args.quiet, **overrides)
     paths = result.save(out)
@@ -190,6 +196,19 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
         return EXIT_GATE_FAILED if verdict_of(result.findings, strict=args.strict) == "fail" else EXIT_OK
     return EXIT_OK
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["calibration.n_bins=10", ...]`` as ``{"calibration": {"n_bins": "10"}}``; the section's schema converts
+    and checks each value (the same schema the API and config files use)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not section or not name:
+            raise invalid_argument("--option", item, "SECTION.NAME=VALUE, e.g. calibration.n_bins=10")
+        out.setdefault(section.strip(), {})[name.strip()] = value.strip()
+    return out
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:

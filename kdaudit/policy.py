@@ -34,14 +34,14 @@ The shipped default is :data:`DEFAULT_POLICY` (printed by ``kdaudit gate --show-
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from kdaudit._exceptions import ConfigError
+from kdaudit._exceptions import ConfigError, key_error
+from kdaudit._exceptions import did_you_mean as _did_you_mean
 from kdaudit._io import read_yaml_file
 
 __all__ = [
@@ -233,24 +233,10 @@ class Policy:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def key_error(source: str, noun: str, path: str, value: Any, accepted: str) -> ConfigError:
-    """The one shape of every config and policy error: where, which key, the value it got, what is accepted."""
-    text = repr(value)
-    if len(text) > 120:
-        text = text[:117] + "..."
-    where = f"{source}: " if source else ""
-    return ConfigError(f"{where}{noun} {path!r} got {text}; expected {accepted}")
-
-
 def _err(path: str, value: Any, accepted: str, source: str = "") -> ConfigError:
     # ``source`` may carry a key prefix after a "#" ("audit.yaml#policy.") for a policy inlined in a config file
     source, _, prefix = source.partition("#")
     return key_error(source, "config key" if prefix else "policy key", prefix + path, value, accepted)
-
-
-def _did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _number(x: Any, path: str, source: str) -> float | None:
@@ -265,7 +251,7 @@ def _number(x: Any, path: str, source: str) -> float | None:
     return value
 
 
-def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
+def _rule_from_dict(d: Any, path: str, source: str, known: tuple[str, ...] = KNOWN_SECTIONS) -> Rule:
     if not isinstance(d, Mapping):
         raise _err(path, d, "a mapping such as {metric: agreement.top1_agreement, min: 0.9}", source)
     for k in d:
@@ -276,9 +262,9 @@ def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
     if not isinstance(metric, str) or "." not in metric or not metric.split(".", 1)[1]:
         raise _err(f"{path}.metric", metric, "a metric name 'section.key', e.g. 'agreement.top1_agreement'", source)
     section = metric.split(".", 1)[0]
-    if section not in KNOWN_SECTIONS:
-        raise _err(f"{path}.metric", metric, f"a section among {', '.join(KNOWN_SECTIONS)}"
-                   + _did_you_mean(section, KNOWN_SECTIONS), source)
+    if section not in known:
+        raise _err(f"{path}.metric", metric, f"a section among {', '.join(known)}"
+                   + _did_you_mean(section, known), source)
     lo = _number(d.get("min"), f"{path}.min", source)
     hi = _number(d.get("max"), f"{path}.max", source)
     if lo is None and hi is None:
@@ -306,7 +292,7 @@ def _rule_from_dict(d: Any, path: str, source: str) -> Rule:
                 description=d.get("description"), students=students)
 
 
-def _policy_from_dict(d: Any, source: str = "") -> Policy:
+def _policy_from_dict(d: Any, source: str = "", known: tuple[str, ...] = KNOWN_SECTIONS) -> Policy:
     if isinstance(d, list):  # a bare list of rules is accepted
         d = {"rules": d}
     if not isinstance(d, Mapping):
@@ -324,12 +310,15 @@ def _policy_from_dict(d: Any, source: str = "") -> Policy:
     description = d.get("description", "") or ""
     if not isinstance(description, str):
         raise _err("description", description, "a string", source)
-    parsed = tuple(_rule_from_dict(r, f"rules[{i}]", source) for i, r in enumerate(rules))
+    parsed = tuple(_rule_from_dict(r, f"rules[{i}]", source, known) for i, r in enumerate(rules))
     return Policy(rules=parsed, name=name, description=description, source=source)
 
 
-def load_policy(policy: Any = None, *, _source: str = "") -> Policy:
+def load_policy(policy: Any = None, *, sections: Iterable[str] = (), _source: str = "") -> Policy:
     """Build a :class:`Policy` from a YAML file path, a mapping, a list of rules, a Policy, or ``None`` (default).
+
+    ``sections`` names sections beyond kdaudit's own that rules may judge (a plugin's, registered under the entry
+    point group ``kdaudit.sections``); the audit and the gate pass the sections they know of.
 
     Raises
     ------
@@ -340,12 +329,13 @@ def load_policy(policy: Any = None, *, _source: str = "") -> Policy:
         return _policy_from_dict(DEFAULT_POLICY, "default policy")
     if isinstance(policy, Policy):
         return policy
+    known = KNOWN_SECTIONS + tuple(s for s in sections if s not in KNOWN_SECTIONS)
     if isinstance(policy, (str, os.PathLike)):
         path = Path(policy)
         data = read_yaml_file(path, what="policy file", expected="a YAML file with a 'rules' list")
-        return _policy_from_dict(data, str(path))
+        return _policy_from_dict(data, str(path), known)
     if isinstance(policy, (Mapping, list)):
-        return _policy_from_dict(policy, _source)
+        return _policy_from_dict(policy, _source, known)
     raise ConfigError(f"policy got {type(policy).__name__}; expected a YAML path, a mapping, a Policy or None")
 
 
@@ -683,8 +673,8 @@ def check_results(results: Mapping[str, Any]) -> None:
     The schema must be this kdaudit's, the version the same major.minor (metrics may change meaning between
     versions), and the audit must have at least :data:`MIN_ROWS_TO_JUDGE` rows.
     """
-    from kdaudit import __version__
-    from kdaudit._audit import SCHEMA
+    from kdaudit._version import RESULTS_SCHEMA as SCHEMA
+    from kdaudit._version import __version__
 
     schema = results.get("schema")
     if schema != SCHEMA:
@@ -741,6 +731,9 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             rules = [{k: v for k, v in r.items() if k != "label"} if isinstance(r, Mapping) else r for r in rules]
         policy = {"name": recorded.get("name", "policy"), "description": recorded.get("description", ""),
                   "rules": rules}
-    pol = load_policy(policy)
+    # sections the results hold are judgeable whatever installed them (a plugin's section included)
+    held = [k for c in results.get("comparisons") or [] if isinstance(c, Mapping) for k, v in c.items()
+            if isinstance(v, Mapping)]
+    pol = load_policy(policy, sections=held)
     findings = tuple(evaluate_policy(results, pol))
     return GateResult(findings=findings, verdict=verdict_of(findings, strict=strict), strict=strict, policy=pol)

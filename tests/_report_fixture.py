@@ -124,13 +124,9 @@ def make_results(*, names: dict[str, Any] | None = None, n: int = 2000, n_replic
     data = {"name": nm["data"], "source": nm["path"], "n_rows": n, "sha256": _sha("data"),
             "classes": list(nm["classes"]), "class_counts": np.bincount(o["y"], minlength=2).tolist(),
             "groups": {c: sensitive[c].value_counts().sort_index().to_dict() for c in sensitive.columns}}
-    from kdaudit._audit import (  # the audit's own definitions table
-        COST_DEFINITIONS,
-        _definitions,
-    )
+    from kdaudit._audit import _definitions  # the audit's own definitions table
 
-    definitions = _definitions(["agreement", "calibration", "bias", "fingerprint", "lineage"])
-    definitions.update(COST_DEFINITIONS)
+    definitions = _definitions(["agreement", "calibration", "bias", "fingerprint", "cost", "lineage"])
     pol = load_policy(DEFAULT_POLICY)
     results: dict[str, Any] = {
         "schema": "kdaudit.results/1",

@@ -445,19 +445,18 @@ def test_typicality_cache_matches_fresh_computation():
     rng = np.random.default_rng(9)
     pool = softmax(rng.normal(0, 2, (6 * 40, C))).reshape(6, 40, C)
     y = rng.integers(0, C, 40)
-    lt._TYPICALITY_CACHE.clear()
-    first = lt._typicality(pool, access=("probabilities", None), y_true=y)
-    first[:] = np.nan  # a caller mutating its copy must not poison the cache
-    hit = lt._typicality(pool, access=("probabilities", None), y_true=y)
-    lt._TYPICALITY_CACHE.clear()
-    fresh = lt._typicality(pool, access=("probabilities", None), y_true=y)
+    memo: dict = {}
+    first = lt._typicality(pool, access=("probabilities", None), y_true=y, memo=memo)
+    first[:] = np.nan  # a caller mutating its copy must not poison the memo
+    hit = lt._typicality(pool, access=("probabilities", None), y_true=y, memo=memo)
+    fresh = lt._typicality(pool, access=("probabilities", None), y_true=y)  # no memo: nothing kept
     np.testing.assert_array_equal(hit, fresh)
     assert np.isfinite(fresh).all()
     # other true labels, access level or pool outputs are other keys with other values
-    other_y = lt._typicality(pool, access=("probabilities", None), y_true=(y + 1) % C)
-    labels = lt._typicality(pool, access=("labels", None), y_true=y)
+    other_y = lt._typicality(pool, access=("probabilities", None), y_true=(y + 1) % C, memo=memo)
+    labels = lt._typicality(pool, access=("labels", None), y_true=y, memo=memo)
     assert not np.allclose(other_y, fresh) and labels.shape[1] != fresh.shape[1]
-    assert len(lt._TYPICALITY_CACHE) == 3
+    assert len(memo) == 3
 
 
 def test_two_sided_signatures_enter_as_absolute_z_and_stay_equivariant():

@@ -295,6 +295,9 @@ def test_retry_after_and_backoff_schedule(server_factory, tmp_path):
 def test_endpoint_arguments_are_checked(tmp_path):
     with pytest.raises(KDAuditError, match="base_url"):
         OpenAIEndpointModel("ftp://x", "m", cache_dir=tmp_path)
+    with pytest.raises(KDAuditError, match="credentials") as info:
+        OpenAIEndpointModel("https://user:hunter2@api.example.com/v1", "m", cache_dir=tmp_path)
+    assert "hunter2" not in str(info.value)
     with pytest.raises(KDAuditError, match="'api'"):
         OpenAIEndpointModel("http://127.0.0.1:9/v1", "m", api="embeddings", cache_dir=tmp_path)
     with pytest.raises(KDAuditError, match="max_top_k"):

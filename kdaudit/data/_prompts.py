@@ -96,6 +96,12 @@ class PromptSet:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def scored_texts(self) -> list[str]:
+        """The texts models score teacher-forced: ``prompt + reference``, or the prompt alone."""
+        if self.references is None:
+            return list(self.prompts)
+        return [p + r for p, r in zip(self.prompts, self.references)]
+
     def sha256(self) -> str:
         """Content hash of everything the audit reads (prompts, ids, references, choices, answers, groups)."""
         if not self._hash:
@@ -213,7 +219,16 @@ class _Fields:
     groups: tuple[str, ...]
 
 
+def _bounded(p: Path, max_rows: int | None) -> int:
+    """The caller's max_rows, never above the global read limits (KDAUDIT_MAX_ROWS / KDAUDIT_MAX_BYTES)."""
+    from kdaudit._io import READ_LIMITS
+
+    READ_LIMITS.check(p, nbytes=p.stat().st_size, what="prompt file")
+    return READ_LIMITS.max_rows if max_rows is None else min(max_rows, READ_LIMITS.max_rows)
+
+
 def _read_jsonl(p: Path, max_rows: int | None) -> list[tuple[int, Any]]:
+    max_rows = _bounded(p, max_rows)
     out = []
     with open(p, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
@@ -229,6 +244,7 @@ def _read_jsonl(p: Path, max_rows: int | None) -> list[tuple[int, Any]]:
 
 
 def _read_table(p: Path, fmt: str, max_rows: int | None) -> list[tuple[int, Any]]:
+    max_rows = _bounded(p, max_rows)
     try:
         if fmt == "csv":
             frame = pd.read_csv(p, dtype=str, keep_default_na=False, nrows=None if max_rows is None

@@ -2,6 +2,7 @@
 For language models: the same prompts in the same order (``score_all``, ``generate_all``)."""
 
 from kdaudit.harness._cost import measure_cost
+from kdaudit.harness._executor import EXECUTORS, Executor, LocalExecutor, Shard, resolve_executor, shards_of
 from kdaudit.harness._outputs import ModelOutputs, ModelRecord, Outputs, Provenance
 from kdaudit.harness._run import RunResult, library_versions, run
 from kdaudit.harness._sequence import MAX_TOP_K, Generations, OutputKind, TokenTopK
@@ -15,7 +16,10 @@ from kdaudit.harness._sequence_run import (
 
 __all__ = [
     "ComparisonLevel",
+    "EXECUTORS",
+    "Executor",
     "Generations",
+    "LocalExecutor",
     "MAX_TOP_K",
     "ModelOutputs",
     "ModelRecord",
@@ -24,11 +28,14 @@ __all__ = [
     "Provenance",
     "RunResult",
     "SequenceRunResult",
+    "Shard",
     "TokenTopK",
     "comparison_level",
     "generate_all",
     "library_versions",
     "measure_cost",
+    "resolve_executor",
     "run",
     "score_all",
+    "shards_of",
 ]

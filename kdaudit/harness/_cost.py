@@ -95,6 +95,9 @@ def pool_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if not rounds:
         raise invalid_argument("rounds", rounds, "a non-empty list of measure_cost results")
     first = rounds[0]
+    if any("batch_ms" not in r for r in rounds):
+        # Not timed batch by batch (a black box's latency comes from the calls it answered): nothing to pool.
+        return {**first, "batch_ms": []}
     batch_ms = [x for r in rounds for x in r["batch_ms"]]
     out = {k: v for k, v in first.items() if k not in ("batch_ms", "n_batches")}
     out.update({"n_batches": len(batch_ms), "rounds": len(rounds), "batch_ms": batch_ms})

@@ -158,9 +158,32 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
     if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
         raise invalid_argument("checkpoint_every", checkpoint_every, "an integer >= 1")
     adapters = _collect_models(models, teacher)
-    if device is not None or precision is not None:
-        for m in _torch_models(adapters):
+    # The run's device and precision apply to every torch model for the run only: the caller's models are put back
+    # where and as they were, so a teacher audited in bf16 is not left in bf16 (nor on another device).
+    with _settings(adapters, device=device, precision=precision):
+        return _run_adapters(adapters, data, batch_size=batch_size, cache_dir=cache_dir, seed=seed,
+                             progress=progress, checkpoint_every=checkpoint_every, t_start=t_start)
+
+
+@contextlib.contextmanager
+def _settings(adapters: Sequence[ModelAdapter], *, device: Any, precision: str | None) -> Iterator[None]:
+    """Apply one device and precision to every torch model (ensemble members too); restore each on exit."""
+    if device is None and precision is None:
+        yield
+        return
+    saved = [(m, m.device, m.precision) for m in _torch_models(adapters)]
+    try:
+        for m, _, _ in saved:
             m.configure(device=device, precision=precision)
+        yield
+    finally:
+        for m, dev, prec in saved:
+            m.configure(device=dev)
+            m.precision = prec
+
+
+def _run_adapters(adapters: list[ModelAdapter], data: AuditData, *, batch_size: int, cache_dir: Any, seed: int,
+                  progress: bool, checkpoint_every: int, t_start: float) -> RunResult:
     _check_declared_classes(adapters, data)
     for m in adapters:
         m.prepare(data)
@@ -222,19 +245,8 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
             cache.save_final(s.key, s.raw, s.probs, meta)  # type: ignore[arg-type]
         outputs[s.name] = _model_outputs(s, n)
         records.append(_record(s))
-    devices = sorted({str(m.device) for m in _torch_models(adapters)})
-    precisions = sorted({s.precision for s in slots if s.precision != "native"})
-    provenance = Provenance(
-        data_sha256=data_sha,
-        n_rows=n,
-        models=tuple(records),
-        versions=library_versions(),
-        seed=int(seed),
-        device=",".join(devices) if devices else "cpu",
-        precision=",".join(precisions) if precisions else "native",
-        batch_size=int(batch_size),
-        wall_time_s=time.perf_counter() - t_start,
-    )
+    provenance = provenance_of(adapters, data, records=records, seed=seed, batch_size=batch_size,
+                               wall_time_s=time.perf_counter() - t_start)
     return RunResult(Outputs(models=outputs, ids=data.ids, data_sha256=data_sha, teacher=slots[0].name),
                      provenance)
 
@@ -710,14 +722,31 @@ def _model_outputs(s: _Slot, rows: int) -> ModelOutputs:
 
 
 def _record(s: _Slot) -> ModelRecord:
-    m = s.model
-    new = m.query_count - s.queries_at_start
+    new = s.model.query_count - s.queries_at_start
+    return model_record(s.model, sha=s.sha, precision=s.precision, queries=s.prior_queries + new, queries_new=new,
+                        from_cache=s.from_cache, seconds=s.seconds, rows_from_cache=s.rows_from_cache)
+
+
+def model_record(m: ModelAdapter, *, sha: str, precision: str, queries: int, queries_new: int,
+                 from_cache: bool = False, seconds: float = 0.0, rows_from_cache: int = 0) -> ModelRecord:
+    """The provenance of one model in a run (the harness's and the streaming engine's)."""
     members = tuple(x.name for x in m.members) if isinstance(m, EnsembleModel) else ()
     tms = _torch_models([m])
     return ModelRecord(
-        name=m.name, kind=m.kind, sha256=s.sha, access=str(m.access), n_classes=int(m.n_classes),
-        n_parameters=m.n_parameters(), size_bytes=m.size_bytes(), queries=s.prior_queries + new,
-        from_cache=s.from_cache, wall_time_s=s.seconds, members=members, queries_this_run=new,
-        rows_from_cache=s.rows_from_cache, device=",".join(sorted({str(t.device) for t in tms})) or "cpu",
-        precision=s.precision, file_sha256=m.file_sha256,
+        name=m.name, kind=m.kind, sha256=sha, access=str(m.access), n_classes=int(m.n_classes),
+        n_parameters=m.n_parameters(), size_bytes=m.size_bytes(), queries=queries,
+        from_cache=from_cache, wall_time_s=seconds, members=members, queries_this_run=queries_new,
+        rows_from_cache=rows_from_cache, device=",".join(sorted({str(t.device) for t in tms})) or "cpu",
+        precision=precision, file_sha256=m.file_sha256,
     )
+
+
+def provenance_of(adapters: Sequence[ModelAdapter], data: AuditData, *, records: Sequence[ModelRecord], seed: int,
+                  batch_size: int, wall_time_s: float) -> Provenance:
+    """The run's provenance from its models' records (one rule for the device and precision labels)."""
+    devices = sorted({str(m.device) for m in _torch_models(adapters)})
+    precisions = sorted({r.precision for r in records if r.precision != "native"})
+    return Provenance(data_sha256=data.fingerprint(), n_rows=len(data), models=tuple(records),
+                      versions=library_versions(), seed=int(seed), device=",".join(devices) if devices else "cpu",
+                      precision=",".join(precisions) if precisions else "native", batch_size=int(batch_size),
+                      wall_time_s=wall_time_s)

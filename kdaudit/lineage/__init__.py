@@ -3,11 +3,15 @@
 :func:`lineage_test` returns a p-value whose validity rests on one stated assumption (the teacher is exchangeable
 with reference models of its own recipe under the null), never on treating probes as independent. :func:`attribute`
 tests several candidate teachers with Holm-Bonferroni correction. :func:`write_manifest` / :func:`verify_manifest`
-record and check a documented distillation.
+record and check a documented distillation. Language models: :func:`lm_lineage_test` (also reached through
+:func:`lineage_test`) and :func:`lm_attribute`, under a sibling-references or an unrelated-controls null, through
+top-k log-probabilities or text only.
 """
 
 from kdaudit.lineage._definitions import DEFINITIONS
 from kdaudit.lineage._files import load_probes
+from kdaudit.lineage._lm import LM_NULLS, LMAttributionResult, LMLineageResult, lm_attribute, lm_lineage_test
+from kdaudit.lineage._lm_signatures import LM_SIGNATURES
 from kdaudit.lineage._manifest import (
     MANIFEST_SCHEMA,
     VerifyResult,
@@ -25,6 +29,8 @@ from kdaudit.lineage._stats import (
     rank_p_value,
 )
 from kdaudit.lineage._test import (
+    CONTROLS_MODES,
+    MIN_CALIBRATION_CONTROLS,
     NULL_HYPOTHESIS,
     AttributionResult,
     LineageResult,
@@ -34,17 +40,25 @@ from kdaudit.lineage._test import (
 )
 
 __all__ = [
+    "CONTROLS_MODES",
     "DEFINITIONS",
+    "LM_NULLS",
+    "LM_SIGNATURES",
     "MANIFEST_SCHEMA",
+    "MIN_CALIBRATION_CONTROLS",
     "NULL_HYPOTHESIS",
     "SIGNATURES",
     "AttributionResult",
+    "LMAttributionResult",
+    "LMLineageResult",
     "LineageResult",
     "VerifyResult",
     "attribute",
     "disagreement_scores",
     "holm_adjust",
     "lineage_test",
+    "lm_attribute",
+    "lm_lineage_test",
     "load_probes",
     "min_references",
     "mixup_blends",

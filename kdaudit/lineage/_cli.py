@@ -6,6 +6,12 @@ Two forms::
                     [--candidate T2[@REFS] ...] [--control C ... [--controls-mode check|calibrate|require]]
                     [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
+    kdaudit lineage --teacher DIR --suspect DIR|URL|FILE --prompts FILE [--reference DIR ...] [--control DIR ...]
+                    [--suspect-access text|top-k:K] [--null references|controls]   (language models)
+
+Model files whose format runs code on load (pickle, TorchScript, torch.export) are refused unless their role is
+trusted: ``--trust-teacher``, ``--trust-references``, ``--trust-candidates``, ``--trust-controls``, ``--trust-suspect``
+(never implied), ``--trust-student`` and ``--trust-manifest-teachers`` for ``--verify``.
 
 Exit codes: 0 the test ran and its verdict was printed (whatever the verdict; add ``--fail-on-derived`` to exit 1
 when the suspect is found derived, for scripted screening); for ``--verify`` 0 the student matches the manifest and
@@ -16,17 +22,14 @@ into exit 2 by the CLI's main.
 from __future__ import annotations
 
 import argparse
-import glob
 import math
 from typing import Any
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit.lineage._files import EXIT_DERIVED, EXIT_MISMATCH, EXIT_OK
+from kdaudit.lineage._files import expand_patterns as _expand
 
 __all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "add_lineage_arguments", "run_lineage_command"]
-
-EXIT_OK = 0
-EXIT_MISMATCH = 1  # --verify: the student is not the recorded one
-EXIT_DERIVED = 1  # only with --fail-on-derived
 
 
 def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +78,9 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     trust.add_argument("--trust", action="store_true", help=argparse.SUPPRESS)  # removed: refused with a message
     test.add_argument("--fail-on-derived", action="store_true", help="exit 1 when the verdict is 'derived'")
     _add_arch_arguments(test)
+    from kdaudit.lineage._lm_cli import add_lm_arguments
+
+    add_lm_arguments(parser)
     verify = parser.add_argument_group("manifest verification")
     verify.add_argument("--verify", metavar="MANIFEST", help="check a student file against a lineage manifest")
     verify.add_argument("--student", metavar="FILE", help="the student file to check (with --verify)")
@@ -100,16 +106,6 @@ def _trusted(args: argparse.Namespace, role: str) -> bool:
         raise KDAuditError("argument '--trust' was removed: it trusted every model file, the suspect's included; "
                            "expected per-role flags: " + ", ".join(f"--trust-{r}" for r in _TRUST_ROLES))
     return bool(getattr(args, "trust_" + role.replace("-", "_"), False))
-
-
-def _expand(patterns: list[str], what: str) -> list[str]:
-    files: list[str] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
-        if not matches:
-            raise invalid_argument(what, pattern, "a file path or a glob matching at least one file")
-        files.extend(matches)
-    return files
 
 
 _ARCH_FLAGS = (("arch", "teacher, references and candidates"), ("suspect_arch", "suspect (default: --arch)"),
@@ -189,6 +185,10 @@ def run_lineage_command(args: argparse.Namespace) -> int:
             atomic_write_text(args.json, canonical_json(result.to_dict()))
         return EXIT_OK if result.ok else EXIT_MISMATCH
 
+    if getattr(args, "prompts", None):  # language models (kdaudit.lineage._lm_cli)
+        from kdaudit.lineage._lm_cli import run_lm_lineage
+
+        return run_lm_lineage(args)
     for opt in ("teacher", "suspect", "probes"):
         if not getattr(args, opt, None):
             raise invalid_argument(f"--{opt}", None, "a file (or use --verify MANIFEST --student FILE)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import read_arrays, read_table
 
-__all__ = ["PROBE_LABEL_COLUMNS", "load_probes"]
+__all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "PROBE_LABEL_COLUMNS", "expand_patterns", "load_probes"]
 
 #: Column (csv/parquet) or array (npz) names read as the probes' true labels rather than as inputs.
 PROBE_LABEL_COLUMNS = ("y", "y_true", "label")
@@ -86,3 +87,19 @@ def load_probes(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | 
             raise invalid_argument("probes", f"labels of dtype {y.dtype}", "integer class indices")
         y = y.astype(np.int64)
     return X, y
+
+
+# exit codes of ``kdaudit lineage`` (classifier and language-model paths alike)
+EXIT_OK = 0
+EXIT_MISMATCH = 1  # --verify: the student is not the recorded one
+EXIT_DERIVED = 1  # only with --fail-on-derived
+
+
+def expand_patterns(patterns: list[str], what: str) -> list[str]:
+    files: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else [pattern]
+        if not matches:
+            raise invalid_argument(what, pattern, "a file path or a glob matching at least one file")
+        files.extend(matches)
+    return files

@@ -79,7 +79,7 @@ def write_manifest(path: str | os.PathLike[str], *, teachers: Mapping[str, Any],
     -------
     Path
     """
-    from kdaudit import __version__
+    from kdaudit._version import __version__
 
     if not isinstance(teachers, Mapping) or not teachers:
         raise invalid_argument("teachers", teachers, "a non-empty dict name -> model file or model")

@@ -11,6 +11,9 @@ valid p-value whatever the dependence between probes.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import stats as sps
 
@@ -20,6 +23,7 @@ __all__ = [
     "combined_statistic",
     "effect_size",
     "holm_adjust",
+    "holm_parent",
     "leave_one_out_z",
     "min_references",
     "parametric_p_value",
@@ -171,3 +175,17 @@ def holm_adjust(p_values: np.ndarray) -> np.ndarray:
         running = max(running, min(1.0, (m - i) * p[idx]))
         out[idx] = running
     return out
+
+
+def holm_parent(names: Sequence[str], p_values: Sequence[float], effects: Sequence[float], *, alpha: float,
+                eligible: Sequence[bool] | None = None) -> tuple[str, np.ndarray]:
+    """The attribution rule: Holm-adjust the candidates' p-values; among the (eligible) candidates significant at
+    ``alpha``, the parent has the largest effect (ties: the smaller p-value); else "none". Returns the parent and
+    the adjusted p-values."""
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = holm_adjust(p)
+    ok = [True] * len(names) if eligible is None else list(eligible)
+    significant = [i for i in range(len(names)) if ok[i] and math.isfinite(adjusted[i]) and adjusted[i] <= alpha]
+    if not significant:
+        return "none", adjusted
+    return str(names[max(significant, key=lambda i: (effects[i], -p[i]))]), adjusted

@@ -43,11 +43,11 @@ from kdaudit.lineage._signatures import (
     statistics_from_totals,
 )
 from kdaudit.lineage._stats import (
+    holm_parent,
     adjust_for_typicality,
     calibrate_by_controls,
     combined_statistic,
     effect_size,
-    holm_adjust,
     leave_one_out_z,
     min_references,
     parametric_p_value,
@@ -263,7 +263,8 @@ def _combination(signatures: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.ndarray, *,
              access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float, p_value_method: str,
-             bootstrap: Bootstrap, probe_ids: np.ndarray, calibration: np.ndarray | None = None) -> dict[str, Any]:
+             bootstrap: Bootstrap, probe_ids: np.ndarray, calibration: np.ndarray | None = None,
+             memo: dict[bytes, np.ndarray] | None = None) -> dict[str, Any]:
     """Everything the result needs from the pool's and the suspect's outputs on the probes.
 
     ``pool`` is (1 + K, n_probes, n_classes), teacher first. ``calibration`` (L, 1 + K, S): the negative controls'
@@ -283,7 +284,7 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
         return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
 
     weights, two_sided = _combination(sums.signatures)
-    typicality = _typicality(pool, access=access, y_true=y_true)
+    typicality = _typicality(pool, access=access, y_true=y_true, memo=memo)
 
     def calibrated(adjusted: np.ndarray) -> np.ndarray:
         return adjusted if calibration is None else calibrate_by_controls(adjusted, calibration)
@@ -353,15 +354,17 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
     return out
 
 
-def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.ndarray | None) -> np.ndarray:
+def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.ndarray | None,
+                memo: dict[bytes, np.ndarray] | None = None) -> np.ndarray:
     """(M, S): each member's mean signature statistic with its siblings as suspects (seen at the suspect's access).
 
     Held at its full-probe value in the bootstrap: the effect-size interval reflects the suspect's probes, not the
     uncertainty of this covariate.
     """
-    key = _typicality_key(pool, access, y_true)
-    if key in _TYPICALITY_CACHE:
-        return _TYPICALITY_CACHE[key].copy()
+    memo = {} if memo is None else memo
+    key = b"t" + _typicality_key(pool, access, y_true)
+    if key in memo:
+        return memo[key].copy()
     M = pool.shape[0]
     rows = []
     for i in range(M):
@@ -371,15 +374,20 @@ def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.
     G = np.stack(rows)  # (pseudo-suspect i, member m, S)
     diagonal = G[np.arange(M), np.arange(M)]
     out = (G.sum(axis=0) - diagonal) / max(M - 1, 1)
-    if len(_TYPICALITY_CACHE) >= 8:  # a few pools per process (an attribution, repeated tests of one pool)
-        _TYPICALITY_CACHE.pop(next(iter(_TYPICALITY_CACHE)))
-    _TYPICALITY_CACHE[key] = out
+    _remember(memo, key, out)
     return out.copy()
 
 
-# Typicality depends only on the pool's outputs on the probes, not on the suspect; it costs one signature pass per
-# member, so tests that reuse a pool and probes (an attribution after a lineage test, a benchmark) compute it once.
-_TYPICALITY_CACHE: dict[bytes, np.ndarray] = {}
+def _remember(memo: dict[bytes, np.ndarray], key: bytes, value: np.ndarray) -> None:
+    """Keep a pool statistic in the caller's memo (at most 16 entries: a few pools, each with its controls).
+
+    Typicality and the controls' statistics depend only on the pool's (and controls') outputs on the probes, not on
+    the suspect; tests that share a memo (the students of one audit, an attribution, a benchmark's suspects) compute
+    them once. The memo belongs to the caller: nothing is kept between calls that do not pass one.
+    """
+    if len(memo) >= 16:
+        memo.pop(next(iter(memo)))
+    memo[key] = value
 
 
 def _typicality_key(pool: np.ndarray, access: tuple[str, int | None], y_true: np.ndarray | None) -> bytes:
@@ -465,8 +473,9 @@ class _SuspectOracle:
     """
 
     def __init__(self, model: Any, *, budget: int | None, access: tuple[str, int | None] | None, n_classes: int,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, device: Any = None, precision: str | None = None) -> None:
         self.model = model
+        self.device, self.precision = device, precision
         self.budget = budget
         self.requested = access
         self.n_classes = n_classes
@@ -506,7 +515,8 @@ class _SuspectOracle:
                     f"query_budget of {self.budget}; lower n_probes or raise query_budget",
                     used=self.queries, budget=self.budget)
             rows = np.asarray([X[i] for i in new.values()])
-            probs = _predict_probs(self.model, rows, batch_size=self.batch_size, n_classes=self.n_classes)
+            probs = _predict_probs(self.model, rows, batch_size=self.batch_size, n_classes=self.n_classes,
+                                   device=self.device, precision=self.precision)
             self.queries += len(new)
             probs = _view(probs, self.access)
             for j, key in enumerate(new):
@@ -529,9 +539,10 @@ def _run_named(models: Mapping[str, Any], X: np.ndarray, **kwargs: Any) -> Any:
             m.name = names[name]
 
 
-def _predict_probs(model: Any, X: np.ndarray, *, batch_size: int, n_classes: int) -> np.ndarray:
+def _predict_probs(model: Any, X: np.ndarray, *, batch_size: int, n_classes: int, device: Any = None,
+                   precision: str | None = None) -> np.ndarray:
     """Probabilities (zero outside top-k, one-hot for labels) of one model through the harness."""
-    result = _run_named({"suspect": model}, X, batch_size=batch_size)
+    result = _run_named({"suspect": model}, X, batch_size=batch_size, device=device, precision=precision)
     probs = np.asarray(result.outputs["suspect"].probs, dtype=np.float64)
     if probs.shape[1] != n_classes:
         raise invalid_argument("suspect", f"a model with {probs.shape[1]} classes",
@@ -540,9 +551,14 @@ def _predict_probs(model: Any, X: np.ndarray, *, batch_size: int, n_classes: int
 
 
 def _pool_outputs(models: Mapping[str, Any], X: np.ndarray, *, batch_size: int, cache_dir: Any,
-                  seed: int) -> tuple[np.ndarray, tuple[str, int | None], list[str]]:
-    """(M, n, C) probabilities of the pool on ``X`` (teacher first), at the pool's common access level."""
-    result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+                  seed: int, device: Any = None, precision: str | None = None
+                  ) -> tuple[np.ndarray, tuple[str, int | None], list[str]]:
+    """(M, n, C) probabilities of the pool on ``X`` (teacher first), at the pool's common access level.
+
+    One run of the harness for the whole pool, at one device and precision, so that the teacher and its
+    references are seen alike (the exchangeability the p-value rests on)."""
+    result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed, device=device,
+                        precision=precision)
     outs = [result.outputs[name] for name in models]
     access: tuple[str, int | None] = ("probabilities", None)
     for o in outs:
@@ -661,7 +677,8 @@ def _candidates(X: np.ndarray, y: np.ndarray | None, n_mixup: int | None, seed: 
 def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any, *, suspect_access: Any,
                alpha: float, query_budget: int | None, n_probes: int | None, n_mixup: int | None, seed: int,
                p_value_method: str, n_replicates: int, batch_size: int, cache_dir: Any,
-               controls: Sequence[Any] | None = None, controls_mode: str = "check"
+               controls: Sequence[Any] | None = None, controls_mode: str = "check", device: Any = None,
+               precision: str | None = None, memo: dict[bytes, np.ndarray] | None = None
                ) -> tuple[dict[str, LineageResult], int]:
     """Shared core of :func:`lineage_test` (one pool) and :func:`attribute` (one pool per candidate).
 
@@ -671,19 +688,22 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     selection would no longer be symmetric in a pool's members (it favoured the teachers in our benchmark).
     """
     _check_common(alpha, p_value_method, query_budget, n_probes, n_mixup)
+    memo = {} if memo is None else memo
     controls_mode = _resolve_controls_mode(controls_mode, controls)
     X, y = _as_array(probes)
     Xc, yc = _candidates(X, y, n_mixup, seed, n_probes=DEFAULT_N_PROBES if n_probes is None else int(n_probes))
     pool_arrays = {}
     for cand, models in pools.items():
-        pool_arrays[cand] = _pool_outputs(models, Xc, batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+        pool_arrays[cand] = _pool_outputs(models, Xc, batch_size=batch_size, cache_dir=cache_dir, seed=seed,
+                                          device=device, precision=precision)
     n_classes = {p[0].shape[2] for p in pool_arrays.values()}
     if len(n_classes) != 1:
         raise invalid_argument("candidates", f"teachers with {sorted(n_classes)} classes", "one number of classes")
     C = n_classes.pop()
     requested = parse_access(suspect_access)
     suspect = _adapter(suspect, "suspect")
-    oracle = _SuspectOracle(suspect, budget=query_budget, access=requested, n_classes=C, batch_size=batch_size)
+    oracle = _SuspectOracle(suspect, budget=query_budget, access=requested, n_classes=C, batch_size=batch_size,
+                            device=device, precision=precision)
     budget = query_budget if query_budget is not None else math.inf
     remaining = getattr(suspect, "remaining_budget", None)
     if remaining is not None:
@@ -703,19 +723,20 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     bootstrap = Bootstrap(n_replicates=n_replicates, seed=seed)
     suspect_name = str(getattr(suspect, "name", "suspect"))
     control_outputs = _control_outputs(controls, Xc[idx], n_classes=C, batch_size=batch_size, cache_dir=cache_dir,
-                                       seed=seed)
+                                       seed=seed, device=device, precision=precision)
     results = {}
     for cand, (pool, pool_access, names) in pool_arrays.items():
         access = _least(oracle.access, pool_access)
         view = _view(s_probs, access) if access != oracle.access else s_probs
         control_stats = calibration = None
         if control_outputs is not None:
-            control_stats = _control_statistics(control_outputs, pool[:, idx], access=access, y_true=y_sel)
+            control_stats = _control_statistics(control_outputs, pool[:, idx], access=access, y_true=y_sel,
+                                                memo=memo)
             if controls_mode != "check" and len(control_stats) >= MIN_CALIBRATION_CONTROLS:
                 calibration = control_stats
         a = _analyse(pool[:, idx], view, view.argmax(axis=1) if access[0] != "labels" else s_labels,
                      access=access, y_true=y_sel, alpha=alpha, p_value_method=p_value_method,
-                     bootstrap=bootstrap, probe_ids=idx, calibration=calibration)
+                     bootstrap=bootstrap, probe_ids=idx, calibration=calibration, memo=memo)
         K = pool.shape[0] - 1
         negative_controls: dict[str, Any] = {}
         if control_outputs is not None:
@@ -775,7 +796,8 @@ def _require_controls(a: dict[str, Any], nc: Mapping[str, Any], *, alpha: float)
 
 
 def _control_outputs(controls: Sequence[Any] | None, X: np.ndarray, *, n_classes: int, batch_size: int,
-                     cache_dir: Any, seed: int) -> tuple[list[str], np.ndarray, tuple[str, int | None]] | None:
+                     cache_dir: Any, seed: int, device: Any = None, precision: str | None = None
+                     ) -> tuple[list[str], np.ndarray, tuple[str, int | None]] | None:
     """Names, probabilities (n_controls, n_probes, C) and common access level of the negative controls."""
     if not controls:
         return None
@@ -785,7 +807,8 @@ def _control_outputs(controls: Sequence[Any] | None, X: np.ndarray, *, n_classes
     if len({id(m) for m in models.values()}) != len(models):
         raise invalid_argument("controls", "the same model object twice", "distinct models")
     display = [str(getattr(m, "name", "") or key) for key, m in models.items()]
-    result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed)
+    result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed, device=device,
+                        precision=precision)
     access: tuple[str, int | None] = ("probabilities", None)
     for key in models:
         o = result.outputs[key]
@@ -811,13 +834,9 @@ def _resolve_controls_mode(mode: str | None, controls: Sequence[Any] | None) -> 
     return mode
 
 
-# The controls' statistics depend on the pool, the probes and the controls, not on the suspect: tests of many
-# suspects against one pool (a screening run, an attribution, a benchmark) compute them once.
-_CONTROLS_CACHE: dict[bytes, np.ndarray] = {}
-
-
 def _control_statistics(control_outputs: tuple[list[str], np.ndarray, tuple[str, int | None]], pool: np.ndarray, *,
-                        access: tuple[str, int | None], y_true: np.ndarray | None) -> np.ndarray:
+                        access: tuple[str, int | None], y_true: np.ndarray | None,
+                        memo: dict[bytes, np.ndarray] | None = None) -> np.ndarray:
     """(L, M, S): every pool member's typicality-adjusted signature statistics with each control as the suspect."""
     _, probs, c_access = control_outputs
     if _ACCESS_ORDER[c_access[0]] < _ACCESS_ORDER[access[0]] or (
@@ -825,18 +844,17 @@ def _control_statistics(control_outputs: tuple[list[str], np.ndarray, tuple[str,
             and c_access[1] < access[1]):
         raise invalid_argument("controls", f"models revealing {_access_text(c_access)}",
                                f"controls revealing at least what the test uses ({_access_text(access)})")
-    key = hashlib.sha256(_typicality_key(pool, access, y_true) + np.ascontiguousarray(probs).tobytes()).digest()
-    if key not in _CONTROLS_CACHE:
-        typicality = _typicality(pool, access=access, y_true=y_true)
+    memo = {} if memo is None else memo
+    key = b"c" + hashlib.sha256(_typicality_key(pool, access, y_true) + np.ascontiguousarray(probs).tobytes()).digest()
+    if key not in memo:
+        typicality = _typicality(pool, access=access, y_true=y_true, memo=memo)
         rows = []
         for j in range(len(probs)):
             view = _view(probs[j], access)
             sums = compute_sums(pool, view, view.argmax(axis=1), access=access[0], top_k=access[1], y_true=y_true)
             rows.append(adjust_for_typicality(statistics_from_totals(sums.values.sum(axis=0), sums), typicality))
-        if len(_CONTROLS_CACHE) >= 8:
-            _CONTROLS_CACHE.pop(next(iter(_CONTROLS_CACHE)))
-        _CONTROLS_CACHE[key] = np.stack(rows)
-    return _CONTROLS_CACHE[key].copy()
+        _remember(memo, key, np.stack(rows))
+    return memo[key].copy()
 
 
 def _negative_controls(names: list[str], cstats: np.ndarray, a: Mapping[str, Any], *, alpha: float,
@@ -893,6 +911,7 @@ def _negative_controls(names: list[str], cstats: np.ndarray, a: Mapping[str, Any
                    f"this teacher the false-positive rate against models like the controls may exceed alpha{advice}; "
                    f"weigh the verdict with the suspect's rank among the controls (p = {rank_p:.3g})")
     out = {"n": n, "names": names, "mode": mode, "calibrated": calibrated,
+           "min_calibration_controls": MIN_CALIBRATION_CONTROLS,
            "p_values": [_num(x) for x in p_values], "effects": [_num(x) for x in effects],
            "n_at_alpha": hits, "share_at_alpha": hits / n, "expected_share": alpha, "binomial_p": binomial_p,
            "suspect_rank_p_value": _num(rank_p), "warning": warning,
@@ -909,8 +928,14 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
                  query_budget: int | None = DEFAULT_QUERY_BUDGET, n_probes: int | None = None,
                  n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
                  batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
-                 controls: Sequence[Any] | None = None, controls_mode: str | None = None) -> LineageResult:
+                 controls: Sequence[Any] | None = None, controls_mode: str | None = None, device: Any = None,
+                 precision: str | None = None, memo: dict[bytes, Any] | None = None,
+                 lm_options: Mapping[str, Any] | None = None) -> Any:
     """Test whether ``suspect`` was derived (distilled, extracted, fine-tuned...) from ``teacher``.
+
+    Language models (:class:`~kdaudit.models.LanguageModel` teacher and suspect, a prompt set as ``probes``) are
+    tested by :func:`kdaudit.lineage.lm_lineage_test` (``suspect_access`` "top_k:K" or "text", ``n_probes`` prompts,
+    ``query_budget`` in prompts, ``lm_options`` its other options) and give an ``LMLineageResult``.
 
     Parameters
     ----------
@@ -942,6 +967,12 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
         The p-value the verdict uses; "parametric" adds a normality assumption but works with fewer references.
     n_replicates : int, default 1000
         Probe-bootstrap replicates for the effect-size interval.
+    device, precision : optional
+        One device and autocast precision for every torch model the test runs (teacher, references, controls and
+        suspect), applied for the test only (see :func:`kdaudit.harness.run`); default: each model as it is.
+    memo : dict, optional
+        Statistics of the pool that do not depend on the suspect, shared by the tests that pass the same dict (the
+        students of one audit, a screening of many suspects); by default nothing outlives the call.
     batch_size : int
     cache_dir : path, optional
         Harness output cache for the pool (the suspect is cached in memory per call).
@@ -969,11 +1000,25 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     -------
     LineageResult
     """
+    from kdaudit.lineage._lm import is_language_model, lm_lineage_test
+
+    if is_language_model(teacher) or is_language_model(suspect):
+        access = None if suspect_access is None else str(suspect_access).replace("-", "_")
+        top_k = {}
+        if access is not None and access.startswith("top_k:"):
+            k = access.split(":", 1)[1]
+            if not k.isdigit():
+                raise invalid_argument("suspect_access", suspect_access, '"top_k:K" or "text" for language models')
+            access, top_k = "top_k", {"top_k": int(k)}
+        return lm_lineage_test(teacher, suspect, probes, references=references, controls=controls, access=access,
+                               alpha=alpha, query_budget=query_budget, n_prompts=n_probes, seed=seed,
+                               **top_k, **dict(lm_options or {}))
     results, _ = _run_tests({"teacher": _named_pool(teacher, references)}, suspect, probes,
                             suspect_access=suspect_access, alpha=alpha, query_budget=query_budget,
                             n_probes=n_probes, n_mixup=n_mixup, seed=seed, p_value_method=p_value_method,
                             n_replicates=n_replicates, batch_size=batch_size, cache_dir=cache_dir,
-                            controls=controls, controls_mode=controls_mode)
+                            controls=controls, controls_mode=controls_mode, device=device, precision=precision,
+                            memo=memo)
     result = results["teacher"]
     name = str(getattr(teacher, "name", "teacher") or "teacher")
     return _renamed(result, name)
@@ -990,7 +1035,8 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
               query_budget: int | None = DEFAULT_QUERY_BUDGET, n_probes: int | None = None,
               n_mixup: int | None = None, p_value_method: str = "exact", n_replicates: int = 1000,
               batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
-              controls: Sequence[Any] | None = None, controls_mode: str | None = None) -> AttributionResult:
+              controls: Sequence[Any] | None = None, controls_mode: str | None = None, device: Any = None,
+              precision: str | None = None, memo: dict[bytes, Any] | None = None) -> AttributionResult:
     """Which candidate teacher, if any, is the suspect's parent?
 
     One :func:`lineage_test` per candidate (each against its own references), on one shared set of probes chosen
@@ -1022,22 +1068,8 @@ def attribute(suspect: Any, candidates: Mapping[str, tuple[Any, Sequence[Any]]],
                                   query_budget=query_budget, n_probes=n_probes, n_mixup=n_mixup, seed=seed,
                                   p_value_method=p_value_method, n_replicates=n_replicates,
                                   batch_size=batch_size, cache_dir=cache_dir, controls=controls,
-                                  controls_mode=controls_mode)
+                                  controls_mode=controls_mode, device=device, precision=precision, memo=memo)
     return _attribution_from(results, alpha=alpha, queries=queries)
-
-
-def holm_parent(names: Sequence[str], p_values: Sequence[float], effects: Sequence[float], *, alpha: float,
-                eligible: Sequence[bool] | None = None) -> tuple[str, np.ndarray]:
-    """The attribution rule: Holm-adjust the candidates' p-values; among the (eligible) candidates significant at
-    ``alpha``, the parent has the largest effect (ties: the smaller p-value); else "none". Returns the parent and
-    the adjusted p-values."""
-    p = np.asarray(p_values, dtype=np.float64)
-    adjusted = holm_adjust(p)
-    ok = [True] * len(names) if eligible is None else list(eligible)
-    significant = [i for i in range(len(names)) if ok[i] and math.isfinite(adjusted[i]) and adjusted[i] <= alpha]
-    if not significant:
-        return "none", adjusted
-    return str(names[max(significant, key=lambda i: (effects[i], -p[i]))]), adjusted
 
 
 def _attribution_from(results: Mapping[str, LineageResult], *, alpha: float, queries: int) -> AttributionResult:

@@ -13,13 +13,14 @@ divergence ½KL(t||m) + ½KL(s||m), m = (t + s)/2 (no clipping needed), i.e. the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._kinds import Access
 from kdaudit._validation import check_consistent_length, check_sample_weight
-from kdaudit.harness._outputs import ModelOutputs
+from kdaudit.metrics._accumulator import SAME, SUM, Accumulator
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -32,7 +33,9 @@ from kdaudit.metrics._common import (
     scan_probabilities,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap
-from kdaudit.models._base import Access
+
+if TYPE_CHECKING:  # the statistics know no harness; section functions take its outputs duck-typed
+    from kdaudit.harness._outputs import ModelOutputs
 
 __all__ = [
     "DEFINITIONS",
@@ -247,7 +250,7 @@ def _access(a: Any) -> Access:
     return a if isinstance(a, Access) else Access(a)
 
 
-class AgreementAccumulator:
+class AgreementAccumulator(Accumulator):
     """Streaming agreement statistics (fixed-size, mergeable state; paired bootstrap intervals).
 
     Parameters
@@ -261,6 +264,9 @@ class AgreementAccumulator:
     teacher_top_k, student_top_k : int, optional
         The number of classes a ``"top_k"`` model returns.
     """
+
+    states = {"_rows": SUM, "_by_true": SUM, "_by_pred": SUM, "n_rows": SUM, "has_labels": SAME}
+    merge_key = ("n_classes", "k", "access", "bootstrap")
 
     def __init__(self, n_classes: int, *, bootstrap: Bootstrap | None = None, k: int = 5,
                  teacher_access: Any = "probabilities", student_access: Any = "probabilities",
@@ -325,19 +331,6 @@ class AgreementAccumulator:
         self._by_pred.add(blocks, (w, w * agree, 0), lt)
         self._by_pred.add(blocks, (0, 0, w), ls)
         self.n_rows += n
-        return self
-
-    def merge(self, other: AgreementAccumulator) -> AgreementAccumulator:
-        if not isinstance(other, AgreementAccumulator) or (other.n_classes, other.k, other.access,
-                                                           other.bootstrap.n_blocks) != (
-                self.n_classes, self.k, self.access, self.bootstrap.n_blocks):
-            raise invalid_argument("other", type(other).__name__, "an AgreementAccumulator with the same options")
-        if None not in (self.has_labels, other.has_labels) and self.has_labels != other.has_labels:
-            raise invalid_argument("other", "an accumulator with(out) labels", "both with labels or both without")
-        for a, b in ((self._rows, other._rows), (self._by_true, other._by_true), (self._by_pred, other._by_pred)):
-            a.merge(b)
-        self.n_rows += other.n_rows
-        self.has_labels = self.has_labels if other.has_labels is None else other.has_labels
         return self
 
     @staticmethod

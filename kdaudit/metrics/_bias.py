@@ -41,6 +41,7 @@ from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length, check_labels, check_probabilities, check_sample_weight
 from kdaudit.metrics._calibration import _bin_index, _ce_from_bins, _uniform_edges
+from kdaudit.metrics._accumulator import ALL, KEYED, SAME, SUM, Accumulator
 from kdaudit.metrics._common import SectionResult
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of, splitmix64
 
@@ -534,7 +535,7 @@ def _swap_models(main: np.ndarray) -> np.ndarray:
     return out
 
 
-class BiasAccumulator:
+class BiasAccumulator(Accumulator):
     """Streaming, mergeable state of the bias-transfer section.
 
     Parameters
@@ -568,6 +569,11 @@ class BiasAccumulator:
     >>> acc.compute().headline["dp_difference_student"].value >= 0
     True
     """
+
+    # group sets may differ between shards: KEYED unites each feature's groups by name
+    states = {"sensitive_names": SAME, "features": SAME, "_state": KEYED, "_has_conf": ALL, "_labelled": SAME,
+              "_n_rows": SUM}
+    merge_key = ("n_classes", "pos_label", "n_bins", "bootstrap", "min_group_size", "min_class_count")
 
     def __init__(self, n_classes: int, *, sensitive_names: Sequence[str] | None = None,
                  bootstrap: Bootstrap | None = None, pos_label: int | None = None, min_group_size: int = 30,
@@ -689,31 +695,6 @@ class BiasAccumulator:
                     if slots[m] is not None and self._has_conf[m]:
                         cflat = (blocks * st.n_groups + codes) * nb + slots[m]
                         _bincount_into(st.calib[m].sums, cflat, conf_cols[m])
-        return self
-
-    def merge(self, other: BiasAccumulator) -> BiasAccumulator:
-        """Add another accumulator's rows (same settings); group sets may differ and are united by name."""
-        same = (self.n_classes == other.n_classes and self.pos_label == other.pos_label
-                and self.n_bins == other.n_bins and self.bootstrap.n_blocks == other.bootstrap.n_blocks
-                and self.min_group_size == other.min_group_size and self.min_class_count == other.min_class_count)
-        if not same:
-            raise invalid_argument("other", "an accumulator with other settings",
-                                   "an accumulator with the same n_classes, pos_label, n_bins, group thresholds "
-                                   "and bootstrap blocks")
-        if other.sensitive_names is None:
-            return self
-        if self.sensitive_names is None:
-            self._set_names(list(other.sensitive_names))
-        if self.features != other.features:
-            raise invalid_argument("other", f"features {list(other.features)}", f"features {list(self.features)}")
-        if None not in (self._labelled, other._labelled) and self._labelled != other._labelled:
-            raise invalid_argument("other", "labelled and unlabelled rows mixed", "labels in both or in neither")
-        for fname, st in other._state.items():
-            self._state[fname].merge(st)
-        self._has_conf = [a and b for a, b in zip(self._has_conf, other._has_conf)]
-        if self._labelled is None:
-            self._labelled = other._labelled
-        self._n_rows += other._n_rows
         return self
 
     # -- results -------------------------------------------------------------------------------------------------

@@ -28,14 +28,15 @@ about equal mass: a fine bin joins the group in which its mass midpoint falls. E
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import special
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._kinds import Access
 from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
-from kdaudit.harness._outputs import ModelOutputs
+from kdaudit.metrics._accumulator import SUM, Accumulator
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -47,7 +48,9 @@ from kdaudit.metrics._common import (
     scan_probabilities,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, hash_ids
-from kdaudit.models._base import Access
+
+if TYPE_CHECKING:  # the statistics know no harness; section functions take its outputs duck-typed
+    from kdaudit.harness._outputs import ModelOutputs
 
 __all__ = [
     "DEFINITIONS",
@@ -460,7 +463,7 @@ class CalibrationResult(SectionResult):
     ({key: reason}, e.g. for top-k models) and ``options``."""
 
 
-class CalibrationAccumulator:
+class CalibrationAccumulator(Accumulator):
     """Streaming calibration statistics of a teacher and a student on the same rows.
 
     State (fixed size, all :class:`BlockStats`, so shards merge by addition and intervals are paired):
@@ -474,6 +477,10 @@ class CalibrationAccumulator:
       scaling is read at the grid temperature nearest the minimum (grid ratio 1.12). Each bootstrap replicate
       re-fits T, so the interval includes the fit's uncertainty. :func:`fit_temperature` is the exact fit.
     """
+
+    states = {"_top": SUM, "_rows": SUM, "_cw": SUM, "_t_fit": SUM, "_t_eval": SUM, "n_rows": SUM}
+    merge_key = ("n_classes", "n_bins", "strategy", "norm", "debiased", "binning", "bootstrap", "access",
+                 "temperature")
 
     def __init__(self, n_classes: int, *, bootstrap: Bootstrap | None = None, n_bins: int = 15,
                  strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
@@ -585,19 +592,6 @@ class CalibrationAccumulator:
         self._t_eval.add(np.repeat(blocks[ev], g), (we, we * conf, we * np.repeat(correct, g)), cells)
 
     # -- merge / compute ---------------------------------------------------------------------------------------
-    def _options(self) -> tuple:
-        return (self.n_classes, self.n_bins, self.strategy, self.norm, self.debiased, self.binning,
-                self.bootstrap.n_blocks, self.access, self.temperature)
-
-    def merge(self, other: CalibrationAccumulator) -> CalibrationAccumulator:
-        if not isinstance(other, CalibrationAccumulator) or self._options() != other._options():
-            raise invalid_argument("other", type(other).__name__, "a CalibrationAccumulator with the same options")
-        for a, b in ((self._top, other._top), (self._rows, other._rows), (self._cw, other._cw),
-                     (self._t_fit, other._t_fit), (self._t_eval, other._t_eval)):
-            a.merge(b)
-        self.n_rows += other.n_rows
-        return self
-
     def _values(self, top, rows, cw, tfit, teval) -> dict[str, np.ndarray]:
         """All metrics from totals (leading axes: none for the point estimate, replicates for the bootstrap)."""
         lead = top.shape[:-2]

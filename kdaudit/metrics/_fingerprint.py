@@ -15,13 +15,13 @@ mistakes more than class-level confusion tendencies explain).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length
-from kdaudit.harness._outputs import ModelOutputs
+from kdaudit.metrics._accumulator import SUM, Accumulator
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -34,6 +34,9 @@ from kdaudit.metrics._common import (
     point_only,
 )
 from kdaudit.metrics._resampling import BlockStats, Bootstrap
+
+if TYPE_CHECKING:  # the statistics know no harness; section functions take its outputs duck-typed
+    from kdaudit.harness._outputs import ModelOutputs
 
 __all__ = [
     "DEFINITIONS",
@@ -173,13 +176,16 @@ class FingerprintResult(SectionResult):
     new, fixed, both-wrong, same-wrong), ``null_model`` text, ``options``."""
 
 
-class FingerprintAccumulator:
+class FingerprintAccumulator(Accumulator):
     """Streaming error-fingerprint statistics (fixed-size, mergeable; paired bootstrap intervals).
 
     State: per-block row sums, and per-block (true class, predicted class) tables for the two confusion matrices and
     the two wrong-label tables among rows both got wrong. With more than 64 classes the tables are kept without
     blocks (their metrics get point estimates only).
     """
+
+    states = {"_rows": SUM, "_tables": SUM, "n_rows": SUM}
+    merge_key = ("n_classes", "bootstrap")
 
     def __init__(self, n_classes: int, *, bootstrap: Bootstrap | None = None) -> None:
         if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
@@ -211,15 +217,6 @@ class FingerprintAccumulator:
         self._tables.add(tb, (w, 0, w * both, 0), y * c + lt)
         self._tables.add(tb, (0, w, 0, w * both), y * c + ls)
         self.n_rows += n
-        return self
-
-    def merge(self, other: FingerprintAccumulator) -> FingerprintAccumulator:
-        if not isinstance(other, FingerprintAccumulator) or (other.n_classes, other.bootstrap.n_blocks) != (
-                self.n_classes, self.bootstrap.n_blocks):
-            raise invalid_argument("other", type(other).__name__, "a FingerprintAccumulator with the same options")
-        self._rows.merge(other._rows)
-        self._tables.merge(other._tables)
-        self.n_rows += other.n_rows
         return self
 
     def _values(self, rows: np.ndarray, tables: np.ndarray) -> dict[str, np.ndarray]:

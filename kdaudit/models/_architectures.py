@@ -21,8 +21,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 def _builtins() -> dict[str, Callable[..., Any]]:
-    # imported on first use: kdaudit.distill imports torch
-    from kdaudit.distill import mlp, small_cnn
+    # imported on first use: the networks import torch
+    from kdaudit.models._networks import mlp, small_cnn
 
     return {"mlp": mlp, "small_cnn": small_cnn}
 
@@ -114,10 +114,10 @@ def _resolve(spec: str, *, trust: bool, what: str) -> Callable[..., Any]:
     if key in _REGISTRY:
         return _REGISTRY[key]
     if ":" not in spec:
-        from kdaudit.policy import _did_you_mean
+        from kdaudit._exceptions import did_you_mean
 
         raise invalid_argument(what, spec, f"a registered architecture ({', '.join(names)}; add your own with "
-                               f"kdaudit.models.register_architecture){_did_you_mean(spec, names)}")
+                               f"kdaudit.models.register_architecture){did_you_mean(spec, names)}")
     if not trust:
         raise invalid_argument(what, spec, f"a registered architecture ({', '.join(names)}); an import path "
                                "'package.module:callable' runs code named by the file's sender, so it is accepted "

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from enum import Enum
 from typing import Any
 
 import numpy as np
 
+from kdaudit._kinds import Access  # defined below the models so that the statistics share it
+
 __all__ = ["Access", "ModelAdapter"]
-
-
-class Access(str, Enum):
-    """What a model lets the auditor see, from most to least."""
-
-    PROBABILITIES = "probabilities"  # full probability vector (or logits)
-    TOP_K = "top_k"  # the k most likely classes with their probabilities
-    LABELS = "labels"  # the predicted label only
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ModelAdapter(ABC):

@@ -153,6 +153,10 @@ class OpenAIEndpointModel(LanguageModel):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise invalid_argument("base_url", base_url, "an http:// or https:// URL such as "
                                                          "'http://127.0.0.1:8000/v1'")
+        if "@" in base_url.split("://", 1)[1].split("/", 1)[0]:
+            # credentials in the URL would reach the journal, the provenance and the report with it
+            raise KDAuditError("argument 'base_url' holds credentials (user:password@host); expected a URL without "
+                               "them: put the key in the environment variable named by api_key_env")
         if not isinstance(model, str) or not model:
             raise invalid_argument("model", model, "the non-empty model name the endpoint serves")
         if api not in ("completions", "chat"):
@@ -372,7 +376,7 @@ class OpenAIEndpointModel(LanguageModel):
         The first token of a text has no prediction (as with local models). Token ids come from the tokenizer when
         one was given (matched by the token's bytes); a token string it cannot map gets id -1.
         """
-        from kdaudit.harness._sequence import TokenTopK
+        from kdaudit._lm_outputs import TokenTopK
 
         if self.access is not LMAccess.LOGPROBS:
             raise invalid_argument("access", str(self.access), '"logprobs" to score texts teacher-forced (this '
@@ -426,7 +430,7 @@ class OpenAIEndpointModel(LanguageModel):
 
         With ``api="chat"`` each prompt is sent as one user message, or as ``messages[i]`` when given.
         """
-        from kdaudit.harness._sequence import Generations
+        from kdaudit._lm_outputs import Generations
 
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
             raise invalid_argument("max_new_tokens", max_new_tokens, "an integer >= 1")

@@ -28,14 +28,15 @@ class EnsembleModel(ModelAdapter):
     """
 
     kind = "ensemble"
+    #: wraps a member that is not an adapter yet (``as_model``): set by ``kdaudit.models._loading``, which builds
+    #: ensembles from lists and so sits above this module; the member wrapping is handed down instead of imported
+    wrap_member: Any = None
 
     def __init__(self, members: Sequence[Any], *, name: str = "ensemble", weights: Sequence[float] | None = None
                  ) -> None:
-        from kdaudit.models._loading import as_model
-
         if isinstance(members, (str, bytes)) or not hasattr(members, "__len__") or len(members) == 0:
             raise invalid_argument("members", members, "a non-empty sequence of models")
-        ms = [as_model(m, name=f"{name}[{i}]") if not isinstance(m, ModelAdapter) else m
+        ms = [type(self).wrap_member(m, name=f"{name}[{i}]") if not isinstance(m, ModelAdapter) else m
               for i, m in enumerate(members)]
         for m in ms:
             if m.access is not Access.PROBABILITIES:

@@ -132,8 +132,8 @@ def _check_directory(path: Any, *, trust_remote_code: bool) -> tuple[Path, dict[
     return root, config, digest
 
 
-def _load_directory(path: Any, auto_class: str, *, trust_remote_code: bool, precision: str | None
-                    ) -> tuple[Any, Any, str]:
+def _load_directory(path: Any, auto_class: str, *, trust_remote_code: bool, precision: str | None,
+                    device: Any) -> tuple[Any, Any, str]:
     root, _, digest = _check_directory(path, trust_remote_code=trust_remote_code)
     tf = _transformers()
     torch = _torch()
@@ -144,6 +144,7 @@ def _load_directory(path: Any, auto_class: str, *, trust_remote_code: bool, prec
             dtype=getattr(torch, _DTYPES[normalize_precision(precision)]), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise KDAuditError(f"model directory {str(root)!r} could not be loaded as {auto_class}: {exc}") from None
+    model = model.to(_resolve_device(device, torch.device("cpu")))  # our own copy: moved in place, not copied
     try:
         tokenizer = tf.AutoTokenizer.from_pretrained(str(root), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
@@ -432,9 +433,9 @@ class HFCausalLM(_Transformer, LanguageModel):
         Raises :class:`~kdaudit.UnsafeModelFileError` for pickle-based weights, ``trust_remote_code=True`` or a
         config that needs custom code.
         """
-        model, tokenizer, digest = _load_directory(path, "AutoModelForCausalLM",
-                                                   trust_remote_code=trust_remote_code, precision=precision)
-        lm = cls(model, tokenizer, name=name or Path(path).name, device=device, batch_size=batch_size,
+        model, tokenizer, digest = _load_directory(path, "AutoModelForCausalLM", trust_remote_code=trust_remote_code,
+                                                   precision=precision, device=device)
+        lm = cls(model, tokenizer, name=name or Path(path).name, batch_size=batch_size,
                  max_length=max_length, truncation=truncation)
         lm.file_sha256 = digest
         return lm
@@ -452,7 +453,7 @@ class HFCausalLM(_Transformer, LanguageModel):
 
         Position ``j`` of a text predicts its token ``j + 1``; a text of L tokens gives L - 1 positions.
         """
-        from kdaudit.harness._sequence import MAX_TOP_K, TokenTopK
+        from kdaudit._lm_outputs import MAX_TOP_K, TokenTopK
 
         torch = _torch()
         if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= min(MAX_TOP_K, self.vocab_size):
@@ -499,7 +500,7 @@ class HFCausalLM(_Transformer, LanguageModel):
         ``token_logprobs`` holds the model's own (temperature 1) log-probability of each generated token, up to
         and including an end-of-sequence token.
         """
-        from kdaudit.harness._sequence import Generations
+        from kdaudit._lm_outputs import Generations
 
         torch = _torch()
         tf = _transformers()
@@ -603,8 +604,9 @@ class HFSequenceClassifier(_Transformer, ModelAdapter):
                         truncation: bool = False, trust_remote_code: bool = False) -> "HFSequenceClassifier":
         """Load a sequence classifier and its tokenizer from a local directory (safetensors only, offline)."""
         model, tokenizer, digest = _load_directory(path, "AutoModelForSequenceClassification",
-                                                   trust_remote_code=trust_remote_code, precision=precision)
-        clf = cls(model, tokenizer, name=name or Path(path).name, device=device, batch_size=batch_size,
+                                                   trust_remote_code=trust_remote_code, precision=precision,
+                                                   device=device)
+        clf = cls(model, tokenizer, name=name or Path(path).name, batch_size=batch_size,
                   max_length=max_length, truncation=truncation)
         clf.file_sha256 = digest
         return clf

@@ -168,7 +168,7 @@ class PrecomputedLM(LanguageModel):
         return [table[str(i)] for i in ids]
 
     def score(self, texts: Sequence[str], ids: Sequence[Any], *, top_k: int) -> Any:
-        from kdaudit.harness._sequence import TokenTopK
+        from kdaudit._lm_outputs import TokenTopK
 
         if self.access is not LMAccess.LOGPROBS:
             raise invalid_argument("access", "text", "a file with per-token scores to score texts")
@@ -199,7 +199,7 @@ class PrecomputedLM(LanguageModel):
     def generate(self, prompts: Sequence[str], ids: Sequence[Any], *, max_new_tokens: int, do_sample: bool = False,
                  temperature: float = 1.0, seed: int = 0) -> Any:
         """The stored generations (the settings asked for are recorded; the file's own cannot be checked)."""
-        from kdaudit.harness._sequence import Generations
+        from kdaudit._lm_outputs import Generations
 
         ids = list(ids)
         if len(ids) != len(prompts):

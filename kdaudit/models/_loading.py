@@ -38,6 +38,7 @@ import numpy as np
 
 from kdaudit._exceptions import KDAuditError, UnsafeModelFileError, invalid_argument
 from kdaudit.models._base import ModelAdapter
+from kdaudit.models._ensemble import EnsembleModel
 from kdaudit.models._hashing import sha256_file
 
 __all__ = ["SAFE_FORMATS", "as_model", "detect_format", "load_model"]
@@ -343,8 +344,6 @@ def as_model(obj: Any, *, name: str | None = None, **kwargs: Any) -> ModelAdapte
 
         return PrecomputedModel(obj, name=name or "precomputed", **kwargs)
     if isinstance(obj, (list, tuple)):
-        from kdaudit.models._ensemble import EnsembleModel
-
         return EnsembleModel(obj, name=name or "ensemble", **kwargs)
     if callable(obj):
         from kdaudit.models._blackbox import BlackBoxModel
@@ -355,3 +354,6 @@ def as_model(obj: Any, *, name: str | None = None, **kwargs: Any) -> ModelAdapte
     raise invalid_argument("model", type(obj).__name__,
                            "a ModelAdapter, torch.nn.Module, fitted scikit-learn classifier, model file path, "
                            "numpy array of outputs, list of models (ensemble) or callable")
+
+
+EnsembleModel.wrap_member = staticmethod(as_model)  # an ensemble's raw members are wrapped like any model

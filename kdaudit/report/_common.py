@@ -29,6 +29,10 @@ SECTION_TITLES = {
     "fingerprint": "Error fingerprints",
     "lineage": "Lineage",
     "cost": "Cost",
+    "lm_tokens": "Next-token distributions",
+    "lm_generation": "Generations",
+    "lm_task": "Task with right answers (multiple choice)",
+    "lm_bias": "Bias transfer between prompt groups",
 }
 SECTION_INTROS = {
     "agreement": ("How often the student gives the same answer as the teacher, and how much of the teacher's "
@@ -127,8 +131,8 @@ def _walk_methods(obj: Any, out: dict[str, None]) -> None:
 class _Definitions:
     """Metric definitions, ``section.key -> {"label", "formula", "higher_is_better", "description"}``.
 
-    Read from ``results["definitions"]`` (flat ``section.key`` or nested ``{section: {key: ...}}``); results without
-    stored definitions fall back to those of the installed kdaudit, and the methodology says so.
+    Read from ``results["definitions"]`` (flat ``section.key`` or nested ``{section: {key: ...}}``) only: the report
+    reads results, never the package that made them (results without stored definitions get labels from their keys).
     """
 
     def __init__(self, results: Mapping[str, Any]) -> None:
@@ -137,10 +141,6 @@ class _Definitions:
         self.source = "results" if isinstance(stored, Mapping) and stored else "none"
         if self.source == "results":
             self._add(stored)
-        else:
-            self._add(_package_definitions())
-            if self.by_key:
-                self.source = "package"
 
     def _add(self, d: Mapping[str, Any], prefix: str = "") -> None:
         for k, v in d.items():
@@ -160,23 +160,6 @@ class _Definitions:
 
     def kind(self, section: str, key: str) -> str:
         return metric_kind(key, self.get(section, key))
-
-
-def _package_definitions() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    try:
-        from kdaudit.metrics import DEFINITIONS_BY_SECTION
-
-        out.update({s: dict(d) for s, d in DEFINITIONS_BY_SECTION.items()})
-    except Exception:  # a results file can be rendered even where the metrics cannot be imported
-        pass
-    try:
-        from kdaudit.lineage import DEFINITIONS as lineage_defs
-
-        out["lineage"] = dict(lineage_defs)
-    except Exception:
-        pass
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- blocks

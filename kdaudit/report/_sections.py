@@ -376,7 +376,8 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     used = {"verdict", "p_value", "p_value_method", "p_value_exact", "p_value_parametric", "alpha", "effect",
             "statistic", "reference_statistics", "signatures", "raw_similarity", "queries_used", "query_budget",
             "n_probes", "n_candidates", "n_references", "suspect_access", "pool_access", "teacher", "suspect",
-            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls"}
+            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls",
+            "null_explained"}
     blocks: list[dict[str, Any]] = []
     p = sec.get("p_value")
     verdict = str(sec.get("verdict") or "")
@@ -391,6 +392,8 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         "p_method": _METHOD_WORDS.get(method, method),
         "alpha": fmt_value(alpha) if alpha is not None else "",
         "null": str(sec.get("null_hypothesis") or ""),
+        # language-model lineage states its null (sibling references or unrelated controls) in plain words
+        "null_plain": str(sec.get("null_explained") or ""),
         "plain": lineage_words(verdict, p, alpha, str(sec.get("suspect") or c.student),
                                 str(sec.get("teacher") or c.teacher), method=method, n_references=n_refs),
         "assumes": cite["assumes"],
@@ -471,10 +474,9 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
                   f"{fmt_number(nc.get('binomial_p'), 'p')}). The suspect's effect ranks among the controls' "
                   f"effects with p = {fmt_number(rank_p, 'p') if rank_p is not None else 'n/a'}, valid if the "
                   "suspect, had it not been derived, would be made like the controls.")]
-        from kdaudit.lineage._test import MIN_CALIBRATION_CONTROLS
-
-        if not nc.get("calibrated") and int(nc["n"]) < MIN_CALIBRATION_CONTROLS:
-            notes.append(f"With at least {MIN_CALIBRATION_CONTROLS} controls the test itself is calibrated by them "
+        least = nc.get("min_calibration_controls")  # results carry it (the report never imports the lineage code)
+        if not nc.get("calibrated") and least is not None and int(nc["n"]) < int(least):
+            notes.append(f"With at least {int(least)} controls the test itself is calibrated by them "
                          "(each pool model's statistics measured against its own spread over the controls).")
         if nc.get("calibrated"):
             box["facts"].append(("Calibrated by the negative controls", "yes"))

@@ -399,9 +399,12 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
                      {"label": "Latency per row †", "ratio": 1 / v, "key": "latency_ms_per_row",
                       "est": {"value": 1 / v, "low": 1 / est["high"], "high": 1 / est["low"], "level": est["level"]}}]
             c = claim(est, up="faster", down="slower", no_change=1.0, fmt=lambda d: f"{d:.2f}×")
-            ci = fmt_interval(est) or "no interval: the run record has no repeated timings"
+            ci = (f"{est['level'] * 100:.0f}% CI {est['low']:.2f}–{est['high']:.2f}×"
+                  if est["low"] == est["low"] and est["high"] == est["high"]
+                  else "no interval: the run record has no repeated timings")
+            batch = s_r.get("batch_size") or _get(run_info.get("cost_conditions"), "batch_size")
             speed_words = [f"{v:.2f}× the teacher's throughput ({ci}), that is {100 / v:.1f}% of its latency per row"
-                           f" at batch size {_text(s_r.get('batch_size') or '?')}: "
+                           + (f" at batch size {_text(batch)}" if batch is not None else "") + ": "
                            + (f"{c.words} than the teacher" if c.supported else c.words)]
         title = f"Cost of {student} relative to the teacher ({teacher})"
         speed_title = f"Measured speed of {student} relative to the teacher ({teacher}) †"

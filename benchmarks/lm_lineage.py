@@ -1,0 +1,342 @@
+"""Benchmark: the language-model lineage test on a zoo of tiny GPT-2-style models with known lineage.
+
+Everything is built offline from the bundled corpus (the Python standard library's docstrings): the owner's part of
+the training documents (A), another part (B: the suspect maker's own texts), held-out documents for the prompts.
+
+* Owner: a teacher (recipe R: 2 layers, d = 48, trained on A), 19 references (R on A, other seeds: null
+  "references"), 19 controls (null "controls": models not derived from the teacher, drawn from the same kinds as
+  the underived suspects below, other seeds).
+* Derived from the teacher: token-level KD (top-20, on B) at T = 1, 2, 4; sequence-level KD on the teacher's
+  greedy answers to <= 2,000 prompts; text-only extraction (training on the teacher's sampled text alone); KD into
+  another architecture; KD then fine-tuned on B; KD then int8 (weights rounded to int8 per tensor).
+* Not derived: R with other seeds, another architecture on A, R on the disjoint part B, students (token KD) of
+  another teacher (trained on B).
+
+For each suspect, both access modes (top-k log-probabilities, text only) and both nulls are run; the single
+statistics (top-1 agreement, teacher log-prob correlation; ROUGE-L, word agreement, teacher log-likelihood) are
+scored in the same run. Reported: ROC AUC (on the effect), TPR and empirical FPR at alpha, prompts and tokens used.
+
+Run: ``nice -n 10 python benchmarks/lm_lineage.py [--quick] [--seeds N] [--out FILE]``. Models are cached under
+``.kdaudit-cache/lm_lineage/`` (safetensors; our own files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CACHE = ROOT / ".kdaudit-cache" / "lm_lineage"
+MAX_LEN = 40
+VOCAB = 384
+RECIPE = {"n_layer": 2, "n_embd": 48, "n_head": 4}
+OTHER_ARCH = {"n_layer": 1, "n_embd": 64, "n_head": 2}
+BASE_EPOCHS = 6  # the public base checkpoints: trained once, cached
+EPOCHS = 1  # every zoo model: one pass of fine-tuning (or distillation) from a base
+LR = 1e-2
+FT_LR = 3e-3
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def paragraphs(docs) -> list[str]:
+    """Docstring paragraphs with runs of whitespace collapsed (short texts: many training sequences per step)."""
+    out = []
+    for d in docs:
+        for p in re.split(r"\n\s*\n", d):
+            p = re.sub(r"\s+", " ", p).strip()
+            if len(p) >= 30:
+                out.append(p)
+    return out
+
+
+class Zoo:
+    """Every model starts from one of two public base checkpoints (one per architecture), as LLMs start from an
+    open base: the owner's teacher and references are the base fine-tuned on the owner's part A with their own
+    seeds (data order), suspects are the base fine-tuned or distilled on the maker's part B (or on A)."""
+
+    def __init__(self, quick: bool) -> None:
+        import torch
+        import transformers
+
+        from kdaudit.data import load_stdlib_corpus, train_tokenizer
+
+        torch.set_num_threads(1)
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        self.quick = quick
+        corpus = load_stdlib_corpus()
+        train, held = corpus.split(heldout_fraction=0.2)
+        texts = paragraphs(train.texts)
+        side = [int(hashlib.sha256(f"owner|{t}".encode()).hexdigest()[:8], 16) % 2 for t in texts]
+        self.all = texts
+        self.A = [t for t, s in zip(texts, side) if s == 0]
+        self.B = [t for t, s in zip(texts, side) if s == 1]
+        # fine-tuning texts per model: every zoo model is trained on 2 CPU cores shared with other work
+        n_texts = 500 if quick else 700
+        self.A, self.B = self.A[:n_texts], self.B[:n_texts]
+        self.held = paragraphs(held.texts)
+        self.tok = train_tokenizer(texts, vocab_size=VOCAB)
+        self.base_tag = hashlib.sha256(f"{corpus.sha256()}|{VOCAB}|{MAX_LEN}|{BASE_EPOCHS}|{LR}|v2".encode()
+                                       ).hexdigest()[:12]
+        self.tag = hashlib.sha256(f"{self.base_tag}|{EPOCHS}|{FT_LR}|{n_texts}|v2".encode()).hexdigest()[:12]
+        self.n_trained = 0
+
+    # -- building blocks ------------------------------------------------------------------------------
+    def _wrap(self, model, name):
+        from kdaudit.models import HFCausalLM
+
+        return HFCausalLM(model, self.tok, name=name, batch_size=64, max_length=MAX_LEN + 48, truncation=True)
+
+    def _fresh(self, arch, seed):
+        from kdaudit.distill import gpt_lm
+
+        return gpt_lm(len(self.tok), n_positions=MAX_LEN + 48, eos_token_id=self.tok.eos_token_id, seed=seed, **arch)
+
+    def _load(self, path):
+        from transformers import GPT2LMHeadModel
+
+        return GPT2LMHeadModel.from_pretrained(str(path), local_files_only=True)
+
+    def get(self, name: str, build, *, tag: str | None = None) -> object:
+        """A cached model (safetensors under CACHE), trained by ``build()`` on a miss."""
+        path = CACHE / (tag or self.tag) / name
+        if (path / "model.safetensors").is_file():
+            model = self._load(path)
+        else:
+            t0 = time.perf_counter()
+            model = build()
+            path.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(str(path), safe_serialization=True)
+            self.n_trained += 1
+            _log(f"trained {name} in {time.perf_counter() - t0:.1f}s")
+        return self._wrap(model.eval(), name)
+
+    def base(self, arch):
+        from kdaudit.distill import train_lm
+
+        name = "base_main" if arch is RECIPE else "base_other_arch"
+        seed = 1 if arch is RECIPE else 2
+        lm = self.get(name, lambda: train_lm(self._fresh(arch, seed), self.tok, self.all, epochs=BASE_EPOCHS, lr=LR,
+                                             max_length=MAX_LEN, seed=seed, batch_size=32), tag=self.base_tag)
+        return lm.model
+
+    def _from_base(self, arch):
+        import copy
+
+        return copy.deepcopy(self.base(arch)).train()
+
+    def trained(self, arch, texts, seed):
+        from kdaudit.distill import train_lm
+
+        return train_lm(self._from_base(arch), self.tok, texts, epochs=EPOCHS, lr=FT_LR, max_length=MAX_LEN,
+                        seed=seed, batch_size=16)
+
+    def token_kd(self, teacher, arch, texts, seed, T):
+        from kdaudit.distill import distill_lm_tokens
+
+        return distill_lm_tokens(teacher, self._from_base(arch), self.tok, texts, temperature=T, top_k=20,
+                                 epochs=EPOCHS, lr=FT_LR, max_length=MAX_LEN, seed=seed, batch_size=16)
+
+    def seq_kd(self, teacher, arch, prompts, seed):
+        from kdaudit.distill import distill_lm_sequences
+
+        return distill_lm_sequences(teacher, self._from_base(arch), self.tok, prompts, max_new_tokens=24,
+                                    epochs=EPOCHS, lr=FT_LR, max_length=MAX_LEN, seed=seed, batch_size=16)
+
+    # -- the zoo ---------------------------------------------------------------------------------------
+    def teacher(self):
+        return self.get("teacher", lambda: self.trained(RECIPE, self.A, 1000))
+
+    def references(self, n):
+        return [self.get(f"reference_{i:02d}", lambda i=i: self.trained(RECIPE, self.A, 2000 + i))
+                for i in range(n)]
+
+    def other_teacher(self):
+        return self.get("other_teacher", lambda: self.trained(RECIPE, self.B, 9000))
+
+    def underived(self, kind, seed):
+        """Not derived from the teacher (also the controls' kinds)."""
+        name = f"neg_{kind}_{seed}"
+        if kind == "seed":
+            return self.get(name, lambda: self.trained(RECIPE, self.A, 3000 + seed))
+        if kind == "arch":
+            return self.get(name, lambda: self.trained(OTHER_ARCH, self.A, 3000 + seed))
+        if kind == "disjoint":
+            return self.get(name, lambda: self.trained(RECIPE, self.B, 3000 + seed))
+        if kind == "other_teacher_student":
+            other = self.other_teacher()
+            return self.get(name, lambda: self.token_kd(other, RECIPE, self.B, 3000 + seed, 2.0))
+        raise ValueError(kind)
+
+    def derived(self, kind, seed):
+        teacher = self.teacher()
+        name = f"pos_{kind}_{seed}"
+        if kind.startswith("token_kd_T"):
+            T = float(kind.removeprefix("token_kd_T"))
+            return self.get(name, lambda: self.token_kd(teacher, RECIPE, self.B, 5000 + seed, T))
+        if kind == "seq_kd":  # <= 2,000 API answers: the first 40 characters of the maker's texts, continued
+            prompts = [t[:40] for t in self.B][:2000]
+            return self.get(name, lambda: self.seq_kd(teacher, RECIPE, prompts, 5000 + seed))
+        if kind == "text_extraction":  # sampled text only, from 2-word seeds, nothing of the maker's texts kept
+            seeds = [" ".join(t.split()[:2])[:20] for t in self.B][:2000]
+
+            def build():
+                from kdaudit.distill import train_lm
+
+                gens = teacher.generate(seeds, list(range(len(seeds))), max_new_tokens=32, do_sample=True,
+                                        temperature=1.0, seed=5000 + seed)
+                texts = [s + g for s, g in zip(seeds, gens.texts)]
+                return train_lm(self._from_base(RECIPE), self.tok, texts, epochs=EPOCHS, lr=FT_LR,
+                                max_length=MAX_LEN, seed=5000 + seed, batch_size=16)
+
+            return self.get(name, build)
+        if kind == "other_arch_kd":
+            return self.get(name, lambda: self.token_kd(teacher, OTHER_ARCH, self.B, 5000 + seed, 2.0))
+        if kind == "kd_finetuned":
+            def build():
+                from kdaudit.distill import train_lm
+
+                base = self.token_kd(teacher, RECIPE, self.B, 6000 + seed, 2.0)
+                return train_lm(base, self.tok, self.B[: len(self.B) // 2], epochs=1, lr=FT_LR, max_length=MAX_LEN,
+                                seed=6000 + seed, batch_size=16)
+
+            return self.get(name, build)
+        if kind == "kd_int8":
+            def build():
+                import torch
+
+                model = self.token_kd(teacher, RECIPE, self.B, 7000 + seed, 2.0)
+                with torch.no_grad():
+                    for p in model.parameters():  # symmetric per-tensor int8 round trip
+                        scale = p.abs().max() / 127
+                        if scale > 0:
+                            p.copy_(torch.round(p / scale).clamp(-127, 127) * scale)
+                return model
+
+            return self.get(name, build)
+        raise ValueError(kind)
+
+
+POSITIVE_KINDS = ("token_kd_T1", "token_kd_T2", "token_kd_T4", "seq_kd", "text_extraction", "other_arch_kd",
+                  "kd_finetuned", "kd_int8")
+NEGATIVE_KINDS = ("seed", "arch", "disjoint", "other_teacher_student")
+
+
+def auc(pos, neg) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    pos = [x for x in pos if np.isfinite(x)]
+    neg = [x for x in neg if np.isfinite(x)]
+    if not pos or not neg:
+        return float("nan")
+    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smaller zoo and fewer prompts (development)")
+    ap.add_argument("--seeds", type=int, default=None, help="suspects per kind (default 2; quick 1)")
+    ap.add_argument("--n-prompts", type=int, default=None, help="prompts sent to each suspect (default 150)")
+    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--out", default=None, help="write the report here (e.g. benchmarks/results/lm_lineage_cpu.txt)")
+    args = ap.parse_args()
+
+    from kdaudit.lineage._lm import lm_lineage_test
+
+    t_start = time.perf_counter()
+    zoo = Zoo(args.quick)
+    seeds = args.seeds or (1 if args.quick else 2)
+    n_prompts = args.n_prompts or (120 if args.quick else 150)
+    n_ctrl_each = 5  # per negative kind: 20 controls (>= 19 for alpha = 0.05)
+    teacher = zoo.teacher()
+    refs = zoo.references(19)
+    controls = [zoo.underived(kind, 100 + i) for kind in NEGATIVE_KINDS for i in range(n_ctrl_each)]
+    suspects = [(f"{k}/{s}", 1, zoo.derived(k, s)) for k in POSITIVE_KINDS for s in range(seeds)]
+    suspects += [(f"{k}/{s}", 0, zoo.underived(k, s)) for k in NEGATIVE_KINDS for s in range(seeds)]
+    t_zoo = time.perf_counter() - t_start
+    _log(f"zoo ready: {len(suspects)} suspects, {len(refs)} references, {len(controls)} controls, "
+         f"{zoo.n_trained} trained now ({t_zoo:.0f}s)")
+    from kdaudit.data import PromptSet
+
+    held = [t for t in zoo.held if len(t) >= 90][: 2 * n_prompts]
+    cut = [max(t.rfind(" ", 0, 50), 30) for t in held]  # prompts end between words
+    prompts = PromptSet(prompts=[t[:c] for t, c in zip(held, cut)], references=[t[c:c + 40] for t, c in zip(held, cut)],
+                        name="stdlib-paragraphs", source="held-out docstring paragraphs")
+
+    modes = [("top_k", "references"), ("top_k", "controls"), ("text", "references"), ("text", "controls")]
+    rows = {m: [] for m in modes}
+    for name, label, model in suspects:
+        for access, null in modes:
+            # the references null is also calibrated by the controls (each member on its own null scale)
+            kw = {"references": refs, "controls": controls} if null == "references" else {"controls": controls}
+            t0 = time.perf_counter()
+            r = lm_lineage_test(teacher, model, prompts, null=null, access=access, n_prompts=n_prompts,
+                                max_new_tokens=20, alpha=args.alpha, seed=0, **kw)
+            rows[(access, null)].append({"name": name, "label": label, "p": r.p_value, "effect": r.effect,
+                                         "derived": r.derived, "raw": dict(r.raw_similarity),
+                                         "prompts": r.queries["prompts_sent"],
+                                         "tokens": r.queries["tokens_sent_bound"],
+                                         "seconds": time.perf_counter() - t0})
+        _log(f"{name}: " + "  ".join(f"{a}/{n} p={rows[(a, n)][-1]['p']:.3f}" for a, n in modes))
+
+    lines = [f"kdaudit LM lineage benchmark ({'quick' if args.quick else 'full'} zoo)",
+             f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores "
+             f"(shared), python {platform.python_version()}, torch 1 thread",
+             f"zoo: teacher {RECIPE} on part A ({len(zoo.A)} docs); 19 references; {len(controls)} controls "
+             f"({n_ctrl_each} of each underived kind, other seeds); {seeds} seed(s) per suspect kind; "
+             f"{len(prompts)} candidate prompts, {n_prompts} sent per suspect; alpha = {args.alpha}",
+             ""]
+    header = f"{'access':<7} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>6}  {'prompts':>7} {'tokens<=':>9}  baselines (AUC)"
+    lines.append(header)
+    summary = {}
+    for (access, null), rs in rows.items():
+        pos = [r for r in rs if r["label"] == 1]
+        neg = [r for r in rs if r["label"] == 0]
+        a = auc([r["effect"] for r in pos], [r["effect"] for r in neg])
+        tpr = float(np.mean([r["derived"] for r in pos]))
+        fpr = float(np.mean([r["derived"] for r in neg]))
+        base = {k: auc([r["raw"][k] for r in pos], [r["raw"][k] for r in neg]) for k in pos[0]["raw"]}
+        summary[(access, null)] = (a, tpr, fpr)
+        lines.append(f"{access:<7} {null:<11} {a:6.3f} {tpr:6.2f} {fpr:6.2f}  {max(r['prompts'] for r in rs):7d} "
+                     f"{max(r['tokens'] for r in rs):9d}  " + ", ".join(f"{k} {v:.3f}" for k, v in base.items()))
+    lines += ["", "per kind (share 'derived'; mean effect):"]
+    kinds = list(POSITIVE_KINDS) + list(NEGATIVE_KINDS)
+    for kind in kinds:
+        cells = []
+        for m in modes:
+            rs = [r for r in rows[m] if r["name"].split("/")[0] == kind]
+            cells.append(f"{np.mean([r['derived'] for r in rs]):.2f}/{np.mean([r['effect'] for r in rs]):+.1f}")
+        lines.append(f"  {kind:<22} " + "  ".join(f"{m[0]}-{m[1]}: {c}" for m, c in zip(modes, cells)))
+    targets = [("top_k", 0.99, 0.9), ("text", 0.95, 0.8)]
+    lines += ["", "targets (AUC, TPR at alpha, FPR <= alpha):"]
+    for access, a_t, tpr_t in targets:
+        for null in ("references", "controls"):
+            a, tpr, fpr = summary[(access, null)]
+            ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
+            lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
+                         f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
+    lines.append(f"\nFPR is measured on {len(NEGATIVE_KINDS) * seeds} underived suspects per mode (a small sample: "
+                 "0 false positives among n bounds the FPR only to about 3/n at 95%).")
+    lines.append(f"wall time: {time.perf_counter() - t_start:.0f}s (zoo {t_zoo:.0f}s)")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

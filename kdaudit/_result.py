@@ -1,0 +1,271 @@
+"""What an audit returns: :class:`AuditResult` (results.json, run.json, report, DataFrame), and the helpers the
+classifier audit (:mod:`kdaudit._audit`) and the language-model audit (:mod:`kdaudit._audit_lm`) share. Both import
+from here, so neither imports the other's internals.
+
+The result splits in two on purpose:
+
+* ``AuditResult.to_dict()`` / ``results.json``: everything that follows from the inputs and the seed (numbers,
+  intervals, hashes, versions, config, policy, findings). Identical inputs and seed give identical bytes.
+* ``AuditResult.run_info`` / ``run.json``: what differs between runs (wall times, measured latency and throughput,
+  the time stamp, the command line), plus the sha256 of ``results.json`` it belongs to.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import html
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from kdaudit._estimate import Estimate
+from kdaudit._exceptions import invalid_argument
+from kdaudit._io import canonical_json
+from kdaudit._version import RESULTS_SCHEMA
+from kdaudit.sections import Section, registry
+
+__all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA"]
+
+SCHEMA = RESULTS_SCHEMA
+
+
+def _cost_definitions() -> dict[str, dict[str, Any]]:
+    from kdaudit.sections._builtin import COST_DEFINITIONS as by_key
+
+    return {f"cost.{k}": dict(v) for k, v in by_key.items()}
+
+
+#: ``"cost.key" -> definition`` (the cost section's; the language-model audit records them too)
+COST_DEFINITIONS = _cost_definitions()
+# ------------------------------------------------------------------------------------------------------ result
+@dataclass(frozen=True, eq=False)
+class AuditResult:
+    """The outcome of :func:`audit`.
+
+    Attributes
+    ----------
+    verdict : {"pass", "warn", "fail"}
+        The policy's verdict over every student (see :mod:`kdaudit.policy`).
+    findings : tuple of Finding
+        One per rule, student (and group for per-group rules).
+    sections : dict
+        ``student -> section -> result object`` (e.g. the agreement section's ``SectionResult``).
+    run_info : dict
+        The non-deterministic part of the run: wall times, measured latency and throughput, time stamp, command
+        line. Saved as ``run.json``; never part of ``results.json``.
+    outputs : Outputs
+        The harness's outputs (probabilities of every model on every row), for further analysis.
+    """
+
+    results: Mapping[str, Any] = field(repr=False)
+    verdict: str
+    findings: tuple[Any, ...] = field(repr=False)
+    sections: Mapping[str, Mapping[str, Any]] = field(repr=False)
+    run_info: Mapping[str, Any] = field(repr=False)
+    outputs: Any = field(default=None, repr=False)
+    #: the sections to_frame and the summary read, in order (a language-model audit has its own)
+    #: the sections to_frame and the summary read, in order; None: the registry's order (a language-model audit
+    #: names its own)
+    section_names: ClassVar[tuple[str, ...] | None] = None
+
+    @property
+    def students(self) -> list[str]:
+        return [c["student"] for c in self.results["comparisons"]]
+
+    @property
+    def teacher(self) -> str:
+        return next(m["name"] for m in self.results["models"] if m["role"] == "teacher")
+
+    def __getitem__(self, student: str) -> Mapping[str, Any]:
+        """The section result objects of one student: ``result["student"]["agreement"]``."""
+        try:
+            return self.sections[student]
+        except KeyError:
+            raise invalid_argument("student", student, f"one of {self.students}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``results.json`` (a deep copy): deterministic, no wall times."""
+        return copy.deepcopy(dict(self.results))
+
+    def to_json(self) -> str:
+        """``results.json`` text: canonical JSON, byte-identical for identical inputs and seed."""
+        return canonical_json(self.results)
+
+    def to_frame(self) -> Any:
+        """A tidy DataFrame: one row per (student, section, metric, group) with value, low, high, method, level.
+
+        ``group`` is ``""`` for whole-data numbers; for the bias section it is ``"feature"`` for a per-feature
+        disparity or ``"feature=group"`` for a per-group number.
+        """
+        import pandas as pd
+
+        rows = []
+        sections = registry()
+        for comp in self.results["comparisons"]:
+            for name in self._section_names(comp, sections):
+                for row in _rows_of(sections, name, comp[name]):
+                    rows.append({"student": comp["student"], **_frame_fields(row)})
+        cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def _repr_html_(self) -> str:
+        """A compact summary for Jupyter: verdict, findings counts and headline numbers with intervals."""
+        e = html.escape
+        from kdaudit.policy import STATUSES
+
+        counts = {s: sum(f.status == s for f in self.findings) for s in STATUSES}
+        colour = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}.get(self.verdict, "#57606a")
+        parts = [
+            '<div class="kdaudit-summary">',
+            f"<p><strong>kdaudit audit</strong> of teacher <code>{e(self.teacher)}</code> on "
+            f"<code>{e(str(self.results['data'].get('name', '')))}</code> "
+            f"({int(self.results['data'].get('n_rows', 0)):,} rows): verdict "
+            f'<strong style="color:{colour}">{e(self.verdict.upper())}</strong> '
+            f"({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['skipped']} skipped, "
+            f"{counts['info']} notes)</p>",
+            "<table><thead><tr><th>student</th><th>section</th><th>metric</th><th>value [95% CI]</th></tr></thead>"
+            "<tbody>",
+        ]
+        defs = self.results.get("definitions", {})
+        sections = registry()
+        for comp in self.results["comparisons"]:
+            for section in self._section_names(comp, sections):
+                sec = comp.get(section)
+                if not isinstance(sec, Mapping):
+                    continue
+                if not sec.get("available", True):
+                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td><td colspan=2>"
+                                 f"unavailable: {e(str(sec.get('reason') or ''))}</td></tr>")
+                    continue
+                if section == "lineage" and sec.get("verdict"):
+                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>lineage</td><td>verdict</td>"
+                                 f"<td>{e(str(sec['verdict']))}</td></tr>")
+                for key in _headline_keys(sections.get(section), sec):
+                    est = Estimate.from_dict(sec["headline"][key]) if isinstance(sec["headline"][key], Mapping) \
+                        else Estimate(float(sec["headline"][key]))
+                    label = defs.get(f"{section}.{key}", {}).get("label", key)
+                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td>"
+                                 f'<td title="{e(section + "." + key)}">{e(label)}</td><td>{e(f"{est:.4f}")}</td>'
+                                 "</tr>")
+        parts.append("</tbody></table>")
+        bad = [f for f in self.findings if f.status in ("fail", "warn")]
+        if bad:
+            parts.append("<ul>" + "".join(f"<li><strong>{e(f.status)}</strong>: {e(f.message)}</li>"
+                                          for f in bad[:10]) + "</ul>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def _section_names(self, comp: Mapping[str, Any], sections: Mapping[str, Section]) -> list[str]:
+        """The sections of one comparison that results.json holds, in results order."""
+        return [name for name in (self.section_names or sections) if isinstance(comp.get(name), Mapping)]
+
+    def __repr__(self) -> str:
+        return (f"AuditResult(verdict={self.verdict!r}, teacher={self.teacher!r}, students={self.students!r}, "
+                f"findings={len(self.findings)})")
+
+    def save(self, out_dir: str | os.PathLike[str], *, report: bool = True) -> dict[str, Path]:
+        """Write ``results.json``, ``run.json`` and ``report.html`` into ``out_dir`` as one set.
+
+        The set replaces the previous one in a single rename (:func:`kdaudit._io.write_file_set`): a crash never
+        leaves a new results.json beside an old report, and two audits saving into one folder take turns.
+        ``run.json`` carries ``results_sha256``, the sha256 of the ``results.json`` bytes it was written with.
+        Returns the paths written.
+        """
+        from kdaudit._io import write_file_set
+
+        text = self.to_json()
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        run_info = dict(self.run_info)
+        run_info["results_sha256"] = sha
+        files = {"results.json": text.encode("utf-8")}
+        if report:
+            from kdaudit.report import render_html
+
+            t0 = time.perf_counter()
+            page = render_html(self.to_dict(), run_info=run_info,
+                               generated_at=run_info.get("generated_at"))
+            run_info["render_s"] = round(time.perf_counter() - t0, 4)
+            files["report.html"] = page.encode("utf-8")
+        files["run.json"] = canonical_json(run_info).encode("utf-8")
+        written = write_file_set(out_dir, files)
+        paths = {"results": written["results.json"], "run": written["run.json"]}
+        if report:
+            paths["report"] = written["report.html"]
+        return paths
+
+
+def _rows_of(sections: Mapping[str, Section], name: str, result: Mapping[str, Any]) -> list[Any]:
+    """Tidy rows of one section's stored result: its section's reading, or the headline for a section this
+    installation does not know (results written where a plugin was installed)."""
+    section = sections.get(name) or type("_Unknown", (Section,), {"name": name})()
+    return section.rows(result)
+
+
+def _frame_fields(row: Any) -> dict[str, Any]:
+    e = row.estimate
+    return {"section": row.section, "metric": row.metric, "group": row.group, "value": e.value, "low": e.low,
+            "high": e.high, "method": e.method, "level": e.level}
+
+
+def _headline_keys(section: Section | None, sec: Mapping[str, Any]) -> list[str]:
+    """Up to 4 headline keys for the compact summary: the section's preferred ones that exist, else the first ones."""
+    headline = sec.get("headline") or {}
+    keys = [k for k in (section.summary_keys if section is not None else ()) if k in headline]
+    return keys[:4] if keys else sorted(headline)[:4]
+
+
+# ------------------------------------------------------------------------------------------------------- audit
+def _progress(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"[kdaudit] {message}", file=sys.stderr, flush=True)
+
+
+def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
+    from kdaudit.metrics._resampling import Bootstrap
+
+    if bootstrap is not None and n_replicates is not None:
+        raise invalid_argument("n_replicates", n_replicates, "None when bootstrap= is given")
+    if bootstrap is None:
+        return Bootstrap(n_replicates=1000 if n_replicates is None else n_replicates, seed=seed)
+    if not isinstance(bootstrap, Bootstrap):
+        raise invalid_argument("bootstrap", bootstrap, "a kdaudit.metrics.Bootstrap")
+    return bootstrap
+
+
+def _ratio(a: Any, b: Any) -> Estimate:
+    if a is None or b is None or not b:
+        return Estimate(math.nan, method="exact (no interval)")
+    return Estimate(float(a) / float(b), method="exact (no interval)")
+
+
+def _command_line() -> list[str]:
+    argv = list(sys.argv)
+    if argv:
+        argv[0] = Path(argv[0]).name
+    return argv
+
+
+_COMPARISON_ROLES = ("student", "control")
+
+
+def _roles(roles: Mapping[str, str] | None, names: Sequence[str]) -> dict[str, str]:
+    """Each audited model's role: ``roles`` checked against the students' names and the accepted roles."""
+    out = {n: "student" for n in names}
+    if roles is None:
+        return out
+    if not isinstance(roles, Mapping):
+        raise invalid_argument("roles", type(roles).__name__, "a mapping student name -> 'student' or 'control'")
+    for name, role in roles.items():
+        if name not in out:
+            raise invalid_argument("roles", name, f"names of the audited students ({', '.join(map(repr, names))})")
+        if role not in _COMPARISON_ROLES:
+            raise invalid_argument(f"roles[{name!r}]", role, " or ".join(map(repr, _COMPARISON_ROLES)))
+        out[name] = role
+    if "student" not in out.values():
+        raise invalid_argument("roles", dict(roles), "at least one model left in the role 'student'")
+    return out

@@ -1,0 +1,79 @@
+"""``audit_from_config``: run the audit a config file describes (the CLI's ``kdaudit audit CONFIG``).
+
+It sits above both the config schema (:mod:`kdaudit._config`) and the audit (:mod:`kdaudit._audit`), so neither
+imports the other.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kdaudit._audit import AuditResult, _progress, audit
+
+__all__ = ["audit_from_config"]
+
+
+def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = None, save: bool = True,
+                      progress: bool = True, **overrides: Any) -> AuditResult:
+    """Run the audit a config file (or mapping) describes; see :mod:`kdaudit._config` for its keys.
+
+    ``overrides`` replace audit() arguments (e.g. ``seed``, ``n_replicates``, ``policy``). With ``save``, the
+    results are written to ``out_dir``, else to the config's ``out`` when it has one.
+    """
+    from kdaudit._config import load_config
+
+    cfg = load_config(config)
+    # overridden seed and replicates replace the config's, so the recorded config is the one that ran
+    from dataclasses import replace as _replace
+
+    n_rep = overrides.pop("n_replicates", None)
+    cfg = _replace(cfg, seed=overrides.pop("seed", cfg.seed),
+                   n_replicates=cfg.n_replicates if n_rep is None else n_rep)
+    _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
+    data = cfg.load_data()
+    _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references) + len(cfg.controls)} "
+                        "models")
+    teachers = [cfg.load_model(m) for m in cfg.teacher]
+    students = {}
+    roles: dict[str, str] = {}
+    for i, spec in enumerate(cfg.students):
+        model = cfg.load_model(spec)
+        name = spec.name or getattr(model, "name", None) or f"student{i + 1}"
+        if name in students:
+            # two files with the same stem would otherwise silently replace one student by the other
+            from kdaudit._exceptions import ConfigError
+
+            raise ConfigError(f"{cfg.source}: config key 'models.students[{i}].name' got {spec.name!r}; expected a "
+                              f"name distinct from the other students' (the model is named {name!r} after its "
+                              "file, like another student: give each student a 'name')")
+        students[name] = model
+        if spec.role is not None:
+            roles[name] = spec.role
+    references = [cfg.load_model(m) for m in cfg.references] or None
+    controls = [cfg.load_model(m) for m in cfg.controls] or None
+    probes = [spec.load() for spec in cfg.probes] or None
+    kwargs: dict[str, Any] = {
+        "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
+        "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
+        "controls": controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
+        "config": cfg.to_dict(),
+        # the CLI's --option values override the config's, option by option
+        "section_options": _merged(cfg.section_options, overrides.pop("section_options", None)) or None,
+        "progress": progress,
+    }
+    kwargs["bootstrap"] = cfg.bootstrap()
+    kwargs.update(overrides)
+    teacher = teachers[0] if len(teachers) == 1 else teachers
+    result = audit(teacher, students, data, **kwargs)
+    target = out_dir if out_dir is not None else cfg.out
+    if save and target is not None:
+        result.save(target)
+    return result
+
+
+def _merged(base: Any, extra: Any) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in (base or {}).items()}
+    for section, opts in (extra or {}).items():
+        out.setdefault(section, {}).update(opts)
+    return out

@@ -1,0 +1,22 @@
+"""kdaudit.sections: what an audit computes, one section at a time, and the registry plugins join.
+
+A section declares its name and order, its options (one schema for the API, the config file and the CLI), what it
+needs from the models (output kinds, least access, labels, sensitive features, references), an accumulator
+factory, and the tidy rows its result reads as. See :class:`Section` and ARCHITECTURE.md ("Adding a section").
+"""
+
+from kdaudit.sections._base import KIND_OF_ACCESS, Needs, Option, Row, Section, SectionInputs
+from kdaudit.sections._registry import ENTRY_POINT_GROUP, get_section, registry, section_names
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KIND_OF_ACCESS",
+    "Needs",
+    "Option",
+    "Row",
+    "Section",
+    "SectionInputs",
+    "get_section",
+    "registry",
+    "section_names",
+]

@@ -1,0 +1,311 @@
+"""What a section is: its name and order, its options (one schema for the API, the config file and the CLI), what it
+needs from the models, how it computes, and the tidy rows its result reads as.
+
+A section compares one teacher with one student. The audit asks every chosen section, for every student, whether
+it can run on what the two models reveal (:meth:`Section.skip_reason`, one rule for all sections); a section that
+cannot is reported unavailable with that reason instead of failing the audit.
+
+This module imports nothing heavy (no numpy at import time beyond what the foundation needs, no torch, no scipy):
+``import kdaudit.sections`` stays cheap so that the CLI can list and validate sections without loading models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from kdaudit._estimate import Estimate
+from kdaudit._exceptions import KDAuditError, did_you_mean, invalid_argument
+from kdaudit._kinds import Access, OutputKind
+
+__all__ = ["KIND_OF_ACCESS", "Needs", "Option", "Row", "Section", "SectionInputs", "check_section", "ordered"]
+
+_ACCESS_RANK = {Access.LABELS: 0, Access.TOP_K: 1, Access.PROBABILITIES: 2}
+#: the classifier output kind each access level yields
+KIND_OF_ACCESS = {Access.PROBABILITIES: OutputKind.CLASS_PROBS, Access.TOP_K: OutputKind.TOP_K,
+                  Access.LABELS: OutputKind.LABELS}
+# the kinds a richer kind can serve: full probabilities give top-k and labels, top-k gives labels
+_POORER = {OutputKind.CLASS_PROBS: (OutputKind.TOP_K, OutputKind.LABELS), OutputKind.TOP_K: (OutputKind.LABELS,)}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a section, checked the same way whether it comes from ``audit(section_options=...)``, a config
+    file's ``section_options:`` or the CLI's ``--option section.name=value``.
+
+    Attributes
+    ----------
+    name : str
+    type : type
+        ``int``, ``float``, ``str`` or ``bool`` (a CLI string is converted to it).
+    default : object
+        The section function's default (documentation; an unset option is not recorded in results.json).
+    help : str
+    choices : tuple, optional
+    minimum, maximum : float, optional
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def accepted(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(self.type,
+                                                                                                  self.type.__name__)
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        return what + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(self, value: Any, where: str, *, error: Any = None) -> Any:
+        """The value, converted from a CLI string where needed; a KDAuditError naming ``where`` otherwise."""
+        v = value
+        if isinstance(v, str) and self.type is not str:
+            v = _from_text(v, self.type)
+        ok = True
+        if self.type is bool:
+            ok = isinstance(v, bool)
+        elif self.type is int:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif self.type is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+            v = float(v) if ok else v
+        elif self.type is str:
+            ok = isinstance(v, str)
+        if ok and self.choices is not None:
+            ok = v in self.choices
+        if ok and self.minimum is not None:
+            ok = v >= self.minimum
+        if ok and self.maximum is not None:
+            ok = v <= self.maximum
+        if not ok:
+            raise (error or invalid_argument)(where, value, self.accepted())
+        return v
+
+
+def _from_text(text: str, typ: type) -> Any:
+    low = text.strip().lower()
+    if typ is bool:
+        return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(low, text)
+    try:
+        return typ(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a section needs to run.
+
+    Attributes
+    ----------
+    kinds : frozenset of OutputKind
+        The output kinds it can consume (any of them). Classifier kinds are ordered: a section that takes
+        ``TOP_K`` also takes ``CLASS_PROBS`` (richer outputs serve a poorer need), which ``least_access`` states.
+    least_access : Access, optional
+        For classifier outputs, the least access both models must give (``LABELS`` < ``TOP_K`` <
+        ``PROBABILITIES``).
+    labels : bool
+        True labels are needed.
+    sensitive : bool
+        Sensitive features are needed.
+    references : bool
+        Reference models are needed (lineage).
+    """
+
+    kinds: frozenset[OutputKind] = frozenset({OutputKind.CLASS_PROBS, OutputKind.TOP_K, OutputKind.LABELS})
+    least_access: Access | None = Access.LABELS
+    labels: bool = False
+    sensitive: bool = False
+    references: bool = False
+
+
+@dataclass(frozen=True)
+class SectionInputs:
+    """What the audit knows, before computing, about a teacher/student pair (what :meth:`Section.skip_reason`
+    judges)."""
+
+    kinds: tuple[OutputKind, OutputKind]
+    access: tuple[Access | None, Access | None]
+    has_labels: bool
+    has_sensitive: bool
+    has_references: bool = False
+    names: tuple[str, str] = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One number of a section's result, in the tidy form every reader shares (``AuditResult.to_frame``).
+
+    ``metric`` is the key within the section (``"top1_agreement"``, ``"dp_difference.amplification"``); ``group``
+    is ``""`` for a whole-data number, ``"feature"`` or ``"feature=group"`` for a per-feature or per-group one.
+    """
+
+    section: str
+    metric: str
+    group: str
+    estimate: Estimate
+    higher_is_better: bool | None = None
+    definition: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.estimate
+        return {"section": self.section, "metric": self.metric, "group": self.group, "value": e.value,
+                "low": e.low, "high": e.high, "method": e.method, "level": e.level,
+                "higher_is_better": self.higher_is_better, "definition": self.definition}
+
+
+def as_estimate(x: Any) -> Estimate:
+    if isinstance(x, Estimate):
+        return x
+    if isinstance(x, Mapping):
+        return Estimate.from_dict(x)
+    return Estimate(math.nan if x is None else float(x))
+
+
+class Section:
+    """Base of every section. Subclasses set the class attributes and implement :meth:`compute`.
+
+    Attributes
+    ----------
+    name : str
+        The key in results.json, configs, policies (``section.metric``) and the CLI.
+    order : int
+        Position in results.json and the report (built-ins use 10, 20, ...; a plugin picks its own).
+    title : str
+    description : str
+    needs : Needs
+    options : tuple of Option
+    summary_keys : tuple of str
+        Headline keys a compact summary shows first.
+    default : bool
+        Runs when an audit names no sections (kdaudit's own do; a plugin opts in, so that installing it does not
+        change every audit's results.json).
+    stream : bool
+        True when the section consumes the harness's row outputs (it then has an accumulator); False for sections
+        that work on the models themselves (cost, lineage).
+    """
+
+    name: str = ""
+    order: int = 1000
+    title: str = ""
+    description: str = ""
+    needs: Needs = Needs()
+    options: tuple[Option, ...] = ()
+    summary_keys: tuple[str, ...] = ()
+    default: bool = False
+    stream: bool = True
+
+    # -- options ----------------------------------------------------------------------------------------
+    def check_options(self, options: Mapping[str, Any] | None, where: str = "section_options", *,
+                      error: Any = None) -> dict[str, Any]:
+        """Validate options against :attr:`options` (unknown names get a did-you-mean); returns the checked dict.
+
+        ``error(path, value, accepted)`` builds the exception (a config file's ConfigError names its key path); by
+        default a KDAuditError names the argument.
+        """
+        error = error or invalid_argument
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise error(f"{where}.{self.name}", options, "a mapping option -> value")
+        by_name = {o.name: o for o in self.options}
+        out: dict[str, Any] = {}
+        for key, value in options.items():
+            opt = by_name.get(str(key))
+            if opt is None:
+                names = ", ".join(sorted(by_name)) or "none"
+                raise error(f"{where}.{self.name}", key, f"an option of the {self.name} section ({names})"
+                            + did_you_mean(str(key), by_name))
+            out[opt.name] = opt.check(value, f"{where}.{self.name}.{opt.name}", error=error)
+        return out
+
+    # -- needs --------------------------------------------------------------------------------------------
+    def skip_reason(self, inputs: SectionInputs) -> str | None:
+        """Why this section cannot run on these inputs, or None. One rule for every section."""
+        needs = self.needs
+        for name, kind, access in zip(inputs.names, inputs.kinds, inputs.access):
+            if not any(kind == k or k in _POORER.get(kind, ()) for k in needs.kinds):
+                takes = ", ".join(sorted(k.value for k in needs.kinds))
+                return f"the {self.name} section needs outputs of kind {takes}; {name} gives {kind.value}"
+            if needs.least_access is not None and access is not None and \
+                    _ACCESS_RANK[access] < _ACCESS_RANK[needs.least_access]:
+                return (f"the {self.name} section needs at least {needs.least_access.value} from both models; "
+                        f"{name} gives {access.value}")
+        if needs.labels and not inputs.has_labels:
+            return f"the {self.name} section needs true labels (y_true)"
+        if needs.sensitive and not inputs.has_sensitive:
+            return f"the {self.name} section needs sensitive features"
+        if needs.references and not inputs.has_references:
+            return f"the {self.name} section needs reference models"
+        return None
+
+    # -- computing ----------------------------------------------------------------------------------------
+    def definitions(self) -> Mapping[str, Mapping[str, Any]]:
+        """``key -> {"label", "formula", "higher_is_better", "description"}`` of every headline key."""
+        return {}
+
+    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
+                    options: Mapping[str, Any]) -> Any:
+        """A fresh accumulator for this pair (``update(y_true, p_teacher, p_student, *, ids, sensitive)``, ``merge``,
+        ``compute``), or None for a section without one."""
+        return None
+
+    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+                options: Mapping[str, Any]) -> Any:
+        """The section's result for one pair of harness outputs (a ``SectionResult`` or a JSON-able mapping)."""
+        raise NotImplementedError(f"section {self.name!r} does not compute from outputs")
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def rows(self, result: Mapping[str, Any]) -> list[Row]:
+        """Tidy rows of a section result as stored in results.json: the headline by default, and a generic
+        ``by_group: {key: {group: estimate}}`` table when the section reports one."""
+        if not isinstance(result, Mapping) or not result.get("available", True):
+            return []
+        defs = self.definitions()
+        out = []
+        for key, est in sorted((result.get("headline") or {}).items()):
+            out.append(self._row(key, "", est, defs.get(key)))
+        for key, groups in sorted((result.get("by_group") or {}).items()):
+            if isinstance(groups, Mapping):
+                for group, est in sorted(groups.items()):
+                    out.append(self._row(key, str(group), est, defs.get(key)))
+        return out
+
+    def _row(self, metric: str, group: str, est: Any, definition: Mapping[str, Any] | None) -> Row:
+        d = definition or {}
+        return Row(self.name, metric, group, as_estimate(est), d.get("higher_is_better"),
+                   str(d.get("formula") or d.get("description") or ""))
+
+    def __repr__(self) -> str:
+        return f"<section {self.name!r} order={self.order}>"
+
+
+def check_section(obj: Any, origin: str) -> Section:
+    """A registered object as a Section, or a KDAuditError naming where it came from."""
+    if isinstance(obj, type) and issubclass(obj, Section):
+        obj = obj()
+    if not isinstance(obj, Section):
+        raise KDAuditError(f"section plugin {origin} gave {type(obj).__name__}; expected a kdaudit.sections.Section "
+                           "(subclass or instance)")
+    if not obj.name or not obj.name.isidentifier() or obj.name != obj.name.lower():
+        raise KDAuditError(f"section plugin {origin} has the name {obj.name!r}; expected a lower-case identifier")
+    return obj
+
+
+def ordered(sections: Iterable[Section]) -> list[Section]:
+    return sorted(sections, key=lambda s: (s.order, s.name))
+
+
+def names_of(sections: Sequence[Section]) -> tuple[str, ...]:
+    return tuple(s.name for s in sections)
+

@@ -1,0 +1,249 @@
+"""The sections kdaudit ships: agreement, calibration, bias, fingerprint (computed from the harness's outputs), cost
+and lineage (computed from the models). The statistics live in :mod:`kdaudit.metrics` and :mod:`kdaudit.lineage`;
+these classes only declare them to the registry, and import them on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+from kdaudit._kinds import Access, OutputKind
+from kdaudit.sections._base import Needs, Option, Row, Section
+
+__all__ = ["BUILTIN_SECTIONS"]
+
+_CLASS_KINDS = frozenset({OutputKind.CLASS_PROBS, OutputKind.TOP_K, OutputKind.LABELS})
+
+
+class _MetricSection(Section):
+    """A section whose statistics are a metric family's section function over the two models' outputs."""
+
+    module: str = ""
+    function: str = ""
+    default = True
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.module)
+
+    def definitions(self) -> Mapping[str, Mapping[str, Any]]:
+        return dict(getattr(self._module(), "DEFINITIONS", {}))
+
+    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+                options: Mapping[str, Any]) -> Any:
+        fn = getattr(self._module(), self.function)
+        kwargs = dict(options)
+        if self.needs.sensitive:
+            kwargs["sensitive"] = sensitive
+        return fn(y_true, teacher, student, ids=ids, bootstrap=bootstrap, **kwargs)
+
+
+class AgreementSection(_MetricSection):
+    name, order, title = "agreement", 10, "Agreement and fidelity"
+    description = "How often and how closely the student reproduces the teacher's predictions."
+    module, function = "kdaudit.metrics._agreement", "agreement_section"
+    needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
+    options = (Option("k", int, 5, "k of the top-k overlap", minimum=1),
+               Option("chunk_size", int, None, "rows per chunk", minimum=1))
+    summary_keys = ("top1_agreement", "retained_accuracy", "teacher_accuracy", "student_accuracy")
+
+    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
+                    options: Mapping[str, Any]) -> Any:
+        from kdaudit.metrics._agreement import AgreementAccumulator
+
+        return AgreementAccumulator(n_classes, bootstrap=bootstrap, k=options.get("k", 5),
+                                    teacher_access=teacher.access, student_access=student.access,
+                                    teacher_top_k=teacher.top_k, student_top_k=student.top_k)
+
+
+class CalibrationSection(_MetricSection):
+    name, order, title = "calibration", 20, "Calibration"
+    description = "Whether each model's confidence matches its accuracy, and how distillation changed that."
+    module, function = "kdaudit.metrics._calibration", "calibration_section"
+    # the section function reports a labels-only model itself (with the model's name); it needs confidences
+    needs = Needs(kinds=_CLASS_KINDS, least_access=None)
+    options = (Option("n_bins", int, 15, "confidence bins", minimum=1),
+               Option("strategy", str, "uniform", "bin edges", choices=("uniform", "quantile")),
+               Option("norm", str, "l1", "norm of the calibration error", choices=("l1", "l2")),
+               Option("debiased", bool, False, "debiased ECE estimator"),
+               Option("binning", str, "default", "bin-edge convention",
+                      choices=("default", "torchmetrics", "netcal")),
+               Option("chunk_size", int, None, "rows per chunk", minimum=1))
+    summary_keys = ("teacher_ece", "student_ece", "ece_change")
+
+    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
+                    options: Mapping[str, Any]) -> Any:
+        from kdaudit.metrics._calibration import CalibrationAccumulator
+
+        kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
+        return CalibrationAccumulator(n_classes, bootstrap=bootstrap, teacher_access=teacher.access,
+                                      student_access=student.access, **kwargs)
+
+
+class BiasSection(_MetricSection):
+    name, order, title = "bias", 30, "Bias transfer"
+    description = "Per sensitive group, what the student inherits from the teacher and what it amplifies."
+    module, function = "kdaudit.metrics._bias", "bias_section"
+    # the section function reports missing sensitive features itself
+    needs = Needs(kinds=_CLASS_KINDS, least_access=None, sensitive=True)
+    options = (Option("pos_label", int, None, "the positive class of selection rate, TPR and FPR", minimum=0),
+               Option("min_group_size", int, 30, "rows below which a group is flagged too small", minimum=1),
+               Option("min_class_count", int, 10, "positives/negatives below which TPR/FPR are flagged", minimum=1),
+               Option("intersections", bool, True, "also every pair of sensitive features"),
+               Option("n_bins", int, 15, "bins of the per-group ECE", minimum=1),
+               Option("n_permutations", int, 999, "permutations of the amplification test", minimum=0),
+               Option("chunk_size", int, 1 << 20, "rows per chunk", minimum=1))
+    summary_keys = ("dp_amplification", "eo_amplification", "worst_group_agreement")
+
+    def skip_reason(self, inputs: Any) -> str | None:
+        # without sensitive features the section function's own result says so (and keeps its wording)
+        return Section.skip_reason(self, type(inputs)(**{**inputs.__dict__, "has_sensitive": True}))
+
+    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
+                    options: Mapping[str, Any]) -> Any:
+        from kdaudit.metrics._bias import BiasAccumulator
+
+        kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
+        return BiasAccumulator(n_classes, bootstrap=bootstrap, **kwargs)
+
+    def rows(self, result: Mapping[str, Any]) -> list[Row]:
+        out = Section.rows(self, result)
+        if not isinstance(result, Mapping) or not result.get("available", True):
+            return out
+        defs = self.definitions()
+        for fname, feat in sorted((result.get("features") or {}).items()):
+            for dkey, entry in sorted((feat.get("disparities") or {}).items()):
+                for part in ("teacher", "student", "amplification", "change"):
+                    if isinstance(entry.get(part), Mapping):
+                        out.append(self._row(f"{dkey}.{part}", fname, entry[part], defs.get(dkey)))
+            for g in feat.get("groups") or []:
+                label = f"{fname}={g['group']}"
+                for model in ("teacher", "student", "change"):
+                    for k, est in sorted((g.get(model) or {}).items()):
+                        out.append(self._row(f"{k}.{model}", label, est, defs.get(k)))
+                if isinstance(g.get("group_agreement"), Mapping):
+                    out.append(self._row("group_agreement", label, g["group_agreement"], None))
+        return out
+
+
+class FingerprintSection(_MetricSection):
+    name, order, title = "fingerprint", 40, "Error fingerprints"
+    description = "Whether the student makes the teacher's mistakes, beyond what chance explains."
+    module, function = "kdaudit.metrics._fingerprint", "fingerprint_section"
+    needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
+    options = (Option("chunk_size", int, None, "rows per chunk", minimum=1),)
+    summary_keys = ("error_consistency", "inherited_error_rate", "same_wrong_label_lift")
+
+    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
+                    options: Mapping[str, Any]) -> Any:
+        from kdaudit.metrics._fingerprint import FingerprintAccumulator
+
+        return FingerprintAccumulator(n_classes, bootstrap=bootstrap)
+
+
+COST_DEFINITIONS: dict[str, dict[str, Any]] = {
+    "parameter_ratio": {
+        "label": "Parameter ratio",
+        "formula": "parameters(student) / parameters(teacher)",
+        "higher_is_better": False,
+        "description": "Fraction of the teacher's parameters the student keeps (an ensemble teacher counts all its "
+                       "members). Exact count; no interval.",
+    },
+    "size_ratio": {
+        "label": "Size ratio",
+        "formula": "size_bytes(student) / size_bytes(teacher)",
+        "higher_is_better": False,
+        "description": "Fraction of the teacher's size in memory or on disk that the student needs. Exact; no "
+                       "interval.",
+    },
+}
+
+
+class CostSection(Section):
+    """Parameters, size, latency and throughput: computed from the models (the audit times them), not from rows."""
+
+    name, order, title = "cost", 50, "Cost"
+    description = "What distillation bought: parameters, size on disk, latency and throughput."
+    needs = Needs(kinds=frozenset(OutputKind), least_access=None)
+    summary_keys = ("parameter_ratio", "size_ratio")
+    default, stream = True, False
+
+    def definitions(self) -> Mapping[str, Mapping[str, Any]]:
+        return COST_DEFINITIONS
+
+
+class LineageSection(Section):
+    """Was the student distilled from the teacher? Computed from the models and the references (and controls)."""
+
+    name, order, title = "lineage", 60, "Teacher lineage"
+    description = "A calibrated test of whether each student was derived from the teacher."
+    needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS, references=True)
+    options = (Option("alpha", float, 0.05, "significance level", minimum=0.0, maximum=1.0),
+               Option("query_budget", int, None, "most rows a black-box suspect may be asked", minimum=0),
+               Option("suspect_access", str, None, "what the suspect reveals (probabilities, top-k:K, labels)"),
+               Option("n_probes", int, None, "probes the test selects", minimum=1),
+               Option("p_value_method", str, "exact", "how the p-value is computed",
+                      choices=("exact", "parametric")),
+               Option("controls_mode", str, None, "what the negative controls do",
+                      choices=("check", "calibrate", "require")))
+    summary_keys = ("p_value", "effect")
+    default, stream = True, False
+
+    def definitions(self) -> Mapping[str, Mapping[str, Any]]:
+        from kdaudit.lineage._definitions import DEFINITIONS
+
+        return {k.split(".", 1)[1] if k.startswith("lineage.") else k: v for k, v in DEFINITIONS.items()}
+
+
+# -- language models (issue 12): computed by kdaudit._audit_lm on the TOKEN_TOP_K and TEXT output kinds ---------
+_LM_KINDS = frozenset({OutputKind.TOKEN_TOP_K})
+
+
+class _LMSection(Section):
+    """A language-model section: declared here (name, order, needs, definitions, rows) so that results, frames,
+    policies and the skip rule know it; computed by the language-model audit."""
+
+    stream = False
+    tables: tuple[tuple[str, str], ...] = ()  # (module, attribute) of its definition tables
+
+    def definitions(self) -> Mapping[str, Mapping[str, Any]]:
+        out: dict[str, Mapping[str, Any]] = {}
+        for module, attr in self.tables:
+            out.update(getattr(importlib.import_module(module), attr))
+        return out
+
+
+class LMTokensSection(_LMSection):
+    name, order, title = "lm_tokens", 110, "Next-token agreement"
+    description = "Per-token agreement and divergences of teacher-forced next-token predictions."
+    needs = Needs(kinds=_LM_KINDS, least_access=None)
+    tables = (("kdaudit.metrics._sequence", "TOKEN_DEFINITIONS"),)
+
+
+class LMGenerationSection(_LMSection):
+    name, order, title = "lm_generation", 120, "Generations"
+    description = "What the two models generate for the same prompts."
+    needs = Needs(kinds=frozenset({OutputKind.TOKEN_TOP_K, OutputKind.TEXT}), least_access=None)
+    tables = (("kdaudit.metrics._sequence", "GENERATION_DEFINITIONS"),)
+
+
+class LMTaskSection(_LMSection):
+    name, order, title = "lm_task", 130, "Task with right answers"
+    description = "Multiple-choice accuracy scored by log-likelihood, agreement, calibration and error fingerprints."
+    needs = Needs(kinds=_LM_KINDS, least_access=None)
+    tables = (("kdaudit.metrics._agreement", "DEFINITIONS"), ("kdaudit.metrics._calibration", "DEFINITIONS"),
+              ("kdaudit.metrics._fingerprint", "DEFINITIONS"))
+
+
+class LMBiasSection(_LMSection):
+    name, order, title = "lm_bias", 140, "Bias transfer (prompts)"
+    description = "Per prompt-level group, token-level accuracy and agreement, disparities and amplification."
+    needs = Needs(kinds=_LM_KINDS, least_access=None)
+    tables = (("kdaudit.metrics._sequence", "TOKEN_GROUP_DEFINITIONS"),)
+
+    def rows(self, result: Mapping[str, Any]) -> list[Row]:
+        return BiasSection.rows(self, result)  # the bias section's layout: features, disparities, groups
+
+
+BUILTIN_SECTIONS: tuple[Section, ...] = (AgreementSection(), CalibrationSection(), BiasSection(),
+                                         FingerprintSection(), CostSection(), LineageSection(), LMTokensSection(),
+                                         LMGenerationSection(), LMTaskSection(), LMBiasSection())

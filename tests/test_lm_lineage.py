@@ -1,0 +1,244 @@
+"""The language-model lineage test: both nulls, both access modes, the budget and journal, the CLI, determinism.
+
+Tiny GPT-2-style models (1 layer, d = 16) trained for one epoch on a slice of the bundled corpus: seconds in all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from kdaudit import lineage_test  # noqa: E402
+from kdaudit._exceptions import KDAuditError, QueryBudgetExceededError  # noqa: E402
+from kdaudit.lineage import LMLineageResult, lm_attribute, lm_lineage_test  # noqa: E402
+
+ARCH = {"n_layer": 1, "n_embd": 32, "n_head": 2}
+
+
+def _paragraphs(docs):
+    out = []
+    for d in docs:
+        for p in re.split(r"\n\s*\n", d):
+            p = re.sub(r"\s+", " ", p).strip()
+            if len(p) >= 60:
+                out.append(p)
+    return out
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """A base checkpoint trained once; the teacher, 19 references (its siblings: other seeds) and an unrelated model
+    are one pass of fine-tuning from it; the student is distilled from the teacher's top-10 log-probabilities."""
+    import copy
+
+    from kdaudit.data import PromptSet, load_stdlib_corpus, train_tokenizer
+    from kdaudit.distill import distill_lm_tokens, gpt_lm, train_lm
+    from kdaudit.models import HFCausalLM
+
+    torch.set_num_threads(1)
+    train, held = load_stdlib_corpus().split(heldout_fraction=0.2)
+    texts = _paragraphs(train.texts)
+    A, B = texts[0:600:5], texts[1:600:5]
+    tok = train_tokenizer(texts, vocab_size=300)
+    base = train_lm(gpt_lm(len(tok), n_positions=96, eos_token_id=tok.eos_token_id, seed=0, **ARCH), tok,
+                    texts[:1200], epochs=2, lr=1e-2, max_length=32, seed=0, batch_size=16)
+
+    def wrap(model, name):
+        return HFCausalLM(model, tok, name=name, batch_size=64, max_length=90, truncation=True)
+
+    def tuned(data, seed, name):
+        return wrap(train_lm(copy.deepcopy(base), tok, data, epochs=1, lr=1e-2, max_length=32, seed=seed,
+                             batch_size=8), name)
+
+    teacher = tuned(A, 1, "teacher")
+    refs = [tuned(A, 100 + i, f"ref{i}") for i in range(19)]
+    student = wrap(distill_lm_tokens(teacher, copy.deepcopy(base), tok, B, temperature=2.0, top_k=10, epochs=2,
+                                     lr=1e-2, max_length=32, seed=7, batch_size=8), "student")
+    unrelated = tuned(B, 300, "unrelated")
+    held_p = [t for t in _paragraphs(held.texts) if len(t) >= 80][:60]
+    prompts = PromptSet(prompts=[t[:40] for t in held_p], references=[t[40:70] for t in held_p],
+                        ids=[f"h{i}" for i in range(len(held_p))], name="held")
+    # the siblings are not derived from the teacher: they double as the unrelated baselines of the controls null
+    return {"teacher": teacher, "refs": refs, "controls": refs, "student": student, "unrelated": unrelated,
+            "prompts": prompts, "tok": tok}
+
+
+def _opts(**kw):
+    base = {"n_prompts": 30, "max_new_tokens": 8, "top_k": 10}
+    base.update(kw)
+    return base
+
+
+def _power(access):
+    """Text access needs more evidence than per-token log-probabilities: every prompt, longer continuations."""
+    return _opts() if access == "top_k" else _opts(n_prompts=60, max_new_tokens=16)
+
+
+@pytest.mark.parametrize("access", ["top_k", "text"])
+def test_references_null_finds_the_student(zoo, access):
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access=access,
+                        **_power(access))
+    assert isinstance(r, LMLineageResult)
+    assert r.null == "references" and r.access.startswith(access)
+    assert r.members[0] == "teacher" and len(r.members) == 20
+    assert r.verdict == "derived", r.reason
+    assert r.p_value == pytest.approx(1 / 20)
+    assert r.effect > 0
+
+
+@pytest.mark.parametrize("access", ["top_k", "text"])
+def test_controls_null_finds_the_student(zoo, access):
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"], access=access,
+                        **_power(access))
+    assert r.null == "controls" and r.members[0] == "student" and len(r.members) == 20
+    assert r.verdict == "derived", r.reason
+    assert "controls" in r.null_hypothesis and "baseline" in r.explanation
+
+
+@pytest.mark.parametrize("null", ["references", "controls"])
+def test_rank_is_exact_under_exchangeability(zoo, null):
+    """Rotating which exchangeable model plays the special role spreads the p-values over exactly 1/M..M/M:
+    the procedure (prompt selection included) treats every member alike, so under H0 the rank is uniform."""
+    if null == "references":
+        pool = [zoo["teacher"], *zoo["refs"][:9]]
+        ps = [lm_lineage_test(pool[i], zoo["unrelated"], zoo["prompts"], access="text",
+                              references=[m for j, m in enumerate(pool) if j != i], **_opts()).p_value
+              for i in range(len(pool))]
+    else:
+        pool = [zoo["unrelated"], *zoo["controls"][:9]]
+        ps = [lm_lineage_test(zoo["teacher"], pool[i], zoo["prompts"], access="text",
+                              controls=[m for j, m in enumerate(pool) if j != i], **_opts()).p_value
+              for i in range(len(pool))]
+    assert sorted(ps) == pytest.approx([k / 10 for k in range(1, 11)])
+
+
+def test_inconclusive_with_few_references_and_unrelated_not_derived(zoo):
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"][:5], access="text",
+                        **_opts())
+    assert r.verdict == "inconclusive" and "at least 19" in r.reason
+    r = lm_lineage_test(zoo["teacher"], zoo["unrelated"], zoo["prompts"], references=zoo["refs"], access="top_k",
+                        **_opts())
+    assert r.verdict in ("not derived", "derived") and r.p_value >= 1 / 20
+
+
+def test_record_and_determinism(zoo):
+    from kdaudit._io import canonical_json
+
+    kw = dict(references=zoo["refs"], access="top_k", **_opts())
+    a = canonical_json(lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], **kw).to_dict())
+    from kdaudit.lineage import _lm
+
+    _lm._OWNER_CACHE.clear()
+    _lm._TYPICALITY.clear()
+    b = canonical_json(lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], **kw).to_dict())
+    assert a == b
+    d = json.loads(a)
+    assert d["null"] == "references" and d["null_hypothesis"] and d["null_explained"] and d["assumptions"]
+    assert d["prompts"]["candidates_sha256"] == zoo["prompts"].sha256()
+    assert len(d["prompts"]["selected_text_sha256"]) == d["n_prompts"] == 30
+    assert d["models"]["teacher"]["sha256"] == zoo["teacher"].fingerprint()
+    assert len(d["models"]["references"]) == 19 and all(m["sha256"] for m in d["models"]["references"])
+    assert d["queries"]["prompts_sent"] == 30 and d["queries"]["tokens_sent_bound"] > 0
+    assert {"top1_agreement", "teacher_logprob_corr"} <= set(d["raw_similarity"])
+
+
+def test_budget_and_journal_resume(zoo, tmp_path):
+    with pytest.raises(QueryBudgetExceededError):
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="text",
+                        token_budget=50, **_opts())
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="text",
+                        query_budget=12, **_opts())
+    assert r.n_prompts == 12 and r.queries["prompts_sent"] == 12
+    path = tmp_path / "suspect.jsonl"
+    first = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="text",
+                            journal=path, **_opts())
+    assert first.queries["prompts_sent"] == 30
+    again = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="text",
+                            journal=path, **_opts())
+    assert again.queries["prompts_sent"] == 0 and again.queries["prompts_from_journal"] == 30
+    assert again.p_value == first.p_value and again.statistic == first.statistic
+
+
+def test_dispatch_and_bad_input(zoo):
+    r = lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], suspect_access="text",
+                     n_probes=30, lm_options={"max_new_tokens": 8})
+    assert isinstance(r, LMLineageResult) and r.access == "text"
+    with pytest.raises(KDAuditError, match="null"):
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], null="siblings")
+    with pytest.raises(KDAuditError, match="controls"):
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], null="controls")
+    with pytest.raises(KDAuditError, match="suspect_access"):
+        lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], suspect_access="top_k:x")
+
+
+def test_attribution_holm(zoo):
+    a = lm_attribute(zoo["student"], {"teacher": zoo["teacher"], "unrelated": zoo["unrelated"]}, zoo["prompts"],
+                     controls=zoo["controls"], access="text", **_opts())
+    assert set(a.adjusted_p_values) == {"teacher", "unrelated"}
+    assert a.adjusted_p_values["teacher"] >= a.results["teacher"].p_value
+    d = a.to_dict()
+    assert d["correction"].startswith("Holm")
+
+
+def test_cli_local_directories(zoo, tmp_path):
+    def save(m, name):
+        path = tmp_path / name
+        m.model.save_pretrained(str(path), safe_serialization=True)
+        zoo["tok"].save_pretrained(str(path))
+        return str(path)
+
+    teacher, suspect = save(zoo["teacher"], "teacher"), save(zoo["student"], "student")
+    ctrls = [save(c, f"c{i:02d}") for i, c in enumerate(zoo["controls"])]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": str(i), "prompt": p}) + "\n"
+                               for i, p in zip(zoo["prompts"].ids[:40], zoo["prompts"].prompts[:40])))
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "kdaudit.cli", "lineage", "--teacher", teacher, "--suspect", suspect,
+           "--prompts", str(prompts), "--control", str(tmp_path / "c*"), "--suspect-access", "text",
+           "--n-probes", "25", "--max-new-tokens", "8", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict" in proc.stdout and "controls" in proc.stdout
+    d = json.loads(out.read_text())
+    assert d["null"] == "controls" and d["n_prompts"] == 25
+    bad = subprocess.run(cmd[:-2] + ["--suspect", str(tmp_path / "missing")], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(ctrls) == 19 and np.isfinite(d["p_value"])
+
+
+def test_suspect_behind_an_openai_endpoint(tmp_path):
+    """The real client path: a local OpenAI-compatible server serves a copy of the teacher (random-init tiny GPT-2,
+    seed 0); 19 siblings of other seeds are the references. Text only, and top-k with the teacher's tokenizer."""
+    pytest.importorskip("httpx")
+    from _lm_fixtures import gpt2
+    from test_lm_endpoint import KEY_ENV, Server
+
+    from kdaudit.models import HFCausalLM, OpenAIEndpointModel
+
+    model, tok = gpt2(0)
+    teacher = HFCausalLM(model, tok, name="teacher")
+    refs = [HFCausalLM(gpt2(s)[0], tok, name=f"sib{s}") for s in range(1, 20)]
+    prompts = ["Return the sum of a and b.", "Split the string at the first", "Create a new dictionary with",
+               "Open a file and return a", "Convert a number to a", "Read the whole file and",
+               "Join the path components", "Parse the date string"]
+    server = Server(tmp_path)
+    try:
+        for access, tokenizer in (("text", None), ("top_k", tok)):
+            api = OpenAIEndpointModel(server.url, "tiny-gpt2", name="api", tokenizer=tokenizer, api_key_env=KEY_ENV,
+                                      cache_dir=tmp_path / f"cache-{access}", backoff_s=0.01,
+                                      access="text" if access == "text" else "logprobs")
+            r = lm_lineage_test(teacher, api, prompts, references=refs, access=access, n_prompts=8,
+                                max_new_tokens=6, top_k=5)
+            assert r.verdict == "derived" and r.p_value == pytest.approx(0.05), (access, r.reason)
+            assert r.queries["prompts_sent"] == 8
+    finally:
+        server.stop()
