@@ -37,6 +37,18 @@ Baselines (same run, probabilities, 1,000 held-out probe rows, AUC of A-vs-suspe
 -KL, shared-wrong-label rate, SAC-style correlation-matrix distance (on the teacher's misclassified rows), rank
 correlation of the non-top classes.
 
+Adult zoo (``--task adult``, issue 16; binary tabular, a recipe the test was not developed on): the owner's half of
+Adult's training rows trains MLP teachers A and B (91-64-2, 5 epochs, seeds 0 and 1), up to 99 references (seeds
+100..) and a gradient-boosted teacher G (``HistGradientBoostingClassifier`` with feature subsampling, seed 0; 39
+references). Students, on the other half (``public``), 3 seeds each: KD of A at T = 1, 4, 10 into MLP-16, KD into an
+MLP-256 and an MLP-32-32, label-only extraction, KD into gradient boosting (``distill_sklearn``), KD T=4 then
+fine-tuned, pruned 50 % or int8; students of G (boosting, MLP by KD, MLP from labels) and of B. Negatives: the
+recipe with other seeds, MLP-16 / MLP-256 / boosting on the owner's data, MLP-64 / boosting on disjoint data, a
+logistic regression. Probe candidates: 2,000 rows of Adult's test split (plus 2,000 blends). Controls: 10 MLP-16s and
+10 MLP-32-32s on the owner's data. ``--part power`` prints the plain test's TPR, FPR and null check by number of
+references (``--ks``) through the array-level pipeline; ``--part tests`` runs the lineage tests and attribution as
+for MNIST. ``--without-regression`` weights ``pool_regression`` 0 (the previous default) for comparison.
+
 Run: ``python benchmarks/lineage.py`` (writes ``benchmarks/results/lineage_cpu.txt``). Trained models are cached in
 ``.kdaudit-cache/lineage_zoo/`` (gitignored), so reruns only evaluate. ``--quick`` uses fewer seeds;
 ``--modes probabilities`` runs one access mode and ``--scenarios heldout`` one scenario (nothing is written unless
@@ -673,6 +685,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-refs", type=int, default=0, help="references to train for the power-by-K table")
     ap.add_argument("--part", choices=("all", "power", "tests"), default="all",
                     help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests")
+    ap.add_argument("--ks", default="19,39,99", help="numbers of references in the Adult power table")
+    ap.add_argument("--without-regression", action="store_true",
+                    help="the previous default: pool_regression weighted 0 in the combined statistic (for comparison)")
     ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
                     "scenarios or modes ran (the file says which)")
     ap.add_argument("--modes", default=None,
@@ -682,6 +697,10 @@ def main(argv=None) -> int:
     args.modes = args.modes or ",".join(task_modes)
     args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"))
     torch.set_num_threads(args.threads)
+    if args.without_regression:
+        from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS
+
+        SIGNATURE_WEIGHTS["pool_regression"] = 0.0
     started = time.perf_counter()
     lines: list[str] = []
 
@@ -692,7 +711,8 @@ def main(argv=None) -> int:
     n_seeds, n_refs = (1, 19) if args.quick else (3, N_REFERENCES)
     log("kdaudit lineage benchmark (benchmarks/lineage.py)")
     log(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
-        f"{args.threads} threads, python {platform.python_version()}; task {args.task}")
+        f"{args.threads} threads, python {platform.python_version()}; task {args.task}"
+        + ("; pool_regression weighted 0 (the previous default)" if args.without_regression else ""))
     t0 = time.perf_counter()
     if args.task == "adult":
         own, public, probe = adult_data()
@@ -741,7 +761,8 @@ def main(argv=None) -> int:
     if args.task == "adult" and args.part in ("all", "power"):
         log("")
         log("plain test (no controls) through the array-level pipeline, held-out probes, by number of references K:")
-        power_by_references(log, A, all_refs, suspects, "A", probe.X, probe.y_true, modes, args.seed)
+        power_by_references(log, A, all_refs, suspects, "A", probe.X, probe.y_true, modes, args.seed,
+                            Ks=tuple(int(k) for k in args.ks.split(",")))
         log("the gradient-boosted teacher G (its own 39 references, boosting with other seeds):")
         power_by_references(log, G, refs_G, suspects, "G", probe.X, probe.y_true, modes, args.seed, Ks=(19,))
     if args.part == "power":

@@ -24,7 +24,8 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
         "higher_is_better": None,
         "description": "How many reference standard deviations the suspect's closeness to the teacher exceeds its "
                        "closeness to reference models, where closeness C averages standardised signatures "
-                       "(deviations from the pool consensus shared with the suspect, non-top class ranks, label "
+                       "(deviations from the pool consensus shared with the suspect, the member's weight when the "
+                       "suspect's deviations are regressed on all members' jointly, non-top class ranks, label "
                        "idiosyncrasies). Interval: bootstrap over probes.",
     },
     "top1_agreement": {
