@@ -428,7 +428,11 @@ def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: s
         G = np.stack(rows)
         if len(_TYPICALITY) >= 16:
             _TYPICALITY.pop(next(iter(_TYPICALITY)))
-        _TYPICALITY[key] = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
+        typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
+        # rounded: a column that is constant in exact arithmetic (the likelihood signature's, which is centred on
+        # each member's own mean) must not keep float noise that depends on the members' order, or the line fitted
+        # to it would be fitted to noise
+        _TYPICALITY[key] = np.round(np.nan_to_num(typ, nan=0.0), 10)
     return _TYPICALITY[key].copy()
 
 
@@ -565,14 +569,14 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
                                 ll_scorers=members if scorable else None, max_words=max_words)
             typ = _typicality(members, member_outs, access=access, prompts=texts if access == "top_k" else prompts_l,
                               scorable=scorable, max_words=max_words)
-            stats = adjust_for_typicality(stats, np.nan_to_num(typ, nan=0.0))
+            stats = adjust_for_typicality(stats, typ)
             if len(controls) >= MIN_CALIBRATION_CONTROLS:
                 # each member on its own null scale: its mean and spread over the controls in the suspect's place
                 # (the same controls for every member, so the rank stays exact; see calibrate_by_controls)
                 cal = np.stack([adjust_for_typicality(_statistics(
                     c, members, access=access, prompts=prompts_l, texts=texts, anchor_out=out_of(c),
                     member_outs=member_outs, ll_scorers=members if scorable else None, max_words=max_words),
-                    np.nan_to_num(typ, nan=0.0)) for c in controls])
+                    typ) for c in controls])
                 stats = calibrate_by_controls(stats, cal)
                 calibrated = True
             names = [str(teacher.name)] + [str(r.name) for r in refs]
@@ -593,7 +597,7 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
             # the likelihood column, which would need every candidate to score the others, is left as it is)
             typ = _typicality(members, member_outs, access=access,
                               prompts=texts if access == "top_k" else prompts_l, scorable=False, max_words=max_words)
-            stats = adjust_for_typicality(stats, np.nan_to_num(typ, nan=0.0))
+            stats = adjust_for_typicality(stats, typ)
             names = [str(suspect.name)] + [str(c.name) for c in controls]
         sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
