@@ -382,12 +382,10 @@ def _disagreement(models: Sequence[Any], ps: Any, *, access: str, top_k: int, ma
 def _uncertainty(teachers: Sequence[Any], ps: Any, *, seed: int) -> np.ndarray:
     """Per candidate prompt: the teachers' mean uncertainty on its text (1 - probability of the top-1 token, over
     positions); a seeded random order when no teacher reveals log-probabilities."""
-    from kdaudit._audit_lm import scored_texts
-
     scorable = sorted((t for t in teachers if _access_of(t) == "top_k"), key=lambda m: m.fingerprint())
     if not scorable:
         return np.random.default_rng(seed).random(len(ps))
-    texts = scored_texts(ps)
+    texts = ps.scored_texts()  # the data layer's rule (the audit's too)
     total = np.zeros(len(ps))
     for t in scorable:
         tk = _score(t, texts, list(ps.ids), top_k=1)
