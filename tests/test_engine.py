@@ -206,3 +206,22 @@ def test_a_section_for_another_output_kind_is_skipped_by_the_one_rule():
         sec = r["comparisons"][0]["lm_tokens"]
         assert not sec["available"] and "needs outputs of kind token_top_k" in sec["reason"], sec
         assert "gives class_probs" in sec["reason"] and r["comparisons"][0]["agreement"]["available"]
+
+
+def test_a_labels_only_student_skips_calibration_by_one_rule_on_every_path():
+    # the in-memory and the streaming (executor) paths give the same reason, from Section.skip_reason
+    from kdaudit.models import BlackBoxModel
+
+    data = _data()
+    student = _net(1)
+    api = BlackBoxModel(lambda X: student(torch.as_tensor(X)).argmax(1).numpy(), n_classes=3, access="labels",
+                        name="api")
+    reasons = []
+    for executor in (None, "local"):
+        r = audit(_net(0), {"api": api}, data, seed=0, n_replicates=10, executor=executor, progress=False,
+                  measure_cost=False)
+        cal = r.results["comparisons"][0]["calibration"]
+        assert cal["available"] is False
+        reasons.append(cal["reason"])
+        assert r.results["comparisons"][0]["agreement"]["available"] is not False  # labels suffice for agreement
+    assert reasons[0] == reasons[1] and "needs at least top_k" in reasons[0] and "'api' gives labels" in reasons[0]

@@ -59,8 +59,9 @@ class CalibrationSection(_MetricSection):
     name, order, title = "calibration", 20, "Calibration"
     description = "Whether each model's confidence matches its accuracy, and how distillation changed that."
     module, function = "kdaudit.metrics._calibration", "calibration_section"
-    # the section function reports a labels-only model itself (with the model's name); it needs confidences
-    needs = Needs(kinds=_CLASS_KINDS, least_access=None)
+    # confidences are needed: a labels-only model makes the section unavailable by the one skip rule, on the
+    # in-memory and the streaming path alike
+    needs = Needs(kinds=_CLASS_KINDS, least_access=Access.TOP_K)
     options = (Option("n_bins", int, 15, "confidence bins", minimum=1),
                Option("strategy", str, "uniform", "bin edges", choices=("uniform", "quantile")),
                Option("norm", str, "l1", "norm of the calibration error", choices=("l1", "l2")),
