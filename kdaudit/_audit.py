@@ -142,6 +142,10 @@ def _cost_split(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
     return fixed, timing, conditions
 
 
+#: the metric sections the sharded-parquet fold of kdaudit.executors computes
+_UNIT_SECTIONS = ("agreement", "calibration", "bias", "fingerprint")
+
+
 def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
                    reg: Mapping[str, Section], boot: Any, section_options: Mapping[str, Any], batch_size: int,
                    device: Any, precision: Any, cache_dir: Any, seed: int, progress: bool, has_refs: bool
@@ -213,6 +217,7 @@ def audit(
     progress: bool = True,
     measure_cost: bool = True,
     executor: Any = None,
+    block_rows: int | None = None,
 ) -> AuditResult:
     """Audit distilled students against their teacher.
 
@@ -265,11 +270,17 @@ def audit(
         Progress messages and bars on stderr.
     measure_cost : bool
         Time each model for the cost section (wall times go to ``run_info`` only).
-    executor : {"local"} or Executor, optional
+    executor : {"local", "ray"} or Executor, optional
         Stream: the models run batch by batch (``batch_size`` rows) and each batch feeds every section's
         accumulator, so memory stays flat in the number of rows (``AuditResult.outputs`` is then None); with
         ``cache_dir`` each batch's outputs are cached as a chunk that a re-run resumes from. None (the default)
         keeps every model's outputs in memory for ``AuditResult.outputs`` (see ARCHITECTURE.md).
+        With ``"ray"`` (or a :class:`kdaudit.executors.RayExecutor`) the shards run in a pool of Ray actors and
+        results.json is byte-identical to ``"local"``'s (shards are merged in shard order). ``data`` may also be a
+        :class:`kdaudit.executors.ParquetSource` (sharded parquet read by the workers, never by the driver).
+    block_rows : int, optional
+        Rows per shard under an executor (default 262,144): the grain of parallelism and of retries. Results depend
+        on it in the last bits (it fixes the order of floating-point sums), never on the number of workers.
 
     Returns
     -------
@@ -287,14 +298,24 @@ def audit(
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()
-    if not isinstance(data, AuditData):
-        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)")
+    from kdaudit.executors._select import get_executor
+
+    executor = get_executor(executor)
+    source = None
+    if executor is not None:
+        from kdaudit.executors._sources import as_source
+
+        source = as_source(data, block_rows=block_rows)
+        data = source.head()  # the rows the driver itself uses: all of them in memory, the first unit of shards
+    elif not isinstance(data, AuditData):
+        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)"
+                                                            " or, with an executor, a ParquetSource")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
     reg = registry()
     chosen = _resolve_sections(sections, has_refs, reg)
-    if sections is None and data.sensitive is None:
+    if sections is None and (data.sensitive is None if source is None else not source.sensitive_names):
         # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
         chosen = tuple(s for s in chosen if s != "bias")
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
@@ -310,14 +331,40 @@ def audit(
 
     teacher_m, student_ms = _as_models(teacher, students)
     role_of = _roles(roles, [s.name for s in student_ms])
-    if executor is not None:
+    unit_run = None
+    data_summary: Any = None
+    if source is not None and source.kind != "memory":  # sharded parquet: the workers read it (kdaudit.executors)
+        from kdaudit.executors._audit_task import run_units
+
+        if "lineage" in chosen and probes is None:
+            raise invalid_argument("probes", None, "lineage probes (in memory) when the data is a ParquetSource")
+        _progress(progress, f"running {1 + len(student_ms)} models on {source.n_rows:,} rows of {source.name!r} "
+                            f"through the {executor.name} executor ({len(source.units)} units)")
+        t0 = time.perf_counter()
+        unit_run = run_units(executor, source, teacher_m, student_ms,
+                             [s for s in chosen if s in _UNIT_SECTIONS], boot, section_options,
+                             batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
+                             seed=seed, progress=(lambda msg: _progress(progress, msg)))
+        timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
+        outputs, provenance, data_summary = None, unit_run.provenance, unit_run.data_summary
+        comparisons = [{"student": st.name, **{n: to_jsonable(r) for n, r in unit_run.results[st.name].items()}}
+                       for st in student_ms]
+        section_objs = {st.name: dict(unit_run.results[st.name]) for st in student_ms}
+    elif executor is not None:
+        from kdaudit.executors._audit_task import query_black_boxes_here
+        from kdaudit.executors._base import LocalExecutor
+        from kdaudit.executors._sources import DEFAULT_BLOCK_ROWS
         from kdaudit.sections._engine import stream_sections
 
+        run_t, run_s = teacher_m, student_ms
+        if not isinstance(executor, LocalExecutor):  # a paid API is asked here, once per row (kdaudit.executors)
+            run_t, run_s = query_black_boxes_here([teacher_m, *student_ms], source, batch_size=batch_size,
+                                                  cache_dir=cache_dir, seed=seed)
         _progress(progress, f"streaming {1 + len(student_ms)} models over {len(data):,} rows of {data.name!r}")
         streamed, provenance, stream_t = stream_sections(
-            teacher_m, student_ms, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
+            run_t, run_s, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
             options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
-            precision=precision, has_references=has_refs, seed=seed)
+            precision=precision, has_references=has_refs, seed=seed, shard_rows=block_rows or DEFAULT_BLOCK_ROWS)
         timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},
                                    "sections_compute_s": stream_t["compute_s"]}
         outputs = None
@@ -439,7 +486,7 @@ def audit(
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "kdaudit_version": __version__,
-        "data": to_jsonable(data.summary()),
+        "data": to_jsonable(data.summary() if data_summary is None else data_summary),
         "models": models_desc,
         "teacher": teacher_m.name,
         "comparisons": comparisons,
@@ -477,6 +524,11 @@ def audit(
         "models": [{"name": m.get("name"), "wall_time_s": m.get("wall_time_s"), "from_cache": m.get("from_cache"),
                     "queries": m.get("queries")} for m in to_jsonable(prov_timed.get("models", []))],
     }
+    if unit_run is not None:  # what ran where: never in results.json, which must not depend on it
+        run_info["executor"] = to_jsonable(unit_run.info)
+    elif executor is not None:
+        run_info["executor"] = to_jsonable(executor.describe() if hasattr(executor, "describe")
+                                           else {"kind": executor.name})
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
     return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
                        run_info=run_info, outputs=outputs)

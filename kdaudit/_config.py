@@ -66,7 +66,7 @@ ACCESS = ("probabilities", "labels")  # lineage.suspect_access; "top_k:K" is als
 DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 
 _TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
-             "device", "precision", "cache_dir", "policy", "out", "lineage", "section_options")
+             "device", "precision", "cache_dir", "policy", "out", "lineage", "section_options", "executor")
 _MODELS_KEYS = ("teacher", "students", "references", "controls")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options",
                "role")
@@ -74,6 +74,9 @@ _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitiv
 _BOOTSTRAP_KEYS = ("replicates", "level", "blocks")
 # load_model's adapter arguments a config may pass through ``options`` (the others have their own model keys)
 _MODEL_OPTION_KEYS = ("device", "precision", "n_classes", "classes", "output_name", "id_column")
+# where the audit runs (kdaudit.executors); never recorded in results.json, which must not depend on it
+_EXECUTOR_KEYS = ("kind", "address", "num_actors", "num_cpus_per_actor", "num_gpus_per_actor", "batch_size",
+                  "block_rows", "runtime_env", "max_restarts", "max_task_retries")
 _LINEAGE_KEYS = ("alpha", "query_budget", "suspect_access", "n_probes", "p_value_method", "controls_mode")
 
 
@@ -375,6 +378,7 @@ class AuditConfig:
     out: Path | None = None
     name: str | None = None
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    executor: Mapping[str, Any] = field(default_factory=dict)
     section_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
@@ -690,8 +694,42 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
                        probes=probes, sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
                        level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
                        precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
-                       lineage=dict(lineage), section_options=_section_options(top, ctx), source=source,
-                       base_dir=ctx.base_dir)
+                       lineage=dict(lineage), section_options=_section_options(top, ctx),
+                       executor=_parse_executor(top.get("executor"), ctx), source=source, base_dir=ctx.base_dir)
+
+
+def _parse_executor(raw: Any, ctx: _Ctx) -> dict[str, Any]:
+    """The ``executor:`` block: ``{kind: local}`` or ``{kind: ray, address: auto, num_actors: 8, ...}``."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    ex = dict(ctx.mapping(raw, "executor", _EXECUTOR_KEYS, "a mapping such as {kind: ray, address: auto}"))
+    kinds = ("local", "ray")
+    kind = ex.get("kind", "local")
+    if kind not in kinds:
+        raise ctx.error("executor.kind", kind, "one of 'local', 'ray'" + _did_you_mean(str(kind), kinds))
+    ex["kind"] = kind
+    if kind == "local":
+        extra = sorted(k for k in ex if k not in ("kind", "block_rows"))
+        if extra:
+            raise ctx.error(f"executor.{extra[0]}", ex[extra[0]], "no such option for kind 'local' (only "
+                            "block_rows; the others are Ray's)")
+    if ex.get("address") is not None:
+        ctx.str_(ex["address"], "executor.address", "a Ray address such as 'auto' or 'ray://head:10001'")
+    for key, minimum in (("num_actors", 1), ("batch_size", 1), ("block_rows", 1), ("max_restarts", 0),
+                         ("max_task_retries", 0)):
+        if ex.get(key) is not None:
+            ctx.int_(ex[key], f"executor.{key}", minimum=minimum)
+    for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
+        v = ex.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ctx.error(f"executor.{key}", v, "a number >= 0")
+    if ex.get("runtime_env") is not None:
+        ctx.mapping(ex["runtime_env"], "executor.runtime_env",
+                    ("pip", "conda", "working_dir", "py_modules", "env_vars", "excludes", "container", "uv"),
+                    "a Ray runtime environment such as {pip: [kdaudit], working_dir: .}")
+    return {k: v for k, v in ex.items() if v is not None}
 
 
 def _section_options(top: Mapping[str, Any], ctx: _Ctx) -> dict[str, dict[str, Any]]:

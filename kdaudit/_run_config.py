@@ -63,7 +63,16 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
         "progress": progress,
     }
     kwargs["bootstrap"] = cfg.bootstrap()
+    if cfg.executor:  # the config's executor: block; an ``executor`` override (the CLI's --executor) replaces it
+        ex = dict(cfg.executor)
+        kind = ex.pop("kind")
+        kwargs["block_rows"] = ex.pop("block_rows", None)
+        kwargs["executor"] = kind if kind == "local" else ("ray", ex)
     kwargs.update(overrides)
+    if isinstance(kwargs.get("executor"), tuple):
+        from kdaudit.executors import get_executor
+
+        kwargs["executor"] = get_executor(kwargs["executor"][0], **kwargs["executor"][1])
     teacher = teachers[0] if len(teachers) == 1 else teachers
     result = audit(teacher, students, data, **kwargs)
     target = out_dir if out_dir is not None else cfg.out

@@ -74,6 +74,9 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate", action="store_true", help="exit 1 when the policy verdict is fail")
     p.add_argument("--strict", action="store_true", help="with --gate: warnings and skipped rules fail too")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the sections run (overrides the config's executor.kind; results are identical)")
+    p.add_argument("--address", help="with --executor ray: the Ray cluster to join (e.g. auto, ray://head:10001)")
     p.set_defaults(func=_cmd_audit)
 
 
@@ -187,6 +190,19 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         overrides["policy"] = load_policy(args.policy, sections=section_names())
     if args.option:
         overrides["section_options"] = _parse_options(args.option)
+    if args.executor is not None or args.address is not None:
+        kind = args.executor or cfg.executor.get("kind", "local")
+        if args.address is not None and kind != "ray":
+            raise invalid_argument("--address", args.address, "--address together with --executor ray (or a "
+                                                               "config whose executor.kind is ray)")
+        if kind == "local":
+            overrides["executor"] = "local"
+        else:  # the config's Ray options stay, --address replaces its address
+            opts = {k: v for k, v in cfg.executor.items() if k not in ("kind", "block_rows")} \
+                if cfg.executor.get("kind") == "ray" else {}
+            if args.address is not None:
+                opts["address"] = args.address
+            overrides["executor"] = ("ray", opts)
     out = Path(args.out) if args.out else (cfg.out or Path("kdaudit-report"))
     result = audit_from_config(cfg, save=False, progress=not args.quiet, **overrides)
     paths = result.save(out)

@@ -25,6 +25,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("harness", frozenset({"harness"})),
     # the statistics sit with the sections that use them: a metric may read the harness's output containers
     ("sections and statistics", frozenset({"sections", "metrics", "lineage", "distill"})),
+    # where the sections run (local, Ray): folds over shards of models, harness and accumulators
+    ("executors", frozenset({"executors"})),
     # policy and report come after the audit in the flow of results, but depend on nothing but the foundation: the
     # audit hands them its results (a plain dict) to judge and render, and they never import the audit
     ("results readers", frozenset({"policy", "report"})),

@@ -110,7 +110,8 @@ def test_lm_audit_sections_reproducible_bytes_frame_and_report(models, tmp_path)
     assert list(res["verdict_by_student"]) == ["student"]
     paths = a.save(tmp_path)
     html = paths["report"].read_text()
-    assert "Quality kept on the same texts" in html and "Which comparisons were possible" in html
+    assert 'id="scorecard"' in html and "Quality kept on the same texts" in html
+    assert "Which comparisons were possible" in html
     assert "texts <b>" not in html and "texts &lt;b&gt;" in html  # user strings are escaped
     assert json.loads(paths["results"].read_text()) == json.loads(a.to_json())
     assert "throughput_ratio" in json.loads(paths["run"].read_text())["cost"]["student"]

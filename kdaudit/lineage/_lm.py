@@ -13,8 +13,9 @@ looks like. Under H0 the suspect is exchangeable with the controls in its relati
 signatures, with the teacher as anchor, rank the suspect among the controls: ``(1 + #{controls scoring at least as
 high}) / (L + 1)``. Several candidate teachers are tested with Holm's correction (:func:`lm_attribute`).
 
-Prompts are chosen where the owner's models disagree (the pool, or the teacher and the controls together), never
-by the teacher alone, so the selection is symmetric in the exchangeable models. The suspect is asked only the chosen
+Prompts are chosen by a function symmetric in the models being ranked: where the teacher and its references
+disagree (never by the teacher alone), or, under the controls null, where the teacher (the fixed anchor) is least
+certain (a selection by the controls would single the suspect out). The suspect is asked only the chosen
 prompts, through a budget in prompts and tokens and, optionally, a write-ahead journal (cached and resumable).
 """
 
@@ -378,6 +379,23 @@ def _disagreement(models: Sequence[Any], ps: Any, *, access: str, top_k: int, ma
     return (rankdata(np.round(a, 9)) + rankdata(np.round(b, 9))) / (2 * len(a))
 
 
+def _uncertainty(teachers: Sequence[Any], ps: Any, *, seed: int) -> np.ndarray:
+    """Per candidate prompt: the teachers' mean uncertainty on its text (1 - probability of the top-1 token, over
+    positions); a seeded random order when no teacher reveals log-probabilities."""
+    scorable = sorted((t for t in teachers if _access_of(t) == "top_k"), key=lambda m: m.fingerprint())
+    if not scorable:
+        return np.random.default_rng(seed).random(len(ps))
+    texts = ps.scored_texts()  # the data layer's rule (the audit's too)
+    total = np.zeros(len(ps))
+    for t in scorable:
+        tk = _score(t, texts, list(ps.ids), top_k=1)
+        counts = np.diff(tk.offsets)
+        u = 1.0 - np.exp(np.asarray(tk.top_logprobs[:, 0], dtype=np.float64))
+        per = np.add.reduceat(np.append(u, 0.0), tk.offsets[:-1]) / np.maximum(counts, 1)
+        total += np.where(counts > 0, per, 0.0)
+    return np.round(total / len(scorable), 9)
+
+
 # ------------------------------------------------------------------------------------------------------ statistics
 def _statistics(anchor: Any, members: Sequence[Any], *, access: str, prompts: list[str], texts: list[str] | None,
                 anchor_out: Any, member_outs: Sequence[Any], ll_scorers: Sequence[Any] | None,
@@ -426,7 +444,11 @@ def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: s
         G = np.stack(rows)
         if len(_TYPICALITY) >= 16:
             _TYPICALITY.pop(next(iter(_TYPICALITY)))
-        _TYPICALITY[key] = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
+        typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
+        # rounded: a column that is constant in exact arithmetic (the likelihood signature's, which is centred on
+        # each member's own mean) must not keep float noise that depends on the members' order, or the line fitted
+        # to it would be fitted to noise
+        _TYPICALITY[key] = np.round(np.nan_to_num(typ, nan=0.0), 10)
     return _TYPICALITY[key].copy()
 
 
@@ -525,8 +547,14 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
     n_sel = min(n_want, len(ps), query_budget if query_budget is not None else len(ps))
     if n_sel < 5:
         raise invalid_argument("query_budget", query_budget, "room for at least 5 suspect prompts")
-    # selection: symmetric in the exchangeable models (the whole pool, or the teachers and controls together)
-    scores = _disagreement(owners, ps, access=access, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
+    # selection: a function symmetric in the exchangeable models. References null: where the pool (teacher and
+    # references) disagrees. Controls null: the exchangeable models are the suspect and the controls; a selection
+    # by the controls alone would single the suspect out, so prompts are chosen where the teacher (the fixed
+    # anchor, not one of the ranked models) is least certain, which treats suspect and controls alike
+    if null == "references":
+        scores = _disagreement(owners, ps, access=access, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed)
+    else:
+        scores = _uncertainty([t for t, _ in candidates.values()], ps, seed=seed)
     idx = select_probes(scores, n_sel, seed=seed)
     chosen = ps.subset(idx)
     prompts_l = list(chosen.prompts)
@@ -561,14 +589,14 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
                                 ll_scorers=members if scorable else None, max_words=max_words)
             typ = _typicality(members, member_outs, access=access, prompts=texts if access == "top_k" else prompts_l,
                               scorable=scorable, max_words=max_words)
-            stats = adjust_for_typicality(stats, np.nan_to_num(typ, nan=0.0))
+            stats = adjust_for_typicality(stats, typ)
             if len(controls) >= MIN_CALIBRATION_CONTROLS:
                 # each member on its own null scale: its mean and spread over the controls in the suspect's place
                 # (the same controls for every member, so the rank stays exact; see calibrate_by_controls)
                 cal = np.stack([adjust_for_typicality(_statistics(
                     c, members, access=access, prompts=prompts_l, texts=texts, anchor_out=out_of(c),
                     member_outs=member_outs, ll_scorers=members if scorable else None, max_words=max_words),
-                    np.nan_to_num(typ, nan=0.0)) for c in controls])
+                    typ) for c in controls])
                 stats = calibrate_by_controls(stats, cal)
                 calibrated = True
             names = [str(teacher.name)] + [str(r.name) for r in refs]
@@ -589,7 +617,7 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
             # the likelihood column, which would need every candidate to score the others, is left as it is)
             typ = _typicality(members, member_outs, access=access,
                               prompts=texts if access == "top_k" else prompts_l, scorable=False, max_words=max_words)
-            stats = adjust_for_typicality(stats, np.nan_to_num(typ, nan=0.0))
+            stats = adjust_for_typicality(stats, typ)
             names = [str(suspect.name)] + [str(c.name) for c in controls]
         sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
@@ -632,7 +660,8 @@ def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts:
                      "selected_ids": [str(i) for i in chosen.ids],
                      "selected_text_sha256": [hashlib.sha256(t.encode()).hexdigest() for t in
                                               (texts if access == "top_k" else prompts_l)],
-                     "selection": "owner models' disagreement (symmetric in the exchangeable models), 20% random",
+                     "selection": ("disagreement of teacher and references" if null == "references" else
+                                   "the teacher's uncertainty (symmetric in suspect and controls)") + ", 20% random",
                      "seed": seed},
             queries=oracle.record(), models=models,
             settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": "greedy", "seed": seed,
@@ -660,8 +689,11 @@ def _raw_similarity(teacher: Any, suspect: Any, *, access: str, prompts: list[st
 
 
 def _assumptions(null: str, access: str, calibrated: bool = False) -> tuple[str, ...]:
-    common = ("Prompts were selected by the owner's models' disagreement, a function symmetric in the exchangeable "
-              "models (never by the teacher alone); prompts and tokens are not assumed independent.",
+    common = (("Prompts were selected where the teacher and references disagree, a function symmetric in the "
+               "exchangeable models (never by the teacher alone)" if null == "references" else
+               "Prompts were selected where the teacher (the fixed anchor, not one of the ranked models) is least "
+               "certain, which treats the suspect and the controls alike (a selection by the controls would not)")
+              + "; prompts and tokens are not assumed independent.",
               "The suspect's answers to a prompt do not depend on which prompts were asked before.")
     if null == "references":
         own = ("Under H0 the teacher and the references are exchangeable with respect to the suspect: the "

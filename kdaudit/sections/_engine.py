@@ -70,6 +70,8 @@ class ShardTask:
     def __call__(self, shard: Shard) -> dict[str, Any]:
         accs = self.accumulators()
         from_cache = {m.name: 0 for m in (self.teacher, *self.students)}
+        # queries counted where they happen: on a remote worker the driver's model objects are never asked
+        asked0 = {m.name: m.query_count for m in (self.teacher, *self.students)}
         cache = OutputCache(self.cache_dir) if self.cache_dir is not None else None
         data = self.data
         y = data.y_true
@@ -84,7 +86,9 @@ class ShardTask:
                 for (st, name), acc in accs.items():
                     if st == s.name:
                         acc.update(None if y is None else y[a:b], t, p, ids=ids, sensitive=sens)
-        return {"states": {k: acc.state_dict() for k, acc in accs.items()}, "from_cache": from_cache}
+        asked = {m.name: m.query_count - asked0[m.name] for m in (self.teacher, *self.students)}
+        return {"states": {k: acc.state_dict() for k, acc in accs.items()}, "from_cache": from_cache,
+                "asked": asked}
 
 
 def _output(model: ModelAdapter) -> str:
@@ -108,7 +112,6 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
     n = len(data)
     t0 = time.perf_counter()
     models = [teacher, *students]
-    queries_at_start = [m.query_count for m in models]
     with _settings(models, device=device, precision=precision):
         for m in models:
             m.prepare(data)
@@ -139,16 +142,20 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
         merged = task.accumulators()
         empty = task.accumulators()
         cached = {m.name: 0 for m in models}
+        asked = {m.name: 0 for m in models}
         for out in ex.map(task, shards_of(n, int(shard_rows or max(n, 1)))):  # merged in shard order
             for key, state in out["states"].items():
                 merged[key].merge(empty[key].load_state_dict(state))
             for name, rows in out["from_cache"].items():
                 cached[name] += rows
-        # as in the harness: ``queries`` counts the rows asked for these outputs, in this run or a cached one
+            for name, rows in out["asked"].items():
+                asked[name] += rows
+        # as in the harness: ``queries`` counts the rows asked for these outputs, in this run or a cached one; the
+        # shards report what they asked, wherever they ran (the local executor's shards ask these very objects)
         records = [model_record(m, sha=m.fingerprint(), precision=_precision_of(m),
-                                queries=m.query_count - q0 + cached[m.name], queries_new=m.query_count - q0,
+                                queries=asked[m.name] + cached[m.name], queries_new=asked[m.name],
                                 from_cache=cached[m.name] == n, rows_from_cache=cached[m.name])
-                   for m, q0 in zip(models, queries_at_start)]
+                   for m in models]
         provenance = provenance_of(models, data, records=records, seed=seed, batch_size=batch_size,
                                    wall_time_s=time.perf_counter() - t0)
     t1 = time.perf_counter()
