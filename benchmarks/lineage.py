@@ -47,7 +47,7 @@ recipe with other seeds, MLP-16 / MLP-256 / boosting on the owner's data, MLP-64
 logistic regression. Probe candidates: 2,000 rows of Adult's test split (plus 2,000 blends). Controls: 10 MLP-16s and
 10 MLP-32-32s on the owner's data. ``--part power`` prints the plain test's TPR, FPR and null check by number of
 references (``--ks``) through the array-level pipeline; ``--part tests`` runs the lineage tests and attribution as
-for MNIST. ``--without-regression`` weights ``pool_regression`` 0 (the previous default) for comparison.
+for MNIST. ``--with-regression`` weights ``pool_regression`` 3 (the variant measured for issue 16; the default weights it 0).
 
 Run: ``python benchmarks/lineage.py`` (writes ``benchmarks/results/lineage_cpu.txt``). Trained models are cached in
 ``.kdaudit-cache/lineage_zoo/`` (gitignored), so reruns only evaluate. ``--quick`` uses fewer seeds;
@@ -686,8 +686,8 @@ def main(argv=None) -> int:
     ap.add_argument("--part", choices=("all", "power", "tests"), default="all",
                     help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests")
     ap.add_argument("--ks", default="19,39,99", help="numbers of references in the Adult power table")
-    ap.add_argument("--without-regression", action="store_true",
-                    help="the previous default: pool_regression weighted 0 in the combined statistic (for comparison)")
+    ap.add_argument("--with-regression", action="store_true",
+                    help="weight pool_regression 3.0 in the combined statistic (the variant measured for issue 16)")
     ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
                     "scenarios or modes ran (the file says which)")
     ap.add_argument("--modes", default=None,
@@ -697,10 +697,10 @@ def main(argv=None) -> int:
     args.modes = args.modes or ",".join(task_modes)
     args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"))
     torch.set_num_threads(args.threads)
-    if args.without_regression:
+    if args.with_regression:
         from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS
 
-        SIGNATURE_WEIGHTS["pool_regression"] = 0.0
+        SIGNATURE_WEIGHTS["pool_regression"] = 3.0
     started = time.perf_counter()
     lines: list[str] = []
 
@@ -712,7 +712,7 @@ def main(argv=None) -> int:
     log("kdaudit lineage benchmark (benchmarks/lineage.py)")
     log(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
         f"{args.threads} threads, python {platform.python_version()}; task {args.task}"
-        + ("; pool_regression weighted 0 (the previous default)" if args.without_regression else ""))
+        + ("; pool_regression weighted 3" if args.with_regression else ""))
     t0 = time.perf_counter()
     if args.task == "adult":
         own, public, probe = adult_data()
