@@ -278,13 +278,14 @@ def main() -> int:
 
     modes = [("top_k", "references"), ("top_k", "controls"), ("text", "references"), ("text", "controls")]
     rows = {m: [] for m in modes}
+    memo: dict = {}  # the owner models' outputs, computed once for every suspect of this run
     for name, label, model in suspects:
         for access, null in modes:
             # the references null is also calibrated by the controls (each member on its own null scale)
             kw = {"references": refs, "controls": controls} if null == "references" else {"controls": controls}
             t0 = time.perf_counter()
             r = lm_lineage_test(teacher, model, prompts, null=null, access=access, n_prompts=n_prompts,
-                                max_new_tokens=20, alpha=args.alpha, seed=0, **kw)
+                                max_new_tokens=20, alpha=args.alpha, seed=0, memo=memo, **kw)
             rows[(access, null)].append({"name": name, "label": label, "p": r.p_value, "effect": r.effect,
                                          "derived": r.derived, "raw": dict(r.raw_similarity),
                                          "prompts": r.queries["prompts_sent"],

@@ -21,6 +21,7 @@ prompts, through a budget in prompts and tokens and, optionally, a write-ahead j
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import math
@@ -277,18 +278,20 @@ def _join(parts: list[dict[str, Any]], *, name: str, tokenizer: str) -> Any:
 
 # --------------------------------------------------------------------------------------------------- the owner side
 # Owner models' outputs depend only on the model, the texts and the settings: a benchmark testing many suspects
-# against one pool (or a lineage test followed by an attribution) computes them once per process.
-_OWNER_CACHE: dict[str, Any] = {}
-_OWNER_CACHE_MAX = 4096
+# against one pool (or a lineage test followed by an attribution) computes them once per memo. The memo belongs to the
+# caller (``memo=`` of lm_lineage_test and lm_attribute; a fresh one per call by default), never to the module, so no
+# result outlives the calls that share it.
+_MEMO: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("kdaudit_lm_lineage_memo", default=None)
 
 
 def _cached(model: Any, kind: str, texts: Sequence[str], settings: Mapping[str, Any], compute: Any) -> Any:
+    memo = _MEMO.get()
+    if memo is None:
+        return compute()
     key = _key(model.fingerprint(), kind, hashlib.sha256("\x00".join(texts).encode()).hexdigest(), dict(settings))
-    if key not in _OWNER_CACHE:
-        if len(_OWNER_CACHE) >= _OWNER_CACHE_MAX:
-            _OWNER_CACHE.pop(next(iter(_OWNER_CACHE)))
-        _OWNER_CACHE[key] = compute()
-    return _OWNER_CACHE[key]
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def _generate(model: Any, prompts: Sequence[str], ids: Sequence[Any], *, max_new_tokens: int, seed: int) -> list[str]:
@@ -419,9 +422,6 @@ def _statistics(anchor: Any, members: Sequence[Any], *, access: str, prompts: li
     return text_statistics(anchor_out, member_outs, ll, max_words=max_words)
 
 
-_TYPICALITY: dict[str, np.ndarray] = {}
-
-
 def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
                 scorable: bool, max_words: int) -> np.ndarray:
     """(M, S): each member's signatures with its siblings in the anchor's place (see ``adjust_for_typicality``)."""
@@ -434,22 +434,22 @@ def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: s
         else:
             h.update("\x00".join(out).encode())
         h.update(b"\x01")
-    key = _key([m.fingerprint() for m in members], access, h.hexdigest(),
-               hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable)
-    if key not in _TYPICALITY:
+    key = "typicality:" + _key([m.fingerprint() for m in members], access, h.hexdigest(),
+                               hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable)
+    memo = _MEMO.get()
+    memo = {} if memo is None else memo  # the caller's memo (see _cached)
+    if key not in memo:
         M = len(members)
         rows = [_statistics(members[i], members, access=access, prompts=prompts, texts=None,
                             anchor_out=member_outs[i], member_outs=member_outs,
                             ll_scorers=list(members) if scorable else None, max_words=max_words) for i in range(M)]
         G = np.stack(rows)
-        if len(_TYPICALITY) >= 16:
-            _TYPICALITY.pop(next(iter(_TYPICALITY)))
         typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
         # rounded: a column that is constant in exact arithmetic (the likelihood signature's, which is centred on
         # each member's own mean) must not keep float noise that depends on the members' order, or the line fitted
         # to it would be fitted to noise
-        _TYPICALITY[key] = np.round(np.nan_to_num(typ, nan=0.0), 10)
-    return _TYPICALITY[key].copy()
+        memo[key] = np.round(np.nan_to_num(typ, nan=0.0), 10)
+    return memo[key].copy()
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -506,7 +506,15 @@ def _describe(m: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ the tests
-def _run(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts: Any, *, controls: list[Any],
+def _run(*args: Any, memo: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    token = _MEMO.set({} if memo is None else memo)
+    try:
+        return _run_tests(*args, **kwargs)
+    finally:
+        _MEMO.reset(token)
+
+
+def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts: Any, *, controls: list[Any],
          null: str | None, access: str | None, top_k: int, max_new_tokens: int, n_prompts: int | None,
          query_budget: int | None, token_budget: int | None, journal: Any, alpha: float, seed: int,
          max_words: int) -> dict[str, LMLineageResult]:
@@ -735,8 +743,8 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
                     controls: Sequence[Any] | None = None, null: str | None = None, access: str | None = None,
                     top_k: int = 20, max_new_tokens: int = 24, n_prompts: int | None = None,
                     query_budget: int | None = DEFAULT_PROMPT_BUDGET, token_budget: int | None = None,
-                    journal: Any = None, alpha: float = 0.05, seed: int = 0, max_words: int = 64
-                    ) -> LMLineageResult:
+                    journal: Any = None, alpha: float = 0.05, seed: int = 0, max_words: int = 64,
+                    memo: dict[str, Any] | None = None) -> LMLineageResult:
     """Test whether the language model ``suspect`` was derived (distilled, extracted) from ``teacher``.
 
     Parameters
@@ -766,6 +774,9 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
         Selection's random share and sampling seeds.
     max_words : int
         Words of each continuation compared by the text signatures.
+    memo : dict, optional
+        The owner models' outputs, shared between calls that test several suspects against one pool (pass the same
+        dict); by default each call computes its own.
 
     Returns
     -------
@@ -775,7 +786,7 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
     pool = _split_pool(teacher, references)
     res = _run({"teacher": pool}, suspect, prompts, controls=list(controls or []), null=null, access=access,
                top_k=top_k, max_new_tokens=max_new_tokens, n_prompts=n_prompts, query_budget=query_budget,
-               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words)
+               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words, memo=memo)
     return res["teacher"]
 
 
@@ -783,7 +794,7 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
                  null: str | None = None, access: str | None = None, top_k: int = 20, max_new_tokens: int = 24,
                  n_prompts: int | None = None, query_budget: int | None = DEFAULT_PROMPT_BUDGET,
                  token_budget: int | None = None, journal: Any = None, alpha: float = 0.05, seed: int = 0,
-                 max_words: int = 64) -> LMAttributionResult:
+                 max_words: int = 64, memo: dict[str, Any] | None = None) -> LMAttributionResult:
     """Which candidate teacher, if any, is the suspect LM's parent? One test per candidate on one shared prompt
     selection (the suspect is asked once), Holm-Bonferroni across candidates.
 
@@ -798,7 +809,7 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
     pools = {str(k): _split_pool(*(v if isinstance(v, (tuple, list)) else (v, []))) for k, v in candidates.items()}
     res = _run(pools, suspect, prompts, controls=list(controls or []), null=null, access=access, top_k=top_k,
                max_new_tokens=max_new_tokens, n_prompts=n_prompts, query_budget=query_budget,
-               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words)
+               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words, memo=memo)
     names = list(res)
     parent, adjusted = holm_parent(names, [res[n].p_value for n in names], [res[n].effect for n in names],
                                    alpha=alpha, eligible=[res[n].verdict != "inconclusive" for n in names])
