@@ -117,8 +117,10 @@ def _add_arch_arguments(group: Any) -> None:
     # read from the file, so nothing in a model file runs.
     for dest, who in _ARCH_FLAGS:
         flag = "--" + dest.replace("_", "-")
-        group.add_argument(flag, metavar="MODULE:CALLABLE", default=None,
-                           help=f"builds the network weights-only files of the {who} load into")
+        group.add_argument(flag, metavar="NAME", default=None,
+                           help=f"the architecture weights-only files of the {who} load into: a registered name "
+                                "(mlp, small_cnn, or one added with kdaudit.models.register_architecture); a "
+                                "'module:callable' path only for a model trusted with its --trust-<role> flag")
         group.add_argument(flag + "-kwargs", metavar="JSON", default=None,
                            help=f"keyword arguments of {flag}, a JSON object (e.g. '{{\"hidden\": 64}}')")
 
