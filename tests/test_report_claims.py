@@ -281,3 +281,16 @@ def test_hash_table_shows_what_sha256sum_prints_and_sizes_on_disk(tmp_path):
     from kdaudit.report._format import fmt_bytes
 
     assert fmt_bytes(size) in page and "Weights in memory" in page
+
+
+def test_scorecard_value_beside_a_failed_threshold_shows_the_digits_of_its_verdict():
+    # the case: a retained accuracy of 0.9697 judged against "min 0.97" must not read "97.0%"
+    from kdaudit.report._scorecard import scorecard
+
+    comp = {"agreement": {"available": True, "headline": {"retained_accuracy": {
+        "value": 0.9697, "low": 0.96, "high": 0.9789, "level": 0.95, "method": "bca"}}}}
+    label = lambda section, key: key  # noqa: E731
+    plain = scorecard(comp, label_of=label)[0]
+    judged = scorecard(comp, label_of=label, thresholds={"agreement.retained_accuracy": [0.97]})[0]
+    assert plain["value"] == "97.0%" and judged["value"] == "96.97%"
+    assert "97.89%" in judged["interval"] or "97.9%" in judged["interval"]

@@ -13,7 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from kdaudit.report._claims import claim
-from kdaudit.report._format import as_estimate, fmt_interval, fmt_number
+from kdaudit.report._format import as_estimate, fmt_against, fmt_interval, fmt_number
 
 __all__ = ["QUALITY_METRICS", "scorecard"]
 
@@ -38,7 +38,8 @@ def _times(x: float) -> str:
 
 
 def scorecard(comparison: Mapping[str, Any], *, label_of: Any, measured: Mapping[str, Any] | None = None,
-              quality: Sequence[str] | None = None) -> list[dict[str, Any]]:
+              quality: Sequence[str] | None = None,
+              thresholds: Mapping[str, Sequence[float]] | None = None) -> list[dict[str, Any]]:
     """The scorecard of one student: a list of items ``{"key", "label", "value", "interval", "detail",
     "volatile"}``, each text, in the order quality, size, speed (items with nothing recorded are left out).
 
@@ -53,7 +54,12 @@ def scorecard(comparison: Mapping[str, Any], *, label_of: Any, measured: Mapping
         the student's throughput over the teacher's, with its interval over repeated batches).
     quality : sequence of str, optional
         ``section.key`` candidates for the quality kept; default :data:`QUALITY_METRICS`.
+    thresholds : mapping, optional
+        ``section.key -> thresholds`` of the policy rules that judged this student: a card's value and interval get
+        the digits that put them visibly on the side of each threshold the rule judged (96.97%, not 97.0%, beside a
+        failed "min 0.97").
     """
+    limits = thresholds or {}
     items: list[dict[str, Any]] = []
     q = _first(comparison, list(quality or QUALITY_METRICS))
     if q is not None:
@@ -61,8 +67,10 @@ def scorecard(comparison: Mapping[str, Any], *, label_of: Any, measured: Mapping
         est = as_estimate(e)
         c = claim(est, up="above the teacher", down="below the teacher", kind="percent", no_change=1.0)
         verdict = (f"{c.words}" if c.supported else "no difference from the teacher the data can detect")
-        items.append({"key": f"{section}.{key}", "label": "Quality kept", "value": fmt_number(est["value"], "percent"),
-                      "interval": fmt_interval(est, "percent"),
+        against = list(limits.get(f"{section}.{key}", ()))
+        items.append({"key": f"{section}.{key}", "label": "Quality kept",
+                      "value": fmt_against(est["value"], against, "percent"),
+                      "interval": fmt_interval(est, "percent", against=against),
                       "detail": f"{label_of(section, key)} (100% = the teacher's); {verdict}", "volatile": False})
     cost = comparison.get("cost") if isinstance(comparison.get("cost"), Mapping) else {}
     head = cost.get("headline") if isinstance(cost.get("headline"), Mapping) else {}

@@ -11,7 +11,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
@@ -328,7 +328,17 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
             m = dict(m, throughput_ratio=lm_speed)
         out.append({"student": student, "role": role, "anchor": comp["anchor"], "sentences": sentences,
                     "sections": sections, "verdict": _verdict(status, mine, policy_name, student),
-                    "scorecard": scorecard(rc, label_of=defs.label, measured=m, quality=quality)})
+                    "scorecard": scorecard(rc, label_of=defs.label, measured=m, quality=quality,
+                                           thresholds=_rule_thresholds(mine))})
+    return out
+
+
+def _rule_thresholds(findings: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """``metric -> thresholds`` of the whole-data rules in ``findings`` (one student's)."""
+    out: dict[str, list[float]] = {}
+    for f in findings:
+        if not f.get("group"):
+            out.setdefault(str(f.get("metric") or ""), []).extend(thresholds_in(f.get("threshold")))
     return out
 
 
