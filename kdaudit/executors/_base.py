@@ -29,7 +29,9 @@ from __future__ import annotations
 import abc
 from typing import Any, Iterator, Protocol, Sequence
 
-from kdaudit._exceptions import invalid_argument
+# one local executor and one setup rule for the engine and the executors (the engine's, in the harness layer)
+from kdaudit.harness._executor import LocalExecutor
+from kdaudit.harness._executor import run_setup as setup
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "UnitTask", "setup"]
 
@@ -44,15 +46,11 @@ class UnitTask(Protocol):
     def __call__(self, unit: Any) -> Any: ...
 
 
-def setup(task: Any) -> None:
-    """Call the task's ``setup()`` if it has one."""
-    fn = getattr(task, "setup", None)
-    if callable(fn):
-        fn()
-
-
 class Executor(abc.ABC):
-    """Runs a :class:`UnitTask` over units and yields the results in unit order (see the module docstring)."""
+    """An executor that holds workers (:class:`~kdaudit.executors.RayExecutor`): the engine's interface (``name``,
+    ``map``; :class:`kdaudit.harness.Executor`) plus ``describe`` and ``close``. Runs a :class:`UnitTask` over units
+    and yields the results in unit order (see the module docstring). The local executor is the engine's own
+    :class:`kdaudit.harness.LocalExecutor`."""
 
     name: str = "executor"
 
@@ -66,14 +64,3 @@ class Executor(abc.ABC):
 
     def close(self) -> None:
         """Release what the executor holds (workers); a later :meth:`map` starts them again."""
-
-
-class LocalExecutor(Executor):
-    """Runs every unit in this process, one after another: the reference every other executor must match."""
-
-    name = "local"
-
-    def map(self, task: UnitTask, units: Sequence[Any]) -> Iterator[Any]:
-        setup(task)
-        for unit in units:
-            yield task(unit)

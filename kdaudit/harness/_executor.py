@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar, runtime
 
 from kdaudit._exceptions import invalid_argument
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "Shard", "resolve_executor", "shards_of"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "Shard", "resolve_executor", "run_setup", "shards_of"]
 
 T = TypeVar("T")
 
@@ -55,14 +55,30 @@ class Executor(Protocol):
         ...
 
 
+def run_setup(fn: Any) -> None:
+    """Call ``fn.setup()`` if ``fn`` has one: what a worker does once before its first shard (build models, say)."""
+    setup = getattr(fn, "setup", None)
+    if callable(setup):
+        setup()
+
+
 class LocalExecutor:
-    """The default: every shard in this process, one after the other (memory holds one batch of outputs)."""
+    """The default: every shard in this process, one after the other (memory holds one batch of outputs). The
+    reference every other executor (``kdaudit.executors.RayExecutor``) must match byte for byte."""
 
     name = "local"
 
     def map(self, fn: Callable[[Shard], T], shards: Sequence[Shard]) -> Iterator[T]:
+        run_setup(fn)
         for shard in shards:
             yield fn(shard)
+
+    def describe(self) -> dict[str, Any]:
+        """A description for the run record (run.json), never for results.json."""
+        return {"kind": self.name}
+
+    def close(self) -> None:
+        """Nothing to release: no workers."""
 
     def __repr__(self) -> str:
         return "LocalExecutor()"
