@@ -30,6 +30,7 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _progress,
     _ratio,
     _roles,
+    _student_items,
 )
 from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
 
@@ -102,14 +103,7 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     else:
         t = teacher
     t = t if isinstance(t, ModelAdapter) else as_model(t, name="teacher")
-    if isinstance(students, Mapping):
-        items = [(str(k), v) for k, v in students.items()]
-    elif isinstance(students, (list, tuple)):
-        items = [(None, v) for v in students]
-    else:
-        items = [(None, students)]
-    if not items:
-        raise invalid_argument("students", students, "a model, a list of models or a dict name -> model")
+    items = _student_items(students, accepted="a model")
     ss = []
     for i, (name, s) in enumerate(items):
         if isinstance(s, ModelAdapter):

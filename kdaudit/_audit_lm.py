@@ -42,7 +42,15 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from kdaudit._result import SCHEMA, AuditResult, _command_line, _make_bootstrap, _progress, _ratio
+from kdaudit._result import (
+    SCHEMA,
+    AuditResult,
+    _command_line,
+    _make_bootstrap,
+    _progress,
+    _ratio,
+    _student_items,
+)
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import canonical_json, to_jsonable
 
@@ -86,14 +94,7 @@ def _as_lms(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
 
     if not isinstance(teacher, LanguageModel):
         raise invalid_argument("teacher", type(teacher).__name__, "a kdaudit LanguageModel (e.g. HFCausalLM)")
-    if isinstance(students, Mapping):
-        items = [(str(k), v) for k, v in students.items()]
-    elif isinstance(students, (list, tuple)):
-        items = [(None, v) for v in students]
-    else:
-        items = [(None, students)]
-    if not items:
-        raise invalid_argument("students", students, "a language model, a list of them or a dict name -> model")
+    items = _student_items(students, accepted="a language model")
     out = []
     for name, s in items:
         if not isinstance(s, LanguageModel):

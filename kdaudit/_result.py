@@ -220,6 +220,20 @@ def _headline_keys(section: Section | None, sec: Mapping[str, Any]) -> list[str]
 
 
 # ------------------------------------------------------------------------------------------------------- audit
+def _student_items(students: Any, *, accepted: str) -> list[tuple[str | None, Any]]:
+    """``(name or None, model)`` pairs from one model, a list of models or a dict name -> model (``accepted`` names
+    what a model is, for the error)."""
+    if isinstance(students, Mapping):
+        items: list[tuple[str | None, Any]] = [(str(k), v) for k, v in students.items()]
+    elif isinstance(students, (list, tuple)):
+        items = [(None, v) for v in students]
+    else:
+        items = [(None, students)]
+    if not items:
+        raise invalid_argument("students", students, f"{accepted}, a list of them or a dict name -> model")
+    return items
+
+
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
         print(f"[kdaudit] {message}", file=sys.stderr, flush=True)
