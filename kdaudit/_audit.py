@@ -20,12 +20,13 @@ import time
 from typing import Any, Mapping, Sequence
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import canonical_json, to_jsonable
+from kdaudit._io import to_jsonable
 from kdaudit._result import (  # the result, and the helpers the language-model audit shares
     COST_DEFINITIONS,
     SCHEMA,
     AuditResult,
     _command_line,
+    _judge,
     _make_bootstrap,
     _progress,
     _ratio,
@@ -282,7 +283,7 @@ def audit(
     """
     from kdaudit._version import __version__
     from kdaudit.data import AuditData
-    from kdaudit.policy import load_policy, verdict_of
+    from kdaudit.policy import load_policy
 
     from kdaudit._audit_lm import dispatch_lm
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
@@ -491,19 +492,8 @@ def audit(
         "definitions": to_jsonable(_definitions(chosen, reg)),
         "policy": pol.to_dict(),
     }
-    # Round-trip through canonical JSON so the findings are judged on exactly the numbers results.json holds.
-    import json
-
-    results = json.loads(canonical_json(results))
-    findings = tuple(pol.evaluate(results))
-    verdict = verdict_of(findings)
-    results["findings"] = [f.to_dict() for f in findings]
-    results["verdict"] = verdict
-    results["verdict_by_student"] = {
-        c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons
-        if c["role"] == "student"  # controls are not judged (see ``roles``)
-    }
-    results = json.loads(canonical_json(results))
+    results, findings = _judge(results, pol)
+    verdict = results["verdict"]
 
     timings["total_s"] = time.perf_counter() - t_start
     prov_timed = provenance.to_dict(include_timing=True)

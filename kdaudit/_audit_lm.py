@@ -32,7 +32,6 @@ The prompt (text) is the resampling unit of every interval.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import statistics
@@ -46,13 +45,14 @@ from kdaudit._result import (
     SCHEMA,
     AuditResult,
     _command_line,
+    _judge,
     _make_bootstrap,
     _progress,
     _ratio,
     _student_items,
 )
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import canonical_json, to_jsonable
+from kdaudit._io import to_jsonable
 
 __all__ = ["LM_SECTIONS", "LMAuditResult", "audit_lm"]
 
@@ -407,7 +407,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     from kdaudit._result import _roles
     from kdaudit._version import __version__
     from kdaudit.harness._run import library_versions
-    from kdaudit.policy import DEFAULT_LM_POLICY, Policy, load_policy, verdict_of
+    from kdaudit.policy import DEFAULT_LM_POLICY, Policy, load_policy
 
     t_start = time.perf_counter()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -507,15 +507,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         # when there is a task with right answers, else the retained next-token accuracy
         "scorecard": {"quality": ["lm_task.retained_accuracy", "lm_tokens.retained_next_token_accuracy"]},
     }
-    results = json.loads(canonical_json(results))
-    findings = tuple(pol.evaluate(results))
-    verdict = verdict_of(findings)
-    results["findings"] = [f.to_dict() for f in findings]
-    results["verdict"] = verdict
-    results["verdict_by_student"] = {
-        c["student"]: verdict_of([f for f in findings if f.student == c["student"]]) for c in comparisons
-        if c["role"] == "student"}  # controls are not judged
-    results = json.loads(canonical_json(results))
+    results, findings = _judge(results, pol)
+    verdict = results["verdict"]
     timings["total_s"] = time.perf_counter() - t_start
     run_info = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),

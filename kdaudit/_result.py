@@ -220,6 +220,28 @@ def _headline_keys(section: Section | None, sec: Mapping[str, Any]) -> list[str]
 
 
 # ------------------------------------------------------------------------------------------------------- audit
+def _judge(results: Mapping[str, Any], policy: Any) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """``results`` with the policy's findings, verdict and per-student verdicts (controls are not judged), and the
+    findings themselves.
+
+    Round-trips through canonical JSON before and after, so the findings are judged on exactly the numbers
+    results.json holds and the result is plain JSON types.
+    """
+    import json
+
+    from kdaudit._io import canonical_json
+    from kdaudit.policy import verdict_of
+
+    out = json.loads(canonical_json(results))
+    findings = tuple(policy.evaluate(out))
+    out["findings"] = [f.to_dict() for f in findings]
+    out["verdict"] = verdict_of(findings)
+    out["verdict_by_student"] = {
+        c["student"]: verdict_of([f for f in findings if f.student == c["student"]])
+        for c in out["comparisons"] if c.get("role", "student") == "student"}  # controls are not judged
+    return json.loads(canonical_json(out)), findings
+
+
 def _student_items(students: Any, *, accepted: str) -> list[tuple[str | None, Any]]:
     """``(name or None, model)`` pairs from one model, a list of models or a dict name -> model (``accepted`` names
     what a model is, for the error)."""
