@@ -27,7 +27,7 @@ _HEIGHT_PROBE = ("<script>document.body.setAttribute('data-height', "
 
 
 def find_browser() -> str | None:
-    """Chromium or Chrome: ``$KDAUDIT_CHROMIUM``, else the first on PATH."""
+    """Chromium or Chrome: ``$KDAUDIT_CHROMIUM``, else the first on PATH, else Debian's ``/usr/bin/chromium``."""
     env = os.environ.get("KDAUDIT_CHROMIUM")
     if env and Path(env).exists():
         return env
@@ -35,7 +35,7 @@ def find_browser() -> str | None:
         path = shutil.which(name)
         if path:
             return path
-    return None
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None  # Debian's, when off PATH
 
 
 def chromium(browser: str, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:

@@ -18,21 +18,19 @@ from kdaudit.report import render_html
 
 pytestmark = pytest.mark.browser
 
-_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+def _screenshots():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "report_screenshots.py"
+    spec = importlib.util.spec_from_file_location("report_screenshots", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def _find_browser() -> str | None:
-    env = os.environ.get("KDAUDIT_CHROMIUM")
-    if env and Path(env).exists():
-        return env
-    for name in _CANDIDATES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
-BROWSER = _find_browser()
+_SHOTS = _screenshots()
+BROWSER = _SHOTS.find_browser()  # one lookup, the screenshot script's
 if BROWSER is None:
     pytest.skip("no Chromium/Chrome found (install the 'chromium' package; .ci/run does)", allow_module_level=True)
 
@@ -150,17 +148,6 @@ def test_content_security_policy_blocks_injected_scripts(report_dir):
 
 
 # ------------------------------------------------------------------------------------- the committed reports
-def _screenshots():
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "examples" / "report_screenshots.py"
-    spec = importlib.util.spec_from_file_location("report_screenshots", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_SHOTS = _screenshots()
 _MAX_HEIGHT = {"demo": 30_000, "image": 32_000}  # px at 1280 px wide
 
 
