@@ -33,7 +33,15 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _roles,
     _student_items,
 )
-from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
+from kdaudit.sections import (
+    KIND_OF_ACCESS,
+    Section,
+    SectionInputs,
+    check_section_options,
+    definitions_of,
+    get_section,
+    registry,
+)
 
 __all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA", "audit", "available_sections"]
 
@@ -48,8 +56,10 @@ def available_sections() -> tuple[str, ...]:
 
 def _resolve_sections(sections: Any, has_references: bool, reg: Mapping[str, Section]) -> tuple[str, ...]:
     if sections is None:
-        # the default: every section that runs by default (a plugin opts in), lineage only with references
-        return tuple(n for n, s in reg.items() if s.default and (not s.needs.references or has_references))
+        # the default: every section that runs by default (a plugin opts in) on classifier outputs, lineage only
+        # with references (the language-model sections are the language-model audit's default)
+        return tuple(n for n, s in reg.items() if s.default and s.needs.kinds & set(KIND_OF_ACCESS.values())
+                     and (not s.needs.references or has_references))
     if isinstance(sections, str):
         sections = (sections,)
     sections = tuple(sections)
@@ -65,12 +75,7 @@ def _resolve_sections(sections: Any, has_references: bool, reg: Mapping[str, Sec
 def _check_section_options(section_options: Mapping[str, Any] | None, reg: Mapping[str, Section]
                            ) -> dict[str, dict[str, Any]]:
     """``section -> options``, each checked by its section's one schema (the config and the CLI use it too)."""
-    if section_options is None:
-        return {}
-    if not isinstance(section_options, Mapping):
-        raise invalid_argument("section_options", section_options, "a mapping section -> {option: value}")
-    return {name: get_section(name, reg, argument="section_options").check_options(opts)
-            for name, opts in section_options.items()}
+    return check_section_options(section_options, reg)
 
 
 def _inputs_of(t_out: Any, s_out: Any, data: Any, has_references: bool) -> SectionInputs:
@@ -86,12 +91,7 @@ def _unavailable(reason: str) -> dict[str, Any]:
 
 def _definitions(sections: Sequence[str], reg: Mapping[str, Section] | None = None) -> dict[str, dict[str, Any]]:
     """``"section.key" -> definition`` for every section used (the report's methodology reads these)."""
-    reg = registry() if reg is None else reg
-    out: dict[str, dict[str, Any]] = {}
-    for name in sections:
-        for key, d in reg[name].definitions().items():
-            out[f"{name}.{key}"] = dict(d)
-    return out
+    return definitions_of(sections, registry() if reg is None else reg)
 
 
 def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:

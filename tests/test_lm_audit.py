@@ -191,8 +191,13 @@ def test_text_only_student_is_compared_on_generations_and_teacher_likelihood(mod
     api = _TextOnly(student, "api student")
     r = _audit(teacher, api, [_prompt_set(), _choice_set()])
     comp = r.to_dict()["comparisons"][0]
-    assert not comp["lm_tokens"]["available"] and "text only" in comp["lm_tokens"]["reason"]
-    assert not comp["lm_task"]["available"]
+    # one skip rule: a text-only model gives the TEXT kind; every section that needs per-token log-probabilities
+    # says so, the generation section (which takes text) runs
+    for section in ("lm_tokens", "lm_task", "lm_bias"):
+        assert not comp[section]["available"]
+        assert comp[section]["reason"] == (f"the {section} section needs outputs of kind token_top_k; "
+                                           "student 'api student' gives text")
+    assert r.to_dict()["comparisons_possible"]["api student"]["per_token_reason"] == comp["lm_tokens"]["reason"]
     gen = comp["lm_generation"]
     assert gen["available"] and gen["headline"]["teacher_loglik_gap"]["value"] is not None
     # the student's greedy text is the same whether read through the API or directly
@@ -211,7 +216,41 @@ def test_lm_audit_bad_inputs(models):
     with pytest.raises(KDAuditError, match="teacher"):
         kdaudit.audit(object(), student, _prompt_set(), progress=False)
     with pytest.raises(KDAuditError, match="sections"):
-        _audit(teacher, student, _prompt_set(), sections=["agreement"])
+        _audit(teacher, student, _prompt_set(), sections=["lm_tokenz"])
+    with pytest.raises(KDAuditError, match="lineage_test"):
+        _audit(teacher, student, _prompt_set(), sections=["lineage"])
+    with pytest.raises(KDAuditError, match=r"section_options\.lm_tokens\.top_k"):
+        kdaudit.audit(teacher, student, _prompt_set(), section_options={"lm_tokens": {"top_k": 21}}, progress=False)
+    with pytest.raises(KDAuditError, match="length_normalize"):
+        kdaudit.audit(teacher, student, _prompt_set(), section_options={"lm_task": {"length_normalize": "tokens"}},
+                      progress=False)
+
+
+def test_lm_sections_are_registry_sections_judged_by_the_one_skip_rule(models):
+    """The language-model sections live in the registry (sections/_lm.py): options, needs, definitions and rows;
+    a classifier section asked of language models, or a section whose prompt set is missing, is reported
+    unavailable with the skip rule's reason."""
+    from kdaudit.sections import registry
+
+    reg = registry()
+    assert [n for n in reg if n.startswith("lm_") or n == "cost"] == ["lm_tokens", "lm_generation", "lm_task",
+                                                                       "lm_bias", "cost"]
+    assert reg["lm_tokens"].check_options({"top_k": "5"}) == {"top_k": 5}  # the CLI's strings, converted
+    teacher, student, _ = models
+    r = _audit(teacher, student, _choice_set(), sections=["agreement", "lm_tokens", "lm_task"])
+    comp = r.to_dict()["comparisons"][0]
+    assert comp["agreement"] == {"available": False, "headline": {}, "reason": (
+        "the agreement section needs outputs of kind class_probs, labels, top_k; teacher 'teacher' gives "
+        "token_top_k")}
+    assert comp["lm_tokens"]["reason"] == ("the lm_tokens section needs a prompt set of texts (prompts without "
+                                           "choices); none was given")
+    assert comp["lm_task"]["available"]
+    assert r.to_dict()["settings"]["sections"] == ["agreement", "lm_tokens", "lm_task"]
+    # the tidy rows come from each section's reading, in registry order
+    frame = r.to_frame()
+    assert list(dict.fromkeys(frame["section"])) == ["lm_task"]
+    assert set(r.to_dict()["definitions"]) >= {"lm_task.retained_accuracy"}
+    assert r.to_dict()["definitions"]["lm_task.retained_accuracy"]["label"].endswith("(task)")
 
 
 # ------------------------------------------------------------------------------------------------ distillation

@@ -5,17 +5,31 @@ needs from the models (output kinds, least access, labels, sensitive features, r
 factory, and the tidy rows its result reads as. See :class:`Section` and ARCHITECTURE.md ("Adding a section").
 """
 
-from kdaudit.sections._base import KIND_OF_ACCESS, Needs, Option, Row, Section, SectionInputs
-from kdaudit.sections._registry import ENTRY_POINT_GROUP, get_section, registry, section_names
+from kdaudit.sections._base import DATA_PARTS, KIND_OF_ACCESS, Needs, Option, Row, Section, SectionInputs
+from kdaudit.sections._lm import LMOutputs, LMPair, LMSection
+from kdaudit.sections._registry import (
+    ENTRY_POINT_GROUP,
+    check_section_options,
+    definitions_of,
+    get_section,
+    registry,
+    section_names,
+)
 
 __all__ = [
+    "DATA_PARTS",
     "ENTRY_POINT_GROUP",
     "KIND_OF_ACCESS",
+    "LMOutputs",
+    "LMPair",
+    "LMSection",
     "Needs",
     "Option",
     "Row",
     "Section",
     "SectionInputs",
+    "check_section_options",
+    "definitions_of",
     "get_section",
     "registry",
     "section_names",
