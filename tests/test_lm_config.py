@@ -260,3 +260,29 @@ def test_an_endpoint_in_an_lm_config_shares_a_local_tokenizer(project, tmp_path,
     assert comp["lm_tokens"]["available"], comp["lm_tokens"].get("reason")
     assert comp["lm_tokens"]["headline"]["top1_agreement"]["value"] == pytest.approx(1.0)
     assert comp["lm_generation"]["headline"]["exact_match"]["value"] == pytest.approx(1.0)
+
+
+def test_gate_default_policy_follows_the_results_task(tmp_path, capsys):
+    from kdaudit.policy import DEFAULT_LM_POLICY, DEFAULT_POLICY, gate
+
+    assert main(["gate", "--show-default-policy", "--task", "lm"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == DEFAULT_LM_POLICY
+    assert main(["gate", "--show-default-policy"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == DEFAULT_POLICY
+    lm_results = REPO / "reports" / "lm" / "results.json"
+    assert main(["gate", "--show-default-policy", str(lm_results)]) == 0  # the default the gate would apply
+    assert yaml.safe_load(capsys.readouterr().out) == DEFAULT_LM_POLICY
+    res = json.loads(lm_results.read_text())
+    res.pop("policy")
+    bare = tmp_path / "results.json"
+    bare.write_text(json.dumps(res))
+    judged = gate(bare)
+    assert judged.policy.name == "kdaudit-default-lm"
+    assert {f.metric for f in judged.findings} == {r["metric"] for r in DEFAULT_LM_POLICY["rules"]}
+    assert gate(bare, "default").policy.name == "kdaudit-default-lm"
+    res["task"] = "speech"
+    bare.write_text(json.dumps(res))
+    assert main(["gate", str(bare)]) == 2
+    assert "task 'speech'" in capsys.readouterr().err
+    assert main(["gate", str(lm_results), "--task", "lm"]) == 2
+    assert "--show-default-policy" in capsys.readouterr().err
