@@ -286,3 +286,66 @@ def test_gate_default_policy_follows_the_results_task(tmp_path, capsys):
     assert "task 'speech'" in capsys.readouterr().err
     assert main(["gate", str(lm_results), "--task", "lm"]) == 2
     assert "--show-default-policy" in capsys.readouterr().err
+
+
+LM_TOY = '''
+import numpy as np
+
+from kdaudit import Estimate
+from kdaudit._kinds import OutputKind
+from kdaudit.sections import LMSection, Needs, Option
+
+
+class LengthSection(LMSection):
+    """Mean length of the student's continuations over the teacher's (a plugin on the TEXT kind)."""
+
+    name, order, title = "lm_length", 55, "Continuation length"
+    needs = Needs(kinds=frozenset({OutputKind.TEXT}), least_access=None, data=frozenset({"texts"}))
+    options = (Option("unit", str, "chars", "what is counted", choices=("chars", "words")),)
+    default = False  # a plugin opts in
+
+    def definitions(self):
+        return {"length_ratio": {"label": "Length ratio", "formula": "mean len(student) / mean len(teacher)",
+                                 "higher_is_better": None, "description": "A toy plugin metric."}}
+
+    def compute_lm(self, pair, options):
+        size = len if options["unit"] == "chars" else (lambda t: len(t.split()))
+        t = np.mean([size(x) for x in pair.teacher.generations.texts])
+        s = np.mean([size(x) for x in pair.student.generations.texts])
+        return {"available": True, "reason": None, "headline": {"length_ratio": Estimate(float(s / max(t, 1e-9)))}}
+'''
+
+
+def test_a_plugin_section_on_the_text_kind_joins_lm_audits(project, tmp_path, monkeypatch):
+    from kdaudit.sections import ENTRY_POINT_GROUP
+
+    (tmp_path / "kdaudit_lm_toy.py").write_text(LM_TOY)
+    info = tmp_path / "kdaudit_lm_toy-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kdaudit-lm-toy\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nlm_length = kdaudit_lm_toy:LengthSection\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        cfg = _config(project, data=["prompts.jsonl"], sections=["lm_generation", "lm_length"],
+                      policy={"rules": [{"metric": "lm_length.length_ratio", "min": 0.0}]})
+        cfg["models"]["students"] = [{"path": "vendor.jsonl", "name": "vendor"}]
+        cfg["section_options"]["lm_length"] = {"unit": "words"}
+        r = audit_from_config(_write(project, cfg, "plugin.yaml"), save=False, progress=False)
+        res = r.to_dict()
+        comp = res["comparisons"][0]
+        assert comp["lm_length"]["available"] and comp["lm_length"]["headline"]["length_ratio"]["value"] > 0
+        assert res["settings"]["section_options"] == {"lm_length": {"unit": "words"}}
+        assert res["definitions"]["lm_length.length_ratio"]["label"] == "Length ratio"
+        assert [f.status for f in r.findings] == ["pass"]
+        assert ("lm_length", "length_ratio") in set(zip(r.to_frame()["section"], r.to_frame()["metric"]))
+        with pytest.raises(ConfigError, match="section_options.lm_length.unit"):
+            cfg["section_options"]["lm_length"] = {"unit": "bytes"}
+            load_config(_write(project, cfg, "plugin-bad.yaml"))
+        # not asked for: a plugin that opts out of the default does not change an audit
+        del cfg["sections"], cfg["policy"], cfg["section_options"]["lm_length"]
+        plain = audit_from_config(_write(project, cfg, "plugin-default.yaml"), save=False, progress=False)
+        assert "lm_length" not in plain.to_dict()["comparisons"][0]
+    finally:
+        import sys
+
+        sys.modules.pop("kdaudit_lm_toy", None)
