@@ -12,18 +12,13 @@ What runs on what
     multiple-choice task scored by log-likelihood (task section). At most one of each.
 
 Sections (each ``available`` or not, with the reason)
-    ``lm_tokens``: per-token agreement (divergence lower bounds on the revealed top-k partition, top-1 agreement,
-    top-k overlap), next-token accuracy and perplexity of each model and their ratios, next-token calibration;
-    needs log-probabilities from both models *and the same tokenizer* (else unavailable: positions do not
-    correspond, and the report says only text-level comparisons were possible).
-    ``lm_generation``: exact match, ROUGE-L and chrF of greedy continuations, and the teacher's log-likelihood of
-    the student's continuations against its own (text only from the student suffices).
-    ``lm_task``: the multiple-choice task as a classification problem whose class probabilities are the softmax
-    of the choices' log-likelihoods: the classifier families' agreement (accuracy, retained accuracy, McNemar),
-    calibration (ECE of the answer probabilities) and error fingerprints (inherited, new, fixed errors, shared
-    wrong answers against chance), with the same definitions and intervals as for classifiers.
-    ``lm_bias``: per prompt-level group column, token-level group accuracy and agreement with their disparities
-    and amplification, and the task's bias-transfer section (classifier family) on the same columns.
+    The registry's sections (:mod:`kdaudit.sections._lm`: ``lm_tokens``, ``lm_generation``, ``lm_task``,
+    ``lm_bias``; then ``cost``, computed here from the models), selected, their options checked and their skips
+    decided exactly as in a classifier audit: ``section_options`` by each section's one schema, and the one skip
+    rule on what each needs (per-token top-k log-probabilities or generated text from both models; a prompt set of
+    texts or a multiple-choice set). ``lm_tokens`` also needs one tokenizer (else unavailable, and the report says
+    only text-level comparisons were possible). A text-only model gets ``lm_generation`` (and ``cost``). Any other
+    registered section may be named; one the models cannot feed is reported unavailable with the rule's reason.
     ``cost``: parameter and size ratios (exact); measured scoring speed goes to ``run_info`` (it varies by run).
 
 The prompt (text) is the resampling unit of every interval.
