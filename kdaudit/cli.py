@@ -65,7 +65,9 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         "audit", parents=[_common()],
         help="audit the models a YAML config names; write report.html and results.json",
         description="Runs the audit described by CONFIG (models, data, sensitive features, sections, seed, "
-                    "bootstrap, policy) and writes results.json, run.json and report.html to --out.")
+                    "bootstrap, policy) and writes results.json, run.json and report.html to --out. A config with "
+                    "'task: lm' audits language models (Hugging Face directories, OpenAI-compatible endpoints or "
+                    "precomputed outputs) on prompt files or the bundled corpus (examples/configs/lm_audit.yaml).")
     p.add_argument("config", metavar="CONFIG.yaml", help="audit configuration file")
     p.add_argument("--out", help="output directory (default: the config's 'out', else ./kdaudit-report)")
     p.add_argument("--policy", help="policy YAML overriding the config's policy")
