@@ -6,8 +6,9 @@ imports the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from kdaudit._audit import AuditResult, _progress, audit
 
@@ -93,7 +94,8 @@ def _audit_lm_config(cfg: Any, *, out_dir: Any, save: bool, progress: bool, **ov
     _progress(progress, f"loading {len(cfg.data)} prompt set(s)")
     data = cfg.load_data()
     _progress(progress, f"loading {1 + len(cfg.students)} language models")
-    teacher, students, roles = cfg.load_models()
+    with _transformers_bars(progress):
+        teacher, students, roles = cfg.load_models()
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "roles": roles or None, "config": cfg.to_dict(), "bootstrap": cfg.bootstrap(), "progress": progress,
@@ -112,6 +114,23 @@ def _audit_lm_config(cfg: Any, *, out_dir: Any, save: bool, progress: bool, **ov
     if save and target is not None:
         result.save(target)
     return result
+
+
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own loading bars follow ``progress`` (restored afterwards: the setting is process-wide)."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tf_logging.enable_progress_bar()
 
 
 def _merged(base: Any, extra: Any) -> dict[str, dict[str, Any]]:
