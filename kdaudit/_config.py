@@ -813,6 +813,8 @@ _PROMPT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet", ".pq")
 _LM_OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 CORPORA = ("stdlib",)
 _CORPUS_KINDS = ("continuations", "choices")
+# the LM demo's sizes (the held-out docstrings hold 120 of 80 + 80 characters, and 100 functions for the task)
+_CORPUS_DEFAULTS = {"continuations": {"n": 120, "prompt_chars": 80, "reference_chars": 80}, "choices": {"n": 100}}
 # what a classifier config holds that a language-model audit has no use for, and why
 _NOT_FOR_LM = {"references": "the lineage of language models is tested by 'kdaudit lineage --prompts'",
                "controls": "controls are students with 'role: control' in a language-model audit",
@@ -852,21 +854,36 @@ class PromptSpec:
     corpus: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     rows: int | None = None
+    where: str = field(default="", compare=False)  # the config file and key, for messages
 
     def load(self) -> Any:
-        """The :class:`~kdaudit.data.PromptSet` (the first ``rows`` prompts when ``rows`` is set)."""
+        """The :class:`~kdaudit.data.PromptSet` (the first ``rows`` prompts when ``rows`` is set).
+
+        Raises
+        ------
+        ConfigError
+            Naming the config key, when the file or the corpus cannot give the prompts asked for.
+        """
         opts = dict(self.options)
-        if self.path is not None:
-            from kdaudit.data._prompts import load_prompts
+        try:
+            if self.path is not None:
+                from kdaudit.data._prompts import load_prompts
 
-            ps = load_prompts(self.path, **opts)
-        else:
-            from kdaudit.data._corpus import continuation_prompts, docstring_choice_task, load_stdlib_corpus
+                ps = load_prompts(self.path, **opts)
+            else:
+                from kdaudit.data._corpus import continuation_prompts, docstring_choice_task, load_stdlib_corpus
 
-            kind = opts.pop("kind", "continuations")
-            # held-out documents, as the demo audits on: the split is fixed by each docstring's id
-            _, held = load_stdlib_corpus().split(heldout_fraction=0.2)
-            ps = (continuation_prompts if kind == "continuations" else docstring_choice_task)(held, **opts)
+                kind = opts.pop("kind", "continuations")
+                make = continuation_prompts if kind == "continuations" else docstring_choice_task
+                for k, v in _CORPUS_DEFAULTS[kind].items():
+                    opts.setdefault(k, v)
+                # held-out documents, as the demo audits on: the split is fixed by each docstring's id
+                _, held = load_stdlib_corpus().split(heldout_fraction=0.2)
+                ps = make(held, **opts)
+        except ConfigError:
+            raise
+        except KDAuditError as exc:
+            raise ConfigError(f"{self.where}: {exc}") from None
         if self.rows is not None and self.rows < len(ps):
             ps = ps.subset(np.arange(self.rows))
         return ps
@@ -1072,7 +1089,7 @@ def _parse_prompts(value: Any, path: str, ctx: _Ctx) -> PromptSpec:
             if d.get(k) is not None:
                 opts[k] = (ctx.str_list(d[k], _join(path, k), "a list of group column names") if k == "groups"
                            else ctx.str_(d[k], _join(path, k), "a field name" if k.endswith("_field") else "a name"))
-        return PromptSpec(path=p, options=opts, rows=rows)
+        return PromptSpec(path=p, options=opts, rows=rows, where=f"{ctx.source}: config key {path!r}")
     corpus = d["corpus"]
     if corpus not in CORPORA:
         raise ctx.error(_join(path, "corpus"), corpus, "one of " + ", ".join(CORPORA)
@@ -1093,7 +1110,7 @@ def _parse_prompts(value: Any, path: str, ctx: _Ctx) -> PromptSpec:
             if k not in allowed:
                 raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} does not apply to kind {kind!r}")
             opts[k] = ctx.int_(d[k], _join(path, k), minimum={"seed": 0, "n_choices": 2}.get(k, 1))
-    return PromptSpec(corpus=corpus, options=opts, rows=rows)
+    return PromptSpec(corpus=corpus, options=opts, rows=rows, where=f"{ctx.source}: config key {path!r}")
 
 
 def parse_lm_config(top: Mapping[str, Any], ctx: _Ctx) -> LMAuditConfig:

@@ -349,3 +349,28 @@ def test_a_plugin_section_on_the_text_kind_joins_lm_audits(project, tmp_path, mo
         import sys
 
         sys.modules.pop("kdaudit_lm_toy", None)
+
+
+def test_lm_config_specs_load_and_record_relative_paths(project):
+    cfg = _config(project, data=[{"path": "prompts.jsonl", "rows": 5, "groups": ["kind"]}, "stdlib"])
+    cfg["models"]["students"].append({"endpoint": "http://127.0.0.1:9/v1/", "model": "m", "access": "text",
+                                      "api_key_env": "SOME_KEY_ENV", "max_prompts": 10})
+    loaded = load_config(_write(project, cfg, "specs.yaml"))
+    assert [s.source for s in loaded.students] == ["huggingface", "huggingface", "precomputed", "endpoint"]
+    texts, corpus = loaded.load_data()
+    assert len(texts) == 5 and list(texts.groups.columns) == ["kind"]
+    assert corpus.name == "stdlib-continuations" and corpus.references is not None
+    recorded = loaded.to_dict()
+    assert recorded["models"]["students"][3] == {"endpoint": "http://127.0.0.1:9/v1", "name": "m", "model": "m",
+                                                 "access": "text", "api_key_env": "SOME_KEY_ENV", "max_prompts": 10}
+    assert recorded["data"] == [{"path": "prompts.jsonl", "groups": ["kind"], "rows": 5},
+                                {"corpus": "stdlib", "kind": "continuations"}]
+    assert len(corpus) == 120  # the demo's sizes by default
+    too_many = load_config(_write(project, _config(project, data={"corpus": "stdlib", "kind": "choices",
+                                                                  "n": 5000}), "many.yaml"))
+    with pytest.raises(ConfigError, match=r"many.yaml: config key 'data': argument 'n' got 5000; expected at most"):
+        too_many.load_data()
+    # a classifier config may say so; its schema is unchanged (a classifier model key path in the error)
+    with pytest.raises(ConfigError, match=r"'models.teacher.path'.*a model file that exists"):
+        load_config({"task": "classifier", "models": {"teacher": "nowhere.pt", "students": ["x.pt"]},
+                     "data": "adult"})
