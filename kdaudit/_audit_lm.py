@@ -8,7 +8,7 @@
 What runs on what
     ``data`` is one :class:`PromptSet` or a list of them: a set **without** choices gives texts (``prompt +
     reference`` when it has references, else the prompt) that every model scores teacher-forced (per-token
-    sections) and prompts every model continues greedily (generation section); a set **with** choices is a
+    sections) and prompts every model continues (greedily by default; generation section); a set **with** choices is a
     multiple-choice task scored by log-likelihood (task section). At most one of each.
 
 Sections (each ``available`` or not, with the reason)
@@ -58,6 +58,10 @@ _LM_KINDS = frozenset({OutputKind.TOKEN_TOP_K, OutputKind.TEXT})
 #: the sections computed from the models themselves rather than from their outputs
 _MODEL_SECTIONS = ("cost",)
 _SPEED_ROUNDS = 5
+#: the options results.json's ``settings`` holds by name, defaults included (as it always has); any other option
+#: given goes to ``settings.section_options``, as in a classifier audit
+_SETTINGS_OPTIONS = {"lm_tokens": ("top_k",), "lm_generation": ("max_new_tokens",), "lm_task": ("length_normalize",),
+                     "lm_bias": ("min_group_size",)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +118,8 @@ def scored_texts(ps: Any) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- model outputs
 def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *, top_k: int, max_new_tokens: int,
-             length_normalize: str, seed: int, progress: bool, cache_dir: Any) -> dict[str, LMOutputs]:
+             do_sample: bool, temperature: float, length_normalize: str, seed: int, progress: bool,
+             cache_dir: Any) -> dict[str, LMOutputs]:
     """Every model's outputs through the sequence harness (identical order; chunks cached with ``cache_dir``)."""
     from kdaudit.data._prompts import PromptSet
     from kdaudit.harness import generate_all, score_all
@@ -138,9 +143,10 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
                     prefix[m.name] = score(m, text_set)
                 if text_set.references is not None:
                     out[m.name].reference = continuation_loglik(out[m.name].tokens, prefix[m.name])
-        _progress(progress, f"generating {len(text_set)} continuations with {len(models)} models")
-        gens = generate_all(models, text_set, max_new_tokens=max_new_tokens, do_sample=False, seed=seed,
-                            cache_dir=cache_dir, progress=progress)
+        how = f"sampled at temperature {temperature:g}" if do_sample else "greedy"
+        _progress(progress, f"generating {len(text_set)} continuations ({how}) with {len(models)} models")
+        gens = generate_all(models, text_set, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                            temperature=temperature, seed=seed, cache_dir=cache_dir, progress=progress)
         for m in models:
             out[m.name].generations = gens[m.name]
         if lm_kind(teacher) == OutputKind.TOKEN_TOP_K:
@@ -240,7 +246,9 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     section_options : mapping, optional
         ``section -> {option: value}``, checked by each section's schema (:mod:`kdaudit.sections._lm`):
         ``lm_tokens.top_k`` (log-probabilities kept per position, at most 20 and at most what each model reveals),
-        ``lm_generation.max_new_tokens`` (length of the greedy continuations), ``lm_task.length_normalize``
+        ``lm_generation.max_new_tokens`` (length of the continuations), ``lm_generation.do_sample`` and
+        ``temperature`` (sampled continuations, one seeded stream per prompt; default greedy),
+        ``lm_task.length_normalize``
         (``"none"``: the sum of a choice's token log-probabilities, lm-evaluation-harness ``acc``; ``"chars"``:
         that sum per character, ``acc_norm``), ``lm_bias.min_group_size`` (groups with fewer prompts are shown
         but left out of disparities).
@@ -291,6 +299,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     t0 = time.perf_counter()
     outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k,
                     max_new_tokens=options["lm_generation"]["max_new_tokens"],
+                    do_sample=options["lm_generation"]["do_sample"],
+                    temperature=options["lm_generation"]["temperature"],
                     length_normalize=options["lm_task"]["length_normalize"], seed=seed, progress=progress,
                     cache_dir=cache_dir)
     timings: dict[str, Any] = {"models_s": time.perf_counter() - t0, "sections_s": {}}
@@ -361,11 +371,13 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "sections": list(chosen), "seed": seed,
         "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,
                       "n_blocks": boot.n_blocks, "method": boot.method, "unit": "prompt"},
-        # the options of kdaudit's language-model sections, by option name (they shape what the models are asked)
-        **{k: v for opts in options.values() for k, v in opts.items()},
+        # the options the first language-model audits recorded here, by name, with their defaults filled in
+        **{k: options[section][k] for section, keys in _SETTINGS_OPTIONS.items() for k in keys},
     }
-    other = {k: v for k, v in checked.items() if k not in options and v}
-    if other:  # options given to other sections (a plugin's), as the classifier audit records them
+    other = {section: {k: v for k, v in opts.items() if k not in _SETTINGS_OPTIONS.get(section, ())}
+             for section, opts in checked.items()}
+    other = {section: opts for section, opts in other.items() if opts}
+    if other:  # every other option given (sampling, a plugin's), as the classifier audit records them
         settings["section_options"] = to_jsonable(other)
     results: dict[str, Any] = {
         "schema": SCHEMA,

@@ -300,3 +300,27 @@ def test_lm_demo_quick_is_byte_reproducible_and_cli_writes_outside_the_repo(tmp_
     assert (out / "results.json").read_bytes() == p1["results"].read_bytes()
     assert {p.name for p in out.iterdir()} >= {"results.json", "run.json", "report.html"}
     assert r1.to_dict()["config"]["demo"]["task"] == "lm"
+
+
+def test_sampled_generations_are_seeded_and_recorded(models):
+    teacher, student, _ = models
+
+    def run(**opts):
+        return kdaudit.audit(teacher, student, _prompt_set(12), sections=["lm_generation"], seed=3, n_replicates=20,
+                             progress=False, section_options={"lm_generation": {"max_new_tokens": 6, **opts}})
+
+    greedy = run()
+    a, b = run(do_sample=True, temperature=1.5), run(do_sample="true", temperature="1.5")  # the CLI's strings
+    assert a.to_json() == b.to_json()  # one seeded stream per prompt: the same bytes again
+    res = a.to_dict()
+    assert res["settings"]["section_options"] == {"lm_generation": {"do_sample": True, "temperature": 1.5}}
+    assert res["settings"]["max_new_tokens"] == 6 and "section_options" not in greedy.to_dict()["settings"]
+    gen = res["comparisons"][0]["lm_generation"]
+    assert gen["settings"]["student"] == {"do_sample": True, "max_new_tokens": 6, "seed": 3, "temperature": 1.5}
+    assert a.outputs["student"].generations.texts != greedy.outputs["student"].generations.texts
+    from kdaudit.report import render_html
+
+    assert "Continuations sampled at temperature 1.5 of at most 6 tokens" in render_html(res)
+    assert "Greedy continuations of at most 6 tokens" in render_html(greedy.to_dict())
+    with pytest.raises(KDAuditError, match="temperature"):
+        run(do_sample=True, temperature=0)

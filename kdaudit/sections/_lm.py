@@ -156,10 +156,15 @@ class LMTokensSection(LMSection):
 
 class LMGenerationSection(LMSection):
     name, order, title = "lm_generation", 47, "Generations"
-    description = ("What the two models generate for the same prompts: exact match, ROUGE-L and chrF of greedy "
-                   "continuations, and the teacher's log-likelihood of the student's continuations.")
+    description = ("What the two models generate for the same prompts: exact match, ROUGE-L and chrF of their "
+                   "continuations (greedy, or sampled with a seed per prompt), and the teacher's log-likelihood of "
+                   "the student's continuations.")
     needs = Needs(kinds=frozenset({OutputKind.TEXT}), least_access=None, data=frozenset({"texts"}))
-    options = (Option("max_new_tokens", int, 32, "length of the greedy continuations", minimum=1, maximum=1 << 16),)
+    options = (Option("max_new_tokens", int, 32, "length of the continuations", minimum=1, maximum=1 << 16),
+               Option("do_sample", bool, False, "sample the continuations (seeded per prompt) instead of greedy "
+                      "decoding"),
+               Option("temperature", float, 1.0, "sampling temperature (with do_sample)", minimum=1e-3,
+                      maximum=100.0))
     summary_keys = ("chrf", "rouge_l", "exact_match", "teacher_loglik_gap")
     tables = (("kdaudit.metrics._sequence", "GENERATION_DEFINITIONS"),)
 
