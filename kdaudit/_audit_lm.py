@@ -437,8 +437,9 @@ def dispatch_lm(teacher: Any, students: Any, data: Any, *, unsupported: Mapping[
         return None
     for name, value in unsupported.items():
         if value is not None:
-            raise invalid_argument(name, "a value", "None in a language-model audit (the lineage of language "
-                                                    "models is tested by kdaudit.lineage_test)")
+            why = ("it runs in this process, on the sequence harness" if name in ("executor", "block_rows") else
+                   "the lineage of language models is tested by kdaudit.lineage_test")
+            raise invalid_argument(name, "a value", f"None in a language-model audit ({why})")
     return audit_lm(teacher, students, data, **kwargs)
 
 

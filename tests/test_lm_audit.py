@@ -213,6 +213,8 @@ def test_lm_audit_bad_inputs(models):
         kdaudit.audit(teacher, student, _prompt_set(), section_options={"lm_tokens": {"k": 3}}, progress=False)
     with pytest.raises(KDAuditError, match="references"):
         kdaudit.audit(teacher, student, _prompt_set(), references=[student], progress=False)
+    with pytest.raises(KDAuditError, match="'executor'.*this process"):
+        kdaudit.audit(teacher, student, _prompt_set(), executor="local", progress=False)
     with pytest.raises(KDAuditError, match="teacher"):
         kdaudit.audit(object(), student, _prompt_set(), progress=False)
     with pytest.raises(KDAuditError, match="sections"):
