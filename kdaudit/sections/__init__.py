@@ -5,7 +5,17 @@ needs from the models (output kinds, least access, labels, sensitive features, r
 factory, and the tidy rows its result reads as. See :class:`Section` and ARCHITECTURE.md ("Adding a section").
 """
 
-from kdaudit.sections._base import DATA_PARTS, KIND_OF_ACCESS, Needs, Option, Row, Section, SectionInputs
+from kdaudit.sections._base import (
+    DATA_PARTS,
+    KIND_OF_ACCESS,
+    ModelContext,
+    ModelResults,
+    Needs,
+    Option,
+    Row,
+    Section,
+    SectionInputs,
+)
 from kdaudit.sections._lm import LMOutputs, LMPair, LMSection
 from kdaudit.sections._registry import (
     ENTRY_POINT_GROUP,
@@ -23,6 +33,8 @@ __all__ = [
     "LMOutputs",
     "LMPair",
     "LMSection",
+    "ModelContext",
+    "ModelResults",
     "Needs",
     "Option",
     "Row",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kdaudit._kinds import OutputKind
-from kdaudit.sections._base import Needs, Option, Row, Section, SectionInputs
+from kdaudit.sections._base import Needs, Option, Section, SectionInputs
 
 __all__ = ["LMOutputs", "LMPair", "LM_BUILTIN_SECTIONS", "LMSection", "lm_kind"]
 
@@ -245,11 +245,6 @@ class LMBiasSection(LMSection):
             if d is not None:
                 out[f"task_{key}"] = dict(d, label="Task: " + d["label"])
         return out
-
-    def rows(self, result: Mapping[str, Any]) -> list[Row]:
-        from kdaudit.sections._builtin import BiasSection
-
-        return BiasSection.rows(self, result)  # the bias section's layout: features, disparities, groups
 
     def compute_lm(self, pair: LMPair, options: Mapping[str, Any]) -> dict[str, Any]:
         import numpy as np
