@@ -20,8 +20,9 @@ Conditions of a pair rather than of a kind stay with the section: per-token comp
 The statistics live in :mod:`kdaudit.metrics._sequence` and :mod:`kdaudit.metrics._text` (and, for the multiple-choice
 task, the classifier families); the sections only choose what to compute from what the audit collected
 (:class:`LMOutputs`). The audit (:mod:`kdaudit._audit_lm`) runs the models; the options that shape what it asks of
-them (``lm_tokens.top_k``, ``lm_generation.max_new_tokens``, ``lm_task.length_normalize``) are declared here, so the
-API's ``section_options``, a config's ``section_options:`` and the CLI's ``--option`` check them with one schema.
+them (``lm_tokens.top_k``; ``lm_generation.max_new_tokens``, ``do_sample`` and ``temperature``;
+``lm_task.length_normalize``) are declared here, so the API's ``section_options``, a config's ``section_options:``
+and the CLI's ``--option`` check them with one schema.
 """
 
 from __future__ import annotations
