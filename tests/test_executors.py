@@ -131,13 +131,16 @@ def test_parquet_source_errors(tmp_path):
                  n_files=1)
     with pytest.raises(KDAuditError, match="'nope'"):
         ParquetSource(tmp_path / "s", label="nope")
+    # the local executor is the default: a sharded source needs no executor named
+    cols = (ColumnModel("p_teacher", n_classes=3), {"s": ColumnModel("p_student", n_classes=3)})
+    assert results_text(audit(*cols, ParquetSource(tmp_path / "s"), **KW)) == \
+        results_text(audit(*cols, ParquetSource(tmp_path / "s"), executor="local", **KW))
     with pytest.raises(KDAuditError, match="data"):
-        audit(ColumnModel("p_teacher", n_classes=3), {"s": ColumnModel("p_student", n_classes=3)},
-              ParquetSource(tmp_path / "s"), **KW)  # a sharded source needs an executor
+        audit(*cols, {"not": "data"}, **KW)
 
 
 def test_get_executor_and_missing_ray(monkeypatch):
-    assert get_executor(None) is None and isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor(None), LocalExecutor) and isinstance(get_executor("local"), LocalExecutor)
     with pytest.raises(KDAuditError, match="executor"):
         get_executor("spark")
     monkeypatch.setitem(sys.modules, "ray", None)  # what a machine without Ray sees

@@ -107,7 +107,7 @@ def test_a_plugin_section_reaches_results_frame_policy_gate_and_report(toy_insta
                                             {"metric": "agreement.top1_agreement", "min": 0.0}]}
     result = audit(teacher, {"student": student, "api": labels_only}, data, sections=["agreement", "toy"],
                    section_options={"toy": {"scale": 2}}, policy=policy, n_replicates=50, seed=0, progress=False,
-                   measure_cost=False)
+                   measure_cost=False, keep_outputs=True)
     r = result.to_dict()
     comp = {c["student"]: c for c in r["comparisons"]}
     # results.json: the section, its definitions and its options

@@ -260,6 +260,22 @@ class Section:
         ``compute``), or None for a section without one."""
         return None
 
+    def fold(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+             options: Mapping[str, Any]) -> Any:
+        """One unit of rows folded into a fresh accumulator, or the section's final result when it finds it cannot
+        run on these rows (a result that is not an accumulator is taken as is).
+
+        ``teacher`` and ``student`` are the harness's ``ModelOutputs`` on the unit's rows (``probs``, ``labels``,
+        ``logits``, ``access``, ``top_k``, ``n_classes``). The engine merges the units' accumulators in unit order
+        and calls ``compute()`` once. Default: :meth:`accumulator` updated with both models' probabilities.
+        """
+        acc = self.accumulator(n_classes=teacher.n_classes, teacher=teacher, student=student, bootstrap=bootstrap,
+                               options=options)
+        if acc is None:
+            raise NotImplementedError(f"section {self.name!r} has no accumulator (stream = False, or define one)")
+        acc.update(y_true, teacher.probs, student.probs, ids=ids, sensitive=sensitive)
+        return acc
+
     def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
                 options: Mapping[str, Any]) -> Any:
         """The section's result for one pair of harness outputs (a ``SectionResult`` or a JSON-able mapping)."""
