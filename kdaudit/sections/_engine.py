@@ -14,6 +14,7 @@ number of rows.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import sys
@@ -169,8 +170,8 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
                 final.setdefault(key, fold)  # the section's own result, decided before reading a row
             elif key in merged:
                 merged[key].merge(fold)
-            else:
-                merged[key] = fold
+            else:  # the driver's own copy: a remote worker's arrays arrive read-only (Ray's object store)
+                merged[key] = copy.deepcopy(fold)
         provs.append(res["provenance"])
         summaries.append(res["summary"])
         if res["outputs"] is not None:
