@@ -171,6 +171,20 @@ def test_one_unit_gives_the_section_functions_numbers_and_resumes_from_its_chunk
     assert again.to_json() == one.to_json()
 
 
+def test_a_black_box_budget_is_checked_for_the_whole_audit_before_any_unit():
+    from kdaudit import QueryBudgetExceededError
+    from kdaudit.models import BlackBoxModel
+
+    data = _data(n=300)
+    net = _net(1)
+    api = BlackBoxModel(lambda X: torch.softmax(net(torch.as_tensor(X)), 1).detach().numpy(), n_classes=3,
+                        name="api", query_budget=250)
+    with pytest.raises(QueryBudgetExceededError):
+        audit(_net(0), {"api": api}, data, sections=["agreement"], block_rows=100, n_replicates=0, progress=False,
+              measure_cost=False)
+    assert api.query_count == 0  # refused up front, not after spending part of the budget
+
+
 class _ReversedExecutor:
     """Runs the shards last to first (as parallel workers might finish), yields them in order."""
 
