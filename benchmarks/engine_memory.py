@@ -4,7 +4,7 @@
     python benchmarks/engine_memory.py --sizes 200000 2000000
 
 Each size runs in a fresh process: a torch teacher and student (linear models over 8 features, 10 classes) audited
-by ``kdaudit.audit(...)`` (the engine, local executor, units of 262,144 rows) with the agreement, calibration and
+by ``kdaudit.audit(...)`` (the engine, local executor, units of 65,536 rows) with the agreement, calibration and
 fingerprint sections and 1,000 bootstrap replicates. The inputs stay on disk and are read batch by batch (an array-like whose slices read the
 file: nothing of them stays resident; the data's sha256, one pass before the audit, is taken first); labels and sample ids are in memory (``AuditData`` holds them: 16 bytes a
 row, the only part that grows with N). Reported per size: the peak resident memory during the audit (``VmRSS``

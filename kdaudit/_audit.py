@@ -216,7 +216,7 @@ def audit(
         :class:`kdaudit.executors.ParquetSource` (sharded parquet read by the workers, never by the driver).
         With ``cache_dir`` each model's outputs are cached per unit in chunks that a re-run resumes from.
     block_rows : int, optional
-        Rows per unit of in-memory data (default 262,144): the grain of parallelism, of retries and of memory (a
+        Rows per unit of in-memory data (default 65,536): the grain of parallelism, of retries and of memory (a
         unit's outputs are held while its sections fold them). An audit of at most this many rows is one unit.
         Results depend on it in the last bits (it fixes the order of floating-point sums), never on the executor
         or the number of workers.

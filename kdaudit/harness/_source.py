@@ -23,10 +23,11 @@ __all__ = ["DEFAULT_BLOCK_ROWS", "Block", "MemorySource", "as_source", "check_bl
            "unit_summary"]
 
 #: Rows per unit of an in-memory source. A unit is the grain of exactness (states merge in unit order), of retries
-#: and of memory (a unit's outputs are held while its sections fold them); 262,144 rows keep them at a few tens of
-#: MB per model at 10 classes and give a 10^7-row audit 39 units to spread over workers. An audit of at most this
-#: many rows is one unit: the harness runs every model over all of it, as a plain in-memory run would.
-DEFAULT_BLOCK_ROWS = 1 << 18
+#: and of memory: a unit's outputs, and the sections' temporaries over them (the temperature fit's 29 grid points per
+#: row, the classwise bins' one cell per class), are held while its sections fold it. 65,536 rows keep that to about
+#: 150 MB at 10 classes and give a 10^7-row audit 153 units to spread over workers. An audit of at most this many
+#: rows is one unit: the harness runs every model over all of it, as a plain in-memory run would.
+DEFAULT_BLOCK_ROWS = 1 << 16
 
 
 def check_block_rows(block_rows: Any) -> int:
