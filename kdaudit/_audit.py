@@ -33,7 +33,7 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _roles,
     _student_items,
 )
-from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
+from kdaudit.sections import Section, get_section, registry
 
 __all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA", "audit", "available_sections"]
 
@@ -280,7 +280,7 @@ def audit(
                         + ("" if len(source.units) == 1 else f" in {len(source.units)} units")
                         + ("" if isinstance(executor, LocalExecutor) else f" through the {executor.name} executor"))
     engine = stream_sections(
-        run_t, run_s, source, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
+        run_t, run_s, source, sections=[reg[s] for s in chosen if s not in _MODEL_SECTIONS], bootstrap=boot,
         options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
         precision=precision, has_references=has_refs, seed=seed, keep_outputs=keep_outputs,
         progress=(lambda msg: _progress(progress, msg)) if progress else None)
@@ -288,15 +288,6 @@ def audit(
                                "sections_compute_s": engine.timings["compute_s"]}
     provenance, data_summary, outputs = engine.provenance, engine.data_summary, engine.outputs
     streamed = engine.results
-    for st in student_ms:  # a section that computes neither from rows nor from the models: the one skip rule
-        inputs = SectionInputs(kinds=(KIND_OF_ACCESS[teacher_m.access], KIND_OF_ACCESS[st.access]),
-                               access=(teacher_m.access, st.access), has_labels=source.has_labels,
-                               has_sensitive=bool(source.sensitive_names), has_references=has_refs,
-                               names=(f"teacher {teacher_m.name!r}", f"student {st.name!r}"))
-        for name in chosen:
-            if not reg[name].stream and name not in _MODEL_SECTIONS:
-                streamed[st.name][name] = _unavailable(reg[name].skip_reason(inputs) or
-                                                       f"the {name} section does not compute from these models")
     # results.json keeps the canonical section order
     comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
                                            if n in streamed[st.name]}} for st in student_ms]
