@@ -185,6 +185,24 @@ def test_a_black_box_budget_is_checked_for_the_whole_audit_before_any_unit():
     assert api.query_count == 0  # refused up front, not after spending part of the budget
 
 
+def test_a_model_error_in_a_later_unit_names_the_unit():
+    from kdaudit import KDAuditError
+    from kdaudit.models import BlackBoxModel
+
+    data = _data(n=300)
+    net = _net(1)
+
+    def api(X):
+        p = torch.softmax(net(torch.as_tensor(X)), 1).detach().numpy()
+        if len(X) and np.isclose(X[0, 0], data.X[250, 0]):
+            p[0] = np.nan  # a bad answer at row 250 of the audit, row 50 of its third unit
+        return p
+
+    with pytest.raises(KDAuditError, match=r"NaN or inf at row 50 .*in unit rows 200:300 of the audit data"):
+        audit(_net(0), {"api": BlackBoxModel(api, n_classes=3, name="api")}, data, sections=["agreement"],
+              block_rows=100, batch_size=50, n_replicates=0, progress=False, measure_cost=False)
+
+
 class _ReversedExecutor:
     """Runs the shards last to first (as parallel workers might finish), yields them in order."""
 

@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from kdaudit.harness._executor import LocalExecutor, resolve_executor
+from kdaudit._exceptions import KDAuditError
+from kdaudit.harness._executor import LocalExecutor, Shard, resolve_executor
 from kdaudit.harness._outputs import ModelOutputs, Outputs
 from kdaudit.harness._run import run as run_models
 from kdaudit.harness._source import as_source, merge_summaries, unit_summary
@@ -80,8 +81,17 @@ class ShardTask:
         columns = [m.column for m in self._built if _is_column(m)]
         block = self.source.load(unit, columns)
         models = [m.bind(block.columns[m.column]) if _is_column(m) else m for m in self._built]
-        run = run_models(models, block.data, batch_size=self.batch_size, device=self.device,
-                         precision=self.precision, cache_dir=self.cache_dir, seed=self.seed, progress=self.progress)
+        try:
+            run = run_models(models, block.data, batch_size=self.batch_size, device=self.device,
+                             precision=self.precision, cache_dir=self.cache_dir, seed=self.seed,
+                             progress=self.progress)
+        except KDAuditError as exc:
+            if len(self.source.units) > 1 and exc.args and isinstance(exc.args[0], str):
+                # the harness counts rows from the unit's first row: say which unit
+                where = f"rows {unit.start}:{unit.stop}" if isinstance(unit, Shard) else repr(unit)
+                exc.args = (f"{exc.args[0]} (in unit {where} of the audit data; row numbers count from the unit's "
+                            "first row)", *exc.args[1:])
+            raise
         out, d = run.outputs, block.data
         teacher = out[out.teacher]
         folds = {}
