@@ -171,6 +171,32 @@ def test_one_unit_gives_the_section_functions_numbers_and_resumes_from_its_chunk
     assert again.to_json() == one.to_json()
 
 
+def test_precomputed_outputs_follow_the_units_by_position_or_by_id():
+    """Outputs aligned with the data by position (a precomputed array without ids, as an ensemble member too) or
+    matched by sample id give the one-unit numbers and provenance whatever the unit size."""
+    from kdaudit.models import PrecomputedModel
+
+    data = _data(n=500)
+    with torch.no_grad():
+        pt = [torch.softmax(_net(i)(torch.as_tensor(data.X)), 1).numpy() for i in (0, 1)]
+        ps = torch.softmax(_net(5)(torch.as_tensor(data.X)), 1).numpy()
+    order = np.random.default_rng(0).permutation(len(data))
+    kw = dict(sections=["agreement", "calibration", "bias", "fingerprint"], n_replicates=20, seed=0,
+              progress=False, measure_cost=False)
+
+    def go(block_rows):
+        teacher = [PrecomputedModel(pt[0], name="t0"), PrecomputedModel(pt[1], name="t1")]  # an ensemble
+        students = {"by_position": PrecomputedModel(ps, name="by_position"),
+                    "by_id": PrecomputedModel(ps[order], ids=data.ids[order], name="by_id")}
+        return audit(teacher, students, data, block_rows=block_rows, **kw).to_dict()
+
+    one, units = go(None), go(128)
+    _close(one["comparisons"], units["comparisons"], rel=1e-9)
+    assert one["provenance"] == units["provenance"] and one["models"] == units["models"]
+    by = {c["student"]: c for c in one["comparisons"]}
+    _close(by["by_position"]["agreement"], by["by_id"]["agreement"], rel=1e-12)
+
+
 def test_a_black_box_budget_is_checked_for_the_whole_audit_before_any_unit():
     from kdaudit import QueryBudgetExceededError
     from kdaudit.models import BlackBoxModel

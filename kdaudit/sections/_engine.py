@@ -64,6 +64,7 @@ class ShardTask:
     seed: int = 0
     progress: bool = False
     keep_outputs: bool = False
+    fingerprints: Mapping[str, str] | None = None  # model name -> sha256, hashed once for every unit
     _built: list[ModelAdapter] | None = field(default=None, repr=False)
 
     def setup(self) -> None:
@@ -81,10 +82,12 @@ class ShardTask:
         columns = [m.column for m in self._built if _is_column(m)]
         block = self.source.load(unit, columns)
         models = [m.bind(block.columns[m.column]) if _is_column(m) else m for m in self._built]
+        if isinstance(unit, Shard):  # rows of in-memory data: outputs aligned by position follow the unit
+            models = [m.for_rows(unit.start, unit.stop) for m in models]
         try:
             run = run_models(models, block.data, batch_size=self.batch_size, device=self.device,
                              precision=self.precision, cache_dir=self.cache_dir, seed=self.seed,
-                             progress=self.progress)
+                             progress=self.progress, fingerprints=self.fingerprints)
         except KDAuditError as exc:
             if len(self.source.units) > 1 and exc.args and isinstance(exc.args[0], str):
                 # the harness counts rows from the unit's first row: say which unit
@@ -167,11 +170,15 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
             if check_budget is not None:
                 check_budget(source.n_rows)
     local = isinstance(ex, LocalExecutor)
+    # Several units: each model is hashed once here rather than once per unit (one unit: the harness hashes it
+    # while the models run, as any run does).
+    fingerprints = {m.name: m.fingerprint() for m in models} if len(source.units) > 1 else None
     task = ShardTask(source=source, models=models, plan=plan, sections={s.name: s for s in sections},
                      options=options, bootstrap=bootstrap,
                      batch_size=int(getattr(ex, "batch_size", None) or batch_size), device=device,
                      precision=precision, cache_dir=cache_dir, seed=seed,
-                     progress=local and progress is not None and len(source.units) == 1, keep_outputs=keep_outputs)
+                     progress=local and progress is not None and len(source.units) == 1, keep_outputs=keep_outputs,
+                     fingerprints=fingerprints)
     merged: dict[tuple[str, str], Any] = {}
     final: dict[tuple[str, str], Any] = {}
     provs, summaries, outs, workers = [], [], [], {}
