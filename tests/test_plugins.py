@@ -63,11 +63,6 @@ class ToySection(Section):
 
     def accumulator(self, *, n_classes, teacher, student, bootstrap, options):
         return GapAccumulator(bootstrap, **options)
-
-    def compute(self, *, y_true, teacher, student, ids, sensitive, bootstrap, options):
-        acc = self.accumulator(n_classes=teacher.n_classes, teacher=teacher, student=student, bootstrap=bootstrap,
-                               options=options)
-        return acc.update(y_true, teacher.probs, student.probs, ids=ids).compute()
 '''
 
 

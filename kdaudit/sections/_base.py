@@ -173,7 +173,8 @@ def as_estimate(x: Any) -> Estimate:
 
 
 class Section:
-    """Base of every section. Subclasses set the class attributes and implement :meth:`compute`.
+    """Base of every section. Subclasses set the class attributes; one that computes from rows gives an
+    :meth:`accumulator` (and may override :meth:`fold`, how a unit of rows feeds it).
 
     Attributes
     ----------
@@ -275,11 +276,6 @@ class Section:
             raise NotImplementedError(f"section {self.name!r} has no accumulator (stream = False, or define one)")
         acc.update(y_true, teacher.probs, student.probs, ids=ids, sensitive=sensitive)
         return acc
-
-    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
-                options: Mapping[str, Any]) -> Any:
-        """The section's result for one pair of harness outputs (a ``SectionResult`` or a JSON-able mapping)."""
-        raise NotImplementedError(f"section {self.name!r} does not compute from outputs")
 
     # -- reading -------------------------------------------------------------------------------------------
     def rows(self, result: Mapping[str, Any]) -> list[Row]:
