@@ -114,6 +114,11 @@ def test_a_plugin_section_reaches_results_frame_policy_gate_and_report(toy_insta
     probs = [result.outputs[n].probs for n in result.outputs.names[:2]]  # teacher, student
     expected = 2 * float(np.mean(probs[0].max(axis=1).astype(np.float64) - probs[1].max(axis=1)))
     assert comp["student"]["toy"]["headline"]["confidence_gap"]["value"] == pytest.approx(expected, abs=1e-6)
+    # the engine folds the plugin's accumulator unit by unit and merges the units: the same number
+    units = audit(teacher, {"student": student}, data, sections=["toy"], section_options={"toy": {"scale": 2}},
+                  n_replicates=50, seed=0, progress=False, measure_cost=False, block_rows=100)
+    assert units.results["comparisons"][0]["toy"]["headline"]["confidence_gap"]["value"] == pytest.approx(
+        expected, abs=1e-6)
     # one rule skips a section a model's outputs cannot feed: the labels-only API
     assert not comp["api"]["toy"]["available"]
     assert comp["api"]["toy"]["reason"] == "the toy section needs outputs of kind class_probs; student 'api' gives labels"
