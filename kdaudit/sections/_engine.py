@@ -135,8 +135,8 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
                     cache_dir: Any = None, device: Any = None, precision: str | None = None,
                     has_references: bool = False, seed: int = 0, keep_outputs: bool = False,
                     progress: Callable[[str], None] | None = None) -> EngineRun:
-    """Every section that computes from rows, for every student, from the models, unit by unit through
-    ``executor`` (a section that does not, ``stream = False``, is reported unavailable).
+    """Every section that computes from rows (``stream = True``), for every student, from the models, unit by unit
+    through ``executor``.
 
     ``data`` is an :class:`~kdaudit.AuditData` (cut into units of ``block_rows`` rows) or a source such as
     ``kdaudit.executors.ParquetSource``. A section that cannot run on what a pair of models reveals gets
@@ -156,8 +156,6 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
                                names=(f"teacher {teacher.name!r}", f"student {s.name!r}"))
         for section in sections:
             why = section.skip_reason(inputs)
-            if why is None and not section.stream:  # e.g. a language-model section asked of classifiers
-                why = f"the {section.name} section does not compute from these models"
             if why is not None:
                 results[s.name][section.name] = {"available": False, "reason": why, "headline": {}}
             else:
