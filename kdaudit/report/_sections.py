@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
+from kdaudit._rows import result_rows, section_definitions
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
     _STATUS_TEXT,
@@ -20,6 +21,7 @@ from kdaudit.report._common import (
     _fig,
     _flat,
     _generic,
+    _group_rows_table,
     _headline_tables,
     _human,
     _kv_table,
@@ -47,8 +49,10 @@ class SectionContext:
     """What every section renderer needs."""
 
     def __init__(self, *, student: str, teacher: str, classes: Sequence[str], defs: _Definitions,
-                 ids: charts.ChartIds, with_charts: bool, role: str = "student") -> None:
+                 ids: charts.ChartIds, with_charts: bool, role: str = "student",
+                 definitions: Mapping[str, Any] | None = None) -> None:
         self.student, self.teacher, self.classes = student, teacher, list(classes)
+        self.definitions = definitions or {}  # results.json's definitions, for the tidy rows
         self.role = role  # "student" or "control": what the compared model is called in the text
         self.defs, self.ids, self.with_charts = defs, ids, with_charts
 
@@ -159,7 +163,9 @@ def _calibration(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
             blocks.append(_fig(title, chart, table, wide=False))
     ou = sec.get("over_under")
     if isinstance(ou, Mapping) and ou:
-        pair, single = _headline_tables("calibration", ou, c.defs)
+        # a detail mapping of estimates laid out as rows, by the one row reader
+        ou_rows = result_rows("calibration", {"headline": ou}, section_definitions(c.definitions, "calibration"))
+        pair, single = _headline_tables("calibration", ou_rows, c.defs)
         for t in (pair, single):
             if t is not None:
                 t.caption = "Over- and under-confidence" + (": " + t.caption.lower() if t is pair else "")
@@ -400,6 +406,7 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         "floor": cite["floor"],
         "effect": "",
         "facts": [],
+        "shown": {"p_value"},  # the headline numbers the verdict box shows (left out of the headline table)
     }
     eff = sec.get("effect")
     if eff is not None and not math.isnan(as_estimate(eff)["value"]):
@@ -609,27 +616,37 @@ def render_section(name: str, sec: Any, c: SectionContext, findings: list[dict[s
 
 def _blocks(name: str, sec: Mapping[str, Any], c: SectionContext, out: dict[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    headline = sec.get("headline") if isinstance(sec.get("headline"), Mapping) else {}
+    # Every number shown as a number in a table comes from the section's tidy rows (as the policy reads them);
+    # headline numbers first, then per-group rows. Detail fields feed the section's own figures below.
+    rows = [r for r in result_rows(name, sec, section_definitions(c.definitions, name))]
+    headline_keys = set(sec.get("headline") if isinstance(sec.get("headline"), Mapping) else ())
+    top = [r for r in rows if not r.group and r.metric in headline_keys]
+    by_group = [r for r in rows if r.group and "=" not in r.group and not r.part
+                and isinstance(sec.get("by_group"), Mapping)]
     if name == "lineage":
         used, extra, box = _lineage(sec, c)
         out["lineage"] = box
-        headline = {k: v for k, v in headline.items() if k != "p_value"}  # shown in the verdict box
+        top = [r for r in top if r.metric not in box["shown"]]  # shown in the verdict box
     elif name in SECTION_RENDERERS:
         used, extra = SECTION_RENDERERS[name](sec, c)
     else:
         used, extra = set(), []
     if name == "fingerprint" and len(c.classes) == 2:
-        left = [k for k in _BINARY_DEGENERATE if k in headline]
+        left = [k for k in _BINARY_DEGENERATE if k in headline_keys]
         if left:
-            headline = {k: v for k, v in headline.items() if k not in _BINARY_DEGENERATE}
+            top = [r for r in top if r.metric not in _BINARY_DEGENERATE]
             extra = [_notes([f"{', '.join(c.defs.label(name, k) for k in left)}: left out on this two-class task. "
                              "With two classes a row both models get wrong has only one wrong class, so the two "
                              "wrong labels always match (100%, and 100% by chance: a lift of 1), and the off-diagonal "
                              "of a 2×2 confusion matrix has two entries, so their correlation is ±1 and their cosine "
                              "near 1 whatever the models do. They carry no information here; the values stay in "
                              "results.json."], "Not informative on two classes")] + extra
-    pair, single = _headline_tables(name, headline, c.defs)
+    pair, single = _headline_tables(name, top, c.defs)
     blocks.extend(_tbl(t) for t in (pair, single) if t is not None)
+    groups = _group_rows_table(name, by_group, c.defs)
+    if groups is not None:
+        blocks.append(_tbl(groups))
+        used = set(used) | {"by_group"}
     blocks.extend(extra)
     for key, value in sec.items():
         if key in used or key in ("available", "reason", "headline"):

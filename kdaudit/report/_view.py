@@ -681,7 +681,7 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
         student = str(rc.get("student") or "student")
         role = str(rc.get("role") or role_of.get(student, "student"))
         ctx = SectionContext(student=student, teacher=teacher, classes=classes, defs=defs, ids=ids,
-                             with_charts=charts_on, role=role)
+                             with_charts=charts_on, role=role, definitions=_map(results.get("definitions")))
         names = [s for s in SECTION_ORDER if s in rc] + [k for k, v in rc.items() if k not in SECTION_ORDER
                                                           and k not in ("student", "cost") and isinstance(v, Mapping)]
         comparisons.append({"student": student, "role": role, "anchor": _anchor(student),
