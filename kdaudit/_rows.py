@@ -20,7 +20,8 @@ Each row also says which **quantity** it measures and which **part** of a teache
 "teacher, student, change" side by side without knowing any metric's name. In a headline, the parts are named
 ``teacher_<q>`` / ``student_<q>`` (or ``<q>_teacher`` / ``<q>_student``), the change ``<q>_change`` (or, for a
 ``<q>_difference``, ``<q>_amplification``) and its test ``<change>_p_value``; the naming is read here, once, and
-only where both the teacher's and the student's number are present.
+only where both the teacher's and the student's number are present (a ``<q>_change`` or ``<q>_amplification`` alone is
+still a ``"change"`` of ``<q>``).
 
 An estimate is an ``Estimate`` dict (``value``, ``low``, ``high``, ``method``, ``level``) or a plain number. Nothing
 here trusts the input: a value that is not a number reads as NaN (which the policy refuses to judge), never as an
@@ -169,6 +170,10 @@ def _headline_parts(keys: list[str]) -> dict[str, tuple[str, str]]:
         if key.endswith("_amplification") and key[: -len("_amplification")] + _DIFFERENCE in bases:
             bases[key[: -len("_amplification")] + _DIFFERENCE].setdefault("change", key)
     out: dict[str, tuple[str, str]] = {}
+    for key in keys:  # a change on its own (no models' numbers beside it) is still a change
+        for suffix in ("_change", "_amplification"):
+            if key.endswith(suffix) and len(key) > len(suffix):
+                out[key] = (key[: -len(suffix)], "change")
     for base, parts in bases.items():
         if not all(r in parts for r in _ROLES):
             continue  # a comparison needs both models' numbers

@@ -209,6 +209,12 @@ def whole_rows(section: str, result: Any, results: Mapping[str, Any]) -> list[Ro
             if not r.group]
 
 
+def row_of(result: Any, section: str, metric: str) -> Row | None:
+    """The whole-data tidy row ``metric`` of one section's stored result, None where it has none (or the section
+    is unavailable): how a figure that shows one named number (the scorecard's quality kept) reads it."""
+    return next((r for r in result_rows(section, result) if not r.group and r.metric == metric), None)
+
+
 def row_cell(row: Row | None, kind: str = "decimal", *, missing: str = "n/a") -> Cell:
     """A tidy row's estimate as a cell: the value, its interval on a second line, its method on hover."""
     return est_cell(None if row is None else row.estimate.to_dict(), kind, missing=missing)
