@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
-from kdaudit._rows import result_rows, section_definitions
+from kdaudit._rows import Row, result_rows, section_definitions
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
     _STATUS_TEXT,
@@ -27,6 +27,7 @@ from kdaudit.report._common import (
     _kv_table,
     _notes,
     _tbl,
+    row_cell,
     _text,
     _worst,
 )
@@ -180,6 +181,8 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
     used: set[str] = {"features", "headline_features", "notes", "settings"}
     blocks: list[dict[str, Any]] = []
     defs = c.defs
+    # the numbers, from the tidy rows; the features' stored structure gives only the layout (which groups, in order)
+    index = _RowIndex(result_rows("bias", sec, section_definitions(c.definitions, "bias")))
     hf = sec.get("headline_features")
     if isinstance(hf, Mapping) and any(v is not None for v in hf.values()):
         rows = [[Cell(defs.label("bias", k), "", k), Cell(str(v))] for k, v in hf.items() if v is not None]
@@ -191,7 +194,7 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
     all_groups = [(str(feat), g) for feat, fd in features.items() if isinstance(fd, Mapping)
                   for g in fd.get("groups") or [] if isinstance(g, Mapping)]
     if all_groups:
-        blocks.append(_group_overview(all_groups, c))
+        blocks.append(_group_overview(all_groups, c, index))
     for feat, fd in features.items():
         if not isinstance(fd, Mapping):
             continue
@@ -200,29 +203,27 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
                        "text": _feature_counts(fd)})
         disp = fd.get("disparities")
         if isinstance(disp, Mapping) and disp:
-            cols_p = any(isinstance(v, Mapping) and v.get("p_value") is not None for v in disp.values())
-            rows = []
-            for k, v in disp.items():
-                if not isinstance(v, Mapping):
-                    continue
+            cols_p = any(index.get(feat, str(k), "p_value") is not None for k in disp)
+            out = []
+            for k in disp:
+                k = str(k)
                 kind = defs.kind("bias", k)
-                ch = v.get("amplification") if v.get("amplification") is not None else v.get("change")
                 row = [Cell(defs.label("bias", k), "", k),
-                       est_cell(v.get("teacher"), kind),
-                       est_cell(v.get("student"), kind),
-                       est_cell(ch, kind)]
+                       row_cell(index.get(feat, k, "teacher"), kind),
+                       row_cell(index.get(feat, k, "student"), kind),
+                       row_cell(index.get(feat, k, "change"), kind)]
                 if cols_p:
-                    row.append(Cell(fmt_number(v.get("p_value"), "p") if v.get("p_value") is not None else "—",
-                                    "num"))
-                rows.append(row)
+                    p = index.get(feat, k, "p_value")
+                    row.append(Cell(fmt_number(p.estimate.value, "p") if p is not None else "—", "num"))
+                out.append(row)
             cols = ["Gap between groups", "Teacher", "Student", "Amplification (student − teacher)"]
             blocks.append(_tbl(Table(f"Gaps between {feat} groups: teacher, student and how much the student widens "
-                                     "them", cols + (["p-value (amplification > 0)"] if cols_p else []), rows,
+                                     "them", cols + (["p-value (amplification > 0)"] if cols_p else []), out,
                                      [False, True, True, True] + ([True] if cols_p else []))))
         groups = [g for g in fd.get("groups") or [] if isinstance(g, Mapping)]
         if groups:
             blocks.append(_details(f"Every {feat} group with intervals ({len(groups)} groups)",
-                                   [_tbl(_group_table(feat, groups, c))]))
+                                   [_tbl(_group_table(feat, groups, c, index))]))
         excluded = fd.get("excluded")
         notes = list(fd.get("notes") or [])
         if isinstance(excluded, Mapping) and excluded.get("all"):
@@ -281,42 +282,74 @@ def _flag_suffix(g: Mapping[str, Any]) -> str:
     return f" ({_flag_tag(g)})" if _is_small(g) else ""
 
 
-def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext) -> Table:
+class _RowIndex:
+    """Tidy rows looked up by (group, quantity, part): how a section's own layout finds the number for a cell."""
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self._by: dict[tuple[str, str, str], Row] = {}
+        for r in rows:
+            self._by.setdefault((r.group, r.quantity or r.metric, r.part), r)
+
+    def get(self, group: str, quantity: str, part: str = "") -> Row | None:
+        return self._by.get((group, quantity, part))
+
+    def quantities(self, group: str) -> list[str]:
+        """The quantities of one group that compare the models, in row order."""
+        out: list[str] = []
+        for (g, q, part) in self._by:
+            if g == group and part in ("teacher", "student") and q not in out:
+                out.append(q)
+        return out
+
+
+def _label(feat: str, g: Mapping[str, Any]) -> str:
+    """The tidy rows' group of a stored group record (``feature=group``)."""
+    return f"{feat}={g.get('group')}"
+
+
+def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext, rows: _RowIndex) -> Table:
     """Every group of one feature: each group metric for teacher and student with intervals, and the change."""
     defs = c.defs
     metric_keys: list[str] = []
     for g in groups:
-        for role in ("teacher", "student"):
-            for k in (g.get(role) or {}):
-                if k not in metric_keys:
-                    metric_keys.append(k)
-    rows = []
+        for k in rows.quantities(_label(feat, g)):
+            if k not in metric_keys:
+                metric_keys.append(k)
+    out = []
     for g in groups:
         small = _is_small(g)
+        label = _label(feat, g)
         label_cell = Cell(str(g.get("group")) + _flag_suffix(g), "small-group" if small else "",
                           "; ".join(str(f) for f in g.get("flags") or []))
-        keys = metric_keys + (["group_agreement"] if g.get("group_agreement") is not None else [])
+        agreement = rows.get(label, "group_agreement")
+        keys = metric_keys + (["group_agreement"] if agreement is not None else [])
         for j, k in enumerate(keys):
             kind = defs.kind("bias", k)
             if k == "group_agreement":
-                t, s, ch = None, g.get("group_agreement"), None
+                t, s, ch = None, agreement, None
             else:
-                t, s, ch = ((g.get(r) or {}).get(k) for r in ("teacher", "student", "change"))
-            rows.append([label_cell if j == 0 else Cell(""),
-                         Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
-                         Cell(defs.label("bias", k), "", k),
-                         est_cell(t, kind, missing="—"),
-                         est_cell(s, kind, missing="—"),
-                         est_cell(ch, "decimal", missing="—")])
+                t, s, ch = (rows.get(label, k, part) for part in ("teacher", "student", "change"))
+            out.append([label_cell if j == 0 else Cell(""),
+                        Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
+                        Cell(defs.label("bias", k), "", k),
+                        row_cell(t, kind, missing="—"),
+                        row_cell(s, kind, missing="—"),
+                        row_cell(ch, "decimal", missing="—")])
     return Table(f"Every {feat} group: each metric for teacher and student (agreement: of the student with the "
-                 "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], rows,
+                 "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], out,
                  [False, True, False, True, True, True])
 
 
-def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionContext) -> dict[str, Any]:
+def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionContext,
+                    rows: _RowIndex) -> dict[str, Any]:
     """One chart of the main group rates for every group of every feature, and its numbers."""
     defs = c.defs
-    present = {k for _, g in groups for r in ("teacher", "student") for k in (g.get(r) or {})}
+
+    def est(feat: str, g: Mapping[str, Any], k: str, part: str) -> dict[str, Any] | None:
+        r = rows.get(_label(feat, g), k, part)
+        return None if r is None else r.estimate.to_dict()
+
+    present = {k for feat, g in groups for k in rows.quantities(_label(feat, g))}
     keys = [k for k in _GROUP_PANELS if k in present] or sorted(present)[:3]
     labels = [f"{feat}: {g.get('group')}" for feat, g in groups]
     title = f"Group rates of the teacher ({c.teacher}) and the {c.role} ({c.student})"
@@ -324,23 +357,23 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
     if c.with_charts and keys:
         panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
                    "rows": [{"label": lab, "small": _is_small(g), "tag": _flag_tag(g),
-                             "teacher": (g.get("teacher") or {}).get(k),
-                             "student": (g.get("student") or {}).get(k)} for lab, (_, g) in zip(labels, groups)]}
+                             "teacher": est(feat, g, k, "teacher"),
+                             "student": est(feat, g, k, "student")} for lab, (feat, g) in zip(labels, groups)]}
                   for k in keys]
         chart = charts.group_interval_chart(panels, ids=c.ids, title=title)
-    rows = []
-    for lab, (_, g) in zip(labels, groups):
+    out = []
+    for lab, (feat, g) in zip(labels, groups):
         small = _is_small(g)
         row = [Cell(lab + _flag_suffix(g), "small-group" if small else ""),
                Cell(fmt_count(g.get("n")) if g.get("n") is not None else "n/a", "num")]
         for k in keys:
             kind = defs.kind("bias", k)
-            t, s = ((g.get(r) or {}).get(k) for r in ("teacher", "student"))
-            row.append(Cell(f"{fmt_number(as_estimate(t)['value'], kind) if t else 'n/a'} → "
-                            f"{fmt_number(as_estimate(s)['value'], kind) if s else 'n/a'}", "num"))
-        rows.append(row)
+            t, s = (rows.get(_label(feat, g), k, part) for part in ("teacher", "student"))
+            row.append(Cell(f"{fmt_number(t.estimate.value, kind) if t else 'n/a'} → "
+                            f"{fmt_number(s.estimate.value, kind) if s else 'n/a'}", "num"))
+        out.append(row)
     table = Table("Chart values, teacher → student (intervals in the tables by feature below)",
-                  ["Group", "Rows"] + [_short_metric(defs.label("bias", k)) for k in keys], rows,
+                  ["Group", "Rows"] + [_short_metric(defs.label("bias", k)) for k in keys], out,
                   [False, True] + [True] * len(keys))
     return _fig(title, chart, table)
 
