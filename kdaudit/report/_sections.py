@@ -203,17 +203,17 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
                        "text": _feature_counts(fd)})
         disp = fd.get("disparities")
         if isinstance(disp, Mapping) and disp:
-            cols_p = any(index.get(feat, str(k), "p_value") is not None for k in disp)
+            cols_p = any(index.find(feat, str(k), "p_value") is not None for k in disp)
             out = []
             for k in disp:
                 k = str(k)
                 kind = defs.kind("bias", k)
                 row = [Cell(defs.label("bias", k), "", k),
-                       row_cell(index.get(feat, k, "teacher"), kind),
-                       row_cell(index.get(feat, k, "student"), kind),
-                       row_cell(index.get(feat, k, "change"), kind)]
+                       row_cell(index.find(feat, k, "teacher"), kind),
+                       row_cell(index.find(feat, k, "student"), kind),
+                       row_cell(index.find(feat, k, "change"), kind)]
                 if cols_p:
-                    p = index.get(feat, k, "p_value")
+                    p = index.find(feat, k, "p_value")
                     row.append(Cell(fmt_number(p.estimate.value, "p") if p is not None else "—", "num"))
                 out.append(row)
             cols = ["Gap between groups", "Teacher", "Student", "Amplification (student − teacher)"]
@@ -290,7 +290,7 @@ class _RowIndex:
         for r in rows:
             self._by.setdefault((r.group, r.quantity or r.metric, r.part), r)
 
-    def get(self, group: str, quantity: str, part: str = "") -> Row | None:
+    def find(self, group: str, quantity: str, part: str = "") -> Row | None:
         return self._by.get((group, quantity, part))
 
     def quantities(self, group: str) -> list[str]:
@@ -321,14 +321,14 @@ def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext, 
         label = _label(feat, g)
         label_cell = Cell(str(g.get("group")) + _flag_suffix(g), "small-group" if small else "",
                           "; ".join(str(f) for f in g.get("flags") or []))
-        agreement = rows.get(label, "group_agreement")
+        agreement = rows.find(label, "group_agreement")
         keys = metric_keys + (["group_agreement"] if agreement is not None else [])
         for j, k in enumerate(keys):
             kind = defs.kind("bias", k)
             if k == "group_agreement":
                 t, s, ch = None, agreement, None
             else:
-                t, s, ch = (rows.get(label, k, part) for part in ("teacher", "student", "change"))
+                t, s, ch = (rows.find(label, k, part) for part in ("teacher", "student", "change"))
             out.append([label_cell if j == 0 else Cell(""),
                         Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
                         Cell(defs.label("bias", k), "", k),
@@ -346,7 +346,7 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
     defs = c.defs
 
     def est(feat: str, g: Mapping[str, Any], k: str, part: str) -> dict[str, Any] | None:
-        r = rows.get(_label(feat, g), k, part)
+        r = rows.find(_label(feat, g), k, part)
         return None if r is None else r.estimate.to_dict()
 
     present = {k for feat, g in groups for k in rows.quantities(_label(feat, g))}
@@ -368,7 +368,7 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
                Cell(fmt_count(g.get("n")) if g.get("n") is not None else "n/a", "num")]
         for k in keys:
             kind = defs.kind("bias", k)
-            t, s = (rows.get(_label(feat, g), k, part) for part in ("teacher", "student"))
+            t, s = (rows.find(_label(feat, g), k, part) for part in ("teacher", "student"))
             row.append(Cell(f"{fmt_number(t.estimate.value, kind) if t else 'n/a'} → "
                             f"{fmt_number(s.estimate.value, kind) if s else 'n/a'}", "num"))
         out.append(row)
@@ -418,12 +418,19 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
             "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls",
             "null_explained"}
     blocks: list[dict[str, Any]] = []
-    p = sec.get("p_value")
+    index = _RowIndex(result_rows("lineage", sec, section_definitions(c.definitions, "lineage")))
+
+    def number(metric: str) -> Any:
+        """A whole-data number of the test, from its tidy row (None where not recorded or undefined)."""
+        row = index.find("", metric)
+        return None if row is None or math.isnan(row.estimate.value) else row.estimate.to_dict()
+
+    p = _value(number("p_value"))
     verdict = str(sec.get("verdict") or "")
     alpha = sec.get("alpha")
     n_refs = sec.get("n_references")
     method = str(sec.get("p_value_method") or "")
-    cite = _cite(sec, method, n_refs)
+    cite = _cite(sec, method, n_refs, number)
     box = {
         "verdict": verdict,
         "verdict_class": {"derived": "fail", "not derived": "pass", "inconclusive": "warn"}.get(verdict, "na"),
@@ -441,7 +448,7 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         "facts": [],
         "shown": {"p_value"},  # the headline numbers the verdict box shows (left out of the headline table)
     }
-    eff = sec.get("effect")
+    eff = number("effect")
     if eff is not None and not math.isnan(as_estimate(eff)["value"]):
         e = as_estimate(eff)
         from kdaudit.report._format import fmt_interval
@@ -458,7 +465,7 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     refs = sec.get("reference_statistics")
     if isinstance(refs, list) and refs and sec.get("statistic") is not None:
         title = "Where the teacher's lineage statistic falls among the reference models"
-        scaled = _effect_scale(sec["statistic"], refs, sec.get("effect"))
+        scaled = _effect_scale(sec["statistic"], refs, eff)
         chart = None
         if c.with_charts:
             if scaled is not None:
@@ -553,7 +560,11 @@ def _floor_reached(p: Any, n_refs: Any) -> bool:
         return False
 
 
-def _cite(sec: Mapping[str, Any], method: str, n_refs: Any) -> dict[str, Any]:
+def _value(e: Any) -> Any:
+    return None if e is None else e["value"]
+
+
+def _cite(sec: Mapping[str, Any], method: str, n_refs: Any, number: Any) -> dict[str, Any]:
     """Which p-value to cite, what it assumes, whether it sits at its floor, and the other p-values with theirs."""
     k = n_refs if isinstance(n_refs, int) else None
     exch = ("the reference models are exchangeable with the teacher if the suspect is not derived (they were trained "
@@ -564,12 +575,12 @@ def _cite(sec: Mapping[str, Any], method: str, n_refs: Any) -> dict[str, Any]:
     if not assumes and method.startswith("larger of"):
         assumes = exch + "; or, the suspect, had it not been derived, would be exchangeable with the negative controls"
     floor = ""
-    if method == "exact rank" and k and _floor_reached(sec.get("p_value"), k):
+    if method == "exact rank" and k and _floor_reached(_value(number("p_value")), k):
         floor = (f"With {k} references the exact p-value cannot go below 1/{k + 1} = {fmt_number(1 / (k + 1), 'p')}: "
                  "the teacher ranked first, and this p-value is at that floor. Stronger evidence needs more "
                  f"references ({2 * k + 1} reach {fmt_number(1 / (2 * k + 2), 'p')}).")
     others = []
-    pe, pp = sec.get("p_value_exact"), sec.get("p_value_parametric")
+    pe, pp = _value(number("p_value_exact")), _value(number("p_value_parametric"))
     if method != "exact rank" and pe is not None and not math.isnan(as_estimate(pe)["value"]):
         others.append(f"Exact rank p = {fmt_number(pe, 'p')}: assumes only that {exch}.")
     if method != "parametric t" and pp is not None and not math.isnan(as_estimate(pp)["value"]):

@@ -31,6 +31,7 @@ from kdaudit.report._common import (
     _text,
     _walk_methods,
     _worst,
+    row_of,
     whole_rows,
 )
 from kdaudit.report._claims import claim
@@ -295,7 +296,9 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
                                                                                      summary_keys)]
         lineage = rc.get("lineage")
         if isinstance(lineage, Mapping) and lineage.get("available", True) and lineage.get("verdict"):
-            sentences.append(lineage_words(str(lineage["verdict"]), lineage.get("p_value"), lineage.get("alpha"),
+            p_row = row_of(lineage, "lineage", "p_value")
+            p = None if p_row is None else p_row.estimate.value
+            sentences.append(lineage_words(str(lineage["verdict"]), p, lineage.get("alpha"),
                                             who, "the teacher", method=str(lineage.get("p_value_method") or ""),
                                             n_references=lineage.get("n_references")))
         mine = [f for f in findings if f["student"] == student]
