@@ -80,13 +80,13 @@ def test_by_group_rows_of_an_outside_section_are_one_table_with_intervals():
     small = {"value": 0.5, "low": 0.0, "high": 0.9, "method": "bootstrap", "level": 0.95}
     for comp in results["comparisons"]:
         comp["drift"] = {"available": True, "headline": {"drift": est},
-                         "by_group": {"drift": {"north": est, "south": small}}}
+                         "by_group": {"drift": {"north": est, "age=young": small}}}
     results["definitions"]["drift.drift"] = {"label": "Drift", "formula": "d", "higher_is_better": False,
                                              "description": "A made-up metric."}
     page = render_html(results, run_info=make_run_info(), generated_at="x")
     html = _section_html(page, "Drift")
     table = html[html.index("<caption>By group</caption>"):html.index("</table>", html.index("By group"))]
-    assert "north" in table and "south" in table and "95% CI 0.100–0.300" in table
+    assert "north" in table and "age=young" in table and "95% CI 0.100–0.300" in table
     assert table.count("Lower is better.") == 2
 
 

@@ -662,11 +662,12 @@ def _blocks(name: str, sec: Mapping[str, Any], c: SectionContext, out: dict[str,
     blocks: list[dict[str, Any]] = []
     # Every number shown as a number in a table comes from the section's tidy rows (as the policy reads them);
     # headline numbers first, then per-group rows. Detail fields feed the section's own figures below.
-    rows = [r for r in result_rows(name, sec, section_definitions(c.definitions, name))]
+    rows = result_rows(name, sec, section_definitions(c.definitions, name))
     headline_keys = set(sec.get("headline") if isinstance(sec.get("headline"), Mapping) else ())
     top = [r for r in rows if not r.group and r.metric in headline_keys]
-    by_group = [r for r in rows if r.group and "=" not in r.group and not r.part
-                and isinstance(sec.get("by_group"), Mapping)]
+    stored_groups = sec.get("by_group") if isinstance(sec.get("by_group"), Mapping) else {}
+    by_group = [r for r in rows if r.group and not r.part and isinstance(stored_groups.get(r.metric), Mapping)
+                and r.group in {str(g) for g in stored_groups[r.metric]}]
     if name == "lineage":
         used, extra, box = _lineage(sec, c)
         out["lineage"] = box
