@@ -11,7 +11,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kdaudit._rows import Row, result_rows, section_definitions
 from kdaudit.report._format import (
-    as_estimate,
     fmt_interval,
     fmt_number,
     fmt_value,
