@@ -19,7 +19,7 @@ class _MetricSection(Section):
     """A section whose statistics are a metric family's section function over the two models' outputs."""
 
     module: str = ""
-    function: str = ""
+    function: str = ""  # the module's fold function (``<family>_fold``)
     default = True
 
     def _module(self) -> Any:
@@ -28,8 +28,10 @@ class _MetricSection(Section):
     def definitions(self) -> Mapping[str, Mapping[str, Any]]:
         return dict(getattr(self._module(), "DEFINITIONS", {}))
 
-    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
-                options: Mapping[str, Any]) -> Any:
+    def fold(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+             options: Mapping[str, Any]) -> Any:
+        # the metric family's fold: what its section function computes, minus the final compute(), so a one-unit
+        # audit gives exactly the section function's numbers
         fn = getattr(self._module(), self.function)
         kwargs = dict(options)
         if self.needs.sensitive:
@@ -40,7 +42,7 @@ class _MetricSection(Section):
 class AgreementSection(_MetricSection):
     name, order, title = "agreement", 10, "Agreement and fidelity"
     description = "How often and how closely the student reproduces the teacher's predictions."
-    module, function = "kdaudit.metrics._agreement", "agreement_section"
+    module, function = "kdaudit.metrics._agreement", "agreement_fold"
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
     options = (Option("k", int, 5, "k of the top-k overlap", minimum=1),
                Option("chunk_size", int, None, "rows per chunk", minimum=1))
@@ -58,7 +60,7 @@ class AgreementSection(_MetricSection):
 class CalibrationSection(_MetricSection):
     name, order, title = "calibration", 20, "Calibration"
     description = "Whether each model's confidence matches its accuracy, and how distillation changed that."
-    module, function = "kdaudit.metrics._calibration", "calibration_section"
+    module, function = "kdaudit.metrics._calibration", "calibration_fold"
     # confidences are needed: a labels-only model makes the section unavailable by the one skip rule, on the
     # in-memory and the streaming path alike
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.TOP_K)
@@ -83,7 +85,7 @@ class CalibrationSection(_MetricSection):
 class BiasSection(_MetricSection):
     name, order, title = "bias", 30, "Bias transfer"
     description = "Per sensitive group, what the student inherits from the teacher and what it amplifies."
-    module, function = "kdaudit.metrics._bias", "bias_section"
+    module, function = "kdaudit.metrics._bias", "bias_fold"
     # the section function reports missing sensitive features itself
     needs = Needs(kinds=_CLASS_KINDS, least_access=None, sensitive=True)
     options = (Option("pos_label", int, None, "the positive class of selection rate, TPR and FPR", minimum=0),
@@ -110,7 +112,7 @@ class BiasSection(_MetricSection):
 class FingerprintSection(_MetricSection):
     name, order, title = "fingerprint", 40, "Error fingerprints"
     description = "Whether the student makes the teacher's mistakes, beyond what chance explains."
-    module, function = "kdaudit.metrics._fingerprint", "fingerprint_section"
+    module, function = "kdaudit.metrics._fingerprint", "fingerprint_fold"
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
     options = (Option("chunk_size", int, None, "rows per chunk", minimum=1),)
     summary_keys = ("error_consistency", "inherited_error_rate", "same_wrong_label_lift")
