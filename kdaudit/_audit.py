@@ -281,7 +281,7 @@ def audit(
     from kdaudit._audit_lm import dispatch_lm
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
                      policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
-                     measure_cost=measure_cost, roles=roles, cache_dir=cache_dir,
+                     measure_cost=measure_cost, roles=roles, cache_dir=cache_dir, device=device, precision=precision,
                      unsupported={"references": references, "controls": controls, "probes": probes,
                                   "executor": executor, "block_rows": block_rows})
     if lm is not None:  # language models: kdaudit._audit_lm

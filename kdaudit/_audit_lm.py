@@ -111,6 +111,31 @@ def _as_lms(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return teacher, out
 
 
+def _apply_device_precision(teacher: Any, students: list[Any], *, device: Any, precision: str | None
+                            ) -> tuple[Any, list[Any], dict[str, Any] | None]:
+    """The audit's one device and precision applied to every model that runs here (each on a copy when it
+    changes: the caller's adapters and weights stay as they were); (teacher, students, what results.json's
+    settings record: None for the defaults, whose results.json stays as it always was)."""
+    from kdaudit.models._torch import normalize_precision
+
+    if precision is not None:
+        normalize_precision(precision)  # a bad value is named before any model is touched
+    if device is not None and not isinstance(device, str):
+        raise invalid_argument("device", device, '"cpu", "cuda", "cuda:N", "auto" or None')
+    placed, not_applied = [], []
+    for m in (teacher, *students):
+        c = m.configured(device=device, precision=precision)
+        if c is None:
+            not_applied.append({"name": m.name, "kind": m.kind})
+        placed.append(m if c is None else c)
+    record = None
+    if device != "cpu" or precision is not None:
+        record = {"device": device, "precision": None if precision is None else normalize_precision(precision),
+                  # endpoints and precomputed outputs run (or ran) elsewhere, at their own settings
+                  "not_applied": not_applied}
+    return placed[0], placed[1:], record
+
+
 def scored_texts(ps: Any) -> list[str]:
     """The texts a prompt set's models score teacher-forced (:meth:`PromptSet.scored_texts`)."""
     return ps.scored_texts()
@@ -229,8 +254,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
              section_options: Mapping[str, Mapping[str, Any]] | None = None, bootstrap: Any = None,
              n_replicates: int | None = None, policy: Any = None, seed: int = 0, progress: bool = True,
              measure_cost: bool = True, config: Mapping[str, Any] | None = None,
-             roles: Mapping[str, str] | None = None, cache_dir: str | os.PathLike[str] | None = None
-             ) -> LMAuditResult:
+             roles: Mapping[str, str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
+             device: Any = "cpu", precision: str | None = None) -> LMAuditResult:
     """Audit distilled language models against their teacher (see the module docstring for what runs on what).
 
     Parameters
@@ -264,6 +289,14 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     roles : mapping, optional
         ``name -> "student" | "control"``: a control (trained without the teacher) is reported beside the students
         but not judged by the policy, as in classifier audits.
+    device, precision
+        One policy for every model that runs in this process (teacher, students, controls): each is run at this
+        device (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``; None keeps each model's own) and precision (None
+        keeps each model's own, ``"fp32"``, ``"bf16"``, ``"fp16"``) on a converted copy when it differs, so the
+        caller's objects are left as they were (:meth:`~kdaudit.models.LanguageModel.configured`). They cannot
+        apply to an endpoint or to precomputed outputs; those models are named in ``settings.device_precision``
+        (``not_applied``). Any value other than the defaults (``"cpu"``, None) is recorded in results.json's
+        ``settings.device_precision``.
 
     Returns
     -------
@@ -286,6 +319,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     text_set, choice_set = _split_prompt_sets(data)
     teacher_m, student_ms = _as_lms(teacher, students)
     role_of = _roles(roles, [s.name for s in student_ms])
+    teacher_m, student_ms, placement = _apply_device_precision(teacher_m, student_ms, device=device,
+                                                               precision=precision)
     chosen = _resolve_sections(sections, reg)
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
     pol = load_policy(DEFAULT_LM_POLICY if policy is None else policy, sections=reg)
@@ -374,6 +409,8 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         # the options the first language-model audits recorded here, by name, with their defaults filled in
         **{k: options[section][k] for section, keys in _SETTINGS_OPTIONS.items() for k in keys},
     }
+    if placement is not None:  # a device or precision other than the defaults: what ran where
+        settings["device_precision"] = placement
     other = {section: {k: v for k, v in opts.items() if k not in _SETTINGS_OPTIONS.get(section, ())}
              for section, opts in checked.items()}
     other = {section: opts for section, opts in other.items() if opts}

@@ -326,3 +326,46 @@ def test_sampled_generations_are_seeded_and_recorded(models):
     assert "Greedy continuations of at most 6 tokens" in render_html(greedy.to_dict())
     with pytest.raises(KDAuditError, match="temperature"):
         run(do_sample=True, temperature=0)
+
+
+class _Recording(hf.HFCausalLM):
+    """An HFCausalLM that records the dtype of its weights at every scoring call."""
+
+    def score(self, texts, ids, *, top_k):
+        self.seen = getattr(self, "seen", []) + [next(self.model.parameters()).dtype]
+        return super().score(texts, ids, top_k=top_k)
+
+
+def test_lm_audit_applies_one_precision_to_every_local_model_without_side_effects(models):
+    """audit(precision="bf16") runs the teacher and every student in bf16 (each on a copy), records it in
+    settings, names the models it cannot apply to, and leaves the caller's adapters and weights as they were."""
+    teacher, student, control = models
+    t, s = _Recording(teacher.model, teacher.tokenizer, name="teacher"), _Recording(student.model, student.tokenizer,
+                                                                                    name="student")
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    api = _TextOnly(control, "api control")
+    r = _audit(t, {"student": s, "api control": api}, _prompt_set(8), precision="bf16",
+               sections=["lm_tokens", "cost"])
+    settings = r.to_dict()["settings"]
+    assert settings["device_precision"] == {"device": "cpu", "precision": "bf16",
+                                            "not_applied": [{"name": "api control", "kind": "endpoint"}]}
+    # the audit ran copies in bf16: the caller's adapters never scored, their weights stay fp32 and unchanged
+    assert not hasattr(t, "seen") and not hasattr(s, "seen")
+    assert t.precision == "fp32" and all(p.dtype == torch.float32 for p in t.model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    # the cost section sees the models as run: bf16 weights are half the bytes of fp32 ones
+    comp = r.to_dict()["comparisons"][0]
+    assert comp["cost"]["teacher"]["size_bytes"] * 2 == teacher.size_bytes()
+    fp32 = _audit(teacher, student, _prompt_set(8), sections=["lm_tokens"])
+    assert "device_precision" not in fp32.to_dict()["settings"]  # the defaults leave results.json as it was
+    # bf16 scoring differs from fp32 scoring (the policy was applied, not ignored)
+    assert (r.to_dict()["comparisons"][0]["lm_tokens"]["headline"]
+            != fp32.to_dict()["comparisons"][0]["lm_tokens"]["headline"])
+
+
+def test_lm_audit_bad_device_or_precision_is_named(models):
+    teacher, student, _ = models
+    with pytest.raises(KDAuditError, match="precision"):
+        _audit(teacher, student, _prompt_set(4), precision="int3")
+    with pytest.raises(KDAuditError, match="device"):
+        _audit(teacher, student, _prompt_set(4), device="tpu")

@@ -227,6 +227,21 @@ def _resolve_device(device: Any, current: Any) -> Any:
     return dev
 
 
+def _placed(model: Any, *, device: Any, precision: str | None) -> tuple[Any, Any, str]:
+    """(the model at ``device`` and ``precision``, that device, that precision's name); None keeps the model's own.
+    A change works on a copy: ``Module.to`` changes the module in place, and the caller's model stays as it was."""
+    torch = _torch()
+    param = next(model.parameters(), None)
+    current_device = param.device if param is not None else torch.device("cpu")
+    current_dtype = param.dtype if param is not None else torch.float32
+    target_device = _resolve_device(device, current_device)
+    target_dtype = current_dtype if precision is None else getattr(torch, _DTYPES[normalize_precision(precision)])
+    if target_device != current_device or target_dtype != current_dtype:
+        model = copy.deepcopy(model).to(device=target_device, dtype=target_dtype)
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(target_dtype, str(target_dtype))
+    return model, target_device, name
+
+
 class _Transformer:
     """The parts the causal LM and the classifier share: one model and its tokenizer, device and precision,
     fingerprints, encoding and batching."""
@@ -240,19 +255,8 @@ class _Transformer:
             raise invalid_argument("tokenizer", type(tokenizer).__name__, "a transformers tokenizer")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise invalid_argument("batch_size", batch_size, "an integer >= 1")
-        param = next(model.parameters(), None)
-        current_device = param.device if param is not None else torch.device("cpu")
-        current_dtype = param.dtype if param is not None else torch.float32
-        target_device = _resolve_device(device, current_device)
-        target_dtype = current_dtype if precision is None else getattr(torch, _DTYPES[normalize_precision(precision)])
-        if target_device != current_device or target_dtype != current_dtype:
-            # Module.to changes the module in place; the caller's model stays as it was
-            model = copy.deepcopy(model).to(device=target_device, dtype=target_dtype)
-        self.model = model
+        self.model, self.device, self.precision = _placed(model, device=device, precision=precision)
         self.tokenizer = tokenizer
-        self.device = target_device
-        self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
-            target_dtype, str(target_dtype))
         self.batch_size = int(batch_size)
         limit = _model_max_length(model)
         if max_length is not None and (not isinstance(max_length, (int, np.integer)) or max_length < 2):
@@ -261,6 +265,18 @@ class _Transformer:
         self.truncation = bool(truncation)
         self._sha: tuple[Any, str] | None = None
         self._tok_sha: str | None = None
+
+    def configured(self, *, device: Any, precision: str | None) -> Any:
+        """This model at ``device`` and ``precision`` (None keeps its own): ``self`` when nothing changes, else a
+        new adapter over a converted copy of the weights (same tokenizer and settings); this one is left as it was.
+        """
+        model, target_device, target_precision = _placed(self.model, device=device, precision=precision)
+        if model is self.model:
+            return self
+        new = copy.copy(self)
+        new.model, new.device, new.precision = model, target_device, target_precision
+        new._sha = None  # the weights as the copy runs them
+        return new
 
     def fingerprint(self) -> str:
         """sha256 of the weights as this adapter runs them; recomputed only when a parameter changed in place

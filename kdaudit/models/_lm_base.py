@@ -62,6 +62,11 @@ class LanguageModel(ABC):
                  temperature: float = 1.0, seed: int = 0) -> Any:
         """Continuations of ``prompts``: a :class:`kdaudit.harness.Generations` (seeded when sampling)."""
 
+    def configured(self, *, device: Any, precision: str | None) -> "LanguageModel | None":
+        """This model at ``device`` and ``precision`` (an audit's one policy), without changing this object; None
+        when they cannot apply because the model does not run here (an endpoint, precomputed outputs)."""
+        return None
+
     def n_parameters(self) -> int | None:
         return None
 
