@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Any, Mapping, Sequence
 
-from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit._exceptions import invalid_argument
 from kdaudit._io import to_jsonable
 from kdaudit._result import (  # the result, and the helpers the language-model audit shares
     COST_DEFINITIONS,
@@ -25,13 +25,13 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _command_line,
     _judge,
     _make_bootstrap,
+    _model_sections,
     _progress,
     _roles,
     _student_items,
 )
 from kdaudit.sections import (
     KIND_OF_ACCESS,
-    ModelContext,
     Section,
     SectionInputs,
     check_section_options,
@@ -80,10 +80,6 @@ def _inputs_of(t_out: Any, s_out: Any, data: Any, has_references: bool) -> Secti
                          names=(f"teacher {t_out.name!r}", f"student {s_out.name!r}"))
 
 
-def _unavailable(reason: str) -> dict[str, Any]:
-    return {"available": False, "reason": reason, "headline": {}}
-
-
 def _definitions(sections: Sequence[str], reg: Mapping[str, Section] | None = None) -> dict[str, dict[str, Any]]:
     """``"section.key" -> definition`` for every section used (the report's methodology reads these)."""
     return definitions_of(sections, registry() if reg is None else reg)
@@ -114,67 +110,6 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
         raise invalid_argument("students", f"the name {dup[0]!r} used twice",
                                "distinct model names (pass a dict name -> model, or name= to the adapter)")
     return t, ss
-
-
-def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
-                    reg: Mapping[str, Section], comparisons: list[dict[str, Any]],
-                    section_objs: dict[str, dict[str, Any]], timings: dict[str, Any], boot: Any,
-                    section_options: Mapping[str, Any], lineage_options: Mapping[str, Any] | None, seed: int,
-                    batch_size: int, device: Any, precision: Any, cache_dir: Any, references: Any, controls: Any,
-                    probes: Any, outputs: Any, measure_cost: bool, progress: bool, has_refs: bool
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every chosen section that works on the models rather than row by row (``stream = False``: cost, lineage, a
-    language-model section asked of classifiers), through one loop: the skip rule per student, then the section's
-    :meth:`~kdaudit.sections.Section.compute_models` once for every student it can run for (so the teacher's timing
-    and lineage's reference pool are computed once per audit). Fills ``comparisons`` and ``section_objs``; returns
-    the results.json and run.json entries the sections own."""
-    by_name = {c["student"]: c for c in comparisons}
-    top: dict[str, Any] = {}
-    run_info: dict[str, Any] = {}
-    for name in chosen:
-        sec = reg[name]
-        if sec.stream:
-            continue
-        able = []
-        for st in student_ms:
-            why = sec.skip_reason(_inputs_of(teacher_m, st, data, has_refs))
-            if why is None:
-                able.append(st)
-            else:
-                by_name[st.name][name] = _unavailable(why)
-        if not able:
-            continue
-        options = dict(section_options.get(name, {}))
-        if name == "lineage":  # audit(lineage_options=...): lineage_test's arguments, beside the section's options
-            options.update(lineage_options or {})
-        context = ModelContext(
-            teacher=teacher_m, students=tuple(able), data=data, options=options, bootstrap=boot, seed=seed,
-            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
-            references=tuple(references or ()), controls=tuple(controls or ()), probes=probes, outputs=outputs,
-            measure_cost=measure_cost, progress=lambda message: _progress(progress, message))
-        out = sec.compute_models(context)
-        if out is not None:
-            missing = [st.name for st in able if st.name not in out.by_student]
-            foreign = sorted(k for k in out.results if k != name)
-            if missing or foreign:  # a plugin's mistake, named instead of a KeyError or a clobbered results key
-                raise KDAuditError(f"section {name!r}: compute_models gave no result for {missing}" if missing else
-                                   f"section {name!r}: compute_models gave results.json entries {foreign}; a "
-                                   "section owns only the entry under its own name")
-        for st in able:
-            if out is None:
-                by_name[st.name][name] = _unavailable(f"the {name} section does not compute from these models")
-                continue
-            res = out.by_student[st.name]
-            section_objs[st.name][name] = res
-            d = to_jsonable(res)
-            d.setdefault("available", True)
-            d.setdefault("reason", None)
-            by_name[st.name][name] = d
-        if out is not None:
-            top.update(out.results)
-            run_info.update(out.run_info)
-            timings["sections_s"].update(out.timings)
-    return top, run_info
 
 
 def audit(
@@ -348,11 +283,11 @@ def audit(
 
     # the sections computed from the models themselves (cost, lineage), through one loop
     model_results, model_run_info = _model_sections(
-        teacher_m, student_ms, data, chosen=chosen, reg=reg, comparisons=comparisons, section_objs=section_objs,
+        teacher_m, student_ms, data, inputs_of=lambda st: _inputs_of(teacher_m, st, data, has_refs), chosen=chosen,
+        reg=reg, comparisons=comparisons, section_objs=section_objs,
         timings=timings, boot=boot, section_options=section_options, lineage_options=lineage_options, seed=seed,
         batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, references=references,
-        controls=controls, probes=probes, outputs=outputs, measure_cost=measure_cost, progress=progress,
-        has_refs=has_refs)
+        controls=controls, probes=probes, outputs=outputs, measure_cost=measure_cost, progress=progress)
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]

@@ -29,12 +29,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from kdaudit._result import (
     SCHEMA,
@@ -42,9 +40,10 @@ from kdaudit._result import (
     _command_line,
     _judge,
     _make_bootstrap,
+    _model_sections,
     _progress,
-    _ratio,
     _student_items,
+    _unavailable,
 )
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import to_jsonable
@@ -55,9 +54,6 @@ __all__ = ["LMAuditResult", "audit_lm"]
 
 #: the output kinds language models give (a section that consumes one of them can run in a language-model audit)
 _LM_KINDS = frozenset({OutputKind.TOKEN_TOP_K, OutputKind.TEXT})
-#: the sections computed from the models themselves rather than from their outputs
-_MODEL_SECTIONS = ("cost",)
-_SPEED_ROUNDS = 5
 #: the options results.json's ``settings`` holds by name, defaults included (as it always has); any other option
 #: given goes to ``settings.section_options``, as in a classifier audit
 _SETTINGS_OPTIONS = {"lm_tokens": ("top_k",), "lm_generation": ("max_new_tokens",), "lm_task": ("length_normalize",),
@@ -195,31 +191,6 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
     return out
 
 
-def _measure_speed(models: list[Any], texts: list[str], ids: list[Any], top_k: int, *, batch: int = 8,
-                   rounds: int = _SPEED_ROUNDS) -> dict[str, dict[str, Any]]:
-    """Each model's scoring time per batch of ``batch`` texts, over interleaved rounds (a burst of load on a
-    shared machine hits every model alike), and its tokens scored per second (median over batches)."""
-    ms: dict[str, list[float]] = {m.name: [] for m in models}
-    tokens: dict[str, list[int]] = {m.name: [] for m in models}
-    for _ in range(rounds):
-        for m in models:
-            for a in range(0, len(texts), batch):
-                t0 = time.perf_counter()
-                res = m.score(texts[a:a + batch], ids[a:a + batch], top_k=min(top_k, m.max_top_k))
-                ms[m.name].append(1000 * (time.perf_counter() - t0))
-                tokens[m.name].append(int(res.n_positions))
-    out = {}
-    for name in ms:
-        rate = [1000 * n / max(t, 1e-9) for n, t in zip(tokens[name], ms[name])]
-        out[name] = {"batch_ms": ms[name], "throughput_tokens_per_s": statistics.median(rate),
-                     "batch_texts": batch, "rounds": rounds}
-    return out
-
-
-def _unavailable(reason: str) -> dict[str, Any]:
-    return {"available": False, "reason": reason, "headline": {}}
-
-
 def _resolve_sections(sections: Any, reg: Mapping[str, Any]) -> tuple[str, ...]:
     """The sections to run, in results order: by default every default section that consumes a language model's
     output kinds; any registered section when named (one the models cannot feed is reported unavailable, with the
@@ -342,6 +313,9 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     asked = {m.name: (int(m.query_count) - counts0[m.name][0], int(m.token_count) - counts0[m.name][1])
              for m in models}
 
+    # the sections computed from the models themselves (cost; kdaudit's language-model sections, not streamed,
+    # compute from the outputs collected above)
+    model_sections = tuple(n for n in chosen if not reg[n].stream and not isinstance(reg[n], LMSection))
     comparisons = []
     possible: dict[str, Any] = {}
     for student in student_ms:
@@ -353,7 +327,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         comp: dict[str, Any] = {"student": student.name, "role": role_of[student.name]}
         for name in chosen:
             section = reg[name]
-            if name in _MODEL_SECTIONS:  # computed from the models below
+            if name in model_sections:  # computed from the models below (cost), through the one loop
                 continue
             why = section.skip_reason(pair.inputs)  # one rule for every section
             if why is not None:
@@ -373,26 +347,16 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         timings["sections_s"][student.name] = time.perf_counter() - t0
         comparisons.append(comp)
 
-    cost_models: dict[str, Any] = {}
-    run_speed: dict[str, Any] = {}
-    if "cost" in chosen:
-        for m in models:
-            cost_models[m.name] = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
-        for comp in comparisons:
-            t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
-            comp["cost"] = to_jsonable({"available": True, "reason": None, "headline": {
-                "parameter_ratio": _ratio(s_c["n_parameters"], t_c["n_parameters"]),
-                "size_ratio": _ratio(s_c["size_bytes"], t_c["size_bytes"])}, "teacher": t_c, "student": s_c})
-        if measure_cost and text_set is not None and all(lm_kind(m) == OutputKind.TOKEN_TOP_K for m in models):
-            from kdaudit.harness._cost import speed_ratio
-
-            n = min(len(text_set), 64)
-            _progress(progress, f"cost: timing {len(models)} models, {_SPEED_ROUNDS} interleaved rounds")
-            run_speed = _measure_speed(models, scored_texts(text_set)[:n], list(text_set.ids[:n]), top_k)
-            for c in comparisons:
-                run_speed[c["student"]]["throughput_ratio"] = speed_ratio(
-                    run_speed[teacher_m.name]["batch_ms"], run_speed[c["student"]]["batch_ms"], seed=seed)
-
+    # the sections computed from the models themselves (cost), through the classifier audit's one loop
+    model_results, model_run_info = _model_sections(
+        teacher_m, student_ms, text_set, inputs_of=lambda st: _pair_inputs(teacher_m, st, text_set, choice_set),
+        chosen=model_sections, reg=reg, comparisons=comparisons, section_objs={st.name: {} for st in student_ms},
+        timings=timings, boot=boot,
+        # cost times teacher-forced scoring at the audit's top_k (lm_tokens' option; the cost section has none)
+        section_options={n: dict(checked.get(n, {})) for n in model_sections} | {"cost": {"top_k": top_k}},
+        lineage_options=None, seed=seed, batch_size=8, device=device,
+        precision=precision, cache_dir=cache_dir, references=(), controls=(), probes=None, outputs=None,
+        measure_cost=measure_cost, progress=progress)
     data_desc = []
     for role, ps in (("texts", text_set), ("multiple_choice", choice_set)):
         if ps is not None:
@@ -426,7 +390,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "teacher": teacher_m.name,
         "comparisons": comparisons,
         "comparisons_possible": possible,
-        "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
+        "cost": model_results.pop("cost", {}),  # the cost section's per-model table ({} without it)
         "provenance": {"data_sha256": {d["role"]: d["sha256"] for d in data_desc},
                        "models": {m["name"]: m["sha256"] for m in models_desc},
                        "versions": library_versions(), "seed": seed},
@@ -447,7 +411,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "host": {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()},
         "wall_time_s": to_jsonable(timings),
         # measured scoring speed (varies by run; the report's scorecard reads the throughput ratio from here)
-        "cost": to_jsonable(run_speed),
+        "cost": model_run_info.get("cost", {}),
         "cost_conditions": {"task": "teacher-forced scoring", "unit": "tokens", "torch_threads": _threads()},
         # what this audit asked of each model: 0 for what the cache already held, so it lives here, not in
         # results.json (which a cached rerun must reproduce byte for byte)

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 from kdaudit._estimate import Estimate
-from kdaudit._exceptions import invalid_argument
-from kdaudit._io import canonical_json
+from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit._io import canonical_json, to_jsonable
 from kdaudit._rows import result_rows, section_definitions
 from kdaudit._version import RESULTS_SCHEMA
-from kdaudit.sections import Section, registry
+from kdaudit.sections import ModelContext, Section, registry
 
 __all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA"]
 
@@ -221,6 +221,72 @@ def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
     if not isinstance(bootstrap, Bootstrap):
         raise invalid_argument("bootstrap", bootstrap, "a kdaudit.metrics.Bootstrap")
     return bootstrap
+
+
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason, "headline": {}}
+
+
+def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, inputs_of: Any, chosen: Sequence[str],
+                    reg: Mapping[str, Section], comparisons: list[dict[str, Any]],
+                    section_objs: dict[str, dict[str, Any]], timings: dict[str, Any], boot: Any,
+                    section_options: Mapping[str, Any], lineage_options: Mapping[str, Any] | None, seed: int,
+                    batch_size: int, device: Any, precision: Any, cache_dir: Any, references: Any, controls: Any,
+                    probes: Any, outputs: Any, measure_cost: bool, progress: bool
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every chosen section that works on the models rather than row by row (``stream = False``: cost, lineage, a
+    language-model section asked of classifiers), through one loop: the skip rule per student, then the section's
+    :meth:`~kdaudit.sections.Section.compute_models` once for every student it can run for (so the teacher's timing
+    and lineage's reference pool are computed once per audit); both audits' (classifiers and language models) run
+    them here. ``inputs_of(student)`` is what the skip rule judges of the teacher and that student. Fills ``comparisons`` and ``section_objs``; returns
+    the results.json and run.json entries the sections own."""
+    by_name = {c["student"]: c for c in comparisons}
+    top: dict[str, Any] = {}
+    run_info: dict[str, Any] = {}
+    for name in chosen:
+        sec = reg[name]
+        if sec.stream:
+            continue
+        able = []
+        for st in student_ms:
+            why = sec.skip_reason(inputs_of(st))
+            if why is None:
+                able.append(st)
+            else:
+                by_name[st.name][name] = _unavailable(why)
+        if not able:
+            continue
+        options = dict(section_options.get(name, {}))
+        if name == "lineage":  # audit(lineage_options=...): lineage_test's arguments, beside the section's options
+            options.update(lineage_options or {})
+        context = ModelContext(
+            teacher=teacher_m, students=tuple(able), data=data, options=options, bootstrap=boot, seed=seed,
+            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
+            references=tuple(references or ()), controls=tuple(controls or ()), probes=probes, outputs=outputs,
+            measure_cost=measure_cost, progress=lambda message: _progress(progress, message))
+        out = sec.compute_models(context)
+        if out is not None:
+            missing = [st.name for st in able if st.name not in out.by_student]
+            foreign = sorted(k for k in out.results if k != name)
+            if missing or foreign:  # a plugin's mistake, named instead of a KeyError or a clobbered results key
+                raise KDAuditError(f"section {name!r}: compute_models gave no result for {missing}" if missing else
+                                   f"section {name!r}: compute_models gave results.json entries {foreign}; a "
+                                   "section owns only the entry under its own name")
+        for st in able:
+            if out is None:
+                by_name[st.name][name] = _unavailable(f"the {name} section does not compute from these models")
+                continue
+            res = out.by_student[st.name]
+            section_objs[st.name][name] = res
+            d = to_jsonable(res)
+            d.setdefault("available", True)
+            d.setdefault("reason", None)
+            by_name[st.name][name] = d
+        if out is not None:
+            top.update(out.results)
+            run_info.update(out.run_info)
+            timings["sections_s"].update(out.timings)
+    return top, run_info
 
 
 def _ratio(a: Any, b: Any) -> Estimate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from kdaudit.data._audit_data import AuditData
 from kdaudit.models._loading import as_model
 from kdaudit.models._torch import TorchModel
 
-__all__ = ["measure_cost", "pool_rounds", "speed_ratio"]
+__all__ = ["measure_cost", "measure_lm_speed", "pool_rounds", "speed_ratio"]
 
 
 def measure_cost(model: Any, data: Any, *, batch_size: int = 256, n_warmup: int = 2, n_batches: int = 10,
@@ -168,3 +169,24 @@ def _cuda_sync(m: Any) -> Any:
 
         return lambda: torch.cuda.synchronize(m.device)
     return lambda: None
+
+
+def measure_lm_speed(models: list[Any], texts: list[str], ids: list[Any], top_k: int, *, batch: int = 8,
+                     rounds: int = 5) -> dict[str, dict[str, Any]]:
+    """Each model's scoring time per batch of ``batch`` texts, over interleaved rounds (a burst of load on a
+    shared machine hits every model alike), and its tokens scored per second (median over batches)."""
+    ms: dict[str, list[float]] = {m.name: [] for m in models}
+    tokens: dict[str, list[int]] = {m.name: [] for m in models}
+    for _ in range(rounds):
+        for m in models:
+            for a in range(0, len(texts), batch):
+                t0 = time.perf_counter()
+                res = m.score(texts[a:a + batch], ids[a:a + batch], top_k=min(top_k, m.max_top_k))
+                ms[m.name].append(1000 * (time.perf_counter() - t0))
+                tokens[m.name].append(int(res.n_positions))
+    out = {}
+    for name in ms:
+        rate = [1000 * n / max(t, 1e-9) for n, t in zip(tokens[name], ms[name])]
+        out[name] = {"batch_ms": ms[name], "throughput_tokens_per_s": statistics.median(rate),
+                     "batch_texts": batch, "rounds": rounds}
+    return out

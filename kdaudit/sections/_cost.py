@@ -19,6 +19,7 @@ __all__ = ["compute_cost", "ratio"]
 
 _COST_CONDITIONS = ("batch_size", "n_batches", "rounds", "device")
 _COST_ROUNDS = 3
+_LM_SPEED_ROUNDS = 5
 
 
 def ratio(a: Any, b: Any) -> Estimate:
@@ -45,11 +46,53 @@ def _torch_threads() -> int | None:
     return None if torch is None else int(torch.get_num_threads())
 
 
+def _headlines(models: Mapping[str, Any], teacher: Any, students: list[Any]) -> dict[str, Any]:
+    """Each student's cost entry: its parameter and size ratios to the teacher's, and both models' figures."""
+    t_c = models[teacher.name]
+    out = {}
+    for s in students:
+        s_c = models[s.name]
+        headline = {"parameter_ratio": ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
+                    "size_ratio": ratio(s_c.get("size_bytes"), t_c.get("size_bytes"))}
+        out[s.name] = to_jsonable({"available": True, "reason": None, "headline": headline,
+                                   "teacher": t_c, "student": s_c})
+    return out
+
+
+def _compute_lm_cost(context: ModelContext) -> ModelResults:
+    """Language models' cost: parameters and size (exact), and, when asked and every model reveals per-token
+    log-probabilities, teacher-forced scoring speed on the audit's texts (run.json only)."""
+    from kdaudit._kinds import OutputKind
+    from kdaudit.harness._cost import speed_ratio
+    from kdaudit.harness._cost import measure_lm_speed
+    from kdaudit.sections._lm import lm_kind
+
+    teacher, students = context.teacher, list(context.students)
+    cost_list = [teacher, *students]
+    models = {m.name: {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()} for m in cost_list}
+    speed: dict[str, Any] = {}
+    texts = context.data  # the audit's prompt set of texts (None when it has only a multiple-choice set)
+    if context.measure_cost and texts is not None and all(lm_kind(m) == OutputKind.TOKEN_TOP_K for m in cost_list):
+        n = min(len(texts), 64)
+        top_k = int(context.options.get("top_k", 1))
+        context.progress(f"cost: timing {len(cost_list)} models, {_LM_SPEED_ROUNDS} interleaved rounds")
+        speed = measure_lm_speed(cost_list, texts.scored_texts()[:n], list(texts.ids[:n]), top_k,
+                                 rounds=_LM_SPEED_ROUNDS)
+        for s in students:
+            speed[s.name]["throughput_ratio"] = speed_ratio(speed[teacher.name]["batch_ms"],
+                                                            speed[s.name]["batch_ms"], seed=context.seed)
+    return ModelResults(by_student=_headlines(models, teacher, students),
+                        results={"cost": {"models": to_jsonable(models)}}, run_info={"cost": to_jsonable(speed)})
+
+
 def compute_cost(context: ModelContext) -> ModelResults:
     """Every student's cost relative to the teacher; the teacher is measured once for all of them."""
     from kdaudit.harness import measure_cost as _measure
     from kdaudit.harness._cost import pool_rounds, speed_ratio
+    from kdaudit.models._lm_base import LanguageModel
 
+    if isinstance(context.teacher, LanguageModel):
+        return _compute_lm_cost(context)
     teacher, students = context.teacher, list(context.students)
     cost_list = [teacher, *students]
     raws: dict[str, list[dict[str, Any]]] = {m.name: [] for m in cost_list}
@@ -79,13 +122,5 @@ def compute_cost(context: ModelContext) -> ModelResults:
         if batches.get(s.name) and batches.get(teacher.name):
             timings[s.name]["throughput_ratio"] = speed_ratio(batches[teacher.name], batches[s.name],
                                                               seed=context.seed)
-    by_student = {}
-    t_c = models[teacher.name]
-    for s in students:
-        s_c = models[s.name]
-        headline = {"parameter_ratio": ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
-                    "size_ratio": ratio(s_c.get("size_bytes"), t_c.get("size_bytes"))}
-        by_student[s.name] = to_jsonable({"available": True, "reason": None, "headline": headline,
-                                          "teacher": t_c, "student": s_c})
-    return ModelResults(by_student=by_student, results={"cost": {"models": to_jsonable(models)}},
+    return ModelResults(by_student=_headlines(models, teacher, students), results={"cost": {"models": to_jsonable(models)}},
                         run_info={"cost": to_jsonable(timings), "cost_conditions": to_jsonable(conditions)})
