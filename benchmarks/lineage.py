@@ -47,8 +47,8 @@ recipe with other seeds, MLP-16 / MLP-256 / boosting on the owner's data, MLP-64
 logistic regression. Probe candidates: 2,000 rows of Adult's test split (plus 2,000 blends). Controls: 10 MLP-16s and
 10 MLP-32-32s on the owner's data. ``--part power`` prints the plain test's TPR, FPR and null check by number of
 references (``--ks``) through the array-level pipeline; ``--part tests`` runs the lineage tests and attribution as
-for MNIST. ``--regression-weight W`` overrides ``pool_regression``'s weight (the library's default is 3; 0 is the
-combination used before issue 16).
+for MNIST. ``--regression-weight W`` overrides ``pool_regression``'s weight in the plain test (the library weighs it
+0 there and 3 in the test calibrated by controls).
 
 Run: ``python benchmarks/lineage.py`` (writes ``benchmarks/results/lineage_cpu.txt``). Trained models are cached in
 ``.kdaudit-cache/lineage_zoo/`` (gitignored), so reruns only evaluate. ``--quick`` uses fewer seeds;
@@ -497,13 +497,13 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
         view = _view(probs_of(module, Xc[idx]), access)
         stats, sums = adjusted_stats(view)
         cal_stats = adjusted_stats(view, nuisance)[0] if cstats is not None else None
-        weights, two_sided = _combination(sums.signatures)
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
             variants = {"plain": stats[order]}
             if cstats is not None:
                 variants["calibrated"] = calibrate_by_controls(cal_stats[order], cstats[:, order])
             for key, st in variants.items():
+                weights, two_sided = _combination(sums.signatures, calibrated=key == "calibrated" and calibrating)
                 C = combined_statistic(st, weights, two_sided=two_sided)
                 pvals[key].append(rank_p_value(C[0], C[1:]))
     return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
@@ -536,6 +536,46 @@ def fast_p_values(teacher, refs, suspects, probe_X, probe_y, mode: str, seed: in
     null = [p_values(pool_all[[1 + k] + [j for j in range(len(pool_all)) if j != 1 + k]][:, idx])
             for k in range(min(n_pseudo, len(refs)))]
     return main, np.concatenate(null)
+
+
+def diagnose_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, mode: str, seed: int) -> None:
+    """Why the plain test's power moved with K (issue 16): the same teacher against disjoint and overlapping subsets
+    of its references, for three weightings of the joint fit (``pool_regression``) in the plain test's combination;
+    and how collinear the members' deviations from the consensus are."""
+    from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS
+
+    saved = dict(SIGNATURE_WEIGHTS)
+    combos = {"joint fit 0 (the plain test's weights)": {**saved, "pool_regression": 0.0},
+              "joint fit 3 (the calibrated test's weights)": {**saved, "pool_regression": 3.0},
+              "joint fit alone": {k: float(k == "pool_regression") for k in saved}}
+    is_pos = np.array([p == parent for _, _, p, _ in suspects])
+    subsets = [(0, 19), (20, 39), (40, 59), (0, 39), (20, 59), (0, 59)]
+    log(f"  teacher {parent}, {mode}: plain test's TPR over its {int(is_pos.sum())} students by which references "
+        "form the pool (null check over 5 references as teacher in brackets)")
+    try:
+        for lo, hi in [(a, b) for a, b in subsets if b <= len(refs)]:
+            cells = []
+            for name, weights in combos.items():
+                SIGNATURE_WEIGHTS.clear()
+                SIGNATURE_WEIGHTS.update(weights)
+                p, null = fast_p_values(teacher, refs[lo:hi], suspects, probe_X, probe_y, mode, seed)
+                cells.append(f"{name} {np.mean(p[is_pos] <= ALPHA):.2f} [{np.mean(null <= ALPHA):.3f}]")
+            log(f"    references {lo}..{hi - 1} (K = {hi - lo}): " + "; ".join(cells))
+    finally:
+        SIGNATURE_WEIGHTS.clear()
+        SIGNATURE_WEIGHTS.update(saved)
+    Xc, _ = _candidates(probe_X, probe_y, None, seed)
+    for K in (19, 39, 59):
+        if K > len(refs):
+            continue
+        pool = np.stack([probs_of(m, Xc) for m in [teacher, *refs[:K]]])
+        idx = select_probes(disagreement_scores(pool, access=mode), N_PROBES, seed=seed)
+        dev = (pool[:, idx] - pool[:, idx].mean(axis=0)).reshape(K + 1, -1)
+        sv = np.linalg.svd(dev, compute_uv=False) ** 2
+        corr = np.corrcoef(dev)[~np.eye(K + 1, dtype=bool)]
+        log(f"    members' deviations from the consensus, K = {K}: first principal direction {sv[0] / sv.sum():.2f} "
+            f"of their variance, first three {sv[:3].sum() / sv.sum():.2f}; pairwise correlation sd {corr.std():.3f}, "
+            f"max {corr.max():.2f}")
 
 
 def power_by_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, modes, seed: int,
@@ -792,13 +832,13 @@ def main(argv=None) -> int:
     ap.add_argument("--task", choices=("mnist", "adult"), default="mnist",
                     help="mnist: the image zoo (10 classes); adult: the tabular zoo (binary, MLP and boosted teachers)")
     ap.add_argument("--max-refs", type=int, default=0, help="references to train for the power-by-K table")
-    ap.add_argument("--part", choices=("all", "power", "tests", "fast"), default="all",
+    ap.add_argument("--part", choices=("all", "power", "tests", "fast", "diagnose"), default="all",
                     help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests; 'fast' "
                     "(either task): every test and the attribution through the library's array-level analysis")
     ap.add_argument("--ks", default="19,39,99", help="numbers of references in the Adult power table")
     ap.add_argument("--regression-weight", type=float, default=None,
-                    help="pool_regression's weight in the combined statistic (default: the library's, 3; 0: the "
-                    "combination before issue 16)")
+                    help="pool_regression's weight in the plain test's combined statistic (default: the library's, 0; "
+                    "the calibrated test weighs it 3)")
     ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
                     "scenarios or modes ran (the file says which)")
     ap.add_argument("--modes", default=None,
@@ -808,7 +848,7 @@ def main(argv=None) -> int:
     args.modes = args.modes or ",".join(task_modes)
     args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"))
     torch.set_num_threads(args.threads)
-    from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS
+    from kdaudit.lineage._signatures import CALIBRATED_WEIGHTS, SIGNATURE_WEIGHTS
 
     if args.regression_weight is not None:
         SIGNATURE_WEIGHTS["pool_regression"] = float(args.regression_weight)
@@ -823,7 +863,7 @@ def main(argv=None) -> int:
     log("kdaudit lineage benchmark (benchmarks/lineage.py)")
     log(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
         f"{args.threads} threads, python {platform.python_version()}; task {args.task}"
-        + f"; signature weights {SIGNATURE_WEIGHTS}")
+        + f"; signature weights {SIGNATURE_WEIGHTS}, calibrated {CALIBRATED_WEIGHTS}")
     t0 = time.perf_counter()
     if args.task == "adult":
         own, public, probe = adult_data()
@@ -869,6 +909,16 @@ def main(argv=None) -> int:
         log(f"  {key:<28} AUC {auc(s[is_pos], s[~is_pos]):.3f}")
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if args.part == "diagnose":
+        log("")
+        for mode in modes:
+            diagnose_references(log, A, all_refs, suspects, "A", probe.X, probe.y_true, mode, args.seed)
+        from kdaudit._io import atomic_write_text
+
+        log(f"total wall time {time.perf_counter() - started:.0f}s")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
     if args.part == "fast":
         teachers = {"A": (A, refs), "B": (B, refs), **({"G": (G, refs_G)} if G is not None else {})}
         log("")

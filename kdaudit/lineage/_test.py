@@ -36,6 +36,7 @@ from kdaudit._estimate import Estimate
 from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
 from kdaudit.lineage._signatures import (
+    CALIBRATED_WEIGHTS,
     JOINT,
     SIGNATURE_WEIGHTS,
     SIGNATURES,
@@ -257,9 +258,11 @@ def _view(probs: np.ndarray, access: tuple[str, int | None]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- array-level analysis
-def _combination(signatures: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed weights and two-sided flags of these signatures, in their order."""
-    return (np.array([SIGNATURE_WEIGHTS[name] for name in signatures]),
+def _combination(signatures: Sequence[str], *, calibrated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed weights (of the test calibrated by controls, or of the plain test) and two-sided flags of these
+    signatures, in their order."""
+    table = CALIBRATED_WEIGHTS if calibrated else SIGNATURE_WEIGHTS
+    return (np.array([table[name] for name in signatures]),
             np.array([name in TWO_SIDED for name in signatures]))
 
 
@@ -288,7 +291,7 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
     def signature_stats(totals: np.ndarray) -> np.ndarray:
         return statistics_from_totals(totals[..., 0, :n_sig_values], sums)
 
-    weights, two_sided = _combination(sums.signatures)
+    weights, two_sided = _combination(sums.signatures, calibrated=calibration is not None)
     typicality = _typicality(pool, access=access, y_true=y_true, memo=memo, nuisance=nuisance)
 
     def calibrated(adjusted: np.ndarray) -> np.ndarray:
@@ -328,7 +331,7 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
                                       y_true=y_true)
             plain_stats = adjust_for_typicality(statistics_from_totals(plain_sums.values.sum(axis=0), plain_sums),
                                                 _typicality(pool, access=access, y_true=y_true, memo=memo))
-        plain = combined_statistic(plain_stats, weights, two_sided=two_sided)
+        plain = combined_statistic(plain_stats, _combination(sums.signatures)[0], two_sided=two_sided)
         out["uncalibrated"] = {"p_value": rank_p_value(plain[0], plain[1:]), "effect": _num(effect_size(plain)),
                                "statistic": float(plain[0])}
     if K == 0:
@@ -915,7 +918,7 @@ def _negative_controls(names: list[str], cstats: np.ndarray, a: Mapping[str, Any
     """
     from scipy import stats as sps
 
-    weights, two_sided = _combination(list(a["signatures"]))
+    weights, two_sided = _combination(list(a["signatures"]), calibrated=calibrated)
     suspect = a["typical_adjusted"]
     p_values, effects = [], []
     for j in range(len(cstats)):
