@@ -10,16 +10,13 @@ The result splits in two on purpose:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import platform
-import sys
-import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
-from kdaudit._exceptions import invalid_argument
+from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit._io import to_jsonable
 from kdaudit._result import (  # the result, and the helpers the language-model audit shares
     COST_DEFINITIONS,
@@ -29,17 +26,12 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _judge,
     _make_bootstrap,
     _progress,
-    _ratio,
     _roles,
     _student_items,
 )
-from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
+from kdaudit.sections import KIND_OF_ACCESS, ModelContext, Section, SectionInputs, get_section, registry
 
 __all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA", "audit", "available_sections"]
-
-#: the sections the audit computes from the models themselves rather than from their outputs row by row
-_MODEL_SECTIONS = ("cost", "lineage")
-
 
 def available_sections() -> tuple[str, ...]:
     """Every section this installation provides (built-ins and plugins), in results order."""
@@ -74,6 +66,8 @@ def _check_section_options(section_options: Mapping[str, Any] | None, reg: Mappi
 
 
 def _inputs_of(t_out: Any, s_out: Any, data: Any, has_references: bool) -> SectionInputs:
+    """What the skip rule judges of a teacher/student pair (two models, or their harness outputs: both name their
+    access level)."""
     return SectionInputs(kinds=(KIND_OF_ACCESS[t_out.access], KIND_OF_ACCESS[s_out.access]),
                          access=(t_out.access, s_out.access), has_labels=data.y_true is not None,
                          has_sensitive=data.sensitive is not None, has_references=has_references,
@@ -121,71 +115,65 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return t, ss
 
 
-_COST_CONDITIONS = ("batch_size", "n_batches", "rounds", "device")
-_COST_ROUNDS = 3
-
-
-def _cost_split(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Split a measure_cost dict into its deterministic part (counts, sizes), its timings and its conditions."""
-    fixed = {k: raw[k] for k in ("n_parameters", "size_bytes") if raw.get(k) is not None}
-    conditions = {k: raw[k] for k in _COST_CONDITIONS if k in raw}
-    timing = {k: v for k, v in raw.items() if k not in fixed and k not in conditions and k != "n_parameters"
-              and k != "size_bytes"}
-    if "latency_ms_median" in timing:
-        # the median batch latency is the per-batch latency the report shows
-        timing["latency_ms_per_batch"] = timing["latency_ms_median"]
-    return fixed, timing, conditions
-
-
-#: the metric sections the sharded-parquet fold of kdaudit.executors computes
-_UNIT_SECTIONS = ("agreement", "calibration", "bias", "fingerprint")
-
-
-def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
-                   reg: Mapping[str, Section], boot: Any, section_options: Mapping[str, Any], batch_size: int,
-                   device: Any, precision: Any, cache_dir: Any, seed: int, progress: bool, has_refs: bool
-                   ) -> tuple[Any, Any, dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Every model's outputs through :func:`kdaudit.harness.run` (kept for ``AuditResult.outputs``), then every
-    streaming section per student on them."""
-    _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
-    t0 = time.perf_counter()
-    from kdaudit import harness
-
-    run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size, device=device,
-                      precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
-    timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
-    outputs = run.outputs
-    t_out = outputs[teacher_m.name]
-
-    comparisons: list[dict[str, Any]] = []
-    section_objs: dict[str, dict[str, Any]] = {}
-    for student in student_ms:
-        s_out = outputs[student.name]
-        comp: dict[str, Any] = {"student": student.name}
-        objs: dict[str, Any] = {}
-        inputs = _inputs_of(t_out, s_out, data, has_refs)
-        for section in chosen:
-            sec = reg[section]
-            if not sec.stream:
-                if section not in _MODEL_SECTIONS:  # e.g. a language-model section asked of classifiers
-                    comp[section] = _unavailable(sec.skip_reason(inputs) or
-                                                 f"the {section} section does not compute from these models")
+def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
+                    reg: Mapping[str, Section], comparisons: list[dict[str, Any]],
+                    section_objs: dict[str, dict[str, Any]], timings: dict[str, Any], boot: Any,
+                    section_options: Mapping[str, Any], lineage_options: Mapping[str, Any] | None, seed: int,
+                    batch_size: int, device: Any, precision: Any, cache_dir: Any, references: Any, controls: Any,
+                    probes: Any, outputs: Any, measure_cost: bool, progress: bool, has_refs: bool
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every chosen section that works on the models rather than row by row (``stream = False``: cost, lineage, a
+    language-model section asked of classifiers), through one loop: the skip rule per student, then the section's
+    :meth:`~kdaudit.sections.Section.compute_models` once for every student it can run for (so the teacher's timing
+    and lineage's reference pool are computed once per audit). Fills ``comparisons`` and ``section_objs``; returns
+    the results.json and run.json entries the sections own."""
+    by_name = {c["student"]: c for c in comparisons}
+    top: dict[str, Any] = {}
+    run_info: dict[str, Any] = {}
+    for name in chosen:
+        sec = reg[name]
+        if sec.stream:
+            continue
+        able = []
+        for st in student_ms:
+            why = sec.skip_reason(_inputs_of(teacher_m, st, data, has_refs))
+            if why is None:
+                able.append(st)
+            else:
+                by_name[st.name][name] = _unavailable(why)
+        if not able:
+            continue
+        options = dict(section_options.get(name, {}))
+        if name == "lineage":  # audit(lineage_options=...): lineage_test's arguments, beside the section's options
+            options.update(lineage_options or {})
+        context = ModelContext(
+            teacher=teacher_m, students=tuple(able), data=data, options=options, bootstrap=boot, seed=seed,
+            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
+            references=tuple(references or ()), controls=tuple(controls or ()), probes=probes, outputs=outputs,
+            measure_cost=measure_cost, progress=lambda message: _progress(progress, message))
+        out = sec.compute_models(context)
+        if out is not None:
+            missing = [st.name for st in able if st.name not in out.by_student]
+            foreign = sorted(k for k in out.results if k != name)
+            if missing or foreign:  # a plugin's mistake, named instead of a KeyError or a clobbered results key
+                raise KDAuditError(f"section {name!r}: compute_models gave no result for {missing}" if missing else
+                                   f"section {name!r}: compute_models gave results.json entries {foreign}; a "
+                                   "section owns only the entry under its own name")
+        for st in able:
+            if out is None:
+                by_name[st.name][name] = _unavailable(f"the {name} section does not compute from these models")
                 continue
-            why = sec.skip_reason(inputs)
-            if why is not None:  # one rule for every section: what it needs against what the models reveal
-                comp[section] = _unavailable(why)
-                continue
-            _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
-            t0 = time.perf_counter()
-            res = sec.compute(y_true=data.y_true, teacher=t_out, student=s_out, ids=outputs.ids,
-                              sensitive=data.sensitive, bootstrap=boot, options=section_options.get(section, {}))
-            timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
-            objs[section] = res
-            comp[section] = to_jsonable(res)
-        comparisons.append(comp)
-        section_objs[student.name] = objs
-
-    return outputs, run.provenance, timings, comparisons, section_objs
+            res = out.by_student[st.name]
+            section_objs[st.name][name] = res
+            d = to_jsonable(res)
+            d.setdefault("available", True)
+            d.setdefault("reason", None)
+            by_name[st.name][name] = d
+        if out is not None:
+            top.update(out.results)
+            run_info.update(out.run_info)
+            timings["sections_s"].update(out.timings)
+    return top, run_info
 
 
 def audit(
@@ -213,11 +201,13 @@ def audit(
     measure_cost: bool = True,
     executor: Any = None,
     block_rows: int | None = None,
+    keep_outputs: bool = False,
 ) -> AuditResult:
     """Audit distilled students against their teacher.
 
-    The teacher (or ensemble) and every student run once through :func:`kdaudit.harness.run` on the same rows; each
-    section then compares teacher and student on those outputs; the policy turns the numbers into findings.
+    The teacher (or ensemble) and every student run through the harness on the same rows, unit by unit (the
+    engine, :func:`kdaudit.sections._engine.stream_sections`); each unit's outputs feed every section's accumulator
+    and are then dropped, so memory stays flat in the number of rows; the policy turns the numbers into findings.
 
     Parameters
     ----------
@@ -266,23 +256,25 @@ def audit(
     measure_cost : bool
         Time each model for the cost section (wall times go to ``run_info`` only).
     executor : {"local", "ray"} or Executor, optional
-        Stream: the models run batch by batch (``batch_size`` rows) and each batch feeds every section's
-        accumulator, so memory stays flat in the number of rows (``AuditResult.outputs`` is then None); with
-        ``cache_dir`` each batch's outputs are cached as a chunk that a re-run resumes from. None (the default)
-        keeps every model's outputs in memory for ``AuditResult.outputs`` (see ARCHITECTURE.md).
-        With ``"ray"`` (or a :class:`kdaudit.executors.RayExecutor`) the shards run in a pool of Ray actors and
-        results.json is byte-identical to ``"local"``'s (shards are merged in shard order). ``data`` may also be a
+        Where the units run. None (the default) or ``"local"``: in this process, one after the other. With
+        ``"ray"`` (or a :class:`kdaudit.executors.RayExecutor`) they run in a pool of Ray actors, and results.json
+        is byte-identical to the local executor's (units are merged in unit order). ``data`` may also be a
         :class:`kdaudit.executors.ParquetSource` (sharded parquet read by the workers, never by the driver).
+        With ``cache_dir`` each model's outputs are cached per unit in chunks that a re-run resumes from.
     block_rows : int, optional
-        Rows per shard under an executor (default 262,144): the grain of parallelism and of retries. Results depend
-        on it in the last bits (it fixes the order of floating-point sums), never on the number of workers.
+        Rows per unit of in-memory data (default 65,536): the grain of parallelism, of retries and of memory (a
+        unit's outputs are held while its sections fold them). An audit of at most this many rows is one unit.
+        Results depend on it in the last bits (it fixes the order of floating-point sums), never on the executor
+        or the number of workers.
+    keep_outputs : bool
+        Keep every model's outputs on every row (N x C float32 per model) as ``AuditResult.outputs``, for further
+        analysis; memory then grows with the number of rows. Default False (``outputs`` is None).
 
     Returns
     -------
     AuditResult
     """
     from kdaudit._version import __version__
-    from kdaudit.data import AuditData
     from kdaudit.policy import load_policy
 
     from kdaudit._audit_lm import dispatch_lm
@@ -294,23 +286,17 @@ def audit(
         return lm
     t_start = time.perf_counter()
     from kdaudit.executors._select import get_executor
+    from kdaudit.harness._source import as_source
 
     executor = get_executor(executor)
-    source = None
-    if executor is not None:
-        from kdaudit.executors._sources import as_source
-
-        source = as_source(data, block_rows=block_rows)
-        data = source.head()  # the rows the driver itself uses: all of them in memory, the first unit of shards
-    elif not isinstance(data, AuditData):
-        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)"
-                                                            " or, with an executor, a ParquetSource")
+    source = as_source(data, block_rows=block_rows)
+    data = source.head()  # the rows the driver itself uses: all of them in memory, the first unit of shards
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
     reg = registry()
     chosen = _resolve_sections(sections, has_refs, reg)
-    if sections is None and (data.sensitive is None if source is None else not source.sensitive_names):
+    if sections is None and not source.sensitive_names:
         # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
         chosen = tuple(s for s in chosen if s != "bias")
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
@@ -326,134 +312,45 @@ def audit(
 
     teacher_m, student_ms = _as_models(teacher, students)
     role_of = _roles(roles, [s.name for s in student_ms])
-    unit_run = None
-    data_summary: Any = None
-    if source is not None and source.kind != "memory":  # sharded parquet: the workers read it (kdaudit.executors)
-        from kdaudit.executors._audit_task import run_units
+    if "lineage" in chosen and probes is None and source.kind != "memory":
+        raise invalid_argument("probes", None, "lineage probes (in memory) when the data is a ParquetSource")
+    from kdaudit.executors._black_box import query_black_boxes_here
+    from kdaudit.harness import LocalExecutor
+    from kdaudit.sections._engine import stream_sections
 
-        if "lineage" in chosen and probes is None:
-            raise invalid_argument("probes", None, "lineage probes (in memory) when the data is a ParquetSource")
-        _progress(progress, f"running {1 + len(student_ms)} models on {source.n_rows:,} rows of {source.name!r} "
-                            f"through the {executor.name} executor ({len(source.units)} units)")
-        t0 = time.perf_counter()
-        unit_run = run_units(executor, source, teacher_m, student_ms,
-                             [s for s in chosen if s in _UNIT_SECTIONS], boot, section_options,
-                             batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
-                             seed=seed, progress=(lambda msg: _progress(progress, msg)))
-        timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
-        outputs, provenance, data_summary = None, unit_run.provenance, unit_run.data_summary
-        comparisons = [{"student": st.name, **{n: to_jsonable(r) for n, r in unit_run.results[st.name].items()}}
-                       for st in student_ms]
-        section_objs = {st.name: dict(unit_run.results[st.name]) for st in student_ms}
-    elif executor is not None:
-        from kdaudit.executors._audit_task import query_black_boxes_here
-        from kdaudit.executors._base import LocalExecutor
-        from kdaudit.executors._sources import DEFAULT_BLOCK_ROWS
-        from kdaudit.sections._engine import stream_sections
-
-        run_t, run_s = teacher_m, student_ms
-        if not isinstance(executor, LocalExecutor):  # a paid API is asked here, once per row (kdaudit.executors)
-            run_t, run_s = query_black_boxes_here([teacher_m, *student_ms], source, batch_size=batch_size,
-                                                  cache_dir=cache_dir, seed=seed)
-        _progress(progress, f"streaming {1 + len(student_ms)} models over {len(data):,} rows of {data.name!r}")
-        streamed, provenance, stream_t = stream_sections(
-            run_t, run_s, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
-            options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
-            precision=precision, has_references=has_refs, seed=seed, shard_rows=block_rows or DEFAULT_BLOCK_ROWS)
-        timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},
-                                   "sections_compute_s": stream_t["compute_s"]}
-        outputs = None
-        for st in student_ms:  # a section that computes neither from rows nor from the models: the one skip rule
-            inputs = SectionInputs(kinds=(KIND_OF_ACCESS[teacher_m.access], KIND_OF_ACCESS[st.access]),
-                                   access=(teacher_m.access, st.access), has_labels=data.y_true is not None,
-                                   has_sensitive=data.sensitive is not None, has_references=has_refs,
-                                   names=(f"teacher {teacher_m.name!r}", f"student {st.name!r}"))
-            for name in chosen:
-                if not reg[name].stream and name not in _MODEL_SECTIONS:
-                    streamed[st.name][name] = _unavailable(reg[name].skip_reason(inputs) or
-                                                           f"the {name} section does not compute from these models")
-        # results.json keeps the canonical section order
-        comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
-                                               if n in streamed[st.name]}} for st in student_ms]
-        section_objs = {st.name: dict(streamed[st.name]) for st in student_ms}
-    else:
-        outputs, provenance, timings, comparisons, section_objs = _run_in_memory(
-            teacher_m, student_ms, data, chosen=chosen, reg=reg, boot=boot, section_options=section_options,
-            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, seed=seed,
-            progress=progress, has_refs=has_refs)
+    run_t, run_s = teacher_m, student_ms
+    if not isinstance(executor, LocalExecutor):  # a paid API is asked here, once per row (kdaudit.executors)
+        run_t, run_s = query_black_boxes_here([teacher_m, *student_ms], source, batch_size=batch_size,
+                                              cache_dir=cache_dir, seed=seed)
+    _progress(progress, f"running {1 + len(student_ms)} models on {source.n_rows:,} rows of {source.name!r}"
+                        + ("" if len(source.units) == 1 else f" in {len(source.units)} units")
+                        + ("" if isinstance(executor, LocalExecutor) else f" through the {executor.name} executor"))
+    engine = stream_sections(
+        run_t, run_s, source, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
+        options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
+        precision=precision, has_references=has_refs, seed=seed, keep_outputs=keep_outputs,
+        progress=(lambda msg: _progress(progress, msg)) if progress else None)
+    timings: dict[str, Any] = {"harness_s": engine.timings["models_and_folds_s"], "sections_s": {},
+                               "sections_compute_s": engine.timings["compute_s"]}
+    provenance, data_summary, outputs = engine.provenance, engine.data_summary, engine.outputs
+    streamed = engine.results
+    # results.json keeps the canonical section order
+    comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
+                                           if n in streamed[st.name]}} for st in student_ms]
+    section_objs = {st.name: dict(streamed[st.name]) for st in student_ms}
 
     for comp in comparisons:  # each comparison says whether its model is judged (a student) or shown (a control)
         comp_items = list(comp.items())
         comp.clear()
         comp.update([comp_items[0], ("role", role_of[comp_items[0][1]]), *comp_items[1:]])
 
-    cost_models: dict[str, Any] = {}
-    cost_timing: dict[str, Any] = {}
-    cost_conditions: dict[str, Any] = {}
-    if "cost" in chosen:
-        from kdaudit.harness import measure_cost as _measure
-
-        cost_list = [teacher_m, *student_ms]
-        raws: dict[str, list[dict[str, Any]]] = {m.name: [] for m in cost_list}
-        if measure_cost:
-            _progress(progress, f"cost: timing {len(cost_list)} models, {_COST_ROUNDS} interleaved rounds")
-            # Interleaved rounds, then each model's median round: a burst of load on a shared machine then hits
-            # every model alike instead of one model's whole measurement.
-            for _ in range(_COST_ROUNDS):
-                for m in cost_list:
-                    raws[m.name].append(_measure(m, data, batch_size=batch_size, device=device))
-        from kdaudit.harness._cost import pool_rounds, speed_ratio
-
-        batches: dict[str, list[float]] = {}
-        for m in cost_list:
-            fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
-            if raws[m.name]:
-                # Every timed batch of every round, pooled: the summary and the speed ratio's interval use them all.
-                pooled = pool_rounds(raws[m.name])
-                batches[m.name] = pooled.pop("batch_ms")
-                f2, timing, conditions = _cost_split(pooled)
-                fixed.update(f2)
-                cost_timing[m.name] = timing
-                cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
-            cost_models[m.name] = fixed
-        for s in student_ms:
-            if batches.get(s.name) and batches.get(teacher_m.name):
-                cost_timing[s.name]["throughput_ratio"] = speed_ratio(batches[teacher_m.name], batches[s.name],
-                                                                      seed=seed)
-        for comp in comparisons:
-            t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
-            headline = {"parameter_ratio": _ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
-                        "size_ratio": _ratio(s_c.get("size_bytes"), t_c.get("size_bytes"))}
-            comp["cost"] = to_jsonable({"available": True, "reason": None, "headline": headline,
-                                        "teacher": t_c, "student": s_c})
-
-    if "lineage" in chosen:
-        from kdaudit.lineage import lineage_test
-
-        probe_data = data if probes is None else probes
-        ref_models = [r for r in references or ()]
-        # The reference and control pool does not depend on the student: it runs once per audit, and every further
-        # student reads its outputs from the cache (the caller's cache_dir, else one that lives for this audit).
-        pool_cache = contextlib.nullcontext(cache_dir) if cache_dir is not None or len(student_ms) < 2 else \
-            tempfile.TemporaryDirectory(prefix="kdaudit-pool-")
-        memo: dict[bytes, Any] = {}  # the pool's statistics that do not depend on the student, for this audit
-        with pool_cache as pool_dir:
-            for comp, student in zip(comparisons, student_ms):
-                _progress(progress, f"lineage: was {student.name} distilled from {teacher_m.name}? "
-                                    f"({len(ref_models)} references)")
-                t0 = time.perf_counter()
-                options = {"seed": seed, "batch_size": batch_size, "cache_dir": pool_dir, "device": device,
-                           "precision": precision, "memo": memo,  # one device and precision for every model
-                           "n_replicates": boot.n_replicates,  # the audit's replicates reach every section
-                           **dict(section_options.get("lineage", {})), **dict(lineage_options or {})}
-                res = lineage_test(teacher_m, student, probe_data, references=ref_models, controls=controls or None,
-                                   **options)
-                timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
-                section_objs[student.name]["lineage"] = res
-                d = to_jsonable(res)
-                d.setdefault("available", True)
-                d.setdefault("reason", None)
-                comp["lineage"] = d
+    # the sections computed from the models themselves (cost, lineage), through one loop
+    model_results, model_run_info = _model_sections(
+        teacher_m, student_ms, data, chosen=chosen, reg=reg, comparisons=comparisons, section_objs=section_objs,
+        timings=timings, boot=boot, section_options=section_options, lineage_options=lineage_options, seed=seed,
+        batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, references=references,
+        controls=controls, probes=probes, outputs=outputs, measure_cost=measure_cost, progress=progress,
+        has_refs=has_refs)
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]
@@ -481,16 +378,17 @@ def audit(
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "kdaudit_version": __version__,
-        "data": to_jsonable(data.summary() if data_summary is None else data_summary),
+        "data": to_jsonable(data_summary),
         "models": models_desc,
         "teacher": teacher_m.name,
         "comparisons": comparisons,
-        "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
+        "cost": model_results.pop("cost", {}),  # the cost section's per-model table ({} without it)
         "provenance": to_jsonable(provenance.to_dict(include_timing=False)),
         "settings": settings,
         "config": to_jsonable(dict(config)) if config is not None else None,
         "definitions": to_jsonable(_definitions(chosen, reg)),
         "policy": pol.to_dict(),
+        **model_results,
     }
     results, findings = _judge(results, pol)
     verdict = results["verdict"]
@@ -503,21 +401,16 @@ def audit(
         "host": {"python": platform.python_version(), "platform": platform.platform(),
                  "cpu_count": os.cpu_count()},
         "wall_time_s": to_jsonable(timings),
-        "cost": to_jsonable(cost_timing),
-        "cost_conditions": to_jsonable(cost_conditions),
+        "cost": {},
+        "cost_conditions": {},
+        **model_run_info,
         "models": [{"name": m.get("name"), "wall_time_s": m.get("wall_time_s"), "from_cache": m.get("from_cache"),
                     "queries": m.get("queries")} for m in to_jsonable(prov_timed.get("models", []))],
     }
-    if unit_run is not None:  # what ran where: never in results.json, which must not depend on it
-        run_info["executor"] = to_jsonable(unit_run.info)
-    elif executor is not None:
-        run_info["executor"] = to_jsonable(executor.describe() if hasattr(executor, "describe")
-                                           else {"kind": executor.name})
+    # what ran where: never in results.json, which must not depend on it
+    run_info["executor"] = to_jsonable(dict(engine.info["executor"], source=engine.info["source"],
+                                            workers=engine.info["workers"]))
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
     return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
                        run_info=run_info, outputs=outputs)
 
-
-def _torch_threads() -> int | None:
-    torch = sys.modules.get("torch")
-    return None if torch is None else int(torch.get_num_threads())

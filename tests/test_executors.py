@@ -83,12 +83,23 @@ def test_labels_only_and_unlabelled_sections_are_unavailable_alike(setup):
 
     labels = BlackBoxModel(lambda X: students["close"].predict(np.asarray(X)), n_classes=3, access="labels",
                            name="labels-only")
-    # (calibration left out: the engine's stream builds its accumulator for a labels-only student, noted in the report)
-    kw = dict(KW, sections=["agreement", "bias", "fingerprint"])
+    kw = dict(KW, sections=["agreement", "calibration", "bias", "fingerprint"])
     plain = audit(teacher, {"labels-only": labels}, data, executor="local", **kw)
     labels.query_count = 0
     through = audit(teacher, {"labels-only": labels}, data, executor=Scrambled(), **kw)
     assert results_text(through) == results_text(plain)
+    calibration = plain.results["comparisons"][0]["calibration"]
+    assert not calibration["available"] and "labels" in calibration["reason"]  # the one skip rule
+    # without labels, each section that needs them reports its own reason, on any executor
+    unlabelled = type(data)(data.X, sensitive=data.sensitive, ids=data.ids, name=data.name)
+    labels.query_count = 0  # the model's description in results.json counts its queries so far
+    plain = audit(teacher, {"labels-only": labels}, unlabelled, executor="local", block_rows=500, **kw)
+    labels.query_count = 0
+    through = audit(teacher, {"labels-only": labels}, unlabelled, executor=Scrambled(), block_rows=500, **kw)
+    assert results_text(through) == results_text(plain)
+    comp = plain.results["comparisons"][0]
+    assert not comp["fingerprint"]["available"] and "no true labels" in comp["fingerprint"]["reason"]
+    assert comp["agreement"]["available"] and comp["bias"]["available"]
 
 
 def test_sharded_parquet_equals_the_same_rows_in_memory(setup, tmp_path):
@@ -131,13 +142,16 @@ def test_parquet_source_errors(tmp_path):
                  n_files=1)
     with pytest.raises(KDAuditError, match="'nope'"):
         ParquetSource(tmp_path / "s", label="nope")
+    # the local executor is the default: a sharded source needs no executor named
+    cols = (ColumnModel("p_teacher", n_classes=3), {"s": ColumnModel("p_student", n_classes=3)})
+    assert results_text(audit(*cols, ParquetSource(tmp_path / "s"), **KW)) == \
+        results_text(audit(*cols, ParquetSource(tmp_path / "s"), executor="local", **KW))
     with pytest.raises(KDAuditError, match="data"):
-        audit(ColumnModel("p_teacher", n_classes=3), {"s": ColumnModel("p_student", n_classes=3)},
-              ParquetSource(tmp_path / "s"), **KW)  # a sharded source needs an executor
+        audit(*cols, {"not": "data"}, **KW)
 
 
 def test_get_executor_and_missing_ray(monkeypatch):
-    assert get_executor(None) is None and isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor(None), LocalExecutor) and isinstance(get_executor("local"), LocalExecutor)
     with pytest.raises(KDAuditError, match="executor"):
         get_executor("spark")
     monkeypatch.setitem(sys.modules, "ray", None)  # what a machine without Ray sees

@@ -65,9 +65,8 @@ class RayExecutor(Executor):
         Resources each actor reserves; ``num_gpus_per_actor=1`` puts each actor on its own GPU (then pass
         ``device="cuda"`` to the audit).
     batch_size : int, optional
-        The harness batch size in the actors for sharded-parquet audits (default: the audit's ``batch_size``, which
-        in-memory audits always use). Results are identical to a local run with the same batch size: a batch is part
-        of what fixes a model's floating-point outputs.
+        The harness batch size in the actors (default: the audit's ``batch_size``). Results are identical to a
+        local run with the same batch size: a batch is part of what fixes a model's floating-point outputs.
     runtime_env : mapping, optional
         Ray runtime environment for a cluster whose nodes lack kdaudit or the model code (``{"pip": [...]}``,
         ``{"working_dir": "."}``); given to ``ray.init``.

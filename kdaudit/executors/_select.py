@@ -11,12 +11,16 @@ from kdaudit.executors._ray import RayExecutor
 __all__ = ["get_executor"]
 
 
-def get_executor(executor: Any = None, **options: Any) -> Executor | None:
-    """An :class:`Executor` from a name (``"local"``, ``"ray"``; ``options`` go to its constructor), an executor
-    (returned as is), or None (None: the caller's in-process default path)."""
-    if executor is None or isinstance(executor, Executor) or (hasattr(executor, "map") and hasattr(executor, "name")):
+def get_executor(executor: Any = None, **options: Any) -> Any:
+    """An executor from a name (``"local"``, ``"ray"``; ``options`` go to its constructor), an executor (returned
+    as is), or None (the default: the local executor)."""
+    if executor is None:
+        if options:
+            raise invalid_argument("executor", None, "a name when options are given")
+        return LocalExecutor()
+    if isinstance(executor, Executor) or (hasattr(executor, "map") and hasattr(executor, "name")):
         # an executor of ours, or any object with the engine's interface (name, map(fn, shards))
-        if options and executor is not None:
+        if options:
             raise invalid_argument("executor", type(executor).__name__, "a name when options are given")
         return executor
     if executor == "local":

@@ -1,14 +1,14 @@
 """Executors: where the shards of an audit run. The engine cuts the rows into shards, and an executor runs one
 function per shard and hands back each shard's result, in shard order.
 
-The contract (what a distributed executor, such as the planned Ray one, must keep):
+The contract (what a distributed executor, such as ``kdaudit.executors.RayExecutor``, must keep):
 
 * ``map(fn, shards)`` calls ``fn(shard)`` once per shard (retrying a failed call is allowed: ``fn`` is idempotent
   given the on-disk output cache) and yields the results **in the order of** ``shards``, whatever order they finish
   in. The driver merges them in that order, so floating-point sums, and thus results.json, are identical for any
   number of workers.
-* ``fn`` and a :class:`Shard` are picklable; ``fn``'s result is small and fixed-size (accumulator states), never
-  the rows' outputs: only those travel back.
+* ``fn`` and a :class:`Shard` are picklable; ``fn``'s result is small and fixed-size (accumulators), never the
+  rows' outputs (unless the audit asked to keep them).
 * Models, data and the cache directory must be reachable from where ``fn`` runs (a local path for the local
   executor; a shared file system or object store for a cluster).
 """
@@ -84,7 +84,8 @@ class LocalExecutor:
         return "LocalExecutor()"
 
 
-#: executors by name (``audit(executor="local")``); the Ray executor will register here
+#: executors the harness layer knows by name (``audit`` resolves names with ``kdaudit.executors.get_executor``, which
+#: adds ``"ray"``)
 EXECUTORS: dict[str, Callable[[], Any]] = {"local": LocalExecutor}
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "AgreementAccumulator",
     "AgreementResult",
     "McNemarResult",
+    "agreement_fold",
     "agreement_section",
     "cohen_kappa_score",
     "conditional_agreement_score",
@@ -398,6 +399,15 @@ def agreement_section(y_true: Any, teacher: ModelOutputs, student: ModelOutputs,
                       chunk_size: int | None = None) -> AgreementResult:
     """Agreement section from harness outputs. Labels-only and top-k models get what their outputs allow; the rest
     is listed in ``detail["unavailable"]`` with the reason."""
+    return agreement_fold(y_true, teacher, student, ids=ids, bootstrap=bootstrap, k=k,
+                          chunk_size=chunk_size).compute()
+
+
+def agreement_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
+                   sensitive: Any = None, bootstrap: Bootstrap | None = None, k: int = 5,
+                   chunk_size: int | None = None) -> AgreementAccumulator:
+    """The accumulator of :func:`agreement_section`, fed with these rows (the streaming engine merges one per
+    shard)."""
     acc = AgreementAccumulator(teacher.n_classes, bootstrap=bootstrap, k=k, teacher_access=teacher.access,
                                student_access=student.access, teacher_top_k=teacher.top_k,
                                student_top_k=student.top_k)
@@ -407,4 +417,4 @@ def agreement_section(y_true: Any, teacher: ModelOutputs, student: ModelOutputs,
     for a in range(0, len(ids), step):
         sl = slice(a, a + step)
         acc.update(None if y is None else y[sl], teacher.probs[sl], student.probs[sl], ids=ids[sl])
-    return acc.compute()
+    return acc

@@ -36,7 +36,7 @@ from scipy import special
 from kdaudit._exceptions import invalid_argument
 from kdaudit._kinds import Access
 from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
-from kdaudit.metrics._accumulator import SUM, Accumulator
+from kdaudit.metrics._accumulator import SUM, Accumulator, finish
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -58,6 +58,7 @@ __all__ = [
     "CalibrationResult",
     "apply_temperature",
     "brier_score_loss",
+    "calibration_fold",
     "calibration_section",
     "classwise_calibration_error",
     "confidence_gap",
@@ -754,6 +755,18 @@ def calibration_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
     top-label metrics (ECE, MCE, confidence gap, reliability) are computed and the rest (classwise ECE, Brier, NLL,
     temperature scaling) is listed in ``detail["unavailable"]``.
     """
+    return finish(calibration_fold(y_true, teacher, student, ids=ids, bootstrap=bootstrap, n_bins=n_bins,
+                                   strategy=strategy, norm=norm, debiased=debiased, binning=binning,
+                                   chunk_size=chunk_size))
+
+
+def calibration_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
+                     sensitive: Any = None, bootstrap: Bootstrap | None = None, n_bins: int = 15,
+                     strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
+                     binning: str = "default", chunk_size: int | None = None
+                     ) -> CalibrationAccumulator | CalibrationResult:
+    """The accumulator of :func:`calibration_section` fed with these rows (logits, when a model gave them, feed
+    the temperature fit), or its result when it cannot run."""
     if y_true is None:
         return CalibrationResult(available=False, reason="no true labels: calibration needs y_true")
     for mo in (teacher, student):
@@ -771,4 +784,4 @@ def calibration_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
         acc.update(y[sl], teacher.probs[sl], student.probs[sl], ids=ids[sl],
                    logits_teacher=None if teacher.logits is None else teacher.logits[sl],
                    logits_student=None if student.logits is None else student.logits[sl])
-    return acc.compute()
+    return acc

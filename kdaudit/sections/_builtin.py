@@ -8,7 +8,7 @@ import importlib
 from typing import Any, Mapping
 
 from kdaudit._kinds import Access, OutputKind
-from kdaudit.sections._base import Needs, Option, Row, Section
+from kdaudit.sections._base import ModelContext, ModelResults, Needs, Option, Section
 
 __all__ = ["BUILTIN_SECTIONS"]
 
@@ -19,7 +19,7 @@ class _MetricSection(Section):
     """A section whose statistics are a metric family's section function over the two models' outputs."""
 
     module: str = ""
-    function: str = ""
+    function: str = ""  # the module's fold function (``<family>_fold``)
     default = True
 
     def _module(self) -> Any:
@@ -28,8 +28,10 @@ class _MetricSection(Section):
     def definitions(self) -> Mapping[str, Mapping[str, Any]]:
         return dict(getattr(self._module(), "DEFINITIONS", {}))
 
-    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
-                options: Mapping[str, Any]) -> Any:
+    def fold(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+             options: Mapping[str, Any]) -> Any:
+        # the metric family's fold: what its section function computes, minus the final compute(), so a one-unit
+        # audit gives exactly the section function's numbers
         fn = getattr(self._module(), self.function)
         kwargs = dict(options)
         if self.needs.sensitive:
@@ -40,7 +42,7 @@ class _MetricSection(Section):
 class AgreementSection(_MetricSection):
     name, order, title = "agreement", 10, "Agreement and fidelity"
     description = "How often and how closely the student reproduces the teacher's predictions."
-    module, function = "kdaudit.metrics._agreement", "agreement_section"
+    module, function = "kdaudit.metrics._agreement", "agreement_fold"
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
     options = (Option("k", int, 5, "k of the top-k overlap", minimum=1),
                Option("chunk_size", int, None, "rows per chunk", minimum=1))
@@ -58,7 +60,7 @@ class AgreementSection(_MetricSection):
 class CalibrationSection(_MetricSection):
     name, order, title = "calibration", 20, "Calibration"
     description = "Whether each model's confidence matches its accuracy, and how distillation changed that."
-    module, function = "kdaudit.metrics._calibration", "calibration_section"
+    module, function = "kdaudit.metrics._calibration", "calibration_fold"
     # confidences are needed: a labels-only model makes the section unavailable by the one skip rule, on the
     # in-memory and the streaming path alike
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.TOP_K)
@@ -83,7 +85,7 @@ class CalibrationSection(_MetricSection):
 class BiasSection(_MetricSection):
     name, order, title = "bias", 30, "Bias transfer"
     description = "Per sensitive group, what the student inherits from the teacher and what it amplifies."
-    module, function = "kdaudit.metrics._bias", "bias_section"
+    module, function = "kdaudit.metrics._bias", "bias_fold"
     # the section function reports missing sensitive features itself
     needs = Needs(kinds=_CLASS_KINDS, least_access=None, sensitive=True)
     options = (Option("pos_label", int, None, "the positive class of selection rate, TPR and FPR", minimum=0),
@@ -106,30 +108,11 @@ class BiasSection(_MetricSection):
         kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
         return BiasAccumulator(n_classes, bootstrap=bootstrap, **kwargs)
 
-    def rows(self, result: Mapping[str, Any]) -> list[Row]:
-        out = Section.rows(self, result)
-        if not isinstance(result, Mapping) or not result.get("available", True):
-            return out
-        defs = self.definitions()
-        for fname, feat in sorted((result.get("features") or {}).items()):
-            for dkey, entry in sorted((feat.get("disparities") or {}).items()):
-                for part in ("teacher", "student", "amplification", "change"):
-                    if isinstance(entry.get(part), Mapping):
-                        out.append(self._row(f"{dkey}.{part}", fname, entry[part], defs.get(dkey)))
-            for g in feat.get("groups") or []:
-                label = f"{fname}={g['group']}"
-                for model in ("teacher", "student", "change"):
-                    for k, est in sorted((g.get(model) or {}).items()):
-                        out.append(self._row(f"{k}.{model}", label, est, defs.get(k)))
-                if isinstance(g.get("group_agreement"), Mapping):
-                    out.append(self._row("group_agreement", label, g["group_agreement"], None))
-        return out
-
 
 class FingerprintSection(_MetricSection):
     name, order, title = "fingerprint", 40, "Error fingerprints"
     description = "Whether the student makes the teacher's mistakes, beyond what chance explains."
-    module, function = "kdaudit.metrics._fingerprint", "fingerprint_section"
+    module, function = "kdaudit.metrics._fingerprint", "fingerprint_fold"
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
     options = (Option("chunk_size", int, None, "rows per chunk", minimum=1),)
     summary_keys = ("error_consistency", "inherited_error_rate", "same_wrong_label_lift")
@@ -171,6 +154,11 @@ class CostSection(Section):
     def definitions(self) -> Mapping[str, Mapping[str, Any]]:
         return COST_DEFINITIONS
 
+    def compute_models(self, context: ModelContext) -> ModelResults:
+        from kdaudit.sections._cost import compute_cost
+
+        return compute_cost(context)
+
 
 class LineageSection(Section):
     """Was the student distilled from the teacher? Computed from the models and the references (and controls)."""
@@ -193,6 +181,11 @@ class LineageSection(Section):
         from kdaudit.lineage._definitions import DEFINITIONS
 
         return {k.split(".", 1)[1] if k.startswith("lineage.") else k: v for k, v in DEFINITIONS.items()}
+
+    def compute_models(self, context: ModelContext) -> ModelResults:
+        from kdaudit.sections._lineage import compute_lineage
+
+        return compute_lineage(context)
 
 
 # -- language models (issue 12): computed by kdaudit._audit_lm on the TOKEN_TOP_K and TEXT output kinds ---------
@@ -240,9 +233,6 @@ class LMBiasSection(_LMSection):
     description = "Per prompt-level group, token-level accuracy and agreement, disparities and amplification."
     needs = Needs(kinds=_LM_KINDS, least_access=None)
     tables = (("kdaudit.metrics._sequence", "TOKEN_GROUP_DEFINITIONS"),)
-
-    def rows(self, result: Mapping[str, Any]) -> list[Row]:
-        return BiasSection.rows(self, result)  # the bias section's layout: features, disparities, groups
 
 
 BUILTIN_SECTIONS: tuple[Section, ...] = (AgreementSection(), CalibrationSection(), BiasSection(),
