@@ -81,6 +81,12 @@ CONTROLS_MODES = ("check", "calibrate", "require")
 #: noisy (relative standard error about 1/sqrt(2(L-1)): 16 % at 19, 24 % at 10), and 19 also let the suspect's rank
 #: among the controls reach p = 0.05
 MIN_CALIBRATION_CONTROLS = 19
+#: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
+#: benchmarks/results/lineage_adult_fast_cpu.txt and lineage_mnist_fast_cpu.txt).
+NOT_DERIVED_POWER = {
+    "plain": "PLAIN_PLACEHOLDER",
+    "calibrated": "CAL_PLACEHOLDER",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -364,9 +370,20 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
         p, method = p_exact, "exact rank"
         verdict = "derived" if p <= alpha else "not derived"
         reason = f"{where}; exact p = {p:.3g} {'<=' if verdict == 'derived' else '>'} {alpha:.3g}"
+    if verdict == "not derived":
+        reason = f"{reason}; {not_derived_reading(calibrated=calibration is not None)}"
     out.update(verdict=verdict, p_value=p, p_value_exact=p_exact, p_value_parametric=p_param,
                p_value_method=method, effect=effect, reason=reason)
     return out
+
+
+def not_derived_reading(*, calibrated: bool) -> str:
+    """How to read a "not derived": what share of real students the test found on the benchmark zoos (issue 16)."""
+    found = NOT_DERIVED_POWER["calibrated" if calibrated else "plain"]
+    return ("'not derived' is a failure to find evidence, not evidence of independence: on the benchmark zoos "
+            f"(39 references, 2,000 held-out probes) this test{' calibrated by 20 controls' if calibrated else ''} "
+            f"found {found}; students fine-tuned after distillation and label-only extractions were rarely found "
+            "from held-out probes (README, 'Lineage: power')")
 
 
 def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.ndarray | None,
