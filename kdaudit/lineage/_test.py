@@ -84,8 +84,10 @@ MIN_CALIBRATION_CONTROLS = 19
 #: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
 #: benchmarks/results/lineage_adult_fast_cpu.txt and lineage_mnist_fast_cpu.txt).
 NOT_DERIVED_POWER = {
-    "plain": "PLAIN_PLACEHOLDER",
-    "calibrated": "CAL_PLACEHOLDER",
+    "plain": ("90 % of an image classifier's students with probabilities (MNIST) but 20-30 % of a binary tabular "
+              "one's (UCI Adult)"),
+    "calibrated": ("80 % of an image classifier's students with probabilities (MNIST) and 63-67 % of a binary "
+                   "tabular one's (UCI Adult)"),
 }
 
 
