@@ -189,16 +189,16 @@ def test_calibrated_test_with_nuisance_stays_exact(access):
 
     rng = np.random.default_rng(21)
     p = []
-    for _ in range(150):
-        f = rng.normal(0, 2.0, (60, C3))
-        h = rng.normal(0, 0.6, (60, C3))
-        pool = softmax((f[None] + rng.normal(0, 0.6, (20, 60, C3))).reshape(-1, C3)).reshape(20, 60, C3)
-        family = [softmax(f + h + rng.normal(0, 0.6, (60, C3))) for _ in range(20)]
+    for _ in range(80):
+        f = rng.normal(0, 2.0, (40, C3))
+        h = rng.normal(0, 0.6, (40, C3))
+        pool = softmax((f[None] + rng.normal(0, 0.6, (20, 40, C3))).reshape(-1, C3)).reshape(20, 40, C3)
+        family = [softmax(f + h + rng.normal(0, 0.6, (40, C3))) for _ in range(11)]
         suspect, controls = _view(family[0], access), np.stack(family[1:])
-        cstats = _control_statistics((["c"] * 19, controls, ("probabilities", None)), pool, access=access,
+        cstats = _control_statistics((["c"] * 10, controls, ("probabilities", None)), pool, access=access,
                                      y_true=None, joint_nuisance=True)
         a = _analyse(pool, suspect, suspect.argmax(1), access=access, y_true=None, alpha=0.05,
-                     p_value_method="exact", bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(60),
+                     p_value_method="exact", bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(40),
                      calibration=cstats, nuisance=_control_views(controls, access).mean(axis=0)[None])
         p.append(a["p_value"])
     p = np.array(p)
