@@ -50,6 +50,11 @@ references (``--ks``) through the array-level pipeline; ``--part tests`` runs th
 for MNIST. ``--regression-weight W`` overrides ``pool_regression``'s weight in the plain test (the library weighs it
 0 there and 3 in the test calibrated by controls).
 
+``--part fast`` (either task) runs every suspect's test, plain and calibrated by the controls, and the A-or-B
+attribution through the library's own array-level analysis (``_analyse``) on outputs computed once (minutes instead
+of hours; ``benchmarks/results/lineage_*_fast_cpu.txt``); ``--part diagnose`` (Adult) measures the plain test
+against disjoint subsets of the references and three weightings of the joint fit (issue 16's diagnosis).
+
 Run: ``python benchmarks/lineage.py`` (writes ``benchmarks/results/lineage_cpu.txt``). Trained models are cached in
 ``.kdaudit-cache/lineage_zoo/`` (gitignored), so reruns only evaluate. ``--quick`` uses fewer seeds;
 ``--modes probabilities`` runs one access mode and ``--scenarios heldout`` one scenario (nothing is written unless
