@@ -84,9 +84,9 @@ MIN_CALIBRATION_CONTROLS = 19
 #: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
 #: benchmarks/results/lineage_adult_fast_cpu.txt and lineage_mnist_fast_cpu.txt).
 NOT_DERIVED_POWER = {
-    "plain": ("90 % of an image classifier's students with probabilities (MNIST) but 20-30 % of a binary tabular "
-              "one's (UCI Adult)"),
-    "calibrated": ("80 % of an image classifier's students with probabilities (MNIST) and 63-67 % of a binary "
+    "plain": ("77-90 % of an image classifier's students (MNIST; labels, probabilities) but 20-30 % of a binary "
+              "tabular one's (UCI Adult)"),
+    "calibrated": ("80-97 % of an image classifier's students (MNIST; probabilities, labels) and 63-67 % of a binary "
                    "tabular one's (UCI Adult)"),
 }
 
@@ -384,8 +384,8 @@ def not_derived_reading(*, calibrated: bool) -> str:
     found = NOT_DERIVED_POWER["calibrated" if calibrated else "plain"]
     return ("'not derived' is a failure to find evidence, not evidence of independence: on the benchmark zoos "
             f"(39 references, 2,000 held-out probes) this test{' calibrated by 20 controls' if calibrated else ''} "
-            f"found {found}; students fine-tuned after distillation and label-only extractions were rarely found "
-            "from held-out probes (README, 'Lineage: power')")
+            f"found {found}; on the tabular task no student fine-tuned after distillation and no label-only "
+            "extraction was found from held-out probes (README, 'Lineage: power')")
 
 
 def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.ndarray | None,
