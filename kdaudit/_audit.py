@@ -285,7 +285,7 @@ def audit(
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()
-    from kdaudit.executors._select import get_executor
+    from kdaudit.executors import get_executor  # importing kdaudit.executors registers its executors by name
     from kdaudit.harness._source import as_source
 
     executor = get_executor(executor)

@@ -16,12 +16,15 @@ from kdaudit._audit import audit
 from kdaudit._config import parse_config
 from kdaudit.executors._base import setup as run_setup
 from kdaudit.executors import (
+    EXECUTORS,
     ColumnModel,
     Executor,
     LocalExecutor,
     ParquetSource,
+    RayExecutor,
     get_executor,
     query_pool,
+    register_executor,
     train_pool,
 )
 from kdaudit.models import PrecomputedModel
@@ -154,9 +157,30 @@ def test_get_executor_and_missing_ray(monkeypatch):
     assert isinstance(get_executor(None), LocalExecutor) and isinstance(get_executor("local"), LocalExecutor)
     with pytest.raises(KDAuditError, match="executor"):
         get_executor("spark")
-    monkeypatch.setitem(sys.modules, "ray", None)  # what a machine without Ray sees
-    from kdaudit.executors import RayExecutor
+    # one lookup and one registry: the engine's (harness layer), which kdaudit.executors registers Ray into
+    from kdaudit import harness
 
+    assert get_executor is harness.get_executor and EXECUTORS is harness.EXECUTORS
+    assert EXECUTORS["ray"] is RayExecutor and get_executor("ray", num_actors=2).num_actors == 2
+    with pytest.raises(KDAuditError, match=r"'spark'.*one of local, ray"):
+        get_executor("spark")
+    with pytest.raises(KDAuditError, match=r"executor options.*\['nope'\].*options of the ray executor \(address"):
+        get_executor("ray", nope=1)
+    with pytest.raises(KDAuditError, match=r"executor options.*options of the local executor \(none\)"):
+        get_executor("local", num_actors=2)
+    with pytest.raises(KDAuditError, match="a name when options are given"):
+        get_executor(LocalExecutor(), num_actors=2)
+    with pytest.raises(KDAuditError, match=r"'int'.*an executor name"):
+        get_executor(3)
+
+    class Toy(LocalExecutor):
+        name = "toy"
+
+    monkeypatch.setitem(EXECUTORS, "toy", Toy)  # what register_executor("toy", Toy) does, undone after the test
+    assert isinstance(get_executor("toy"), Toy)
+    with pytest.raises(KDAuditError, match="factory"):
+        register_executor("bad", 3)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a machine without Ray sees
     with pytest.raises(KDAuditError, match=r'pip install "kdaudit\[ray\]"'):
         list(RayExecutor().map(None, [0]))
     with pytest.raises(KDAuditError, match="num_actors"):

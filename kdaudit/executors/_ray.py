@@ -6,6 +6,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit.executors._base import Executor, UnitTask, setup
+from kdaudit.harness._executor import register_executor
 
 __all__ = ["PIP_LINE", "RayExecutor", "import_ray"]
 
@@ -210,3 +211,8 @@ def _get(ray: Any, ref: Any, pos: int) -> Any:
     except ray.exceptions.RayActorError as exc:
         raise KDAuditError(f"unit {pos} was lost with its worker after every retry (max_restarts and "
                            f"max_task_retries exhausted): {exc}") from None
+
+
+# the one registry of executors by name: audit(executor="ray"), a config file's executor block and --executor build
+# the Ray executor through it (kdaudit.harness.get_executor)
+register_executor("ray", RayExecutor)

@@ -49,6 +49,7 @@ __all__ = [
     "DEFINITIONS",
     "BiasAccumulator",
     "BiasResult",
+    "bias_accumulator",
     "bias_amplification",
     "bias_fold",
     "bias_section",
@@ -1053,6 +1054,19 @@ def bias_section(y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive
                             n_permutations=n_permutations, n_classes=n_classes, chunk_size=chunk_size))
 
 
+def bias_accumulator(n_classes: int, teacher: Any, student: Any, *, bootstrap: Bootstrap | None = None,
+                     sensitive_names: Sequence[str] | None = None, pos_label: int | None = None,
+                     min_group_size: int = 30, min_class_count: int = 10,
+                     intersections: bool | Sequence[Sequence[str]] = True, n_bins: int = 15,
+                     n_permutations: int = 999) -> BiasAccumulator:
+    """The empty accumulator of :func:`bias_fold` for this pair: the one place its options are set (the ``bias``
+    section's accumulator is this; ``sensitive_names`` None takes them from the first rows). The models' outputs
+    are not needed to configure it; they are taken for the same signature as every family's accumulator."""
+    return BiasAccumulator(n_classes, sensitive_names=sensitive_names, bootstrap=bootstrap, pos_label=pos_label,
+                           min_group_size=min_group_size, min_class_count=min_class_count,
+                           intersections=intersections, n_bins=n_bins, n_permutations=n_permutations)
+
+
 def bias_fold(y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: Any = None,
               bootstrap: Bootstrap | None = None, sample_weight: Any = None, pos_label: int | None = None,
               min_group_size: int = 30, min_class_count: int = 10,
@@ -1080,9 +1094,9 @@ def bias_fold(y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: A
         raise invalid_argument("ids", f"array of shape {ids_arr.shape}", f"a 1-D array of {n} sample ids")
     w = check_sample_weight(sample_weight, n)
     cols = _sensitive_columns(sensitive, n, None, "sensitive")
-    acc = BiasAccumulator(k, sensitive_names=list(cols), bootstrap=bootstrap, pos_label=pos_label,
-                          min_group_size=min_group_size, min_class_count=min_class_count,
-                          intersections=intersections, n_bins=n_bins, n_permutations=n_permutations)
+    acc = bias_accumulator(k, teacher, student, bootstrap=bootstrap, sensitive_names=list(cols),
+                           pos_label=pos_label, min_group_size=min_group_size, min_class_count=min_class_count,
+                           intersections=intersections, n_bins=n_bins, n_permutations=n_permutations)
     for start in range(0, n, chunk_size):
         sl = slice(start, start + chunk_size)
         acc._update(None if y is None else y[sl], [pred_t[sl], pred_s[sl]],

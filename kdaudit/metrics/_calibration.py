@@ -58,6 +58,7 @@ __all__ = [
     "CalibrationResult",
     "apply_temperature",
     "brier_score_loss",
+    "calibration_accumulator",
     "calibration_fold",
     "calibration_section",
     "classwise_calibration_error",
@@ -760,6 +761,16 @@ def calibration_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
                                    chunk_size=chunk_size))
 
 
+def calibration_accumulator(n_classes: int, teacher: Any, student: Any, *, bootstrap: Bootstrap | None = None,
+                            n_bins: int = 15, strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
+                            binning: str = "default") -> CalibrationAccumulator:
+    """The empty accumulator of :func:`calibration_fold` for this pair: the one place its options are set (the
+    ``calibration`` section's accumulator is this). ``teacher``/``student`` need ``access``."""
+    return CalibrationAccumulator(n_classes, bootstrap=bootstrap, n_bins=n_bins, strategy=strategy, norm=norm,
+                                  debiased=debiased, binning=binning, teacher_access=teacher.access,
+                                  student_access=student.access)
+
+
 def calibration_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
                      sensitive: Any = None, bootstrap: Bootstrap | None = None, n_bins: int = 15,
                      strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
@@ -773,9 +784,8 @@ def calibration_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, 
         if mo.access == Access.LABELS:
             return CalibrationResult(available=False, reason=(
                 f"model {mo.name!r} exposes labels only; calibration needs confidences"))
-    acc = CalibrationAccumulator(teacher.n_classes, bootstrap=bootstrap, n_bins=n_bins, strategy=strategy,
-                                 norm=norm, debiased=debiased, binning=binning, teacher_access=teacher.access,
-                                 student_access=student.access)
+    acc = calibration_accumulator(teacher.n_classes, teacher, student, bootstrap=bootstrap, n_bins=n_bins,
+                                  strategy=strategy, norm=norm, debiased=debiased, binning=binning)
     y = np.asarray(y_true)
     ids = np.asarray(ids)
     step = chunk_size or default_chunk(teacher.n_classes)

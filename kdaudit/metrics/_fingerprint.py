@@ -45,6 +45,7 @@ __all__ = [
     "confusion_similarity",
     "error_consistency_score",
     "error_overlap",
+    "fingerprint_accumulator",
     "fingerprint_fold",
     "fingerprint_section",
     "same_wrong_label_rate",
@@ -272,13 +273,20 @@ def fingerprint_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
     return finish(fingerprint_fold(y_true, teacher, student, ids=ids, bootstrap=bootstrap, chunk_size=chunk_size))
 
 
+def fingerprint_accumulator(n_classes: int, teacher: Any, student: Any, *,
+                            bootstrap: Bootstrap | None = None) -> FingerprintAccumulator:
+    """The empty accumulator of :func:`fingerprint_fold` for this pair: the one place its options are set (the
+    ``fingerprint`` section's accumulator is this; only predicted labels are used, at any access level)."""
+    return FingerprintAccumulator(n_classes, bootstrap=bootstrap)
+
+
 def fingerprint_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
                      sensitive: Any = None, bootstrap: Bootstrap | None = None,
                      chunk_size: int | None = None) -> FingerprintAccumulator | FingerprintResult:
     """The accumulator of :func:`fingerprint_section` fed with these rows, or its result when it cannot run."""
     if y_true is None:
         return FingerprintResult(available=False, reason="no true labels: error fingerprints need y_true")
-    acc = FingerprintAccumulator(teacher.n_classes, bootstrap=bootstrap)
+    acc = fingerprint_accumulator(teacher.n_classes, teacher, student, bootstrap=bootstrap)
     step = chunk_size or default_chunk(teacher.n_classes)
     ids, y = np.asarray(ids), np.asarray(y_true)
     for a in range(0, len(ids), step):

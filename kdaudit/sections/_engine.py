@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from kdaudit._exceptions import KDAuditError
-from kdaudit.harness._executor import LocalExecutor, Shard, resolve_executor
+from kdaudit.harness._executor import LocalExecutor, Shard, get_executor
 from kdaudit.harness._outputs import ModelOutputs, Outputs
 from kdaudit.harness._run import run as run_models
 from kdaudit.harness._source import as_source, merge_summaries, unit_summary
@@ -144,7 +144,7 @@ def stream_sections(teacher: ModelAdapter, students: Sequence[ModelAdapter], dat
     rows, that it cannot run (no labels, no sensitive features) reports its own result.
     """
     options = dict(options or {})
-    ex = resolve_executor(executor)
+    ex = get_executor(executor)
     source = as_source(data, block_rows=block_rows)
     models = [teacher, *students]
     results: dict[str, dict[str, Any]] = {s.name: {} for s in students}
