@@ -13,7 +13,8 @@ What runs on what
 
 Sections (each ``available`` or not, with the reason)
     The registry's sections (:mod:`kdaudit.sections._lm`: ``lm_tokens``, ``lm_generation``, ``lm_task``,
-    ``lm_bias``; then ``cost``, computed here from the models), selected, their options checked and their skips
+    ``lm_bias``; then ``cost``, computed from the models by its ``compute_models`` through the classifier
+    audit's one loop, :func:`kdaudit._result._model_sections`), selected, their options checked and their skips
     decided exactly as in a classifier audit: ``section_options`` by each section's one schema, and the one skip
     rule on what each needs (per-token top-k log-probabilities or generated text from both models; a prompt set of
     texts or a multiple-choice set). ``lm_tokens`` also needs one tokenizer (else unavailable, and the report says

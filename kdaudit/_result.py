@@ -238,7 +238,8 @@ def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, inputs_
     language-model section asked of classifiers), through one loop: the skip rule per student, then the section's
     :meth:`~kdaudit.sections.Section.compute_models` once for every student it can run for (so the teacher's timing
     and lineage's reference pool are computed once per audit); both audits' (classifiers and language models) run
-    them here. ``inputs_of(student)`` is what the skip rule judges of the teacher and that student. Fills ``comparisons`` and ``section_objs``; returns
+    them here. ``inputs_of(student)`` is what the skip rule judges of the teacher and that student. Fills
+    ``comparisons`` and ``section_objs``; returns
     the results.json and run.json entries the sections own."""
     by_name = {c["student"]: c for c in comparisons}
     top: dict[str, Any] = {}

@@ -122,5 +122,6 @@ def compute_cost(context: ModelContext) -> ModelResults:
         if batches.get(s.name) and batches.get(teacher.name):
             timings[s.name]["throughput_ratio"] = speed_ratio(batches[teacher.name], batches[s.name],
                                                               seed=context.seed)
-    return ModelResults(by_student=_headlines(models, teacher, students), results={"cost": {"models": to_jsonable(models)}},
+    return ModelResults(by_student=_headlines(models, teacher, students),
+                        results={"cost": {"models": to_jsonable(models)}},
                         run_info={"cost": to_jsonable(timings), "cost_conditions": to_jsonable(conditions)})
