@@ -7,7 +7,7 @@ the training documents (A), another part (B: the suspect maker's own texts), hel
   "references"), 19 controls (null "controls": models not derived from the teacher, drawn from the same kinds as
   the underived suspects below, other seeds).
 * Derived from the teacher: token-level KD (top-20, on B) at T = 1, 2, 4; sequence-level KD on the teacher's
-  greedy answers to <= 2,000 prompts; text-only extraction (training on the teacher's sampled text alone); KD into
+  greedy answers to 2,000 prompts (windows of the maker's texts); text-only extraction (training on the teacher's sampled text alone); KD into
   another architecture; KD then fine-tuned on B; KD then int8 (weights rounded to int8 per tensor).
 * Not derived: R with other seeds, another architecture on A, R on the disjoint part B, students (token KD) of
   another teacher (trained on B).
@@ -45,6 +45,7 @@ BASE_EPOCHS = 6  # the public base checkpoints: trained once, cached
 EPOCHS = 1  # every zoo model: one pass of fine-tuning (or distillation) from a base
 LR = 1e-2
 FT_LR = 3e-3
+SEQ_KD_ANSWERS = 2000  # the issue's cap on the sequence-level student's API answers
 
 
 def _log(msg: str) -> None:
@@ -86,6 +87,7 @@ class Zoo:
         self.B = [t for t, s in zip(texts, side) if s == 1]
         # fine-tuning texts per model: every zoo model is trained on 2 CPU cores shared with other work
         n_texts = 500 if quick else 700
+        self.B_all = self.B  # the maker's prompts for its API queries (sequence-level KD)
         self.A, self.B = self.A[:n_texts], self.B[:n_texts]
         self.held = paragraphs(held.texts)
         self.tok = train_tokenizer(texts, vocab_size=VOCAB)
@@ -156,6 +158,28 @@ class Zoo:
         return distill_lm_sequences(teacher, self._from_base(arch), self.tok, prompts, max_new_tokens=24,
                                     epochs=EPOCHS, lr=FT_LR, max_length=MAX_LEN, seed=seed, batch_size=16)
 
+    @staticmethod
+    def windows(texts, n: int, min_len: int = 90) -> tuple[list[str], list[str]]:
+        """Up to ``n`` (prompt, reference) windows of ~90 characters from ``texts``: a prompt of 30 to 50 characters
+        ending between words, its reference the next 40; the next window starts where the prompt ends."""
+        prompts, refs = [], []
+        for t in texts:
+            start = 0
+            while len(t) - start >= min_len and len(prompts) < n:
+                cut = max(t.rfind(" ", start, start + 50), start + 30)  # prompts end between words
+                prompts.append(t[start:cut])
+                refs.append(t[cut:cut + 40])
+                start = cut + 1
+        return prompts, refs
+
+    def prompt_set(self, n: int):
+        """Up to ``n`` candidate prompts: windows of the held-out paragraphs (no zoo model trained on them)."""
+        from kdaudit.data import PromptSet
+
+        prompts, refs = self.windows(self.held, n)
+        return PromptSet(prompts=prompts, references=refs, name="stdlib-paragraphs",
+                         source="held-out docstring paragraphs, ~90-character windows")
+
     # -- the zoo ---------------------------------------------------------------------------------------
     def teacher(self):
         return self.get("teacher", lambda: self.trained(RECIPE, self.A, 1000))
@@ -187,9 +211,9 @@ class Zoo:
         if kind.startswith("token_kd_T"):
             T = float(kind.removeprefix("token_kd_T"))
             return self.get(name, lambda: self.token_kd(teacher, RECIPE, self.B, 5000 + seed, T))
-        if kind == "seq_kd":  # <= 2,000 API answers: the first 40 characters of the maker's texts, continued
-            prompts = [t[:40] for t in self.B][:2000]
-            return self.get(name, lambda: self.seq_kd(teacher, RECIPE, prompts, 5000 + seed))
+        if kind == "seq_kd":  # 2,000 API answers: windows of the maker's texts, continued by the teacher
+            prompts = self.windows(self.B_all, SEQ_KD_ANSWERS, min_len=60)[0]
+            return self.get(f"{name}_n{len(prompts)}", lambda: self.seq_kd(teacher, RECIPE, prompts, 5000 + seed))
         if kind == "text_extraction":  # sampled text only, from 2-word seeds, nothing of the maker's texts kept
             seeds = [" ".join(t.split()[:2])[:20] for t in self.B][:2000]
 
@@ -271,10 +295,7 @@ def main() -> int:
          f"{zoo.n_trained} trained now ({t_zoo:.0f}s)")
     from kdaudit.data import PromptSet
 
-    held = [t for t in zoo.held if len(t) >= 90][: 2 * n_prompts]
-    cut = [max(t.rfind(" ", 0, 50), 30) for t in held]  # prompts end between words
-    prompts = PromptSet(prompts=[t[:c] for t, c in zip(held, cut)], references=[t[c:c + 40] for t, c in zip(held, cut)],
-                        name="stdlib-paragraphs", source="held-out docstring paragraphs")
+    prompts = zoo.prompt_set(n_candidates)
 
     modes = [("top_k", "references"), ("top_k", "controls"), ("text", "references"), ("text", "controls")]
     rows = {m: [] for m in modes}
