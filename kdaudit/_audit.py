@@ -10,16 +10,13 @@ The result splits in two on purpose:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import platform
-import sys
-import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
-from kdaudit._exceptions import invalid_argument
+from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit._io import to_jsonable
 from kdaudit._result import (  # the result, and the helpers the language-model audit shares
     COST_DEFINITIONS,
@@ -29,17 +26,12 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _judge,
     _make_bootstrap,
     _progress,
-    _ratio,
     _roles,
     _student_items,
 )
-from kdaudit.sections import KIND_OF_ACCESS, Section, SectionInputs, get_section, registry
+from kdaudit.sections import KIND_OF_ACCESS, ModelContext, Section, SectionInputs, get_section, registry
 
 __all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA", "audit", "available_sections"]
-
-#: the sections the audit computes from the models themselves rather than from their outputs row by row
-_MODEL_SECTIONS = ("cost", "lineage")
-
 
 def available_sections() -> tuple[str, ...]:
     """Every section this installation provides (built-ins and plugins), in results order."""
@@ -74,6 +66,8 @@ def _check_section_options(section_options: Mapping[str, Any] | None, reg: Mappi
 
 
 def _inputs_of(t_out: Any, s_out: Any, data: Any, has_references: bool) -> SectionInputs:
+    """What the skip rule judges of a teacher/student pair (two models, or their harness outputs: both name their
+    access level)."""
     return SectionInputs(kinds=(KIND_OF_ACCESS[t_out.access], KIND_OF_ACCESS[s_out.access]),
                          access=(t_out.access, s_out.access), has_labels=data.y_true is not None,
                          has_sensitive=data.sensitive is not None, has_references=has_references,
@@ -121,22 +115,6 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return t, ss
 
 
-_COST_CONDITIONS = ("batch_size", "n_batches", "rounds", "device")
-_COST_ROUNDS = 3
-
-
-def _cost_split(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Split a measure_cost dict into its deterministic part (counts, sizes), its timings and its conditions."""
-    fixed = {k: raw[k] for k in ("n_parameters", "size_bytes") if raw.get(k) is not None}
-    conditions = {k: raw[k] for k in _COST_CONDITIONS if k in raw}
-    timing = {k: v for k, v in raw.items() if k not in fixed and k not in conditions and k != "n_parameters"
-              and k != "size_bytes"}
-    if "latency_ms_median" in timing:
-        # the median batch latency is the per-batch latency the report shows
-        timing["latency_ms_per_batch"] = timing["latency_ms_median"]
-    return fixed, timing, conditions
-
-
 #: the metric sections the sharded-parquet fold of kdaudit.executors computes
 _UNIT_SECTIONS = ("agreement", "calibration", "bias", "fingerprint")
 
@@ -166,10 +144,7 @@ def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: 
         inputs = _inputs_of(t_out, s_out, data, has_refs)
         for section in chosen:
             sec = reg[section]
-            if not sec.stream:
-                if section not in _MODEL_SECTIONS:  # e.g. a language-model section asked of classifiers
-                    comp[section] = _unavailable(sec.skip_reason(inputs) or
-                                                 f"the {section} section does not compute from these models")
+            if not sec.stream:  # computed from the models, once for every student: _model_sections
                 continue
             why = sec.skip_reason(inputs)
             if why is not None:  # one rule for every section: what it needs against what the models reveal
@@ -186,6 +161,67 @@ def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: 
         section_objs[student.name] = objs
 
     return outputs, run.provenance, timings, comparisons, section_objs
+
+
+def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
+                    reg: Mapping[str, Section], comparisons: list[dict[str, Any]],
+                    section_objs: dict[str, dict[str, Any]], timings: dict[str, Any], boot: Any,
+                    section_options: Mapping[str, Any], lineage_options: Mapping[str, Any] | None, seed: int,
+                    batch_size: int, device: Any, precision: Any, cache_dir: Any, references: Any, controls: Any,
+                    probes: Any, outputs: Any, measure_cost: bool, progress: bool, has_refs: bool
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every chosen section that works on the models rather than row by row (``stream = False``: cost, lineage, a
+    language-model section asked of classifiers), through one loop: the skip rule per student, then the section's
+    :meth:`~kdaudit.sections.Section.compute_models` once for every student it can run for (so the teacher's timing
+    and lineage's reference pool are computed once per audit). Fills ``comparisons`` and ``section_objs``; returns
+    the results.json and run.json entries the sections own."""
+    by_name = {c["student"]: c for c in comparisons}
+    top: dict[str, Any] = {}
+    run_info: dict[str, Any] = {}
+    for name in chosen:
+        sec = reg[name]
+        if sec.stream:
+            continue
+        able = []
+        for st in student_ms:
+            why = sec.skip_reason(_inputs_of(teacher_m, st, data, has_refs))
+            if why is None:
+                able.append(st)
+            else:
+                by_name[st.name][name] = _unavailable(why)
+        if not able:
+            continue
+        options = dict(section_options.get(name, {}))
+        if name == "lineage":  # audit(lineage_options=...): lineage_test's arguments, beside the section's options
+            options.update(lineage_options or {})
+        context = ModelContext(
+            teacher=teacher_m, students=tuple(able), data=data, options=options, bootstrap=boot, seed=seed,
+            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
+            references=tuple(references or ()), controls=tuple(controls or ()), probes=probes, outputs=outputs,
+            measure_cost=measure_cost, progress=lambda message: _progress(progress, message))
+        out = sec.compute_models(context)
+        if out is not None:
+            missing = [st.name for st in able if st.name not in out.by_student]
+            foreign = sorted(k for k in out.results if k != name)
+            if missing or foreign:  # a plugin's mistake, named instead of a KeyError or a clobbered results key
+                raise KDAuditError(f"section {name!r}: compute_models gave no result for {missing}" if missing else
+                                   f"section {name!r}: compute_models gave results.json entries {foreign}; a "
+                                   "section owns only the entry under its own name")
+        for st in able:
+            if out is None:
+                by_name[st.name][name] = _unavailable(f"the {name} section does not compute from these models")
+                continue
+            res = out.by_student[st.name]
+            section_objs[st.name][name] = res
+            d = to_jsonable(res)
+            d.setdefault("available", True)
+            d.setdefault("reason", None)
+            by_name[st.name][name] = d
+        if out is not None:
+            top.update(out.results)
+            run_info.update(out.run_info)
+            timings["sections_s"].update(out.timings)
+    return top, run_info
 
 
 def audit(
@@ -363,15 +399,6 @@ def audit(
         timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},
                                    "sections_compute_s": stream_t["compute_s"]}
         outputs = None
-        for st in student_ms:  # a section that computes neither from rows nor from the models: the one skip rule
-            inputs = SectionInputs(kinds=(KIND_OF_ACCESS[teacher_m.access], KIND_OF_ACCESS[st.access]),
-                                   access=(teacher_m.access, st.access), has_labels=data.y_true is not None,
-                                   has_sensitive=data.sensitive is not None, has_references=has_refs,
-                                   names=(f"teacher {teacher_m.name!r}", f"student {st.name!r}"))
-            for name in chosen:
-                if not reg[name].stream and name not in _MODEL_SECTIONS:
-                    streamed[st.name][name] = _unavailable(reg[name].skip_reason(inputs) or
-                                                           f"the {name} section does not compute from these models")
         # results.json keeps the canonical section order
         comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
                                                if n in streamed[st.name]}} for st in student_ms]
@@ -387,73 +414,13 @@ def audit(
         comp.clear()
         comp.update([comp_items[0], ("role", role_of[comp_items[0][1]]), *comp_items[1:]])
 
-    cost_models: dict[str, Any] = {}
-    cost_timing: dict[str, Any] = {}
-    cost_conditions: dict[str, Any] = {}
-    if "cost" in chosen:
-        from kdaudit.harness import measure_cost as _measure
-
-        cost_list = [teacher_m, *student_ms]
-        raws: dict[str, list[dict[str, Any]]] = {m.name: [] for m in cost_list}
-        if measure_cost:
-            _progress(progress, f"cost: timing {len(cost_list)} models, {_COST_ROUNDS} interleaved rounds")
-            # Interleaved rounds, then each model's median round: a burst of load on a shared machine then hits
-            # every model alike instead of one model's whole measurement.
-            for _ in range(_COST_ROUNDS):
-                for m in cost_list:
-                    raws[m.name].append(_measure(m, data, batch_size=batch_size, device=device))
-        from kdaudit.harness._cost import pool_rounds, speed_ratio
-
-        batches: dict[str, list[float]] = {}
-        for m in cost_list:
-            fixed = {"n_parameters": m.n_parameters(), "size_bytes": m.size_bytes()}
-            if raws[m.name]:
-                # Every timed batch of every round, pooled: the summary and the speed ratio's interval use them all.
-                pooled = pool_rounds(raws[m.name])
-                batches[m.name] = pooled.pop("batch_ms")
-                f2, timing, conditions = _cost_split(pooled)
-                fixed.update(f2)
-                cost_timing[m.name] = timing
-                cost_conditions = dict(conditions, rounds=_COST_ROUNDS, torch_threads=_torch_threads())
-            cost_models[m.name] = fixed
-        for s in student_ms:
-            if batches.get(s.name) and batches.get(teacher_m.name):
-                cost_timing[s.name]["throughput_ratio"] = speed_ratio(batches[teacher_m.name], batches[s.name],
-                                                                      seed=seed)
-        for comp in comparisons:
-            t_c, s_c = cost_models[teacher_m.name], cost_models[comp["student"]]
-            headline = {"parameter_ratio": _ratio(s_c.get("n_parameters"), t_c.get("n_parameters")),
-                        "size_ratio": _ratio(s_c.get("size_bytes"), t_c.get("size_bytes"))}
-            comp["cost"] = to_jsonable({"available": True, "reason": None, "headline": headline,
-                                        "teacher": t_c, "student": s_c})
-
-    if "lineage" in chosen:
-        from kdaudit.lineage import lineage_test
-
-        probe_data = data if probes is None else probes
-        ref_models = [r for r in references or ()]
-        # The reference and control pool does not depend on the student: it runs once per audit, and every further
-        # student reads its outputs from the cache (the caller's cache_dir, else one that lives for this audit).
-        pool_cache = contextlib.nullcontext(cache_dir) if cache_dir is not None or len(student_ms) < 2 else \
-            tempfile.TemporaryDirectory(prefix="kdaudit-pool-")
-        memo: dict[bytes, Any] = {}  # the pool's statistics that do not depend on the student, for this audit
-        with pool_cache as pool_dir:
-            for comp, student in zip(comparisons, student_ms):
-                _progress(progress, f"lineage: was {student.name} distilled from {teacher_m.name}? "
-                                    f"({len(ref_models)} references)")
-                t0 = time.perf_counter()
-                options = {"seed": seed, "batch_size": batch_size, "cache_dir": pool_dir, "device": device,
-                           "precision": precision, "memo": memo,  # one device and precision for every model
-                           "n_replicates": boot.n_replicates,  # the audit's replicates reach every section
-                           **dict(section_options.get("lineage", {})), **dict(lineage_options or {})}
-                res = lineage_test(teacher_m, student, probe_data, references=ref_models, controls=controls or None,
-                                   **options)
-                timings["sections_s"][f"{student.name}/lineage"] = time.perf_counter() - t0
-                section_objs[student.name]["lineage"] = res
-                d = to_jsonable(res)
-                d.setdefault("available", True)
-                d.setdefault("reason", None)
-                comp["lineage"] = d
+    # the sections computed from the models themselves (cost, lineage), through one loop
+    model_results, model_run_info = _model_sections(
+        teacher_m, student_ms, data, chosen=chosen, reg=reg, comparisons=comparisons, section_objs=section_objs,
+        timings=timings, boot=boot, section_options=section_options, lineage_options=lineage_options, seed=seed,
+        batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, references=references,
+        controls=controls, probes=probes, outputs=outputs, measure_cost=measure_cost, progress=progress,
+        has_refs=has_refs)
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]
@@ -485,12 +452,13 @@ def audit(
         "models": models_desc,
         "teacher": teacher_m.name,
         "comparisons": comparisons,
-        "cost": {"models": to_jsonable(cost_models)} if "cost" in chosen else {},
+        "cost": model_results.pop("cost", {}),  # the cost section's per-model table ({} without it)
         "provenance": to_jsonable(provenance.to_dict(include_timing=False)),
         "settings": settings,
         "config": to_jsonable(dict(config)) if config is not None else None,
         "definitions": to_jsonable(_definitions(chosen, reg)),
         "policy": pol.to_dict(),
+        **model_results,
     }
     results, findings = _judge(results, pol)
     verdict = results["verdict"]
@@ -503,8 +471,9 @@ def audit(
         "host": {"python": platform.python_version(), "platform": platform.platform(),
                  "cpu_count": os.cpu_count()},
         "wall_time_s": to_jsonable(timings),
-        "cost": to_jsonable(cost_timing),
-        "cost_conditions": to_jsonable(cost_conditions),
+        "cost": {},
+        "cost_conditions": {},
+        **model_run_info,
         "models": [{"name": m.get("name"), "wall_time_s": m.get("wall_time_s"), "from_cache": m.get("from_cache"),
                     "queries": m.get("queries")} for m in to_jsonable(prov_timed.get("models", []))],
     }
@@ -517,7 +486,3 @@ def audit(
     return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
                        run_info=run_info, outputs=outputs)
 
-
-def _torch_threads() -> int | None:
-    torch = sys.modules.get("torch")
-    return None if torch is None else int(torch.get_num_threads())

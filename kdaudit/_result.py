@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import html
-import math
 import os
 import sys
 import time
@@ -26,6 +24,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import canonical_json
+from kdaudit._rows import result_rows, section_definitions
 from kdaudit._version import RESULTS_SCHEMA
 from kdaudit.sections import Section, registry
 
@@ -100,65 +99,30 @@ class AuditResult:
         """A tidy DataFrame: one row per (student, section, metric, group) with value, low, high, method, level.
 
         ``group`` is ``""`` for whole-data numbers; for the bias section it is ``"feature"`` for a per-feature
-        disparity or ``"feature=group"`` for a per-group number.
+        disparity or ``"feature=group"`` for a per-group number. The rows are those the policy judges: one reader,
+        :func:`kdaudit._rows.result_rows`, of results.json's numbers and definitions.
         """
         import pandas as pd
 
         rows = []
         sections = registry()
+        defs = self.results.get("definitions")
         for comp in self.results["comparisons"]:
             for name in self._section_names(comp, sections):
-                for row in _rows_of(sections, name, comp[name]):
+                for row in result_rows(name, comp[name], section_definitions(defs, name)):
                     rows.append({"student": comp["student"], **_frame_fields(row)})
         cols = ["student", "section", "metric", "group", "value", "low", "high", "method", "level"]
         return pd.DataFrame(rows, columns=cols)
 
     def _repr_html_(self) -> str:
-        """A compact summary for Jupyter: verdict, findings counts and headline numbers with intervals."""
-        e = html.escape
-        from kdaudit.policy import STATUSES
+        """A compact summary for Jupyter: verdict, findings counts and headline numbers with intervals (rendered by
+        the report layer, :func:`kdaudit.report._summary.summary_html`, from the results alone)."""
+        from kdaudit.report._summary import summary_html
 
-        counts = {s: sum(f.status == s for f in self.findings) for s in STATUSES}
-        colour = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e"}.get(self.verdict, "#57606a")
-        parts = [
-            '<div class="kdaudit-summary">',
-            f"<p><strong>kdaudit audit</strong> of teacher <code>{e(self.teacher)}</code> on "
-            f"<code>{e(str(self.results['data'].get('name', '')))}</code> "
-            f"({int(self.results['data'].get('n_rows', 0)):,} rows): verdict "
-            f'<strong style="color:{colour}">{e(self.verdict.upper())}</strong> '
-            f"({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, {counts['skipped']} skipped, "
-            f"{counts['info']} notes)</p>",
-            "<table><thead><tr><th>student</th><th>section</th><th>metric</th><th>value [95% CI]</th></tr></thead>"
-            "<tbody>",
-        ]
-        defs = self.results.get("definitions", {})
         sections = registry()
-        for comp in self.results["comparisons"]:
-            for section in self._section_names(comp, sections):
-                sec = comp.get(section)
-                if not isinstance(sec, Mapping):
-                    continue
-                if not sec.get("available", True):
-                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td><td colspan=2>"
-                                 f"unavailable: {e(str(sec.get('reason') or ''))}</td></tr>")
-                    continue
-                if section == "lineage" and sec.get("verdict"):
-                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>lineage</td><td>verdict</td>"
-                                 f"<td>{e(str(sec['verdict']))}</td></tr>")
-                for key in _headline_keys(sections.get(section), sec):
-                    est = Estimate.from_dict(sec["headline"][key]) if isinstance(sec["headline"][key], Mapping) \
-                        else Estimate(float(sec["headline"][key]))
-                    label = defs.get(f"{section}.{key}", {}).get("label", key)
-                    parts.append(f"<tr><td>{e(comp['student'])}</td><td>{e(section)}</td>"
-                                 f'<td title="{e(section + "." + key)}">{e(label)}</td><td>{e(f"{est:.4f}")}</td>'
-                                 "</tr>")
-        parts.append("</tbody></table>")
-        bad = [f for f in self.findings if f.status in ("fail", "warn")]
-        if bad:
-            parts.append("<ul>" + "".join(f"<li><strong>{e(f.status)}</strong>: {e(f.message)}</li>"
-                                          for f in bad[:10]) + "</ul>")
-        parts.append("</div>")
-        return "".join(parts)
+        names = self.section_names or tuple(sections)
+        return summary_html(self.results, sections=[(n, sections[n].summary_keys if n in sections else ())
+                                                    for n in names])
 
     def _section_names(self, comp: Mapping[str, Any], sections: Mapping[str, Section]) -> list[str]:
         """The sections of one comparison that results.json holds, in results order."""
@@ -199,24 +163,10 @@ class AuditResult:
         return paths
 
 
-def _rows_of(sections: Mapping[str, Section], name: str, result: Mapping[str, Any]) -> list[Any]:
-    """Tidy rows of one section's stored result: its section's reading, or the headline for a section this
-    installation does not know (results written where a plugin was installed)."""
-    section = sections.get(name) or type("_Unknown", (Section,), {"name": name})()
-    return section.rows(result)
-
-
 def _frame_fields(row: Any) -> dict[str, Any]:
     e = row.estimate
     return {"section": row.section, "metric": row.metric, "group": row.group, "value": e.value, "low": e.low,
             "high": e.high, "method": e.method, "level": e.level}
-
-
-def _headline_keys(section: Section | None, sec: Mapping[str, Any]) -> list[str]:
-    """Up to 4 headline keys for the compact summary: the section's preferred ones that exist, else the first ones."""
-    headline = sec.get("headline") or {}
-    keys = [k for k in (section.summary_keys if section is not None else ()) if k in headline]
-    return keys[:4] if keys else sorted(headline)[:4]
 
 
 # ------------------------------------------------------------------------------------------------------- audit
@@ -274,9 +224,10 @@ def _make_bootstrap(bootstrap: Any, n_replicates: int | None, seed: int) -> Any:
 
 
 def _ratio(a: Any, b: Any) -> Estimate:
-    if a is None or b is None or not b:
-        return Estimate(math.nan, method="exact (no interval)")
-    return Estimate(float(a) / float(b), method="exact (no interval)")
+    """``a / b`` as an exact estimate: the cost section's (one formula for both audits)."""
+    from kdaudit.sections._cost import ratio
+
+    return ratio(a, b)
 
 
 def _command_line() -> list[str]:

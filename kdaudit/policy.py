@@ -9,10 +9,16 @@ point estimate, so an audit on too few rows cannot pass by luck:
 * ``max: t`` -- the mirror image.
 
 A number without an interval (a p-value, an exact parameter count) is judged on its point value (pass or fail). A
-rule with ``level: warning`` can at worst warn. A rule with ``per_group: true`` is judged for every sensitive feature
-(disparities such as ``bias.dp_amplification``) or every group (group metrics such as ``bias.group_agreement``,
-``bias.group_accuracy_change``); groups too small to support a claim are not judged and one ``info`` finding lists
-them. The gate fails closed: a rule that cannot be judged (its section or metric missing, a value that is not a
+rule with ``level: warning`` can at worst warn.
+
+Every rule resolves against the results' **tidy rows** (:func:`kdaudit._rows.result_rows`: section, metric, group,
+estimate with its interval, which direction is better), the same rows ``AuditResult.to_frame`` shows, whatever
+section made them (kdaudit's own or a plugin's; no metric name is parsed). A rule reads the row of its metric with no
+group; a rule with ``per_group: true`` reads the rows of its metric that have one: every sensitive feature for a
+disparity (``bias.dp_amplification``), every group for a group metric (``bias.group_agreement``,
+``bias.group_accuracy_change``) or a section's ``by_group`` table. Groups the section flagged too small to support a
+claim are not judged and one ``info`` finding lists them; a per-group rule on a metric reported only as one number
+judges that number. The gate fails closed: a rule that cannot be judged (its section or metric missing, a value that is not a
 finite number, an interval with low > high) **fails** (a warning-level rule warns), and :func:`gate` refuses results
 of another schema or kdaudit version, or of an audit on too few rows (:func:`check_results`, exit 2). Only a section
 the audit itself marked unavailable, with its reason (calibration of a labels-only model), gives a ``skipped``
@@ -43,6 +49,7 @@ from typing import Any, Iterable, Mapping
 from kdaudit._exceptions import ConfigError, key_error
 from kdaudit._exceptions import did_you_mean as _did_you_mean
 from kdaudit._io import read_yaml_file
+from kdaudit._rows import Row, result_rows, section_definitions
 
 __all__ = [
     "DEFAULT_LM_POLICY",
@@ -340,100 +347,33 @@ def load_policy(policy: Any = None, *, sections: Iterable[str] = (), _source: st
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def _as_triple(x: Any) -> tuple[float, float, float, str | None] | None:
-    """(value, low, high, method) from an Estimate dict or a plain number; None when it is neither."""
-    if isinstance(x, bool):
-        return None
-    if isinstance(x, (int, float)):
-        return float(x), math.nan, math.nan, None
-    if isinstance(x, Mapping) and "value" in x:
-        return _num(x.get("value")), _num(x.get("low")), _num(x.get("high")), x.get("method")
-    if hasattr(x, "value") and hasattr(x, "low") and hasattr(x, "high"):
-        return _num(x.value), _num(x.low), _num(x.high), getattr(x, "method", None)
-    return None
+class _Rows:
+    """The tidy rows (:func:`kdaudit._rows.result_rows`) of every comparison's sections, read once per evaluation.
+
+    Every rule resolves against these rows, whatever section made them (kdaudit's own or a plugin's): a whole-data
+    rule reads the row of its metric with no group, a per-group rule the rows of its metric with a group."""
+
+    def __init__(self, results: Mapping[str, Any]) -> None:
+        self._defs = results.get("definitions")
+        self._cache: dict[tuple[int, str], list[Row]] = {}
+
+    def of(self, index: int, comp: Mapping[str, Any], section: str) -> list[Row]:
+        key = (index, section)
+        if key not in self._cache:
+            self._cache[key] = result_rows(section, comp.get(section), section_definitions(self._defs, section))
+        return self._cache[key]
 
 
-def _num(v: Any) -> float:
-    """A number from results.json; None (how NaN is written) and anything non-numeric become NaN (unjudgeable)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return math.nan
-    return float(v)
-
-
-def _lookup(section: Mapping[str, Any], key: str) -> Any:
-    """A metric in a section dict: its headline first, then the section's top level."""
-    headline = section.get("headline")
-    if isinstance(headline, Mapping) and key in headline:
-        return headline[key]
-    return section.get(key)
-
-
-_DISPARITY_PARTS = {"amplification": "amplification", "teacher": "teacher", "student": "student",
-                    "change": "change"}
-
-
-def _group_values(section: Mapping[str, Any], key: str) -> tuple[dict[str, Any], list[str]] | None:
-    """Per-group numbers of ``key`` as ``({label: estimate}, [labels of groups too small to judge])``.
-
-    * ``section["by_group"][key]``: a generic ``{group: estimate}`` table;
-    * bias disparities, judged per sensitive feature and intersection: ``dp_amplification`` (``eo_``, ``tpr_``,
-      ``fpr_``, ``accuracy_``), ``dp_difference_student`` (``_teacher``) read
-      ``features[f]["disparities"]["dp_difference"][part]``;
-    * bias group metrics, judged per group of every feature: ``group_agreement``, ``group_accuracy`` (the
-      student's), ``group_accuracy_change`` (student minus teacher), and so on for ``group_selection_rate``,
-      ``group_tpr``, ``group_fpr``, ``group_ece``. Groups flagged unreliable (too small) are not judged.
-    """
-    by_group = section.get("by_group")
-    if isinstance(by_group, Mapping) and isinstance(by_group.get(key), Mapping):
-        return dict(by_group[key]), []
-    features = section.get("features")
-    if not isinstance(features, Mapping):
-        return None
-    disparity = None
-    for suffix, part in (("_amplification", "amplification"), ("_difference_student", "student"),
-                         ("_difference_teacher", "teacher"), ("_ratio_change", "change")):
-        if key.endswith(suffix):
-            stem = key[: -len(suffix)]
-            disparity = (f"{stem}_ratio" if part == "change" else f"{stem}_difference", part)
-            break
-    if disparity is not None:
-        out = {}
-        for fname in sorted(features):
-            entry = (features[fname].get("disparities") or {}).get(disparity[0])
-            if isinstance(entry, Mapping) and entry.get(disparity[1]) is not None:
-                out[fname] = entry[disparity[1]]
-        return (out, []) if out else None
-    model, metric = "student", key
-    if key.endswith("_change"):
-        model, metric = "change", key[: -len("_change")]
-    elif key.endswith("_teacher"):
-        model, metric = "teacher", key[: -len("_teacher")]
-    out, small = {}, []
-    for fname in sorted(features):
-        for g in features[fname].get("groups") or []:
-            label = f"{fname}={g.get('group')}"
-            value = g.get("group_agreement") if metric == "group_agreement" else (g.get(model) or {}).get(metric)
-            if value is None:
-                continue
-            if not g.get("reliable", True):
-                small.append(label)
-                continue
-            out[label] = value
-    return (out, small) if (out or small) else None
-
-
-def _known_keys(results: Mapping[str, Any], section: str) -> set[str]:
-    keys: set[str] = set()
-    for comp in results.get("comparisons", []):
-        sec = comp.get(section)
-        if isinstance(sec, Mapping):
-            keys.update(sec.get("headline", {}) or {})
-            keys.update(k for k, v in sec.items() if _as_triple(v) is not None)
-            keys.update((sec.get("by_group") or {}).keys())
-    for full in (results.get("definitions") or {}):
-        if full.startswith(section + "."):
-            keys.add(full.split(".", 1)[1])
-    return keys
+def _known_metrics(rows: _Rows, results: Mapping[str, Any], comparisons: list[Mapping[str, Any]], section: str
+                   ) -> tuple[set[str], set[str]]:
+    """``(whole-data metrics, per-group metrics)`` the results report for one section (definitions count as
+    whole-data metrics: a rule may name a defined metric that this audit happened not to produce)."""
+    whole: set[str] = set(section_definitions(results.get("definitions"), section))
+    grouped: set[str] = set()
+    for i, comp in enumerate(comparisons):
+        for r in rows.of(i, comp, section):
+            (grouped if r.group else whole).add(r.metric)
+    return whole, grouped
 
 
 def _fmt(x: float, limits: Iterable[float] = ()) -> str:
@@ -483,23 +423,24 @@ def evaluate_policy(results: Mapping[str, Any], policy: Any = None) -> list[Find
         raise ConfigError("results have no 'comparisons' list of mappings; expected the content of a kdaudit "
                           "results.json")
     findings: list[Finding] = []
+    rows = _Rows(results)
     for idx, rule in enumerate(pol.rules):
-        known = _known_keys(results, rule.section)
-        sections = [c[rule.section] for c in comparisons
-                    if isinstance(c.get(rule.section), Mapping) and c[rule.section].get("available", True)]
-        if rule.per_group and any(_group_values(sec, rule.key) is not None for sec in sections):
-            known.add(rule.key)
-        if sections and rule.key not in known:
+        available = any(isinstance(c.get(rule.section), Mapping) and c[rule.section].get("available", True)
+                        for c in comparisons)
+        whole, grouped = _known_metrics(rows, results, comparisons, rule.section)
+        known = whole | grouped if rule.per_group else whole
+        if available and rule.key not in known:
+            hint = (f"; {rule.key!r} is reported per group only: add 'per_group: true'" if rule.key in grouped
+                    else _did_you_mean(rule.key, known))
             raise ConfigError(f"policy rules[{idx}].metric {rule.metric!r} is not a metric of section "
-                              f"{rule.section!r}; known: {', '.join(sorted(known)) or 'none'}"
-                              + _did_you_mean(rule.key, known))
-        for comp in comparisons:
+                              f"{rule.section!r}; known: {', '.join(sorted(known)) or 'none'}" + hint)
+        for i, comp in enumerate(comparisons):
             student = str(comp.get("student"))
             if rule.students is not None and student not in rule.students:
                 continue
             if comp.get("role", "student") != "student":
                 continue  # a control audited beside the student is reported for comparison, never judged
-            findings.extend(_judge_rule(rule, comp, student))
+            findings.extend(_judge_rule(rule, comp, student, rows.of(i, comp, rule.section)))
     return findings
 
 
@@ -518,9 +459,9 @@ def _skipped(rule: Rule, student: str, why: str, group: str | None = None) -> Fi
                    level=rule.level, group=group)
 
 
-def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | None],
-             group: str | None) -> Finding:
-    value, low, high, method = triple
+def _finding(rule: Rule, student: str, row: Row, group: str | None) -> Finding:
+    e = row.estimate
+    value, low, high = e.value, e.low, e.high
     if not math.isfinite(value):
         return _unjudged(rule, student, "its value is missing, not a number or not finite", group)
     if math.isnan(low) != math.isnan(high) or math.isinf(low) or math.isinf(high) or low > high:
@@ -533,10 +474,11 @@ def _finding(rule: Rule, student: str, triple: tuple[float, float, float, str | 
     return Finding(rule=rule.label, metric=rule.metric, student=student, status=status, value=value, low=j(low),
                    high=j(high), threshold=rule.threshold_text,
                    message=_message(rule, status, value, low, high, student, group), level=rule.level, group=group,
-                   method=method)
+                   method=e.method)
 
 
-def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Finding]:
+def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str, rows: list[Row]) -> list[Finding]:
+    """The findings of one rule for one comparison, from the rows of the rule's section."""
     section = comp.get(rule.section)
     if not isinstance(section, Mapping):
         return [_unjudged(rule, student, f"the {rule.section} section is missing from the results")]
@@ -546,33 +488,25 @@ def _judge_rule(rule: Rule, comp: Mapping[str, Any], student: str) -> list[Findi
             # the audit itself stated why the metric does not apply (e.g. calibration of a labels-only model)
             return [_skipped(rule, student, reason)]
         return [_unjudged(rule, student, f"the {rule.section} section is marked unavailable without a reason")]
-    if rule.per_group:
-        groups = _group_values(section, rule.key)
-        if groups is None:
-            # A per-group rule on a metric reported only as one number judges that number.
-            triple = _as_triple(_lookup(section, rule.key))
-            if triple is None:
-                return [_unjudged(rule, student, "no per-group values were reported")]
-            return [_finding(rule, student, triple, None)]
-        values, small = groups
-        out = []
-        for group in sorted(values):
-            triple = _as_triple(values[group])
-            if triple is None:
-                out.append(_unjudged(rule, student, "no value for this group", group))
-            else:
-                out.append(_finding(rule, student, triple, group))
-        if small:
-            # One finding for all groups too small to support a claim: flagged, not judged as if they could be.
-            shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
-            note = _skipped(rule, student, f"{len(small)} groups too small to support a claim, not judged "
-                                           f"({shown})", "small groups")
-            out.append(Finding(**{**note.__dict__, "status": "info"}))
-        return out
-    triple = _as_triple(_lookup(section, rule.key))
-    if triple is None:
-        return [_unjudged(rule, student, f"{rule.metric} was not reported as a number")]
-    return [_finding(rule, student, triple, None)]
+    mine = [r for r in rows if r.metric == rule.key]
+    whole = next((r for r in mine if not r.group), None)
+    groups = sorted((r for r in mine if r.group), key=lambda r: r.group)
+    if not rule.per_group or not groups:
+        # A per-group rule on a metric reported only as one number judges that number.
+        if whole is None:
+            why = "no per-group values were reported" if rule.per_group else \
+                f"{rule.metric} was not reported as a number"
+            return [_unjudged(rule, student, why)]
+        return [_finding(rule, student, whole, None)]
+    out = [_finding(rule, student, r, r.group) for r in groups if r.reliable]
+    small = [r.group for r in groups if not r.reliable]
+    if small:
+        # One finding for all groups too small to support a claim: flagged, not judged as if they could be.
+        shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
+        note = _skipped(rule, student, f"{len(small)} groups too small to support a claim, not judged "
+                                       f"({shown})", "small groups")
+        out.append(Finding(**{**note.__dict__, "status": "info"}))
+    return out
 
 
 def verdict_of(findings: Iterable[Finding], *, strict: bool = False) -> str:

@@ -8,6 +8,7 @@ Imports inside functions count too: a lazy import still couples the two modules.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdaudit"
 #: layer of every top-level part of the package (subpackage or module), lowest first
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("foundation", frozenset({"_exceptions", "_validation", "_estimate", "_io", "_kinds", "_lm_outputs",
-                              "_version"})),
+                              "_rows", "_version"})),
     ("data", frozenset({"data"})),
     ("models", frozenset({"models"})),
     ("harness", frozenset({"harness"})),
@@ -167,6 +168,16 @@ def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
     (fake / "metrics" / "_loop2.py").write_text("import kdaudit.metrics._loop\n")
     with pytest.raises(AssertionError, match="_loop <-> kdaudit.metrics._loop2"):
         test_no_import_cycles()
+
+
+def test_html_is_rendered_in_the_report_layer_only():
+    """Every piece of HTML (the report, the notebook summary of ``AuditResult._repr_html_``) is made under
+    ``kdaudit/report/``, which reads results only: no other module escapes HTML or writes markup."""
+    markup = re.compile(r"import html\b|html\.escape|<(?:table|div|tr|td|th|ul|li|p|strong|code)\b")
+    bad = [f"{p.relative_to(PACKAGE.parent)}:{i}: {line.strip()[:80]}"
+           for p in sorted(PACKAGE.rglob("*.py")) if "report" not in p.relative_to(PACKAGE).parts
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if markup.search(line)]
+    assert not bad, "HTML outside kdaudit/report/:\n" + "\n".join(bad)
 
 
 _LIGHT = ("import sys, time\n"

@@ -99,6 +99,42 @@ def test_to_frame_is_tidy_and_matches_headline(setup):
     assert set(groups.group) == {"grp=a", "grp=b"}
 
 
+def test_findings_and_frame_read_the_same_rows(setup):
+    """The policy judges exactly the numbers to_frame shows: one reader of results.json's sections."""
+    _, _, _, result = setup
+    df = result.to_frame().fillna({"low": -1.0, "high": -1.0})
+    frame = {(r.student, r.section, r.metric, r.group): (r.value, r.low, r.high) for r in df.itertuples()}
+    judged = [f for f in result.findings if f.value is not None]
+    assert judged and any(f.group for f in judged)  # the default policy's per-feature bias rules included
+    for f in judged:
+        section, metric = f.metric.split(".", 1)
+        low = -1.0 if f.low is None else f.low
+        high = -1.0 if f.high is None else f.high
+        assert frame[(f.student, section, metric, f.group or "")] == (f.value, low, high), f
+
+
+def test_the_cost_section_never_queries_a_black_box():
+    """Cost and lineage compute from the models through the section protocol; the cost section times white-box
+    models but reports a black box from what it already answered, without one further query."""
+    from kdaudit.models import BlackBoxModel
+
+    data = make_data(n=200)
+    teacher = LogisticRegression(max_iter=500).fit(data.X, data.y_true)
+    asked = []
+
+    def api(X):
+        asked.append(len(X))
+        return teacher.predict_proba(np.asarray(X))
+
+    box = BlackBoxModel(api, n_classes=3, access="probabilities", name="api")
+    result = audit(teacher, box, data, sections=["agreement", "cost"], n_replicates=0, progress=False,
+                   measure_cost=True)
+    assert sum(asked) == len(data)  # the harness's one pass; the three timing rounds asked nothing
+    comp = result.to_dict()["comparisons"][0]
+    assert comp["cost"]["available"] and set(comp["cost"]["headline"]) == {"parameter_ratio", "size_ratio"}
+    assert "api" in result.to_dict()["cost"]["models"] and result.run_info["cost_conditions"]
+
+
 def test_repr_html_escapes_user_strings(setup):
     _, _, _, result = setup
     page = result._repr_html_()

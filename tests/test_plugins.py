@@ -26,7 +26,7 @@ import numpy as np
 from kdaudit import Estimate
 from kdaudit.metrics import BlockStats, SectionResult, block_of
 from kdaudit.metrics._accumulator import SUM, Accumulator
-from kdaudit.sections import Needs, Option, Section
+from kdaudit.sections import ModelResults, Needs, Option, Section
 from kdaudit._kinds import Access, OutputKind
 
 
@@ -68,6 +68,22 @@ class ToySection(Section):
         acc = self.accumulator(n_classes=teacher.n_classes, teacher=teacher, student=student, bootstrap=bootstrap,
                                options=options)
         return acc.update(y_true, teacher.probs, student.probs, ids=ids).compute()
+
+
+class SizeSection(Section):
+    """A section computed from the models themselves (as cost and lineage are): once per audit, every student."""
+
+    name, order, title = "toysize", 55, "Toy size"
+    stream = False
+    calls = []
+
+    def compute_models(self, context):
+        SizeSection.calls.append(tuple(s.name for s in context.students))
+        t = context.teacher.n_parameters()
+        by = {s.name: {"available": True, "reason": None,
+                       "headline": {"parameters_saved": float(t - s.n_parameters())}} for s in context.students}
+        return ModelResults(by_student=by, results={"toysize": {"teacher_parameters": t}},
+                            run_info={"toysize": {"seen": len(context.students)}})
 '''
 
 
@@ -78,7 +94,8 @@ def toy_installed(tmp_path, monkeypatch):
     info = tmp_path / "kdaudit_toy_section-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kdaudit-toy-section\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ntoy = kdaudit_toy_section:ToySection\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ntoy = kdaudit_toy_section:ToySection\n"
+                                          "toysize = kdaudit_toy_section:SizeSection\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("kdaudit_toy_section", None)
@@ -125,7 +142,9 @@ def test_a_plugin_section_reaches_results_frame_policy_gate_and_report(toy_insta
     # to_frame: tidy rows of the plugin's section
     frame = result.to_frame()
     row = frame[(frame.section == "toy") & (frame.student == "student")]
-    assert list(row.metric) == ["confidence_gap"] and np.isfinite(row.low.iloc[0])
+    # its headline, then the numbers at the top level of its result (the detail's row count), all from one reader
+    assert list(row.metric) == ["confidence_gap", "n_rows"] and np.isfinite(row.low.iloc[0])
+    assert row.value.iloc[1] == 400 and np.isnan(row.low.iloc[1])
     # policy: judged like any section's metric; skipped where the section was unavailable
     toy_findings = {f.student: f.status for f in result.findings if f.rule.startswith("toy.") or "toy." in
                     getattr(f, "metric", "")}
@@ -140,6 +159,26 @@ def test_a_plugin_section_reaches_results_frame_policy_gate_and_report(toy_insta
     pol_file = tmp_path / "policy.yaml"
     pol_file.write_text("rules:\n  - {metric: toy.confidence_gap, max: 5.0, students: [student]}\n")
     assert main(["gate", "--policy", str(pol_file), str(paths["results"])]) == 0
+
+
+def test_a_plugin_section_computed_from_the_models_runs_through_the_same_loop(toy_installed):
+    """A ``stream = False`` section (like cost and lineage) runs once per audit for every student, its results land
+    in results.json (its comparison entries and its own top-level entry), run.json, the frame and the policy."""
+    import kdaudit_toy_section as toy
+
+    data = _data(n=100)
+    result = audit(_net(0), {"a": _net(1), "b": torch.nn.Sequential(torch.nn.Linear(5, 3))}, data,
+                   sections=["agreement", "toysize"], n_replicates=0, progress=False, measure_cost=False,
+                   policy={"rules": [{"metric": "toysize.parameters_saved", "min": 0.0}]})
+    assert toy.SizeSection.calls == [("a", "b")]  # one call for both students
+    r = result.to_dict()
+    assert r["toysize"] == {"teacher_parameters": 75} and result.run_info["toysize"] == {"seen": 2}
+    saved = {c["student"]: c["toysize"]["headline"]["parameters_saved"] for c in r["comparisons"]}
+    assert saved == {"a": 0.0, "b": 57.0}
+    assert result["b"]["toysize"]["headline"]["parameters_saved"] == 57.0
+    frame = result.to_frame()
+    assert list(frame[frame.section == "toysize"].value) == [0.0, 57.0]
+    assert [f.status for f in result.findings] == ["pass", "pass"]
 
 
 def test_plugin_options_are_checked_by_one_schema(toy_installed, tmp_path):

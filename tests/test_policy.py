@@ -104,6 +104,55 @@ def test_per_feature_disparity_rule_and_per_group_rule():
     assert h[0].status == "warn" and h[0].value == -0.01
 
 
+def test_rules_resolve_against_the_tidy_rows_for_any_section():
+    """A section kdaudit does not know (a plugin's, in results from another machine) is gated by the same code: its
+    headline, its top-level numbers and its ``by_group`` table are rows like the built-ins'."""
+    from kdaudit._rows import result_rows
+
+    r = results()
+    r["comparisons"][0]["drift"] = {"available": True, "reason": None,
+                                    "headline": {"shift": est(0.02, 0.01, 0.03)}, "n_shifted": 17,
+                                    "by_group": {"group_shift": {"a": est(0.01, 0.0, 0.02), "b": est(0.09, 0.07, 0.1)}}}
+    r["definitions"]["drift.shift"] = {"higher_is_better": False, "formula": "shift of the inputs"}
+    g = gate(r, {"rules": [{"metric": "drift.shift", "max": 0.05}, {"metric": "drift.n_shifted", "max": 20},
+                           {"metric": "drift.group_shift", "max": 0.05, "per_group": True}]})
+    assert [(f.metric, f.group, f.status) for f in g.findings] == [
+        ("drift.shift", None, "pass"), ("drift.n_shifted", None, "pass"),
+        ("drift.group_shift", "a", "pass"), ("drift.group_shift", "b", "fail")]
+    rows = {(x.metric, x.group): x for x in result_rows("drift", r["comparisons"][0]["drift"],
+                                                         {"shift": r["definitions"]["drift.shift"]})}
+    assert rows[("shift", "")].higher_is_better is False and rows[("shift", "")].definition == "shift of the inputs"
+    assert rows[("group_shift", "b")].estimate.value == g.findings[-1].value
+    # a metric reported per group only needs per_group: the error says so
+    with pytest.raises(ConfigError, match="per group only: add 'per_group: true'"):
+        gate(r, {"rules": [{"metric": "drift.group_shift", "max": 0.05}]})
+
+
+def test_bias_rows_are_named_as_the_policy_names_them():
+    from kdaudit._rows import result_rows
+
+    rows = {(x.metric, x.group): x for x in result_rows("bias", results()["comparisons"][0]["bias"])}
+    # the per-feature breakdown of the headline's dp_amplification, and the groups' values (student, change)
+    assert rows[("dp_amplification", "")].estimate.value == 0.01
+    assert rows[("dp_amplification", "sex")].estimate.value == 0.01
+    assert rows[("group_accuracy", "sex=F")].estimate.value == 0.8
+    assert rows[("group_accuracy_change", "sex=F")].estimate.value == -0.01
+    assert rows[("group_agreement", "sex=X")].reliable is False and rows[("group_agreement", "sex=F")].reliable
+
+
+def test_malformed_numbers_fail_closed():
+    r = results()
+    r["comparisons"][0]["agreement"]["headline"]["top1_agreement"] = {"value": "high", "low": None, "high": None}
+    (f,) = evaluate_policy(r, {"rules": [{"metric": "agreement.top1_agreement", "min": 0.9}]})
+    assert f.status == "fail" and "could not be judged" in f.message
+    r["comparisons"][0]["agreement"]["headline"]["top1_agreement"] = est(10 ** 400)
+    (f,) = evaluate_policy(r, {"rules": [{"metric": "agreement.top1_agreement", "min": 0.9}]})
+    assert f.status == "fail" and "not finite" in f.message
+    r["comparisons"][0]["agreement"]["headline"]["top1_agreement"] = est(0.95, 0.97, 0.93)
+    (f,) = evaluate_policy(r, {"rules": [{"metric": "agreement.top1_agreement", "min": 0.9}]})
+    assert f.status == "fail" and "malformed" in f.message
+
+
 def test_lineage_p_value_plain_number():
     (f,) = evaluate_policy(results(), {"rules": [{"metric": "lineage.p_value", "max": 0.01}]})
     assert f.status == "pass" and f.low is None

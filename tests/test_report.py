@@ -94,6 +94,20 @@ def test_headline_numbers_come_from_the_results_in_plain_words(results):
     assert "on 12.3% of rows (95% CI 10.0–15.0%)" in page2
 
 
+def test_the_summary_reads_the_rows_the_policy_judged(results):
+    """A finding on a number outside the headline (a count at the top level of a section) gets its summary sentence:
+    the report reads the same tidy rows as the policy."""
+    from kdaudit.policy import gate
+
+    altered = copy.deepcopy(results)
+    findings = gate(altered, {"rules": [{"metric": "agreement.n_rows", "min": 10}]}).findings
+    altered["findings"] = [f.to_dict() for f in findings]
+    page = render_html(altered, generated_at=FIXED_TIME, charts=False)
+    n = altered["comparisons"][0]["agreement"]["n_rows"]
+    shown = re.findall(r"<li>N rows: ([\d,.]+)\.</li>", page)
+    assert findings[0].value == n and [float(x.replace(",", "")) for x in shown] == [n, n]  # both students
+
+
 def test_failed_and_warned_findings_are_listed_with_their_messages(results, page):
     bad = [f for f in results["findings"] if f["status"] in ("fail", "warn")]
     assert bad, "the fixture should exercise failing and warning rules"

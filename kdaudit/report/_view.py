@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
+from kdaudit._rows import result_rows, section_definitions
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
     _ROLE_ORDER,
@@ -295,11 +296,14 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
             if (sec, key) not in keys and sec != "cost":  # cost is on the scorecard
                 keys.append((sec, key))
         sentences = []
+        whole: dict[str, dict[str, Any]] = {}  # section -> metric -> estimate: the whole-data tidy rows
         for sec, key in keys:
-            section = rc.get(sec)
-            if isinstance(section, Mapping) and section.get("available", True) \
-                    and isinstance(section.get("headline"), Mapping) and key in section["headline"]:
-                sentences.append(_sentence(sec, key, section["headline"][key], who, defs))
+            if sec not in whole:  # the rows the policy judged: a finding on any metric gets its sentence
+                whole[sec] = {r.metric: r.estimate.to_dict() for r in
+                              result_rows(sec, rc.get(sec), section_definitions(results.get("definitions"), sec))
+                              if not r.group}
+            if key in whole[sec]:
+                sentences.append(_sentence(sec, key, whole[sec][key], who, defs))
         lineage = rc.get("lineage")
         if isinstance(lineage, Mapping) and lineage.get("available", True) and lineage.get("verdict"):
             sentences.append(lineage_words(str(lineage["verdict"]), lineage.get("p_value"), lineage.get("alpha"),

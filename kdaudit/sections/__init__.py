@@ -5,12 +5,23 @@ needs from the models (output kinds, least access, labels, sensitive features, r
 factory, and the tidy rows its result reads as. See :class:`Section` and ARCHITECTURE.md ("Adding a section").
 """
 
-from kdaudit.sections._base import KIND_OF_ACCESS, Needs, Option, Row, Section, SectionInputs
+from kdaudit.sections._base import (
+    KIND_OF_ACCESS,
+    ModelContext,
+    ModelResults,
+    Needs,
+    Option,
+    Row,
+    Section,
+    SectionInputs,
+)
 from kdaudit.sections._registry import ENTRY_POINT_GROUP, get_section, registry, section_names
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "KIND_OF_ACCESS",
+    "ModelContext",
+    "ModelResults",
     "Needs",
     "Option",
     "Row",

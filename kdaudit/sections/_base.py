@@ -12,14 +12,15 @@ This module imports nothing heavy (no numpy at import time beyond what the found
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kdaudit._estimate import Estimate
 from kdaudit._exceptions import KDAuditError, did_you_mean, invalid_argument
 from kdaudit._kinds import Access, OutputKind
+from kdaudit._rows import Row, result_rows
 
-__all__ = ["KIND_OF_ACCESS", "Needs", "Option", "Row", "Section", "SectionInputs", "check_section", "ordered"]
+__all__ = ["KIND_OF_ACCESS", "ModelContext", "ModelResults", "Needs", "Option", "Row", "Section", "SectionInputs",
+           "check_section", "ordered"]
 
 _ACCESS_RANK = {Access.LABELS: 0, Access.TOP_K: 1, Access.PROBABILITIES: 2}
 #: the classifier output kind each access level yields
@@ -142,34 +143,79 @@ class SectionInputs:
     names: tuple[str, str] = ("teacher", "student")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One number of a section's result, in the tidy form every reader shares (``AuditResult.to_frame``).
+def _quiet(message: str) -> None:
+    return None
 
-    ``metric`` is the key within the section (``"top1_agreement"``, ``"dp_difference.amplification"``); ``group``
-    is ``""`` for a whole-data number, ``"feature"`` or ``"feature=group"`` for a per-feature or per-group one.
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a section that computes from the models themselves (``stream = False``: cost, lineage) is given, once
+    per audit, by :meth:`Section.compute_models`.
+
+    Attributes
+    ----------
+    teacher : ModelAdapter
+    students : tuple of ModelAdapter
+        Every audited model the skip rule let through for this section, in the audit's order.
+    data : AuditData
+        The audit rows the driver holds (all of them in memory; the first unit of a sharded source).
+    options : mapping
+        The section's options, checked by its schema.
+    bootstrap : Bootstrap
+        The audit's interval settings (``n_replicates`` reaches every section).
+    seed, batch_size, device, precision, cache_dir
+        The audit's; one device and precision for every model the section runs (references and controls too).
+    references, controls : tuple of models
+        Lineage's pool: models exchangeable with the teacher, and negative controls.
+    probes : optional
+        Lineage probe inputs (None: the audit rows).
+    outputs : Outputs, optional
+        The harness's outputs of the audit rows on the in-memory path (None when streamed); a section reads the
+        outputs of models it runs again from the output cache (``cache_dir``) instead.
+    measure_cost : bool
+        Whether the cost section times the models (timings go to run.json only).
+    progress : callable
+        ``progress(message)`` reports a step on stderr when the audit shows progress.
     """
 
-    section: str
-    metric: str
-    group: str
-    estimate: Estimate
-    higher_is_better: bool | None = None
-    definition: str = ""
+    teacher: Any
+    students: tuple[Any, ...]
+    data: Any
+    options: Mapping[str, Any]
+    bootstrap: Any
+    seed: int = 0
+    batch_size: int = 256
+    device: Any = "cpu"
+    precision: Any = None
+    cache_dir: Any = None
+    references: tuple[Any, ...] = ()
+    controls: tuple[Any, ...] = ()
+    probes: Any = None
+    outputs: Any = None
+    measure_cost: bool = True
+    progress: Callable[[str], None] = _quiet
 
-    def to_dict(self) -> dict[str, Any]:
-        e = self.estimate
-        return {"section": self.section, "metric": self.metric, "group": self.group, "value": e.value,
-                "low": e.low, "high": e.high, "method": e.method, "level": e.level,
-                "higher_is_better": self.higher_is_better, "definition": self.definition}
 
+@dataclass
+class ModelResults:
+    """What :meth:`Section.compute_models` gives back.
 
-def as_estimate(x: Any) -> Estimate:
-    if isinstance(x, Estimate):
-        return x
-    if isinstance(x, Mapping):
-        return Estimate.from_dict(x)
-    return Estimate(math.nan if x is None else float(x))
+    Attributes
+    ----------
+    by_student : dict
+        ``student name -> result`` (a result object or a JSON-able mapping), one per student of the context.
+    results : dict
+        Entries of results.json's top level the section owns (the cost section's per-model table, ``cost``).
+    run_info : dict
+        Entries of run.json (wall times, measured latency: what differs between runs, never in results.json).
+    timings : dict
+        ``"student/section" -> seconds`` for run.json's ``wall_time_s.sections_s``.
+    """
+
+    by_student: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Section:
@@ -265,26 +311,21 @@ class Section:
         """The section's result for one pair of harness outputs (a ``SectionResult`` or a JSON-able mapping)."""
         raise NotImplementedError(f"section {self.name!r} does not compute from outputs")
 
+    def compute_models(self, context: ModelContext) -> ModelResults | None:
+        """For a section that works on the models rather than on their outputs row by row (``stream = False``):
+        every student's result at once, so that what the students share (the teacher's timing, lineage's reference
+        pool) is computed once per audit. None: the section does not compute from these models (a language-model
+        section asked of classifiers), and the audit reports it unavailable."""
+        return None
+
     # -- reading -------------------------------------------------------------------------------------------
     def rows(self, result: Mapping[str, Any]) -> list[Row]:
-        """Tidy rows of a section result as stored in results.json: the headline by default, and a generic
-        ``by_group: {key: {group: estimate}}`` table when the section reports one."""
-        if not isinstance(result, Mapping) or not result.get("available", True):
-            return []
-        defs = self.definitions()
-        out = []
-        for key, est in sorted((result.get("headline") or {}).items()):
-            out.append(self._row(key, "", est, defs.get(key)))
-        for key, groups in sorted((result.get("by_group") or {}).items()):
-            if isinstance(groups, Mapping):
-                for group, est in sorted(groups.items()):
-                    out.append(self._row(key, str(group), est, defs.get(key)))
-        return out
-
-    def _row(self, metric: str, group: str, est: Any, definition: Mapping[str, Any] | None) -> Row:
-        d = definition or {}
-        return Row(self.name, metric, group, as_estimate(est), d.get("higher_is_better"),
-                   str(d.get("formula") or d.get("description") or ""))
+        """Tidy rows of a section result as stored in results.json, read by :func:`kdaudit._rows.result_rows`: the
+        one reading that ``AuditResult.to_frame``, the policy and the gate share (its layout: ``headline``, top-level
+        numbers, a generic ``by_group: {metric: {group: estimate}}`` table, the bias ``features`` layout). A section
+        shapes its result into that layout; it does not override this method (the gate, reading a results.json where
+        the section is not installed, could not see the override)."""
+        return result_rows(self.name, result, self.definitions())
 
     def __repr__(self) -> str:
         return f"<section {self.name!r} order={self.order}>"

@@ -8,7 +8,7 @@ import importlib
 from typing import Any, Mapping
 
 from kdaudit._kinds import Access, OutputKind
-from kdaudit.sections._base import Needs, Option, Row, Section
+from kdaudit.sections._base import ModelContext, ModelResults, Needs, Option, Section
 
 __all__ = ["BUILTIN_SECTIONS"]
 
@@ -106,25 +106,6 @@ class BiasSection(_MetricSection):
         kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
         return BiasAccumulator(n_classes, bootstrap=bootstrap, **kwargs)
 
-    def rows(self, result: Mapping[str, Any]) -> list[Row]:
-        out = Section.rows(self, result)
-        if not isinstance(result, Mapping) or not result.get("available", True):
-            return out
-        defs = self.definitions()
-        for fname, feat in sorted((result.get("features") or {}).items()):
-            for dkey, entry in sorted((feat.get("disparities") or {}).items()):
-                for part in ("teacher", "student", "amplification", "change"):
-                    if isinstance(entry.get(part), Mapping):
-                        out.append(self._row(f"{dkey}.{part}", fname, entry[part], defs.get(dkey)))
-            for g in feat.get("groups") or []:
-                label = f"{fname}={g['group']}"
-                for model in ("teacher", "student", "change"):
-                    for k, est in sorted((g.get(model) or {}).items()):
-                        out.append(self._row(f"{k}.{model}", label, est, defs.get(k)))
-                if isinstance(g.get("group_agreement"), Mapping):
-                    out.append(self._row("group_agreement", label, g["group_agreement"], None))
-        return out
-
 
 class FingerprintSection(_MetricSection):
     name, order, title = "fingerprint", 40, "Error fingerprints"
@@ -171,6 +152,11 @@ class CostSection(Section):
     def definitions(self) -> Mapping[str, Mapping[str, Any]]:
         return COST_DEFINITIONS
 
+    def compute_models(self, context: ModelContext) -> ModelResults:
+        from kdaudit.sections._cost import compute_cost
+
+        return compute_cost(context)
+
 
 class LineageSection(Section):
     """Was the student distilled from the teacher? Computed from the models and the references (and controls)."""
@@ -193,6 +179,11 @@ class LineageSection(Section):
         from kdaudit.lineage._definitions import DEFINITIONS
 
         return {k.split(".", 1)[1] if k.startswith("lineage.") else k: v for k, v in DEFINITIONS.items()}
+
+    def compute_models(self, context: ModelContext) -> ModelResults:
+        from kdaudit.sections._lineage import compute_lineage
+
+        return compute_lineage(context)
 
 
 # -- language models (issue 12): computed by kdaudit._audit_lm on the TOKEN_TOP_K and TEXT output kinds ---------
@@ -240,9 +231,6 @@ class LMBiasSection(_LMSection):
     description = "Per prompt-level group, token-level accuracy and agreement, disparities and amplification."
     needs = Needs(kinds=_LM_KINDS, least_access=None)
     tables = (("kdaudit.metrics._sequence", "TOKEN_GROUP_DEFINITIONS"),)
-
-    def rows(self, result: Mapping[str, Any]) -> list[Row]:
-        return BiasSection.rows(self, result)  # the bias section's layout: features, disparities, groups
 
 
 BUILTIN_SECTIONS: tuple[Section, ...] = (AgreementSection(), CalibrationSection(), BiasSection(),
