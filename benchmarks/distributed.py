@@ -115,13 +115,14 @@ def unit_costs(src, teacher, student, args) -> dict:
     """Per-row and per-unit costs, on the first units: read, feed (harness + accumulator updates), merge, compute."""
     import pickle
 
-    from kdaudit.executors._audit_task import AuditTask, Job, make_accumulator
     from kdaudit.metrics import Bootstrap
+    from kdaudit.sections import registry
+    from kdaudit.sections._engine import ShardTask
 
     boot = Bootstrap(args.replicates, seed=0)
-    sens = src.sensitive_names
-    jobs = [Job("student", s, {}) for s in SECTIONS]
-    task = AuditTask(src, [teacher, student], jobs, sens, boot, 65_536, None, None, None, 0)
+    reg = registry()
+    task = ShardTask(source=src, models=[teacher, student], plan=[("student", s) for s in SECTIONS],
+                     sections={s: reg[s] for s in SECTIONS}, options={}, bootstrap=boot, batch_size=65_536)
     task.setup()
     units = src.units[:4]
     src.load(units[0], ["p_teacher", "p_student"])  # warm the file cache and imports
@@ -133,13 +134,13 @@ def unit_costs(src, teacher, student, args) -> dict:
     t0 = time.perf_counter()
     results = [task(u) for u in units]
     unit_s = (time.perf_counter() - t0) / rows  # read + harness + per-block updates
-    state_bytes = len(pickle.dumps(results[0]["states"], protocol=5))
-    merged = {j.section: make_accumulator(j.section, teacher, student, sens, boot, {}) for j in jobs}
+    state_bytes = len(pickle.dumps(results[0]["folds"], protocol=5))
+    merged = dict(task(units[0])["folds"])
     t0 = time.perf_counter()
     reps = 0
     for r in results * 3:
-        for (_, section), st in r["states"].items():
-            merged[section].merge(st)
+        for (_, section), acc in r["folds"].items():
+            merged[("student", section)].merge(acc)
         reps += 1
     merge_s = (time.perf_counter() - t0) / reps
     t0 = time.perf_counter()

@@ -115,54 +115,6 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return t, ss
 
 
-#: the metric sections the sharded-parquet fold of kdaudit.executors computes
-_UNIT_SECTIONS = ("agreement", "calibration", "bias", "fingerprint")
-
-
-def _run_in_memory(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
-                   reg: Mapping[str, Section], boot: Any, section_options: Mapping[str, Any], batch_size: int,
-                   device: Any, precision: Any, cache_dir: Any, seed: int, progress: bool, has_refs: bool
-                   ) -> tuple[Any, Any, dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Every model's outputs through :func:`kdaudit.harness.run` (kept for ``AuditResult.outputs``), then every
-    streaming section per student on them."""
-    _progress(progress, f"running {1 + len(student_ms)} models on {len(data):,} rows of {data.name!r}")
-    t0 = time.perf_counter()
-    from kdaudit import harness
-
-    run = harness.run([teacher_m, *student_ms], data, teacher=teacher_m.name, batch_size=batch_size, device=device,
-                      precision=precision, cache_dir=cache_dir, seed=seed, progress=progress)
-    timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
-    outputs = run.outputs
-    t_out = outputs[teacher_m.name]
-
-    comparisons: list[dict[str, Any]] = []
-    section_objs: dict[str, dict[str, Any]] = {}
-    for student in student_ms:
-        s_out = outputs[student.name]
-        comp: dict[str, Any] = {"student": student.name}
-        objs: dict[str, Any] = {}
-        inputs = _inputs_of(t_out, s_out, data, has_refs)
-        for section in chosen:
-            sec = reg[section]
-            if not sec.stream:  # computed from the models, once for every student: _model_sections
-                continue
-            why = sec.skip_reason(inputs)
-            if why is not None:  # one rule for every section: what it needs against what the models reveal
-                comp[section] = _unavailable(why)
-                continue
-            _progress(progress, f"{section}: {teacher_m.name} vs {student.name}")
-            t0 = time.perf_counter()
-            res = sec.compute(y_true=data.y_true, teacher=t_out, student=s_out, ids=outputs.ids,
-                              sensitive=data.sensitive, bootstrap=boot, options=section_options.get(section, {}))
-            timings["sections_s"][f"{student.name}/{section}"] = time.perf_counter() - t0
-            objs[section] = res
-            comp[section] = to_jsonable(res)
-        comparisons.append(comp)
-        section_objs[student.name] = objs
-
-    return outputs, run.provenance, timings, comparisons, section_objs
-
-
 def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, chosen: Sequence[str],
                     reg: Mapping[str, Section], comparisons: list[dict[str, Any]],
                     section_objs: dict[str, dict[str, Any]], timings: dict[str, Any], boot: Any,
@@ -249,11 +201,13 @@ def audit(
     measure_cost: bool = True,
     executor: Any = None,
     block_rows: int | None = None,
+    keep_outputs: bool = False,
 ) -> AuditResult:
     """Audit distilled students against their teacher.
 
-    The teacher (or ensemble) and every student run once through :func:`kdaudit.harness.run` on the same rows; each
-    section then compares teacher and student on those outputs; the policy turns the numbers into findings.
+    The teacher (or ensemble) and every student run through the harness on the same rows, unit by unit (the
+    engine, :func:`kdaudit.sections._engine.stream_sections`); each unit's outputs feed every section's accumulator
+    and are then dropped, so memory stays flat in the number of rows; the policy turns the numbers into findings.
 
     Parameters
     ----------
@@ -302,23 +256,25 @@ def audit(
     measure_cost : bool
         Time each model for the cost section (wall times go to ``run_info`` only).
     executor : {"local", "ray"} or Executor, optional
-        Stream: the models run batch by batch (``batch_size`` rows) and each batch feeds every section's
-        accumulator, so memory stays flat in the number of rows (``AuditResult.outputs`` is then None); with
-        ``cache_dir`` each batch's outputs are cached as a chunk that a re-run resumes from. None (the default)
-        keeps every model's outputs in memory for ``AuditResult.outputs`` (see ARCHITECTURE.md).
-        With ``"ray"`` (or a :class:`kdaudit.executors.RayExecutor`) the shards run in a pool of Ray actors and
-        results.json is byte-identical to ``"local"``'s (shards are merged in shard order). ``data`` may also be a
+        Where the units run. None (the default) or ``"local"``: in this process, one after the other. With
+        ``"ray"`` (or a :class:`kdaudit.executors.RayExecutor`) they run in a pool of Ray actors, and results.json
+        is byte-identical to the local executor's (units are merged in unit order). ``data`` may also be a
         :class:`kdaudit.executors.ParquetSource` (sharded parquet read by the workers, never by the driver).
+        With ``cache_dir`` each model's outputs are cached per unit in chunks that a re-run resumes from.
     block_rows : int, optional
-        Rows per shard under an executor (default 262,144): the grain of parallelism and of retries. Results depend
-        on it in the last bits (it fixes the order of floating-point sums), never on the number of workers.
+        Rows per unit of in-memory data (default 65,536): the grain of parallelism, of retries and of memory (a
+        unit's outputs are held while its sections fold them). An audit of at most this many rows is one unit.
+        Results depend on it in the last bits (it fixes the order of floating-point sums), never on the executor
+        or the number of workers.
+    keep_outputs : bool
+        Keep every model's outputs on every row (N x C float32 per model) as ``AuditResult.outputs``, for further
+        analysis; memory then grows with the number of rows. Default False (``outputs`` is None).
 
     Returns
     -------
     AuditResult
     """
     from kdaudit._version import __version__
-    from kdaudit.data import AuditData
     from kdaudit.policy import load_policy
 
     from kdaudit._audit_lm import dispatch_lm
@@ -329,24 +285,18 @@ def audit(
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()
-    from kdaudit.executors._select import get_executor
+    from kdaudit.executors import get_executor  # importing kdaudit.executors registers its executors by name
+    from kdaudit.harness._source import as_source
 
     executor = get_executor(executor)
-    source = None
-    if executor is not None:
-        from kdaudit.executors._sources import as_source
-
-        source = as_source(data, block_rows=block_rows)
-        data = source.head()  # the rows the driver itself uses: all of them in memory, the first unit of shards
-    elif not isinstance(data, AuditData):
-        raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData (inputs, labels, sensitive, ids)"
-                                                            " or, with an executor, a ParquetSource")
+    source = as_source(data, block_rows=block_rows)
+    data = source.head()  # the rows the driver itself uses: all of them in memory, the first unit of shards
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
     reg = registry()
     chosen = _resolve_sections(sections, has_refs, reg)
-    if sections is None and (data.sensitive is None if source is None else not source.sensitive_names):
+    if sections is None and not source.sensitive_names:
         # bias transfer needs sensitive features; by default it is left out rather than reported unavailable
         chosen = tuple(s for s in chosen if s != "bias")
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
@@ -362,52 +312,32 @@ def audit(
 
     teacher_m, student_ms = _as_models(teacher, students)
     role_of = _roles(roles, [s.name for s in student_ms])
-    unit_run = None
-    data_summary: Any = None
-    if source is not None and source.kind != "memory":  # sharded parquet: the workers read it (kdaudit.executors)
-        from kdaudit.executors._audit_task import run_units
+    if "lineage" in chosen and probes is None and source.kind != "memory":
+        raise invalid_argument("probes", None, "lineage probes (in memory) when the data is a ParquetSource")
+    from kdaudit.executors._black_box import query_black_boxes_here
+    from kdaudit.harness import LocalExecutor
+    from kdaudit.sections._engine import stream_sections
 
-        if "lineage" in chosen and probes is None:
-            raise invalid_argument("probes", None, "lineage probes (in memory) when the data is a ParquetSource")
-        _progress(progress, f"running {1 + len(student_ms)} models on {source.n_rows:,} rows of {source.name!r} "
-                            f"through the {executor.name} executor ({len(source.units)} units)")
-        t0 = time.perf_counter()
-        unit_run = run_units(executor, source, teacher_m, student_ms,
-                             [s for s in chosen if s in _UNIT_SECTIONS], boot, section_options,
-                             batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
-                             seed=seed, progress=(lambda msg: _progress(progress, msg)))
-        timings: dict[str, Any] = {"harness_s": time.perf_counter() - t0, "sections_s": {}}
-        outputs, provenance, data_summary = None, unit_run.provenance, unit_run.data_summary
-        comparisons = [{"student": st.name, **{n: to_jsonable(r) for n, r in unit_run.results[st.name].items()}}
-                       for st in student_ms]
-        section_objs = {st.name: dict(unit_run.results[st.name]) for st in student_ms}
-    elif executor is not None:
-        from kdaudit.executors._audit_task import query_black_boxes_here
-        from kdaudit.executors._base import LocalExecutor
-        from kdaudit.executors._sources import DEFAULT_BLOCK_ROWS
-        from kdaudit.sections._engine import stream_sections
-
-        run_t, run_s = teacher_m, student_ms
-        if not isinstance(executor, LocalExecutor):  # a paid API is asked here, once per row (kdaudit.executors)
-            run_t, run_s = query_black_boxes_here([teacher_m, *student_ms], source, batch_size=batch_size,
-                                                  cache_dir=cache_dir, seed=seed)
-        _progress(progress, f"streaming {1 + len(student_ms)} models over {len(data):,} rows of {data.name!r}")
-        streamed, provenance, stream_t = stream_sections(
-            run_t, run_s, data, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
-            options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
-            precision=precision, has_references=has_refs, seed=seed, shard_rows=block_rows or DEFAULT_BLOCK_ROWS)
-        timings: dict[str, Any] = {"harness_s": stream_t["models_and_updates_s"], "sections_s": {},
-                                   "sections_compute_s": stream_t["compute_s"]}
-        outputs = None
-        # results.json keeps the canonical section order
-        comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
-                                               if n in streamed[st.name]}} for st in student_ms]
-        section_objs = {st.name: dict(streamed[st.name]) for st in student_ms}
-    else:
-        outputs, provenance, timings, comparisons, section_objs = _run_in_memory(
-            teacher_m, student_ms, data, chosen=chosen, reg=reg, boot=boot, section_options=section_options,
-            batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, seed=seed,
-            progress=progress, has_refs=has_refs)
+    run_t, run_s = teacher_m, student_ms
+    if not isinstance(executor, LocalExecutor):  # a paid API is asked here, once per row (kdaudit.executors)
+        run_t, run_s = query_black_boxes_here([teacher_m, *student_ms], source, batch_size=batch_size,
+                                              cache_dir=cache_dir, seed=seed)
+    _progress(progress, f"running {1 + len(student_ms)} models on {source.n_rows:,} rows of {source.name!r}"
+                        + ("" if len(source.units) == 1 else f" in {len(source.units)} units")
+                        + ("" if isinstance(executor, LocalExecutor) else f" through the {executor.name} executor"))
+    engine = stream_sections(
+        run_t, run_s, source, sections=[reg[s] for s in chosen if reg[s].stream], bootstrap=boot,
+        options=section_options, executor=executor, batch_size=batch_size, cache_dir=cache_dir, device=device,
+        precision=precision, has_references=has_refs, seed=seed, keep_outputs=keep_outputs,
+        progress=(lambda msg: _progress(progress, msg)) if progress else None)
+    timings: dict[str, Any] = {"harness_s": engine.timings["models_and_folds_s"], "sections_s": {},
+                               "sections_compute_s": engine.timings["compute_s"]}
+    provenance, data_summary, outputs = engine.provenance, engine.data_summary, engine.outputs
+    streamed = engine.results
+    # results.json keeps the canonical section order
+    comparisons = [{"student": st.name, **{n: to_jsonable(streamed[st.name][n]) for n in reg
+                                           if n in streamed[st.name]}} for st in student_ms]
+    section_objs = {st.name: dict(streamed[st.name]) for st in student_ms}
 
     for comp in comparisons:  # each comparison says whether its model is judged (a student) or shown (a control)
         comp_items = list(comp.items())
@@ -448,7 +378,7 @@ def audit(
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "kdaudit_version": __version__,
-        "data": to_jsonable(data.summary() if data_summary is None else data_summary),
+        "data": to_jsonable(data_summary),
         "models": models_desc,
         "teacher": teacher_m.name,
         "comparisons": comparisons,
@@ -477,11 +407,9 @@ def audit(
         "models": [{"name": m.get("name"), "wall_time_s": m.get("wall_time_s"), "from_cache": m.get("from_cache"),
                     "queries": m.get("queries")} for m in to_jsonable(prov_timed.get("models", []))],
     }
-    if unit_run is not None:  # what ran where: never in results.json, which must not depend on it
-        run_info["executor"] = to_jsonable(unit_run.info)
-    elif executor is not None:
-        run_info["executor"] = to_jsonable(executor.describe() if hasattr(executor, "describe")
-                                           else {"kind": executor.name})
+    # what ran where: never in results.json, which must not depend on it
+    run_info["executor"] = to_jsonable(dict(engine.info["executor"], source=engine.info["source"],
+                                            workers=engine.info["workers"]))
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
     return AuditResult(results=results, verdict=verdict, findings=findings, sections=section_objs,
                        run_info=run_info, outputs=outputs)

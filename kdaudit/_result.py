@@ -151,8 +151,8 @@ class AuditResult:
             from kdaudit.report import render_html
 
             t0 = time.perf_counter()
-            page = render_html(self.to_dict(), run_info=run_info,
-                               generated_at=run_info.get("generated_at"))
+            page = render_html(self.to_dict(), run_info=run_info, generated_at=run_info.get("generated_at"),
+                               summary_keys={n: s.summary_keys for n, s in registry().items()})
             run_info["render_s"] = round(time.perf_counter() - t0, 4)
             files["report.html"] = page.encode("utf-8")
         files["run.json"] = canonical_json(run_info).encode("utf-8")

@@ -265,8 +265,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     results = read(results_path, "RESULTS.json")
     run_info = read(run_path, "--run") if (args.run or run_path.is_file()) else None
+    from kdaudit.sections import registry
+
     out = write_html(results, Path(args.out) if args.out else results_path.with_name("report.html"),
-                     run_info=run_info)
+                     run_info=run_info, summary_keys={n: s.summary_keys for n, s in registry().items()})
     print(f"report: {out}")
     return EXIT_OK
 

@@ -106,6 +106,24 @@ def test_shards_merged_in_any_order_equal_the_whole(name):
 
 
 @pytest.mark.parametrize("name", SECTIONS)
+def test_the_engine_fold_builds_the_same_accumulator(name):
+    # the engine runs Section.fold; the tests above run Section.accumulator: one configuration, so the shard
+    # merge proven above is the engine's (same class and options: merging one into the other is accepted)
+    from kdaudit.harness._outputs import ModelOutputs
+
+    y, pt, ps, ids, sens = _data(n=1500, seed=4)
+    boot = Bootstrap(50, seed=2, n_blocks=64)
+    section = registry()[name]
+    models = [ModelOutputs(m, p, p.argmax(axis=1)) for m, p in (("teacher", pt), ("student", ps))]
+    folded = section.fold(y_true=y, teacher=models[0], student=models[1], ids=ids, sensitive=sens, bootstrap=boot,
+                          options={"chunk_size": 400})
+    direct = _update(_new(name, boot), (y, pt, ps, ids, sens), np.arange(len(y)))
+    assert type(folded) is type(direct)
+    _assert_same(direct.compute(), folded.compute())
+    _assert_same(direct.compute(), _new(name, boot).merge(folded).compute())
+
+
+@pytest.mark.parametrize("name", SECTIONS)
 def test_state_dict_round_trip_and_reset(name):
     data = _data(n=1200, seed=1)
     boot = Bootstrap(50, seed=1, n_blocks=64)

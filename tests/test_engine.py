@@ -139,23 +139,94 @@ def _close(a, b, path="r", rel=1e-9):
         assert a == b, path
 
 
-def test_streaming_executor_gives_the_in_memory_numbers_and_resumes_from_its_chunks(tmp_path):
+def test_one_unit_gives_the_section_functions_numbers_and_resumes_from_its_chunks(tmp_path):
+    """The engine is the one path: one unit is exactly the harness plus each metric family's section function;
+    several units agree to rounding; a re-run reads the chunked cache and asks no model again."""
+    from kdaudit import metrics
+    from kdaudit._io import to_jsonable
+
     data = _data(n=700)
-    kw = dict(sections=["agreement", "calibration", "bias", "fingerprint"], n_replicates=50, seed=0, progress=False,
-              measure_cost=False, batch_size=128)
-    mem = audit(TorchModel(_net(0), name="teacher"), {"s": TorchModel(_net(1), name="s")}, data, **kw)
+    names = ["agreement", "calibration", "bias", "fingerprint"]
+    kw = dict(sections=names, n_replicates=50, seed=0, progress=False, measure_cost=False, batch_size=128)
     t, s = Recording(_net(0), name="teacher"), Recording(_net(1), name="s")
-    streamed = audit(t, {"s": s}, data, executor="local", cache_dir=tmp_path / "cache", **kw)
-    assert streamed.outputs is None and t.rows == len(data) and s.rows == len(data)
-    a, b = mem.to_dict()["comparisons"], streamed.to_dict()["comparisons"]
-    # the in-memory path fits the temperature on logits, the stream on log-probabilities: equal up to rounding
-    _close(a, b, rel=1e-6)
-    assert mem.to_dict()["provenance"]["models"] == streamed.to_dict()["provenance"]["models"]
-    # a re-run reads every batch back from the chunked cache: no model is asked again, same bytes
+    one = audit(t, {"s": s}, data, cache_dir=tmp_path / "cache", keep_outputs=True, **kw)
+    assert t.rows == len(data) and s.rows == len(data)
+    out = one.outputs
+    comp = one.to_dict()["comparisons"][0]
+    for name in names:
+        expected = getattr(metrics, f"{name}_section")(data.y_true, out["teacher"], out["s"], ids=out.ids,
+                                                      sensitive=data.sensitive,
+                                                      bootstrap=metrics.Bootstrap(n_replicates=50, seed=0))
+        assert to_jsonable(expected) == comp[name], name
+    # several units: the same numbers to rounding (the unit size fixes the order of floating-point sums)
+    units = audit(TorchModel(_net(0), name="teacher"), {"s": TorchModel(_net(1), name="s")}, data, block_rows=200,
+                  **kw)
+    assert units.outputs is None  # outputs are kept only when asked for
+    _close(one.to_dict()["comparisons"], units.to_dict()["comparisons"], rel=1e-9)
+    assert one.to_dict()["provenance"] == units.to_dict()["provenance"]
+    # a re-run reads every unit back from the chunked cache: no model is asked again, same bytes
     t2, s2 = Recording(_net(0), name="teacher"), Recording(_net(1), name="s")
-    again = audit(t2, {"s": s2}, data, executor="local", cache_dir=tmp_path / "cache", **kw)
+    again = audit(t2, {"s": s2}, data, cache_dir=tmp_path / "cache", **kw)
     assert t2.rows == 0 and s2.rows == 0
-    assert again.to_json() == streamed.to_json()
+    assert again.to_json() == one.to_json()
+
+
+def test_precomputed_outputs_follow_the_units_by_position_or_by_id():
+    """Outputs aligned with the data by position (a precomputed array without ids, as an ensemble member too) or
+    matched by sample id give the one-unit numbers and provenance whatever the unit size."""
+    from kdaudit.models import PrecomputedModel
+
+    data = _data(n=500)
+    with torch.no_grad():
+        pt = [torch.softmax(_net(i)(torch.as_tensor(data.X)), 1).numpy() for i in (0, 1)]
+        ps = torch.softmax(_net(5)(torch.as_tensor(data.X)), 1).numpy()
+    order = np.random.default_rng(0).permutation(len(data))
+    kw = dict(sections=["agreement", "calibration", "bias", "fingerprint"], n_replicates=20, seed=0,
+              progress=False, measure_cost=False)
+
+    def go(block_rows):
+        teacher = [PrecomputedModel(pt[0], name="t0"), PrecomputedModel(pt[1], name="t1")]  # an ensemble
+        students = {"by_position": PrecomputedModel(ps, name="by_position"),
+                    "by_id": PrecomputedModel(ps[order], ids=data.ids[order], name="by_id")}
+        return audit(teacher, students, data, block_rows=block_rows, **kw).to_dict()
+
+    one, units = go(None), go(128)
+    _close(one["comparisons"], units["comparisons"], rel=1e-9)
+    assert one["provenance"] == units["provenance"] and one["models"] == units["models"]
+    by = {c["student"]: c for c in one["comparisons"]}
+    _close(by["by_position"]["agreement"], by["by_id"]["agreement"], rel=1e-12)
+
+
+def test_a_black_box_budget_is_checked_for_the_whole_audit_before_any_unit():
+    from kdaudit import QueryBudgetExceededError
+    from kdaudit.models import BlackBoxModel
+
+    data = _data(n=300)
+    net = _net(1)
+    api = BlackBoxModel(lambda X: torch.softmax(net(torch.as_tensor(X)), 1).detach().numpy(), n_classes=3,
+                        name="api", query_budget=250)
+    with pytest.raises(QueryBudgetExceededError):
+        audit(_net(0), {"api": api}, data, sections=["agreement"], block_rows=100, n_replicates=0, progress=False,
+              measure_cost=False)
+    assert api.query_count == 0  # refused up front, not after spending part of the budget
+
+
+def test_a_model_error_in_a_later_unit_names_the_unit():
+    from kdaudit import KDAuditError
+    from kdaudit.models import BlackBoxModel
+
+    data = _data(n=300)
+    net = _net(1)
+
+    def api(X):
+        p = torch.softmax(net(torch.as_tensor(X)), 1).detach().numpy()
+        if len(X) and np.isclose(X[0, 0], data.X[250, 0]):
+            p[0] = np.nan  # a bad answer at row 250 of the audit, row 50 of its third unit
+        return p
+
+    with pytest.raises(KDAuditError, match=r"NaN or inf at row 50 .*in unit rows 200:300 of the audit data"):
+        audit(_net(0), {"api": BlackBoxModel(api, n_classes=3, name="api")}, data, sections=["agreement"],
+              block_rows=100, batch_size=50, n_replicates=0, progress=False, measure_cost=False)
 
 
 class _ReversedExecutor:
@@ -180,10 +251,10 @@ def test_any_executor_and_shard_order_give_identical_results():
     sections = [registry()[n] for n in ("agreement", "calibration", "fingerprint", "bias")]
     boot = Bootstrap(40, seed=2)
 
-    def go(executor, shard_rows):
-        out, _, _ = stream_sections(TorchModel(_net(0), name="t"), [TorchModel(_net(1), name="s")], data,
-                                    sections=sections, bootstrap=boot, executor=executor, batch_size=100,
-                                    shard_rows=shard_rows)
+    def go(executor, block_rows):
+        out = stream_sections(TorchModel(_net(0), name="t"), [TorchModel(_net(1), name="s")], data,
+                              sections=sections, bootstrap=boot, executor=executor, batch_size=100,
+                              block_rows=block_rows).results
         from kdaudit._io import canonical_json, to_jsonable
 
         return canonical_json(to_jsonable(out))

@@ -16,12 +16,15 @@ from kdaudit._audit import audit
 from kdaudit._config import parse_config
 from kdaudit.executors._base import setup as run_setup
 from kdaudit.executors import (
+    EXECUTORS,
     ColumnModel,
     Executor,
     LocalExecutor,
     ParquetSource,
+    RayExecutor,
     get_executor,
     query_pool,
+    register_executor,
     train_pool,
 )
 from kdaudit.models import PrecomputedModel
@@ -83,12 +86,23 @@ def test_labels_only_and_unlabelled_sections_are_unavailable_alike(setup):
 
     labels = BlackBoxModel(lambda X: students["close"].predict(np.asarray(X)), n_classes=3, access="labels",
                            name="labels-only")
-    # (calibration left out: the engine's stream builds its accumulator for a labels-only student, noted in the report)
-    kw = dict(KW, sections=["agreement", "bias", "fingerprint"])
+    kw = dict(KW, sections=["agreement", "calibration", "bias", "fingerprint"])
     plain = audit(teacher, {"labels-only": labels}, data, executor="local", **kw)
     labels.query_count = 0
     through = audit(teacher, {"labels-only": labels}, data, executor=Scrambled(), **kw)
     assert results_text(through) == results_text(plain)
+    calibration = plain.results["comparisons"][0]["calibration"]
+    assert not calibration["available"] and "labels" in calibration["reason"]  # the one skip rule
+    # without labels, each section that needs them reports its own reason, on any executor
+    unlabelled = type(data)(data.X, sensitive=data.sensitive, ids=data.ids, name=data.name)
+    labels.query_count = 0  # the model's description in results.json counts its queries so far
+    plain = audit(teacher, {"labels-only": labels}, unlabelled, executor="local", block_rows=500, **kw)
+    labels.query_count = 0
+    through = audit(teacher, {"labels-only": labels}, unlabelled, executor=Scrambled(), block_rows=500, **kw)
+    assert results_text(through) == results_text(plain)
+    comp = plain.results["comparisons"][0]
+    assert not comp["fingerprint"]["available"] and "no true labels" in comp["fingerprint"]["reason"]
+    assert comp["agreement"]["available"] and comp["bias"]["available"]
 
 
 def test_sharded_parquet_equals_the_same_rows_in_memory(setup, tmp_path):
@@ -131,18 +145,42 @@ def test_parquet_source_errors(tmp_path):
                  n_files=1)
     with pytest.raises(KDAuditError, match="'nope'"):
         ParquetSource(tmp_path / "s", label="nope")
+    # the local executor is the default: a sharded source needs no executor named
+    cols = (ColumnModel("p_teacher", n_classes=3), {"s": ColumnModel("p_student", n_classes=3)})
+    assert results_text(audit(*cols, ParquetSource(tmp_path / "s"), **KW)) == \
+        results_text(audit(*cols, ParquetSource(tmp_path / "s"), executor="local", **KW))
     with pytest.raises(KDAuditError, match="data"):
-        audit(ColumnModel("p_teacher", n_classes=3), {"s": ColumnModel("p_student", n_classes=3)},
-              ParquetSource(tmp_path / "s"), **KW)  # a sharded source needs an executor
+        audit(*cols, {"not": "data"}, **KW)
 
 
 def test_get_executor_and_missing_ray(monkeypatch):
-    assert get_executor(None) is None and isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor(None), LocalExecutor) and isinstance(get_executor("local"), LocalExecutor)
     with pytest.raises(KDAuditError, match="executor"):
         get_executor("spark")
-    monkeypatch.setitem(sys.modules, "ray", None)  # what a machine without Ray sees
-    from kdaudit.executors import RayExecutor
+    # one lookup and one registry: the engine's (harness layer), which kdaudit.executors registers Ray into
+    from kdaudit import harness
 
+    assert get_executor is harness.get_executor and EXECUTORS is harness.EXECUTORS
+    assert EXECUTORS["ray"] is RayExecutor and get_executor("ray", num_actors=2).num_actors == 2
+    with pytest.raises(KDAuditError, match=r"'spark'.*one of local, ray"):
+        get_executor("spark")
+    with pytest.raises(KDAuditError, match=r"executor options.*\['nope'\].*options of the ray executor \(address"):
+        get_executor("ray", nope=1)
+    with pytest.raises(KDAuditError, match=r"executor options.*options of the local executor \(none\)"):
+        get_executor("local", num_actors=2)
+    with pytest.raises(KDAuditError, match="a name when options are given"):
+        get_executor(LocalExecutor(), num_actors=2)
+    with pytest.raises(KDAuditError, match=r"'int'.*an executor name"):
+        get_executor(3)
+
+    class Toy(LocalExecutor):
+        name = "toy"
+
+    monkeypatch.setitem(EXECUTORS, "toy", Toy)  # what register_executor("toy", Toy) does, undone after the test
+    assert isinstance(get_executor("toy"), Toy)
+    with pytest.raises(KDAuditError, match="factory"):
+        register_executor("bad", 3)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a machine without Ray sees
     with pytest.raises(KDAuditError, match=r'pip install "kdaudit\[ray\]"'):
         list(RayExecutor().map(None, [0]))
     with pytest.raises(KDAuditError, match="num_actors"):

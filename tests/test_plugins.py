@@ -64,11 +64,6 @@ class ToySection(Section):
     def accumulator(self, *, n_classes, teacher, student, bootstrap, options):
         return GapAccumulator(bootstrap, **options)
 
-    def compute(self, *, y_true, teacher, student, ids, sensitive, bootstrap, options):
-        acc = self.accumulator(n_classes=teacher.n_classes, teacher=teacher, student=student, bootstrap=bootstrap,
-                               options=options)
-        return acc.update(y_true, teacher.probs, student.probs, ids=ids).compute()
-
 
 class SizeSection(Section):
     """A section computed from the models themselves (as cost and lineage are): once per audit, every student."""
@@ -124,7 +119,7 @@ def test_a_plugin_section_reaches_results_frame_policy_gate_and_report(toy_insta
                                             {"metric": "agreement.top1_agreement", "min": 0.0}]}
     result = audit(teacher, {"student": student, "api": labels_only}, data, sections=["agreement", "toy"],
                    section_options={"toy": {"scale": 2}}, policy=policy, n_replicates=50, seed=0, progress=False,
-                   measure_cost=False)
+                   measure_cost=False, keep_outputs=True)
     r = result.to_dict()
     comp = {c["student"]: c for c in r["comparisons"]}
     # results.json: the section, its definitions and its options
@@ -136,6 +131,11 @@ def test_a_plugin_section_reaches_results_frame_policy_gate_and_report(toy_insta
     probs = [result.outputs[n].probs for n in result.outputs.names[:2]]  # teacher, student
     expected = 2 * float(np.mean(probs[0].max(axis=1).astype(np.float64) - probs[1].max(axis=1)))
     assert comp["student"]["toy"]["headline"]["confidence_gap"]["value"] == pytest.approx(expected, abs=1e-6)
+    # the engine folds the plugin's accumulator unit by unit and merges the units: the same number
+    units = audit(teacher, {"student": student}, data, sections=["toy"], section_options={"toy": {"scale": 2}},
+                  n_replicates=50, seed=0, progress=False, measure_cost=False, block_rows=100)
+    assert units.results["comparisons"][0]["toy"]["headline"]["confidence_gap"]["value"] == pytest.approx(
+        expected, abs=1e-6)
     # one rule skips a section a model's outputs cannot feed: the labels-only API
     assert not comp["api"]["toy"]["available"]
     assert comp["api"]["toy"]["reason"] == "the toy section needs outputs of kind class_probs; student 'api' gives labels"

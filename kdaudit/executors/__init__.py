@@ -13,8 +13,8 @@ merges them in that order, so every executor gives byte-identical results. See :
 from kdaudit.executors._base import EXECUTORS, Executor, LocalExecutor, UnitTask
 from kdaudit.executors._pool import PoolOutputs, query_pool, train_pool
 from kdaudit.executors._ray import RayExecutor
-from kdaudit.executors._select import get_executor
 from kdaudit.executors._sources import DEFAULT_BLOCK_ROWS, ColumnModel, MemorySource, ParquetSource
+from kdaudit.harness._executor import get_executor, register_executor
 
 __all__ = [
     "DEFAULT_BLOCK_ROWS",
@@ -29,5 +29,6 @@ __all__ = [
     "UnitTask",
     "get_executor",
     "query_pool",
+    "register_executor",
     "train_pool",
 ]

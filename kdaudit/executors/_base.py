@@ -29,14 +29,12 @@ from __future__ import annotations
 import abc
 from typing import Any, Iterator, Protocol, Sequence
 
-# one local executor and one setup rule for the engine and the executors (the engine's, in the harness layer)
-from kdaudit.harness._executor import LocalExecutor
+# one local executor, one setup rule and one registry of executors by name for the engine and the executors (the
+# engine's, in the harness layer; this package registers its own executors into it)
+from kdaudit.harness._executor import EXECUTORS, LocalExecutor
 from kdaudit.harness._executor import run_setup as setup
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "UnitTask", "setup"]
-
-#: Executor names accepted by ``audit(executor=...)``, the config's ``executor.kind`` and ``--executor``.
-EXECUTORS = ("local", "ray")
 
 
 class UnitTask(Protocol):

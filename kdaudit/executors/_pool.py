@@ -8,8 +8,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit.executors._base import Executor, LocalExecutor
-from kdaudit.executors._select import get_executor
+from kdaudit.executors._base import Executor
+from kdaudit.harness._executor import get_executor
 from kdaudit.models._base import ModelAdapter
 from kdaudit.models._precomputed import PrecomputedModel
 
@@ -42,7 +42,7 @@ def train_pool(recipe: Callable[[int], Any], seeds: Sequence[int], *, executor: 
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seeds):
         raise invalid_argument("seeds", seeds, "a non-empty sequence of integer seeds")
-    ex = get_executor(executor) or LocalExecutor()
+    ex = get_executor(executor)
     return list(ex.map(_Call(recipe), seeds))
 
 
@@ -108,7 +108,7 @@ def query_pool(models: Sequence[Any], data: Any, *, executor: Any = None, batch_
         if isinstance(m, BlackBoxModel):
             raise invalid_argument(f"models[{i}]", m.name, "models the workers may run (a black box is queried on "
                                                            "the driver, once per probe)")
-    ex: Executor = get_executor(executor) or LocalExecutor()
+    ex: Executor = get_executor(executor)
     task = _Query(list(models), data, batch_size, device, precision, seed)
     return [PoolOutputs(v, ids=data.ids, like=like, output=output)
             for v, output, like in ex.map(task, list(range(len(models))))]

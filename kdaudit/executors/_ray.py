@@ -6,6 +6,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit.executors._base import Executor, UnitTask, setup
+from kdaudit.harness._executor import register_executor
 
 __all__ = ["PIP_LINE", "RayExecutor", "import_ray"]
 
@@ -65,9 +66,8 @@ class RayExecutor(Executor):
         Resources each actor reserves; ``num_gpus_per_actor=1`` puts each actor on its own GPU (then pass
         ``device="cuda"`` to the audit).
     batch_size : int, optional
-        The harness batch size in the actors for sharded-parquet audits (default: the audit's ``batch_size``, which
-        in-memory audits always use). Results are identical to a local run with the same batch size: a batch is part
-        of what fixes a model's floating-point outputs.
+        The harness batch size in the actors (default: the audit's ``batch_size``). Results are identical to a
+        local run with the same batch size: a batch is part of what fixes a model's floating-point outputs.
     runtime_env : mapping, optional
         Ray runtime environment for a cluster whose nodes lack kdaudit or the model code (``{"pip": [...]}``,
         ``{"working_dir": "."}``); given to ``ray.init``.
@@ -211,3 +211,8 @@ def _get(ray: Any, ref: Any, pos: int) -> Any:
     except ray.exceptions.RayActorError as exc:
         raise KDAuditError(f"unit {pos} was lost with its worker after every retry (max_restarts and "
                            f"max_task_retries exhausted): {exc}") from None
+
+
+# the one registry of executors by name: audit(executor="ray"), a config file's executor block and --executor build
+# the Ray executor through it (kdaudit.harness.get_executor)
+register_executor("ray", RayExecutor)

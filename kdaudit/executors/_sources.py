@@ -1,5 +1,6 @@
-"""Where an executor's rows come from: an in-memory AuditData cut into fixed-size units, or sharded parquet files
-read by the workers themselves (the driver reads only the files' footers).
+"""Sharded parquet files as a source of the engine (read by the workers themselves; the driver reads only the files'
+footers), and the models whose outputs are a column of them. The in-memory source is the engine's own
+(:mod:`kdaudit.harness._source`).
 
 A unit's boundaries depend on the data only, never on the number of workers: that is what lets every executor
 merge the same states in the same order (see ``_base``).
@@ -10,8 +11,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,85 +18,11 @@ import pandas as pd
 
 from kdaudit._exceptions import invalid_argument
 from kdaudit.data._audit_data import AuditData, hash_array_like
+from kdaudit.harness._source import DEFAULT_BLOCK_ROWS, Block, MemorySource
+from kdaudit.harness._source import check_block_rows as _check_block_rows
 from kdaudit.models._base import Access, ModelAdapter
 
-__all__ = ["DEFAULT_BLOCK_ROWS", "ColumnModel", "MemorySource", "ParquetSource", "as_source"]
-
-#: Rows per unit of an in-memory source. A unit is the grain of exactness (states merge in unit order) and of
-#: retries; 262,144 rows keep a unit's outputs and temporaries at a few tens of MB per model and give a 10^7-row
-#: audit 39 units to spread over workers.
-DEFAULT_BLOCK_ROWS = 1 << 18
-
-
-def _check_block_rows(block_rows: Any) -> int:
-    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
-        raise invalid_argument("block_rows", block_rows, "an integer >= 1 (rows per unit)")
-    return int(block_rows)
-
-
-@dataclass(frozen=True)
-class Block:
-    """One unit's rows: the audit data of the unit and the output columns some models read (ColumnModel)."""
-
-    data: AuditData
-    columns: Mapping[str, np.ndarray]
-    fingerprint: str
-
-
-class MemorySource:
-    """An in-memory :class:`~kdaudit.AuditData` cut into units of ``block_rows`` consecutive rows."""
-
-    kind = "memory"
-
-    def __init__(self, data: AuditData, *, block_rows: int = DEFAULT_BLOCK_ROWS) -> None:
-        if not isinstance(data, AuditData):
-            raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData")
-        self.data = data
-        self.block_rows = _check_block_rows(block_rows)
-        n = len(data)
-        self.units = [(a, min(a + self.block_rows, n)) for a in range(0, n, self.block_rows)]
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.data)
-
-    @property
-    def name(self) -> str:
-        return self.data.name
-
-    @property
-    def has_labels(self) -> bool:
-        return self.data.y_true is not None
-
-    @property
-    def sensitive_names(self) -> list[str]:
-        return [] if self.data.sensitive is None else [str(c) for c in self.data.sensitive.columns]
-
-    def load(self, unit: tuple[int, int], columns: Sequence[str] = ()) -> Block:
-        if columns:
-            raise invalid_argument("models", f"column models {list(columns)}",
-                                   "column models only with a ParquetSource (in memory, use PrecomputedModel)")
-        a, b = unit
-        d = self.data
-        if (a, b) == (0, len(d)):  # one unit: the caller's own object (its fingerprint is already computed)
-            return Block(d, {}, "")
-        part = AuditData(X=d.rows(a, b), y_true=None if d.y_true is None else d.y_true[a:b],
-                         sensitive=None if d.sensitive is None else d.sensitive.iloc[a:b].reset_index(drop=True),
-                         ids=d.ids[a:b], classes=d.classes, name=d.name, source=d.source)
-        return Block(part, {}, "")
-
-    def fingerprint(self, unit_hashes: Sequence[str]) -> str:
-        return self.data.fingerprint()  # the rows are here: the audit's usual data hash
-
-    def summary(self, merged: Mapping[str, Any]) -> dict[str, Any]:
-        return self.data.summary()
-
-    def head(self) -> AuditData:
-        """Rows the driver may use itself (cost timing, default lineage probes): here, all of them."""
-        return self.data
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "block_rows": self.block_rows, "units": len(self.units)}
+__all__ = ["DEFAULT_BLOCK_ROWS", "ColumnModel", "MemorySource", "ParquetSource"]
 
 
 class ColumnModel(ModelAdapter):
@@ -357,43 +282,3 @@ def _column_values(col: Any, name: str) -> np.ndarray:
     if _is_list(col.type):
         return _list_matrix(col, name)
     return col.to_numpy(zero_copy_only=False)
-
-
-def unit_summary(block: Block, n_classes: int | None) -> dict[str, Any]:
-    """The additive summary of one unit (row count, class counts, group counts) a sharded source reports."""
-    d = block.data
-    out: dict[str, Any] = {"n_rows": len(d), "hash": block.fingerprint}
-    if d.y_true is not None:
-        out["class_counts"] = np.bincount(d.y_true, minlength=n_classes or 0)
-    if d.sensitive is not None:
-        out["groups"] = {c: Counter(d.sensitive[c].value_counts().to_dict()) for c in d.sensitive.columns}
-    return out
-
-
-def merge_summaries(parts: Sequence[Mapping[str, Any]], source: Any) -> dict[str, Any]:
-    counts = None
-    groups: dict[str, Counter] = {}
-    for p in parts:
-        if "class_counts" in p:
-            c = p["class_counts"]
-            if counts is None:
-                counts = c.astype(np.int64)
-            else:
-                width = max(len(counts), len(c))
-                counts = np.pad(counts, (0, width - len(counts))) + np.pad(c, (0, width - len(c)))
-        for col, cnt in p.get("groups", {}).items():
-            groups.setdefault(col, Counter()).update(cnt)
-    return {"sha256": source.fingerprint([p["hash"] for p in parts]),
-            "class_counts": None if counts is None else [int(v) for v in counts],
-            "groups": {c: {k: int(v) for k, v in sorted(g.items())} for c, g in groups.items()}}
-
-
-def as_source(data: Any, *, block_rows: int | None = None) -> MemorySource | ParquetSource:
-    """The source behind ``data``: a ParquetSource as is, an AuditData cut into units of ``block_rows``."""
-    if isinstance(data, ParquetSource):
-        return data
-    if isinstance(data, MemorySource):
-        return data
-    if isinstance(data, AuditData):
-        return MemorySource(data, block_rows=DEFAULT_BLOCK_ROWS if block_rows is None else block_rows)
-    raise invalid_argument("data", type(data).__name__, "a kdaudit.AuditData or a kdaudit.executors.ParquetSource")

@@ -2,7 +2,15 @@
 For language models: the same prompts in the same order (``score_all``, ``generate_all``)."""
 
 from kdaudit.harness._cost import measure_cost
-from kdaudit.harness._executor import EXECUTORS, Executor, LocalExecutor, Shard, resolve_executor, shards_of
+from kdaudit.harness._executor import (
+    EXECUTORS,
+    Executor,
+    LocalExecutor,
+    Shard,
+    get_executor,
+    register_executor,
+    shards_of,
+)
 from kdaudit.harness._outputs import ModelOutputs, ModelRecord, Outputs, Provenance
 from kdaudit.harness._run import RunResult, library_versions, run
 from kdaudit.harness._sequence import MAX_TOP_K, Generations, OutputKind, TokenTopK
@@ -32,9 +40,10 @@ __all__ = [
     "TokenTopK",
     "comparison_level",
     "generate_all",
+    "get_executor",
     "library_versions",
     "measure_cost",
-    "resolve_executor",
+    "register_executor",
     "run",
     "score_all",
     "shards_of",

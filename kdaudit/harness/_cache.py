@@ -79,20 +79,6 @@ class OutputCache:
         np.savez(buf, **arrays, queries=np.int64(queries), format=np.int64(_FORMAT))
         atomic_write_bytes(self.partial_dir(key) / f"rows-{start:012d}-{stop:012d}.npz", buf.getvalue())
 
-    def load_chunk(self, key: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """One chunk (raw outputs, probabilities or None) written by :meth:`save_chunk`, or None if absent or
-        unusable: the streaming engine's resume reads its outputs back batch by batch."""
-        path = self.partial_dir(key) / f"rows-{start:012d}-{stop:012d}.npz"
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["format"]) != _FORMAT or len(z["raw"]) != stop - start:
-                    return None
-                return z["raw"], (z["probs"] if "probs" in z.files else None)
-        except (OSError, ValueError, KeyError):  # unreadable entries are recomputed, not trusted
-            return None
-
     def load_partial(self, key: str) -> tuple[list[tuple[int, int, np.ndarray, np.ndarray | None]], int] | None:
         """Chunks (start, stop, raw, probs) forming a contiguous prefix of rows, and the query count after the
         last of them."""

@@ -94,7 +94,7 @@ class _Slot:
 
 def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, device: Any = None,
         precision: str | None = None, cache_dir: Any = None, seed: int = 0, progress: bool = True,
-        checkpoint_every: int = 16) -> RunResult:
+        checkpoint_every: int = 16, fingerprints: Mapping[str, str] | None = None) -> RunResult:
     """Run every model over the same rows of ``data``, in the same order, teacher first.
 
     Parameters
@@ -120,6 +120,9 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
         Show a tqdm progress bar.
     checkpoint_every : int
         Batches between copies of device outputs to the host, checks, and (with ``cache_dir``) checkpoints.
+    fingerprints : mapping, optional
+        ``model name -> sha256`` already computed for these very models (the engine hashes each model once per
+        audit, not once per unit of rows); the others are hashed here.
 
     Returns
     -------
@@ -162,7 +165,8 @@ def run(models: Any, data: Any, *, teacher: Any = None, batch_size: int = 256, d
     # where and as they were, so a teacher audited in bf16 is not left in bf16 (nor on another device).
     with _settings(adapters, device=device, precision=precision):
         return _run_adapters(adapters, data, batch_size=batch_size, cache_dir=cache_dir, seed=seed,
-                             progress=progress, checkpoint_every=checkpoint_every, t_start=t_start)
+                             progress=progress, checkpoint_every=checkpoint_every, t_start=t_start,
+                             fingerprints=dict(fingerprints or {}))
 
 
 @contextlib.contextmanager
@@ -183,7 +187,8 @@ def _settings(adapters: Sequence[ModelAdapter], *, device: Any, precision: str |
 
 
 def _run_adapters(adapters: list[ModelAdapter], data: AuditData, *, batch_size: int, cache_dir: Any, seed: int,
-                  progress: bool, checkpoint_every: int, t_start: float) -> RunResult:
+                  progress: bool, checkpoint_every: int, t_start: float, fingerprints: Mapping[str, str]
+                  ) -> RunResult:
     _check_declared_classes(adapters, data)
     for m in adapters:
         m.prepare(data)
@@ -198,7 +203,9 @@ def _run_adapters(adapters: list[ModelAdapter], data: AuditData, *, batch_size: 
     for m in adapters:
         prec = _precision_of(m)
         job = getattr(m, "fingerprint_later", None) or (lambda m=m: m.fingerprint)
-        sha: Any = job()() if hasher is None else hasher.submit(job())
+        sha: Any = fingerprints.get(m.name)
+        if sha is None:
+            sha = job()() if hasher is None else hasher.submit(job())
         slot = _Slot(m, sha, OutputCache.key(sha, data_sha, prec, m.output, device=_device_of(m)) if cache else None,
                      prec,
                      queries_at_start=m.query_count)
@@ -234,7 +241,8 @@ def _run_adapters(adapters: list[ModelAdapter], data: AuditData, *, batch_size: 
 
     if hasher is not None:
         for s in slots:
-            s.sha = s.sha.result()
+            if not isinstance(s.sha, str):
+                s.sha = s.sha.result()
         hasher.shutdown()
     records = []
     outputs: dict[str, ModelOutputs] = {}

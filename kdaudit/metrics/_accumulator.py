@@ -28,7 +28,7 @@ import numpy as np
 
 from kdaudit._exceptions import invalid_argument
 
-__all__ = ["ALL", "Accumulator", "KEYED", "SAME", "SUM"]
+__all__ = ["ALL", "Accumulator", "KEYED", "SAME", "SUM", "finish"]
 
 SUM, ALL, SAME, KEYED = "sum", "all", "same", "keyed"
 _RULES = (SUM, ALL, SAME, KEYED)
@@ -127,6 +127,12 @@ class Accumulator:
         """Forget every row added (the options stay); returns self."""
         args, kwargs = self.__dict__["_init_args"]
         return self.load_state_dict(type(self)(*args, **kwargs).state_dict())
+
+
+def finish(fold: Any) -> Any:
+    """A fold's result: the accumulator's ``compute()``, or the result a section gave before reading a row (its
+    "unavailable" result)."""
+    return fold.compute() if isinstance(fold, Accumulator) else fold
 
 
 def _unset(value: Any) -> bool:

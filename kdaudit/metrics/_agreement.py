@@ -42,6 +42,8 @@ __all__ = [
     "AgreementAccumulator",
     "AgreementResult",
     "McNemarResult",
+    "agreement_accumulator",
+    "agreement_fold",
     "agreement_section",
     "cohen_kappa_score",
     "conditional_agreement_score",
@@ -398,13 +400,29 @@ def agreement_section(y_true: Any, teacher: ModelOutputs, student: ModelOutputs,
                       chunk_size: int | None = None) -> AgreementResult:
     """Agreement section from harness outputs. Labels-only and top-k models get what their outputs allow; the rest
     is listed in ``detail["unavailable"]`` with the reason."""
-    acc = AgreementAccumulator(teacher.n_classes, bootstrap=bootstrap, k=k, teacher_access=teacher.access,
-                               student_access=student.access, teacher_top_k=teacher.top_k,
-                               student_top_k=student.top_k)
+    return agreement_fold(y_true, teacher, student, ids=ids, bootstrap=bootstrap, k=k,
+                          chunk_size=chunk_size).compute()
+
+
+def agreement_accumulator(n_classes: int, teacher: Any, student: Any, *, bootstrap: Bootstrap | None = None,
+                          k: int = 5) -> AgreementAccumulator:
+    """The empty accumulator of :func:`agreement_fold` for this pair: the one place its options are set (the
+    ``agreement`` section's accumulator is this). ``teacher``/``student`` need ``access`` and ``top_k``."""
+    return AgreementAccumulator(n_classes, bootstrap=bootstrap, k=k, teacher_access=teacher.access,
+                                student_access=student.access, teacher_top_k=teacher.top_k,
+                                student_top_k=student.top_k)
+
+
+def agreement_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
+                   sensitive: Any = None, bootstrap: Bootstrap | None = None, k: int = 5,
+                   chunk_size: int | None = None) -> AgreementAccumulator:
+    """The accumulator of :func:`agreement_section`, fed with these rows (the streaming engine merges one per
+    shard)."""
+    acc = agreement_accumulator(teacher.n_classes, teacher, student, bootstrap=bootstrap, k=k)
     step = chunk_size or default_chunk(teacher.n_classes)
     ids = np.asarray(ids)
     y = None if y_true is None else np.asarray(y_true)
     for a in range(0, len(ids), step):
         sl = slice(a, a + step)
         acc.update(None if y is None else y[sl], teacher.probs[sl], student.probs[sl], ids=ids[sl])
-    return acc.compute()
+    return acc

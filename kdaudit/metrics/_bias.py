@@ -41,7 +41,7 @@ from kdaudit._estimate import Estimate
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length, check_labels, check_probabilities, check_sample_weight
 from kdaudit.metrics._calibration import _bin_index, _ce_from_bins, _uniform_edges
-from kdaudit.metrics._accumulator import ALL, KEYED, SAME, SUM, Accumulator
+from kdaudit.metrics._accumulator import ALL, KEYED, SAME, SUM, Accumulator, finish
 from kdaudit.metrics._common import SectionResult
 from kdaudit.metrics._resampling import BlockStats, Bootstrap, block_of, splitmix64
 
@@ -49,7 +49,9 @@ __all__ = [
     "DEFINITIONS",
     "BiasAccumulator",
     "BiasResult",
+    "bias_accumulator",
     "bias_amplification",
+    "bias_fold",
     "bias_section",
     "demographic_parity_difference",
     "equalized_odds_difference",
@@ -1046,6 +1048,31 @@ def bias_section(y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive
     -------
     BiasResult
     """
+    return finish(bias_fold(y_true, teacher, student, ids=ids, sensitive=sensitive, bootstrap=bootstrap,
+                            sample_weight=sample_weight, pos_label=pos_label, min_group_size=min_group_size,
+                            min_class_count=min_class_count, intersections=intersections, n_bins=n_bins,
+                            n_permutations=n_permutations, n_classes=n_classes, chunk_size=chunk_size))
+
+
+def bias_accumulator(n_classes: int, teacher: Any, student: Any, *, bootstrap: Bootstrap | None = None,
+                     sensitive_names: Sequence[str] | None = None, pos_label: int | None = None,
+                     min_group_size: int = 30, min_class_count: int = 10,
+                     intersections: bool | Sequence[Sequence[str]] = True, n_bins: int = 15,
+                     n_permutations: int = 999) -> BiasAccumulator:
+    """The empty accumulator of :func:`bias_fold` for this pair: the one place its options are set (the ``bias``
+    section's accumulator is this; ``sensitive_names`` None takes them from the first rows). The models' outputs
+    are not needed to configure it; they are taken for the same signature as every family's accumulator."""
+    return BiasAccumulator(n_classes, sensitive_names=sensitive_names, bootstrap=bootstrap, pos_label=pos_label,
+                           min_group_size=min_group_size, min_class_count=min_class_count,
+                           intersections=intersections, n_bins=n_bins, n_permutations=n_permutations)
+
+
+def bias_fold(y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive: Any = None,
+              bootstrap: Bootstrap | None = None, sample_weight: Any = None, pos_label: int | None = None,
+              min_group_size: int = 30, min_class_count: int = 10,
+              intersections: bool | Sequence[Sequence[str]] = True, n_bins: int = 15, n_permutations: int = 999,
+              n_classes: int | None = None, chunk_size: int = 1 << 20) -> BiasAccumulator | BiasResult:
+    """The accumulator of :func:`bias_section` fed with these rows, or its result when it cannot run."""
     if sensitive is None or (isinstance(sensitive, pd.DataFrame) and sensitive.shape[1] == 0):
         return _unavailable("no sensitive features were given")
     if n_classes is None:  # from probabilities when there are any, else from the largest label seen
@@ -1067,16 +1094,16 @@ def bias_section(y_true: Any, teacher: Any, student: Any, *, ids: Any, sensitive
         raise invalid_argument("ids", f"array of shape {ids_arr.shape}", f"a 1-D array of {n} sample ids")
     w = check_sample_weight(sample_weight, n)
     cols = _sensitive_columns(sensitive, n, None, "sensitive")
-    acc = BiasAccumulator(k, sensitive_names=list(cols), bootstrap=bootstrap, pos_label=pos_label,
-                          min_group_size=min_group_size, min_class_count=min_class_count,
-                          intersections=intersections, n_bins=n_bins, n_permutations=n_permutations)
+    acc = bias_accumulator(k, teacher, student, bootstrap=bootstrap, sensitive_names=list(cols),
+                           pos_label=pos_label, min_group_size=min_group_size, min_class_count=min_class_count,
+                           intersections=intersections, n_bins=n_bins, n_permutations=n_permutations)
     for start in range(0, n, chunk_size):
         sl = slice(start, start + chunk_size)
         acc._update(None if y is None else y[sl], [pred_t[sl], pred_s[sl]],
                     [None if conf_t is None else conf_t[sl], None if conf_s is None else conf_s[sl]],
                     ids=ids_arr[sl], sensitive={c: v[sl] for c, v in cols.items()},
                     sample_weight=None if w is None else w[sl])
-    return acc.compute()
+    return acc
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from scipy import special
 from kdaudit._exceptions import invalid_argument
 from kdaudit._kinds import Access
 from kdaudit._validation import check_consistent_length, check_labels, check_sample_weight
-from kdaudit.metrics._accumulator import SUM, Accumulator
+from kdaudit.metrics._accumulator import SUM, Accumulator, finish
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -58,6 +58,8 @@ __all__ = [
     "CalibrationResult",
     "apply_temperature",
     "brier_score_loss",
+    "calibration_accumulator",
+    "calibration_fold",
     "calibration_section",
     "classwise_calibration_error",
     "confidence_gap",
@@ -754,15 +756,36 @@ def calibration_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
     top-label metrics (ECE, MCE, confidence gap, reliability) are computed and the rest (classwise ECE, Brier, NLL,
     temperature scaling) is listed in ``detail["unavailable"]``.
     """
+    return finish(calibration_fold(y_true, teacher, student, ids=ids, bootstrap=bootstrap, n_bins=n_bins,
+                                   strategy=strategy, norm=norm, debiased=debiased, binning=binning,
+                                   chunk_size=chunk_size))
+
+
+def calibration_accumulator(n_classes: int, teacher: Any, student: Any, *, bootstrap: Bootstrap | None = None,
+                            n_bins: int = 15, strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
+                            binning: str = "default") -> CalibrationAccumulator:
+    """The empty accumulator of :func:`calibration_fold` for this pair: the one place its options are set (the
+    ``calibration`` section's accumulator is this). ``teacher``/``student`` need ``access``."""
+    return CalibrationAccumulator(n_classes, bootstrap=bootstrap, n_bins=n_bins, strategy=strategy, norm=norm,
+                                  debiased=debiased, binning=binning, teacher_access=teacher.access,
+                                  student_access=student.access)
+
+
+def calibration_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
+                     sensitive: Any = None, bootstrap: Bootstrap | None = None, n_bins: int = 15,
+                     strategy: str = "uniform", norm: str = "l1", debiased: bool = False,
+                     binning: str = "default", chunk_size: int | None = None
+                     ) -> CalibrationAccumulator | CalibrationResult:
+    """The accumulator of :func:`calibration_section` fed with these rows (logits, when a model gave them, feed
+    the temperature fit), or its result when it cannot run."""
     if y_true is None:
         return CalibrationResult(available=False, reason="no true labels: calibration needs y_true")
     for mo in (teacher, student):
         if mo.access == Access.LABELS:
             return CalibrationResult(available=False, reason=(
                 f"model {mo.name!r} exposes labels only; calibration needs confidences"))
-    acc = CalibrationAccumulator(teacher.n_classes, bootstrap=bootstrap, n_bins=n_bins, strategy=strategy,
-                                 norm=norm, debiased=debiased, binning=binning, teacher_access=teacher.access,
-                                 student_access=student.access)
+    acc = calibration_accumulator(teacher.n_classes, teacher, student, bootstrap=bootstrap, n_bins=n_bins,
+                                  strategy=strategy, norm=norm, debiased=debiased, binning=binning)
     y = np.asarray(y_true)
     ids = np.asarray(ids)
     step = chunk_size or default_chunk(teacher.n_classes)
@@ -771,4 +794,4 @@ def calibration_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
         acc.update(y[sl], teacher.probs[sl], student.probs[sl], ids=ids[sl],
                    logits_teacher=None if teacher.logits is None else teacher.logits[sl],
                    logits_student=None if student.logits is None else student.logits[sl])
-    return acc.compute()
+    return acc

@@ -21,7 +21,7 @@ import numpy as np
 
 from kdaudit._exceptions import invalid_argument
 from kdaudit._validation import check_consistent_length
-from kdaudit.metrics._accumulator import SUM, Accumulator
+from kdaudit.metrics._accumulator import SUM, Accumulator, finish
 from kdaudit.metrics._common import (
     SectionResult,
     blocks_for,
@@ -45,6 +45,8 @@ __all__ = [
     "confusion_similarity",
     "error_consistency_score",
     "error_overlap",
+    "fingerprint_accumulator",
+    "fingerprint_fold",
     "fingerprint_section",
     "same_wrong_label_rate",
 ]
@@ -268,12 +270,26 @@ def fingerprint_section(y_true: Any, teacher: ModelOutputs, student: ModelOutput
                         sensitive: Any = None, bootstrap: Bootstrap | None = None,
                         chunk_size: int | None = None) -> FingerprintResult:
     """Error fingerprints from harness outputs (any access level: only predicted labels are used)."""
+    return finish(fingerprint_fold(y_true, teacher, student, ids=ids, bootstrap=bootstrap, chunk_size=chunk_size))
+
+
+def fingerprint_accumulator(n_classes: int, teacher: Any, student: Any, *,
+                            bootstrap: Bootstrap | None = None) -> FingerprintAccumulator:
+    """The empty accumulator of :func:`fingerprint_fold` for this pair: the one place its options are set (the
+    ``fingerprint`` section's accumulator is this; only predicted labels are used, at any access level)."""
+    return FingerprintAccumulator(n_classes, bootstrap=bootstrap)
+
+
+def fingerprint_fold(y_true: Any, teacher: ModelOutputs, student: ModelOutputs, *, ids: Any,
+                     sensitive: Any = None, bootstrap: Bootstrap | None = None,
+                     chunk_size: int | None = None) -> FingerprintAccumulator | FingerprintResult:
+    """The accumulator of :func:`fingerprint_section` fed with these rows, or its result when it cannot run."""
     if y_true is None:
         return FingerprintResult(available=False, reason="no true labels: error fingerprints need y_true")
-    acc = FingerprintAccumulator(teacher.n_classes, bootstrap=bootstrap)
+    acc = fingerprint_accumulator(teacher.n_classes, teacher, student, bootstrap=bootstrap)
     step = chunk_size or default_chunk(teacher.n_classes)
     ids, y = np.asarray(ids), np.asarray(y_true)
     for a in range(0, len(ids), step):
         sl = slice(a, a + step)
         acc.update(y[sl], teacher.labels[sl], student.labels[sl], ids=ids[sl])
-    return acc.compute()
+    return acc

@@ -63,6 +63,12 @@ class ModelAdapter(ABC):
         Adapters that look rows up by id (precomputed outputs) build their index here.
         """
 
+    def for_rows(self, start: int, stop: int) -> ModelAdapter:
+        """This model for rows ``start:stop`` of the audit data, run as a data set of their own (a unit of the
+        engine). Adapters whose outputs are aligned with the data by position (precomputed outputs without ids)
+        return a view of those rows with the same identity (fingerprint, size); the others return themselves."""
+        return self
+
     def predict_batch(self, X: Any, *, ids: np.ndarray | None = None, rows: tuple[int, int] | None = None
                       ) -> np.ndarray:
         """Outputs for the rows ``X`` of the prepared data, whose sample ids are ``ids`` and whose positions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any, Callable, Sequence
 
@@ -79,6 +80,14 @@ class EnsembleModel(ModelAdapter):
     def prepare(self, data: Any) -> None:
         for m in self.members:
             m.prepare(data)
+
+    def for_rows(self, start: int, stop: int) -> ModelAdapter:
+        members = [m.for_rows(start, stop) for m in self.members]
+        if all(a is b for a, b in zip(members, self.members)):
+            return self
+        view = copy.copy(self)
+        view.members = members
+        return view
 
     def _mean(self, raws: list[np.ndarray]) -> np.ndarray:
         acc = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class PrecomputedModel(ModelAdapter):
         self.source = source
         self.query_count = 0
         self._rows: np.ndarray | None = None
+        self._whole: PrecomputedModel | None = None  # set on a view of some rows (for_rows)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, name: str | None = None, kind: str | None = None,
@@ -161,14 +163,24 @@ class PrecomputedModel(ModelAdapter):
                                    f"ids that model {self.name!r} has outputs for")
         return take
 
+    def for_rows(self, start: int, stop: int) -> ModelAdapter:
+        if self.ids is not None or (start, stop) == (0, len(self.values)):
+            return self  # matched by sample id (or all of it): the same model serves any rows
+        view = copy.copy(self)
+        view.values = self.values[start:stop]  # a view (of a memmap too): nothing is read here
+        view._whole = self
+        return view
+
     def fingerprint(self) -> str:
+        if self._whole is not None:  # a view of some rows is the model of all of them
+            return self._whole.fingerprint()
         parts = [("values", self.values)]
         if self.ids is not None:
             parts.append(("ids", self.ids.astype(str) if self.ids.dtype == object else self.ids))
         return sha256_arrays(parts)
 
     def size_bytes(self) -> int:
-        return int(self.values.nbytes)
+        return int((self.values if self._whole is None else self._whole.values).nbytes)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

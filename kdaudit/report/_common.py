@@ -9,8 +9,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping, Sequence
 
+from kdaudit._rows import Row, result_rows, section_definitions
 from kdaudit.report._format import (
-    as_estimate,
     fmt_interval,
     fmt_number,
     fmt_value,
@@ -202,84 +202,105 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- headline
-def _role_of(key: str) -> tuple[str, str] | None:
-    for role in ("teacher", "student"):
-        if key.startswith(role + "_"):
-            return key[len(role) + 1:], role
-        if key.endswith("_" + role):
-            return key[: -len(role) - 1], role
-    return None
+def whole_rows(section: str, result: Any, results: Mapping[str, Any]) -> list[Row]:
+    """The whole-data tidy rows of one section's stored result (the rows the policy and ``to_frame`` read)."""
+    return [r for r in result_rows(section, result, section_definitions(results.get("definitions"), section))
+            if not r.group]
 
 
-def _headline_tables(section: str, headline: Mapping[str, Any], defs: _Definitions) -> tuple[Table | None,
-                                                                                               Table | None]:
-    """Headline numbers as two tables: teacher / student / change side by side where the keys pair up
-    (``teacher_ece``, ``student_ece``, ``ece_change``), and every other number on its own row."""
-    bases: dict[str, dict[str, str]] = {}
-    for key in headline:
-        r = _role_of(key)
-        if r:
-            bases.setdefault(r[0], {})[r[1]] = key
-    for key in headline:
-        if _role_of(key):
-            continue
-        for suffix in ("_change", "_difference"):
-            if key.endswith(suffix) and key[: -len(suffix)] in bases:
-                bases[key[: -len(suffix)]].setdefault("change", key)
-        if key.endswith("_amplification") and key[: -len("_amplification")] + "_difference" in bases:
-            bases[key[: -len("_amplification")] + "_difference"].setdefault("change", key)
-    for b, parts in bases.items():
-        change = parts.get("change")
-        if change and change + "_p_value" in headline:
-            parts["p"] = change + "_p_value"
-    paired = {b: p for b, p in bases.items() if "teacher" in p and "student" in p}
-    used = {k for p in paired.values() for k in p.values()}
-    has_p = any("p" in p for p in paired.values())
+def row_of(result: Any, section: str, metric: str) -> Row | None:
+    """The whole-data tidy row ``metric`` of one section's stored result, None where it has none (or the section
+    is unavailable): how a figure that shows one named number (the scorecard's quality kept) reads it."""
+    return next((r for r in result_rows(section, result) if not r.group and r.metric == metric), None)
+
+
+def row_cell(row: Row | None, kind: str = "decimal", *, missing: str = "n/a") -> Cell:
+    """A tidy row's estimate as a cell: the value, its interval on a second line, its method on hover."""
+    return est_cell(None if row is None else row.estimate.to_dict(), kind, missing=missing)
+
+
+def comparisons_of(rows: Sequence[Row]) -> dict[str, dict[str, Row]]:
+    """``quantity -> part -> row`` of the rows that are parts of a teacher-to-student comparison (in row order)."""
+    out: dict[str, dict[str, Row]] = {}
+    for models in (True, False):  # ordered by the models' rows (a change row joins its quantity's place)
+        for r in rows:
+            if r.part and (r.part in ("teacher", "student")) == models:
+                out.setdefault(r.quantity or r.metric, {}).setdefault(r.part, r)
+    return {q: p for q, p in out.items() if "teacher" in p and "student" in p}
+
+
+def _meaning(d: Mapping[str, Any], hib: bool | None, *, both: bool = False) -> str:
+    desc = str(d.get("description") or "")
+    if both:  # the row is about both models: a description of the teacher's number reads for both
+        for cut in (" (teacher).", " (teacher)", " Change from teacher to student, paired interval."):
+            desc = desc.replace(cut, "")
+        for cut in ("The teacher's ", "Teacher's ", "the teacher's "):
+            if desc.startswith(cut):
+                desc = desc[len(cut):len(cut) + 1].upper() + desc[len(cut) + 1:]
+    words = "Higher is better." if hib is True else "Lower is better." if hib is False else ""
+    return " ".join(x for x in (desc.strip(), words) if x)
+
+
+def _headline_tables(section: str, rows: Sequence[Row], defs: _Definitions) -> tuple[Table | None, Table | None]:
+    """A section's whole-data tidy rows as two tables: the parts of each teacher-to-student comparison side by side
+    (teacher, student, change, its p-value), and every other number on its own row, each with its interval and
+    which direction is better. The same code lays out every section, built in or registered from outside."""
+    paired = comparisons_of(rows)
+    used = {id(r) for p in paired.values() for r in p.values()}
+    has_p = any("p_value" in p for p in paired.values())
     pair_table = None
     if paired:
-        rows = []
+        out = []
         for base, p in paired.items():
-            label = defs.label(section, base) if defs.get(section, base) else _base_label(section, p["teacher"], defs)
-            kind = defs.kind(section, p["teacher"])
-            row = [Cell(label, "", base)]
-            for role in ("teacher", "student"):
-                e = headline[p[role]]
-                row.append(est_cell(e, kind))
+            t = p["teacher"]
+            label = defs.label(section, base) if defs.get(section, base) else _base_label(section, t.metric, defs)
+            kind = defs.kind(section, t.metric)
+            row = [Cell(label, "", base), row_cell(t, kind), row_cell(p["student"], kind)]
             ch = p.get("change")
-            row.append(est_cell(headline[ch], defs.kind(section, ch)) if ch else Cell("—", "num"))
+            row.append(row_cell(ch, defs.kind(section, ch.metric)) if ch else Cell("—", "num"))
             if has_p:
-                row.append(Cell(fmt_number(as_estimate(headline[p["p"]])["value"], "p"), "num")
-                           if "p" in p else Cell("—", "num"))
+                row.append(Cell(fmt_number(p["p_value"].estimate.value, "p"), "num") if "p_value" in p
+                           else Cell("—", "num"))
             # A reader who is not an ML engineer needs to know what "MCE" or "NLL" is before reading its numbers.
-            d = defs.get(section, p["teacher"]) or defs.get(section, base)
-            desc = str(d.get("description") or "")
-            for cut in (" (teacher).", " (teacher)", " Change from teacher to student, paired interval."):
-                desc = desc.replace(cut, "")
-            for cut in ("The teacher's ", "Teacher's ", "the teacher's "):  # the row is about both models
-                if desc.startswith(cut):
-                    desc = desc[len(cut):len(cut) + 1].upper() + desc[len(cut) + 1:]
-            hib = _direction(d, "Higher is better.", "Lower is better.", "")
-            row.append(Cell(" ".join(x for x in (desc.strip(), hib) if x) or "—", "muted"))
-            rows.append(row)
+            d = defs.get(section, t.metric) or defs.get(section, base)
+            row.append(Cell(_meaning(d, t.higher_is_better, both=True) or "—", "muted"))
+            out.append(row)
         cols = (["Metric", "Teacher", "Student", "Change (student − teacher)"] + (["p-value"] if has_p else [])
                 + ["Meaning"])
-        pair_table = Table("Teacher and student side by side", cols, rows,
+        pair_table = Table("Teacher and student side by side", cols, out,
                            [False] + [True] * (len(cols) - 2) + [False])
-    single = [(k, e) for k, e in headline.items() if k not in used]
+    single = [r for r in rows if id(r) not in used]
     single_table = None
     if single:
-        rows = []
-        for key, e in single:
-            kind = defs.kind(section, key)
-            d = defs.get(section, key)
-            hib = _direction(d, "Higher is better.", "Lower is better.", "")
-            est = as_estimate(e)
-            rows.append([Cell(defs.label(section, key), "", key), Cell(fmt_number(est["value"], kind), "num strong"),
-                         Cell(fmt_interval(est, kind) or "no interval", "num", est["method"]),
-                         Cell(" ".join(x for x in (str(d.get("description") or ""), hib) if x), "muted")])
+        out = []
+        for r in single:
+            kind = defs.kind(section, r.metric)
+            est = r.estimate.to_dict()
+            out.append([Cell(defs.label(section, r.metric), "", r.metric),
+                        Cell(fmt_number(est["value"], kind), "num strong"),
+                        Cell(fmt_interval(est, kind) or "no interval", "num", est["method"] or ""),
+                        Cell(_meaning(defs.get(section, r.metric), r.higher_is_better), "muted")])
         single_table = Table("Headline numbers" if not paired else "Other headline numbers",
-                             ["Metric", "Estimate", "Interval", "Meaning"], rows, [False, True, True, False])
+                             ["Metric", "Estimate", "Interval", "Meaning"], out, [False, True, True, False])
     return pair_table, single_table
+
+
+def _group_rows_table(section: str, rows: Sequence[Row], defs: _Definitions) -> Table | None:
+    """The per-group tidy rows of a section (``by_group``) as one table: group, metric, estimate and interval,
+    direction; a group the section marked too small to judge says so."""
+    if not rows:
+        return None
+    out = []
+    for r in rows:
+        kind = defs.kind(section, r.metric)
+        est = r.estimate.to_dict()
+        out.append([Cell(r.group + ("" if r.reliable else " (small)"), "" if r.reliable else "small-group"),
+                    Cell(defs.label(section, r.metric), "", r.metric),
+                    Cell(fmt_number(est["value"], kind), "num strong"),
+                    Cell(fmt_interval(est, kind) or "no interval", "num", est["method"] or ""),
+                    Cell(_meaning({}, r.higher_is_better) or "—", "muted")])
+    return Table("By group", ["Group", "Metric", "Estimate", "Interval", "Direction"], out,
+                 [False, False, True, True, False])
 
 
 def _base_label(section: str, key: str, defs: _Definitions) -> str:

@@ -4,18 +4,26 @@ metric."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
+from kdaudit.report._common import row_of
 from kdaudit.report._format import fmt_interval, fmt_number
 
 __all__ = ["lm_context"]
 
 
-def _est(sec: Any, key: str) -> Mapping[str, Any] | None:
-    if not isinstance(sec, Mapping) or not sec.get("available", False):
-        return None
-    e = (sec.get("headline") or {}).get(key)
-    return e if isinstance(e, Mapping) and e.get("value") is not None else None
+def _est(comp: Mapping[str, Any], section: str, metric: str) -> Mapping[str, Any] | None:
+    """The whole-data tidy row ``metric`` of a section as an estimate dict, None where it was not computed."""
+    row = row_of(comp.get(section), section, metric)
+    return None if row is None or math.isnan(row.estimate.value) else row.estimate.to_dict()
+
+
+#: The quality a language-model student keeps, one column each: (section, metric, how shown, what it is).
+QUALITY_COLUMNS = (("next_token", "lm_tokens", "retained_next_token_accuracy", "percent", "next-token accuracy kept"),
+                   ("perplexity", "lm_tokens", "perplexity_ratio", "decimal", "on the scored texts"),
+                   ("reference", "lm_tokens", "reference_perplexity_ratio", "decimal", "on the references"),
+                   ("task", "lm_task", "retained_accuracy", "percent", "task accuracy kept"))
 
 
 def _cell(e: Mapping[str, Any] | None, kind: str, what: str) -> dict[str, str]:
@@ -29,14 +37,8 @@ def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None = 
     quality, access, examples = [], [], []
     for comp in results.get("comparisons") or []:
         student = str(comp.get("student"))
-        tokens = comp.get("lm_tokens")
-        quality.append({
-            "student": student,
-            "next_token": _cell(_est(tokens, "retained_next_token_accuracy"), "percent", "next-token accuracy kept"),
-            "perplexity": _cell(_est(tokens, "perplexity_ratio"), "decimal", "on the scored texts"),
-            "reference": _cell(_est(tokens, "reference_perplexity_ratio"), "decimal", "on the references"),
-            "task": _cell(_est(comp.get("lm_task"), "retained_accuracy"), "percent", "task accuracy kept"),
-        })
+        quality.append({"student": student, **{col: _cell(_est(comp, sec, metric), kind, what)
+                                               for col, sec, metric, kind, what in QUALITY_COLUMNS}})
         possible = (results.get("comparisons_possible") or {}).get(student) or {}
         access.append({
             "student": student,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jinja2
 import markupsafe
@@ -80,7 +80,7 @@ def environment(template_dir: str | os.PathLike[str] | None = None) -> jinja2.En
 
 def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | None = None,
                 generated_at: str | None = None, template_dir: str | os.PathLike[str] | None = None,
-                charts: bool = True) -> str:
+                charts: bool = True, summary_keys: Mapping[str, Sequence[str]] | None = None) -> str:
     """Render an audit report as one self-contained HTML document.
 
     The report is drawn only from ``results`` (the content of results.json) and ``run_info`` (what varies between
@@ -104,6 +104,10 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
         Templates overriding the packaged ones (see :func:`environment`).
     charts : bool
         Draw the SVG charts (their numbers are in tables either way).
+    summary_keys : mapping, optional
+        ``section -> metric names`` each section prefers in the summary's sentences (its ``Section.summary_keys``,
+        ``{n: s.summary_keys for n, s in kdaudit.sections.registry().items()}``). None: the summary puts in words
+        only the numbers a policy rule judged.
 
     Returns
     -------
@@ -120,7 +124,7 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
     template = environment(template_dir).get_template(_LM_TEMPLATE if lm else _MAIN_TEMPLATE)
     results = display_safe(results)  # no control characters, balanced bidi, long names shortened (display only)
     run_info = None if run_info is None else display_safe(run_info)
-    context = build_context(results, run_info, generated_at, charts_on=charts)
+    context = build_context(results, run_info, generated_at, charts_on=charts, summary_keys=summary_keys)
     if lm:
         from kdaudit.report._lm_view import lm_context
 
@@ -130,10 +134,11 @@ def render_html(results: Mapping[str, Any], *, run_info: Mapping[str, Any] | Non
 
 def write_html(results: Mapping[str, Any], path: str | os.PathLike[str], *,
                run_info: Mapping[str, Any] | None = None, generated_at: str | None = None,
-               template_dir: str | os.PathLike[str] | None = None, charts: bool = True) -> Path:
+               template_dir: str | os.PathLike[str] | None = None, charts: bool = True,
+               summary_keys: Mapping[str, Sequence[str]] | None = None) -> Path:
     """Render with :func:`render_html` and write the file atomically; returns its path."""
     from kdaudit._io import atomic_write_text
 
     html = render_html(results, run_info=run_info, generated_at=generated_at, template_dir=template_dir,
-                       charts=charts)
+                       charts=charts, summary_keys=summary_keys)
     return atomic_write_text(path, html)

@@ -13,6 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from kdaudit.report._claims import claim
+from kdaudit.report._common import row_of
 from kdaudit.report._format import as_estimate, fmt_against, fmt_interval, fmt_number
 
 __all__ = ["QUALITY_METRICS", "scorecard"]
@@ -25,12 +26,14 @@ QUALITY_METRICS: tuple[str, ...] = ("agreement.retained_accuracy", "lm_task.reta
 def _first(comparison: Mapping[str, Any], names: Sequence[str]) -> tuple[str, str, Any] | None:
     for name in names:
         section, _, key = str(name).partition(".")
-        sec = comparison.get(section)
-        if isinstance(sec, Mapping) and sec.get("available", True) and isinstance(sec.get("headline"), Mapping):
-            e = sec["headline"].get(key)
-            if e is not None and not math.isnan(as_estimate(e)["value"]):
-                return section, key, e
+        row = row_of(comparison.get(section), section, key)
+        if row is not None and not math.isnan(row.estimate.value):
+            return section, key, row.estimate.to_dict()
     return None
+
+
+#: The cost section's size numbers the scorecard shows (the first one recorded), and what each is a share of.
+_SIZE_METRICS = (("parameter_ratio", "parameters"), ("size_ratio", "size"))
 
 
 def _times(x: float) -> str:
@@ -72,10 +75,9 @@ def scorecard(comparison: Mapping[str, Any], *, label_of: Any, measured: Mapping
                       "value": fmt_against(est["value"], against, "percent"),
                       "interval": fmt_interval(est, "percent", against=against),
                       "detail": f"{label_of(section, key)} (100% = the teacher's); {verdict}", "volatile": False})
-    cost = comparison.get("cost") if isinstance(comparison.get("cost"), Mapping) else {}
-    head = cost.get("headline") if isinstance(cost.get("headline"), Mapping) else {}
-    for key, what in (("parameter_ratio", "parameters"), ("size_ratio", "size")):
-        v = as_estimate(head.get(key))["value"] if head.get(key) is not None else math.nan
+    for key, what in _SIZE_METRICS:
+        row = row_of(comparison.get("cost"), "cost", key)
+        v = row.estimate.value if row is not None else math.nan
         if not math.isnan(v) and v > 0:
             items.append({"key": f"cost.{key}", "label": "Size" if key == "parameter_ratio" else "Size in memory",
                           "value": fmt_number(v, "percent"), "interval": "exact (counted, no interval needed)",

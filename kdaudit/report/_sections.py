@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
+from kdaudit._rows import Row, result_rows, section_definitions
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
     _STATUS_TEXT,
@@ -20,11 +21,13 @@ from kdaudit.report._common import (
     _fig,
     _flat,
     _generic,
+    _group_rows_table,
     _headline_tables,
     _human,
     _kv_table,
     _notes,
     _tbl,
+    row_cell,
     _text,
     _worst,
 )
@@ -47,8 +50,10 @@ class SectionContext:
     """What every section renderer needs."""
 
     def __init__(self, *, student: str, teacher: str, classes: Sequence[str], defs: _Definitions,
-                 ids: charts.ChartIds, with_charts: bool, role: str = "student") -> None:
+                 ids: charts.ChartIds, with_charts: bool, role: str = "student",
+                 definitions: Mapping[str, Any] | None = None) -> None:
         self.student, self.teacher, self.classes = student, teacher, list(classes)
+        self.definitions = definitions or {}  # results.json's definitions, for the tidy rows
         self.role = role  # "student" or "control": what the compared model is called in the text
         self.defs, self.ids, self.with_charts = defs, ids, with_charts
 
@@ -159,7 +164,9 @@ def _calibration(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], l
             blocks.append(_fig(title, chart, table, wide=False))
     ou = sec.get("over_under")
     if isinstance(ou, Mapping) and ou:
-        pair, single = _headline_tables("calibration", ou, c.defs)
+        # a detail mapping of estimates laid out as rows, by the one row reader
+        ou_rows = result_rows("calibration", {"headline": ou}, section_definitions(c.definitions, "calibration"))
+        pair, single = _headline_tables("calibration", ou_rows, c.defs)
         for t in (pair, single):
             if t is not None:
                 t.caption = "Over- and under-confidence" + (": " + t.caption.lower() if t is pair else "")
@@ -174,6 +181,8 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
     used: set[str] = {"features", "headline_features", "notes", "settings"}
     blocks: list[dict[str, Any]] = []
     defs = c.defs
+    # the numbers, from the tidy rows; the features' stored structure gives only the layout (which groups, in order)
+    index = _RowIndex(result_rows("bias", sec, section_definitions(c.definitions, "bias")))
     hf = sec.get("headline_features")
     if isinstance(hf, Mapping) and any(v is not None for v in hf.values()):
         rows = [[Cell(defs.label("bias", k), "", k), Cell(str(v))] for k, v in hf.items() if v is not None]
@@ -185,7 +194,7 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
     all_groups = [(str(feat), g) for feat, fd in features.items() if isinstance(fd, Mapping)
                   for g in fd.get("groups") or [] if isinstance(g, Mapping)]
     if all_groups:
-        blocks.append(_group_overview(all_groups, c))
+        blocks.append(_group_overview(all_groups, c, index))
     for feat, fd in features.items():
         if not isinstance(fd, Mapping):
             continue
@@ -194,29 +203,27 @@ def _bias(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[dic
                        "text": _feature_counts(fd)})
         disp = fd.get("disparities")
         if isinstance(disp, Mapping) and disp:
-            cols_p = any(isinstance(v, Mapping) and v.get("p_value") is not None for v in disp.values())
-            rows = []
-            for k, v in disp.items():
-                if not isinstance(v, Mapping):
-                    continue
+            cols_p = any(index.find(feat, str(k), "p_value") is not None for k in disp)
+            out = []
+            for k in disp:
+                k = str(k)
                 kind = defs.kind("bias", k)
-                ch = v.get("amplification") if v.get("amplification") is not None else v.get("change")
                 row = [Cell(defs.label("bias", k), "", k),
-                       est_cell(v.get("teacher"), kind),
-                       est_cell(v.get("student"), kind),
-                       est_cell(ch, kind)]
+                       row_cell(index.find(feat, k, "teacher"), kind),
+                       row_cell(index.find(feat, k, "student"), kind),
+                       row_cell(index.find(feat, k, "change"), kind)]
                 if cols_p:
-                    row.append(Cell(fmt_number(v.get("p_value"), "p") if v.get("p_value") is not None else "—",
-                                    "num"))
-                rows.append(row)
+                    p = index.find(feat, k, "p_value")
+                    row.append(Cell(fmt_number(p.estimate.value, "p") if p is not None else "—", "num"))
+                out.append(row)
             cols = ["Gap between groups", "Teacher", "Student", "Amplification (student − teacher)"]
             blocks.append(_tbl(Table(f"Gaps between {feat} groups: teacher, student and how much the student widens "
-                                     "them", cols + (["p-value (amplification > 0)"] if cols_p else []), rows,
+                                     "them", cols + (["p-value (amplification > 0)"] if cols_p else []), out,
                                      [False, True, True, True] + ([True] if cols_p else []))))
         groups = [g for g in fd.get("groups") or [] if isinstance(g, Mapping)]
         if groups:
             blocks.append(_details(f"Every {feat} group with intervals ({len(groups)} groups)",
-                                   [_tbl(_group_table(feat, groups, c))]))
+                                   [_tbl(_group_table(feat, groups, c, index))]))
         excluded = fd.get("excluded")
         notes = list(fd.get("notes") or [])
         if isinstance(excluded, Mapping) and excluded.get("all"):
@@ -275,42 +282,74 @@ def _flag_suffix(g: Mapping[str, Any]) -> str:
     return f" ({_flag_tag(g)})" if _is_small(g) else ""
 
 
-def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext) -> Table:
+class _RowIndex:
+    """Tidy rows looked up by (group, quantity, part): how a section's own layout finds the number for a cell."""
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self._by: dict[tuple[str, str, str], Row] = {}
+        for r in rows:
+            self._by.setdefault((r.group, r.quantity or r.metric, r.part), r)
+
+    def find(self, group: str, quantity: str, part: str = "") -> Row | None:
+        return self._by.get((group, quantity, part))
+
+    def quantities(self, group: str) -> list[str]:
+        """The quantities of one group that compare the models, in row order."""
+        out: list[str] = []
+        for (g, q, part) in self._by:
+            if g == group and part in ("teacher", "student") and q not in out:
+                out.append(q)
+        return out
+
+
+def _label(feat: str, g: Mapping[str, Any]) -> str:
+    """The tidy rows' group of a stored group record (``feature=group``)."""
+    return f"{feat}={g.get('group')}"
+
+
+def _group_table(feat: str, groups: list[Mapping[str, Any]], c: SectionContext, rows: _RowIndex) -> Table:
     """Every group of one feature: each group metric for teacher and student with intervals, and the change."""
     defs = c.defs
     metric_keys: list[str] = []
     for g in groups:
-        for role in ("teacher", "student"):
-            for k in (g.get(role) or {}):
-                if k not in metric_keys:
-                    metric_keys.append(k)
-    rows = []
+        for k in rows.quantities(_label(feat, g)):
+            if k not in metric_keys:
+                metric_keys.append(k)
+    out = []
     for g in groups:
         small = _is_small(g)
+        label = _label(feat, g)
         label_cell = Cell(str(g.get("group")) + _flag_suffix(g), "small-group" if small else "",
                           "; ".join(str(f) for f in g.get("flags") or []))
-        keys = metric_keys + (["group_agreement"] if g.get("group_agreement") is not None else [])
+        agreement = rows.find(label, "group_agreement")
+        keys = metric_keys + (["group_agreement"] if agreement is not None else [])
         for j, k in enumerate(keys):
             kind = defs.kind("bias", k)
             if k == "group_agreement":
-                t, s, ch = None, g.get("group_agreement"), None
+                t, s, ch = None, agreement, None
             else:
-                t, s, ch = ((g.get(r) or {}).get(k) for r in ("teacher", "student", "change"))
-            rows.append([label_cell if j == 0 else Cell(""),
-                         Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
-                         Cell(defs.label("bias", k), "", k),
-                         est_cell(t, kind, missing="—"),
-                         est_cell(s, kind, missing="—"),
-                         est_cell(ch, "decimal", missing="—")])
+                t, s, ch = (rows.find(label, k, part) for part in ("teacher", "student", "change"))
+            out.append([label_cell if j == 0 else Cell(""),
+                        Cell(fmt_count(g.get("n")) if j == 0 and g.get("n") is not None else "", "num"),
+                        Cell(defs.label("bias", k), "", k),
+                        row_cell(t, kind, missing="—"),
+                        row_cell(s, kind, missing="—"),
+                        row_cell(ch, "decimal", missing="—")])
     return Table(f"Every {feat} group: each metric for teacher and student (agreement: of the student with the "
-                 "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], rows,
+                 "teacher)", ["Group", "Rows", "Metric", "Teacher", "Student", "Change"], out,
                  [False, True, False, True, True, True])
 
 
-def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionContext) -> dict[str, Any]:
+def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionContext,
+                    rows: _RowIndex) -> dict[str, Any]:
     """One chart of the main group rates for every group of every feature, and its numbers."""
     defs = c.defs
-    present = {k for _, g in groups for r in ("teacher", "student") for k in (g.get(r) or {})}
+
+    def est(feat: str, g: Mapping[str, Any], k: str, part: str) -> dict[str, Any] | None:
+        r = rows.find(_label(feat, g), k, part)
+        return None if r is None else r.estimate.to_dict()
+
+    present = {k for feat, g in groups for k in rows.quantities(_label(feat, g))}
     keys = [k for k in _GROUP_PANELS if k in present] or sorted(present)[:3]
     labels = [f"{feat}: {g.get('group')}" for feat, g in groups]
     title = f"Group rates of the teacher ({c.teacher}) and the {c.role} ({c.student})"
@@ -318,23 +357,23 @@ def _group_overview(groups: list[tuple[str, Mapping[str, Any]]], c: SectionConte
     if c.with_charts and keys:
         panels = [{"metric": _short_metric(defs.label("bias", k)), "percent": defs.kind("bias", k) == "percent",
                    "rows": [{"label": lab, "small": _is_small(g), "tag": _flag_tag(g),
-                             "teacher": (g.get("teacher") or {}).get(k),
-                             "student": (g.get("student") or {}).get(k)} for lab, (_, g) in zip(labels, groups)]}
+                             "teacher": est(feat, g, k, "teacher"),
+                             "student": est(feat, g, k, "student")} for lab, (feat, g) in zip(labels, groups)]}
                   for k in keys]
         chart = charts.group_interval_chart(panels, ids=c.ids, title=title)
-    rows = []
-    for lab, (_, g) in zip(labels, groups):
+    out = []
+    for lab, (feat, g) in zip(labels, groups):
         small = _is_small(g)
         row = [Cell(lab + _flag_suffix(g), "small-group" if small else ""),
                Cell(fmt_count(g.get("n")) if g.get("n") is not None else "n/a", "num")]
         for k in keys:
             kind = defs.kind("bias", k)
-            t, s = ((g.get(r) or {}).get(k) for r in ("teacher", "student"))
-            row.append(Cell(f"{fmt_number(as_estimate(t)['value'], kind) if t else 'n/a'} → "
-                            f"{fmt_number(as_estimate(s)['value'], kind) if s else 'n/a'}", "num"))
-        rows.append(row)
+            t, s = (rows.find(_label(feat, g), k, part) for part in ("teacher", "student"))
+            row.append(Cell(f"{fmt_number(t.estimate.value, kind) if t else 'n/a'} → "
+                            f"{fmt_number(s.estimate.value, kind) if s else 'n/a'}", "num"))
+        out.append(row)
     table = Table("Chart values, teacher → student (intervals in the tables by feature below)",
-                  ["Group", "Rows"] + [_short_metric(defs.label("bias", k)) for k in keys], rows,
+                  ["Group", "Rows"] + [_short_metric(defs.label("bias", k)) for k in keys], out,
                   [False, True] + [True] * len(keys))
     return _fig(title, chart, table)
 
@@ -379,12 +418,19 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
             "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls",
             "null_explained"}
     blocks: list[dict[str, Any]] = []
-    p = sec.get("p_value")
+    index = _RowIndex(result_rows("lineage", sec, section_definitions(c.definitions, "lineage")))
+
+    def number(metric: str) -> Any:
+        """A whole-data number of the test, from its tidy row (None where not recorded or undefined)."""
+        row = index.find("", metric)
+        return None if row is None or math.isnan(row.estimate.value) else row.estimate.to_dict()
+
+    p = _value(number("p_value"))
     verdict = str(sec.get("verdict") or "")
     alpha = sec.get("alpha")
     n_refs = sec.get("n_references")
     method = str(sec.get("p_value_method") or "")
-    cite = _cite(sec, method, n_refs)
+    cite = _cite(sec, method, n_refs, number)
     box = {
         "verdict": verdict,
         "verdict_class": {"derived": "fail", "not derived": "pass", "inconclusive": "warn"}.get(verdict, "na"),
@@ -400,8 +446,9 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         "floor": cite["floor"],
         "effect": "",
         "facts": [],
+        "shown": {"p_value"},  # the headline numbers the verdict box shows (left out of the headline table)
     }
-    eff = sec.get("effect")
+    eff = number("effect")
     if eff is not None and not math.isnan(as_estimate(eff)["value"]):
         e = as_estimate(eff)
         from kdaudit.report._format import fmt_interval
@@ -418,7 +465,7 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     refs = sec.get("reference_statistics")
     if isinstance(refs, list) and refs and sec.get("statistic") is not None:
         title = "Where the teacher's lineage statistic falls among the reference models"
-        scaled = _effect_scale(sec["statistic"], refs, sec.get("effect"))
+        scaled = _effect_scale(sec["statistic"], refs, eff)
         chart = None
         if c.with_charts:
             if scaled is not None:
@@ -513,7 +560,11 @@ def _floor_reached(p: Any, n_refs: Any) -> bool:
         return False
 
 
-def _cite(sec: Mapping[str, Any], method: str, n_refs: Any) -> dict[str, Any]:
+def _value(e: Any) -> Any:
+    return None if e is None else e["value"]
+
+
+def _cite(sec: Mapping[str, Any], method: str, n_refs: Any, number: Any) -> dict[str, Any]:
     """Which p-value to cite, what it assumes, whether it sits at its floor, and the other p-values with theirs."""
     k = n_refs if isinstance(n_refs, int) else None
     exch = ("the reference models are exchangeable with the teacher if the suspect is not derived (they were trained "
@@ -524,12 +575,12 @@ def _cite(sec: Mapping[str, Any], method: str, n_refs: Any) -> dict[str, Any]:
     if not assumes and method.startswith("larger of"):
         assumes = exch + "; or, the suspect, had it not been derived, would be exchangeable with the negative controls"
     floor = ""
-    if method == "exact rank" and k and _floor_reached(sec.get("p_value"), k):
+    if method == "exact rank" and k and _floor_reached(_value(number("p_value")), k):
         floor = (f"With {k} references the exact p-value cannot go below 1/{k + 1} = {fmt_number(1 / (k + 1), 'p')}: "
                  "the teacher ranked first, and this p-value is at that floor. Stronger evidence needs more "
                  f"references ({2 * k + 1} reach {fmt_number(1 / (2 * k + 2), 'p')}).")
     others = []
-    pe, pp = sec.get("p_value_exact"), sec.get("p_value_parametric")
+    pe, pp = _value(number("p_value_exact")), _value(number("p_value_parametric"))
     if method != "exact rank" and pe is not None and not math.isnan(as_estimate(pe)["value"]):
         others.append(f"Exact rank p = {fmt_number(pe, 'p')}: assumes only that {exch}.")
     if method != "parametric t" and pp is not None and not math.isnan(as_estimate(pp)["value"]):
@@ -609,27 +660,38 @@ def render_section(name: str, sec: Any, c: SectionContext, findings: list[dict[s
 
 def _blocks(name: str, sec: Mapping[str, Any], c: SectionContext, out: dict[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    headline = sec.get("headline") if isinstance(sec.get("headline"), Mapping) else {}
+    # Every number shown as a number in a table comes from the section's tidy rows (as the policy reads them);
+    # headline numbers first, then per-group rows. Detail fields feed the section's own figures below.
+    rows = result_rows(name, sec, section_definitions(c.definitions, name))
+    headline_keys = set(sec.get("headline") if isinstance(sec.get("headline"), Mapping) else ())
+    top = [r for r in rows if not r.group and r.metric in headline_keys]
+    stored_groups = sec.get("by_group") if isinstance(sec.get("by_group"), Mapping) else {}
+    by_group = [r for r in rows if r.group and not r.part and isinstance(stored_groups.get(r.metric), Mapping)
+                and r.group in {str(g) for g in stored_groups[r.metric]}]
     if name == "lineage":
         used, extra, box = _lineage(sec, c)
         out["lineage"] = box
-        headline = {k: v for k, v in headline.items() if k != "p_value"}  # shown in the verdict box
+        top = [r for r in top if r.metric not in box["shown"]]  # shown in the verdict box
     elif name in SECTION_RENDERERS:
         used, extra = SECTION_RENDERERS[name](sec, c)
     else:
         used, extra = set(), []
     if name == "fingerprint" and len(c.classes) == 2:
-        left = [k for k in _BINARY_DEGENERATE if k in headline]
+        left = [k for k in _BINARY_DEGENERATE if k in headline_keys]
         if left:
-            headline = {k: v for k, v in headline.items() if k not in _BINARY_DEGENERATE}
+            top = [r for r in top if r.metric not in _BINARY_DEGENERATE]
             extra = [_notes([f"{', '.join(c.defs.label(name, k) for k in left)}: left out on this two-class task. "
                              "With two classes a row both models get wrong has only one wrong class, so the two "
                              "wrong labels always match (100%, and 100% by chance: a lift of 1), and the off-diagonal "
                              "of a 2×2 confusion matrix has two entries, so their correlation is ±1 and their cosine "
                              "near 1 whatever the models do. They carry no information here; the values stay in "
                              "results.json."], "Not informative on two classes")] + extra
-    pair, single = _headline_tables(name, headline, c.defs)
+    pair, single = _headline_tables(name, top, c.defs)
     blocks.extend(_tbl(t) for t in (pair, single) if t is not None)
+    groups = _group_rows_table(name, by_group, c.defs)
+    if groups is not None:
+        blocks.append(_tbl(groups))
+        used = set(used) | {"by_group"}
     blocks.extend(extra)
     for key, value in sec.items():
         if key in used or key in ("available", "reason", "headline"):

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
-from kdaudit._rows import result_rows, section_definitions
+from kdaudit._rows import Row
 from kdaudit.report import _charts as charts
 from kdaudit.report._common import (
     _ROLE_ORDER,
@@ -31,6 +31,8 @@ from kdaudit.report._common import (
     _text,
     _walk_methods,
     _worst,
+    row_of,
+    whole_rows,
 )
 from kdaudit.report._claims import claim
 from kdaudit.report._format import (
@@ -216,9 +218,8 @@ def _data(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------- summary
-_SUMMARY_KEYS = (("agreement", "top1_agreement"), ("agreement", "retained_accuracy"),
-                 ("calibration", "ece_change"), ("bias", "dp_amplification"), ("bias", "eo_amplification"),
-                 ("fingerprint", "inherited_error_rate"))
+#: Sentences per section from the numbers it prefers (its ``summary_keys``, handed down by the caller).
+SENTENCES_PER_SECTION = 2
 
 
 _CHANGE_WORDS = {
@@ -251,9 +252,10 @@ def _change_sentence(section: str, key: str, e: Any, who: str, defs: _Definition
     return f"The {what} of {who} differs from the teacher's by {fmt_number(est['value'], kind)}{ci}: {c.words}."
 
 
-def _sentence(section: str, key: str, e: Any, who: str, defs: _Definitions) -> str:
-    """One summary sentence. ``who`` is "the student" or "the control": the role the model plays."""
-    if (section, key) in _CHANGE_WORDS or key.endswith(("_change", "_amplification")):
+def _sentence(section: str, row: Row, who: str, defs: _Definitions) -> str:
+    """One summary sentence from a tidy row. ``who`` is "the student" or "the control": the role the model plays."""
+    key, e = row.metric, row.estimate.to_dict()
+    if row.part == "change":
         return _change_sentence(section, key, e, who, defs)
     kind = defs.kind(section, key)
     est = as_estimate(e)
@@ -281,7 +283,7 @@ _WHO = {"student": "the student", "control": "the control"}
 
 def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], findings: list[dict[str, Any]],
              results: Mapping[str, Any], run_info: Mapping[str, Any], teacher: str, defs: _Definitions,
-             policy_name: str) -> list[dict[str, Any]]:
+             policy_name: str, summary_keys: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
     out = []
     by_student = results.get("verdict_by_student") if isinstance(results.get("verdict_by_student"), Mapping) else {}
     measured = run_info.get("cost") if isinstance(run_info.get("cost"), Mapping) else {}
@@ -290,23 +292,13 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
     for comp, rc in zip(comparisons, raw):
         student, role = comp["student"], comp["role"]
         who = _WHO.get(role, f"the {role}")
-        keys: list[tuple[str, str]] = []
-        for sec, key in list(_SUMMARY_KEYS) + [tuple(f["metric"].split(".", 1)) for f in findings  # type: ignore[misc]
-                                               if f["student"] == student and "." in f["metric"]]:
-            if (sec, key) not in keys and sec != "cost":  # cost is on the scorecard
-                keys.append((sec, key))
-        sentences = []
-        whole: dict[str, dict[str, Any]] = {}  # section -> metric -> estimate: the whole-data tidy rows
-        for sec, key in keys:
-            if sec not in whole:  # the rows the policy judged: a finding on any metric gets its sentence
-                whole[sec] = {r.metric: r.estimate.to_dict() for r in
-                              result_rows(sec, rc.get(sec), section_definitions(results.get("definitions"), sec))
-                              if not r.group}
-            if key in whole[sec]:
-                sentences.append(_sentence(sec, key, whole[sec][key], who, defs))
+        sentences = [_sentence(sec, row, who, defs) for sec, row in _sentence_rows(rc, results, findings, student,
+                                                                                     summary_keys)]
         lineage = rc.get("lineage")
         if isinstance(lineage, Mapping) and lineage.get("available", True) and lineage.get("verdict"):
-            sentences.append(lineage_words(str(lineage["verdict"]), lineage.get("p_value"), lineage.get("alpha"),
+            p_row = row_of(lineage, "lineage", "p_value")
+            p = None if p_row is None else p_row.estimate.value
+            sentences.append(lineage_words(str(lineage["verdict"]), p, lineage.get("alpha"),
                                             who, "the teacher", method=str(lineage.get("p_value_method") or ""),
                                             n_references=lineage.get("n_references")))
         mine = [f for f in findings if f["student"] == student]
@@ -334,6 +326,50 @@ def _summary(comparisons: list[dict[str, Any]], raw: list[Mapping[str, Any]], fi
                     "sections": sections, "verdict": _verdict(status, mine, policy_name, student),
                     "scorecard": scorecard(rc, label_of=defs.label, measured=m, quality=quality,
                                            thresholds=_rule_thresholds(mine))})
+    return out
+
+
+def _sentence_rows(rc: Mapping[str, Any], results: Mapping[str, Any], findings: list[dict[str, Any]], student: str,
+                   summary_keys: Mapping[str, Sequence[str]]) -> list[tuple[str, Row]]:
+    """The whole-data tidy rows one comparison's summary puts in words, in order: each section's preferred numbers
+    (its ``summary_keys``; a model's own number gives way to the change of the same quantity, which says more), at
+    most :data:`SENTENCES_PER_SECTION` of them, then every number a rule of the policy names (in the rules' order)
+    and any other number judged for this model (its findings).
+
+    Cost is on the scorecard and a section with a verdict (lineage) gets its own sentence, so neither is repeated.
+    """
+    whole: dict[str, list[Row]] = {}
+
+    def rows_of(sec: str) -> list[Row]:
+        if sec not in whole:
+            whole[sec] = whole_rows(sec, rc.get(sec), results)
+        return whole[sec]
+
+    chosen: list[tuple[str, str]] = []
+    names = [s for s in SECTION_ORDER if s in rc] + [k for k in rc if k not in SECTION_ORDER]
+    for sec in names:
+        result = rc.get(sec)
+        if sec == "cost" or not isinstance(result, Mapping) or result.get("verdict"):
+            continue
+        rows = {r.metric: r for r in rows_of(sec)}
+        changed = {r.quantity for r in rows.values() if r.part == "change"}
+        keys = [k for k in summary_keys.get(sec, ()) if k in rows
+                and not (rows[k].part in ("teacher", "student") and rows[k].quantity in changed)]
+        chosen.extend((sec, k) for k in keys[:SENTENCES_PER_SECTION])
+    # every number a rule of the policy names (a control, never judged, is compared on them too), then any other
+    # number judged for this student
+    policy = _map(results.get("policy"))
+    named = [str(r.get("metric") or "") for r in _list(policy.get("rules")) if isinstance(r, Mapping)]
+    named += [f["metric"] for f in findings if f["student"] == student]
+    for metric in named:
+        sec, _, key = metric.partition(".")
+        if key and sec != "cost" and (sec, key) not in chosen:
+            chosen.append((sec, key))
+    out = []
+    for sec, key in chosen:
+        row = next((r for r in rows_of(sec) if r.metric == key), None)
+        if row is not None:
+            out.append((sec, row))
     return out
 
 
@@ -395,10 +431,12 @@ def _cost(results: Mapping[str, Any], run_info: Mapping[str, Any], models: list[
         if not isinstance(cost, Mapping):
             continue
         items = []
-        for key, e in _map(cost.get("headline")).items():
-            v = as_estimate(e)["value"]
-            if v == v:
-                items.append({"label": _COST_LABELS.get(key, defs.label("cost", key)), "ratio": v, "key": key})
+        headline = _map(cost.get("headline"))
+        for row in whole_rows("cost", cost, results):
+            v = row.estimate.value
+            if row.metric in headline and v == v:
+                items.append({"label": _COST_LABELS.get(row.metric, defs.label("cost", row.metric)), "ratio": v,
+                              "key": row.metric})
         # Latency and throughput ratios are not in results.json (they vary between runs); drawn from run_info into
         # their own figure and sentence, which the template marks volatile, so the rest stays identical across runs.
         s_r = timing.get(student, {})
@@ -663,8 +701,13 @@ def _run_item(path: str, value: Any) -> tuple[str, str]:
 
 
 def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None, generated_at: str | None,
-                  *, charts_on: bool = True) -> dict[str, Any]:
-    """Everything the templates show, as text, tables and charts (a fresh chart-id counter per call)."""
+                  *, charts_on: bool = True, summary_keys: Mapping[str, Sequence[str]] | None = None
+                  ) -> dict[str, Any]:
+    """Everything the templates show, as text, tables and charts (a fresh chart-id counter per call).
+
+    ``summary_keys`` (``section -> metric names``): the numbers each section prefers in the summary's sentences, as
+    its :class:`~kdaudit.sections.Section` declares them (the caller hands them down: the report reads results only).
+    """
     run_info = dict(run_info or {})
     ids = charts.ChartIds()
     defs = _Definitions(results)
@@ -681,7 +724,7 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
         student = str(rc.get("student") or "student")
         role = str(rc.get("role") or role_of.get(student, "student"))
         ctx = SectionContext(student=student, teacher=teacher, classes=classes, defs=defs, ids=ids,
-                             with_charts=charts_on, role=role)
+                             with_charts=charts_on, role=role, definitions=_map(results.get("definitions")))
         names = [s for s in SECTION_ORDER if s in rc] + [k for k, v in rc.items() if k not in SECTION_ORDER
                                                           and k not in ("student", "cost") and isinstance(v, Mapping)]
         comparisons.append({"student": student, "role": role, "anchor": _anchor(student),
@@ -699,7 +742,8 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
         verdict["covers"] = (f"This verdict covers {', '.join(students) or 'no student'}; "
                              f"{', '.join(controls)} {'is a control' if len(controls) == 1 else 'are controls'} "
                              "(trained without the teacher), shown for comparison and not judged by the policy.")
-    summary = _summary(comparisons, raw, findings, results, run_info, teacher, defs, policy_name)
+    summary = _summary(comparisons, raw, findings, results, run_info, teacher, defs, policy_name,
+                       summary_keys or {})
     return {
         "title": "Distillation audit report",
         "teacher": teacher,

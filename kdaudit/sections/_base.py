@@ -170,8 +170,8 @@ class ModelContext:
     probes : optional
         Lineage probe inputs (None: the audit rows).
     outputs : Outputs, optional
-        The harness's outputs of the audit rows on the in-memory path (None when streamed); a section reads the
-        outputs of models it runs again from the output cache (``cache_dir``) instead.
+        The harness's outputs of the audit rows when the audit keeps them (``keep_outputs``), else None; a section
+        reads the outputs of models it runs again from the output cache (``cache_dir``) instead.
     measure_cost : bool
         Whether the cost section times the models (timings go to run.json only).
     progress : callable
@@ -219,7 +219,8 @@ class ModelResults:
 
 
 class Section:
-    """Base of every section. Subclasses set the class attributes and implement :meth:`compute`.
+    """Base of every section. Subclasses set the class attributes; one that computes from rows gives an
+    :meth:`accumulator` (and may override :meth:`fold`, how a unit of rows feeds it).
 
     Attributes
     ----------
@@ -306,10 +307,21 @@ class Section:
         ``compute``), or None for a section without one."""
         return None
 
-    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
-                options: Mapping[str, Any]) -> Any:
-        """The section's result for one pair of harness outputs (a ``SectionResult`` or a JSON-able mapping)."""
-        raise NotImplementedError(f"section {self.name!r} does not compute from outputs")
+    def fold(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+             options: Mapping[str, Any]) -> Any:
+        """One unit of rows folded into a fresh accumulator, or the section's final result when it finds it cannot
+        run on these rows (a result that is not an accumulator is taken as is).
+
+        ``teacher`` and ``student`` are the harness's ``ModelOutputs`` on the unit's rows (``probs``, ``labels``,
+        ``logits``, ``access``, ``top_k``, ``n_classes``). The engine merges the units' accumulators in unit order
+        and calls ``compute()`` once. Default: :meth:`accumulator` updated with both models' probabilities.
+        """
+        acc = self.accumulator(n_classes=teacher.n_classes, teacher=teacher, student=student, bootstrap=bootstrap,
+                               options=options)
+        if acc is None:
+            raise NotImplementedError(f"section {self.name!r} has no accumulator (stream = False, or define one)")
+        acc.update(y_true, teacher.probs, student.probs, ids=ids, sensitive=sensitive)
+        return acc
 
     def compute_models(self, context: ModelContext) -> ModelResults | None:
         """For a section that works on the models rather than on their outputs row by row (``stream = False``):

@@ -16,10 +16,16 @@ _CLASS_KINDS = frozenset({OutputKind.CLASS_PROBS, OutputKind.TOP_K, OutputKind.L
 
 
 class _MetricSection(Section):
-    """A section whose statistics are a metric family's section function over the two models' outputs."""
+    """A section whose statistics are a metric family's section function over the two models' outputs.
+
+    The family configures its accumulator in one place, ``<family>_accumulator``: :meth:`accumulator` is that
+    function and ``<family>_fold`` (what the engine runs through :meth:`fold`) builds its accumulator with it, so
+    the shard-merge tests over :meth:`accumulator` test what the engine merges.
+    """
 
     module: str = ""
-    function: str = ""
+    function: str = ""  # the module's fold function (``<family>_fold``)
+    factory: str = ""  # the module's accumulator factory (``<family>_accumulator``)
     default = True
 
     def _module(self) -> Any:
@@ -28,8 +34,16 @@ class _MetricSection(Section):
     def definitions(self) -> Mapping[str, Mapping[str, Any]]:
         return dict(getattr(self._module(), "DEFINITIONS", {}))
 
-    def compute(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
-                options: Mapping[str, Any]) -> Any:
+    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
+                    options: Mapping[str, Any]) -> Any:
+        # chunk_size is how the fold feeds rows, not a setting of the accumulator
+        kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
+        return getattr(self._module(), self.factory)(n_classes, teacher, student, bootstrap=bootstrap, **kwargs)
+
+    def fold(self, *, y_true: Any, teacher: Any, student: Any, ids: Any, sensitive: Any, bootstrap: Any,
+             options: Mapping[str, Any]) -> Any:
+        # the metric family's fold: what its section function computes, minus the final compute(), so a one-unit
+        # audit gives exactly the section function's numbers
         fn = getattr(self._module(), self.function)
         kwargs = dict(options)
         if self.needs.sensitive:
@@ -40,25 +54,17 @@ class _MetricSection(Section):
 class AgreementSection(_MetricSection):
     name, order, title = "agreement", 10, "Agreement and fidelity"
     description = "How often and how closely the student reproduces the teacher's predictions."
-    module, function = "kdaudit.metrics._agreement", "agreement_section"
+    module, function, factory = "kdaudit.metrics._agreement", "agreement_fold", "agreement_accumulator"
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
     options = (Option("k", int, 5, "k of the top-k overlap", minimum=1),
                Option("chunk_size", int, None, "rows per chunk", minimum=1))
     summary_keys = ("top1_agreement", "retained_accuracy", "teacher_accuracy", "student_accuracy")
 
-    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
-                    options: Mapping[str, Any]) -> Any:
-        from kdaudit.metrics._agreement import AgreementAccumulator
-
-        return AgreementAccumulator(n_classes, bootstrap=bootstrap, k=options.get("k", 5),
-                                    teacher_access=teacher.access, student_access=student.access,
-                                    teacher_top_k=teacher.top_k, student_top_k=student.top_k)
-
 
 class CalibrationSection(_MetricSection):
     name, order, title = "calibration", 20, "Calibration"
     description = "Whether each model's confidence matches its accuracy, and how distillation changed that."
-    module, function = "kdaudit.metrics._calibration", "calibration_section"
+    module, function, factory = "kdaudit.metrics._calibration", "calibration_fold", "calibration_accumulator"
     # confidences are needed: a labels-only model makes the section unavailable by the one skip rule, on the
     # in-memory and the streaming path alike
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.TOP_K)
@@ -71,19 +77,11 @@ class CalibrationSection(_MetricSection):
                Option("chunk_size", int, None, "rows per chunk", minimum=1))
     summary_keys = ("teacher_ece", "student_ece", "ece_change")
 
-    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
-                    options: Mapping[str, Any]) -> Any:
-        from kdaudit.metrics._calibration import CalibrationAccumulator
-
-        kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
-        return CalibrationAccumulator(n_classes, bootstrap=bootstrap, teacher_access=teacher.access,
-                                      student_access=student.access, **kwargs)
-
 
 class BiasSection(_MetricSection):
     name, order, title = "bias", 30, "Bias transfer"
     description = "Per sensitive group, what the student inherits from the teacher and what it amplifies."
-    module, function = "kdaudit.metrics._bias", "bias_section"
+    module, function, factory = "kdaudit.metrics._bias", "bias_fold", "bias_accumulator"
     # the section function reports missing sensitive features itself
     needs = Needs(kinds=_CLASS_KINDS, least_access=None, sensitive=True)
     options = (Option("pos_label", int, None, "the positive class of selection rate, TPR and FPR", minimum=0),
@@ -99,27 +97,14 @@ class BiasSection(_MetricSection):
         # without sensitive features the section function's own result says so (and keeps its wording)
         return Section.skip_reason(self, type(inputs)(**{**inputs.__dict__, "has_sensitive": True}))
 
-    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
-                    options: Mapping[str, Any]) -> Any:
-        from kdaudit.metrics._bias import BiasAccumulator
-
-        kwargs = {k: v for k, v in options.items() if k != "chunk_size"}
-        return BiasAccumulator(n_classes, bootstrap=bootstrap, **kwargs)
-
 
 class FingerprintSection(_MetricSection):
     name, order, title = "fingerprint", 40, "Error fingerprints"
     description = "Whether the student makes the teacher's mistakes, beyond what chance explains."
-    module, function = "kdaudit.metrics._fingerprint", "fingerprint_section"
+    module, function, factory = "kdaudit.metrics._fingerprint", "fingerprint_fold", "fingerprint_accumulator"
     needs = Needs(kinds=_CLASS_KINDS, least_access=Access.LABELS)
     options = (Option("chunk_size", int, None, "rows per chunk", minimum=1),)
     summary_keys = ("error_consistency", "inherited_error_rate", "same_wrong_label_lift")
-
-    def accumulator(self, *, n_classes: int, teacher: Any, student: Any, bootstrap: Any,
-                    options: Mapping[str, Any]) -> Any:
-        from kdaudit.metrics._fingerprint import FingerprintAccumulator
-
-        return FingerprintAccumulator(n_classes, bootstrap=bootstrap)
 
 
 COST_DEFINITIONS: dict[str, dict[str, Any]] = {
