@@ -7,8 +7,8 @@ the training documents (A), another part (B: the suspect maker's own texts), hel
   "references"), 19 controls (null "controls": models not derived from the teacher, drawn from the same kinds as
   the underived suspects below, other seeds).
 * Derived from the teacher: token-level KD (top-20, on B) at T = 1, 2, 4; sequence-level KD on the teacher's
-  greedy answers to 2,000 prompts (windows of the maker's texts); text-only extraction (training on the teacher's sampled text alone); KD into
-  another architecture; KD then fine-tuned on B; KD then int8 (weights rounded to int8 per tensor).
+  greedy answers to 2,000 prompts (windows of the maker's texts); text-only extraction (training on the teacher's
+  sampled text alone); KD into another architecture; KD then fine-tuned on B; KD then int8 (weights rounded to int8 per tensor).
 * Not derived: R with other seeds, another architecture on A, R on the disjoint part B, students (token KD) of
   another teacher (trained on B).
 
@@ -305,7 +305,8 @@ def zoo_check(zoo, teacher, refs, models: dict, n: int = 200) -> list[str]:
     for kind, ms in models.items():
         D = np.array([dist(m) for m in ms])
         lines.append(f"  {kind:<22} top-1 {D[:, 0].mean():.3f}  greedy {D[:, 1].mean():.3f}  "
-                     f"(mean of {len(ms)}; greedy above every sibling: {int(np.sum(D[:, 1] > R[:, 1].max()))}/{len(ms)})")
+                     f"(mean of {len(ms)}; greedy above every sibling: "
+                     f"{int(np.sum(D[:, 1] > R[:, 1].max()))}/{len(ms)})")
     return lines
 
 
@@ -426,7 +427,8 @@ def main() -> int:
         fpr = k / len(neg)
         base = {key: auc([r["raw"][key] for r in pos], [r["raw"][key] for r in neg]) for key in pos[0]["raw"]}
         summary[(access, null)] = (a, tpr, fpr)
-        lines.append(f"{access:<7} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} {upper95(k, len(neg)):10.2f}  "
+        lines.append(f"{access:<7} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
+                     f"{upper95(k, len(neg)):10.2f}  "
                      f"{max(r['prompts'] for r in rs):7d} {max(r['tokens'] for r in rs):9d}  "
                      + ", ".join(f"{key} {v:.3f}" for key, v in base.items()))
     lines += ["", "per kind (share 'derived'; mean effect):"]
@@ -460,7 +462,8 @@ def main() -> int:
                          f"{'yes' if exact else 'NO'}")
     if attr:
         ok = [t == p for _, t, p, _ in attr]
-        lines += ["", f"attribution (lm_attribute, top-k, controls null with {len(attr_controls)} controls derived from "
+        lines += ["", f"attribution (lm_attribute, top-k, controls null with {len(attr_controls)} controls derived "
+                      "from "
                       "neither candidate, Holm over {teacher, other}):",
                   f"  accuracy {np.mean(ok):.2f} ({sum(ok)}/{len(ok)})"]
         for truth in ("teacher", "other", "none"):
@@ -469,7 +472,8 @@ def main() -> int:
                 got = {}
                 for _, p in sub:
                     got[p] = got.get(p, 0) + 1
-                lines.append(f"  true parent {truth:<8} ({len(sub):2d}): " + ", ".join(f"{k} {v}" for k, v in sorted(got.items())))
+                lines.append(f"  true parent {truth:<8} ({len(sub):2d}): "
+                             + ", ".join(f"{k} {v}" for k, v in sorted(got.items())))
         wrong = [f"{n} -> {p}" for n, t, p, _ in attr if t != p]
         if wrong:
             lines.append("  wrong: " + "; ".join(wrong))
