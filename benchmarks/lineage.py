@@ -47,7 +47,13 @@ recipe with other seeds, MLP-16 / MLP-256 / boosting on the owner's data, MLP-64
 logistic regression. Probe candidates: 2,000 rows of Adult's test split (plus 2,000 blends). Controls: 10 MLP-16s and
 10 MLP-32-32s on the owner's data. ``--part power`` prints the plain test's TPR, FPR and null check by number of
 references (``--ks``) through the array-level pipeline; ``--part tests`` runs the lineage tests and attribution as
-for MNIST. ``--with-regression`` weights ``pool_regression`` 3 (the variant measured for issue 16; the default weights it 0).
+for MNIST. ``--regression-weight W`` overrides ``pool_regression``'s weight in the plain test (the library weighs it
+0 there and 3 in the test calibrated by controls).
+
+``--part fast`` (either task) runs every suspect's test, plain and calibrated by the controls, and the A-or-B
+attribution through the library's own array-level analysis (``_analyse``) on outputs computed once (minutes instead
+of hours; ``benchmarks/results/lineage_*_fast_cpu.txt``); ``--part diagnose`` (Adult) measures the plain test
+against disjoint subsets of the references and three weightings of the joint fit (issue 16's diagnosis).
 
 Run: ``python benchmarks/lineage.py`` (writes ``benchmarks/results/lineage_cpu.txt``). Trained models are cached in
 ``.kdaudit-cache/lineage_zoo/`` (gitignored), so reruns only evaluate. ``--quick`` uses fewer seeds;
@@ -95,8 +101,11 @@ from kdaudit.lineage._stats import (
     rank_p_value,
 )
 from kdaudit.lineage._test import (
+    MIN_CALIBRATION_CONTROLS,
     _candidates,
     _combination,
+    _control_statistics,
+    _control_views,
     _typicality,
     _view,
     holm_parent,
@@ -474,24 +483,32 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     pool = pool_all[1:, idx]
     y = yc[idx]
     K = len(refs)
-    typicality = _typicality(pool, access=access, y_true=y)
+    cprobs = np.stack([probs_of(m, Xc[idx]) for _, m in controls]) if controls else None
+    # the calibrated test (as the library runs it with >= 19 controls): the controls' statistics with the other
+    # controls' mean as pool_regression's nuisance regressor, the suspect's with all the controls' mean
+    calibrating = cprobs is not None and len(cprobs) >= MIN_CALIBRATION_CONTROLS
+    nuisance = _control_views(cprobs, access).mean(axis=0)[None] if calibrating else None
+    cstats = (_control_statistics(([n for n, _ in controls], cprobs, ("probabilities", None)), pool, access=access,
+                                  y_true=y, joint_nuisance=calibrating) if cprobs is not None else None)
 
-    def adjusted_stats(module):
-        view = _view(probs_of(module, Xc[idx]), access)
-        sums = compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1], y_true=y)
+    def adjusted_stats(view, nuis=None):
+        sums = compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1], y_true=y, nuisance=nuis)
+        typicality = _typicality(pool, access=access, y_true=y, memo=memo, nuisance=nuis)
         return adjust_for_typicality(statistics_from_totals(sums.values.sum(axis=0), sums), typicality), sums
 
-    cstats = np.stack([adjusted_stats(m)[0] for _, m in controls]) if controls else None
+    memo: dict = {}
     pvals: dict[str, list[float]] = {"plain": [], "calibrated": []}
     for _, _, _, module in suspects:
-        stats, sums = adjusted_stats(module)
-        weights, two_sided = _combination(sums.signatures)
+        view = _view(probs_of(module, Xc[idx]), access)
+        stats, sums = adjusted_stats(view)
+        cal_stats = adjusted_stats(view, nuisance)[0] if cstats is not None else None
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
             variants = {"plain": stats[order]}
             if cstats is not None:
-                variants["calibrated"] = calibrate_by_controls(stats[order], cstats[:, order])
+                variants["calibrated"] = calibrate_by_controls(cal_stats[order], cstats[:, order])
             for key, st in variants.items():
+                weights, two_sided = _combination(sums.signatures, calibrated=key == "calibrated" and calibrating)
                 C = combined_statistic(st, weights, two_sided=two_sided)
                 pvals[key].append(rank_p_value(C[0], C[1:]))
     return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
@@ -526,6 +543,46 @@ def fast_p_values(teacher, refs, suspects, probe_X, probe_y, mode: str, seed: in
     return main, np.concatenate(null)
 
 
+def diagnose_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, mode: str, seed: int) -> None:
+    """Why the plain test's power moved with K (issue 16): the same teacher against disjoint and overlapping subsets
+    of its references, for three weightings of the joint fit (``pool_regression``) in the plain test's combination;
+    and how collinear the members' deviations from the consensus are."""
+    from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS
+
+    saved = dict(SIGNATURE_WEIGHTS)
+    combos = {"joint fit 0 (the plain test's weights)": {**saved, "pool_regression": 0.0},
+              "joint fit 3 (the calibrated test's weights)": {**saved, "pool_regression": 3.0},
+              "joint fit alone": {k: float(k == "pool_regression") for k in saved}}
+    is_pos = np.array([p == parent for _, _, p, _ in suspects])
+    subsets = [(0, 19), (20, 39), (40, 59), (0, 39), (20, 59), (0, 59)]
+    log(f"  teacher {parent}, {mode}: plain test's TPR over its {int(is_pos.sum())} students by which references "
+        "form the pool (null check over 5 references as teacher in brackets)")
+    try:
+        for lo, hi in [(a, b) for a, b in subsets if b <= len(refs)]:
+            cells = []
+            for name, weights in combos.items():
+                SIGNATURE_WEIGHTS.clear()
+                SIGNATURE_WEIGHTS.update(weights)
+                p, null = fast_p_values(teacher, refs[lo:hi], suspects, probe_X, probe_y, mode, seed)
+                cells.append(f"{name} {np.mean(p[is_pos] <= ALPHA):.2f} [{np.mean(null <= ALPHA):.3f}]")
+            log(f"    references {lo}..{hi - 1} (K = {hi - lo}): " + "; ".join(cells))
+    finally:
+        SIGNATURE_WEIGHTS.clear()
+        SIGNATURE_WEIGHTS.update(saved)
+    Xc, _ = _candidates(probe_X, probe_y, None, seed)
+    for K in (19, 39, 59):
+        if K > len(refs):
+            continue
+        pool = np.stack([probs_of(m, Xc) for m in [teacher, *refs[:K]]])
+        idx = select_probes(disagreement_scores(pool, access=mode), N_PROBES, seed=seed)
+        dev = (pool[:, idx] - pool[:, idx].mean(axis=0)).reshape(K + 1, -1)
+        sv = np.linalg.svd(dev, compute_uv=False) ** 2
+        corr = np.corrcoef(dev)[~np.eye(K + 1, dtype=bool)]
+        log(f"    members' deviations from the consensus, K = {K}: first principal direction {sv[0] / sv.sum():.2f} "
+            f"of their variance, first three {sv[:3].sum() / sv.sum():.2f}; pairwise correlation sd {corr.std():.3f}, "
+            f"max {corr.max():.2f}")
+
+
 def power_by_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, modes, seed: int,
                         Ks=(19, 39, 99)) -> None:
     """TPR at alpha over ``parent``'s students, FPR over the other suspects, and the null check, per K."""
@@ -542,6 +599,103 @@ def power_by_references(log, teacher, refs, suspects, parent: str, probe_X, prob
                 f"students, FPR {der[~is_pos].mean():.3f} over {int((~is_pos).sum())} others; null check "
                 f"{np.mean(null <= ALPHA):.3f} over {len(null)} tests; {time.perf_counter() - t0:.0f}s")
             log("      per kind: " + "; ".join(f"{k} {v}" for k, v in per_kind.items()))
+
+
+def array_level(log, teachers, suspects, controls, probe_X, probe_y, modes, seed: int, *, dev) -> dict:
+    """Every suspect's lineage test (plain and calibrated) and the A-or-B attribution through the library's own
+    analysis (``_analyse``, the function :func:`~kdaudit.lineage.lineage_test` ends in: the same signatures,
+    nuisance regressor, typicality, calibration by the controls and exact rank p-value), on model outputs computed
+    once. What it skips is the per-test plumbing (black-box oracle, query budget, harness runs, bootstrap
+    interval), so the whole zoo, in every access mode, runs in minutes on a loaded machine.
+
+    ``teachers`` maps a name ("A", "B", "G") to (teacher, its references); "A" and "B" give the attribution. Probes:
+    the lineage test's by the disagreement of the teacher's pool, the attribution's by the union of A's and B's
+    pools (as :func:`~kdaudit.lineage.attribute` chooses them).
+    """
+    from kdaudit.lineage._test import _analyse
+    from kdaudit.metrics._resampling import Bootstrap
+
+    Xc, yc = _candidates(probe_X, probe_y, None, seed)
+    cache: dict[int, np.ndarray] = {}
+
+    def out(m) -> np.ndarray:
+        if id(m) not in cache:
+            cache[id(m)] = probs_of(m, Xc)
+        return cache[id(m)]
+
+    pools = {t: np.stack([out(m) for m in [teacher, *refs]]) for t, (teacher, refs) in teachers.items()}
+    S = [out(m) for *_, m in suspects]
+    C = np.stack([out(m) for _, m in controls])
+    names = [n for n, _ in controls]
+    parents = np.array([p if p else "none" for _, _, p, _ in suspects])
+    kinds = np.array([k for _, k, _, _ in suspects])
+    bootstrap = Bootstrap(n_replicates=0, seed=seed)
+    results: dict = {}
+    for mode in modes:
+        t0 = time.perf_counter()
+        access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
+        memo: dict = {}
+
+        def test(pool_all, idx, s):
+            pool, y = pool_all[:, idx], yc[idx]
+            view = _view(s[idx], access)
+            cstats = _control_statistics((names, C[:, idx], ("probabilities", None)), pool, access=access, y_true=y,
+                                         memo=memo, joint_nuisance=True)
+            a = _analyse(pool, view, view.argmax(1), access=access, y_true=y, alpha=ALPHA, p_value_method="exact",
+                         bootstrap=bootstrap, probe_ids=idx, calibration=cstats,
+                         nuisance=_control_views(C[:, idx], access).mean(axis=0)[None], memo=memo)
+            return {"plain": (a["uncalibrated"]["p_value"], a["uncalibrated"]["effect"]),
+                    "cal": (a["p_value"], a["effect"].value)}
+
+        res: dict = {}
+        for t, pool_all in pools.items():
+            idx = select_probes(disagreement_scores(pool_all, access=access[0]), N_PROBES, seed=seed)
+            res[t] = [test(pool_all, idx, s) for s in S]
+        union = np.concatenate([pools["A"], pools["B"][:1]])
+        idx_u = select_probes(disagreement_scores(union, access=access[0]), N_PROBES, seed=seed)
+        attr = {t: [test(pools[t], idx_u, s) for s in S] for t in ("A", "B")}
+        teacher_A, refs_A = teachers["A"]
+        null = null_check(teacher_A, refs_A, suspects, probe_X, probe_y, mode, seed=seed, controls=controls)
+        log("")
+        log(f"== suspect access: {mode} ({time.perf_counter() - t0:.0f}s) ==")
+        mode_res = {}
+        for key, title in (("plain", "plain test (no controls)"),
+                           ("cal", f"calibrated by the {len(controls)} controls (the default with >= 19)")):
+            log(f"  -- {title}")
+            row = {}
+            for t in pools:
+                p = np.array([r[key][0] for r in res[t]])
+                e = np.array([r[key][1] for r in res[t]], dtype=float)
+                pos = parents == t
+                der = p <= ALPHA
+                row[t] = {"tpr": float(der[pos].mean()), "fpr": float(der[~pos].mean()),
+                          "by_kind": {k: f"{int(der[kinds == k].sum())}/{int((kinds == k).sum())}"
+                                      for k in dict.fromkeys(kinds[pos])}}
+                log(f"  teacher {t}: verdict 'derived' at alpha={ALPHA}: TPR {der[pos].mean():.3f} over "
+                    f"{int(pos.sum())} students (development seeds {der[pos & dev].mean():.3f}, held-out seeds "
+                    f"{der[pos & ~dev].mean():.3f}); FPR {der[~pos].mean():.3f} over the {int((~pos).sum())} "
+                    f"suspects not derived from {t}; ROC AUC of the effect {auc(e[pos], e[~pos]):.3f}")
+                log("      per kind: " + "; ".join(f"{k} {v}" for k, v in row[t]["by_kind"].items()))
+            pa = np.array([r[key][0] for r in attr["A"]])
+            pb = np.array([r[key][0] for r in attr["B"]])
+            ea = np.array([r[key][1] for r in attr["A"]], dtype=float)
+            eb = np.array([r[key][1] for r in attr["B"]], dtype=float)
+            named = np.array([holm_parent(["A", "B"], [pa[i], pb[i]], [ea[i], eb[i]], alpha=ALPHA)[0]
+                              for i in range(len(S))])
+            truth = np.where(np.isin(parents, ["A", "B"]), parents, "none")
+            ok = named == truth
+            row["attr"] = float(ok.mean())
+            row["attr_students"] = float(ok[truth != "none"].mean())
+            log(f"  attribution (A / B / none, Holm over 2 candidates, probes by the union of both pools): accuracy "
+                f"{ok.mean():.3f} over {len(S)} suspects ({ok[truth != 'none'].mean():.3f} over the "
+                f"{int((truth != 'none').sum())} students of A or B, {ok[truth == 'none'].mean():.3f} over the others)")
+            hits, total, mean_p = null["plain" if key == "plain" else "calibrated"]
+            row["null"] = hits / total
+            log(f"  null check (10 references in turn as teacher, pool = the {len(refs_A)} references, x "
+                f"{len(S)} suspects = {total} null tests): share p <= {ALPHA}: {hits / total:.4f}, mean p {mean_p:.3f}")
+            mode_res[key] = row
+        results[mode] = mode_res
+    return results
 
 
 def evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y, *, is_pos, dev, kinds,
@@ -683,11 +837,13 @@ def main(argv=None) -> int:
     ap.add_argument("--task", choices=("mnist", "adult"), default="mnist",
                     help="mnist: the image zoo (10 classes); adult: the tabular zoo (binary, MLP and boosted teachers)")
     ap.add_argument("--max-refs", type=int, default=0, help="references to train for the power-by-K table")
-    ap.add_argument("--part", choices=("all", "power", "tests"), default="all",
-                    help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests")
+    ap.add_argument("--part", choices=("all", "power", "tests", "fast", "diagnose"), default="all",
+                    help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests; 'fast' "
+                    "(either task): every test and the attribution through the library's array-level analysis")
     ap.add_argument("--ks", default="19,39,99", help="numbers of references in the Adult power table")
-    ap.add_argument("--with-regression", action="store_true",
-                    help="weight pool_regression 3.0 in the combined statistic (the variant measured for issue 16)")
+    ap.add_argument("--regression-weight", type=float, default=None,
+                    help="pool_regression's weight in the plain test's combined statistic (default: the library's, 0; "
+                    "the calibrated test weighs it 3)")
     ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
                     "scenarios or modes ran (the file says which)")
     ap.add_argument("--modes", default=None,
@@ -697,10 +853,10 @@ def main(argv=None) -> int:
     args.modes = args.modes or ",".join(task_modes)
     args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"))
     torch.set_num_threads(args.threads)
-    if args.with_regression:
-        from kdaudit.lineage._signatures import SIGNATURE_WEIGHTS
+    from kdaudit.lineage._signatures import CALIBRATED_WEIGHTS, SIGNATURE_WEIGHTS
 
-        SIGNATURE_WEIGHTS["pool_regression"] = 3.0
+    if args.regression_weight is not None:
+        SIGNATURE_WEIGHTS["pool_regression"] = float(args.regression_weight)
     started = time.perf_counter()
     lines: list[str] = []
 
@@ -712,7 +868,7 @@ def main(argv=None) -> int:
     log("kdaudit lineage benchmark (benchmarks/lineage.py)")
     log(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
         f"{args.threads} threads, python {platform.python_version()}; task {args.task}"
-        + ("; pool_regression weighted 3" if args.with_regression else ""))
+        + f"; signature weights {SIGNATURE_WEIGHTS}, calibrated {CALIBRATED_WEIGHTS}")
     t0 = time.perf_counter()
     if args.task == "adult":
         own, public, probe = adult_data()
@@ -758,6 +914,31 @@ def main(argv=None) -> int:
         log(f"  {key:<28} AUC {auc(s[is_pos], s[~is_pos]):.3f}")
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if args.part == "diagnose":
+        log("")
+        for mode in modes:
+            diagnose_references(log, A, all_refs, suspects, "A", probe.X, probe.y_true, mode, args.seed)
+        from kdaudit._io import atomic_write_text
+
+        log(f"total wall time {time.perf_counter() - started:.0f}s")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
+    if args.part == "fast":
+        teachers = {"A": (A, refs), "B": (B, refs), **({"G": (G, refs_G)} if G is not None else {})}
+        log("")
+        log(f"every lineage test through the library's array-level analysis (kdaudit.lineage._test._analyse): "
+            f"{len(refs)} references, {len(controls)} negative controls, {N_PROBES} probes chosen from the held-out "
+            f"rows plus as many mixup blends, exact rank p-values at alpha = {ALPHA}; seed 0 of each kind is the "
+            "development seed")
+        array_level(log, teachers, suspects, controls, probe.X, probe.y_true, modes, args.seed,
+                    dev=np.array([n.endswith("_0") for n, _, _, _ in suspects]))
+        from kdaudit._io import atomic_write_text
+
+        log(f"total wall time {time.perf_counter() - started:.0f}s")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
     if args.task == "adult" and args.part in ("all", "power"):
         log("")
         log("plain test (no controls) through the array-level pipeline, held-out probes, by number of references K:")

@@ -29,7 +29,16 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _roles,
     _student_items,
 )
-from kdaudit.sections import KIND_OF_ACCESS, ModelContext, Section, SectionInputs, get_section, registry
+from kdaudit.sections import (
+    KIND_OF_ACCESS,
+    ModelContext,
+    Section,
+    SectionInputs,
+    check_section_options,
+    definitions_of,
+    get_section,
+    registry,
+)
 
 __all__ = ["AuditResult", "COST_DEFINITIONS", "SCHEMA", "audit", "available_sections"]
 
@@ -40,8 +49,10 @@ def available_sections() -> tuple[str, ...]:
 
 def _resolve_sections(sections: Any, has_references: bool, reg: Mapping[str, Section]) -> tuple[str, ...]:
     if sections is None:
-        # the default: every section that runs by default (a plugin opts in), lineage only with references
-        return tuple(n for n, s in reg.items() if s.default and (not s.needs.references or has_references))
+        # the default: every section that runs by default (a plugin opts in) on classifier outputs, lineage only
+        # with references (the language-model sections are the language-model audit's default)
+        return tuple(n for n, s in reg.items() if s.default and s.needs.kinds & set(KIND_OF_ACCESS.values())
+                     and (not s.needs.references or has_references))
     if isinstance(sections, str):
         sections = (sections,)
     sections = tuple(sections)
@@ -57,12 +68,7 @@ def _resolve_sections(sections: Any, has_references: bool, reg: Mapping[str, Sec
 def _check_section_options(section_options: Mapping[str, Any] | None, reg: Mapping[str, Section]
                            ) -> dict[str, dict[str, Any]]:
     """``section -> options``, each checked by its section's one schema (the config and the CLI use it too)."""
-    if section_options is None:
-        return {}
-    if not isinstance(section_options, Mapping):
-        raise invalid_argument("section_options", section_options, "a mapping section -> {option: value}")
-    return {name: get_section(name, reg, argument="section_options").check_options(opts)
-            for name, opts in section_options.items()}
+    return check_section_options(section_options, reg)
 
 
 def _inputs_of(t_out: Any, s_out: Any, data: Any, has_references: bool) -> SectionInputs:
@@ -80,12 +86,7 @@ def _unavailable(reason: str) -> dict[str, Any]:
 
 def _definitions(sections: Sequence[str], reg: Mapping[str, Section] | None = None) -> dict[str, dict[str, Any]]:
     """``"section.key" -> definition`` for every section used (the report's methodology reads these)."""
-    reg = registry() if reg is None else reg
-    out: dict[str, dict[str, Any]] = {}
-    for name in sections:
-        for key, d in reg[name].definitions().items():
-            out[f"{name}.{key}"] = dict(d)
-    return out
+    return definitions_of(sections, registry() if reg is None else reg)
 
 
 def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
@@ -281,7 +282,8 @@ def audit(
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
                      policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
                      measure_cost=measure_cost, roles=roles, cache_dir=cache_dir,
-                     unsupported={"references": references, "controls": controls, "probes": probes})
+                     unsupported={"references": references, "controls": controls, "probes": probes,
+                                  "executor": executor, "block_rows": block_rows})
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
     t_start = time.perf_counter()

@@ -8,22 +8,17 @@
 What runs on what
     ``data`` is one :class:`PromptSet` or a list of them: a set **without** choices gives texts (``prompt +
     reference`` when it has references, else the prompt) that every model scores teacher-forced (per-token
-    sections) and prompts every model continues greedily (generation section); a set **with** choices is a
+    sections) and prompts every model continues (greedily by default; generation section); a set **with** choices is a
     multiple-choice task scored by log-likelihood (task section). At most one of each.
 
 Sections (each ``available`` or not, with the reason)
-    ``lm_tokens``: per-token agreement (divergence lower bounds on the revealed top-k partition, top-1 agreement,
-    top-k overlap), next-token accuracy and perplexity of each model and their ratios, next-token calibration;
-    needs log-probabilities from both models *and the same tokenizer* (else unavailable: positions do not
-    correspond, and the report says only text-level comparisons were possible).
-    ``lm_generation``: exact match, ROUGE-L and chrF of greedy continuations, and the teacher's log-likelihood of
-    the student's continuations against its own (text only from the student suffices).
-    ``lm_task``: the multiple-choice task as a classification problem whose class probabilities are the softmax
-    of the choices' log-likelihoods: the classifier families' agreement (accuracy, retained accuracy, McNemar),
-    calibration (ECE of the answer probabilities) and error fingerprints (inherited, new, fixed errors, shared
-    wrong answers against chance), with the same definitions and intervals as for classifiers.
-    ``lm_bias``: per prompt-level group column, token-level group accuracy and agreement with their disparities
-    and amplification, and the task's bias-transfer section (classifier family) on the same columns.
+    The registry's sections (:mod:`kdaudit.sections._lm`: ``lm_tokens``, ``lm_generation``, ``lm_task``,
+    ``lm_bias``; then ``cost``, computed here from the models), selected, their options checked and their skips
+    decided exactly as in a classifier audit: ``section_options`` by each section's one schema, and the one skip
+    rule on what each needs (per-token top-k log-probabilities or generated text from both models; a prompt set of
+    texts or a multiple-choice set). ``lm_tokens`` also needs one tokenizer (else unavailable, and the report says
+    only text-level comparisons were possible). A text-only model gets ``lm_generation`` (and ``cost``). Any other
+    registered section may be named; one the models cannot feed is reported unavailable with the rule's reason.
     ``cost``: parameter and size ratios (exact); measured scoring speed goes to ``run_info`` (it varies by run).
 
 The prompt (text) is the resampling unit of every interval.
@@ -37,7 +32,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -53,24 +48,30 @@ from kdaudit._result import (
 )
 from kdaudit._exceptions import invalid_argument
 from kdaudit._io import to_jsonable
+from kdaudit._kinds import OutputKind
+from kdaudit.sections._lm import LMOutputs, lm_kind
 
-__all__ = ["LM_SECTIONS", "LMAuditResult", "audit_lm"]
+__all__ = ["LMAuditResult", "audit_lm"]
 
-#: Sections of a language-model audit, in results.json order.
-LM_SECTIONS = ("lm_tokens", "lm_generation", "lm_task", "lm_bias", "cost")
+#: the output kinds language models give (a section that consumes one of them can run in a language-model audit)
+_LM_KINDS = frozenset({OutputKind.TOKEN_TOP_K, OutputKind.TEXT})
+#: the sections computed from the models themselves rather than from their outputs
+_MODEL_SECTIONS = ("cost",)
 _SPEED_ROUNDS = 5
+#: the options results.json's ``settings`` holds by name, defaults included (as it always has); any other option
+#: given goes to ``settings.section_options``, as in a classifier audit
+_SETTINGS_OPTIONS = {"lm_tokens": ("top_k",), "lm_generation": ("max_new_tokens",), "lm_task": ("length_normalize",),
+                     "lm_bias": ("min_group_size",)}
 
 
 @dataclass(frozen=True, eq=False)
 class LMAuditResult(AuditResult):
-    """An :class:`~kdaudit.AuditResult` of a language-model audit (its sections are :data:`LM_SECTIONS`)."""
-
-    section_names: ClassVar[tuple[str, ...]] = LM_SECTIONS
+    """An :class:`~kdaudit.AuditResult` of a language-model audit (its sections are the registry's, in its order;
+    ``to_frame`` reads each section's tidy rows, lm_bias's per-group numbers included)."""
 
     @property
     def teacher(self) -> str:
         return str(self.results["teacher"])
-    # to_frame: AuditResult's, from each section's rows (lm_bias's per-group ``by_group`` numbers included)
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -110,27 +111,15 @@ def _as_lms(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     return teacher, out
 
 
-def _has_logprobs(m: Any) -> bool:
-    return str(getattr(m, "access", "logprobs")) == "logprobs"
-
-
 def scored_texts(ps: Any) -> list[str]:
     """The texts a prompt set's models score teacher-forced (:meth:`PromptSet.scored_texts`)."""
     return ps.scored_texts()
 
 
 # ---------------------------------------------------------------------------------------------- model outputs
-@dataclass
-class _LMOutputs:
-    tokens: Any = None  # TokenTopK on the scored texts
-    reference: Any = None  # (loglik, n_tokens) of each reference continuation given its prompt
-    generations: Any = None  # Generations of the prompts
-    loglik_of_gen: Any = None  # (loglik, n_tokens) the teacher gives this model's continuations
-    choices: Any = None  # (n, max_choices) log-likelihood per choice
-
-
 def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *, top_k: int, max_new_tokens: int,
-             length_normalize: str, seed: int, progress: bool, cache_dir: Any) -> dict[str, _LMOutputs]:
+             do_sample: bool, temperature: float, length_normalize: str, seed: int, progress: bool,
+             cache_dir: Any) -> dict[str, LMOutputs]:
     """Every model's outputs through the sequence harness (identical order; chunks cached with ``cache_dir``)."""
     from kdaudit.data._prompts import PromptSet
     from kdaudit.harness import generate_all, score_all
@@ -140,13 +129,13 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
         ps = texts if isinstance(texts, PromptSet) else PromptSet(prompts=texts[1], ids=texts[0], name=texts[2])
         return score_all([m], ps, top_k=k, cache_dir=cache_dir, progress=progress)[m.name]
 
-    out = {m.name: _LMOutputs() for m in models}
+    out = {m.name: LMOutputs() for m in models}
     if text_set is not None:
         ids = text_set.ids
         scored = (ids, scored_texts(text_set), f"{text_set.name}: prompt + reference")
         prefix: dict[str, Any] = {}  # scores of the prompts alone (the base of continuation log-likelihoods)
         for m in models:
-            if _has_logprobs(m):
+            if lm_kind(m) == OutputKind.TOKEN_TOP_K:
                 k = min(top_k, m.max_top_k)
                 _progress(progress, f"scoring {len(text_set)} texts with {m.name} (top {k})")
                 out[m.name].tokens = score(m, scored, k)
@@ -154,12 +143,13 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
                     prefix[m.name] = score(m, text_set)
                 if text_set.references is not None:
                     out[m.name].reference = continuation_loglik(out[m.name].tokens, prefix[m.name])
-        _progress(progress, f"generating {len(text_set)} continuations with {len(models)} models")
-        gens = generate_all(models, text_set, max_new_tokens=max_new_tokens, do_sample=False, seed=seed,
-                            cache_dir=cache_dir, progress=progress)
+        how = f"sampled at temperature {temperature:g}" if do_sample else "greedy"
+        _progress(progress, f"generating {len(text_set)} continuations ({how}) with {len(models)} models")
+        gens = generate_all(models, text_set, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                            temperature=temperature, seed=seed, cache_dir=cache_dir, progress=progress)
         for m in models:
             out[m.name].generations = gens[m.name]
-        if _has_logprobs(teacher):
+        if lm_kind(teacher) == OutputKind.TOKEN_TOP_K:
             for m in models:
                 texts = [p + g for p, g in zip(text_set.prompts, gens[m.name].texts)]
                 full = score(teacher, (ids, texts, f"{text_set.name}: prompt + {m.name}'s continuation"))
@@ -167,7 +157,7 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
     if choice_set is not None:
         width = max(len(c) for c in choice_set.choices)
         for m in models:
-            if not _has_logprobs(m):
+            if not lm_kind(m) == OutputKind.TOKEN_TOP_K:
                 continue
             _progress(progress, f"scoring {len(choice_set)} x {width} choices with {m.name}")
             base = score(m, choice_set)
@@ -178,165 +168,6 @@ def _collect(models: list[Any], teacher: Any, text_set: Any, choice_set: Any, *,
                                                                                        f"choice {j + 1}")), base))
             out[m.name].choices = choice_loglik(per_choice, choice_set.choices, length_normalize=length_normalize)
     return out
-
-
-def _choice_outputs(name: str, loglik: np.ndarray) -> Any:
-    """The multiple-choice answers as classifier outputs: softmax of the choices' log-likelihoods."""
-    from kdaudit.harness._outputs import ModelOutputs
-
-    z = loglik - loglik.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    return ModelOutputs(name=name, probs=p.astype(np.float32), labels=loglik.argmax(axis=1))
-
-
-# ---------------------------------------------------------------------------------------------------- sections
-def _unavailable(reason: str) -> dict[str, Any]:
-    return {"available": False, "reason": reason, "headline": {}}
-
-
-def _merge_task(parts: Mapping[str, Any]) -> dict[str, Any]:
-    """One ``lm_task`` section from the classifier families' results (their headline keys are distinct)."""
-    headline: dict[str, Any] = {}
-    out: dict[str, Any] = {"available": True, "reason": None}
-    for family, res in parts.items():
-        d = to_jsonable(res)
-        if d.get("available"):
-            headline.update(d.get("headline") or {})
-        out[family] = {k: v for k, v in d.items() if k != "headline"}
-    out["headline"] = headline
-    return out
-
-
-def _sections_for(teacher: Any, student: Any, outs: Mapping[str, _LMOutputs], text_set: Any, choice_set: Any,
-                  chosen: Sequence[str], boot: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    from kdaudit.metrics import agreement_section, calibration_section, fingerprint_section
-    from kdaudit.metrics._sequence import check_token_pair, generation_section, token_section
-
-    t, s = outs[teacher.name], outs[student.name]
-    comp: dict[str, Any] = {"student": student.name}
-    why_tokens = None
-    if text_set is None:
-        why_tokens = "no prompt set of texts was given"
-    elif t.tokens is None or s.tokens is None:
-        who = teacher.name if t.tokens is None else student.name
-        why_tokens = f"{who!r} reveals generated text only (no log-probabilities)"
-    else:
-        why_tokens = check_token_pair(t.tokens, s.tokens)
-    possible = {
-        "per_token": why_tokens is None,
-        "per_token_reason": why_tokens,
-        "text_level": text_set is not None,
-        "teacher_loglik": t.loglik_of_gen is not None,
-        "multiple_choice": choice_set is not None and t.choices is not None and s.choices is not None,
-    }
-    comp["comparisons_possible"] = possible  # moved to results["comparisons_possible"] by audit_lm
-    if "lm_tokens" in chosen:
-        comp["lm_tokens"] = _unavailable(why_tokens) if why_tokens else to_jsonable(
-            token_section(t.tokens, s.tokens, bootstrap=boot,
-                          reference=None if t.reference is None else (t.reference, s.reference)))
-    if "lm_generation" in chosen:
-        if text_set is None:
-            comp["lm_generation"] = _unavailable("no prompt set of texts was given")
-        else:
-            ll = (s.loglik_of_gen, t.loglik_of_gen) if t.loglik_of_gen is not None else (None, None)
-            comp["lm_generation"] = to_jsonable(generation_section(
-                t.generations, s.generations, bootstrap=boot, teacher_loglik_student=ll[0],
-                teacher_loglik_teacher=ll[1]))
-    task_out = None
-    if possible["multiple_choice"]:
-        task_out = (_choice_outputs(teacher.name, t.choices), _choice_outputs(student.name, s.choices))
-    if "lm_task" in chosen:
-        if choice_set is None:
-            comp["lm_task"] = _unavailable("no multiple-choice prompt set was given")
-        elif task_out is None:
-            comp["lm_task"] = _unavailable("multiple choice is scored by log-likelihood; a model reveals text only")
-        else:
-            y, ids = choice_set.answers, np.asarray(choice_set.ids)
-            parts = {
-                "agreement": agreement_section(y, *task_out, ids=ids, bootstrap=boot),
-                "calibration": calibration_section(y, *task_out, ids=ids, bootstrap=boot),
-                "fingerprint": fingerprint_section(y, *task_out, ids=ids, bootstrap=boot),
-            }
-            comp["lm_task"] = _merge_task(parts)
-            comp["lm_task"]["length_normalize"] = options["length_normalize"]
-    if "lm_bias" in chosen:
-        comp["lm_bias"] = _bias(t, s, text_set, choice_set, task_out, why_tokens, boot, options)
-    return comp
-
-
-def _bias(t: _LMOutputs, s: _LMOutputs, text_set: Any, choice_set: Any, task_out: Any, why_tokens: str | None,
-          boot: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    from kdaudit.metrics import bias_section
-    from kdaudit.metrics._sequence import token_group_section
-
-    reasons = []
-    sec: dict[str, Any] = {"available": False, "reason": None, "headline": {}}
-    if text_set is not None and text_set.groups is not None and why_tokens is None:
-        tok = to_jsonable(token_group_section(t.tokens, s.tokens, text_set.groups, bootstrap=boot,
-                                              min_group_size=options["min_group_size"]))
-        if tok.get("available"):
-            sec.update({k: v for k, v in tok.items() if k not in ("available", "reason")})
-            sec["available"] = True
-        else:  # the group tables stay visible, out of the rules' reach (there is no disparity to judge)
-            sec["token_groups"] = {k: v for k, v in tok.items() if k not in ("available", "reason", "headline")}
-        if tok.get("reason"):
-            reasons.append("token level: " + tok["reason"])
-    elif text_set is not None:
-        reasons.append("token level: " + (why_tokens or "the prompt set has no group columns"))
-    if choice_set is not None and choice_set.groups is not None and task_out is not None:
-        task = to_jsonable(bias_section(choice_set.answers, *task_out, ids=np.asarray(choice_set.ids),
-                                        sensitive=choice_set.groups, bootstrap=boot,
-                                        min_group_size=options["min_group_size"]))
-        sec["task"] = task
-        if task.get("available"):
-            sec["available"] = True
-            for key in ("worst_group_agreement", "max_group_accuracy_drop"):
-                if key in (task.get("headline") or {}):
-                    sec["headline"][f"task_{key}"] = task["headline"][key]
-    elif choice_set is not None:
-        reasons.append("task: " + ("the task has no group columns" if choice_set.groups is None
-                                   else "a model reveals text only"))
-    sec["reason"] = "; ".join(reasons) or None
-    if not sec["available"] and not sec["reason"]:
-        sec["reason"] = "no prompt-level group columns"
-    return sec
-
-
-def _definitions(chosen: Sequence[str]) -> dict[str, Any]:
-    from kdaudit._result import COST_DEFINITIONS
-    from kdaudit.metrics import DEFINITIONS_BY_SECTION
-    from kdaudit.metrics._sequence import GENERATION_DEFINITIONS, TOKEN_DEFINITIONS, TOKEN_GROUP_DEFINITIONS
-
-    out: dict[str, Any] = {}
-    tables: dict[str, list[Mapping[str, Any]]] = {
-        "lm_tokens": [TOKEN_DEFINITIONS], "lm_generation": [GENERATION_DEFINITIONS],
-        "lm_task": [DEFINITIONS_BY_SECTION[f] for f in ("agreement", "calibration", "fingerprint")],
-        "lm_bias": [TOKEN_GROUP_DEFINITIONS],
-    }
-    for section in chosen:
-        for table in tables.get(section, []):
-            for key, d in table.items():
-                # the classifier families' labels, said to be about the multiple-choice task
-                out[f"{section}.{key}"] = dict(d, label=f"{d['label']} (task)") if section == "lm_task" else dict(d)
-    if "lm_bias" in chosen:
-        for key in ("worst_group_agreement", "max_group_accuracy_drop"):
-            d = DEFINITIONS_BY_SECTION["bias"].get(key)
-            if d is not None:
-                out[f"lm_bias.task_{key}"] = dict(d, label="Task: " + d["label"])
-    if "cost" in chosen:
-        out.update(COST_DEFINITIONS)
-    return out
-
-
-def _resolve_sections(sections: Any) -> tuple[str, ...]:
-    if sections is None:
-        return LM_SECTIONS
-    sections = (sections,) if isinstance(sections, str) else tuple(sections)
-    for s in sections:
-        if s not in LM_SECTIONS:
-            raise invalid_argument("sections", s, f"language-model sections among {', '.join(LM_SECTIONS)}")
-    return tuple(s for s in LM_SECTIONS if s in sections)
 
 
 def _measure_speed(models: list[Any], texts: list[str], ids: list[Any], top_k: int, *, batch: int = 8,
@@ -360,11 +191,44 @@ def _measure_speed(models: list[Any], texts: list[str], ids: list[Any], top_k: i
     return out
 
 
+def _unavailable(reason: str) -> dict[str, Any]:
+    return {"available": False, "reason": reason, "headline": {}}
+
+
+def _resolve_sections(sections: Any, reg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The sections to run, in results order: by default every default section that consumes a language model's
+    output kinds; any registered section when named (one the models cannot feed is reported unavailable, with the
+    skip rule's reason, as a language-model section asked of classifiers is)."""
+    from kdaudit.sections import get_section
+
+    if sections is None:
+        return tuple(n for n, s in reg.items() if s.default and s.needs.kinds & _LM_KINDS)
+    sections = (sections,) if isinstance(sections, str) else tuple(sections)
+    for name in sections:
+        if get_section(name, reg).needs.references:
+            raise invalid_argument("sections", name, "sections without reference models in a language-model audit "
+                                                     "(the lineage of language models is tested by "
+                                                     "kdaudit.lineage_test)")
+    return tuple(n for n in reg if n in sections)
+
+
+def _pair_inputs(teacher: Any, student: Any, text_set: Any, choice_set: Any) -> Any:
+    """What the one skip rule judges for a language-model pair: each model's output kind, the prompt sets given."""
+    from kdaudit.sections import SectionInputs
+
+    parts = frozenset(({"texts"} if text_set is not None else set()) |
+                      ({"choices"} if choice_set is not None else set()))
+    return SectionInputs(kinds=(lm_kind(teacher), lm_kind(student)), access=(None, None),
+                         has_labels=choice_set is not None,
+                         has_sensitive=any(ps is not None and ps.groups is not None for ps in (text_set, choice_set)),
+                         names=(f"teacher {teacher.name!r}", f"student {student.name!r}"), data=parts)
+
+
 # --------------------------------------------------------------------------------------------------------- audit
-def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] | None = None, bootstrap: Any = None,
-             n_replicates: int | None = None, policy: Any = None, seed: int = 0, top_k: int = 20,
-             max_new_tokens: int = 32, length_normalize: str = "none", min_group_size: int = 20,
-             progress: bool = True, measure_cost: bool = True, config: Mapping[str, Any] | None = None,
+def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] | None = None,
+             section_options: Mapping[str, Mapping[str, Any]] | None = None, bootstrap: Any = None,
+             n_replicates: int | None = None, policy: Any = None, seed: int = 0, progress: bool = True,
+             measure_cost: bool = True, config: Mapping[str, Any] | None = None,
              roles: Mapping[str, str] | None = None, cache_dir: str | os.PathLike[str] | None = None
              ) -> LMAuditResult:
     """Audit distilled language models against their teacher (see the module docstring for what runs on what).
@@ -377,20 +241,21 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     data : PromptSet or list of PromptSet
         At most one set of texts/prompts and one multiple-choice set.
     sections : sequence of str, optional
-        Among :data:`LM_SECTIONS` (default all).
+        Section names of the registry (default: every default section that consumes language models' outputs:
+        ``lm_tokens, lm_generation, lm_task, lm_bias, cost``, and a plugin's that opts in).
+    section_options : mapping, optional
+        ``section -> {option: value}``, checked by each section's schema (:mod:`kdaudit.sections._lm`):
+        ``lm_tokens.top_k`` (log-probabilities kept per position, at most 20 and at most what each model reveals),
+        ``lm_generation.max_new_tokens`` (length of the continuations), ``lm_generation.do_sample`` and
+        ``temperature`` (sampled continuations, one seeded stream per prompt; default greedy),
+        ``lm_task.length_normalize``
+        (``"none"``: the sum of a choice's token log-probabilities, lm-evaluation-harness ``acc``; ``"chars"``:
+        that sum per character, ``acc_norm``), ``lm_bias.min_group_size`` (groups with fewer prompts are shown
+        but left out of disparities).
     bootstrap, n_replicates, seed
         Interval settings, as for classifier audits; the prompt is the resampling unit.
     policy : path, mapping, Policy or None
         None: :data:`kdaudit.policy.DEFAULT_LM_POLICY`, restricted to the sections run.
-    top_k : int
-        Log-probabilities kept per position (at most 20, and at most what each model reveals).
-    max_new_tokens : int
-        Length of the greedy continuations.
-    length_normalize : {"none", "chars"}
-        Multiple-choice scoring: the sum of the choice's token log-probabilities (lm-evaluation-harness ``acc``),
-        or that sum divided by the choice's length in characters (``acc_norm``).
-    min_group_size : int
-        Groups with fewer prompts are shown but left out of disparities.
     progress, measure_cost, config
         As for classifier audits; measured speed goes to ``run_info`` only.
     cache_dir : path, optional
@@ -408,33 +273,36 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     from kdaudit._version import __version__
     from kdaudit.harness._run import library_versions
     from kdaudit.policy import DEFAULT_LM_POLICY, Policy, load_policy
+    from kdaudit.sections import check_section_options, definitions_of, registry
+    from kdaudit.sections._lm import LM_BUILTIN_SECTIONS, LMPair, LMSection
 
     t_start = time.perf_counter()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
-    for name, v, lo, hi in (("top_k", top_k, 1, 20), ("max_new_tokens", max_new_tokens, 1, 1 << 16),
-                            ("min_group_size", min_group_size, 1, 1 << 30)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-            raise invalid_argument(name, v, f"an integer in [{lo}, {hi}]")
-    if length_normalize not in ("none", "chars"):
-        raise invalid_argument("length_normalize", length_normalize, "'none' or 'chars'")
+    reg = registry()
+    checked = check_section_options(section_options, reg)
+    # every option of kdaudit's language-model sections, defaults filled: they shape what the models are asked
+    options = {s.name: s.effective_options(checked.get(s.name)) for s in LM_BUILTIN_SECTIONS}
     text_set, choice_set = _split_prompt_sets(data)
     teacher_m, student_ms = _as_lms(teacher, students)
     role_of = _roles(roles, [s.name for s in student_ms])
-    chosen = _resolve_sections(sections)
+    chosen = _resolve_sections(sections, reg)
     boot = _make_bootstrap(bootstrap, n_replicates, seed)
-    pol = load_policy(DEFAULT_LM_POLICY if policy is None else policy)
+    pol = load_policy(DEFAULT_LM_POLICY if policy is None else policy, sections=reg)
     if policy is None:
         pol = Policy(rules=tuple(r for r in pol.rules if r.section in chosen), name=pol.name,
                      description=pol.description)
-    options = {"top_k": int(top_k), "max_new_tokens": int(max_new_tokens), "length_normalize": length_normalize,
-               "min_group_size": int(min_group_size)}
+    top_k = options["lm_tokens"]["top_k"]
     models = [teacher_m, *student_ms]
     # what this audit asked of each model (adapters count over their lifetime; the speed rounds are not counted)
     counts0 = {m.name: (int(m.query_count), int(m.token_count)) for m in models}
     t0 = time.perf_counter()
-    outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k, max_new_tokens=max_new_tokens,
-                    length_normalize=length_normalize, seed=seed, progress=progress, cache_dir=cache_dir)
+    outs = _collect(models, teacher_m, text_set, choice_set, top_k=top_k,
+                    max_new_tokens=options["lm_generation"]["max_new_tokens"],
+                    do_sample=options["lm_generation"]["do_sample"],
+                    temperature=options["lm_generation"]["temperature"],
+                    length_normalize=options["lm_task"]["length_normalize"], seed=seed, progress=progress,
+                    cache_dir=cache_dir)
     timings: dict[str, Any] = {"models_s": time.perf_counter() - t0, "sections_s": {}}
     asked = {m.name: (int(m.query_count) - counts0[m.name][0], int(m.token_count) - counts0[m.name][1])
              for m in models}
@@ -444,9 +312,29 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
     for student in student_ms:
         _progress(progress, f"sections: {teacher_m.name} vs {student.name}")
         t0 = time.perf_counter()
-        comp = _sections_for(teacher_m, student, outs, text_set, choice_set, chosen, boot, options)
-        comp["role"] = role_of[student.name]
-        possible[student.name] = comp.pop("comparisons_possible")
+        pair = LMPair(teacher=outs[teacher_m.name], student=outs[student.name], texts=text_set, choices=choice_set,
+                      inputs=_pair_inputs(teacher_m, student, text_set, choice_set), bootstrap=boot,
+                      names=(teacher_m.name, student.name))
+        comp: dict[str, Any] = {"student": student.name, "role": role_of[student.name]}
+        for name in chosen:
+            section = reg[name]
+            if name in _MODEL_SECTIONS:  # computed from the models below
+                continue
+            why = section.skip_reason(pair.inputs)  # one rule for every section
+            if why is not None:
+                comp[name] = _unavailable(why)
+            elif isinstance(section, LMSection):
+                comp[name] = to_jsonable(section.compute_lm(pair, section.effective_options(checked.get(name))))
+            else:
+                comp[name] = _unavailable(f"the {name} section does not compute from language models' outputs")
+        why_tokens = pair.token_reason()
+        possible[student.name] = {
+            "per_token": why_tokens is None,
+            "per_token_reason": why_tokens,
+            "text_level": text_set is not None,
+            "teacher_loglik": pair.teacher.loglik_of_gen is not None,
+            "multiple_choice": pair.task_outputs() is not None,
+        }
         timings["sections_s"][student.name] = time.perf_counter() - t0
         comparisons.append(comp)
 
@@ -460,7 +348,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
             comp["cost"] = to_jsonable({"available": True, "reason": None, "headline": {
                 "parameter_ratio": _ratio(s_c["n_parameters"], t_c["n_parameters"]),
                 "size_ratio": _ratio(s_c["size_bytes"], t_c["size_bytes"])}, "teacher": t_c, "student": s_c})
-        if measure_cost and text_set is not None and all(_has_logprobs(m) for m in models):
+        if measure_cost and text_set is not None and all(lm_kind(m) == OutputKind.TOKEN_TOP_K for m in models):
             from kdaudit.harness._cost import speed_ratio
 
             n = min(len(text_set), 64)
@@ -483,8 +371,14 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "sections": list(chosen), "seed": seed,
         "bootstrap": {"n_replicates": boot.n_replicates, "seed": boot.seed, "level": boot.level,
                       "n_blocks": boot.n_blocks, "method": boot.method, "unit": "prompt"},
-        **options,
+        # the options the first language-model audits recorded here, by name, with their defaults filled in
+        **{k: options[section][k] for section, keys in _SETTINGS_OPTIONS.items() for k in keys},
     }
+    other = {section: {k: v for k, v in opts.items() if k not in _SETTINGS_OPTIONS.get(section, ())}
+             for section, opts in checked.items()}
+    other = {section: opts for section, opts in other.items() if opts}
+    if other:  # every other option given (sampling, a plugin's), as the classifier audit records them
+        settings["section_options"] = to_jsonable(other)
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "kdaudit_version": __version__,
@@ -501,7 +395,7 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
                        "versions": library_versions(), "seed": seed},
         "settings": settings,
         "config": to_jsonable(dict(config)) if config is not None else None,
-        "definitions": to_jsonable(_definitions(chosen)),
+        "definitions": to_jsonable(definitions_of(chosen, reg)),
         "policy": pol.to_dict(),
         # the share of the teacher's quality kept that the report's scorecard quotes: the task's retained accuracy
         # when there is a task with right answers, else the retained next-token accuracy
@@ -523,23 +417,17 @@ def audit_lm(teacher: Any, students: Any, data: Any, *, sections: Sequence[str] 
         "models": [{"name": m.name, "queries": asked[m.name][0], "tokens": asked[m.name][1]} for m in models],
     }
     _progress(progress, f"verdict {verdict.upper()} in {timings['total_s']:.1f} s")
-    sections_by_student = {c["student"]: {k: v for k, v in c.items() if k in LM_SECTIONS} for c in
+    sections_by_student = {c["student"]: {k: v for k, v in c.items() if k in chosen} for c in
                            results["comparisons"]}
     return LMAuditResult(results=results, verdict=verdict, findings=findings, sections=sections_by_student,
                          run_info=run_info, outputs=outs)
 
 
-
-_LM_OPTIONS = {"lm_tokens": ("top_k",), "lm_generation": ("max_new_tokens",), "lm_task": ("length_normalize",),
-               "lm_bias": ("min_group_size",)}
-
-
-def dispatch_lm(teacher: Any, students: Any, data: Any, *, section_options: Mapping[str, Any] | None,
-                unsupported: Mapping[str, Any], **kwargs: Any) -> LMAuditResult | None:
+def dispatch_lm(teacher: Any, students: Any, data: Any, *, unsupported: Mapping[str, Any], **kwargs: Any
+                ) -> LMAuditResult | None:
     """The audit of language models when ``data`` is a PromptSet (or a list of them) or ``teacher`` a
-    LanguageModel; None otherwise (a classifier audit). ``section_options`` carry the LM options:
-    ``{"lm_tokens": {"top_k": 20}, "lm_generation": {"max_new_tokens": 32}, "lm_task": {"length_normalize":
-    "none"}, "lm_bias": {"min_group_size": 20}}``."""
+    LanguageModel; None otherwise (a classifier audit). ``kwargs`` are :func:`audit_lm`'s (``section_options``
+    carry the language-model sections' options, checked by the registry's one schema)."""
     from kdaudit.data._prompts import PromptSet
     from kdaudit.models._lm_base import LanguageModel
 
@@ -549,19 +437,10 @@ def dispatch_lm(teacher: Any, students: Any, data: Any, *, section_options: Mapp
         return None
     for name, value in unsupported.items():
         if value is not None:
-            raise invalid_argument(name, "a value", "None in a language-model audit (the lineage of language "
-                                                    "models is tested by kdaudit.lineage_test)")
-    options: dict[str, Any] = {}
-    for section, opts in (section_options or {}).items():
-        if section not in _LM_OPTIONS:
-            raise invalid_argument("section_options", section,
-                                   f"language-model sections with options: {', '.join(_LM_OPTIONS)}")
-        for key, value in dict(opts).items():
-            if key not in _LM_OPTIONS[section]:
-                raise invalid_argument(f"section_options[{section!r}]", key,
-                                       f"one of {', '.join(_LM_OPTIONS[section])}")
-            options[key] = value
-    return audit_lm(teacher, students, data, **kwargs, **options)
+            why = ("it runs in this process, on the sequence harness" if name in ("executor", "block_rows") else
+                   "the lineage of language models is tested by kdaudit.lineage_test")
+            raise invalid_argument(name, "a value", f"None in a language-model audit ({why})")
+    return audit_lm(teacher, students, data, **kwargs)
 
 
 def _threads() -> int | None:

@@ -26,6 +26,25 @@ Example (paths are relative to the config file)::
     bootstrap: {replicates: 1000, level: 0.95}
     policy: policy.yaml              # a file, an inline {rules: [...]}, or "default"
 
+A language-model audit (``task: lm``)::
+
+    task: lm
+    models:
+      teacher: models/teacher-gpt                # a local Hugging Face directory (safetensors, tokenizer)
+      students:
+        - {path: models/student-gpt, name: student}
+        - {path: models/control-gpt, name: control, role: control}
+        - {endpoint: "http://127.0.0.1:8000/v1", model: small, name: vendor, api: chat, access: text,
+           max_prompts: 500, api_key_env: VENDOR_API_KEY}           # an OpenAI-compatible endpoint
+        - {path: outputs/suspect.jsonl, name: suspect}              # precomputed outputs (.jsonl/.parquet)
+    data:                                        # one prompt set of texts and/or one multiple-choice set
+      - {path: prompts.jsonl, groups: [topic]}   # or {corpus: stdlib, kind: continuations, n: 120}
+      - {corpus: stdlib, kind: choices, n: 100}
+    section_options: {lm_tokens: {top_k: 20}, lm_generation: {max_new_tokens: 24}}
+    device: cpu                                  # device, precision and batch_size of the local models
+    cache_dir: cache                             # outputs and endpoint answers, kept for resume
+    policy: default                              # the language-model default policy
+
 ``arch`` names an architecture registered with :func:`kdaudit.models.register_architecture` (built in: ``mlp``,
 ``small_cnn``); an import path ``"package.module:callable"`` is accepted only on a model with ``trust: true``, which
 also allows that model's file to be in a format that runs code on load (pickle, TorchScript, torch.export).
@@ -55,7 +74,10 @@ __all__ = [
     "AuditConfig",
     "DATASETS",
     "DataSpec",
+    "LMAuditConfig",
+    "LMModelSpec",
     "ModelSpec",
+    "PromptSpec",
     "load_config",
 ]
 
@@ -65,7 +87,7 @@ DATASETS = ("adult", "digits", "mnist5k")
 ACCESS = ("probabilities", "labels")  # lineage.suspect_access; "top_k:K" is also accepted
 DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 
-_TOP_KEYS = ("name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
+_TOP_KEYS = ("task", "name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
              "device", "precision", "cache_dir", "policy", "out", "lineage", "section_options", "executor")
 _MODELS_KEYS = ("teacher", "students", "references", "controls")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options",
@@ -575,9 +597,17 @@ def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
                     name=ctx.str_(d["name"], _join(path, "name")) if d.get("name") is not None else None)
 
 
-def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> AuditConfig:
-    """Validate a config mapping (as read from YAML) into an :class:`AuditConfig`."""
+def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str] | None = None
+                 ) -> AuditConfig | LMAuditConfig:
+    """Validate a config mapping (as read from YAML) into an :class:`AuditConfig`, or an :class:`LMAuditConfig`
+    for ``task: lm``."""
     ctx = _Ctx(source, Path(base_dir) if base_dir is not None else Path.cwd())
+    if isinstance(raw, Mapping) and "task" in raw:
+        if raw["task"] not in TASKS:
+            raise ctx.error("task", raw["task"], "'classifier' (the default) or 'lm' (language models on prompt sets)"
+                            + _did_you_mean(str(raw["task"]), TASKS))
+        if raw["task"] == "lm":
+            return parse_lm_config(raw, ctx)
     top = ctx.mapping(raw, "", _TOP_KEYS, "a mapping with 'models' and 'data'")
     for req in ("models", "data"):
         if req not in top:
@@ -743,7 +773,7 @@ def _section_options(top: Mapping[str, Any], ctx: _Ctx) -> dict[str, dict[str, A
             for name, opts in raw.items()}
 
 
-def load_config(config: Any) -> AuditConfig:
+def load_config(config: Any) -> AuditConfig | LMAuditConfig:
     """Read and validate an audit config from a YAML file path (or a mapping, relative to the current directory).
 
     Raises
@@ -752,7 +782,7 @@ def load_config(config: Any) -> AuditConfig:
         Missing file, invalid YAML, or an invalid key (the message names the key path, the value and what is
         accepted).
     """
-    if isinstance(config, AuditConfig):
+    if isinstance(config, (AuditConfig, LMAuditConfig)):
         return config
     if isinstance(config, Mapping):
         return parse_config(config, source="config")
@@ -761,3 +791,416 @@ def load_config(config: Any) -> AuditConfig:
         raw = read_yaml_file(path, what="config file", expected="an audit YAML file")
         return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
     raise ConfigError(f"config got {type(config).__name__}; expected a YAML file path or a mapping")
+
+
+# ------------------------------------------------------------------------------------- language models (task: lm)
+# A language-model audit's config (``task: lm``): the teacher and students as local Hugging Face directories,
+# OpenAI-compatible endpoints or precomputed outputs; the data as prompt files or the bundled corpus; the sections'
+# options (top-k, generation length, choice scoring, group size) under ``section_options`` like every section's.
+TASKS = ("classifier", "lm")
+_LM_TOP_KEYS = ("task", "name", "models", "data", "sections", "seed", "bootstrap", "batch_size", "device",
+                "precision", "cache_dir", "policy", "out", "section_options")
+_LM_MODELS_KEYS = ("teacher", "students")
+_LM_MODEL_KEYS = ("path", "endpoint", "model", "name", "role", "api", "access", "max_top_k", "api_key_env",
+                  "max_prompts", "max_tokens", "timeout_s", "deadline_s", "max_retries", "version", "tokenizer_from",
+                  "tokenizer_sha256", "max_length", "truncation")
+_ENDPOINT_ONLY = ("model", "api", "access", "max_top_k", "api_key_env", "max_prompts", "max_tokens", "timeout_s",
+                  "deadline_s", "max_retries", "version", "tokenizer_from")
+_LM_PROMPT_KEYS = ("path", "corpus", "name", "rows", "groups", "id_field", "prompt_field", "messages_field",
+                   "reference_field", "choices_field", "answer_field", "kind", "n", "seed", "prompt_chars",
+                   "reference_chars", "n_choices")
+_PROMPT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet", ".pq")
+_LM_OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
+CORPORA = ("stdlib",)
+_CORPUS_KINDS = ("continuations", "choices")
+# the LM demo's sizes (the held-out docstrings hold 120 of 80 + 80 characters, and 100 functions for the task)
+_CORPUS_DEFAULTS = {"continuations": {"n": 120, "prompt_chars": 80, "reference_chars": 80}, "choices": {"n": 100}}
+# what a classifier config holds that a language-model audit has no use for, and why
+_NOT_FOR_LM = {"references": "the lineage of language models is tested by 'kdaudit lineage --prompts'",
+               "controls": "controls are students with 'role: control' in a language-model audit",
+               "probes": "the lineage of language models is tested by 'kdaudit lineage --prompts'",
+               "lineage": "the lineage of language models is tested by 'kdaudit lineage --prompts'",
+               "sensitive": "prompt-level groups are the prompt file's 'groups' columns",
+               "executor": "a language-model audit runs in this process"}
+
+
+@dataclass(frozen=True)
+class LMModelSpec:
+    """One language model of a config: a local Hugging Face directory, an endpoint, or precomputed outputs."""
+
+    source: str  # "huggingface", "endpoint" or "precomputed"
+    path: Path | None = None
+    endpoint: str | None = None
+    name: str | None = None
+    role: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # the adapter's other arguments, as configured
+    key: str = field(default="", compare=False)
+
+    def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": _rel(self.path, base_dir)} if self.path is not None else \
+            {"endpoint": self.endpoint}
+        for k in ("name", "role"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        d.update(self.options)
+        return d
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One prompt set of a config: a prompt file, or prompts drawn from the bundled corpus."""
+
+    path: Path | None = None
+    corpus: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    rows: int | None = None
+    where: str = field(default="", compare=False)  # the config file and key, for messages
+
+    def load(self) -> Any:
+        """The :class:`~kdaudit.data.PromptSet` (the first ``rows`` prompts when ``rows`` is set).
+
+        Raises
+        ------
+        ConfigError
+            Naming the config key, when the file or the corpus cannot give the prompts asked for.
+        """
+        opts = dict(self.options)
+        try:
+            if self.path is not None:
+                from kdaudit.data._prompts import load_prompts
+
+                ps = load_prompts(self.path, **opts)
+            else:
+                from kdaudit.data._corpus import continuation_prompts, docstring_choice_task, load_stdlib_corpus
+
+                kind = opts.pop("kind", "continuations")
+                make = continuation_prompts if kind == "continuations" else docstring_choice_task
+                for k, v in _CORPUS_DEFAULTS[kind].items():
+                    opts.setdefault(k, v)
+                # held-out documents, as the demo audits on: the split is fixed by each docstring's id
+                _, held = load_stdlib_corpus().split(heldout_fraction=0.2)
+                ps = make(held, **opts)
+        except ConfigError:
+            raise
+        except KDAuditError as exc:
+            raise ConfigError(f"{self.where}: {exc}") from None
+        if self.rows is not None and self.rows < len(ps):
+            ps = ps.subset(np.arange(self.rows))
+        return ps
+
+    def to_dict(self, base_dir: Path | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": _rel(self.path, base_dir)} if self.path is not None else {"corpus": self.corpus}
+        d.update({k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()})
+        if self.rows is not None:
+            d["rows"] = self.rows
+        return d
+
+
+@dataclass(frozen=True)
+class LMAuditConfig:
+    """A validated language-model audit configuration (``task: lm``)."""
+
+    teacher: LMModelSpec
+    students: tuple[LMModelSpec, ...]
+    data: tuple[PromptSpec, ...]
+    sections: tuple[str, ...] | None = None
+    seed: int = 0
+    n_replicates: int = 1000
+    level: float = 0.95
+    n_blocks: int | None = None
+    batch_size: int = 8
+    device: str | None = None
+    precision: str | None = None
+    cache_dir: Path | None = None
+    policy: Any = None
+    out: Path | None = None
+    name: str | None = None
+    section_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = ""
+    base_dir: Path = field(default_factory=Path.cwd)
+    task: str = "lm"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as recorded in results.json (paths relative to the config file, no API key)."""
+        b = self.base_dir
+        d: dict[str, Any] = {
+            "task": "lm",
+            "models": {"teacher": self.teacher.to_dict(b), "students": [m.to_dict(b) for m in self.students]},
+            "data": [p.to_dict(b) for p in self.data],
+            "seed": self.seed,
+            "bootstrap": {"replicates": self.n_replicates, "level": self.level},
+            "batch_size": self.batch_size,
+        }
+        for k in ("device", "precision", "name"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        if self.sections is not None:
+            d["sections"] = list(self.sections)
+        if self.n_blocks is not None:
+            d["bootstrap"]["blocks"] = self.n_blocks
+        if self.section_options:
+            d["section_options"] = {k: dict(v) for k, v in self.section_options.items()}
+        return d
+
+    bootstrap = AuditConfig.bootstrap
+
+    def load_data(self) -> list[Any]:
+        return [spec.load() for spec in self.data]
+
+    def load_models(self) -> tuple[Any, dict[str, Any], dict[str, str]]:
+        """``(teacher, {name: student}, {name: role})``: local models first, so that an endpoint's
+        ``tokenizer_from`` finds the tokenizer of the local model it names."""
+        specs = [self.teacher, *self.students]
+        loaded: dict[int, Any] = {}
+        for i, spec in enumerate(specs):
+            if spec.source != "endpoint":
+                loaded[i] = self._load(spec, {})
+        by_name = {m.name: m for m in loaded.values()}
+        for i, spec in enumerate(specs):
+            if spec.source == "endpoint":
+                loaded[i] = self._load(spec, by_name)
+        students = {loaded[i].name: loaded[i] for i in range(1, len(specs))}
+        roles = {loaded[i].name: spec.role for i, spec in enumerate(specs) if i and spec.role is not None}
+        return loaded[0], students, roles
+
+    def _load(self, spec: LMModelSpec, local: Mapping[str, Any]) -> Any:
+        opts = dict(spec.options)
+        if spec.source == "huggingface":
+            from kdaudit.models._hf import HFCausalLM
+
+            # one device and precision for every local model of the audit
+            return HFCausalLM.from_pretrained(spec.path, name=spec.name, device=self.device,
+                                              precision=self.precision, batch_size=self.batch_size, **opts)
+        if spec.source == "precomputed":
+            from kdaudit.models._lm_precomputed import PrecomputedLM
+
+            return PrecomputedLM(spec.path, name=spec.name, **opts)
+        from kdaudit.models._endpoint import OpenAIEndpointModel
+
+        tokenizer = None
+        if opts.get("tokenizer_from") is not None:
+            owner = local.get(opts.pop("tokenizer_from"))
+            tokenizer = getattr(owner, "tokenizer", None)
+            if tokenizer is None:
+                raise ConfigError(f"{self.source}: config key '{spec.key}.tokenizer_from' names no local Hugging "
+                                  f"Face model of this config (local models: {', '.join(map(repr, local))})")
+        return OpenAIEndpointModel(spec.endpoint, opts.pop("model"), name=spec.name, tokenizer=tokenizer,
+                                   cache_dir=None if self.cache_dir is None else self.cache_dir / "endpoints",
+                                   **opts)
+
+
+def _parse_lm_model(value: Any, path: str, ctx: _Ctx) -> LMModelSpec:
+    if isinstance(value, str):
+        value = {"endpoint": value} if value.startswith(("http://", "https://")) else {"path": value}
+    m = ctx.mapping(value, path, _LM_MODEL_KEYS, "a model directory or outputs file path, or a mapping with 'path' "
+                    "(a Hugging Face directory, or precomputed outputs .jsonl/.parquet) or 'endpoint' (an "
+                    "OpenAI-compatible URL) and 'name'")
+    if ("path" in m) == ("endpoint" in m):
+        raise ctx.error(path, dict(m), "exactly one of 'path' (a Hugging Face model directory, or precomputed "
+                        "outputs .jsonl/.parquet) or 'endpoint' (an OpenAI-compatible base URL)")
+    name = ctx.str_(m["name"], _join(path, "name")) if m.get("name") is not None else None
+    role = None
+    if m.get("role") is not None:
+        role = m["role"]
+        if role not in ("student", "control") or not path.startswith("models.students"):
+            raise ctx.error(_join(path, "role"), role, "'student' or 'control', on an entry of models.students (a "
+                            "control is audited beside the students and not judged)")
+    opts: dict[str, Any] = {}
+    for k in ("max_top_k", "max_prompts", "max_tokens", "max_retries", "max_length"):
+        if m.get(k) is not None:
+            opts[k] = ctx.int_(m[k], _join(path, k), minimum=0 if k in ("max_prompts", "max_tokens", "max_retries")
+                               else 1)
+    if "max_top_k" in opts and opts["max_top_k"] > 20:
+        raise ctx.error(_join(path, "max_top_k"), opts["max_top_k"], "an integer in [1, 20]")
+    for k in ("timeout_s", "deadline_s"):
+        v = m.get(k)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ctx.error(_join(path, k), v, "a number of seconds > 0")
+            opts[k] = v
+    if "endpoint" in m:
+        url = ctx.str_(m["endpoint"], _join(path, "endpoint"), "an http:// or https:// URL")
+        if not url.startswith(("http://", "https://")):
+            raise ctx.error(_join(path, "endpoint"), url, "an http:// or https:// base URL such as "
+                            "'http://127.0.0.1:8000/v1'")
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            raise ctx.error(_join(path, "endpoint"), "a URL with user:password@", "a URL without credentials (the "
+                            "key is read from the environment variable named by api_key_env)")
+        opts["model"] = ctx.str_(m.get("model"), _join(path, "model"), "the model name the endpoint serves "
+                                 "(required with 'endpoint')")
+        for k, choices in (("api", ("completions", "chat")), ("access", ("logprobs", "text"))):
+            if m.get(k) is not None:
+                if m[k] not in choices:
+                    raise ctx.error(_join(path, k), m[k], " or ".join(map(repr, choices)))
+                opts[k] = m[k]
+        for k in ("api_key_env", "version", "tokenizer_from"):
+            if m.get(k) is not None:
+                opts[k] = ctx.str_(m[k], _join(path, k))
+        for k in ("tokenizer_sha256", "max_length", "truncation"):
+            if k in m:
+                raise ctx.error(_join(path, k), m[k], f"nothing: {k!r} applies to a model 'path', not to an endpoint")
+        return LMModelSpec("endpoint", endpoint=url.rstrip("/"), name=name or opts["model"], role=role,
+                           options=opts, key=path)
+    for k in _ENDPOINT_ONLY:
+        if k in m:
+            raise ctx.error(_join(path, k), m[k], f"nothing: {k!r} applies to an 'endpoint', not to a model 'path'")
+    p = ctx.file(m["path"], _join(path, "path"), "a Hugging Face model directory or precomputed outputs file")
+    if p.is_dir():
+        if "tokenizer_sha256" in m:
+            raise ctx.error(_join(path, "tokenizer_sha256"), m["tokenizer_sha256"], "nothing: a Hugging Face "
+                            "directory carries its tokenizer")
+        if m.get("truncation") is not None:
+            opts["truncation"] = ctx.bool_(m["truncation"], _join(path, "truncation"))
+        return LMModelSpec("huggingface", path=p, name=name or p.name, role=role, options=opts, key=path)
+    if p.suffix.lower() not in _LM_OUTPUT_SUFFIXES:
+        raise ctx.error(_join(path, "path"), m["path"], "a Hugging Face model directory (config.json, "
+                        "model.safetensors, tokenizer) or precomputed outputs ending in "
+                        + ", ".join(_LM_OUTPUT_SUFFIXES))
+    for k in ("max_length", "truncation"):
+        if k in m:
+            raise ctx.error(_join(path, k), m[k], f"nothing: {k!r} applies to a Hugging Face directory")
+    if m.get("tokenizer_sha256") is not None:
+        opts["tokenizer_sha256"] = ctx.str_(m["tokenizer_sha256"], _join(path, "tokenizer_sha256"))
+    return LMModelSpec("precomputed", path=p, name=name or p.stem, role=role, options=opts, key=path)
+
+
+def _parse_prompts(value: Any, path: str, ctx: _Ctx) -> PromptSpec:
+    if isinstance(value, str):
+        value = {"corpus": value} if value in CORPORA else {"path": value}
+    d = ctx.mapping(value, path, _LM_PROMPT_KEYS, "a prompt file path (.jsonl, .csv, .parquet), the bundled corpus "
+                    f"({', '.join(CORPORA)}), or a mapping with 'path' or 'corpus'")
+    if ("path" in d) == ("corpus" in d):
+        raise ctx.error(path, dict(d), "exactly one of 'path' (a prompt file .jsonl/.csv/.parquet) or 'corpus' "
+                        f"(the bundled text: {', '.join(CORPORA)})")
+    rows = ctx.int_(d["rows"], _join(path, "rows"), minimum=1) if d.get("rows") is not None else None
+    opts: dict[str, Any] = {}
+    file_keys = ("name", "groups", "id_field", "prompt_field", "messages_field", "reference_field", "choices_field",
+                 "answer_field")
+    corpus_keys = ("kind", "n", "seed", "prompt_chars", "reference_chars", "n_choices")
+    if "path" in d:
+        for k in corpus_keys:
+            if k in d:
+                raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} applies to the bundled 'corpus', not to a "
+                                "prompt file")
+        p = ctx.file(d["path"], _join(path, "path"), "a prompt file (.jsonl, .csv or .parquet)")
+        if p.suffix.lower() not in _PROMPT_SUFFIXES:
+            raise ctx.error(_join(path, "path"), d["path"], f"a file ending in {', '.join(_PROMPT_SUFFIXES)}")
+        for k in file_keys:
+            if d.get(k) is not None:
+                opts[k] = (ctx.str_list(d[k], _join(path, k), "a list of group column names") if k == "groups"
+                           else ctx.str_(d[k], _join(path, k), "a field name" if k.endswith("_field") else "a name"))
+        return PromptSpec(path=p, options=opts, rows=rows, where=f"{ctx.source}: config key {path!r}")
+    corpus = d["corpus"]
+    if corpus not in CORPORA:
+        raise ctx.error(_join(path, "corpus"), corpus, "one of " + ", ".join(CORPORA)
+                        + _did_you_mean(str(corpus), CORPORA))
+    for k in file_keys:
+        if k in d:
+            raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} applies to a prompt file, not to the bundled "
+                            "corpus")
+    kind = d.get("kind", "continuations")
+    if kind not in _CORPUS_KINDS:
+        raise ctx.error(_join(path, "kind"), kind, "'continuations' (docstrings to continue, with their next words "
+                        "as reference) or 'choices' (which summary line belongs to this function?)")
+    opts["kind"] = kind
+    allowed = {"continuations": ("n", "seed", "prompt_chars", "reference_chars"), "choices": ("n", "seed",
+                                                                                               "n_choices")}[kind]
+    for k in ("n", "seed", "prompt_chars", "reference_chars", "n_choices"):
+        if k in d:
+            if k not in allowed:
+                raise ctx.error(_join(path, k), d[k], f"nothing: {k!r} does not apply to kind {kind!r}")
+            opts[k] = ctx.int_(d[k], _join(path, k), minimum={"seed": 0, "n_choices": 2}.get(k, 1))
+    return PromptSpec(corpus=corpus, options=opts, rows=rows, where=f"{ctx.source}: config key {path!r}")
+
+
+def parse_lm_config(top: Mapping[str, Any], ctx: _Ctx) -> LMAuditConfig:
+    """Validate a ``task: lm`` config mapping into an :class:`LMAuditConfig`."""
+    for key in top:
+        if key in _NOT_FOR_LM:
+            raise ctx.error(str(key), top[key], f"nothing in a language-model audit (task: lm): {_NOT_FOR_LM[key]}")
+    top = ctx.mapping(top, "", _LM_TOP_KEYS, "a mapping with 'task: lm', 'models' and 'data'")
+    for req in ("models", "data"):
+        if req not in top:
+            raise ctx.error(req, None, f"a {req!r} section (required)")
+    models = ctx.mapping(top["models"], "models", _LM_MODELS_KEYS, "a mapping with 'teacher' and 'students'")
+    if models.get("teacher") is None or isinstance(models["teacher"], list):
+        raise ctx.error("models.teacher", models.get("teacher"), "one language model (required; an ensemble of "
+                        "language models is not audited)")
+    teacher = _parse_lm_model(models["teacher"], "models.teacher", ctx)
+    if teacher.role is not None:
+        raise ctx.error("models.teacher.role", teacher.role, "nothing: the teacher's role is 'teacher'")
+    raw_students = models.get("students")
+    if raw_students is None or raw_students == []:
+        raise ctx.error("models.students", raw_students, "a model or a non-empty list of models (required)")
+    if isinstance(raw_students, list):
+        students = tuple(_parse_lm_model(v, f"models.students[{i}]", ctx) for i, v in enumerate(raw_students))
+    else:
+        students = (_parse_lm_model(raw_students, "models.students", ctx),)
+    raw_data = top["data"] if isinstance(top["data"], list) else [top["data"]]
+    if not raw_data or len(raw_data) > 2:
+        raise ctx.error("data", top["data"], "one or two prompt sets (at most one without choices and one with)")
+    data = tuple(_parse_prompts(v, f"data[{i}]" if isinstance(top["data"], list) else "data", ctx)
+                 for i, v in enumerate(raw_data))
+    from kdaudit.sections import registry
+
+    reg = registry()
+    sections = None
+    if top.get("sections") is not None:
+        sections = ctx.str_list(top["sections"], "sections", f"a list among {', '.join(reg)}")
+        for i, s in enumerate(sections):
+            if s not in reg:
+                raise ctx.error(f"sections[{i}]", s, f"one of {', '.join(reg)}" + _did_you_mean(s, reg))
+            if reg[s].needs.references:
+                raise ctx.error(f"sections[{i}]", s, "a section without reference models (the lineage of language "
+                                "models is tested by 'kdaudit lineage --prompts')")
+    seed = ctx.int_(top.get("seed", 0), "seed", minimum=0)
+    boot = ctx.mapping(top.get("bootstrap") or {}, "bootstrap", _BOOTSTRAP_KEYS,
+                       "a mapping such as {replicates: 1000, level: 0.95}")
+    n_rep = ctx.int_(boot.get("replicates", 1000), "bootstrap.replicates", minimum=0)
+    level = boot.get("level", 0.95)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ctx.error("bootstrap.level", level, "a confidence level in (0, 1), e.g. 0.95")
+    n_blocks = ctx.int_(boot["blocks"], "bootstrap.blocks", minimum=1) if boot.get("blocks") is not None else None
+    batch_size = ctx.int_(top.get("batch_size", 8), "batch_size", minimum=1)
+    device = None
+    if top.get("device") is not None:
+        device = ctx.str_(top["device"], "device", "a torch device such as 'cpu', 'cuda', 'cuda:1' or 'auto'")
+    precision = None
+    if top.get("precision") is not None:
+        precision = top["precision"]
+        if precision not in ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16"):
+            raise ctx.error("precision", precision, "one of fp32, bf16, fp16")
+    cache_dir = out = None
+    if top.get("cache_dir") is not None:
+        cache_dir = Path(os.path.expanduser(ctx.str_(top["cache_dir"], "cache_dir", "a directory")))
+        cache_dir = cache_dir if cache_dir.is_absolute() else ctx.base_dir / cache_dir
+    if top.get("out") is not None:
+        out = Path(os.path.expanduser(ctx.str_(top["out"], "out", "an output directory")))
+        out = out if out.is_absolute() else ctx.base_dir / out
+    policy: Any = None
+    if top.get("policy") is not None:
+        pv = top["policy"]
+        if isinstance(pv, str) and pv != "default":
+            pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
+        elif not isinstance(pv, (str, Mapping, list)):
+            raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
+        from kdaudit.policy import DEFAULT_LM_POLICY
+
+        # 'default' is the language-model default policy here
+        policy = load_policy(DEFAULT_LM_POLICY if pv == "default" else pv, sections=tuple(reg),
+                             _source=f"{ctx.source}#policy.")
+    name = ctx.str_(top["name"], "name") if top.get("name") is not None else None
+    names = [m.name for m in (teacher, *students) if m.name is not None]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ctx.error("models", dup[0], "distinct model names (this name is used twice; give each model a 'name')")
+    local = {str(m.name) for m in (teacher, *students) if m.source == "huggingface"}
+    for m in (teacher, *students):
+        owner = m.options.get("tokenizer_from")
+        if owner is not None and owner not in local:
+            raise ctx.error(f"{m.key}.tokenizer_from", owner, "the 'name' of a Hugging Face model directory of this "
+                            f"config (named: {', '.join(map(repr, sorted(local))) or 'none'})")
+    return LMAuditConfig(teacher=teacher, students=students, data=data, sections=sections, seed=seed,
+                         n_replicates=n_rep, level=float(level), n_blocks=n_blocks, batch_size=batch_size,
+                         device=device, precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
+                         section_options=_section_options(top, ctx), source=ctx.source, base_dir=ctx.base_dir)

@@ -74,7 +74,8 @@ def _say(progress: bool, message: str) -> None:
 
 
 def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, quick: bool = False,
-                progress: bool = True, recipe: LMDemoRecipe | None = None) -> tuple[Any, dict[str, Path]]:
+                progress: bool = True, recipe: LMDemoRecipe | None = None,
+                save_models: bool = False) -> tuple[Any, dict[str, Path]]:
     """Train, distil, audit and write the report; returns ``(AuditResult, {"results": ..., "report": ..., ...})``.
 
     Parameters
@@ -87,6 +88,10 @@ def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, qui
     progress : bool
         Progress lines on stderr.
     recipe : LMDemoRecipe, optional
+    save_models : bool
+        Also write the teacher, the student and the control as Hugging Face directories (safetensors and the
+        tokenizer) under ``out_dir/models/{teacher,student,control}``, which ``kdaudit audit
+        examples/configs/lm_audit.yaml`` audits again from disk (results.json does not change).
     """
     import torch
 
@@ -159,6 +164,14 @@ def run_lm_demo(out_dir: str | Path = DEFAULT_LM_DEMO_OUT, *, seed: int = 0, qui
     run_info["demo"] = {"timings_s": {k: round(v, 3) for k, v in times.items()},
                         "total_s": round(time.perf_counter() - t_start, 3)}
     result = replace(result, run_info=run_info)
+    if save_models:  # before the results: save() carries what else the folder holds into the new set
+        for name, model in (("teacher", teacher), ("student", student), ("control", control)):
+            folder = Path(out_dir) / "models" / name
+            model.save_pretrained(folder, safe_serialization=True)
+            tok.save_pretrained(folder)
+        _say(progress, f"models: {Path(out_dir) / 'models'}")
     paths = result.save(out_dir)
+    if save_models:
+        paths["models"] = Path(out_dir) / "models"
     _say(progress, f"done in {time.perf_counter() - t_start:.1f} s: {paths['report']}")
     return result, paths

@@ -6,8 +6,9 @@ imports the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from kdaudit._audit import AuditResult, _progress, audit
 
@@ -30,6 +31,8 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     n_rep = overrides.pop("n_replicates", None)
     cfg = _replace(cfg, seed=overrides.pop("seed", cfg.seed),
                    n_replicates=cfg.n_replicates if n_rep is None else n_rep)
+    if getattr(cfg, "task", None) == "lm":
+        return _audit_lm_config(cfg, out_dir=out_dir, save=save, progress=progress, **overrides)
     _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
     data = cfg.load_data()
     _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references) + len(cfg.controls)} "
@@ -79,6 +82,55 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     if save and target is not None:
         result.save(target)
     return result
+
+
+def _audit_lm_config(cfg: Any, *, out_dir: Any, save: bool, progress: bool, **overrides: Any) -> AuditResult:
+    """The language-model audit a ``task: lm`` config describes (:class:`kdaudit._config.LMAuditConfig`)."""
+    from kdaudit._exceptions import invalid_argument
+
+    for key in ("executor", "references", "controls", "probes", "lineage_options"):
+        if overrides.get(key) is not None:
+            raise invalid_argument(key, overrides[key], "None for a language-model config (task: lm)")
+    _progress(progress, f"loading {len(cfg.data)} prompt set(s)")
+    data = cfg.load_data()
+    _progress(progress, f"loading {1 + len(cfg.students)} language models")
+    with _transformers_bars(progress):
+        teacher, students, roles = cfg.load_models()
+    kwargs: dict[str, Any] = {
+        "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
+        "roles": roles or None, "config": cfg.to_dict(), "bootstrap": cfg.bootstrap(), "progress": progress,
+        # the CLI's --option values override the config's, option by option (one schema checks both)
+        "section_options": _merged(cfg.section_options, overrides.pop("section_options", None)) or None,
+    }
+    kwargs.update(overrides)
+    try:
+        result = audit(teacher, students, data, **kwargs)
+    finally:
+        for m in (teacher, *students.values()):
+            close = getattr(m, "close", None)  # an endpoint's HTTP client
+            if close is not None:
+                close()
+    target = out_dir if out_dir is not None else cfg.out
+    if save and target is not None:
+        result.save(target)
+    return result
+
+
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own loading bars follow ``progress`` (restored afterwards: the setting is process-wide)."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tf_logging.enable_progress_bar()
 
 
 def _merged(base: Any, extra: Any) -> dict[str, dict[str, Any]]:

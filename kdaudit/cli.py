@@ -54,6 +54,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=("adult", "lm"), default="adult",
                    help="adult: classifiers on UCI Adult (default); lm: a GPT-style language model distilled on "
                         "the Python standard library's docstrings (written to ./kdaudit-demo-lm unless --out)")
+    p.add_argument("--save-models", action="store_true",
+                   help="with --task lm: also write the three models as Hugging Face directories under OUT/models "
+                        "(audited again by 'kdaudit audit examples/configs/lm_audit.yaml')")
     p.set_defaults(func=_cmd_demo, demo_out_default=p.get_default("out"))
 
 
@@ -62,7 +65,9 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         "audit", parents=[_common()],
         help="audit the models a YAML config names; write report.html and results.json",
         description="Runs the audit described by CONFIG (models, data, sensitive features, sections, seed, "
-                    "bootstrap, policy) and writes results.json, run.json and report.html to --out.")
+                    "bootstrap, policy) and writes results.json, run.json and report.html to --out. A config with "
+                    "'task: lm' audits language models (Hugging Face directories, OpenAI-compatible endpoints or "
+                    "precomputed outputs) on prompt files or the bundled corpus (examples/configs/lm_audit.yaml).")
     p.add_argument("config", metavar="CONFIG.yaml", help="audit configuration file")
     p.add_argument("--out", help="output directory (default: the config's 'out', else ./kdaudit-report)")
     p.add_argument("--policy", help="policy YAML overriding the config's policy")
@@ -92,7 +97,11 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
                    help="policy file (default: the policy recorded in RESULTS.json, else the default policy)")
     p.add_argument("--markdown", metavar="OUT.md", help="also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--strict", action="store_true", help="warnings and skipped rules fail the gate")
-    p.add_argument("--show-default-policy", action="store_true", help="print the default policy as YAML and exit")
+    p.add_argument("--show-default-policy", action="store_true",
+                   help="print the default policy as YAML and exit (of --task, else of RESULTS.json's task)")
+    p.add_argument("--task", choices=("classifier", "lm"),
+                   help="with --show-default-policy: the kind of audit whose default to print (default: "
+                        "RESULTS.json's task when given, else classifier)")
     p.set_defaults(func=_cmd_gate)
 
 
@@ -157,10 +166,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from kdaudit._demo_lm import DEFAULT_LM_DEMO_OUT, run_lm_demo
 
         out = DEFAULT_LM_DEMO_OUT if args.out == args.demo_out_default else args.out
-        result, paths = run_lm_demo(out, seed=args.seed, quick=args.quick, progress=not args.quiet)
+        result, paths = run_lm_demo(out, seed=args.seed, quick=args.quick, progress=not args.quiet,
+                                    save_models=args.save_models)
         print_summary(result, paths)
         return EXIT_OK
     from kdaudit._demo import run_demo
+
+    if args.save_models:
+        raise invalid_argument("--save-models", True, "--save-models together with --task lm (the Adult demo's "
+                                                      "models are written by examples/adult_demo.py)")
 
     if args.references is not None and args.references < 1:
         raise KDAuditError(f"argument '--references' got {args.references}; expected an integer >= 1 "
@@ -190,6 +204,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         overrides["policy"] = load_policy(args.policy, sections=section_names())
     if args.option:
         overrides["section_options"] = _parse_options(args.option)
+    if getattr(cfg, "task", None) == "lm" and (args.executor is not None or args.address is not None):
+        raise invalid_argument("--executor" if args.executor is not None else "--address",
+                               args.executor or args.address, "nothing for a language-model config (task: lm): "
+                               "it runs in this process")
     if args.executor is not None or args.address is not None:
         kind = args.executor or cfg.executor.get("kind", "local")
         if args.address is not None and kind != "ray":
@@ -228,13 +246,25 @@ def _parse_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from kdaudit.policy import DEFAULT_POLICY, gate
+    from kdaudit.policy import default_policy, gate
 
     if args.show_default_policy:
         import yaml
 
-        print(yaml.safe_dump(DEFAULT_POLICY, sort_keys=False, width=100), end="")
+        task = args.task
+        if task is None and args.results:  # the default the gate would apply to these results
+            import json
+
+            try:
+                results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise invalid_argument("RESULTS.json", args.results, f"a readable results.json ({exc})") from None
+            task = results.get("task") if isinstance(results, dict) else None
+        print(yaml.safe_dump(default_policy(task), sort_keys=False, width=100), end="")
         return EXIT_OK
+    if args.task is not None:
+        raise invalid_argument("--task", args.task, "--task together with --show-default-policy (the gate reads the "
+                                                    "task from RESULTS.json)")
     if not args.results:
         raise KDAuditError("gate needs RESULTS.json (the results.json that 'kdaudit audit' or 'kdaudit demo' wrote)")
     result = gate(args.results, args.policy, strict=args.strict)

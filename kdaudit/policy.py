@@ -35,7 +35,8 @@ Policy YAML::
       - {metric: bias.dp_amplification, max: 0.05, per_group: true}
       - {metric: lineage.p_value, max: 0.01}
 
-The shipped default is :data:`DEFAULT_POLICY` (printed by ``kdaudit gate --show-default-policy``).
+The shipped defaults are :data:`DEFAULT_POLICY` for classifiers and :data:`DEFAULT_LM_POLICY` for language models
+(printed by ``kdaudit gate --show-default-policy [--task lm]``); the gate picks the one of the results' ``task``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ __all__ = [
     "Rule",
     "STATUSES",
     "check_results",
+    "default_policy",
     "evaluate_policy",
     "gate",
     "load_policy",
@@ -119,6 +121,21 @@ DEFAULT_LM_POLICY: dict[str, Any] = {
          "description": "no prompt group's next-token accuracy gap grows by more than 0.05"},
     ],
 }
+
+
+#: the kinds of audit a results.json may report (its ``task``; classifier results have none)
+TASKS = ("classifier", "lm")
+
+
+def default_policy(task: str | None = None) -> dict[str, Any]:
+    """The shipped default policy of an audit's ``task``: :data:`DEFAULT_LM_POLICY` for ``"lm"`` (language models),
+    :data:`DEFAULT_POLICY` for ``"classifier"`` or None."""
+    if task is None or task == "classifier":
+        return DEFAULT_POLICY
+    if task == "lm":
+        return DEFAULT_LM_POLICY
+    raise ConfigError(f"results report task {str(task)[:40]!r}; expected one of {', '.join(map(repr, TASKS))} "
+                      "(the default policy depends on it)")
 
 
 # ----------------------------------------------------------------------------------------------------------- rules
@@ -638,7 +655,9 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
     ----------
     results : mapping, AuditResult, or path to results.json
     policy : path, mapping, Policy or None
-        ``None`` uses the policy recorded in the results, or :data:`DEFAULT_POLICY` when there is none.
+        ``None`` uses the policy recorded in the results, or, when there is none, the default policy of the
+        results' task (:func:`default_policy`: :data:`DEFAULT_LM_POLICY` for a language-model audit, else
+        :data:`DEFAULT_POLICY`); ``"default"`` is that default.
     strict : bool
         Count warnings and skipped rules as failures.
     """
@@ -665,6 +684,8 @@ def gate(results: Any, policy: Any = None, *, strict: bool = False) -> GateResul
             rules = [{k: v for k, v in r.items() if k != "label"} if isinstance(r, Mapping) else r for r in rules]
         policy = {"name": recorded.get("name", "policy"), "description": recorded.get("description", ""),
                   "rules": rules}
+    if policy is None or (isinstance(policy, str) and policy == "default"):
+        policy = default_policy(results.get("task"))  # the default of the audit's kind (classifiers, LMs)
     # sections the results hold are judgeable whatever installed them (a plugin's section included)
     held = [k for c in results.get("comparisons") or [] if isinstance(c, Mapping) for k, v in c.items()
             if isinstance(v, Mapping)]

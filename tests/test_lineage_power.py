@@ -108,3 +108,99 @@ def test_train_references_builds_torch_references():
 def test_train_references_rejects_bad_input(kwargs, match):
     with pytest.raises(KDAuditError, match=match):
         train_references(**kwargs)
+
+
+def test_pool_regression_nuisance_rows_match_sklearn_ridge():
+    """With nuisance rows the members' coefficients are those of a ridge fit on members and nuisance together, the
+    nuisance almost unpenalised (per-column penalties, checked by rescaling the columns for scikit-learn)."""
+    from sklearn.linear_model import Ridge
+
+    from kdaudit.lineage._signatures import NUISANCE_RIDGE
+
+    rng = np.random.default_rng(4)
+    pool, suspect = _pool(rng)
+    nuisance = softmax(np.log(pool.mean(0)) + rng.normal(0, 0.3, pool.shape[1:]))[None]
+    M = len(pool)
+    sums = compute_sums(pool, suspect, suspect.argmax(1), access="probabilities", nuisance=nuisance)
+    ours = statistics_from_totals(sums.values.sum(axis=0), sums)[:, sums.signatures.index("pool_regression")]
+    bar = pool.mean(axis=0)
+    X = np.concatenate([pool - bar, nuisance - bar]).reshape(M + 1, -1).T
+    y = (suspect - bar).reshape(-1)
+    base = np.trace(X[:, :M].T @ X[:, :M]) / M
+    penalties = base * np.r_[np.full(M, RIDGE), NUISANCE_RIDGE]
+    scale = np.sqrt(penalties[0] / penalties)  # column j scaled so that one penalty fits all
+    ref = Ridge(alpha=penalties[0], fit_intercept=False, solver="cholesky").fit(X * scale, y).coef_ * scale
+    np.testing.assert_allclose(ours, ref[:M], rtol=1e-6, atol=1e-9)
+
+
+def _family(rng, *, K=19, N=150, align=0.6):
+    """A pool whose teacher's own deviation points partly along a family direction ``h``, and models of that family
+    (not derived from any member) that depart from the recipe along ``h``."""
+    f = rng.normal(0, 2.0, (N, C3))
+    h = rng.normal(0, 1, (N, C3))
+    e = rng.normal(0, 0.5, (K + 1, N, C3))
+    e[0] = align * 0.5 * h + np.sqrt(1 - align**2) * e[0]
+    pool = softmax((f[None] + e).reshape(-1, C3)).reshape(K + 1, N, C3)
+
+    def member_of_family():
+        return softmax(f + 0.8 * h + rng.normal(0, 0.5, (N, C3)))
+
+    return pool, member_of_family
+
+
+C3 = 3
+
+
+def test_nuisance_regressor_stops_crediting_a_teacher_aligned_with_the_suspects_family():
+    """The controls' mean stands for the family's departure; as a regressor it takes the credit the plain joint fit
+    gave to the member that happens to point the same way."""
+    from kdaudit.lineage._test import _control_statistics, _control_views
+
+    rng = np.random.default_rng(8)
+    plain_top, nuisance_top = 0, 0
+    for _ in range(20):
+        pool, family = _family(rng)
+        suspect = family()
+        controls = np.stack([family() for _ in range(19)])
+        j = None
+        for nuis in (None, _control_views(controls, ("probabilities", None)).mean(axis=0)[None]):
+            sums = compute_sums(pool, suspect, suspect.argmax(1), access="probabilities", nuisance=nuis)
+            j = sums.signatures.index("pool_regression")
+            coef = statistics_from_totals(sums.values.sum(axis=0), sums)[:, j]
+            top = int(np.argmax(coef) == 0)
+            if nuis is None:
+                plain_top += top
+            else:
+                nuisance_top += top
+        # the controls' own statistics use the other controls' mean: a control does not explain itself
+        cstats = _control_statistics((["c"] * 19, controls, ("probabilities", None)), pool,
+                                     access=("probabilities", None), y_true=None, joint_nuisance=True)
+        assert np.all(np.isfinite(cstats[..., j]))
+    assert plain_top >= 18  # the plain joint fit credits the aligned teacher nearly always
+    assert nuisance_top <= 8  # with the family's mean as a regressor, far less often (about 1 in 5)
+
+
+@pytest.mark.parametrize("access", [("probabilities", None), ("labels", None)])
+def test_calibrated_test_with_nuisance_stays_exact(access):
+    """Under H0 (teacher exchangeable with its references, suspects and controls of one unrelated family) the
+    calibrated test, nuisance regressor included, rejects at most alpha of the time, and its p-values are uniform."""
+    from kdaudit.lineage._test import _analyse, _control_statistics, _control_views, _view
+    from kdaudit.metrics._resampling import Bootstrap
+
+    rng = np.random.default_rng(21)
+    p = []
+    for _ in range(80):
+        f = rng.normal(0, 2.0, (40, C3))
+        h = rng.normal(0, 0.6, (40, C3))
+        pool = softmax((f[None] + rng.normal(0, 0.6, (20, 40, C3))).reshape(-1, C3)).reshape(20, 40, C3)
+        family = [softmax(f + h + rng.normal(0, 0.6, (40, C3))) for _ in range(11)]
+        suspect, controls = _view(family[0], access), np.stack(family[1:])
+        cstats = _control_statistics((["c"] * 10, controls, ("probabilities", None)), pool, access=access,
+                                     y_true=None, joint_nuisance=True)
+        a = _analyse(pool, suspect, suspect.argmax(1), access=access, y_true=None, alpha=0.05,
+                     p_value_method="exact", bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(40),
+                     calibration=cstats, nuisance=_control_views(controls, access).mean(axis=0)[None])
+        p.append(a["p_value"])
+    p = np.array(p)
+    assert np.mean(p <= 0.05) <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / len(p))
+    assert abs(p.mean() - 0.525) < 0.08

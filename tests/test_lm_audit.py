@@ -191,8 +191,13 @@ def test_text_only_student_is_compared_on_generations_and_teacher_likelihood(mod
     api = _TextOnly(student, "api student")
     r = _audit(teacher, api, [_prompt_set(), _choice_set()])
     comp = r.to_dict()["comparisons"][0]
-    assert not comp["lm_tokens"]["available"] and "text only" in comp["lm_tokens"]["reason"]
-    assert not comp["lm_task"]["available"]
+    # one skip rule: a text-only model gives the TEXT kind; every section that needs per-token log-probabilities
+    # says so, the generation section (which takes text) runs
+    for section in ("lm_tokens", "lm_task", "lm_bias"):
+        assert not comp[section]["available"]
+        assert comp[section]["reason"] == (f"the {section} section needs outputs of kind token_top_k; "
+                                           "student 'api student' gives text")
+    assert r.to_dict()["comparisons_possible"]["api student"]["per_token_reason"] == comp["lm_tokens"]["reason"]
     gen = comp["lm_generation"]
     assert gen["available"] and gen["headline"]["teacher_loglik_gap"]["value"] is not None
     # the student's greedy text is the same whether read through the API or directly
@@ -208,10 +213,46 @@ def test_lm_audit_bad_inputs(models):
         kdaudit.audit(teacher, student, _prompt_set(), section_options={"lm_tokens": {"k": 3}}, progress=False)
     with pytest.raises(KDAuditError, match="references"):
         kdaudit.audit(teacher, student, _prompt_set(), references=[student], progress=False)
+    with pytest.raises(KDAuditError, match="'executor'.*this process"):
+        kdaudit.audit(teacher, student, _prompt_set(), executor="local", progress=False)
     with pytest.raises(KDAuditError, match="teacher"):
         kdaudit.audit(object(), student, _prompt_set(), progress=False)
     with pytest.raises(KDAuditError, match="sections"):
-        _audit(teacher, student, _prompt_set(), sections=["agreement"])
+        _audit(teacher, student, _prompt_set(), sections=["lm_tokenz"])
+    with pytest.raises(KDAuditError, match="lineage_test"):
+        _audit(teacher, student, _prompt_set(), sections=["lineage"])
+    with pytest.raises(KDAuditError, match=r"section_options\.lm_tokens\.top_k"):
+        kdaudit.audit(teacher, student, _prompt_set(), section_options={"lm_tokens": {"top_k": 21}}, progress=False)
+    with pytest.raises(KDAuditError, match="length_normalize"):
+        kdaudit.audit(teacher, student, _prompt_set(), section_options={"lm_task": {"length_normalize": "tokens"}},
+                      progress=False)
+
+
+def test_lm_sections_are_registry_sections_judged_by_the_one_skip_rule(models):
+    """The language-model sections live in the registry (sections/_lm.py): options, needs, definitions and rows;
+    a classifier section asked of language models, or a section whose prompt set is missing, is reported
+    unavailable with the skip rule's reason."""
+    from kdaudit.sections import registry
+
+    reg = registry()
+    assert [n for n in reg if n.startswith("lm_") or n == "cost"] == ["lm_tokens", "lm_generation", "lm_task",
+                                                                       "lm_bias", "cost"]
+    assert reg["lm_tokens"].check_options({"top_k": "5"}) == {"top_k": 5}  # the CLI's strings, converted
+    teacher, student, _ = models
+    r = _audit(teacher, student, _choice_set(), sections=["agreement", "lm_tokens", "lm_task"])
+    comp = r.to_dict()["comparisons"][0]
+    assert comp["agreement"] == {"available": False, "headline": {}, "reason": (
+        "the agreement section needs outputs of kind class_probs, labels, top_k; teacher 'teacher' gives "
+        "token_top_k")}
+    assert comp["lm_tokens"]["reason"] == ("the lm_tokens section needs a prompt set of texts (prompts without "
+                                           "choices); none was given")
+    assert comp["lm_task"]["available"]
+    assert r.to_dict()["settings"]["sections"] == ["agreement", "lm_tokens", "lm_task"]
+    # the tidy rows come from each section's reading, in registry order
+    frame = r.to_frame()
+    assert list(dict.fromkeys(frame["section"])) == ["lm_task"]
+    assert set(r.to_dict()["definitions"]) >= {"lm_task.retained_accuracy"}
+    assert r.to_dict()["definitions"]["lm_task.retained_accuracy"]["label"].endswith("(task)")
 
 
 # ------------------------------------------------------------------------------------------------ distillation
@@ -261,3 +302,27 @@ def test_lm_demo_quick_is_byte_reproducible_and_cli_writes_outside_the_repo(tmp_
     assert (out / "results.json").read_bytes() == p1["results"].read_bytes()
     assert {p.name for p in out.iterdir()} >= {"results.json", "run.json", "report.html"}
     assert r1.to_dict()["config"]["demo"]["task"] == "lm"
+
+
+def test_sampled_generations_are_seeded_and_recorded(models):
+    teacher, student, _ = models
+
+    def run(**opts):
+        return kdaudit.audit(teacher, student, _prompt_set(12), sections=["lm_generation"], seed=3, n_replicates=20,
+                             progress=False, section_options={"lm_generation": {"max_new_tokens": 6, **opts}})
+
+    greedy = run()
+    a, b = run(do_sample=True, temperature=1.5), run(do_sample="true", temperature="1.5")  # the CLI's strings
+    assert a.to_json() == b.to_json()  # one seeded stream per prompt: the same bytes again
+    res = a.to_dict()
+    assert res["settings"]["section_options"] == {"lm_generation": {"do_sample": True, "temperature": 1.5}}
+    assert res["settings"]["max_new_tokens"] == 6 and "section_options" not in greedy.to_dict()["settings"]
+    gen = res["comparisons"][0]["lm_generation"]
+    assert gen["settings"]["student"] == {"do_sample": True, "max_new_tokens": 6, "seed": 3, "temperature": 1.5}
+    assert a.outputs["student"].generations.texts != greedy.outputs["student"].generations.texts
+    from kdaudit.report import render_html
+
+    assert "Continuations sampled at temperature 1.5 of at most 6 tokens" in render_html(res)
+    assert "Greedy continuations of at most 6 tokens" in render_html(greedy.to_dict())
+    with pytest.raises(KDAuditError, match="temperature"):
+        run(do_sample=True, temperature=0)

@@ -62,6 +62,12 @@ def lm_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None = 
                      "references": "yes" if ps.get("references") else "no",
                      "groups": ", ".join(ps.get("groups") or []) or "none"})
     settings = results.get("settings") or {}
+    gen = ((settings.get("section_options") or {}).get("lm_generation") or {})
+    decoding = "Greedy continuations"
+    if gen.get("do_sample") is True:  # sampled: one seeded stream per prompt
+        temperature = gen.get("temperature", 1.0)  # a setting, shown as given (not a measured number)
+        decoding = "Continuations sampled at temperature " + (f"{temperature:g}" if isinstance(
+            temperature, (int, float)) and not isinstance(temperature, bool) else "n/a")
     return {"quality": quality, "access": access, "examples": examples, "prompt_sets": sets,
             "top_k": settings.get("top_k"), "max_new_tokens": settings.get("max_new_tokens"),
-            "length_normalize": settings.get("length_normalize")}
+            "length_normalize": settings.get("length_normalize"), "decoding": decoding}

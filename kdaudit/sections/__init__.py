@@ -6,6 +6,7 @@ factory, and the tidy rows its result reads as. See :class:`Section` and ARCHITE
 """
 
 from kdaudit.sections._base import (
+    DATA_PARTS,
     KIND_OF_ACCESS,
     ModelContext,
     ModelResults,
@@ -15,11 +16,23 @@ from kdaudit.sections._base import (
     Section,
     SectionInputs,
 )
-from kdaudit.sections._registry import ENTRY_POINT_GROUP, get_section, registry, section_names
+from kdaudit.sections._lm import LMOutputs, LMPair, LMSection
+from kdaudit.sections._registry import (
+    ENTRY_POINT_GROUP,
+    check_section_options,
+    definitions_of,
+    get_section,
+    registry,
+    section_names,
+)
 
 __all__ = [
+    "DATA_PARTS",
     "ENTRY_POINT_GROUP",
     "KIND_OF_ACCESS",
+    "LMOutputs",
+    "LMPair",
+    "LMSection",
     "ModelContext",
     "ModelResults",
     "Needs",
@@ -27,6 +40,8 @@ __all__ = [
     "Row",
     "Section",
     "SectionInputs",
+    "check_section_options",
+    "definitions_of",
     "get_section",
     "registry",
     "section_names",

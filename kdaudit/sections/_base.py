@@ -19,15 +19,20 @@ from kdaudit._exceptions import KDAuditError, did_you_mean, invalid_argument
 from kdaudit._kinds import Access, OutputKind
 from kdaudit._rows import Row, result_rows
 
-__all__ = ["KIND_OF_ACCESS", "ModelContext", "ModelResults", "Needs", "Option", "Row", "Section", "SectionInputs",
-           "check_section", "ordered"]
+__all__ = ["DATA_PARTS", "KIND_OF_ACCESS", "ModelContext", "ModelResults", "Needs", "Option", "Row", "Section",
+           "SectionInputs", "check_section", "ordered"]
 
 _ACCESS_RANK = {Access.LABELS: 0, Access.TOP_K: 1, Access.PROBABILITIES: 2}
 #: the classifier output kind each access level yields
 KIND_OF_ACCESS = {Access.PROBABILITIES: OutputKind.CLASS_PROBS, Access.TOP_K: OutputKind.TOP_K,
                   Access.LABELS: OutputKind.LABELS}
 # the kinds a richer kind can serve: full probabilities give top-k and labels, top-k gives labels
-_POORER = {OutputKind.CLASS_PROBS: (OutputKind.TOP_K, OutputKind.LABELS), OutputKind.TOP_K: (OutputKind.LABELS,)}
+# (and a language model that reveals per-token log-probabilities also generates text)
+_POORER = {OutputKind.CLASS_PROBS: (OutputKind.TOP_K, OutputKind.LABELS), OutputKind.TOP_K: (OutputKind.LABELS,),
+           OutputKind.TOKEN_TOP_K: (OutputKind.TEXT,)}
+#: what each named part of the audit data (:attr:`Needs.data`) is, for the skip reason
+DATA_PARTS = {"texts": "a prompt set of texts (prompts without choices)",
+              "choices": "a multiple-choice prompt set (prompts with choices and answers)"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,10 @@ class Needs:
         Sensitive features are needed.
     references : bool
         Reference models are needed (lineage).
+    data : frozenset of str
+        Named parts of the audit data it needs beyond labels and sensitive features (all of them): a
+        language-model audit's ``"texts"`` (a prompt set without choices) and ``"choices"`` (a multiple-choice
+        set); see :data:`DATA_PARTS`.
     """
 
     kinds: frozenset[OutputKind] = frozenset({OutputKind.CLASS_PROBS, OutputKind.TOP_K, OutputKind.LABELS})
@@ -128,6 +137,7 @@ class Needs:
     labels: bool = False
     sensitive: bool = False
     references: bool = False
+    data: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class SectionInputs:
     has_sensitive: bool
     has_references: bool = False
     names: tuple[str, str] = ("teacher", "student")
+    data: frozenset[str] = frozenset()  # the named parts of the data the audit has (Needs.data)
 
 
 def _quiet(message: str) -> None:
@@ -294,6 +305,9 @@ class Section:
             return f"the {self.name} section needs sensitive features"
         if needs.references and not inputs.has_references:
             return f"the {self.name} section needs reference models"
+        missing = sorted(needs.data - inputs.data)
+        if missing:
+            return f"the {self.name} section needs {DATA_PARTS.get(missing[0], repr(missing[0]))}; none was given"
         return None
 
     # -- computing ----------------------------------------------------------------------------------------

@@ -171,53 +171,6 @@ class LineageSection(Section):
         return compute_lineage(context)
 
 
-# -- language models (issue 12): computed by kdaudit._audit_lm on the TOKEN_TOP_K and TEXT output kinds ---------
-_LM_KINDS = frozenset({OutputKind.TOKEN_TOP_K})
-
-
-class _LMSection(Section):
-    """A language-model section: declared here (name, order, needs, definitions, rows) so that results, frames,
-    policies and the skip rule know it; computed by the language-model audit."""
-
-    stream = False
-    tables: tuple[tuple[str, str], ...] = ()  # (module, attribute) of its definition tables
-
-    def definitions(self) -> Mapping[str, Mapping[str, Any]]:
-        out: dict[str, Mapping[str, Any]] = {}
-        for module, attr in self.tables:
-            out.update(getattr(importlib.import_module(module), attr))
-        return out
-
-
-class LMTokensSection(_LMSection):
-    name, order, title = "lm_tokens", 110, "Next-token agreement"
-    description = "Per-token agreement and divergences of teacher-forced next-token predictions."
-    needs = Needs(kinds=_LM_KINDS, least_access=None)
-    tables = (("kdaudit.metrics._sequence", "TOKEN_DEFINITIONS"),)
-
-
-class LMGenerationSection(_LMSection):
-    name, order, title = "lm_generation", 120, "Generations"
-    description = "What the two models generate for the same prompts."
-    needs = Needs(kinds=frozenset({OutputKind.TOKEN_TOP_K, OutputKind.TEXT}), least_access=None)
-    tables = (("kdaudit.metrics._sequence", "GENERATION_DEFINITIONS"),)
-
-
-class LMTaskSection(_LMSection):
-    name, order, title = "lm_task", 130, "Task with right answers"
-    description = "Multiple-choice accuracy scored by log-likelihood, agreement, calibration and error fingerprints."
-    needs = Needs(kinds=_LM_KINDS, least_access=None)
-    tables = (("kdaudit.metrics._agreement", "DEFINITIONS"), ("kdaudit.metrics._calibration", "DEFINITIONS"),
-              ("kdaudit.metrics._fingerprint", "DEFINITIONS"))
-
-
-class LMBiasSection(_LMSection):
-    name, order, title = "lm_bias", 140, "Bias transfer (prompts)"
-    description = "Per prompt-level group, token-level accuracy and agreement, disparities and amplification."
-    needs = Needs(kinds=_LM_KINDS, least_access=None)
-    tables = (("kdaudit.metrics._sequence", "TOKEN_GROUP_DEFINITIONS"),)
-
-
+# the language-model sections live in sections/_lm.py (the registry joins both tuples)
 BUILTIN_SECTIONS: tuple[Section, ...] = (AgreementSection(), CalibrationSection(), BiasSection(),
-                                         FingerprintSection(), CostSection(), LineageSection(), LMTokensSection(),
-                                         LMGenerationSection(), LMTaskSection(), LMBiasSection())
+                                         FingerprintSection(), CostSection(), LineageSection())

@@ -20,8 +20,9 @@ from typing import Any, Iterable, Mapping
 from kdaudit._exceptions import KDAuditError, did_you_mean, invalid_argument
 from kdaudit.sections._base import Section, check_section, ordered
 from kdaudit.sections._builtin import BUILTIN_SECTIONS
+from kdaudit.sections._lm import LM_BUILTIN_SECTIONS
 
-__all__ = ["ENTRY_POINT_GROUP", "get_section", "registry", "section_names"]
+__all__ = ["ENTRY_POINT_GROUP", "check_section_options", "definitions_of", "get_section", "registry", "section_names"]
 
 ENTRY_POINT_GROUP = "kdaudit.sections"
 
@@ -51,7 +52,7 @@ def registry(extra: Iterable[Any] = ()) -> dict[str, Section]:
         Two sections with one name (a plugin cannot replace a built-in silently).
     """
     out: dict[str, Section] = {}
-    for i, obj in enumerate([*BUILTIN_SECTIONS, *_plugins(), *extra]):
+    for i, obj in enumerate([*BUILTIN_SECTIONS, *LM_BUILTIN_SECTIONS, *_plugins(), *extra]):
         section = check_section(obj, f"#{i}")
         if section.name in out:
             raise KDAuditError(f"two sections are named {section.name!r} ({out[section.name]!r} and {section!r}); "
@@ -73,3 +74,21 @@ def get_section(name: str, sections: Mapping[str, Section] | None = None, *, arg
     except KeyError:
         raise invalid_argument(argument, name, f"section names among {', '.join(sections)}"
                                + did_you_mean(str(name), sections)) from None
+
+
+def definitions_of(names: Iterable[str], sections: Mapping[str, Section]) -> dict[str, dict[str, Any]]:
+    """``"section.key" -> definition`` of every headline key of the named sections (results.json's
+    ``definitions``, which the report's methodology reads)."""
+    return {f"{name}.{key}": dict(d) for name in names for key, d in sections[name].definitions().items()}
+
+
+def check_section_options(section_options: Mapping[str, Any] | None, sections: Mapping[str, Section]
+                          ) -> dict[str, dict[str, Any]]:
+    """``section -> options``, each checked by its section's one schema (what the API's ``section_options``, a
+    config's ``section_options:`` and the CLI's ``--option`` all go through)."""
+    if section_options is None:
+        return {}
+    if not isinstance(section_options, Mapping):
+        raise invalid_argument("section_options", section_options, "a mapping section -> {option: value}")
+    return {name: get_section(name, sections, argument="section_options").check_options(opts)
+            for name, opts in section_options.items()}
