@@ -737,7 +737,8 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": "greedy", "seed": seed,
                       "max_words": max_words, "n_prompts_requested": n_want,
                       "calibrated_by_controls": calibrated},
-            assumptions=_assumptions(null, access, calibrated), methodology=_methodology(null, access, sig_names, len(idx)),
+            assumptions=_assumptions(null, access, calibrated),
+            methodology=_methodology(null, access, sig_names, len(idx)),
             explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
     return results
 
@@ -786,8 +787,11 @@ def _assumptions(null: str, access: str, calibrated: bool = False) -> tuple[str,
 def _methodology(null: str, access: str, sigs: Sequence[str], n: int) -> str:
     ranked = "teacher and each reference" if null == "references" else "suspect and each control"
     anchor = "the suspect" if null == "references" else "the teacher"
-    return (f"On {n} prompts ({'per-token top-k log-probabilities of prompt and reference text' if access == 'top_k' else 'greedy continuations'}), "
-            f"the same signatures relate {anchor} to the {ranked}: {'; '.join(f'{s} ({LM_SIGNATURES[s]})' for s in sigs)}. "
+    revealed = ("per-token top-k log-probabilities of prompt and reference text" if access == "top_k"
+                else "greedy continuations")
+    listed = "; ".join(f"{s} ({LM_SIGNATURES[s]})" for s in sigs)
+    return (f"On {n} prompts ({revealed}), "
+            f"the same signatures relate {anchor} to the {ranked}: {listed}. "
             + ("Each is corrected for how strongly the member relates to its own siblings (a line fitted on the "
                "other members), " if null == "references" else "")
             + "standardised against the other members (leave-one-out) and averaged with equal weights fixed in "
