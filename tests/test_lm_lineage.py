@@ -241,3 +241,22 @@ def test_suspect_behind_an_openai_endpoint(tmp_path):
             assert r.queries["prompts_sent"] == 8
     finally:
         server.stop()
+
+
+def test_forced_agreement_counts_only_where_the_pool_differs():
+    """Pooled: positions where every scorer's top-1 is the same carry no evidence; elsewhere each scorer scores the
+    share of positions at which its top-1 is the written token. Weighted: by the scorer's uncertainty."""
+    from kdaudit.lineage._lm_signatures import forced_agreement_pooled, forced_agreement_weighted
+
+    top1 = np.array([[1, 2, 3, 4],
+                     [1, 2, 5, 6],
+                     [1, 7, 5, 4]])
+    written = np.array([1, 2, 3, 6])
+    # position 0 is unanimous (left out); positions 1-3 differ
+    assert forced_agreement_pooled(top1, written) == pytest.approx([2 / 3, 2 / 3, 0.0])
+    assert forced_agreement_pooled(np.array([[1, 2], [1, 2]]), np.array([1, 3])).tolist() == [0.0, 0.0]
+    sure, unsure = np.log(0.99), np.log(0.5)
+    out = forced_agreement_weighted([(np.array([1, 2]), np.array([sure, unsure]), np.array([1, 9])),
+                                     (np.array([1, 2]), np.array([sure, unsure]), np.array([9, 2]))])
+    # member 0 matches only where the scorer was sure (weight 0.01), member 1 only where it was unsure (0.5)
+    assert out == pytest.approx([0.01 / 0.51, 0.5 / 0.51])

@@ -36,6 +36,8 @@ from kdaudit.lineage._lm_signatures import (
     LM_SIGNATURES,
     TEXT_SIGNATURES,
     TOKEN_SIGNATURES,
+    forced_agreement_pooled,
+    forced_agreement_weighted,
     text_statistics,
     token_statistics,
     words,
@@ -320,6 +322,18 @@ def _loglik(model: Any, prompts: Sequence[str], continuations: Sequence[str]) ->
     return _cached(model, "loglik", [p + "\x01" + c for p, c in zip(prompts, continuations)], {}, compute)
 
 
+def _forced(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """The model's teacher-forced top-1 token and its log-probability at every continuation position of
+    ``prompt + continuation``, and the token written there (the scores :func:`_loglik` uses, so no extra pass)."""
+    full = _score(model, [p + c for p, c in zip(prompts, continuations)], top_k=1)
+    pre = _score(model, prompts, top_k=1)
+    n_cont = np.maximum(np.diff(full.offsets) - np.diff(pre.offsets), 0)
+    rows = np.concatenate([np.arange(full.offsets[i + 1] - n_cont[i], full.offsets[i + 1])
+                           for i in range(len(n_cont))]).astype(np.int64) if len(n_cont) else np.zeros(0, np.int64)
+    return (np.asarray(full.top_ids[rows, 0]), np.asarray(full.top_logprobs[rows, 0]),
+            np.asarray(full.target_ids[rows]))
+
+
 def _subset_topk(tk: Any, idx: np.ndarray) -> Any:
     """The texts at ``idx`` of a TokenTopK (positions kept in order), cached per (object, idx)."""
     key = (id(tk), hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest())
@@ -411,45 +425,96 @@ def _statistics(anchor: Any, members: Sequence[Any], *, access: str, prompts: li
     """
     if access == "top_k":
         return token_statistics(anchor_out, member_outs)
-    ll = None
+    ll = forced = None
     if ll_scorers is not None:
         if len(ll_scorers) == len(members):  # the members score (references null)
             ll = np.array([_loglik(m, prompts, anchor_out) - np.mean(
                 [_loglik(m, prompts, member_outs[j]) for j in range(len(members)) if j != i])
                 for i, m in enumerate(ll_scorers)])
+            scored = [_forced(m, prompts, anchor_out) for m in ll_scorers]
+            # positions are comparable only when every member split the text alike (one tokenizer)
+            if all(np.array_equal(x[2], scored[0][2]) for x in scored):
+                forced = forced_agreement_pooled(np.stack([x[0] for x in scored]), scored[0][2])
         else:  # the anchor scores every member's text (controls null)
             ll = np.array([_loglik(ll_scorers[0], prompts, out) for out in member_outs])
-    return text_statistics(anchor_out, member_outs, ll, max_words=max_words)
+            forced = forced_agreement_weighted([_forced(ll_scorers[0], prompts, out) for out in member_outs])
+    return text_statistics(anchor_out, member_outs, ll, forced, max_words=max_words)
+
+
+def _out_hash(out: Any, access: str) -> str:
+    """sha256 of a model's outputs (top-k scores or continuations): they depend on the settings too."""
+    h = hashlib.sha256()
+    if access == "top_k":
+        h.update(np.ascontiguousarray(out.top_ids).tobytes())
+        h.update(np.ascontiguousarray(out.top_logprobs).tobytes())
+        h.update(np.ascontiguousarray(out.target_logprob).tobytes())
+    else:
+        h.update("\x00".join(out).encode())
+    return h.hexdigest()
+
+
+def _canonical(members: Sequence[Any], hashes: Sequence[str]) -> list[int]:
+    """A canonical order of the members (by weights, then outputs): statistics computed in it do not depend on the
+    order the caller lists the members in, and a memo keyed by it serves every rotation of one pool."""
+    return sorted(range(len(members)), key=lambda i: (members[i].fingerprint(), hashes[i]))
+
+
+def _pool_statistics(anchor: Any, anchor_out: Any, members: Sequence[Any], member_outs: Sequence[Any], *,
+                     access: str, prompts: list[str], texts: list[str] | None, scorable: bool, max_words: int,
+                     owner: bool) -> np.ndarray:
+    """:func:`_statistics` of an anchor against the pool (null "references": each member scores the anchor's text),
+    computed in the pool's canonical order and returned in the caller's. ``owner``: the anchor is an owner model (a
+    control calibrating the pool), whose statistics are memoised for every suspect and rotation of this pool."""
+    hashes = [_out_hash(out, access) for out in member_outs]
+    order = _canonical(members, hashes)
+    memo = _MEMO.get()
+    key = None
+    if owner and memo is not None:
+        key = "pool-statistics:" + _key(anchor.fingerprint(), _out_hash(anchor_out, access),
+                                        [[members[i].fingerprint(), hashes[i]] for i in order], access,
+                                        hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words,
+                                        scorable)
+        if key in memo:
+            hit = memo[key]
+            out = np.empty_like(hit)
+            out[order] = hit
+            return out
+    ms = [members[i] for i in order]
+    stats = _statistics(anchor, ms, access=access, prompts=prompts, texts=texts, anchor_out=anchor_out,
+                        member_outs=[member_outs[i] for i in order], ll_scorers=ms if scorable else None,
+                        max_words=max_words)
+    if key is not None:
+        memo[key] = stats
+    out = np.empty_like(stats)
+    out[order] = stats
+    return out
 
 
 def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
                 scorable: bool, max_words: int) -> np.ndarray:
     """(M, S): each member's signatures with its siblings in the anchor's place (see ``adjust_for_typicality``)."""
-    h = hashlib.sha256()
-    for out in member_outs:  # the outputs themselves (they depend on the generation settings too)
-        if access == "top_k":
-            h.update(np.ascontiguousarray(out.top_ids).tobytes())
-            h.update(np.ascontiguousarray(out.top_logprobs).tobytes())
-            h.update(np.ascontiguousarray(out.target_logprob).tobytes())
-        else:
-            h.update("\x00".join(out).encode())
-        h.update(b"\x01")
-    key = "typicality:" + _key([m.fingerprint() for m in members], access, h.hexdigest(),
+    hashes = [_out_hash(out, access) for out in member_outs]
+    # computed in the canonical order and handed back in the caller's: the same pool with another member in the
+    # first place (a rotation of the teacher) reuses it
+    order = _canonical(members, hashes)
+    key = "typicality:" + _key([[members[i].fingerprint(), hashes[i]] for i in order], access,
                                hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable)
     memo = _MEMO.get()
     memo = {} if memo is None else memo  # the caller's memo (see _cached)
     if key not in memo:
         M = len(members)
-        rows = [_statistics(members[i], members, access=access, prompts=prompts, texts=None,
-                            anchor_out=member_outs[i], member_outs=member_outs,
-                            ll_scorers=list(members) if scorable else None, max_words=max_words) for i in range(M)]
+        ms, outs = [members[i] for i in order], [member_outs[i] for i in order]
+        rows = [_statistics(ms[i], ms, access=access, prompts=prompts, texts=None, anchor_out=outs[i],
+                            member_outs=outs, ll_scorers=list(ms) if scorable else None, max_words=max_words)
+                for i in range(M)]
         G = np.stack(rows)
         typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
         # rounded: a column that is constant in exact arithmetic (the likelihood signature's, which is centred on
-        # each member's own mean) must not keep float noise that depends on the members' order, or the line fitted
-        # to it would be fitted to noise
+        # each member's own mean) must not keep float noise, or the line fitted to it would be fitted to noise
         memo[key] = np.round(np.nan_to_num(typ, nan=0.0), 10)
-    return memo[key].copy()
+    out = np.empty_like(memo[key])
+    out[order] = memo[key]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -580,6 +645,10 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
         all_prompts = list(ps.prompts)
         out_of = lambda m: [_generate(m, all_prompts, all_ids, max_new_tokens=max_new_tokens,  # noqa: E731
                                       seed=seed)[i] for i in idx]
+    # the controls answer exactly what the suspect was asked (the chosen prompts, in the same calls and batches), so
+    # under the controls null nothing but the models tells them apart from the suspect
+    asked = lambda c: (_score(c, texts, list(chosen.ids), top_k=top_k) if access == "top_k" else  # noqa: E731
+                       _generate(c, prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed))
     if access == "top_k":
         ref_ids = np.asarray(out_of(owners[0]).target_ids)
         if not np.array_equal(np.asarray(s_out.target_ids), ref_ids):
@@ -592,29 +661,22 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             members = [teacher, *refs]
             anchor_out, member_outs = s_out, [out_of(m) for m in members]
             scorable = access == "text" and all(_access_of(m) == "top_k" for m in members)
-            stats = _statistics(suspect, members, access=access, prompts=prompts_l, texts=texts,
-                                anchor_out=anchor_out, member_outs=member_outs,
-                                ll_scorers=members if scorable else None, max_words=max_words)
+            pool_kw = dict(access=access, prompts=prompts_l, texts=texts, scorable=scorable, max_words=max_words)
+            stats = _pool_statistics(suspect, anchor_out, members, member_outs, owner=False, **pool_kw)
             typ = _typicality(members, member_outs, access=access, prompts=texts if access == "top_k" else prompts_l,
                               scorable=scorable, max_words=max_words)
             stats = adjust_for_typicality(stats, typ)
             if len(controls) >= MIN_CALIBRATION_CONTROLS:
                 # each member on its own null scale: its mean and spread over the controls in the suspect's place
                 # (the same controls for every member, so the rank stays exact; see calibrate_by_controls)
-                cal = np.stack([adjust_for_typicality(_statistics(
-                    c, members, access=access, prompts=prompts_l, texts=texts, anchor_out=out_of(c),
-                    member_outs=member_outs, ll_scorers=members if scorable else None, max_words=max_words),
-                    typ) for c in controls])
+                cal = np.stack([adjust_for_typicality(_pool_statistics(
+                    c, asked(c), members, member_outs, owner=True, **pool_kw), typ) for c in controls])
                 stats = calibrate_by_controls(stats, cal)
                 calibrated = True
             names = [str(teacher.name)] + [str(r.name) for r in refs]
         else:
             members = [suspect, *controls]
-            # the controls answer exactly what the suspect was asked, in the same calls (batches), so nothing but
-            # the models tells them apart from the suspect
-            member_outs = [s_out] + [_score(c, texts, list(chosen.ids), top_k=top_k) if access == "top_k" else
-                                     _generate(c, prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens,
-                                               seed=seed) for c in controls]
+            member_outs = [s_out] + [asked(c) for c in controls]
             anchor_out = out_of(teacher)
             scorable = access == "text" and _access_of(teacher) == "top_k"
             stats = _statistics(teacher, members, access=access, prompts=prompts_l, texts=texts,
@@ -675,7 +737,8 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": "greedy", "seed": seed,
                       "max_words": max_words, "n_prompts_requested": n_want,
                       "calibrated_by_controls": calibrated},
-            assumptions=_assumptions(null, access, calibrated), methodology=_methodology(null, access, sig_names, len(idx)),
+            assumptions=_assumptions(null, access, calibrated),
+            methodology=_methodology(null, access, sig_names, len(idx)),
             explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
     return results
 
@@ -724,8 +787,11 @@ def _assumptions(null: str, access: str, calibrated: bool = False) -> tuple[str,
 def _methodology(null: str, access: str, sigs: Sequence[str], n: int) -> str:
     ranked = "teacher and each reference" if null == "references" else "suspect and each control"
     anchor = "the suspect" if null == "references" else "the teacher"
-    return (f"On {n} prompts ({'per-token top-k log-probabilities of prompt and reference text' if access == 'top_k' else 'greedy continuations'}), "
-            f"the same signatures relate {anchor} to the {ranked}: {'; '.join(f'{s} ({LM_SIGNATURES[s]})' for s in sigs)}. "
+    revealed = ("per-token top-k log-probabilities of prompt and reference text" if access == "top_k"
+                else "greedy continuations")
+    listed = "; ".join(f"{s} ({LM_SIGNATURES[s]})" for s in sigs)
+    return (f"On {n} prompts ({revealed}), "
+            f"the same signatures relate {anchor} to the {ranked}: {listed}. "
             + ("Each is corrected for how strongly the member relates to its own siblings (a line fitted on the "
                "other members), " if null == "references" else "")
             + "standardised against the other members (leave-one-out) and averaged with equal weights fixed in "

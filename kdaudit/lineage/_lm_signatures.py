@@ -18,11 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["LM_SIGNATURES", "TEXT_SIGNATURES", "TOKEN_SIGNATURES", "text_statistics", "token_statistics",
-           "words"]
+__all__ = ["LM_SIGNATURES", "TEXT_SIGNATURES", "TOKEN_SIGNATURES", "forced_agreement_pooled",
+           "forced_agreement_weighted", "text_statistics", "token_statistics", "words"]
 
 TOKEN_SIGNATURES = ("residual_logprob", "top1_where_members_differ", "anchor_cross_entropy")
-TEXT_SIGNATURES = ("loglik_of_anchor_text", "word_agreement", "idiosyncratic_ngrams")
+TEXT_SIGNATURES = ("loglik_of_anchor_text", "forced_top1_agreement", "word_agreement", "idiosyncratic_ngrams")
 
 LM_SIGNATURES: dict[str, str] = {
     "residual_logprob": "correlation, over token positions, of the anchor's and the member's log-probability of the "
@@ -35,6 +35,11 @@ LM_SIGNATURES: dict[str, str] = {
     "loglik_of_anchor_text": "per-token log-likelihood the member gives the anchor's continuations, minus the "
                              "member's mean per-token log-likelihood of the other members' continuations "
                              "(who finds the text least surprising relative to its own habits); text access",
+    "forced_top1_agreement": "teacher-forced on the anchor's continuations: the share of token positions at which "
+                             "the scorer's top-1 token is the token the anchor wrote (a greedy anchor's own top-1), "
+                             "over the positions where the scoring members' top-1 tokens are not unanimous (null "
+                             "'references': each member scores the suspect's text) or weighted by the scorer's "
+                             "uncertainty (null 'controls': the teacher scores each member's text); text access",
     "word_agreement": "share of word positions where the anchor's and the member's greedy continuations use the "
                       "same word; text access",
     "idiosyncratic_ngrams": "word unigrams and bigrams of the anchor's continuation that the member's continuation "
@@ -108,8 +113,9 @@ def _ngrams(ws: list[str]) -> set[tuple[str, ...]]:
 
 
 def text_statistics(anchor_texts: Sequence[str], member_texts: Sequence[Sequence[str]],
-                    loglik: np.ndarray | None, *, max_words: int = 64) -> np.ndarray:
-    """(M, 3) text signatures (:data:`TEXT_SIGNATURES`) of each member relative to the anchor.
+                    loglik: np.ndarray | None, forced: np.ndarray | None = None, *, max_words: int = 64
+                    ) -> np.ndarray:
+    """(M, 4) text signatures (:data:`TEXT_SIGNATURES`) of each member relative to the anchor.
 
     Parameters
     ----------
@@ -120,6 +126,9 @@ def text_statistics(anchor_texts: Sequence[str], member_texts: Sequence[Sequence
     loglik : ndarray of shape (M,), optional
         The ``loglik_of_anchor_text`` column, computed by the caller (it needs the members' scores); NaN column
         when None (text-only members).
+    forced : ndarray of shape (M,), optional
+        The ``forced_top1_agreement`` column (:func:`forced_agreement_pooled` or :func:`forced_agreement_weighted`),
+        computed by the caller; NaN when None.
     """
     M, n = len(member_texts), len(anchor_texts)
     aw = [words(t, max_words) for t in anchor_texts]
@@ -140,4 +149,40 @@ def text_statistics(anchor_texts: Sequence[str], member_texts: Sequence[Sequence
             agree[j] += sum(1 for u, v in zip(x, y) if u == v) / width
             idio[j] += sum(np.log(M / df[b]) for b in a_grams & grams[j]) / size
     ll = np.full(M, np.nan) if loglik is None else np.asarray(loglik, dtype=np.float64)
-    return np.stack([ll, agree / max(n, 1), idio / max(n, 1)], axis=1)
+    fa = np.full(M, np.nan) if forced is None else np.asarray(forced, dtype=np.float64)
+    return np.stack([ll, fa, agree / max(n, 1), idio / max(n, 1)], axis=1)
+
+
+def forced_agreement_pooled(top1: np.ndarray, written: np.ndarray) -> np.ndarray:
+    """``forced_top1_agreement`` of M scorers of one text (null "references": the members score the suspect's
+    continuations, teacher-forced).
+
+    ``top1`` (M, n): each scorer's top-1 token at the n continuation positions; ``written`` (n,): the token the
+    text's author wrote there. A greedy author's written token *is* its own top-1 at every position of its
+    continuation, so teacher forcing recovers from text alone the author's top-1 along its own trajectory (free
+    continuations diverge after their first difference and say little beyond it). Per scorer: the share of the
+    positions where the scorers' top-1 tokens are not unanimous at which its top-1 is the written token (where all
+    agree, no scorer stands out); 0 where they never differ.
+    """
+    top1 = np.asarray(top1)
+    differ = ~(top1 == top1[:1]).all(axis=0)
+    if not differ.any():
+        return np.zeros(top1.shape[0])
+    return (top1[:, differ] == np.asarray(written)[differ]).mean(axis=1)
+
+
+def forced_agreement_weighted(scored: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``forced_top1_agreement`` of one scorer over M texts (null "controls": the teacher scores each member's
+    continuations, teacher-forced).
+
+    ``scored[m]`` is ``(top1, top1_logprob, written)`` over member m's continuation positions: the scorer's top-1
+    token, its log-probability and the token member m wrote. Per member: the share of positions at which the
+    scorer's top-1 is the written token, weighted by the scorer's uncertainty ``1 - p(top-1)`` (where the scorer is
+    sure, every fluent model writes the same token).
+    """
+    out = np.zeros(len(scored))
+    for m, (top1, lp, written) in enumerate(scored):
+        w = 1.0 - np.exp(np.asarray(lp, dtype=np.float64))
+        if w.sum() > 0:
+            out[m] = float((w * (np.asarray(top1) == np.asarray(written))).sum() / w.sum())
+    return out
