@@ -28,6 +28,7 @@ from kdaudit._result import (  # the result, and the helpers the language-model 
     _model_sections,
     _progress,
     _roles,
+    _renamed,
     _student_items,
 )
 from kdaudit.sections import (
@@ -99,9 +100,7 @@ def _as_models(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     ss = []
     for i, (name, s) in enumerate(items):
         if isinstance(s, ModelAdapter):
-            if name is not None and s.name != name:
-                s.name = name
-            ss.append(s)
+            ss.append(_renamed(s, name))
         else:
             ss.append(as_model(s, name=name or (f"student{i + 1}" if len(items) > 1 else "student")))
     names = [t.name] + [s.name for s in ss]

@@ -43,6 +43,7 @@ from kdaudit._result import (
     _make_bootstrap,
     _model_sections,
     _progress,
+    _renamed,
     _student_items,
     _unavailable,
 )
@@ -97,9 +98,7 @@ def _as_lms(teacher: Any, students: Any) -> tuple[Any, list[Any]]:
     for name, s in items:
         if not isinstance(s, LanguageModel):
             raise invalid_argument("students", type(s).__name__, "kdaudit LanguageModels (e.g. HFCausalLM)")
-        if name is not None and s.name != name:
-            s.name = name
-        out.append(s)
+        out.append(_renamed(s, name))
     names = [teacher.name] + [s.name for s in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -206,6 +206,16 @@ def _student_items(students: Any, *, accepted: str) -> list[tuple[str | None, An
     return items
 
 
+def _renamed(model: Any, name: str | None) -> Any:
+    """``model`` under the name the caller gave it in a dict: a shallow copy when the name differs, so the caller's
+    adapter keeps its own name (an audit changes nothing on the caller's objects)."""
+    if name is None or model.name == name:
+        return model
+    renamed = copy.copy(model)
+    renamed.name = name
+    return renamed
+
+
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
         print(f"[kdaudit] {message}", file=sys.stderr, flush=True)

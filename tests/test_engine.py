@@ -296,3 +296,12 @@ def test_a_labels_only_student_skips_calibration_by_one_rule_on_every_path():
         reasons.append(cal["reason"])
         assert r.results["comparisons"][0]["agreement"]["available"] is not False  # labels suffice for agreement
     assert reasons[0] == reasons[1] and "needs at least top_k" in reasons[0] and "'api' gives labels" in reasons[0]
+
+
+def test_a_dict_key_names_the_student_in_the_results_without_renaming_the_callers_adapter():
+    data = _data()
+    student = TorchModel(_net(1), name="as_built")
+    result = audit(TorchModel(_net(0), name="teacher"), {"candidate": student}, data, sections=["agreement"],
+                   n_replicates=0, seed=0, progress=False, measure_cost=False)
+    assert [c["student"] for c in result.results["comparisons"]] == ["candidate"]
+    assert student.name == "as_built"
