@@ -597,6 +597,36 @@ def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
                     name=ctx.str_(d["name"], _join(path, "name")) if d.get("name") is not None else None)
 
 
+def _seed_and_bootstrap(top: Mapping[str, Any], ctx: _Ctx) -> tuple[int, int, float, int | None]:
+    """``seed`` and the ``bootstrap`` block (replicates, level, blocks), checked alike for every kind of audit."""
+    seed = ctx.int_(top.get("seed", 0), "seed", minimum=0)
+    boot = ctx.mapping(top.get("bootstrap") or {}, "bootstrap", _BOOTSTRAP_KEYS,
+                       "a mapping such as {replicates: 1000, level: 0.95}")
+    n_rep = ctx.int_(boot.get("replicates", 1000), "bootstrap.replicates", minimum=0)
+    level = boot.get("level", 0.95)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ctx.error("bootstrap.level", level, "a confidence level in (0, 1), e.g. 0.95")
+    n_blocks = ctx.int_(boot["blocks"], "bootstrap.blocks", minimum=1) if boot.get("blocks") is not None else None
+    return seed, n_rep, level, n_blocks
+
+
+def _directory(top: Mapping[str, Any], key: str, what: str, ctx: _Ctx) -> Path | None:
+    """The directory under ``key`` (``~`` expanded, relative to the config file's folder), or None when absent."""
+    if top.get(key) is None:
+        return None
+    path = Path(os.path.expanduser(ctx.str_(top[key], key, what)))
+    return path if path.is_absolute() else ctx.base_dir / path
+
+
+def _policy_value(pv: Any, ctx: _Ctx) -> Any:
+    """The ``policy`` key: a file (read through the config's file rule), ``'default'`` or an inline policy."""
+    if isinstance(pv, str) and pv != "default":
+        return ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
+    if not isinstance(pv, (str, Mapping, list)):
+        raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
+    return pv
+
+
 def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str] | None = None
                  ) -> AuditConfig | LMAuditConfig:
     """Validate a config mapping (as read from YAML) into an :class:`AuditConfig`, or an :class:`LMAuditConfig`
@@ -656,14 +686,7 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         if "lineage" in sections and not references:
             raise ctx.error("sections", list(sections), "'lineage' only with models.references (the teacher's "
                             "recipe trained with other seeds), which the lineage test compares against")
-    seed = ctx.int_(top.get("seed", 0), "seed", minimum=0)
-    boot = ctx.mapping(top.get("bootstrap") or {}, "bootstrap", _BOOTSTRAP_KEYS,
-                       "a mapping such as {replicates: 1000, level: 0.95}")
-    n_rep = ctx.int_(boot.get("replicates", 1000), "bootstrap.replicates", minimum=0)
-    level = boot.get("level", 0.95)
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ctx.error("bootstrap.level", level, "a confidence level in (0, 1), e.g. 0.95")
-    n_blocks = ctx.int_(boot["blocks"], "bootstrap.blocks", minimum=1) if boot.get("blocks") is not None else None
+    seed, n_rep, level, n_blocks = _seed_and_bootstrap(top, ctx)
     batch_size = ctx.int_(top.get("batch_size", 256), "batch_size", minimum=1)
     device = ctx.str_(top.get("device", "cpu"), "device", "a torch device such as 'cpu' or 'cuda'")
     precision = None
@@ -671,21 +694,11 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         precision = top["precision"]
         if precision not in ("float32", "bf16", "bfloat16", "fp16", "float16"):
             raise ctx.error("precision", precision, "one of float32, bf16, fp16")
-    cache_dir = None
-    if top.get("cache_dir") is not None:
-        cache_dir = Path(os.path.expanduser(ctx.str_(top["cache_dir"], "cache_dir", "a directory")))
-        cache_dir = cache_dir if cache_dir.is_absolute() else ctx.base_dir / cache_dir
-    out = None
-    if top.get("out") is not None:
-        out = Path(os.path.expanduser(ctx.str_(top["out"], "out", "an output directory")))
-        out = out if out.is_absolute() else ctx.base_dir / out
+    cache_dir = _directory(top, "cache_dir", "a directory", ctx)
+    out = _directory(top, "out", "an output directory", ctx)
     policy: Any = None
     if top.get("policy") is not None:
-        pv = top["policy"]
-        if isinstance(pv, str) and pv != "default":
-            pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
-        elif not isinstance(pv, (str, Mapping, list)):
-            raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
+        pv = _policy_value(top["policy"], ctx)
         from kdaudit.sections import section_names
 
         policy = load_policy(pv, sections=section_names(), _source=f"{ctx.source}#policy.")
@@ -1153,14 +1166,7 @@ def parse_lm_config(top: Mapping[str, Any], ctx: _Ctx) -> LMAuditConfig:
             if reg[s].needs.references:
                 raise ctx.error(f"sections[{i}]", s, "a section without reference models (the lineage of language "
                                 "models is tested by 'kdaudit lineage --prompts')")
-    seed = ctx.int_(top.get("seed", 0), "seed", minimum=0)
-    boot = ctx.mapping(top.get("bootstrap") or {}, "bootstrap", _BOOTSTRAP_KEYS,
-                       "a mapping such as {replicates: 1000, level: 0.95}")
-    n_rep = ctx.int_(boot.get("replicates", 1000), "bootstrap.replicates", minimum=0)
-    level = boot.get("level", 0.95)
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ctx.error("bootstrap.level", level, "a confidence level in (0, 1), e.g. 0.95")
-    n_blocks = ctx.int_(boot["blocks"], "bootstrap.blocks", minimum=1) if boot.get("blocks") is not None else None
+    seed, n_rep, level, n_blocks = _seed_and_bootstrap(top, ctx)
     batch_size = ctx.int_(top.get("batch_size", 8), "batch_size", minimum=1)
     device = None
     if top.get("device") is not None:
@@ -1170,20 +1176,11 @@ def parse_lm_config(top: Mapping[str, Any], ctx: _Ctx) -> LMAuditConfig:
         precision = top["precision"]
         if precision not in ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16"):
             raise ctx.error("precision", precision, "one of fp32, bf16, fp16")
-    cache_dir = out = None
-    if top.get("cache_dir") is not None:
-        cache_dir = Path(os.path.expanduser(ctx.str_(top["cache_dir"], "cache_dir", "a directory")))
-        cache_dir = cache_dir if cache_dir.is_absolute() else ctx.base_dir / cache_dir
-    if top.get("out") is not None:
-        out = Path(os.path.expanduser(ctx.str_(top["out"], "out", "an output directory")))
-        out = out if out.is_absolute() else ctx.base_dir / out
+    cache_dir = _directory(top, "cache_dir", "a directory", ctx)
+    out = _directory(top, "out", "an output directory", ctx)
     policy: Any = None
     if top.get("policy") is not None:
-        pv = top["policy"]
-        if isinstance(pv, str) and pv != "default":
-            pv = ctx.file(pv, "policy", "a policy YAML file (or 'default', or an inline {rules: [...]})")
-        elif not isinstance(pv, (str, Mapping, list)):
-            raise ctx.error("policy", pv, "a policy YAML file, 'default', or an inline {rules: [...]}")
+        pv = _policy_value(top["policy"], ctx)
         from kdaudit.policy import DEFAULT_LM_POLICY
 
         # 'default' is the language-model default policy here
