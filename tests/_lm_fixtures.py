@@ -9,6 +9,23 @@ import torch
 from kdaudit.data._corpus import load_stdlib_corpus, train_tokenizer
 
 
+#: docstring-like sentences for the small prompt sets and tokenizers of the LM audit and config tests
+DOCSTRING_TEXTS = [
+    "Return the number of items in the container.",
+    "Return a new list containing all items from the iterable in ascending order.",
+    "Split the string at the first occurrence of sep, and return a 3-tuple.",
+    "Return a copy of the string with leading and trailing whitespace removed.",
+    "Open file and return a corresponding file object.",
+    "Return the absolute value of a number.",
+    "Return True if all elements of the iterable are true.",
+    "Compute the square root of x.",
+    "Return the sum of a start value plus an iterable of numbers.",
+    "Create a new dictionary with keys from iterable and values set to value.",
+    "Return the string obtained by replacing the leftmost occurrences of pattern.",
+    "Return a list of the words in the string, using sep as the delimiter string.",
+]
+
+
 @functools.lru_cache(maxsize=1)
 def corpus():
     return load_stdlib_corpus()

@@ -20,21 +20,12 @@ from kdaudit.metrics import Bootstrap
 from kdaudit.metrics._sequence import token_section
 from kdaudit.models._lm_base import LanguageModel, LMAccess
 
+from _lm_fixtures import DOCSTRING_TEXTS
+
 hf = pytest.importorskip("kdaudit.models._hf")
 corpus_mod = pytest.importorskip("kdaudit.data._corpus")
 
-TEXTS = [
-    "Return the number of items in the container.",
-    "Return a new list containing all items from the iterable in ascending order.",
-    "Split the string at the first occurrence of sep, and return a 3-tuple.",
-    "Return a copy of the string with leading and trailing whitespace removed.",
-    "Open file and return a corresponding file object.",
-    "Return the absolute value of a number.",
-    "Return True if all elements of the iterable are true.",
-    "Compute the square root of x.",
-    "Return the sum of a start value plus an iterable of numbers.",
-    "Create a new dictionary with keys from iterable and values set to value.",
-] * 3
+TEXTS = DOCSTRING_TEXTS[:10] * 3
 
 
 @pytest.fixture(scope="module")

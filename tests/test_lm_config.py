@@ -16,23 +16,12 @@ from kdaudit._config import LMAuditConfig, load_config
 from kdaudit._run_config import audit_from_config
 from kdaudit.cli import main
 
+from _lm_fixtures import DOCSTRING_TEXTS
+
 pytest.importorskip("transformers")
 
 REPO = Path(__file__).resolve().parent.parent
-TEXTS = [
-    "Return the number of items in the container.",
-    "Return a new list containing all items from the iterable in ascending order.",
-    "Split the string at the first occurrence of sep, and return a 3-tuple.",
-    "Return a copy of the string with leading and trailing whitespace removed.",
-    "Open file and return a corresponding file object.",
-    "Return the absolute value of a number.",
-    "Return True if all elements of the iterable are true.",
-    "Compute the square root of x.",
-    "Return the sum of a start value plus an iterable of numbers.",
-    "Create a new dictionary with keys from iterable and values set to value.",
-    "Return the string obtained by replacing the leftmost occurrences of pattern.",
-    "Return a list of the words in the string, using sep as the delimiter string.",
-]
+TEXTS = DOCSTRING_TEXTS
 
 
 @pytest.fixture(scope="module")
