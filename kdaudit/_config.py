@@ -527,12 +527,7 @@ def _parse_model(value: Any, path: str, ctx: _Ctx) -> ModelSpec:
                     if m.get("query_budget") is not None else None)
     options = ctx.mapping(m.get("options") or {}, _join(path, "options"), _MODEL_OPTION_KEYS,
                           "a mapping of extra load_model arguments")
-    role = None
-    if m.get("role") is not None:
-        role = m["role"]
-        if role not in ("student", "control") or not path.startswith("models.students"):
-            raise ctx.error(_join(path, "role"), role, "'student' or 'control', on an entry of models.students (a "
-                            "control is audited beside the students and not judged)")
+    role = _role_of(m, path, ctx)
     return ModelSpec(path=p, name=name, kind=kind, trust=trust, arch=arch, arch_kwargs=dict(arch_kwargs),
                      output=output, access=access, query_budget=query_budget, options=dict(options), key=path,
                      role=role)
@@ -595,6 +590,15 @@ def _parse_data(value: Any, path: str, ctx: _Ctx) -> DataSpec:
     return DataSpec(path=p, features=opt_list("features"), label=opt_str("label"), sensitive=opt_list("sensitive"),
                     id=opt_str("id"), classes=opt_list("classes"), rows=rows,
                     name=ctx.str_(d["name"], _join(path, "name")) if d.get("name") is not None else None)
+
+
+def _role_of(m: Mapping[str, Any], path: str, ctx: _Ctx) -> str | None:
+    """A model entry's ``role``: None, or 'student' / 'control' on an entry of ``models.students``."""
+    role = m.get("role")
+    if role is not None and (role not in ("student", "control") or not path.startswith("models.students")):
+        raise ctx.error(_join(path, "role"), role, "'student' or 'control', on an entry of models.students (a "
+                        "control is audited beside the students and not judged)")
+    return role
 
 
 def _seed_and_bootstrap(top: Mapping[str, Any], ctx: _Ctx) -> tuple[int, int, float, int | None]:
@@ -1012,12 +1016,7 @@ def _parse_lm_model(value: Any, path: str, ctx: _Ctx) -> LMModelSpec:
         raise ctx.error(path, dict(m), "exactly one of 'path' (a Hugging Face model directory, or precomputed "
                         "outputs .jsonl/.parquet) or 'endpoint' (an OpenAI-compatible base URL)")
     name = ctx.str_(m["name"], _join(path, "name")) if m.get("name") is not None else None
-    role = None
-    if m.get("role") is not None:
-        role = m["role"]
-        if role not in ("student", "control") or not path.startswith("models.students"):
-            raise ctx.error(_join(path, "role"), role, "'student' or 'control', on an entry of models.students (a "
-                            "control is audited beside the students and not judged)")
+    role = _role_of(m, path, ctx)
     opts: dict[str, Any] = {}
     for k in ("max_top_k", "max_prompts", "max_tokens", "max_retries", "max_length"):
         if m.get(k) is not None:

@@ -212,6 +212,12 @@ def test_cli_local_directories(zoo, tmp_path):
                          timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(ctrls) == 19 and np.isfinite(d["p_value"])
+    # --candidate: the teacher and a second candidate teacher, each tested against the controls, Holm over both
+    other = save(zoo["controls"][0], "other_teacher")
+    att = subprocess.run(cmd + ["--candidate", other], capture_output=True, text=True, timeout=600)
+    assert att.returncode == 0, att.stderr
+    assert "attribution: parent =" in att.stdout and "other_teacher" in att.stdout
+    assert set(json.loads(out.read_text())["candidates"]) == {"teacher", "other_teacher"}
 
 
 def test_suspect_behind_an_openai_endpoint(tmp_path):

@@ -26,7 +26,7 @@ import math
 from typing import Any
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
-from kdaudit.lineage._files import EXIT_DERIVED, EXIT_MISMATCH, EXIT_OK
+from kdaudit.lineage._files import EXIT_DERIVED, EXIT_MISMATCH, EXIT_OK, candidate_pools
 from kdaudit.lineage._files import expand_patterns as _expand
 
 __all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "add_lineage_arguments", "run_lineage_command"]
@@ -212,13 +212,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
                "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed,
                "controls": controls, "controls_mode": _controls_mode(args)}
     if args.candidate:
-        candidates = {teacher.name: (teacher, references)}
-        for spec in args.candidate:
-            file, sep, ref_glob = spec.partition("@")
-            cand = _load(file, args, "candidates")
-            refs = [_load(f, args, "candidates") for f in _expand([ref_glob], "--candidate")] if sep else references
-            name = cand.name if cand.name not in candidates else f"{cand.name}_{len(candidates)}"
-            candidates[name] = (cand, refs)
+        candidates = candidate_pools(args.candidate, teacher, references, lambda f: _load(f, args, "candidates"))
         result = attribute(suspect, candidates, probes, **options)
         print(_attribution_text(result))
         if args.json:

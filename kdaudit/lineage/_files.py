@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -103,3 +104,18 @@ def expand_patterns(patterns: list[str], what: str) -> list[str]:
             raise invalid_argument(what, pattern, "a file path or a glob matching at least one file")
         files.extend(matches)
     return files
+
+
+def candidate_pools(specs: list[str], teacher: Any, references: list[Any],
+                    load: Callable[[str], Any]) -> dict[str, tuple[Any, list[Any]]]:
+    """The candidate teachers of ``--candidate FILE[@REFERENCE_GLOB]`` (``load`` reads one model file), each with its
+    own references, or the teacher's when the spec names none; the teacher comes first, and a repeated name gets a
+    numbered suffix."""
+    candidates: dict[str, tuple[Any, list[Any]]] = {teacher.name: (teacher, references)}
+    for spec in specs:
+        file, sep, ref_glob = spec.partition("@")
+        cand = load(file)
+        refs = [load(f) for f in expand_patterns([ref_glob], "--candidate")] if sep else references
+        name = cand.name if cand.name not in candidates else f"{cand.name}_{len(candidates)}"
+        candidates[name] = (cand, refs)
+    return candidates

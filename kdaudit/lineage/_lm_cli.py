@@ -78,7 +78,8 @@ def _load_prompts(path: str) -> Any:
 def run_lm_lineage(args: argparse.Namespace) -> int:
     """Run the language-model lineage test from parsed arguments; return the exit code."""
     from kdaudit._io import atomic_write_text, canonical_json
-    from kdaudit.lineage._files import EXIT_DERIVED, EXIT_OK, expand_patterns as _expand
+    from kdaudit.lineage._files import EXIT_DERIVED, EXIT_OK, candidate_pools
+    from kdaudit.lineage._files import expand_patterns as _expand
     from kdaudit.lineage._lm import lm_attribute, lm_lineage_test
 
     for opt in ("teacher", "suspect"):
@@ -102,13 +103,7 @@ def run_lm_lineage(args: argparse.Namespace) -> int:
                "max_new_tokens": args.max_new_tokens, "n_prompts": args.n_probes, "query_budget": args.query_budget,
                "token_budget": args.token_budget, "journal": args.journal, "alpha": args.alpha, "seed": args.seed}
     if args.candidate:
-        candidates: dict[str, Any] = {teacher.name: (teacher, refs)}
-        for spec in args.candidate:
-            file, sep, ref_glob = spec.partition("@")
-            cand = _load_lm(file, args, "candidate")
-            crefs = [_load_lm(f, args, "candidate") for f in _expand([ref_glob], "--candidate")] if sep else refs
-            name = cand.name if cand.name not in candidates else f"{cand.name}_{len(candidates)}"
-            candidates[name] = (cand, crefs)
+        candidates = candidate_pools(args.candidate, teacher, refs, lambda f: _load_lm(f, args, "candidate"))
         result = lm_attribute(suspect, candidates, prompts, **options)
         print(f"attribution: parent = {result.parent}  ({result.reason}; {result.correction})")
         for name, r in result.results.items():
