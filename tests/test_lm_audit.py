@@ -281,6 +281,49 @@ def test_sequence_kd_trains_on_the_teachers_text_and_checks_tokenizers(models, t
         train_lm(gpt_lm(len(tok), seed=4), tok, TEXTS[:5], epochs=0)
 
 
+def test_sequence_kd_puts_no_loss_on_the_prompt_tokens(models, tok, monkeypatch):
+    """A sequence-level student learns the teacher's answers: the gradient of its loss is zero at every logit that
+    predicts a prompt token, nonzero at those predicting an answer token."""
+    import importlib
+
+    lm_mod = importlib.import_module("kdaudit.distill._lm")
+
+    teacher, _, _ = models
+    prompts = [" ".join(t.split()[:4]) for t in TEXTS[:8]]  # ending at a word's end: a clean token boundary
+    seen = {}
+    real_fit = lm_mod._fit
+
+    def spy(model, seqs, step_loss, **kw):
+        seen.update(model=model, seqs=seqs, step_loss=step_loss)
+        return real_fit(model, seqs, step_loss, **kw)
+
+    monkeypatch.setattr(lm_mod, "_fit", spy)
+    s = distill_lm_sequences(teacher, gpt_lm(len(tok), n_layer=1, n_embd=16, n_head=2, seed=3), tok, prompts,
+                             max_new_tokens=6, epochs=1, seed=3)
+    rows = np.arange(len(prompts))
+    seqs = [seen["seqs"][r] for r in rows]
+    width = max(map(len, seqs))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, q in enumerate(seqs):
+        ids[j, :len(q)], mask[j, :len(q)] = torch.tensor(q), 1
+    logits = seen["model"](input_ids=ids, attention_mask=mask).logits.detach().requires_grad_(True)
+    seen["step_loss"](logits, ids, mask, rows).backward()
+    grad = logits.grad.abs().sum(dim=-1)  # (rows, width): position j predicts token j + 1
+    n_prompt = [len(tok(p)["input_ids"]) for p in prompts]
+    gen = teacher.generate(prompts, [f"p{i}" for i in range(len(prompts))], max_new_tokens=6, do_sample=False, seed=3)
+    clean = [j for j, (q, n) in enumerate(zip(seqs, n_prompt)) if q[:n] == tok(prompts[j])["input_ids"]]
+    assert len(clean) >= 4  # most answers do not merge with the prompt's last token
+    for j in clean:
+        q, n = seqs[j], n_prompt[j]
+        assert torch.all(grad[j, :n - 1] == 0), j  # predicting prompt tokens 1 .. n-1: no loss
+        if gen.texts[j]:
+            assert torch.all(grad[j, n - 1:len(q) - 1] > 0), j  # predicting every answer token
+    rec = s.kdaudit_record_
+    assert rec.extra["answer_tokens"] >= sum(len(seqs[j]) - n_prompt[j] for j in clean)
+    assert rec.extra["answer_tokens"] > 0
+
+
 # ------------------------------------------------------------------------------------------------------- demo
 def test_lm_demo_quick_is_byte_reproducible_and_cli_writes_outside_the_repo(tmp_path, monkeypatch):
     from kdaudit._demo_lm import run_lm_demo

@@ -152,12 +152,33 @@ def _fit(model: Any, seqs: list[list[int]], step_loss: Callable[[Any, Any, Any, 
     return history, time.perf_counter() - t0
 
 
-def _ce(logits: Any, input_ids: Any, mask: Any) -> Any:
-    """Mean next-token cross-entropy over the real (unpadded) positions."""
+def _ce(logits: Any, input_ids: Any, mask: Any, first_target: np.ndarray | None = None) -> Any:
+    """Mean next-token cross-entropy over the real (unpadded) positions.
+
+    ``first_target`` (one per row, optional): the index of the first token of each row that is a target; the
+    tokens before it (a prompt) are context only and get no loss.
+    """
     import torch
 
     valid = mask[:, 1:].bool()
+    if first_target is not None:
+        # target j + 1 is predicted at position j: keep it only from the row's first target token on
+        pos = torch.arange(1, input_ids.shape[1])[None, :]
+        valid = valid & (pos >= torch.as_tensor(np.asarray(first_target, dtype=np.int64))[:, None])
     return torch.nn.functional.cross_entropy(logits[:, :-1][valid].float(), input_ids[:, 1:][valid])
+
+
+def _answer_starts(tokenizer: Any, prompts: Sequence[str], seqs: list[list[int]], max_length: int) -> np.ndarray:
+    """Per ``prompt + answer`` sequence: the index of its first answer token (where it stops agreeing with the
+    prompt's own encoding, so a token merged across the boundary counts as the answer's)."""
+    pre = _encode(tokenizer, prompts, max_length)
+    out = np.zeros(len(seqs), dtype=np.int64)
+    for i, (p, s) in enumerate(zip(pre, seqs)):
+        n = 0
+        while n < min(len(p), len(s)) and p[n] == s[n]:
+            n += 1
+        out[i] = max(n, 1)  # the first token is never a target (nothing predicts it)
+    return out
 
 
 def _texts_sha256(texts: Sequence[str]) -> str:
@@ -274,8 +295,10 @@ def distill_lm_sequences(teacher: Any, student: Any, tokenizer: Any, prompts: Se
 
     The teacher (any :class:`~kdaudit.models.LanguageModel`, text-only access suffices; its tokenizer may differ
     from the student's) generates one continuation per prompt (greedy, or sampled at ``temperature`` with ``seed``);
-    the student is trained by next-token cross-entropy on ``prompt + continuation``. Returns ``student``, trained in
-    place, with a :class:`~kdaudit.distill.TrainingRecord` as ``student.kdaudit_record_``.
+    the student is trained by next-token cross-entropy on the continuation given the prompt: the prompt's tokens are
+    context, never targets (the student learns the teacher's answers, not the prompts the distiller wrote). A
+    sequence cut at ``max_length`` before its answer starts is left out. Returns ``student``, trained in place, with
+    a :class:`~kdaudit.distill.TrainingRecord` as ``student.kdaudit_record_``.
     """
     texts = _check_training(student, tokenizer, prompts, epochs, lr, batch_size, max_length, num_threads)
     _check_lm(teacher)
@@ -283,15 +306,23 @@ def distill_lm_sequences(teacher: Any, student: Any, tokenizer: Any, prompts: Se
                             do_sample=do_sample, temperature=temperature, seed=seed)
     train_texts = [p + g for p, g in zip(texts, gens.texts)]
     seqs = _encode(tokenizer, train_texts, max_length)
-    history, wall = _fit(student, seqs, lambda logits, ids, mask, rows: _ce(logits, ids, mask), epochs=epochs,
-                         lr=lr, batch_size=batch_size, seed=seed, num_threads=num_threads, progress=progress,
-                         what="sequence-level KD")
+    starts = _answer_starts(tokenizer, texts, seqs, max_length)
+    # a sequence with no answer token within max_length has nothing to learn from
+    seqs = [s if len(s) > st else [] for s, st in zip(seqs, starts)]
+    n_answer = int(sum(max(len(s) - st, 0) for s, st in zip(seqs, starts)))
+    if n_answer == 0:
+        raise invalid_argument("prompts", f"{len(texts)} prompts", "prompts the teacher continues within "
+                                                                   f"max_length={max_length} tokens")
+    history, wall = _fit(student, seqs, lambda logits, ids, mask, rows: _ce(logits, ids, mask, starts[rows]),
+                         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, num_threads=num_threads,
+                         progress=progress, what="sequence-level KD")
     settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
                 "epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed}
     return _attach(student, TrainingRecord(
         method="sequence_kd", settings=settings, data_sha256=_texts_sha256(texts), teachers=(_teacher_desc(teacher),),
         queries=len(texts), n_rows=len(texts), loss_history=tuple(history), wall_time_s=wall,
-        extra={"teacher_generations_sha256": _texts_sha256(gens.texts)}))
+        extra={"teacher_generations_sha256": _texts_sha256(gens.texts), "answer_tokens": n_answer,
+               "texts_left_out": sum(1 for s in seqs if not s)}))
 
 
 def _check_lm(teacher: Any) -> None:
