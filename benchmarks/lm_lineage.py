@@ -160,12 +160,16 @@ class Zoo:
                                     epochs=EPOCHS, lr=FT_LR, max_length=MAX_LEN, seed=seed, batch_size=16)
 
     @staticmethod
-    def windows(texts, n: int, min_len: int = 90) -> tuple[list[str], list[str]]:
+    def windows(texts, n: int, min_len: int = 90, shift: int = 0) -> tuple[list[str], list[str]]:
         """Up to ``n`` (prompt, reference) windows of ~90 characters from ``texts``: a prompt of 30 to 50 characters
-        ending between words, its reference the next 40; the next window starts where the prompt ends."""
+        ending between words, its reference the next 40; the next window starts where the prompt ends. ``shift``:
+        the first window of each text starts at its first word after ``shift`` characters (a second tiling of the
+        same texts whose prompts start and end elsewhere)."""
         prompts, refs = [], []
         for t in texts:
-            start = 0
+            start = 0 if shift == 0 else t.find(" ", shift) + 1
+            if start == 0 and shift:
+                continue
             while len(t) - start >= min_len and len(prompts) < n:
                 cut = max(t.rfind(" ", start, start + 50), start + 30)  # prompts end between words
                 prompts.append(t[start:cut])
@@ -174,12 +178,23 @@ class Zoo:
         return prompts, refs
 
     def prompt_set(self, n: int):
-        """Up to ``n`` candidate prompts: windows of the held-out paragraphs (no zoo model trained on them)."""
+        """Up to ``n`` candidate prompts: windows of the held-out paragraphs (no zoo model trained on them); when
+        one tiling of them gives fewer than ``n``, a second tiling shifted by ~20 characters adds windows that start
+        and end at other words (never text of the teacher's training part A)."""
         from kdaudit.data import PromptSet
 
-        prompts, refs = self.windows(self.held, n)
+        # a held-out paragraph may repeat text of a training paragraph (docstrings are copied between modules):
+        # windows whose prompt any zoo model trained on are left out
+        trained = "\x00".join(self.all)
+        prompts, refs, seen = [], [], set()
+        for shift in (0, 20):
+            for p, r in zip(*self.windows(self.held, 10**9, shift=shift)):
+                if len(prompts) < n and p not in seen and p not in trained:
+                    seen.add(p)
+                    prompts.append(p)
+                    refs.append(r)
         return PromptSet(prompts=prompts, references=refs, name="stdlib-paragraphs",
-                         source="held-out docstring paragraphs, ~90-character windows")
+                         source="held-out docstring paragraphs, ~90-character windows (two tilings when needed)")
 
     # -- the zoo ---------------------------------------------------------------------------------------
     def teacher(self):
@@ -315,6 +330,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smaller zoo and fewer prompts (development)")
     ap.add_argument("--seeds", type=int, default=None, help="suspects per kind (default 3; quick 1)")
+    ap.add_argument("--negative-seeds", type=int, default=None, help="suspects per underived kind (default --seeds; "
+                                                                      "more make the FPR evidence stronger)")
     ap.add_argument("--n-prompts", type=int, default=None, help="prompts sent to each suspect, top-k access "
                                                                  "(default 150)")
     ap.add_argument("--n-prompts-text", type=int, default=None, help="prompts sent to each suspect, text access "
@@ -339,8 +356,14 @@ def main() -> int:
     teacher = zoo.teacher()
     refs = zoo.references(19)
     controls = [zoo.underived(kind, 100 + i) for kind in NEGATIVE_KINDS for i in range(n_ctrl_each)]
-    suspects = [(f"{k}/{s}", 1, zoo.derived(k, s)) for k in POSITIVE_KINDS for s in range(seeds)]
-    suspects += [(f"{k}/{s}", 0, zoo.underived(k, s)) for k in NEGATIVE_KINDS for s in range(seeds)]
+    neg_seeds = args.negative_seeds or seeds
+    # seed by seed (every kind once, then again), so that a report written part way has every kind in it
+    suspects = []
+    for s in range(max(seeds, neg_seeds)):
+        if s < seeds:
+            suspects += [(f"{k}/{s}", 1, zoo.derived(k, s)) for k in POSITIVE_KINDS]
+        if s < neg_seeds:
+            suspects += [(f"{k}/{s}", 0, zoo.underived(k, s)) for k in NEGATIVE_KINDS]
     # attribution: the teacher and the other teacher are the candidates; its controls must be derived from neither
     # (seed, arch and disjoint kinds), 39 of them so that Holm over 2 candidates can reach 0.05 (p >= 1/40)
     attr_kinds = [k for k in NEGATIVE_KINDS if k != "other_teacher_student"]
@@ -354,29 +377,108 @@ def main() -> int:
     modes = [("top_k", "references"), ("top_k", "controls"), ("text", "references"), ("text", "controls")]
     rows = {m: [] for m in modes}
     memo: dict = {}  # the owner models' outputs, computed once for every suspect of this run
+    rot: dict = {}
+    attr: list = []
+    underived: list = []
 
     def test(access, null, t, s, pool, ctrl):
         kw = {"references": pool, "controls": ctrl} if null == "references" else {"controls": ctrl}
         return lm_lineage_test(t, s, prompts[access], null=null, access=access, n_prompts=n_prompts[access],
                                max_new_tokens=24, alpha=args.alpha, seed=0, memo=memo, query_budget=1000, **kw)
 
-    for name, label, model in suspects:
-        for access, null in modes:
-            # the references null is also calibrated by the controls (each member on its own null scale)
-            t0 = time.perf_counter()
-            r = test(access, null, teacher, model, refs, controls)
-            rows[(access, null)].append({"name": name, "label": label, "p": r.p_value, "effect": r.effect,
-                                         "derived": r.derived, "raw": dict(r.raw_similarity),
-                                         "prompts": r.queries["prompts_sent"],
-                                         "tokens": r.queries["tokens_sent_bound"],
-                                         "seconds": time.perf_counter() - t0})
-        _log(f"{name}: " + "  ".join(f"{a}/{n} p={rows[(a, n)][-1]['p']:.3f} e={rows[(a, n)][-1]['effect']:+.1f}"
-                                     for a, n in modes))
-    t_tests = time.perf_counter() - t_start
+    def write_report(partial):
+        """The report of what has run so far (``partial`` says how far; None: the whole run)."""
+        lines = [f"kdaudit LM lineage benchmark ({'quick' if args.quick else 'full'} zoo)"
+                 + ("" if partial is None else f" -- PARTIAL ({partial})"),
+                 f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores "
+                 f"(shared), python {platform.python_version()}, torch 1 thread",
+                 f"zoo: teacher {RECIPE} on part A ({len(zoo.A)} docs); 19 references; {len(controls)} controls "
+                 f"({n_ctrl_each} of each underived kind, other seeds); {seeds} seed(s) per derived kind, "
+                 f"{neg_seeds} per underived kind; prompts sent per suspect: "
+                 f"top-k {n_prompts['top_k']}, text {n_prompts['text']} (of {len(prompts['top_k'])} and "
+                 f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}",
+                 ""]
+        lines.append(f"{'access':<7} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  {'prompts':>7} "
+                     f"{'tokens<=':>9}  baselines (AUC)")
+        summary = {}
+        for (access, null), rs in rows.items():
+            if not any(r["label"] == 1 for r in rs) or not any(r["label"] == 0 for r in rs):
+                return
+            pos = [r for r in rs if r["label"] == 1]
+            neg = [r for r in rs if r["label"] == 0]
+            a = auc([r["effect"] for r in pos], [r["effect"] for r in neg])
+            tpr = float(np.mean([r["derived"] for r in pos]))
+            k = int(sum(r["derived"] for r in neg))
+            fpr = k / len(neg)
+            base = {key: auc([r["raw"][key] for r in pos], [r["raw"][key] for r in neg]) for key in pos[0]["raw"]}
+            summary[(access, null)] = (a, tpr, fpr)
+            lines.append(f"{access:<7} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
+                         f"{upper95(k, len(neg)):10.2f}  "
+                         f"{max(r['prompts'] for r in rs):7d} {max(r['tokens'] for r in rs):9d}  "
+                         + ", ".join(f"{key} {v:.3f}" for key, v in base.items()))
+        lines += ["", "per kind (share 'derived'; mean effect):"]
+        kinds = list(POSITIVE_KINDS) + list(NEGATIVE_KINDS)
+        for kind in kinds:
+            cells = []
+            for m in modes:
+                rs = [r for r in rows[m] if r["name"].split("/")[0] == kind]
+                cells.append(f"{np.mean([r['derived'] for r in rs]):.2f}/{np.mean([r['effect'] for r in rs]):+.1f}")
+            lines.append(f"  {kind:<22} " + "  ".join(f"{m[0]}-{m[1]}: {c}" for m, c in zip(modes, cells)))
+        targets = [("top_k", 0.99, 0.9), ("text", 0.95, 0.8)]
+        lines += ["", "targets (AUC, TPR at alpha, FPR <= alpha):"]
+        for access, a_t, tpr_t in targets:
+            for null in ("references", "controls"):
+                a, tpr, fpr = summary[(access, null)]
+                ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
+                lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
+                             f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
+        n_neg = sum(1 for r in rows[modes[0]] if r["label"] == 0)
+        lines.append(f"FPR: false positives among the {n_neg} underived suspects per mode, with the one-sided 95% "
+                     "Clopper-Pearson upper bound of the rate.")
+        if rot and any(rot.values()):
+            lines += ["", f"null check (rotation; {len(underived)} underived suspects: "
+                          + ", ".join(n for n, _ in underived) + "):"]
+            for m, lists in rot.items():
+                flat = [p for ps in lists for p in ps]
+                k = sum(p <= args.alpha for p in flat)
+                exact = all(np.allclose(ps, np.arange(1, len(ps) + 1) / len(ps)) for ps in lists)
+                lines.append(f"  {m[0]}/{m[1]}: {k}/{len(flat)} draws at p <= {args.alpha} ({k / len(flat):.3f}; "
+                             f"95% upper {upper95(k, len(flat)):.3f}); every suspect's rotation p-values exactly "
+                             f"1/M..M/M: {'yes' if exact else 'NO'}")
+        if attr:
+            ok = [t == p for _, t, p, _ in attr]
+            lines += ["", f"attribution (lm_attribute, top-k, controls null with {len(attr_controls)} controls "
+                          "derived from neither candidate, Holm over {teacher, other}):",
+                      f"  accuracy {np.mean(ok):.2f} ({sum(ok)}/{len(ok)})"]
+            for truth in ("teacher", "other", "none"):
+                sub = [(n, p) for n, t, p, _ in attr if t == truth]
+                if sub:
+                    got = {}
+                    for _, p in sub:
+                        got[p] = got.get(p, 0) + 1
+                    lines.append(f"  true parent {truth:<8} ({len(sub):2d}): "
+                                 + ", ".join(f"{k} {v}" for k, v in sorted(got.items())))
+            wrong = [f"{n} -> {p}" for n, t, p, _ in attr if t != p]
+            if wrong:
+                lines.append("  wrong: " + "; ".join(wrong))
+        if partial is None:
+            lines += [""] + zoo_check(zoo, teacher, refs[:8], {k: [zoo.derived(k, s) for s in range(seeds)]
+                                                                for k in POSITIVE_KINDS})
+            lines.append(f"\nwall time: {time.perf_counter() - t_start:.0f}s (zoo {t_zoo:.0f}s, tests "
+                         f"{t_tests - t_zoo - t_rot:.0f}s, rotations {t_rot:.0f}s, attribution {t_attr:.0f}s)")
+        else:
+            lines.append(f"\n{partial}; wall time so far: {time.perf_counter() - t_start:.0f}s")
+        lines.append("command: nice -n 10 python benchmarks/lm_lineage.py " + " ".join(sys.argv[1:]))
+        text = "\n".join(lines)
+        if partial is None:
+            print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
 
     # null check: each underived suspect's test rerun with every exchangeable model in the special place (the
     # teacher rotated among its references; the suspect rotated among the controls). Exactness says the p-values
     # of one suspect's rotations are 1/M, 2/M, ..., 1 (each once, no ties): share <= alpha is exactly floor(alpha M)/M
+    # (run first: it is short, and a run stopped part way keeps it)
     underived = [(n, m) for n, lab, m in suspects if lab == 0][: args.rotations]
     pool = [teacher, *refs]
     rot_modes = [m for m in modes if m[0] in args.rotation_access.split(",")]
@@ -392,7 +494,24 @@ def main() -> int:
                       for i in range(len(ring))]
             rot[(access, null)].append(sorted(ps))
         _log(f"rotations of {name} done")
-    t_rot = time.perf_counter() - t_start - t_tests
+    t_rot = time.perf_counter() - t_start - t_zoo
+
+    for name, label, model in suspects:
+        for access, null in modes:
+            # the references null is also calibrated by the controls (each member on its own null scale)
+            t0 = time.perf_counter()
+            r = test(access, null, teacher, model, refs, controls)
+            rows[(access, null)].append({"name": name, "label": label, "p": r.p_value, "effect": r.effect,
+                                         "derived": r.derived, "raw": dict(r.raw_similarity),
+                                         "prompts": r.queries["prompts_sent"],
+                                         "tokens": r.queries["tokens_sent_bound"],
+                                         "seconds": time.perf_counter() - t0})
+            sig = " ".join(f"{k[:6]}{v['z_first']:+.1f}" for k, v in r.signatures.items())
+            rows[(access, null)][-1]["z"] = sig
+        _log(f"{name}: " + "  ".join(f"{a}/{n} p={rows[(a, n)][-1]['p']:.3f} e={rows[(a, n)][-1]['effect']:+.1f} "
+                                     f"[{rows[(a, n)][-1]['z']}] {rows[(a, n)][-1]['seconds']:.0f}s" for a, n in modes))
+        write_report(f"partial: {len(rows[modes[0]])} of {len(suspects)} suspects tested")
+    t_tests = time.perf_counter() - t_start
 
     # attribution among two candidate teachers (top-k access, controls null, Holm): the parent of a teacher's
     # student is "teacher", of the other teacher's student "other", of an underived model "none"
@@ -406,87 +525,9 @@ def main() -> int:
                              memo=memo)
             attr.append((name, truth, a.parent, a.adjusted_p_values))
         _log("attribution done")
-    t_attr = time.perf_counter() - t_start - t_tests - t_rot
+    t_attr = time.perf_counter() - t_start - t_tests
 
-    lines = [f"kdaudit LM lineage benchmark ({'quick' if args.quick else 'full'} zoo)",
-             f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores "
-             f"(shared), python {platform.python_version()}, torch 1 thread",
-             f"zoo: teacher {RECIPE} on part A ({len(zoo.A)} docs); 19 references; {len(controls)} controls "
-             f"({n_ctrl_each} of each underived kind, other seeds); {seeds} seed(s) per suspect kind; prompts sent per "
-             f"suspect: top-k {n_prompts['top_k']}, text {n_prompts['text']} (of {len(prompts['top_k'])} and "
-             f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}",
-             ""]
-    lines.append(f"{'access':<7} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  {'prompts':>7} "
-                 f"{'tokens<=':>9}  baselines (AUC)")
-    summary = {}
-    for (access, null), rs in rows.items():
-        pos = [r for r in rs if r["label"] == 1]
-        neg = [r for r in rs if r["label"] == 0]
-        a = auc([r["effect"] for r in pos], [r["effect"] for r in neg])
-        tpr = float(np.mean([r["derived"] for r in pos]))
-        k = int(sum(r["derived"] for r in neg))
-        fpr = k / len(neg)
-        base = {key: auc([r["raw"][key] for r in pos], [r["raw"][key] for r in neg]) for key in pos[0]["raw"]}
-        summary[(access, null)] = (a, tpr, fpr)
-        lines.append(f"{access:<7} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
-                     f"{upper95(k, len(neg)):10.2f}  "
-                     f"{max(r['prompts'] for r in rs):7d} {max(r['tokens'] for r in rs):9d}  "
-                     + ", ".join(f"{key} {v:.3f}" for key, v in base.items()))
-    lines += ["", "per kind (share 'derived'; mean effect):"]
-    kinds = list(POSITIVE_KINDS) + list(NEGATIVE_KINDS)
-    for kind in kinds:
-        cells = []
-        for m in modes:
-            rs = [r for r in rows[m] if r["name"].split("/")[0] == kind]
-            cells.append(f"{np.mean([r['derived'] for r in rs]):.2f}/{np.mean([r['effect'] for r in rs]):+.1f}")
-        lines.append(f"  {kind:<22} " + "  ".join(f"{m[0]}-{m[1]}: {c}" for m, c in zip(modes, cells)))
-    targets = [("top_k", 0.99, 0.9), ("text", 0.95, 0.8)]
-    lines += ["", "targets (AUC, TPR at alpha, FPR <= alpha):"]
-    for access, a_t, tpr_t in targets:
-        for null in ("references", "controls"):
-            a, tpr, fpr = summary[(access, null)]
-            ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
-            lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
-                         f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
-    n_neg = len(NEGATIVE_KINDS) * seeds
-    lines.append(f"FPR: false positives among the {n_neg} underived suspects per mode, with the one-sided 95% "
-                 "Clopper-Pearson upper bound of the rate.")
-    if underived:
-        lines += ["", f"null check (rotation; {len(underived)} underived suspects: "
-                      + ", ".join(n for n, _ in underived) + "):"]
-        for m, lists in rot.items():
-            flat = [p for ps in lists for p in ps]
-            k = sum(p <= args.alpha for p in flat)
-            exact = all(np.allclose(ps, np.arange(1, len(ps) + 1) / len(ps)) for ps in lists)
-            lines.append(f"  {m[0]}/{m[1]}: {k}/{len(flat)} draws at p <= {args.alpha} ({k / len(flat):.3f}; 95% upper "
-                         f"{upper95(k, len(flat)):.3f}); every suspect's rotation p-values exactly 1/M..M/M: "
-                         f"{'yes' if exact else 'NO'}")
-    if attr:
-        ok = [t == p for _, t, p, _ in attr]
-        lines += ["", f"attribution (lm_attribute, top-k, controls null with {len(attr_controls)} controls derived "
-                      "from "
-                      "neither candidate, Holm over {teacher, other}):",
-                  f"  accuracy {np.mean(ok):.2f} ({sum(ok)}/{len(ok)})"]
-        for truth in ("teacher", "other", "none"):
-            sub = [(n, p) for n, t, p, _ in attr if t == truth]
-            if sub:
-                got = {}
-                for _, p in sub:
-                    got[p] = got.get(p, 0) + 1
-                lines.append(f"  true parent {truth:<8} ({len(sub):2d}): "
-                             + ", ".join(f"{k} {v}" for k, v in sorted(got.items())))
-        wrong = [f"{n} -> {p}" for n, t, p, _ in attr if t != p]
-        if wrong:
-            lines.append("  wrong: " + "; ".join(wrong))
-    lines += [""] + zoo_check(zoo, teacher, refs[:8], {k: [zoo.derived(k, s) for s in range(seeds)]
-                                                        for k in POSITIVE_KINDS})
-    lines.append(f"\nwall time: {time.perf_counter() - t_start:.0f}s (zoo {t_zoo:.0f}s, tests {t_tests - t_zoo:.0f}s, "
-                 f"rotations {t_rot:.0f}s, attribution {t_attr:.0f}s)")
-    lines.append("command: nice -n 10 python benchmarks/lm_lineage.py " + " ".join(sys.argv[1:]))
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(None)
     return 0
 
 
