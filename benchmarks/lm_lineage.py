@@ -7,9 +7,9 @@ the training documents (A), another part (B: the suspect maker's own texts), hel
   "references"), 19 controls (null "controls": models not derived from the teacher, drawn from the same kinds as
   the underived suspects below, other seeds).
 * Derived from the teacher: token-level KD (top-20, on B) at T = 1, 2, 4; sequence-level KD on the teacher's
-  greedy answers to 2,000 prompts (windows of the maker's texts); text-only extraction (training on the teacher's
-  sampled text alone); KD into another architecture; KD then fine-tuned on B; KD then int8 (weights rounded to int8
-  per tensor).
+  greedy answers to 2,000 prompts (windows of the maker's texts; the loss is on the answers only); text-only
+  extraction (training on the teacher's sampled text alone); KD into another architecture; KD then fine-tuned on B;
+  KD then int8 (weights rounded to int8 per tensor).
 * Not derived: R with other seeds, another architecture on A, R on the disjoint part B, students (token KD) of
   another teacher (trained on B).
 
