@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["OUTPUT_SET", "READ_LIMITS", "ReadLimits", "atomic_write_bytes", "atomic_write_text", "canonical_json",
-           "read_arrays", "read_table", "read_yaml_file", "to_jsonable", "write_file_set"]
+           "read_arrays", "read_table", "read_yaml_file", "recorded_path", "to_jsonable", "write_file_set"]
 
 # Floats are written with 12 significant digits: far below any interval's width, and it keeps results.json
 # byte-identical when the last bits of a sum differ between BLAS builds.
@@ -49,6 +49,22 @@ def to_jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, str):
         return obj
     raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
+
+
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """How a file's location is written into a result: relative to the working directory when it lies under it.
+
+    A result records where its inputs came from, but an absolute path also records where the repository was checked
+    out: the same audit run from two checkouts would differ in those keys alone. Paths under the working directory
+    are therefore written relative to it (POSIX separators); others as given.
+    """
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.relative_to(Path.cwd()).as_posix()
+        except (ValueError, OSError):
+            return str(p)
+    return p.as_posix()
 
 
 def canonical_json(obj: Any) -> str:

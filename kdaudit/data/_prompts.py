@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit._io import recorded_path
 
 __all__ = ["PromptSet", "load_prompts"]
 
@@ -205,7 +206,7 @@ def load_prompts(path: str | os.PathLike[str], *, id_field: str = "id", prompt_f
         answers=np.array([r["answer"] for r in parsed], dtype=np.int64) if has("choices") else None,
         messages=[r["messages"] for r in parsed] if has("messages") and all(r["messages"] for r in parsed) else None,
         groups=pd.DataFrame({g: [r["groups"][g] for r in parsed] for g in fields.groups}) if fields.groups else None,
-        name=name or p.stem, source=str(p))
+        name=name or p.stem, source=recorded_path(p))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kdaudit._exceptions import KDAuditError, invalid_argument
+from kdaudit._io import recorded_path
 from kdaudit.models._hashing import sha256_file
 from kdaudit.models._lm_base import LanguageModel, LMAccess
 
@@ -194,7 +195,7 @@ class PrecomputedLM(LanguageModel):
         return TokenTopK(name=self.name, text_ids=np.asarray(ids), offsets=offsets,
                          top_ids=np.ascontiguousarray(top_ids), top_logprobs=np.ascontiguousarray(top_lp),
                          target_ids=cat(2, (0,), np.int32), target_logprob=cat(3, (0,), np.float32),
-                         tokenizer_sha256=self._tok or "", meta={"top_k": k, "source": str(self.path)})
+                         tokenizer_sha256=self._tok or "", meta={"top_k": k, "source": recorded_path(self.path)})
 
     def generate(self, prompts: Sequence[str], ids: Sequence[Any], *, max_new_tokens: int, do_sample: bool = False,
                  temperature: float = 1.0, seed: int = 0) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._io import recorded_path
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._hashing import sha256_file
 
@@ -118,7 +119,7 @@ class OnnxModel(ModelAdapter):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update({"source": str(self.path), "output": self.output})
+        d.update({"source": recorded_path(self.path), "output": self.output})
         return d
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit._io import read_arrays, read_table
+from kdaudit._io import read_arrays, read_table, recorded_path
 from kdaudit._validation import check_labels
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._hashing import sha256_arrays
@@ -186,7 +186,7 @@ class PrecomputedModel(ModelAdapter):
         d = super().describe()
         d["output"] = self.output
         if self.source:
-            d["source"] = self.source
+            d["source"] = recorded_path(self.source)
         return d
 
     def __repr__(self) -> str:

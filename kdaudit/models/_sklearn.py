@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._io import recorded_path
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._convert import sigmoid_binary, softmax
 
@@ -73,7 +74,7 @@ class SklearnModel(ModelAdapter):
         d = super().describe()
         d["output_source"] = self.output_source
         if self.source:
-            d["source"] = self.source
+            d["source"] = recorded_path(self.source)
         return d
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit._io import recorded_path
 from kdaudit.models._base import Access, ModelAdapter
 from kdaudit.models._hashing import sha256_snapshot, snapshot_state_dict, tensor_items
 
@@ -251,7 +252,7 @@ class TorchModel(ModelAdapter):
         d = super().describe()
         d.update({"device": str(self.device), "precision": self.precision, "output": self.output})
         if self.source:
-            d["source"] = self.source
+            d["source"] = recorded_path(self.source)
         return d
 
     def __repr__(self) -> str:
