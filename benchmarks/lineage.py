@@ -804,12 +804,22 @@ def power_by_probes(log, teachers, suspects, controls, probe_sets, modes, seed: 
                     f"{r['null']:.4f} over {total} tests")
                 log("      per kind: " + "; ".join(f"{k} {v}" for k, v in by_kind.items()))
             analyses = [r["analysis"] for r, is_a in zip(res, pos) if is_a]
-            ranks = [1 + int(np.sum(np.array(a["reference_statistics"]) > a["statistic"])) for a in analyses]
+
+            def rank_of(a) -> int:
+                return 1 + int(np.sum(np.array(a["reference_statistics"]) > a["statistic"]))
+
+            ranks = [rank_of(a) for a in analyses]
             effects = np.array([r["cal"][1] for r, is_a in zip(res, pos) if is_a], dtype=float)
             effects_plain = np.array([r["plain"][1] for r, is_a in zip(res, pos) if is_a], dtype=float)
             log(f"  A's students: teacher's median rank among {len(refs) + 1} (calibrated) {np.median(ranks):.0f}; "
                 f"median effect (teacher in references' sd) plain {np.median(effects_plain):.2f}, calibrated "
                 f"{np.median(effects):.2f}")
+            log("    teacher A's calibrated rank among its students, by kind and seed: " + "; ".join(
+                f"{k} {','.join(str(rank_of(r['analysis'])) for r, kk in zip(res, kinds) if kk == k)}"
+                for k in dict.fromkeys(kinds[pos])))
+            b_ranks = [(k, rank_of(r["analysis"])) for r, k, p in zip(attr["B"], kinds, parents) if p == "B"]
+            log("    teacher B's calibrated rank among its students (the attribution's test of B), by kind: " + "; ".join(
+                f"{k} {','.join(str(rk) for kk, rk in b_ranks if kk == k)}" for k in dict.fromkeys(kinds[parents == "B"])))
             row["margins"] = {}
             for sig in ("prob_residual", "pool_regression", "label_idiosyncrasy"):
                 gap, sd, ratio = _margins(analyses, sig)
