@@ -95,10 +95,11 @@ NOT_DERIVED_POWER = {
 #: and the references' spread under the alternative did not shrink (a property of the models, not probe noise).
 BINARY_QUERIES_READING = (
     "on a binary task more queries did not raise the power: on UCI Adult 4,000, 8,000 and 16,000 probes (as many "
-    "suspect queries) found 67-73 % of the students calibrated and 23-33 % plain with probabilities (2,000: 67 % and "
-    "20 %), LABELS_PLACEHOLDER, because the references' spread around the teacher did not shrink with more "
-    "probes (it is a property of the models, not probe noise); controls made like the suspects you fear, and probes "
-    "from the data the suspect's maker queried, are what raise it")
+    "suspect queries) found 67-73 % of the students calibrated and 23-33 % plain with probabilities, 53-60 % and "
+    "30 % with labels, against 67, 20, 63 and 30 % with 2,000, because the references' spread around the teacher "
+    "did not shrink with more probes (it is a property of the models, not probe noise); controls made like the "
+    "suspects you fear, and probes "
+"from the data the suspect's maker queried, are what raise it")
 
 
 # ---------------------------------------------------------------------------------------------------------- results
