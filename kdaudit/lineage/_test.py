@@ -91,14 +91,15 @@ NOT_DERIVED_POWER = {
 }
 #: What more queries bought on the binary benchmark task, quoted with every "not derived" of a two-class test so that
 #: an owner does not spend queries where they do not help (issue 16 item 3;
-#: benchmarks/results/lineage_adult_probes_cpu.txt): on UCI Adult the power stayed flat from 2,000 to 16,000 probes,
-#: and the references' spread under the alternative did not shrink (a property of the models, not probe noise).
+#: benchmarks/results/lineage_adult_probes_cpu.txt): on UCI Adult the power rose up to about 2,000 probes and stayed
+#: flat from 2,000 to 16,000, and the references' spread under the alternative did not shrink (a property of the
+#: models, not probe noise).
 BINARY_QUERIES_READING = (
     "on a binary task more queries did not raise the power: on UCI Adult 4,000, 8,000 and 16,000 probes (as many "
     "suspect queries) found 67-73 % of the students calibrated and 23-33 % plain with probabilities, 53-60 % and "
-    "30 % with labels, against 67, 20, 63 and 30 % with 2,000, because the references' spread around the teacher "
-    "did not shrink with more probes (it is a property of the models, not probe noise); controls made like the "
-    "suspects you fear, and probes "
+    "30 % with labels, against 67, 20, 63 and 30 % with 2,000 (fewer lowered it: 53 and 20 % calibrated with 500), "
+    "because the references' spread around the teacher did not shrink with more probes (it is a property of the "
+    "models, not probe noise); controls made like the suspects you fear, and probes "
 "from the data the suspect's maker queried, are what raise it")
 
 
@@ -1031,10 +1032,10 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     query_budget : int or None, default 2000
         Most rows sent to the suspect; the number of probes is capped by it (and by the suspect's own budget).
     n_probes : int, optional
-        Probes sent to the suspect (default 2,000, capped by the budget and the number of candidates). More probes
-        are not more power on a binary task: on UCI Adult 2,000 to 16,000 held-out probes found the same share of
-        students (README, 'Lineage: power'); spend extra queries on rows the suspect's maker could have queried
-        (``probes``) and extra effort on negative controls like the suspects feared.
+        Probes sent to the suspect (default 2,000, capped by the budget and the number of candidates). On a binary
+        task that is where the power levels off: on UCI Adult 500 and 1,000 held-out probes found fewer students
+        and 4,000 to 16,000 no more than 2,000 (README, 'Lineage: power'); spend extra queries on rows the suspect's
+        maker could have queried (``probes``) and extra effort on negative controls like the suspects feared.
     n_mixup : int, optional
         Mixup blends added to the candidates (default: twice as many as probe rows, at most ``n_probes``;
         0 disables).
