@@ -204,3 +204,21 @@ def test_calibrated_test_with_nuisance_stays_exact(access):
     p = np.array(p)
     assert np.mean(p <= 0.05) <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / len(p))
     assert abs(p.mean() - 0.525) < 0.08
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_not_derived_on_a_binary_task_says_more_queries_did_not_help(n_classes):
+    """A two-class "not derived" carries what more queries bought on the binary benchmark (issue 16 item 3), so an
+    owner does not raise the query budget where it does not raise the power; other tasks do not get the sentence."""
+    from kdaudit.lineage._test import BINARY_QUERIES_READING, _analyse
+    from kdaudit.metrics._resampling import Bootstrap
+
+    rng = np.random.default_rng(7)
+    f = rng.normal(0, 2.0, (60, n_classes))
+    pool = softmax((f[None] + rng.normal(0, 0.6, (20, 60, n_classes))).reshape(-1, n_classes)).reshape(20, 60, -1)
+    suspect = softmax(f + rng.normal(0, 0.6, (60, n_classes)))
+    a = _analyse(pool, suspect, suspect.argmax(1), access=("probabilities", None), y_true=None, alpha=0.05,
+                 p_value_method="exact", bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(60))
+    assert a["verdict"] == "not derived"
+    assert (BINARY_QUERIES_READING in a["reason"]) == (n_classes == 2)
+    assert "failure to find evidence" in a["reason"]
