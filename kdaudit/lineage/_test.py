@@ -95,12 +95,10 @@ NOT_DERIVED_POWER = {
 #: flat from 2,000 to 16,000, and the references' spread under the alternative did not shrink (a property of the
 #: models, not probe noise).
 BINARY_QUERIES_READING = (
-    "on a binary task more queries did not raise the power: on UCI Adult 4,000, 8,000 and 16,000 probes (as many "
-    "suspect queries) found 67-73 % of the students calibrated and 23-33 % plain with probabilities, 53-60 % and "
-    "30 % with labels, against 67, 20, 63 and 30 % with 2,000 (fewer lowered it: 53 and 20 % calibrated with 500), "
-    "because the references' spread around the teacher did not shrink with more probes (it is a property of the "
-    "models, not probe noise); controls made like the suspects you fear, and probes "
-"from the data the suspect's maker queried, are what raise it")
+    "on a binary task more queries did not raise the power: on UCI Adult 4,000 to 16,000 probes found about "
+    "as many students as 2,000 (calibrated 67-73 % against 67 % with probabilities, 53-60 % against 63 % with labels; 500 "
+    "found fewer), because the references' spread around the teacher is a property of the models, not probe noise; "
+    "adding the rows the suspects' makers queried found no label-only, fine-tuned or pruned student either")
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -1034,8 +1032,8 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     n_probes : int, optional
         Probes sent to the suspect (default 2,000, capped by the budget and the number of candidates). On a binary
         task that is where the power levels off: on UCI Adult 500 and 1,000 held-out probes found fewer students
-        and 4,000 to 16,000 no more than 2,000 (README, 'Lineage: power'); spend extra queries on rows the suspect's
-        maker could have queried (``probes``) and extra effort on negative controls like the suspects feared.
+        and 4,000 to 16,000 about as many as 2,000 (README, 'Lineage: power'); spend extra effort on negative controls
+        like the suspects feared rather than on queries.
     n_mixup : int, optional
         Mixup blends added to the candidates (default: twice as many as probe rows, at most ``n_probes``;
         0 disables).
