@@ -1064,6 +1064,13 @@ def main(argv=None) -> int:
         log(f"  {key:<28} AUC {auc(s[is_pos], s[~is_pos]):.3f}")
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+
+    def scenario_arrays(sc: str) -> tuple[np.ndarray, np.ndarray]:
+        """The probe candidates' rows and true labels of a scenario: held-out rows, plus (``public``) the rows a
+        suspect's maker could have queried."""
+        if sc == "heldout":
+            return probe.X, probe.y_true
+        return np.concatenate([probe.X, public_probes.X]), np.concatenate([probe.y_true, public_probes.y_true])
     if args.part == "diagnose":
         log("")
         for mode in modes:
@@ -1105,10 +1112,7 @@ def main(argv=None) -> int:
             f"rows plus as many mixup blends, exact rank p-values at alpha = {ALPHA}; seed 0 of each kind is the "
             "development seed")
         for sc in (s.strip() for s in args.scenarios.split(",") if s.strip()):
-            probe_X, probe_y = probe.X, probe.y_true
-            if sc == "public":  # the investigator adds rows a suspect's maker could have queried
-                probe_X = np.concatenate([probe.X, public_probes.X])
-                probe_y = np.concatenate([probe.y_true, public_probes.y_true])
+            probe_X, probe_y = scenario_arrays(sc)
             log(f"#### probe candidates: {SCENARIOS[sc]}")
             array_level(log, teachers, suspects, controls, probe_X, probe_y, modes, args.seed,
                         dev=np.array([n.endswith("_0") for n, _, _, _ in suspects]))
@@ -1137,8 +1141,7 @@ def main(argv=None) -> int:
     results: dict[str, dict[str, dict]] = {}
     for sc in scenarios:
         probes = probe if sc == "heldout" else [probe, public_probes]
-        probe_X = probe.X if sc == "heldout" else np.concatenate([probe.X, public_probes.X])
-        probe_y = probe.y_true if sc == "heldout" else np.concatenate([probe.y_true, public_probes.y_true])
+        probe_X, probe_y = scenario_arrays(sc)
         log("")
         log(f"#### probe candidates: {SCENARIOS[sc]}")
         results[sc] = evaluate(modes, suspects, A, refs, pool_A, pool_B, ref_models, probes, probe_X, probe_y,
