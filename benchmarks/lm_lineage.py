@@ -338,10 +338,13 @@ def main() -> int:
                                                                       "(default 300; the issue allows 1,000)")
     ap.add_argument("--rotations", type=int, default=4, help="underived suspects whose tests are rerun with every "
                                                              "exchangeable model in the first place (null check)")
-    ap.add_argument("--rotation-access", default="top_k", help="access modes of the null check (comma-separated: "
-                                                                 "top_k,text)")
+    ap.add_argument("--rotation-access", default="top_k", help="modes of the null check (comma-separated: "
+                                                                 "top_k,text:sample,text:greedy)")
     ap.add_argument("--no-attribution", action="store_true", help="skip lm_attribute over two candidate teachers")
     ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--modes", default="top_k/references,top_k/controls,text:sample/references,"
+                                       "text:greedy/references,text:greedy/controls",
+                    help="access[:decoding]/null pairs to run (comma-separated; also text:sample/controls)")
     ap.add_argument("--out", default=None, help="write the report here (e.g. benchmarks/results/lm_lineage_cpu.txt)")
     args = ap.parse_args()
 
@@ -374,17 +377,24 @@ def main() -> int:
          f"{len(attr_controls)} attribution controls, {zoo.n_trained} trained now ({t_zoo:.0f}s)")
     prompts = {a: zoo.prompt_set(2 * n) for a, n in n_prompts.items()}
 
-    modes = [("top_k", "references"), ("top_k", "controls"), ("text", "references"), ("text", "controls")]
+    # text access by its decoding: sampled continuations (the library's default under the references null) and
+    # greedy ones (its default under the controls null, and the references null's before), head to head
+    all_modes = [("top_k", "references"), ("top_k", "controls"), ("text:sample", "references"),
+                 ("text:greedy", "references"), ("text:greedy", "controls"), ("text:sample", "controls")]
+    wanted = args.modes.split(",")
+    modes = [m for m in all_modes if f"{m[0]}/{m[1]}" in wanted]
     rows = {m: [] for m in modes}
     memo: dict = {}  # the owner models' outputs, computed once for every suspect of this run
     rot: dict = {}
     attr: list = []
     underived: list = []
 
-    def test(access, null, t, s, pool, ctrl):
+    def test(mode, null, t, s, pool, ctrl):
         kw = {"references": pool, "controls": ctrl} if null == "references" else {"controls": ctrl}
+        access, _, decoding = mode.partition(":")
         return lm_lineage_test(t, s, prompts[access], null=null, access=access, n_prompts=n_prompts[access],
-                               max_new_tokens=24, alpha=args.alpha, seed=0, memo=memo, query_budget=1000, **kw)
+                               max_new_tokens=24, alpha=args.alpha, seed=0, memo=memo, query_budget=1000,
+                               decoding=decoding or None, **kw)
 
     def write_report(partial):
         """The report of what has run so far (``partial`` says how far; None: the whole run)."""
@@ -398,7 +408,7 @@ def main() -> int:
                  f"top-k {n_prompts['top_k']}, text {n_prompts['text']} (of {len(prompts['top_k'])} and "
                  f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}",
                  ""]
-        lines.append(f"{'access':<7} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  {'prompts':>7} "
+        lines.append(f"{'access':<11} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  {'prompts':>7} "
                      f"{'tokens<=':>9}  baselines (AUC)")
         summary = {}
         for (access, null), rs in rows.items():
@@ -412,7 +422,7 @@ def main() -> int:
             fpr = k / len(neg)
             base = {key: auc([r["raw"][key] for r in pos], [r["raw"][key] for r in neg]) for key in pos[0]["raw"]}
             summary[(access, null)] = (a, tpr, fpr)
-            lines.append(f"{access:<7} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
+            lines.append(f"{access:<11} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
                          f"{upper95(k, len(neg)):10.2f}  "
                          f"{max(r['prompts'] for r in rs):7d} {max(r['tokens'] for r in rs):9d}  "
                          + ", ".join(f"{key} {v:.3f}" for key, v in base.items()))
@@ -424,14 +434,14 @@ def main() -> int:
                 rs = [r for r in rows[m] if r["name"].split("/")[0] == kind]
                 cells.append(f"{np.mean([r['derived'] for r in rs]):.2f}/{np.mean([r['effect'] for r in rs]):+.1f}")
             lines.append(f"  {kind:<22} " + "  ".join(f"{m[0]}-{m[1]}: {c}" for m, c in zip(modes, cells)))
-        targets = [("top_k", 0.99, 0.9), ("text", 0.95, 0.8)]
+        targets = {"top_k": (0.99, 0.9), "text": (0.95, 0.8)}
         lines += ["", "targets (AUC, TPR at alpha, FPR <= alpha):"]
-        for access, a_t, tpr_t in targets:
-            for null in ("references", "controls"):
-                a, tpr, fpr = summary[(access, null)]
-                ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
-                lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
-                             f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
+        for access, null in modes:
+            a_t, tpr_t = targets[access.partition(":")[0]]
+            a, tpr, fpr = summary[(access, null)]
+            ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
+            lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
+                         f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
         n_neg = sum(1 for r in rows[modes[0]] if r["label"] == 0)
         lines.append(f"FPR: false positives among the {n_neg} underived suspects per mode, with the one-sided 95% "
                      "Clopper-Pearson upper bound of the rate.")

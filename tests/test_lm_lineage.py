@@ -63,12 +63,16 @@ def zoo():
     student = wrap(distill_lm_tokens(teacher, copy.deepcopy(base), tok, B, temperature=2.0, top_k=10, epochs=2,
                                      lr=1e-2, max_length=32, seed=7, batch_size=8), "student")
     unrelated = tuned(B, 300, "unrelated")
-    held_p = [t for t in _paragraphs(held.texts) if len(t) >= 80][:60]
+    held_all = [t for t in _paragraphs(held.texts) if len(t) >= 80]
+    held_p = held_all[:60]
     prompts = PromptSet(prompts=[t[:40] for t in held_p], references=[t[40:70] for t in held_p],
                         ids=[f"h{i}" for i in range(len(held_p))], name="held")
+    # text access needs more evidence than per-token log-probabilities: 150 prompts
+    prompts_text = PromptSet(prompts=[t[:40] for t in held_all[:150]], ids=[f"h{i}" for i in range(150)],
+                             name="held-150")
     # the siblings are not derived from the teacher: they double as the unrelated baselines of the controls null
     return {"teacher": teacher, "refs": refs, "controls": refs, "student": student, "unrelated": unrelated,
-            "prompts": prompts, "tok": tok}
+            "prompts": prompts, "prompts_text": prompts_text, "tok": tok}
 
 
 def _opts(**kw):
@@ -82,7 +86,8 @@ def _power(access):
     return _opts() if access == "top_k" else _opts(n_prompts=60, max_new_tokens=16)
 
 
-@pytest.mark.parametrize("access", ["top_k", "text"])
+
+@pytest.mark.parametrize("access", ["top_k"])  # text: test_sampled_text_tells_the_student_from_an_unrelated_model
 def test_references_null_finds_the_student(zoo, access):
     r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access=access,
                         **_power(access))
@@ -92,6 +97,40 @@ def test_references_null_finds_the_student(zoo, access):
     assert r.verdict == "derived", r.reason
     assert r.p_value == pytest.approx(1 / 20)
     assert r.effect > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampled_text_tells_the_student_from_an_unrelated_model(zoo, seed):
+    """Text access under the references null samples the suspect's continuations (temperature 1, seeded): the
+    distilled student is found, the model fine-tuned from the same base on other text is not, on the same prompts.
+    (On this tiny zoo greedy continuations single the teacher out for the unrelated model too: exact over the draw of
+    the teacher, but not for this one; sampled text is not fooled.)"""
+    kw = dict(references=zoo["refs"], access="text", n_prompts=150, max_new_tokens=16, seed=seed)
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts_text"], **kw)
+    assert r.settings["decoding"] == "sample" and r.verdict == "derived", r.reason
+    assert list(r.signatures) == ["loglik_of_anchor_samples", "forced_top1_agreement", "word_agreement",
+                                  "idiosyncratic_ngrams"]
+    assert any("temperature 1" in a for a in r.assumptions) and "sampled at temperature 1" in r.methodology
+    u = lm_lineage_test(zoo["teacher"], zoo["unrelated"], zoo["prompts_text"], **kw)
+    assert u.verdict == "not derived" and u.p_value > 0.1, u.reason
+
+
+def test_decoding_is_checked_and_recorded(zoo):
+    g = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="text",
+                        decoding="greedy", **_opts())
+    assert g.settings["decoding"] == "greedy" and "loglik_of_anchor_text" in g.signatures
+    c = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"], access="text",
+                        **_opts())
+    assert c.settings["decoding"] == "greedy"  # the controls null's default
+    t = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="top_k",
+                        **_opts())
+    assert t.settings["decoding"] is None
+    with pytest.raises(KDAuditError, match="decoding"):
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="text",
+                        decoding="beam", **_opts())
+    with pytest.raises(KDAuditError, match="decoding"):
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"], access="top_k",
+                        decoding="sample", **_opts())
 
 
 @pytest.mark.parametrize("access", ["top_k", "text"])
@@ -236,15 +275,24 @@ def test_suspect_behind_an_openai_endpoint(tmp_path):
                "Open a file and return a", "Convert a number to a", "Read the whole file and",
                "Join the path components", "Parse the date string"]
     server = Server(tmp_path)
+    api_text = None
     try:
         for access, tokenizer in (("text", None), ("top_k", tok)):
             api = OpenAIEndpointModel(server.url, "tiny-gpt2", name="api", tokenizer=tokenizer, api_key_env=KEY_ENV,
                                       cache_dir=tmp_path / f"cache-{access}", backoff_s=0.01,
                                       access="text" if access == "text" else "logprobs")
+            api_text = api if access == "text" else api_text
+            # greedy: a copy of the teacher writes the teacher's top-1 token at every position, which 8 prompts
+            # show; 48 sampled tokens of an untrained (near-uniform) model cannot, so sampling is only run through
+            decoding = "greedy" if access == "text" else None
             r = lm_lineage_test(teacher, api, prompts, references=refs, access=access, n_prompts=8,
-                                max_new_tokens=6, top_k=5)
+                                max_new_tokens=6, top_k=5, decoding=decoding)
             assert r.verdict == "derived" and r.p_value == pytest.approx(0.05), (access, r.reason)
             assert r.queries["prompts_sent"] == 8
+        s = lm_lineage_test(teacher, api_text, prompts, references=refs, access="text", n_prompts=8,
+                            max_new_tokens=6, decoding="sample")
+        assert s.settings["decoding"] == "sample" and s.queries["prompts_sent"] == 8  # sampled: new requests
+        assert 0.05 <= s.p_value <= 1 and s.verdict in ("derived", "not derived")
     finally:
         server.stop()
 

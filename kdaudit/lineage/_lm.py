@@ -34,6 +34,7 @@ import numpy as np
 from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.lineage._lm_signatures import (
     LM_SIGNATURES,
+    SAMPLED_SIGNATURES,
     TEXT_SIGNATURES,
     TOKEN_SIGNATURES,
     forced_agreement_pooled,
@@ -77,6 +78,12 @@ DEFAULT_N_PROMPTS = 500
 #: fewest controls by whose spread the references null calibrates its members (as the classifier test does)
 MIN_CALIBRATION_CONTROLS = 19
 DEFAULT_PROMPT_BUDGET = 1000
+#: how text access asks for continuations. Default per null (measured in benchmarks/lm_lineage.py): "sample" under
+#: the references null (each member's likelihood of the suspect's own samples ranks its distance to the suspect's
+#: distribution, and the siblings share every confound of entropy and quality), "greedy" under the controls null
+#: (the teacher's likelihood of a sample mostly measures how sharp the sampling model is, which differs between a
+#: suspect and unrelated controls; greedy paths expose each model's modes instead)
+DECODINGS = ("sample", "greedy")
 _WEIGHTS = 1.0  # every signature weighs the same, fixed in advance
 
 
@@ -224,13 +231,16 @@ class _Suspect:
             self.tokens_sent += tokens
         return [out[k] for k in keys]
 
-    def generate(self, prompts: list[str], ids: list[Any], *, max_new_tokens: int, seed: int) -> list[str]:
-        settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "seed": seed}
+    def generate(self, prompts: list[str], ids: list[Any], *, max_new_tokens: int, seed: int,
+                 sample: bool = False) -> list[str]:
+        settings = {"max_new_tokens": max_new_tokens, "do_sample": sample, "seed": seed}
+        if sample:
+            settings["temperature"] = 1.0
         bound = [len(p.encode()) + max_new_tokens for p in prompts]
 
         def call(rows: list[int]) -> list[str]:
             g = self.model.generate([prompts[i] for i in rows], [ids[i] for i in rows],
-                                    max_new_tokens=max_new_tokens, do_sample=False, seed=seed)
+                                    max_new_tokens=max_new_tokens, do_sample=sample, temperature=1.0, seed=seed)
             return list(g.texts)
 
         return self._ask("generate", prompts, settings, bound, call)
@@ -296,12 +306,14 @@ def _cached(model: Any, kind: str, texts: Sequence[str], settings: Mapping[str, 
     return memo[key]
 
 
-def _generate(model: Any, prompts: Sequence[str], ids: Sequence[Any], *, max_new_tokens: int, seed: int) -> list[str]:
+def _generate(model: Any, prompts: Sequence[str], ids: Sequence[Any], *, max_new_tokens: int, seed: int,
+              sample: bool = False) -> list[str]:
+    """Greedy continuations, or (``sample``) continuations sampled at temperature 1 with ``seed``."""
     # ids reach the model (precomputed outputs are looked up by id) and so are part of the key
-    return _cached(model, "generate", prompts, {"max_new_tokens": max_new_tokens, "seed": seed,
+    return _cached(model, "generate", prompts, {"max_new_tokens": max_new_tokens, "seed": seed, "sample": sample,
                                                 "ids": _key([str(i) for i in ids])},
                    lambda: list(model.generate(list(prompts), list(ids), max_new_tokens=max_new_tokens,
-                                               do_sample=False, seed=seed).texts))
+                                               do_sample=sample, temperature=1.0, seed=seed).texts))
 
 
 def _score(model: Any, texts: Sequence[str], ids: Sequence[Any] | None = None, *, top_k: int) -> Any:
@@ -320,6 +332,19 @@ def _loglik(model: Any, prompts: Sequence[str], continuations: Sequence[str]) ->
         return float(ll.sum() / max(int(n.sum()), 1))
 
     return _cached(model, "loglik", [p + "\x01" + c for p, c in zip(prompts, continuations)], {}, compute)
+
+
+def _loglik_per_char(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> float:
+    """The model's log-likelihood of the continuations given their prompts, in nats per character of continuation:
+    a unit every tokenizer shares, so members with different tokenizers compare on the same text."""
+    from kdaudit.metrics._sequence import continuation_loglik
+
+    def compute() -> float:
+        full = _score(model, [p + c for p, c in zip(prompts, continuations)], top_k=1)
+        ll, _ = continuation_loglik(full, _score(model, prompts, top_k=1))
+        return float(ll.sum() / max(sum(len(c) for c in continuations), 1))
+
+    return _cached(model, "loglik-chars", [p + "\x01" + c for p, c in zip(prompts, continuations)], {}, compute)
 
 
 def _forced(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -416,7 +441,7 @@ def _uncertainty(teachers: Sequence[Any], ps: Any, *, seed: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------ statistics
 def _statistics(anchor: Any, members: Sequence[Any], *, access: str, prompts: list[str], texts: list[str] | None,
                 anchor_out: Any, member_outs: Sequence[Any], ll_scorers: Sequence[Any] | None,
-                max_words: int) -> np.ndarray:
+                max_words: int, sample: bool = False) -> np.ndarray:
     """(M, S) signatures of each member relative to the anchor.
 
     Text access, log-likelihood column: with ``ll_scorers`` (the members themselves, null "references") member m's
@@ -427,7 +452,12 @@ def _statistics(anchor: Any, members: Sequence[Any], *, access: str, prompts: li
         return token_statistics(anchor_out, member_outs)
     ll = forced = None
     if ll_scorers is not None:
-        if len(ll_scorers) == len(members):  # the members score (references null)
+        if len(ll_scorers) == len(members) and sample:  # the members score the anchor's samples
+            ll = np.array([_loglik_per_char(m, prompts, anchor_out) for m in ll_scorers])
+            scored = [_forced(m, prompts, anchor_out) for m in ll_scorers]
+            if all(np.array_equal(x[2], scored[0][2]) for x in scored):
+                forced = forced_agreement_pooled(np.stack([x[0] for x in scored]), scored[0][2])
+        elif len(ll_scorers) == len(members):  # the members score (references null)
             ll = np.array([_loglik(m, prompts, anchor_out) - np.mean(
                 [_loglik(m, prompts, member_outs[j]) for j in range(len(members)) if j != i])
                 for i, m in enumerate(ll_scorers)])
@@ -461,7 +491,7 @@ def _canonical(members: Sequence[Any], hashes: Sequence[str]) -> list[int]:
 
 def _pool_statistics(anchor: Any, anchor_out: Any, members: Sequence[Any], member_outs: Sequence[Any], *,
                      access: str, prompts: list[str], texts: list[str] | None, scorable: bool, max_words: int,
-                     owner: bool) -> np.ndarray:
+                     owner: bool, sample: bool = False) -> np.ndarray:
     """:func:`_statistics` of an anchor against the pool (null "references": each member scores the anchor's text),
     computed in the pool's canonical order and returned in the caller's. ``owner``: the anchor is an owner model (a
     control calibrating the pool), whose statistics are memoised for every suspect and rotation of this pool."""
@@ -473,7 +503,7 @@ def _pool_statistics(anchor: Any, anchor_out: Any, members: Sequence[Any], membe
         key = "pool-statistics:" + _key(anchor.fingerprint(), _out_hash(anchor_out, access),
                                         [[members[i].fingerprint(), hashes[i]] for i in order], access,
                                         hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words,
-                                        scorable)
+                                        scorable, sample)
         if key in memo:
             hit = memo[key]
             out = np.empty_like(hit)
@@ -482,7 +512,7 @@ def _pool_statistics(anchor: Any, anchor_out: Any, members: Sequence[Any], membe
     ms = [members[i] for i in order]
     stats = _statistics(anchor, ms, access=access, prompts=prompts, texts=texts, anchor_out=anchor_out,
                         member_outs=[member_outs[i] for i in order], ll_scorers=ms if scorable else None,
-                        max_words=max_words)
+                        max_words=max_words, sample=sample)
     if key is not None:
         memo[key] = stats
     out = np.empty_like(stats)
@@ -491,21 +521,23 @@ def _pool_statistics(anchor: Any, anchor_out: Any, members: Sequence[Any], membe
 
 
 def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
-                scorable: bool, max_words: int) -> np.ndarray:
+                scorable: bool, max_words: int, sample: bool = False) -> np.ndarray:
     """(M, S): each member's signatures with its siblings in the anchor's place (see ``adjust_for_typicality``)."""
     hashes = [_out_hash(out, access) for out in member_outs]
     # computed in the canonical order and handed back in the caller's: the same pool with another member in the
     # first place (a rotation of the teacher) reuses it
     order = _canonical(members, hashes)
     key = "typicality:" + _key([[members[i].fingerprint(), hashes[i]] for i in order], access,
-                               hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable)
+                               hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable,
+                               sample)
     memo = _MEMO.get()
     memo = {} if memo is None else memo  # the caller's memo (see _cached)
     if key not in memo:
         M = len(members)
         ms, outs = [members[i] for i in order], [member_outs[i] for i in order]
         rows = [_statistics(ms[i], ms, access=access, prompts=prompts, texts=None, anchor_out=outs[i],
-                            member_outs=outs, ll_scorers=list(ms) if scorable else None, max_words=max_words)
+                            member_outs=outs, ll_scorers=list(ms) if scorable else None, max_words=max_words,
+                            sample=sample)
                 for i in range(M)]
         G = np.stack(rows)
         typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
@@ -546,7 +578,7 @@ def _access_of(model: Any) -> str:
 
 
 def _check(alpha: Any, n_prompts: Any, query_budget: Any, token_budget: Any, top_k: Any, max_new_tokens: Any,
-           access: Any, null: Any) -> None:
+           access: Any, null: Any, decoding: Any = None) -> None:
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise invalid_argument("alpha", alpha, "a significance level in (0, 1), e.g. 0.05")
     for name, v, lo in (("n_prompts", n_prompts, 5), ("query_budget", query_budget, 1),
@@ -563,6 +595,8 @@ def _check(alpha: Any, n_prompts: Any, query_budget: Any, token_budget: Any, top
         raise invalid_argument("access", access, 'None, "top_k" (per-token top-k log-probabilities) or "text"')
     if null not in (None, *LM_NULLS):
         raise invalid_argument("null", null, 'None, "references" or "controls"')
+    if decoding not in (None, *DECODINGS):
+        raise invalid_argument("decoding", decoding, 'None, "sample" (temperature 1, seeded) or "greedy"')
 
 
 def _describe(m: Any) -> dict[str, Any]:
@@ -582,8 +616,8 @@ def _run(*args: Any, memo: dict[str, Any] | None = None, **kwargs: Any) -> Any:
 def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts: Any, *, controls: list[Any],
          null: str | None, access: str | None, top_k: int, max_new_tokens: int, n_prompts: int | None,
          query_budget: int | None, token_budget: int | None, journal: Any, alpha: float, seed: int,
-         max_words: int) -> dict[str, LMLineageResult]:
-    _check(alpha, n_prompts, query_budget, token_budget, top_k, max_new_tokens, access, null)
+         max_words: int, decoding: str | None = None) -> dict[str, LMLineageResult]:
+    _check(alpha, n_prompts, query_budget, token_budget, top_k, max_new_tokens, access, null, decoding)
     ps = _as_prompts(prompts)
     suspect = _as_lm(suspect, "suspect")
     controls = [_as_lm(c, "controls") for c in controls]
@@ -603,6 +637,11 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
     access = access or revealed
     if access == "top_k" and revealed != "top_k":
         raise invalid_argument("access", "top_k", f"at most what the suspect reveals ({revealed})")
+    if access == "text":
+        decoding = decoding or ("sample" if null == "references" else "greedy")
+    elif decoding is not None:
+        raise invalid_argument("decoding", decoding, 'None with access="top_k" (decoding applies to text access)')
+    sample = decoding == "sample"
     ranked_owner = [m for _, refs in candidates.values() for m in refs] if null == "references" else controls
     owners = [t for t, _ in candidates.values()] + ranked_owner
     seen: dict[str, Any] = {}
@@ -641,14 +680,16 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
         all_texts = ps.scored_texts()
         out_of = lambda m: _subset_topk(_score(m, all_texts, all_ids, top_k=top_k), idx)  # noqa: E731
     else:
-        s_out = oracle.generate(prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed)
+        s_out = oracle.generate(prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed,
+                                sample=sample)
         all_prompts = list(ps.prompts)
         out_of = lambda m: [_generate(m, all_prompts, all_ids, max_new_tokens=max_new_tokens,  # noqa: E731
-                                      seed=seed)[i] for i in idx]
+                                      seed=seed, sample=sample)[i] for i in idx]
     # the controls answer exactly what the suspect was asked (the chosen prompts, in the same calls and batches), so
     # under the controls null nothing but the models tells them apart from the suspect
     asked = lambda c: (_score(c, texts, list(chosen.ids), top_k=top_k) if access == "top_k" else  # noqa: E731
-                       _generate(c, prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed))
+                       _generate(c, prompts_l, list(chosen.ids), max_new_tokens=max_new_tokens, seed=seed,
+                                 sample=sample))
     if access == "top_k":
         ref_ids = np.asarray(out_of(owners[0]).target_ids)
         if not np.array_equal(np.asarray(s_out.target_ids), ref_ids):
@@ -657,22 +698,36 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
     results = {}
     for cname, (teacher, refs) in candidates.items():
         calibrated = False
+        sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
+        typicality_corrected = null == "references"
         if null == "references":
             members = [teacher, *refs]
             anchor_out, member_outs = s_out, [out_of(m) for m in members]
             scorable = access == "text" and all(_access_of(m) == "top_k" for m in members)
-            pool_kw = dict(access=access, prompts=prompts_l, texts=texts, scorable=scorable, max_words=max_words)
+            pool_kw = dict(access=access, prompts=prompts_l, texts=texts, scorable=scorable, max_words=max_words,
+                           sample=sample)
             stats = _pool_statistics(suspect, anchor_out, members, member_outs, owner=False, **pool_kw)
-            typ = _typicality(members, member_outs, access=access, prompts=texts if access == "top_k" else prompts_l,
-                              scorable=scorable, max_words=max_words)
-            stats = adjust_for_typicality(stats, typ)
+            if sample and len(controls) >= MIN_CALIBRATION_CONTROLS:
+                # sampled text on the controls' null scale alone: a member's likelihood of samples is mostly its
+                # general fit to text, which the controls measure member by member; a line fitted on the
+                # siblings' samples as well removed most of a derived suspect's signal on the benchmark zoo
+                typ = None
+                typicality_corrected = False
+            else:
+                typ = _typicality(members, member_outs, access=access,
+                                  prompts=texts if access == "top_k" else prompts_l, scorable=scorable,
+                                  max_words=max_words, sample=sample)
+                stats = adjust_for_typicality(stats, typ)
             if len(controls) >= MIN_CALIBRATION_CONTROLS:
                 # each member on its own null scale: its mean and spread over the controls in the suspect's place
                 # (the same controls for every member, so the rank stays exact; see calibrate_by_controls)
-                cal = np.stack([adjust_for_typicality(_pool_statistics(
-                    c, asked(c), members, member_outs, owner=True, **pool_kw), typ) for c in controls])
+                cal = np.stack([_pool_statistics(c, asked(c), members, member_outs, owner=True, **pool_kw)
+                                for c in controls])
+                cal = cal if typ is None else adjust_for_typicality(cal, typ)
                 stats = calibrate_by_controls(stats, cal)
                 calibrated = True
+            if sample and scorable:
+                sig_names = list(SAMPLED_SIGNATURES)
             names = [str(teacher.name)] + [str(r.name) for r in refs]
         else:
             members = [suspect, *controls]
@@ -689,7 +744,6 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                               prompts=texts if access == "top_k" else prompts_l, scorable=False, max_words=max_words)
             stats = adjust_for_typicality(stats, typ)
             names = [str(suspect.name)] + [str(c.name) for c in controls]
-        sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
         stats = stats[:, keep]
         sig_names = [sig_names[j] for j in keep]
@@ -734,11 +788,11 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                                    "the teacher's uncertainty (symmetric in suspect and controls)") + ", 20% random",
                      "seed": seed},
             queries=oracle.record(), models=models,
-            settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": "greedy", "seed": seed,
+            settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": decoding, "seed": seed,
                       "max_words": max_words, "n_prompts_requested": n_want,
                       "calibrated_by_controls": calibrated},
-            assumptions=_assumptions(null, access, calibrated),
-            methodology=_methodology(null, access, sig_names, len(idx)),
+            assumptions=_assumptions(null, access, calibrated, decoding),
+            methodology=_methodology(null, access, sig_names, len(idx), decoding, typicality_corrected),
             explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
     return results
 
@@ -759,7 +813,8 @@ def _raw_similarity(teacher: Any, suspect: Any, *, access: str, prompts: list[st
     return out
 
 
-def _assumptions(null: str, access: str, calibrated: bool = False) -> tuple[str, ...]:
+def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str | None = None
+                 ) -> tuple[str, ...]:
     common = (("Prompts were selected where the teacher and references disagree, a function symmetric in the "
                "exchangeable models (never by the teacher alone)" if null == "references" else
                "Prompts were selected where the teacher (the fixed anchor, not one of the ranked models) is least "
@@ -779,21 +834,29 @@ def _assumptions(null: str, access: str, calibrated: bool = False) -> tuple[str,
         own += ("Each member's signatures were measured against their own mean and spread over the controls in the "
                 "suspect's place; the controls are not derived from any member and are the same for every member, "
                 "so the rank stays exact.",)
-    tok = ("Every model shares the teacher's tokenizer (per-token top-k log-probabilities at the same positions).",) \
-        if access == "top_k" else ("Continuations are greedy; words are compared, so tokenizers may differ.",)
+    if access == "top_k":
+        tok = ("Every model shares the teacher's tokenizer (per-token top-k log-probabilities at the same "
+               "positions).",)
+    elif decoding == "sample":
+        tok = ("Continuations were asked for at temperature 1 with a fixed seed; likelihoods are compared in nats "
+               "per character, so tokenizers may differ. The p-value's validity does not depend on how the suspect "
+               "really decoded (the statistic treats every member alike); its power does.",)
+    else:
+        tok = ("Continuations are greedy; words are compared, so tokenizers may differ.",)
     return own + common + tok
 
 
-def _methodology(null: str, access: str, sigs: Sequence[str], n: int) -> str:
+def _methodology(null: str, access: str, sigs: Sequence[str], n: int, decoding: str | None = "greedy",
+                 typicality: bool = True) -> str:
     ranked = "teacher and each reference" if null == "references" else "suspect and each control"
     anchor = "the suspect" if null == "references" else "the teacher"
     revealed = ("per-token top-k log-probabilities of prompt and reference text" if access == "top_k"
-                else "greedy continuations")
+                else "continuations sampled at temperature 1" if decoding == "sample" else "greedy continuations")
     listed = "; ".join(f"{s} ({LM_SIGNATURES[s]})" for s in sigs)
     return (f"On {n} prompts ({revealed}), "
             f"the same signatures relate {anchor} to the {ranked}: {listed}. "
             + ("Each is corrected for how strongly the member relates to its own siblings (a line fitted on the "
-               "other members), " if null == "references" else "")
+               "other members), " if typicality else "")
             + "standardised against the other members (leave-one-out) and averaged with equal weights fixed in "
               "advance; the p-value is the first member's rank among all, exact under exchangeability.")
 
@@ -810,7 +873,7 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
                     top_k: int = 20, max_new_tokens: int = 24, n_prompts: int | None = None,
                     query_budget: int | None = DEFAULT_PROMPT_BUDGET, token_budget: int | None = None,
                     journal: Any = None, alpha: float = 0.05, seed: int = 0, max_words: int = 64,
-                    memo: dict[str, Any] | None = None) -> LMLineageResult:
+                    decoding: str | None = None, memo: dict[str, Any] | None = None) -> LMLineageResult:
     """Test whether the language model ``suspect`` was derived (distilled, extracted) from ``teacher``.
 
     Parameters
@@ -827,7 +890,7 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
     null : {"references", "controls"}, optional
         Default "references" when references are given, else "controls". See :data:`LM_NULLS`.
     access : {"top_k", "text"}, optional
-        Default: what the suspect reveals. "text" uses greedy continuations only.
+        Default: what the suspect reveals. "text" uses the suspect's continuations only.
     top_k, max_new_tokens : int
     n_prompts : int, optional
         Prompts sent to the suspect (default 500, capped by ``query_budget`` and the candidates).
@@ -840,6 +903,10 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
         Selection's random share and sampling seeds.
     max_words : int
         Words of each continuation compared by the text signatures.
+    decoding : {"sample", "greedy"}, optional
+        How text access asks for continuations (every model alike). Default "sample" (temperature 1, seeded)
+        under the references null, where each member's likelihood of the suspect's samples ranks how close the
+        suspect's distribution is to the member's; "greedy" under the controls null. See :data:`DECODINGS`.
     memo : dict, optional
         The owner models' outputs, shared between calls that test several suspects against one pool (pass the same
         dict); by default each call computes its own.
@@ -852,7 +919,8 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
     pool = _split_pool(teacher, references)
     res = _run({"teacher": pool}, suspect, prompts, controls=list(controls or []), null=null, access=access,
                top_k=top_k, max_new_tokens=max_new_tokens, n_prompts=n_prompts, query_budget=query_budget,
-               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words, memo=memo)
+               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words,
+               decoding=decoding, memo=memo)
     return res["teacher"]
 
 
@@ -860,13 +928,14 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
                  null: str | None = None, access: str | None = None, top_k: int = 20, max_new_tokens: int = 24,
                  n_prompts: int | None = None, query_budget: int | None = DEFAULT_PROMPT_BUDGET,
                  token_budget: int | None = None, journal: Any = None, alpha: float = 0.05, seed: int = 0,
-                 max_words: int = 64, memo: dict[str, Any] | None = None) -> LMAttributionResult:
+                 max_words: int = 64, decoding: str | None = None, memo: dict[str, Any] | None = None
+                 ) -> LMAttributionResult:
     """Which candidate teacher, if any, is the suspect LM's parent? One test per candidate on one shared prompt
     selection (the suspect is asked once), Holm-Bonferroni across candidates.
 
     ``candidates`` maps name -> teacher (null "controls": every candidate is tested against the same controls) or
     name -> (teacher, references) (null "references"). The parent is the significant candidate (Holm-adjusted
-    p <= alpha) with the largest effect, else "none".
+    p <= alpha) with the largest effect, else "none". The other options are :func:`lm_lineage_test`'s.
     """
     from kdaudit.lineage._stats import holm_parent
 
@@ -875,7 +944,8 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
     pools = {str(k): _split_pool(*(v if isinstance(v, (tuple, list)) else (v, []))) for k, v in candidates.items()}
     res = _run(pools, suspect, prompts, controls=list(controls or []), null=null, access=access, top_k=top_k,
                max_new_tokens=max_new_tokens, n_prompts=n_prompts, query_budget=query_budget,
-               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words, memo=memo)
+               token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words,
+               decoding=decoding, memo=memo)
     names = list(res)
     parent, adjusted = holm_parent(names, [res[n].p_value for n in names], [res[n].effect for n in names],
                                    alpha=alpha, eligible=[res[n].verdict != "inconclusive" for n in names])

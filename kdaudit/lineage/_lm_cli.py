@@ -29,7 +29,10 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
                    help="references: the teacher is ranked among its siblings (--reference); controls: the suspect is "
                         "ranked among unrelated baselines (--control). Default: references if given, else controls")
     g.add_argument("--top-k", type=int, default=20, help="log-probabilities per token (top-k access, <= 20)")
-    g.add_argument("--max-new-tokens", type=int, default=24, help="tokens per greedy continuation (text access)")
+    g.add_argument("--max-new-tokens", type=int, default=24, help="tokens per continuation (text access)")
+    g.add_argument("--decoding", choices=("sample", "greedy"), default=None,
+                   help="text access: continuations sampled at temperature 1 (default under the references null) "
+                        "or greedy (default under the controls null)")
     g.add_argument("--token-budget", type=int, default=None, help="most suspect tokens (charged at an upper bound)")
     g.add_argument("--journal", metavar="FILE", default=None,
                    help="write-ahead journal of the suspect's answers: a rerun pays for nothing answered before")
@@ -100,8 +103,8 @@ def run_lm_lineage(args: argparse.Namespace) -> int:
     refs = [_load_lm(f, args, "reference") for f in _expand(args.reference, "--reference")]
     controls = [_load_lm(f, args, "control") for f in _expand(args.control, "--control")]
     options = {"controls": controls, "null": args.null, "access": access, "top_k": top_k,
-               "max_new_tokens": args.max_new_tokens, "n_prompts": args.n_probes, "query_budget": args.query_budget,
-               "token_budget": args.token_budget, "journal": args.journal, "alpha": args.alpha, "seed": args.seed}
+               "max_new_tokens": args.max_new_tokens, "decoding": args.decoding, "n_prompts": args.n_probes,
+               "query_budget": args.query_budget, "token_budget": args.token_budget, "journal": args.journal, "alpha": args.alpha, "seed": args.seed}
     if args.candidate:
         candidates = candidate_pools(args.candidate, teacher, refs, lambda f: _load_lm(f, args, "candidate"))
         result = lm_attribute(suspect, candidates, prompts, **options)

@@ -18,11 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["LM_SIGNATURES", "TEXT_SIGNATURES", "TOKEN_SIGNATURES", "forced_agreement_pooled",
+__all__ = ["LM_SIGNATURES", "SAMPLED_SIGNATURES", "TEXT_SIGNATURES", "TOKEN_SIGNATURES", "forced_agreement_pooled",
            "forced_agreement_weighted", "text_statistics", "token_statistics", "words"]
 
 TOKEN_SIGNATURES = ("residual_logprob", "top1_where_members_differ", "anchor_cross_entropy")
 TEXT_SIGNATURES = ("loglik_of_anchor_text", "forced_top1_agreement", "word_agreement", "idiosyncratic_ngrams")
+#: text access with sampled continuations, every member able to score (null "references")
+SAMPLED_SIGNATURES = ("loglik_of_anchor_samples", "forced_top1_agreement", "word_agreement", "idiosyncratic_ngrams")
 
 LM_SIGNATURES: dict[str, str] = {
     "residual_logprob": "correlation, over token positions, of the anchor's and the member's log-probability of the "
@@ -35,6 +37,10 @@ LM_SIGNATURES: dict[str, str] = {
     "loglik_of_anchor_text": "per-token log-likelihood the member gives the anchor's continuations, minus the "
                              "member's mean per-token log-likelihood of the other members' continuations "
                              "(who finds the text least surprising relative to its own habits); text access",
+    "loglik_of_anchor_samples": "log-likelihood the member gives the anchor's continuations sampled at temperature "
+                                "1, in nats per character (tokenizer-free): a sample of the anchor's own "
+                                "distribution, so the member whose distribution the anchor's is closest to (the "
+                                "smallest cross-entropy) scores highest; text access, null 'references'",
     "forced_top1_agreement": "teacher-forced on the anchor's continuations: the share of token positions at which "
                              "the scorer's top-1 token is the token the anchor wrote (a greedy anchor's own top-1), "
                              "over the positions where the scoring members' top-1 tokens are not unanimous (null "
