@@ -13,7 +13,8 @@ the training documents (A), another part (B: the suspect maker's own texts), hel
 * Not derived: R with other seeds, another architecture on A, R on the disjoint part B, students (token KD) of
   another teacher (trained on B).
 
-For each suspect, both access modes (top-k log-probabilities, text only) and both nulls are run; the single
+For each suspect, both access modes (top-k log-probabilities, text only: sampled and greedy continuations) and
+both nulls are run (``--modes``); the single
 statistics (top-1 agreement, teacher log-prob correlation; ROUGE-L, word agreement, teacher log-likelihood) are
 scored in the same run. Reported: ROC AUC (on the effect), TPR and empirical FPR at alpha, prompts and tokens used.
 

@@ -241,12 +241,12 @@ def test_cli_local_directories(zoo, tmp_path):
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "kdaudit.cli", "lineage", "--teacher", teacher, "--suspect", suspect,
            "--prompts", str(prompts), "--control", str(tmp_path / "c*"), "--suspect-access", "text",
-           "--n-probes", "25", "--max-new-tokens", "8", "--json", str(out)]
+           "--n-probes", "25", "--max-new-tokens", "8", "--decoding", "sample", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "verdict" in proc.stdout and "controls" in proc.stdout
     d = json.loads(out.read_text())
-    assert d["null"] == "controls" and d["n_prompts"] == 25
+    assert d["null"] == "controls" and d["n_prompts"] == 25 and d["settings"]["decoding"] == "sample"
     bad = subprocess.run(cmd[:-2] + ["--suspect", str(tmp_path / "missing")], capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
