@@ -990,6 +990,10 @@ def main(argv=None) -> int:
     ap.add_argument("--regression-weight", type=float, default=None,
                     help="pool_regression's weight in the plain test's combined statistic (default: the library's, 0; "
                     "the calibrated test weighs it 3)")
+    ap.add_argument("--weights", default="",
+                    help="signature weights of the plain test to override, 'name=value,...' (e.g. member_loglik=3)")
+    ap.add_argument("--calibrated-weights", default="",
+                    help="signature weights of the calibrated test to override, 'name=value,...'")
     ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
                     "scenarios or modes ran (the file says which)")
     ap.add_argument("--modes", default=None,
@@ -1007,6 +1011,15 @@ def main(argv=None) -> int:
 
     if args.regression_weight is not None:
         SIGNATURE_WEIGHTS["pool_regression"] = float(args.regression_weight)
+    for option, table in (("--weights", SIGNATURE_WEIGHTS), ("--calibrated-weights", CALIBRATED_WEIGHTS)):
+        for item in filter(None, (x.strip() for x in getattr(args, option[2:].replace("-", "_")).split(","))):
+            name, _, value = item.partition("=")
+            if name not in table:
+                ap.error(f"{option}: unknown signature {name!r}; choose from {', '.join(table)}")
+            try:
+                table[name] = float(value)
+            except ValueError:
+                ap.error(f"{option}: {item!r} is not 'name=number'")
     started = time.perf_counter()
     lines: list[str] = []
 

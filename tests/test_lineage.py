@@ -665,3 +665,65 @@ def test_controls_calibrate_the_test_by_default_from_nineteen(zoo):
                            controls=unrelated, **{**kw, "n_replicates": 0}) for i in range(4)]
     assert sum(o.verdict == "derived" for o in others) <= 1
     assert all(o.negative_controls["n_at_alpha"] <= 4 for o in others)
+
+
+@pytest.mark.parametrize("access", [("probabilities", None), ("top_k", 2), ("labels", None)])
+def test_member_loglik_matches_numpy_and_is_opt_in(access, monkeypatch):
+    """``member_loglik`` is each member's mean over probes of sum_c q_S(c) log p_m(c) (q_S: the suspect's view, top-k
+    completed evenly; p_m floored), and it is computed only where a weight table gives it weight."""
+    from kdaudit.lineage import _signatures as sg
+    from kdaudit.lineage._probes import _LOG_FLOOR
+
+    rng = np.random.default_rng(21)
+    pool = softmax(rng.normal(0, 3, (5 * 30, C))).reshape(5, 30, C)
+    pool[1, 0] = np.r_[1.0, np.zeros(C - 1)]  # a zero probability: the floor applies
+    view = _view(softmax(rng.normal(0, 2, (30, C))), access)
+    assert "member_loglik" not in sg.compute_sums(pool, view, view.argmax(1), access=access[0],
+                                                  top_k=access[1]).signatures  # off by default
+    monkeypatch.setitem(sg.CALIBRATED_WEIGHTS, "member_loglik", 1.0)
+    sums = sg.compute_sums(pool, view, view.argmax(1), access=access[0], top_k=access[1])
+    got = sg.statistics_from_totals(sums.values.sum(axis=0), sums)[:, sums.signatures.index("member_loglik")]
+    q = view.copy()
+    if access[0] == "top_k":  # the unrevealed mass, spread evenly over the C - k hidden classes
+        hidden = view == 0
+        q[hidden] = np.repeat((1 - view.sum(axis=1)) / hidden.sum(axis=1), hidden.sum(axis=1))
+    expected = np.array([np.mean([q[n] @ np.log(np.maximum(pool[m, n], _LOG_FLOOR)) for n in range(30)])
+                         for m in range(5)])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    if access[0] == "labels":
+        np.testing.assert_allclose(got, np.log(np.maximum(pool[:, np.arange(30), view.argmax(1)], _LOG_FLOOR)).mean(1))
+
+
+@pytest.mark.parametrize("access", [("probabilities", None), ("labels", None)])
+def test_member_loglik_keeps_the_rank_p_value_exact(access, monkeypatch):
+    """Weighted in the plain and the calibrated test, the likelihood signature treats members alike: rotating which
+    member is the teacher only rotates the combined statistics (plain and calibrated by controls), so the teacher's
+    rank is uniform under exchangeability; a simulation checks the rate of p <= 0.05 and the power."""
+    from kdaudit.lineage import _signatures as sg
+    from kdaudit.lineage import _test as lt
+
+    monkeypatch.setitem(sg.SIGNATURE_WEIGHTS, "member_loglik", 3.0)
+    monkeypatch.setitem(sg.CALIBRATED_WEIGHTS, "member_loglik", 3.0)
+    rng = np.random.default_rng(17)
+    f = rng.normal(0, 2.5, (80, C))
+    pool = softmax((f[None] + rng.normal(0, 1, (9, 80, C))).reshape(-1, C)).reshape(9, 80, C)
+    controls = softmax((f[None] + rng.normal(0, 1, (6, 80, C))).reshape(-1, C)).reshape(6, 80, C)
+    s = _view(softmax(f + rng.normal(0, 1, (80, C))), access)
+    outs = []
+    for rot in (np.arange(9), np.roll(np.arange(9), -3)):
+        p = pool[rot]
+        cal = lt._control_statistics((["c"] * 6, controls, access), p, access=access, y_true=None,
+                                     joint_nuisance=True)
+        nuisance = lt._control_views(controls, access).mean(axis=0)[None]
+        kw = dict(access=access, y_true=None, alpha=0.05, p_value_method="exact",
+                  bootstrap=Bootstrap(n_replicates=0), probe_ids=np.arange(80))
+        a = _analyse(p, s, s.argmax(1), calibration=cal, nuisance=nuisance, **kw)
+        assert "member_loglik" in a["signatures"] and a["signatures"]["member_loglik"]["weight"] == 3.0
+        outs.append((np.r_[a["statistic"], a["reference_statistics"]], a["uncalibrated"]["statistic"]))
+    np.testing.assert_allclose(np.roll(outs[0][0], -3), outs[1][0], rtol=1e-8, atol=1e-10)
+    # the plain statistic of the member that now sits first (member 3) is the rotated one
+    plain = [_analyse(pool[rot], s, s.argmax(1), **kw) for rot in (np.arange(9), np.roll(np.arange(9), -3))]
+    np.testing.assert_allclose(plain[0]["reference_statistics"][2], plain[1]["statistic"], rtol=1e-8)
+    p_null = np.array([_simulated(rng, K=19, N=40, derived=0.0, access=access)["p_value"] for _ in range(150)])
+    assert np.mean(p_null <= 0.05) <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / 150)
+    assert all(_simulated(rng, K=19, N=150, derived=0.6, access=access)["verdict"] == "derived" for _ in range(5))

@@ -37,6 +37,13 @@ Signatures (member ``m``, pool mean ``bar``, suspect ``S``; entries are probes x
     alternative. The joint fit gives the explained part to the member that explains it, and the references' spread
     shrinks. Ridge with the same penalty for every member is permutation-equivariant, so the rank p-value stays
     exact.
+``member_loglik``
+    Mean over probes of ``sum_c q_S(c) log p_m(c)``: the member's log-likelihood of the suspect's own answers, with
+    the suspect's view ``q_S`` as for ``prob_residual`` and ``p_m`` floored as for ``logit_residual``. A proper
+    scoring rule: it ranks the members by the cross-entropy from the suspect's distribution to theirs, the distance a
+    distillation loss minimises. Not corrected by a typicality line (``NO_TYPICALITY_LINE``): on the language-model
+    test a line fitted on the siblings removed most of its signal. Opt-in (``OPTIONAL``): computed only where a
+    weight table gives it weight.
 """
 
 from __future__ import annotations
@@ -48,8 +55,8 @@ from scipy.stats import rankdata
 
 from kdaudit.lineage._probes import _LOG_FLOOR
 
-__all__ = ["CALIBRATED_WEIGHTS", "JOINT", "SIGNATURES", "SIGNATURE_WEIGHTS", "TWO_SIDED", "SignatureSums", "available_signatures",
-           "compute_sums", "statistics_from_totals"]
+__all__ = ["CALIBRATED_WEIGHTS", "JOINT", "NO_TYPICALITY_LINE", "OPTIONAL", "SIGNATURES", "SIGNATURE_WEIGHTS",
+           "TWO_SIDED", "SignatureSums", "available_signatures", "compute_sums", "statistics_from_totals"]
 
 #: Signature name -> one-line description (used in reports and the methodology text).
 SIGNATURES: dict[str, str] = {
@@ -63,6 +70,8 @@ SIGNATURES: dict[str, str] = {
     "shared_errors": "rate of shared wrong labels on probes with a known true label",
     "pool_regression": "the model's weight when the suspect's deviations from the pool consensus are regressed on "
                        "all models' deviations jointly (credit goes to the model that explains them)",
+    "member_loglik": "the model's mean log-likelihood of the suspect's answers (cross-entropy from the suspect's "
+                     "distribution to the model's)",
 }
 
 #: Ridge penalty of ``pool_regression``, relative to the mean squared norm of the members' deviations. The members'
@@ -91,6 +100,8 @@ SIGNATURE_WEIGHTS: dict[str, float] = {
     "nontop_rank": 0.5,
     # reported in the plain test, weighted in the calibrated one (CALIBRATED_WEIGHTS)
     "pool_regression": 0.0,
+    # opt-in (OPTIONAL): computed only where a weight table gives it weight
+    "member_loglik": 0.0,
 }
 
 #: Weights of the test calibrated by negative controls: the joint fit counts as much as ``prob_residual``. The joint
@@ -116,6 +127,16 @@ TWO_SIDED: frozenset[str] = frozenset({"logit_residual", "nontop_rank"})
 #: so they are not corrected for typicality (``kdaudit.lineage._test._typicality``).
 JOINT: frozenset[str] = frozenset({"pool_regression"})
 
+#: Signatures whose typicality adjustment is a plain centring (each member's value minus its siblings' mean, no line
+#: fitted on the siblings): the joint ones (``JOINT``), and the likelihood, whose typicality (a member's likelihood of
+#: its siblings' answers, mostly how sharp the member is) is what the controls' calibration removes member by member;
+#: on the language-model test a line fitted on it removed most of the signal.
+NO_TYPICALITY_LINE: frozenset[str] = JOINT | {"member_loglik"}
+
+#: Signatures computed only where ``SIGNATURE_WEIGHTS`` or ``CALIBRATED_WEIGHTS`` gives them a nonzero weight, so an
+#: experimental signature changes no default result (the reported signatures stay as they were).
+OPTIONAL: frozenset[str] = frozenset({"member_loglik"})
+
 
 
 def available_signatures(access: str, *, has_truth: bool) -> tuple[str, ...]:
@@ -131,6 +152,7 @@ def available_signatures(access: str, *, has_truth: bool) -> tuple[str, ...]:
     if has_truth:
         names.append("shared_errors")
     names.append("pool_regression")
+    names += [name for name in sorted(OPTIONAL) if SIGNATURE_WEIGHTS.get(name) or CALIBRATED_WEIGHTS.get(name)]
     return tuple(names)
 
 
@@ -282,6 +304,9 @@ def compute_sums(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np
             agree = (member_labels == suspect_labels[None]).astype(np.float64)
             expected = np.take_along_axis(share[None].repeat(M, 0), member_labels[..., None], axis=-1)[..., 0]
             push("mean", np.concatenate([(agree - expected).T, np.ones((N, 1))], axis=1))
+        elif name == "member_loglik":
+            ll = np.einsum("nc,mnc->nm", _prob_view(S, access), np.log(np.maximum(pool, _LOG_FLOOR)))
+            push("mean", np.concatenate([ll, np.ones((N, 1))], axis=1))
         elif name == "shared_errors":
             known = (y_true >= 0)
             shared = (member_labels != y_true[None]) & (member_labels == suspect_labels[None]) & known[None]

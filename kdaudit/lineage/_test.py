@@ -37,7 +37,7 @@ from kdaudit._exceptions import QueryBudgetExceededError, invalid_argument
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
 from kdaudit.lineage._signatures import (
     CALIBRATED_WEIGHTS,
-    JOINT,
+    NO_TYPICALITY_LINE,
     SIGNATURE_WEIGHTS,
     SIGNATURES,
     TWO_SIDED,
@@ -405,10 +405,10 @@ def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.
     """(M, S): each member's mean signature statistic with its siblings as suspects (seen at the suspect's access).
 
     Held at its full-probe value in the bootstrap: the effect-size interval reflects the suspect's probes, not the
-    uncertainty of this covariate. Joint signatures (``JOINT``) get a constant typicality, which makes the
-    adjustment a plain centring: a member's coefficient in the joint fit already excludes what its siblings
-    explain, and a line fitted on the other members' typicality only added noise (on the Adult zoo it cost the
-    joint signature a quarter of its detections).
+    uncertainty of this covariate. Joint signatures and the likelihood (``NO_TYPICALITY_LINE``) get a constant
+    typicality, which makes the adjustment a plain centring: a member's coefficient in the joint fit already
+    excludes what its siblings explain, and a line fitted on the other members' typicality only added noise (on the
+    Adult zoo it cost the joint signature a quarter of its detections).
     """
     memo = {} if memo is None else memo
     key = b"t" + _typicality_key(pool, access, y_true, nuisance)
@@ -424,7 +424,7 @@ def _typicality(pool: np.ndarray, *, access: tuple[str, int | None], y_true: np.
     G = np.stack(rows)  # (pseudo-suspect i, member m, S)
     diagonal = G[np.arange(M), np.arange(M)]
     out = (G.sum(axis=0) - diagonal) / max(M - 1, 1)
-    out[:, [j for j, name in enumerate(sums.signatures) if name in JOINT]] = 0.0
+    out[:, [j for j, name in enumerate(sums.signatures) if name in NO_TYPICALITY_LINE]] = 0.0
     _remember(memo, key, out)
     return out.copy()
 
