@@ -322,29 +322,29 @@ def _score(model: Any, texts: Sequence[str], ids: Sequence[Any] | None = None, *
                    lambda: model.score(list(texts), ids, top_k=top_k))
 
 
-def _loglik(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> float:
-    """The model's mean per-token log-likelihood of the continuations given their prompts."""
+def _continuation_loglik(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> tuple[float, int]:
+    """The model's total log-likelihood of the continuations given their prompts, and their token count."""
     from kdaudit.metrics._sequence import continuation_loglik
 
-    def compute() -> float:
+    def compute() -> tuple[float, int]:
         full = _score(model, [p + c for p, c in zip(prompts, continuations)], top_k=1)
         ll, n = continuation_loglik(full, _score(model, prompts, top_k=1))
-        return float(ll.sum() / max(int(n.sum()), 1))
+        return float(ll.sum()), int(n.sum())
 
     return _cached(model, "loglik", [p + "\x01" + c for p, c in zip(prompts, continuations)], {}, compute)
+
+
+def _loglik(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> float:
+    """The model's mean per-token log-likelihood of the continuations given their prompts."""
+    total, n = _continuation_loglik(model, prompts, continuations)
+    return total / max(n, 1)
 
 
 def _loglik_per_char(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> float:
     """The model's log-likelihood of the continuations given their prompts, in nats per character of continuation:
     a unit every tokenizer shares, so members with different tokenizers compare on the same text."""
-    from kdaudit.metrics._sequence import continuation_loglik
-
-    def compute() -> float:
-        full = _score(model, [p + c for p, c in zip(prompts, continuations)], top_k=1)
-        ll, _ = continuation_loglik(full, _score(model, prompts, top_k=1))
-        return float(ll.sum() / max(sum(len(c) for c in continuations), 1))
-
-    return _cached(model, "loglik-chars", [p + "\x01" + c for p, c in zip(prompts, continuations)], {}, compute)
+    total, _ = _continuation_loglik(model, prompts, continuations)
+    return total / max(sum(len(c) for c in continuations), 1)
 
 
 def _forced(model: Any, prompts: Sequence[str], continuations: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -445,22 +445,21 @@ def _statistics(anchor: Any, members: Sequence[Any], *, access: str, prompts: li
     """(M, S) signatures of each member relative to the anchor.
 
     Text access, log-likelihood column: with ``ll_scorers`` (the members themselves, null "references") member m's
-    per-token log-likelihood of the anchor's text minus its mean over the other members' texts; with a single
+    log-likelihood of the anchor's samples in nats per character (``sample``), or its per-token log-likelihood of
+    the anchor's greedy text minus its mean over the other members' texts; with a single
     scorer (the anchor, null "controls") the anchor's log-likelihood of each member's text.
     """
     if access == "top_k":
         return token_statistics(anchor_out, member_outs)
     ll = forced = None
     if ll_scorers is not None:
-        if len(ll_scorers) == len(members) and sample:  # the members score the anchor's samples
-            ll = np.array([_loglik_per_char(m, prompts, anchor_out) for m in ll_scorers])
-            scored = [_forced(m, prompts, anchor_out) for m in ll_scorers]
-            if all(np.array_equal(x[2], scored[0][2]) for x in scored):
-                forced = forced_agreement_pooled(np.stack([x[0] for x in scored]), scored[0][2])
-        elif len(ll_scorers) == len(members):  # the members score (references null)
-            ll = np.array([_loglik(m, prompts, anchor_out) - np.mean(
-                [_loglik(m, prompts, member_outs[j]) for j in range(len(members)) if j != i])
-                for i, m in enumerate(ll_scorers)])
+        if len(ll_scorers) == len(members):  # the members score the anchor's text (references null)
+            if sample:  # a sample of the anchor's distribution: its likelihood as it is
+                ll = np.array([_loglik_per_char(m, prompts, anchor_out) for m in ll_scorers])
+            else:  # greedy text: relative to the member's likelihood of the other members' greedy text
+                ll = np.array([_loglik(m, prompts, anchor_out) - np.mean(
+                    [_loglik(m, prompts, member_outs[j]) for j in range(len(members)) if j != i])
+                    for i, m in enumerate(ll_scorers)])
             scored = [_forced(m, prompts, anchor_out) for m in ll_scorers]
             # positions are comparable only when every member split the text alike (one tokenizer)
             if all(np.array_equal(x[2], scored[0][2]) for x in scored):

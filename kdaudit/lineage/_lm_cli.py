@@ -104,7 +104,8 @@ def run_lm_lineage(args: argparse.Namespace) -> int:
     controls = [_load_lm(f, args, "control") for f in _expand(args.control, "--control")]
     options = {"controls": controls, "null": args.null, "access": access, "top_k": top_k,
                "max_new_tokens": args.max_new_tokens, "decoding": args.decoding, "n_prompts": args.n_probes,
-               "query_budget": args.query_budget, "token_budget": args.token_budget, "journal": args.journal, "alpha": args.alpha, "seed": args.seed}
+               "query_budget": args.query_budget, "token_budget": args.token_budget, "journal": args.journal,
+               "alpha": args.alpha, "seed": args.seed}
     if args.candidate:
         candidates = candidate_pools(args.candidate, teacher, refs, lambda f: _load_lm(f, args, "candidate"))
         result = lm_attribute(suspect, candidates, prompts, **options)
