@@ -345,7 +345,8 @@ def main() -> int:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--modes", default="top_k/references,top_k/controls,text:sample/references,"
                                        "text:greedy/references,text:greedy/controls",
-                    help="access[:decoding]/null pairs to run (comma-separated; also text:sample/controls)")
+                    help="access[:decoding]/null pairs to run (comma-separated; also text:sample/controls; "
+                         "\"none\": attribution only)")
     ap.add_argument("--out", default=None, help="write the report here (e.g. benchmarks/results/lm_lineage_cpu.txt)")
     args = ap.parse_args()
 
@@ -382,7 +383,7 @@ def main() -> int:
     # greedy ones (its default under the controls null, and the references null's before), head to head
     all_modes = [("top_k", "references"), ("top_k", "controls"), ("text:sample", "references"),
                  ("text:greedy", "references"), ("text:greedy", "controls"), ("text:sample", "controls")]
-    wanted = args.modes.split(",")
+    wanted = [] if args.modes == "none" else args.modes.split(",")  # "none": attribution only
     modes = [m for m in all_modes if f"{m[0]}/{m[1]}" in wanted]
     rows = {m: [] for m in modes}
     memo: dict = {}  # the owner models' outputs, computed once for every suspect of this run
@@ -443,9 +444,10 @@ def main() -> int:
             ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
             lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
                          f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
-        n_neg = sum(1 for r in rows[modes[0]] if r["label"] == 0)
-        lines.append(f"FPR: false positives among the {n_neg} underived suspects per mode, with the one-sided 95% "
-                     "Clopper-Pearson upper bound of the rate.")
+        if modes:
+            n_neg = sum(1 for r in rows[modes[0]] if r["label"] == 0)
+            lines.append(f"FPR: false positives among the {n_neg} underived suspects per mode, with the one-sided "
+                         "95% Clopper-Pearson upper bound of the rate.")
         if rot and any(rot.values()):
             lines += ["", f"null check (rotation; {len(underived)} underived suspects: "
                           + ", ".join(n for n, _ in underived) + "):"]
@@ -521,7 +523,8 @@ def main() -> int:
             rows[(access, null)][-1]["z"] = sig
         _log(f"{name}: " + "  ".join(f"{a}/{n} p={rows[(a, n)][-1]['p']:.3f} e={rows[(a, n)][-1]['effect']:+.1f} "
                                      f"[{rows[(a, n)][-1]['z']}] {rows[(a, n)][-1]['seconds']:.0f}s" for a, n in modes))
-        write_report(f"partial: {len(rows[modes[0]])} of {len(suspects)} suspects tested")
+        if modes:
+            write_report(f"partial: {len(rows[modes[0]])} of {len(suspects)} suspects tested")
     t_tests = time.perf_counter() - t_start
 
     # attribution among two candidate teachers (top-k access, controls null, Holm): the parent of a teacher's

@@ -135,11 +135,16 @@ def test_decoding_is_checked_and_recorded(zoo):
 
 @pytest.mark.parametrize("access", ["top_k", "text"])
 def test_controls_null_finds_the_student(zoo, access):
-    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"], access=access,
-                        **_power(access))
+    # text: greedy continuations of 150 prompts (the controls null reads closeness three ways, see _CONTROLS_FAMILIES)
+    prompts, opts = ((zoo["prompts"], _power(access)) if access == "top_k" else
+                     (zoo["prompts_text"], _opts(n_prompts=150, max_new_tokens=16)))
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], prompts, controls=zoo["controls"], access=access, **opts)
     assert r.null == "controls" and r.members[0] == "student" and len(r.members) == 20
     assert r.verdict == "derived", r.reason
     assert "controls" in r.null_hypothesis and "baseline" in r.explanation
+    families = {n.partition(":")[2] for n in r.signatures}
+    assert families == {"", "beyond_nearest", "beyond_peers"} and "nearest" in r.methodology
+    assert all(v["description"] for v in r.signatures.values())
 
 
 @pytest.mark.parametrize("null", ["references", "controls"])
@@ -314,3 +319,49 @@ def test_forced_agreement_counts_only_where_the_pool_differs():
                                      (np.array([1, 2]), np.array([sure, unsure]), np.array([9, 2]))])
     # member 0 matches only where the scorer was sure (weight 0.01), member 1 only where it was unsure (0.5)
     assert out == pytest.approx([0.01 / 0.51, 0.5 / 0.51])
+
+
+def _kinds_pool(seed=0):
+    """Candidates of two kinds (6 each) and a suspect: kind "near" comes close to the teacher (the teacher's own
+    recipe), kind "far" does not (another architecture); the suspect is of kind "far" but was distilled from the
+    teacher, so it comes closer to the teacher than its kind does, yet less close than kind "near"."""
+    rng = np.random.default_rng(seed)
+    kind = np.array([1] + [0] * 6 + [1] * 6)  # suspect first (kind "far" = 1)
+    to_teacher = np.where(kind == 0, 0.75, 0.45) + rng.normal(0, 0.01, kind.size)
+    to_teacher[0] = 0.58
+    M = kind.size
+    pairs = np.where(kind[:, None] == kind[None, :], 0.8, 0.3) + rng.normal(0, 0.01, (M, M))
+    return to_teacher[:, None], pairs[:, :, None]
+
+
+def test_peer_relative_finds_a_student_of_a_far_kind_and_keeps_the_rank_exact():
+    from kdaudit.lineage._stats import pair_similarity, peer_relative, rank_p_value
+
+    stats, pairs = _kinds_pool()
+    assert rank_p_value(stats[0, 0], stats[1:, 0]) > 0.5  # as it is: every model of the near kind ranks higher
+    rel = peer_relative(stats, pair_similarity(pairs), 2)
+    assert rank_p_value(rel[0, 0], rel[1:, 0]) == pytest.approx(1 / 13)  # against its own kind: first
+    # permutation-equivariant (ties broken by a rank of the members' own, not by the listed order)
+    perm = np.random.default_rng(1).permutation(stats.shape[0])
+    tb = np.arange(stats.shape[0])
+    back = peer_relative(stats[perm], pair_similarity(pairs[np.ix_(perm, perm)]), 2, tiebreak=tb[perm])
+    assert back == pytest.approx(peer_relative(stats, pair_similarity(pairs), 2, tiebreak=tb)[perm])
+    tied = np.ones((4, 4, 1))
+    a = peer_relative(np.arange(4.0)[:, None], pair_similarity(tied), 1, tiebreak=np.array([3, 2, 1, 0]))
+    b = peer_relative(np.arange(4.0)[::-1, None], pair_similarity(tied[::-1, ::-1]), 1, tiebreak=np.array([0, 1, 2, 3]))
+    assert a[::-1] == pytest.approx(b)
+
+
+def test_beyond_nearest_is_positive_only_where_the_teacher_is_the_nearest_neighbour():
+    from kdaudit.lineage._stats import beyond_nearest
+
+    stats = np.array([[0.9], [0.5], [0.5]])
+    pairs = np.array([[[0.0], [0.6], [0.4]],
+                      [[0.7], [0.0], [0.6]],
+                      [[0.3], [0.8], [0.0]]])  # [i, j]: member j with member i in the anchor's place
+    out = beyond_nearest(stats, pairs)[:, 0]
+    # member 0's nearest other: 0.7 (with member 1); member 1's: 0.8; member 2's: 0.6
+    assert out == pytest.approx([0.9 - 0.7, 0.5 - 0.8, 0.5 - 0.6])
+    nan = pairs.copy()
+    nan[:, :, 0] = np.nan  # a signature the members cannot measure between themselves is left as it is
+    assert beyond_nearest(stats, nan)[:, 0] == pytest.approx(stats[:, 0])

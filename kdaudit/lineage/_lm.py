@@ -46,11 +46,14 @@ from kdaudit.lineage._lm_signatures import (
 from kdaudit.lineage._probes import select_probes
 from kdaudit.lineage._stats import (
     adjust_for_typicality,
+    beyond_nearest,
     calibrate_by_controls,
     combined_statistic,
     effect_size,
     leave_one_out_z,
     min_references,
+    pair_similarity,
+    peer_relative,
     rank_p_value,
 )
 
@@ -85,6 +88,16 @@ DEFAULT_PROMPT_BUDGET = 1000
 #: suspect and unrelated controls; greedy paths expose each model's modes instead)
 DECODINGS = ("sample", "greedy")
 _WEIGHTS = 1.0  # every signature weighs the same, fixed in advance
+#: null "controls": each signature of a candidate (the suspect or a control) with the teacher is read three ways.
+#: As it is (closer to the teacher than the other candidates: a good imitation, or controls all of one kind);
+#: "beyond nearest": minus its closeness to its nearest other candidate (the teacher is its nearest neighbour: a
+#: student that imitates the teacher, however weakly); "beyond peers": minus the mean of its CONTROL_PEERS most
+#: similar candidates' (closer to the teacher than models of its own kind: a student of another architecture, or one
+#: fine-tuned after distillation, whose kind is far from the teacher's). Benchmarked in benchmarks/lm_lineage.py.
+_CONTROLS_FAMILIES = ("", ":beyond_nearest", ":beyond_peers")
+#: peers per candidate under the controls null: few, so that they stay within the candidate's own kind when the
+#: owner has only a few controls of each kind
+CONTROL_PEERS = 2
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -519,32 +532,45 @@ def _pool_statistics(anchor: Any, anchor_out: Any, members: Sequence[Any], membe
     return out
 
 
-def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
-                scorable: bool, max_words: int, sample: bool = False) -> np.ndarray:
-    """(M, S): each member's signatures with its siblings in the anchor's place (see ``adjust_for_typicality``)."""
+def _pairwise(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
+              scorable: bool, max_words: int, sample: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(M, M, S) signatures of every member with every other in the anchor's place (``[i, j]``: member j with
+    anchor i), in the caller's order, and each member's rank in the pool's canonical order (a tie-break that does
+    not depend on the caller's order)."""
     hashes = [_out_hash(out, access) for out in member_outs]
     # computed in the canonical order and handed back in the caller's: the same pool with another member in the
     # first place (a rotation of the teacher) reuses it
     order = _canonical(members, hashes)
-    key = "typicality:" + _key([[members[i].fingerprint(), hashes[i]] for i in order], access,
-                               hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable,
-                               sample)
+    key = "pairwise:" + _key([[members[i].fingerprint(), hashes[i]] for i in order], access,
+                             hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), max_words, scorable, sample)
     memo = _MEMO.get()
     memo = {} if memo is None else memo  # the caller's memo (see _cached)
     if key not in memo:
-        M = len(members)
         ms, outs = [members[i] for i in order], [member_outs[i] for i in order]
-        rows = [_statistics(ms[i], ms, access=access, prompts=prompts, texts=None, anchor_out=outs[i],
-                            member_outs=outs, ll_scorers=list(ms) if scorable else None, max_words=max_words,
-                            sample=sample)
-                for i in range(M)]
-        G = np.stack(rows)
-        typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
-        # rounded: a column that is constant in exact arithmetic (the likelihood signature's, which is centred on
-        # each member's own mean) must not keep float noise, or the line fitted to it would be fitted to noise
-        memo[key] = np.round(np.nan_to_num(typ, nan=0.0), 10)
-    out = np.empty_like(memo[key])
-    out[order] = memo[key]
+        memo[key] = np.stack([_statistics(ms[i], ms, access=access, prompts=prompts, texts=None, anchor_out=outs[i],
+                                          member_outs=outs, ll_scorers=list(ms) if scorable else None,
+                                          max_words=max_words, sample=sample)
+                              for i in range(len(ms))])
+    G = np.empty_like(memo[key])
+    G[np.ix_(order, order)] = memo[key]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return G, rank
+
+
+def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: str, prompts: list[str],
+                scorable: bool, max_words: int, sample: bool = False) -> np.ndarray:
+    """(M, S): each member's signatures with its siblings in the anchor's place (see ``adjust_for_typicality``)."""
+    G, rank = _pairwise(members, member_outs, access=access, prompts=prompts, scorable=scorable,
+                        max_words=max_words, sample=sample)
+    order = np.argsort(rank)
+    G = G[np.ix_(order, order)]  # summed in the canonical order: the same sums for every order of the caller's
+    M = G.shape[0]
+    typ = (G.sum(axis=0) - G[np.arange(M), np.arange(M)]) / max(M - 1, 1)
+    # rounded: a column that is constant in exact arithmetic (the likelihood signature's, which is centred on
+    # each member's own mean) must not keep float noise, or the line fitted to it would be fitted to noise
+    out = np.empty_like(typ)
+    out[order] = np.round(np.nan_to_num(typ, nan=0.0), 10)
     return out
 
 
@@ -736,17 +762,27 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             stats = _statistics(teacher, members, access=access, prompts=prompts_l, texts=texts,
                                 anchor_out=anchor_out, member_outs=member_outs,
                                 ll_scorers=[teacher] if scorable else None, max_words=max_words)
-            # a candidate close to every model (trained on the teacher's kind of data, say) is close to the teacher
-            # too: remove what its closeness to the other candidates predicts (the same map for every candidate;
-            # the likelihood column, which would need every candidate to score the others, is left as it is)
-            typ = _typicality(members, member_outs, access=access,
-                              prompts=texts if access == "top_k" else prompts_l, scorable=False, max_words=max_words)
-            stats = adjust_for_typicality(stats, typ)
+            # the candidates may be models of many kinds, and a model's closeness to the teacher is mostly its
+            # kind's: each candidate's closeness is read as it is and against the other candidates two ways (see
+            # _CONTROLS_FAMILIES); the combined statistic is the largest of the three families' (the same maps for
+            # every candidate; the likelihood column, which would need every candidate to score the others, enters
+            # each family as it is)
+            G, canon = _pairwise(members, member_outs, access=access,
+                                 prompts=texts if access == "top_k" else prompts_l, scorable=False,
+                                 max_words=max_words)
+            stats = np.concatenate([stats, beyond_nearest(stats, G),
+                                    peer_relative(stats, pair_similarity(G), CONTROL_PEERS, tiebreak=canon)], axis=1)
+            sig_names = [f"{n}{suffix}" for suffix in _CONTROLS_FAMILIES for n in sig_names]
             names = [str(suspect.name)] + [str(c.name) for c in controls]
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
         stats = stats[:, keep]
         sig_names = [sig_names[j] for j in keep]
-        combined = combined_statistic(stats, np.full(len(keep), _WEIGHTS))
+        if null == "references":
+            combined = combined_statistic(stats, np.full(len(keep), _WEIGHTS))
+        else:  # the larger of the two families' combined statistics
+            family = np.array([_CONTROLS_FAMILIES.index(n[n.find(":"):] if ":" in n else "") for n in sig_names])
+            combined = np.max([combined_statistic(stats[:, family == i], np.full(int(np.sum(family == i)), _WEIGHTS))
+                               for i in range(len(_CONTROLS_FAMILIES))], axis=0)
         z = leave_one_out_z(stats)
         n_others = len(members) - 1
         p = rank_p_value(combined[0], combined[1:])
@@ -764,7 +800,7 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             reason = f"{where}; exact p = {p:.3g} {'<=' if p <= alpha else '>'} {alpha:g}"
             if len(candidates) > 1 and n_others < need:
                 reason += f" (Holm over {len(candidates)} candidates needs >= {need} {others} to reach alpha)"
-        signatures = {s: {"description": LM_SIGNATURES[s], "values": [float(v) for v in stats[:, j]],
+        signatures = {s: {"description": _describe_signature(s), "values": [float(v) for v in stats[:, j]],
                           "z_first": float(z[0, j]), "rank_p_value": rank_p_value(stats[0, j], stats[1:, j])}
                       for j, s in enumerate(sig_names)}
         raw = _raw_similarity(teacher, suspect, access=access, prompts=prompts_l, texts=texts, s_out=s_out,
@@ -812,6 +848,16 @@ def _raw_similarity(teacher: Any, suspect: Any, *, access: str, prompts: list[st
     return out
 
 
+def _describe_signature(name: str) -> str:
+    base, _, family = name.partition(":")
+    text = LM_SIGNATURES[base]
+    if family == "beyond_nearest":
+        return text + ", minus the candidate's closeness to its nearest other candidate"
+    if family == "beyond_peers":
+        return text + f", minus the mean of its {CONTROL_PEERS} most similar other candidates'"
+    return text
+
+
 def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str | None = None
                  ) -> tuple[str, ...]:
     common = (("Prompts were selected where the teacher and references disagree, a function symmetric in the "
@@ -827,8 +873,9 @@ def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str
     else:
         own = ("Under H0 the suspect is exchangeable with the controls in its relation to the teacher: the controls "
                "are not derived from the teacher and are drawn from the population an underived suspect comes from "
-               "(similar data, size and training); a control family closer to or farther from the teacher than "
-               "such suspects breaks the test's calibration.",)
+               "(similar data, size and training). Each candidate is measured against the candidates most like it, "
+               "which makes the test less sensitive to the mix of control kinds, but a suspect of a kind no control "
+               "shares (the teacher's own recipe and data, say, with no such control) is outside the guarantee.",)
     if calibrated:
         own += ("Each member's signatures were measured against their own mean and spread over the controls in the "
                 "suspect's place; the controls are not derived from any member and are the same for every member, "
@@ -851,6 +898,17 @@ def _methodology(null: str, access: str, sigs: Sequence[str], n: int, decoding: 
     anchor = "the suspect" if null == "references" else "the teacher"
     revealed = ("per-token top-k log-probabilities of prompt and reference text" if access == "top_k"
                 else "continuations sampled at temperature 1" if decoding == "sample" else "greedy continuations")
+    if null == "controls":
+        bases = list(dict.fromkeys(s.split(":")[0] for s in sigs))
+        listed = "; ".join(f"{s} ({LM_SIGNATURES[s]})" for s in bases)
+        return (f"On {n} prompts ({revealed}), the same signatures relate the teacher to the {ranked}: {listed}. "
+                f"Each candidate's signatures are read as they are and against the other candidates two ways: "
+                f"beyond its closeness to its nearest other candidate (positive when the teacher is its nearest "
+                f"neighbour), and beyond the mean of its {CONTROL_PEERS} most similar candidates' (positive when it "
+                f"comes closer to the teacher than models of its own kind do). Each of the three families is "
+                f"standardised against the other candidates (leave-one-out) and averaged with equal weights fixed in "
+                f"advance; the combined statistic is the largest of the three and the p-value is the suspect's rank "
+                f"among all candidates, exact under exchangeability.")
     listed = "; ".join(f"{s} ({LM_SIGNATURES[s]})" for s in sigs)
     return (f"On {n} prompts ({revealed}), "
             f"the same signatures relate {anchor} to the {ranked}: {listed}. "

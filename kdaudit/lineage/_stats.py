@@ -3,10 +3,10 @@
 The unit of evidence is the model. For every pool member ``m`` (teacher first, then K references) each signature's
 statistic is standardised against the *other* members (leave-one-out mean and standard deviation), and the z-scores
 are averaged into one combined statistic ``C_m`` (Stouffer's equal-weight combination, without its independence
-claim: only the ranking matters for the exact p-value), with fixed weights per signature. Because the same symmetric procedure produces ``C_m`` for
-every member, under the null hypothesis that the teacher is exchangeable with the references in its relation to the
-suspect, the teacher's rank among the ``K + 1`` values is uniform, and ``(1 + #{k: C_k >= C_T}) / (K + 1)`` is a
-valid p-value whatever the dependence between probes.
+claim: only the ranking matters for the exact p-value), with fixed weights per signature. Because the same symmetric
+procedure produces ``C_m`` for every member, under the null hypothesis that the teacher is exchangeable with the
+references in its relation to the suspect, the teacher's rank among the ``K + 1`` values is uniform, and
+``(1 + #{k: C_k >= C_T}) / (K + 1)`` is a valid p-value whatever the dependence between probes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from scipy import stats as sps
 
 __all__ = [
     "adjust_for_typicality",
+    "beyond_nearest",
     "calibrate_by_controls",
     "combined_statistic",
     "effect_size",
@@ -26,7 +27,9 @@ __all__ = [
     "holm_parent",
     "leave_one_out_z",
     "min_references",
+    "pair_similarity",
     "parametric_p_value",
+    "peer_relative",
     "rank_p_value",
 ]
 
@@ -81,6 +84,74 @@ def adjust_for_typicality(stats: np.ndarray, typicality: np.ndarray) -> np.ndarr
         b = np.where(den > 1e-12 * scale, (n * TY - T * Y) / np.where(den > 1e-12 * scale, den, 1.0), 0.0)
     a = (Y - b * T) / n
     return stats - a - b * t
+
+
+def beyond_nearest(stats: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Each member's statistics minus its closeness to its nearest other member, signature by signature.
+
+    ``stats[m, s]``: member ``m`` with the anchor (the teacher); ``pairs[i, m, s]``: member ``m`` with member ``i``
+    in the anchor's place. A positive value says the anchor is closer to the member than any other member is: the
+    anchor is its nearest neighbour. Signatures whose pairwise values are not finite are returned as they are. The
+    map is the same for every member (a maximum over the others), so the rank p-value stays exact.
+    """
+    M = stats.shape[0]
+    off = np.where(np.eye(M, dtype=bool)[:, :, None], -np.inf, pairs)
+    nearest = off.max(axis=0)
+    usable = np.all(np.isfinite(nearest), axis=0)
+    return np.where(usable, stats - np.where(np.isfinite(nearest), nearest, 0.0), stats)
+
+
+def pair_similarity(pairs: np.ndarray) -> np.ndarray:
+    """(M, M) similarity of every two members from their (M, M, S) pairwise signatures.
+
+    ``pairs[i, j, s]`` is signature ``s`` of member ``j`` with member ``i`` in the anchor's place (higher: closer).
+    Each signature is standardised over the off-diagonal pairs, the standardised signatures are averaged (columns
+    that are not finite everywhere off the diagonal are left out), and the result is made symmetric. The diagonal is
+    ``-inf``: a member is never its own neighbour.
+    """
+    M, _, S = pairs.shape
+    off = ~np.eye(M, dtype=bool)
+    cols = []
+    for s in range(S):
+        v = pairs[:, :, s][off]
+        if not np.all(np.isfinite(v)):
+            continue
+        sd = v.std()
+        cols.append((pairs[:, :, s] - v.mean()) / sd if sd > 0 else np.zeros((M, M)))
+    sim = np.mean(cols, axis=0) if cols else np.zeros((M, M))
+    sim = (sim + sim.T) / 2
+    sim[~off] = -np.inf
+    return sim
+
+
+def peer_relative(stats: np.ndarray, similarity: np.ndarray, k: int, *, tiebreak: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """Each member's statistics minus the mean of its ``k`` peers' (its nearest other members by ``similarity``).
+
+    Used where the ranked members are heterogeneous (the controls null: the suspect among baseline models of many
+    kinds). A model's closeness to the teacher is mostly a property of its kind (its architecture, its data); the
+    models most like it show how close its kind comes to the teacher, and a model derived from the teacher comes
+    closer than its peers. The map is the same for every member, and ties in ``similarity`` are broken by
+    ``tiebreak`` (a rank that does not depend on the order the members are listed in), so the statistics stay
+    permutation-equivariant and the rank p-value exact.
+
+    Parameters
+    ----------
+    stats : ndarray of shape (M, S)
+    similarity : ndarray of shape (M, M), symmetric, ``-inf`` on the diagonal (see :func:`pair_similarity`)
+    k : int, 1 <= k < M
+    tiebreak : ndarray of shape (M,), optional
+        Distinct ranks of the members in an order of their own (default: the listed order).
+    """
+    M = stats.shape[0]
+    k = int(min(max(k, 1), M - 1))
+    tb = np.arange(M) if tiebreak is None else np.asarray(tiebreak)
+    out = np.empty_like(stats, dtype=np.float64)
+    for m in range(M):
+        peers = np.lexsort((tb, -similarity[m]))
+        peers = peers[peers != m][:k]
+        out[m] = stats[m] - stats[peers].mean(axis=0)
+    return out
 
 
 def calibrate_by_controls(stats: np.ndarray, controls: np.ndarray) -> np.ndarray:
