@@ -331,6 +331,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smaller zoo and fewer prompts (development)")
     ap.add_argument("--seeds", type=int, default=None, help="suspects per kind (default 3; quick 1)")
+    ap.add_argument("--first-seed", type=int, default=0, help="suspects' first seed (e.g. 5: held-out suspects, "
+                                                               "never tested in development; controls use 100+)")
     ap.add_argument("--negative-seeds", type=int, default=None, help="suspects per underived kind (default --seeds; "
                                                                       "more make the FPR evidence stronger)")
     ap.add_argument("--n-prompts", type=int, default=None, help="prompts sent to each suspect, top-k access "
@@ -364,10 +366,12 @@ def main() -> int:
     neg_seeds = args.negative_seeds or seeds
     # seed by seed (every kind once, then again), so that a report written part way has every kind in it
     suspects = []
-    for s in range(max(seeds, neg_seeds)):
-        if s < seeds:
+    if not (0 <= args.first_seed and args.first_seed + max(seeds, neg_seeds) <= 100):
+        ap.error(f"--first-seed {args.first_seed}: suspects' seeds must lie in 0..99 (the controls' start at 100)")
+    for s in range(args.first_seed, args.first_seed + max(seeds, neg_seeds)):
+        if s < args.first_seed + seeds:
             suspects += [(f"{k}/{s}", 1, zoo.derived(k, s)) for k in POSITIVE_KINDS]
-        if s < neg_seeds:
+        if s < args.first_seed + neg_seeds:
             suspects += [(f"{k}/{s}", 0, zoo.underived(k, s)) for k in NEGATIVE_KINDS]
     # attribution: the teacher and the other teacher are the candidates; its controls must be derived from neither
     # (seed, arch and disjoint kinds), 39 of them so that Holm over 2 candidates can reach 0.05 (p >= 1/40)
@@ -475,7 +479,8 @@ def main() -> int:
             if wrong:
                 lines.append("  wrong: " + "; ".join(wrong))
         if partial is None:
-            lines += [""] + zoo_check(zoo, teacher, refs[:8], {k: [zoo.derived(k, s) for s in range(seeds)]
+            tested = range(args.first_seed, args.first_seed + seeds)
+            lines += [""] + zoo_check(zoo, teacher, refs[:8], {k: [zoo.derived(k, s) for s in tested]
                                                                 for k in POSITIVE_KINDS})
             lines.append(f"\nwall time: {time.perf_counter() - t_start:.0f}s (zoo {t_zoo:.0f}s, tests "
                          f"{t_tests - t_zoo - t_rot:.0f}s, rotations {t_rot:.0f}s, attribution {t_attr:.0f}s)")
@@ -519,7 +524,9 @@ def main() -> int:
                                          "prompts": r.queries["prompts_sent"],
                                          "tokens": r.queries["tokens_sent_bound"],
                                          "seconds": time.perf_counter() - t0})
-            sig = " ".join(f"{k[:6]}{v['z_first']:+.1f}" for k, v in r.signatures.items())
+            # signature name, shortened, with its family under the controls null (":n" beyond nearest, ":p" peers)
+            sig = " ".join(f"{k[:6]}{(':' + k.partition(':')[2][7]) if ':' in k else ''}{v['z_first']:+.1f}"
+                           for k, v in r.signatures.items())
             rows[(access, null)][-1]["z"] = sig
         _log(f"{name}: " + "  ".join(f"{a}/{n} p={rows[(a, n)][-1]['p']:.3f} e={rows[(a, n)][-1]['effect']:+.1f} "
                                      f"[{rows[(a, n)][-1]['z']}] {rows[(a, n)][-1]['seconds']:.0f}s" for a, n in modes))

@@ -74,8 +74,9 @@ _PLAIN = {
                    "p-value is the chance of it ranking as high as it did."),
     "controls": ("No siblings of the teacher were trained. Instead {L} baseline models known not to be derived from "
                  "the teacher (other models of similar data and size) show how close an unrelated model comes to "
-                 "the teacher. If the suspect was not made from the teacher, it should rank anywhere among them; "
-                 "the p-value is the chance of it ranking as high as it did."),
+                 "the teacher, also when compared with the models most like it. If the suspect was not made from "
+                 "the teacher, it should rank anywhere among them; the p-value is the chance of it ranking as high "
+                 "as it did."),
 }
 DEFAULT_N_PROMPTS = 500
 #: fewest controls by whose spread the references null calibrates its members (as the classifier test does)
