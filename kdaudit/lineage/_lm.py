@@ -780,10 +780,10 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
         sig_names = [sig_names[j] for j in keep]
         if null == "references":
             combined = combined_statistic(stats, np.full(len(keep), _WEIGHTS))
-        else:  # the larger of the two families' combined statistics
+        else:  # the largest of the families' combined statistics
             family = np.array([_CONTROLS_FAMILIES.index(n[n.find(":"):] if ":" in n else "") for n in sig_names])
             combined = np.max([combined_statistic(stats[:, family == i], np.full(int(np.sum(family == i)), _WEIGHTS))
-                               for i in range(len(_CONTROLS_FAMILIES))], axis=0)
+                               for i in np.unique(family)], axis=0)
         z = leave_one_out_z(stats)
         n_others = len(members) - 1
         p = rank_p_value(combined[0], combined[1:])
