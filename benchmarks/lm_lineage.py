@@ -414,41 +414,41 @@ def main() -> int:
                  f"top-k {n_prompts['top_k']}, text {n_prompts['text']} (of {len(prompts['top_k'])} and "
                  f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}",
                  ""]
-        lines.append(f"{'access':<11} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  {'prompts':>7} "
-                     f"{'tokens<=':>9}  baselines (AUC)")
-        summary = {}
-        for (access, null), rs in rows.items():
-            if not any(r["label"] == 1 for r in rs) or not any(r["label"] == 0 for r in rs):
-                return
-            pos = [r for r in rs if r["label"] == 1]
-            neg = [r for r in rs if r["label"] == 0]
-            a = auc([r["effect"] for r in pos], [r["effect"] for r in neg])
-            tpr = float(np.mean([r["derived"] for r in pos]))
-            k = int(sum(r["derived"] for r in neg))
-            fpr = k / len(neg)
-            base = {key: auc([r["raw"][key] for r in pos], [r["raw"][key] for r in neg]) for key in pos[0]["raw"]}
-            summary[(access, null)] = (a, tpr, fpr)
-            lines.append(f"{access:<11} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
-                         f"{upper95(k, len(neg)):10.2f}  "
-                         f"{max(r['prompts'] for r in rs):7d} {max(r['tokens'] for r in rs):9d}  "
-                         + ", ".join(f"{key} {v:.3f}" for key, v in base.items()))
-        lines += ["", "per kind (share 'derived'; mean effect):"]
-        kinds = list(POSITIVE_KINDS) + list(NEGATIVE_KINDS)
-        for kind in kinds:
-            cells = []
-            for m in modes:
-                rs = [r for r in rows[m] if r["name"].split("/")[0] == kind]
-                cells.append(f"{np.mean([r['derived'] for r in rs]):.2f}/{np.mean([r['effect'] for r in rs]):+.1f}")
-            lines.append(f"  {kind:<22} " + "  ".join(f"{m[0]}-{m[1]}: {c}" for m, c in zip(modes, cells)))
-        targets = {"top_k": (0.99, 0.9), "text": (0.95, 0.8)}
-        lines += ["", "targets (AUC, TPR at alpha, FPR <= alpha):"]
-        for access, null in modes:
-            a_t, tpr_t = targets[access.partition(":")[0]]
-            a, tpr, fpr = summary[(access, null)]
-            ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
-            lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
-                         f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
-        if modes:
+        if modes:  # per-mode tables (none in an attribution-only run)
+            lines.append(f"{'access':<11} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  "
+                         f"{'prompts':>7} {'tokens<=':>9}  baselines (AUC)")
+            summary = {}
+            for (access, null), rs in rows.items():
+                if not any(r["label"] == 1 for r in rs) or not any(r["label"] == 0 for r in rs):
+                    return
+                pos = [r for r in rs if r["label"] == 1]
+                neg = [r for r in rs if r["label"] == 0]
+                a = auc([r["effect"] for r in pos], [r["effect"] for r in neg])
+                tpr = float(np.mean([r["derived"] for r in pos]))
+                k = int(sum(r["derived"] for r in neg))
+                fpr = k / len(neg)
+                base = {key: auc([r["raw"][key] for r in pos], [r["raw"][key] for r in neg]) for key in pos[0]["raw"]}
+                summary[(access, null)] = (a, tpr, fpr)
+                lines.append(f"{access:<11} {null:<11} {a:6.3f} {tpr:6.2f} {f'{k}/{len(neg)}':>10} "
+                             f"{upper95(k, len(neg)):10.2f}  "
+                             f"{max(r['prompts'] for r in rs):7d} {max(r['tokens'] for r in rs):9d}  "
+                             + ", ".join(f"{key} {v:.3f}" for key, v in base.items()))
+            lines += ["", "per kind (share 'derived'; mean effect):"]
+            kinds = list(POSITIVE_KINDS) + list(NEGATIVE_KINDS)
+            for kind in kinds:
+                cells = []
+                for m in modes:
+                    rs = [r for r in rows[m] if r["name"].split("/")[0] == kind]
+                    cells.append(f"{np.mean([r['derived'] for r in rs]):.2f}/{np.mean([r['effect'] for r in rs]):+.1f}")
+                lines.append(f"  {kind:<22} " + "  ".join(f"{m[0]}-{m[1]}: {c}" for m, c in zip(modes, cells)))
+            targets = {"top_k": (0.99, 0.9), "text": (0.95, 0.8)}
+            lines += ["", "targets (AUC, TPR at alpha, FPR <= alpha):"]
+            for access, null in modes:
+                a_t, tpr_t = targets[access.partition(":")[0]]
+                a, tpr, fpr = summary[(access, null)]
+                ok = a >= a_t and tpr >= tpr_t and fpr <= args.alpha
+                lines.append(f"  {access}/{null}: AUC {a:.3f} (>= {a_t}), TPR {tpr:.2f} (>= {tpr_t}), FPR {fpr:.2f} "
+                             f"(<= {args.alpha}): {'met' if ok else 'NOT met'}")
             n_neg = sum(1 for r in rows[modes[0]] if r["label"] == 0)
             lines.append(f"FPR: false positives among the {n_neg} underived suspects per mode, with the one-sided "
                          "95% Clopper-Pearson upper bound of the rate.")
