@@ -725,6 +725,7 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
     for cname, (teacher, refs) in candidates.items():
         calibrated = False
         sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
+        family = np.zeros(len(sig_names), dtype=np.int64)  # which reading each column is (one under "references")
         typicality_corrected = null == "references"
         if null == "references":
             members = [teacher, *refs]
@@ -773,17 +774,16 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                                  max_words=max_words)
             stats = np.concatenate([stats, beyond_nearest(stats, G),
                                     peer_relative(stats, pair_similarity(G), CONTROL_PEERS, tiebreak=canon)], axis=1)
+            family = np.repeat(np.arange(len(_CONTROLS_FAMILIES)), len(sig_names))
             sig_names = [f"{n}{suffix}" for suffix in _CONTROLS_FAMILIES for n in sig_names]
             names = [str(suspect.name)] + [str(c.name) for c in controls]
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
         stats = stats[:, keep]
         sig_names = [sig_names[j] for j in keep]
-        if null == "references":
-            combined = combined_statistic(stats, np.full(len(keep), _WEIGHTS))
-        else:  # the largest of the families' combined statistics
-            family = np.array([_CONTROLS_FAMILIES.index(n[n.find(":"):] if ":" in n else "") for n in sig_names])
-            combined = np.max([combined_statistic(stats[:, family == i], np.full(int(np.sum(family == i)), _WEIGHTS))
-                               for i in np.unique(family)], axis=0)
+        family = family[keep]
+        # the largest of the readings' combined statistics (a single reading under the references null)
+        combined = np.max([combined_statistic(stats[:, family == f], np.full(int(np.sum(family == f)), _WEIGHTS))
+                           for f in np.unique(family)], axis=0)
         z = leave_one_out_z(stats)
         n_others = len(members) - 1
         p = rank_p_value(combined[0], combined[1:])
