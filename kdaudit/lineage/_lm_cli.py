@@ -138,8 +138,10 @@ def lm_result_text(r: Any) -> str:
              f"  {r.reason}",
              f"  access {r.access}; {r.n_prompts} prompts of {r.n_candidates}; suspect: {q['prompts_sent']} prompts "
              f"sent, <= {q['tokens_sent_bound']} tokens, {q['prompts_from_journal']} from the journal",
-             "  signatures (z of the " + ("teacher" if r.null == "references" else "suspect") + " among its peers):"]
-    lines += [f"    {name:<26} z = {_fmt(s['z_first'])}  (rank p {_fmt(s['rank_p_value'])})"
+             "  signatures (z of the " + ("teacher among the references" if r.null == "references" else
+                                          "suspect among the controls") + "):"]
+    width = max((len(name) for name in r.signatures), default=0)
+    lines += [f"    {name:<{width}}  z = {_fmt(s['z_first'])}  (rank p {_fmt(s['rank_p_value'])})"
               for name, s in r.signatures.items()]
     lines.append("  raw similarity (not evidence alone): " + ", ".join(
         f"{k} {_fmt(v)}" for k, v in r.raw_similarity.items()))
