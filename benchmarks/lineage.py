@@ -109,6 +109,7 @@ from kdaudit.lineage._test import (
     _control_views,
     _typicality,
     _view,
+    calibration_controls,
     holm_parent,
 )
 from kdaudit.metrics._agreement import kl_divergence, top1_agreement_score
@@ -507,7 +508,8 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
             order = [k] + [j for j in range(K) if j != k]
             variants = {"plain": stats[order]}
             if cstats is not None:
-                variants["calibrated"] = calibrate_by_controls(cal_stats[order], cstats[:, order])
+                near = calibration_controls(cal_stats, cstats)  # the same whatever the members' order
+                variants["calibrated"] = calibrate_by_controls(cal_stats[order], cstats[near][:, order])
             for key, st in variants.items():
                 weights, two_sided = _combination(sums.signatures, calibrated=key == "calibrated" and calibrating)
                 C = combined_statistic(st, weights, two_sided=two_sided)

@@ -352,6 +352,48 @@ def test_peer_relative_finds_a_student_of_a_far_kind_and_keeps_the_rank_exact():
     assert a[::-1] == pytest.approx(b)
 
 
+def test_nearest_controls_remove_a_members_affinity_to_the_suspects_kind_and_keep_the_rank_exact():
+    """A member drawn to a whole kind of unrelated models (the benchmark's teacher and the students of another
+    teacher): calibrated by every control, it ranks first for that kind's suspects far beyond alpha; calibrated by the
+    controls most like the suspect, near alpha. The map stays permutation-equivariant (so the rank stays exact)."""
+    from kdaudit.lineage._stats import calibrate_by_controls, combined_statistic, nearest_controls, rank_p_value
+
+    rng = np.random.default_rng(0)
+    M, S = 20, 3
+    # where each of 4 kinds of unrelated model sits, per member and signature; member 0 is drawn to kind 3
+    kind_mean = rng.normal(0, 1.0, (4, 1, S)) + rng.normal(0, 0.3, (4, M, S))
+    kind_mean[3, 0] += 3.0
+
+    def draw(kind):
+        return kind_mean[kind] + rng.normal(0, 1, (len(kind), M, S))
+
+    controls = draw(np.array([0] * 3 + [1] * 3 + [2] * 4 + [3] * 10))
+    suspects = draw(np.full(400, 3))  # underived, all of the kind member 0 is drawn to
+    ones = np.ones(S)
+    p_all, p_near, own = [], [], []
+    for st in suspects:
+        c = combined_statistic(calibrate_by_controls(st, controls), ones)
+        p_all.append(rank_p_value(c[0], c[1:]))
+        near = nearest_controls(st, controls, 10)
+        own.append(np.mean(near >= 10))
+        c = combined_statistic(calibrate_by_controls(st, controls[near]), ones)
+        p_near.append(rank_p_value(c[0], c[1:]))
+    assert np.mean(own) > 0.8  # mostly the suspect's own kind
+    assert np.mean(np.array(p_all) <= 0.05) > 0.5  # the failure being fixed (0.61)
+    assert np.mean(np.array(p_near) <= 0.05) < 0.1  # 0.06: near the exact level (20 of 400)
+    # equivariant: the members listed in another order choose the same controls and get their own statistics back
+    st = suspects[0]
+    perm = rng.permutation(M)
+    near = nearest_controls(st, controls, 10)
+    assert np.array_equal(nearest_controls(st[perm], controls[:, perm], 10), near)
+    a = calibrate_by_controls(st, controls[near])
+    assert calibrate_by_controls(st[perm], controls[near][:, perm]) == pytest.approx(a[perm])
+    with pytest.raises(ValueError, match="k = 21"):
+        nearest_controls(st, controls, 21)
+    with pytest.raises(ValueError, match="do not match"):
+        nearest_controls(st[:, :2], controls, 5)
+
+
 def test_beyond_nearest_is_positive_only_where_the_teacher_is_the_nearest_neighbour():
     from kdaudit.lineage._stats import beyond_nearest
 

@@ -52,6 +52,7 @@ from kdaudit.lineage._stats import (
     effect_size,
     leave_one_out_z,
     min_references,
+    nearest_controls,
     pair_similarity,
     peer_relative,
     rank_p_value,
@@ -81,6 +82,9 @@ _PLAIN = {
 DEFAULT_N_PROMPTS = 500
 #: fewest controls by whose spread the references null calibrates its members (as the classifier test does)
 MIN_CALIBRATION_CONTROLS = 19
+#: the references null calibrates each member against the controls most like the suspect: the nearer half of them,
+#: at least this many (see nearest_controls; benchmarked in benchmarks/lm_lineage.py)
+MIN_NEAREST_CONTROLS = 10
 DEFAULT_PROMPT_BUDGET = 1000
 #: how text access asks for continuations. Default per null (measured in benchmarks/lm_lineage.py): "sample" under
 #: the references null (each member's likelihood of the suspect's own samples ranks its distance to the suspect's
@@ -723,7 +727,7 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                                                             "teacher's (same tokenizer)")
     results = {}
     for cname, (teacher, refs) in candidates.items():
-        calibrated = False
+        calibrated: list[str] = []  # the controls that calibrated the members (none: not calibrated)
         sig_names = list(TOKEN_SIGNATURES if access == "top_k" else TEXT_SIGNATURES)
         family = np.zeros(len(sig_names), dtype=np.int64)  # which reading each column is (one under "references")
         typicality_corrected = null == "references"
@@ -751,8 +755,11 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                 cal = np.stack([_pool_statistics(c, asked(c), members, member_outs, owner=True, **pool_kw)
                                 for c in controls])
                 cal = cal if typ is None else adjust_for_typicality(cal, typ)
-                stats = calibrate_by_controls(stats, cal)
-                calibrated = True
+                # against the controls most like the suspect (over every member at once, so the same controls
+                # for every member): a member's affinity to the suspect's whole kind is measured and removed
+                near = nearest_controls(stats, cal, min(len(cal), max(MIN_NEAREST_CONTROLS, len(cal) // 2)))
+                stats = calibrate_by_controls(stats, cal[near])
+                calibrated = [str(controls[j].name) for j in sorted(near)]
             if sample and scorable:
                 sig_names = list(SAMPLED_SIGNATURES)
             names = [str(teacher.name)] + [str(r.name) for r in refs]
@@ -826,8 +833,8 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             queries=oracle.record(), models=models,
             settings={"top_k": top_k, "max_new_tokens": max_new_tokens, "decoding": decoding, "seed": seed,
                       "max_words": max_words, "n_prompts_requested": n_want,
-                      "calibrated_by_controls": calibrated},
-            assumptions=_assumptions(null, access, calibrated, decoding),
+                      "calibrated_by_controls": bool(calibrated), "calibration_controls": calibrated},
+            assumptions=_assumptions(null, access, bool(calibrated), decoding),
             methodology=_methodology(null, access, sig_names, len(idx), decoding, typicality_corrected),
             explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
     return results
@@ -878,9 +885,10 @@ def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str
                "which makes the test less sensitive to the mix of control kinds, but a suspect of a kind no control "
                "shares (the teacher's own recipe and data, say, with no such control) is outside the guarantee.",)
     if calibrated:
-        own += ("Each member's signatures were measured against their own mean and spread over the controls in the "
-                "suspect's place; the controls are not derived from any member and are the same for every member, "
-                "so the rank stays exact.",)
+        own += ("Each member's signatures were measured against their own mean and spread over the controls most "
+                "like the suspect (the nearer half, by their statistics with the whole pool; listed in settings) in "
+                "the suspect's place; the controls are not derived from any member and the same ones serve every "
+                "member, so the rank stays exact.",)
     if access == "top_k":
         tok = ("Every model shares the teacher's tokenizer (per-token top-k log-probabilities at the same "
                "positions).",)

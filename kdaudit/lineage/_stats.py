@@ -27,6 +27,7 @@ __all__ = [
     "holm_parent",
     "leave_one_out_z",
     "min_references",
+    "nearest_controls",
     "pair_similarity",
     "parametric_p_value",
     "peer_relative",
@@ -163,7 +164,8 @@ def calibrate_by_controls(stats: np.ndarray, controls: np.ndarray) -> np.ndarray
     conditionally too small (on the benchmark zoo one teacher reached p <= 0.05 for a fifth of the unrelated
     suspects). Dividing by each member's own spread puts every member on its null scale. The controls are the same
     for every member and the map is applied member by member, so the statistics stay permutation-equivariant and
-    the pool's rank p-value exact. A spread of (numerically) zero leaves the member centred but unscaled.
+    the pool's rank p-value exact. A spread of (numerically) zero leaves the member centred but unscaled. The
+    tests pass the controls most like the suspect (:func:`nearest_controls`), not all of them.
 
     Parameters
     ----------
@@ -174,6 +176,34 @@ def calibrate_by_controls(stats: np.ndarray, controls: np.ndarray) -> np.ndarray
     sd = controls.std(axis=0, ddof=1)
     floor = 1e-9 * np.maximum(np.abs(mean), 1.0)
     return (stats - mean) / np.where(sd > floor, sd, 1.0)
+
+
+def nearest_controls(stats: np.ndarray, controls: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` controls whose statistics over the whole pool are most like the suspect's.
+
+    ``stats`` (M, S) are the suspect's statistics with every member, ``controls`` (L, M, S) each control's in the
+    suspect's place. The distance is the sum over members and signatures of the squared difference, each entry
+    scaled by its spread over all the controls; ties go to the earlier control. A sum over members is the same
+    whatever the members' order, so calibrating every member by the chosen controls
+    (:func:`calibrate_by_controls`) keeps the statistics permutation-equivariant and the rank p-value exact.
+
+    Why: a member can relate to a whole family of unrelated models more than its siblings do (on the benchmark
+    zoo, one teacher to the students of another teacher). Calibrated against controls of every kind, that
+    affinity survives for a suspect of that family; against the controls that look like the suspect, it is
+    measured and removed.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    controls = np.asarray(controls, dtype=np.float64)
+    if stats.ndim != 2 or controls.ndim != 3 or controls.shape[1:] != stats.shape:
+        raise ValueError(f"stats (M, S) and controls (L, M, S) do not match: {stats.shape} and {controls.shape}")
+    n = controls.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k}: must be between 1 and the number of controls ({n})")
+    flat = controls.reshape(n, -1)
+    scale = flat.std(axis=0)
+    scale = np.where(scale > 1e-12 * np.maximum(np.abs(flat).max(axis=0), 1.0), scale, 1.0)
+    distance = (((flat - stats.reshape(-1)) / scale) ** 2).sum(axis=1)
+    return np.argsort(distance, kind="stable")[:k]
 
 
 def combined_statistic(stats: np.ndarray, weights: np.ndarray | None = None, *,
