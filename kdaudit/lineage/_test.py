@@ -89,7 +89,8 @@ MIN_CALIBRATION_CONTROLS = 19
 #: --part fast, lineage_*_nearest_fast_cpu.txt
 NEAREST_CONTROLS: int | None = 10
 #: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
-#: benchmarks/results/lineage_{adult,mnist}_fast_cpu.txt (plain), lineage_{adult,mnist}_nearest_fast_cpu.txt (calibrated)).
+#: benchmarks/results/lineage_{adult,mnist}_fast_cpu.txt (plain) and lineage_{adult,mnist}_nearest_fast_cpu.txt
+#: (calibrated)).
 NOT_DERIVED_POWER = {
     "plain": ("77-90 % of an image classifier's students (MNIST; labels, probabilities) but 20-30 % of a binary "
               "tabular one's (UCI Adult)"),
@@ -109,8 +110,8 @@ NOT_DERIVED_MISSED = {
 #: models, not probe noise).
 BINARY_QUERIES_READING = (
     "on a binary task more queries did not raise the power: on UCI Adult 4,000 to 16,000 probes found about "
-    "as many students as 2,000 (calibrated 67-73 % against 67 % with probabilities, 53-60 % against 63 % with labels; 500 "
-    "found fewer), because the references' spread around the teacher is a property of the models, not probe noise; "
+    "as many students as 2,000 (calibrated by all 20 controls: 67-73 % against 67 % with probabilities, 53-60 % "
+    "against 63 % with labels; 500 found fewer), because the references' spread around the teacher is a property of the models, not probe noise; "
     "adding the rows the suspects' makers queried found no label-only, fine-tuned or pruned student either")
 
 
