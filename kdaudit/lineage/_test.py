@@ -111,8 +111,9 @@ NOT_DERIVED_MISSED = {
 BINARY_QUERIES_READING = (
     "on a binary task more queries did not raise the power: on UCI Adult 4,000 to 16,000 probes found about "
     "as many students as 2,000 (calibrated by all 20 controls: 67-73 % against 67 % with probabilities, 53-60 % "
-    "against 63 % with labels; 500 found fewer), because the references' spread around the teacher is a property of the models, not probe noise; "
-    "adding the rows the suspects' makers queried found no label-only, fine-tuned or pruned student either")
+    "against 63 % with labels; 500 found fewer), because the references' spread around the teacher is a property "
+    "of the models, not probe noise; adding the rows the suspects' makers queried found no label-only, fine-tuned or "
+    "pruned student either")
 
 
 # ---------------------------------------------------------------------------------------------------------- results
