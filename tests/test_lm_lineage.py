@@ -99,6 +99,28 @@ def test_references_null_finds_the_student(zoo, access):
     assert r.effect > 0
 
 
+def test_references_null_is_calibrated_by_the_controls_most_like_the_suspect(zoo):
+    """With 19+ controls each member is put on its null scale by the nearer half of them (top-k), chosen by the
+    suspect's statistics with the whole pool: recorded, explained, and the same whatever order the controls come in.
+    (The siblings double as controls here, as in the controls-null tests: this checks the plumbing; the statistics
+    are checked in test_nearest_controls_remove_a_members_affinity_to_the_suspects_kind_and_keep_the_rank_exact.)"""
+    from kdaudit.lineage._lm_cli import lm_result_text
+
+    controls = [zoo["unrelated"], *zoo["refs"]]
+    kw = dict(references=zoo["refs"], access="top_k", **_opts())
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=controls, **kw)
+    chosen = r.settings["calibration_controls"]
+    assert r.settings["calibrated_by_controls"] and len(chosen) == 10
+    assert set(chosen) <= {c.name for c in controls}
+    assert any("most like the suspect" in a for a in r.assumptions)
+    assert "calibrated by the 10 controls most like the suspect: " in lm_result_text(r)
+    again = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=controls[::-1], **kw)
+    assert sorted(again.settings["calibration_controls"]) == sorted(chosen)
+    assert again.p_value == r.p_value and again.statistic == pytest.approx(r.statistic)
+    plain = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], **kw)
+    assert not plain.settings["calibrated_by_controls"] and plain.settings["calibration_controls"] == []
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sampled_text_tells_the_student_from_an_unrelated_model(zoo, seed):
     """Text access under the references null samples the suspect's continuations (temperature 1, seeded): the

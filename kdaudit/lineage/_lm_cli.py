@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdaudit._exceptions import invalid_argument
+from kdaudit.report._safe import MAX_NAME_CHARS, safe_text
 
 __all__ = ["add_lm_arguments", "run_lm_lineage"]
 
@@ -143,6 +144,14 @@ def lm_result_text(r: Any) -> str:
     width = max((len(name) for name in r.signatures), default=0)
     lines += [f"    {name:<{width}}  z = {_fmt(s['z_first'])}  (rank p {_fmt(s['rank_p_value'])})"
               for name, s in r.signatures.items()]
+    cal = (r.settings or {}).get("calibration_controls") or []
+    if cal:
+        n_controls = len((r.models or {}).get("controls") or [])
+        if len(cal) >= n_controls:
+            lines.append(f"  members calibrated by all {len(cal)} controls")
+        else:
+            lines.append(f"  members calibrated by the {len(cal)} controls most like the suspect: "
+                         + ", ".join(safe_text(str(c), limit=MAX_NAME_CHARS) for c in cal))
     lines.append("  raw similarity (not evidence alone): " + ", ".join(
         f"{k} {_fmt(v)}" for k, v in r.raw_similarity.items()))
     return "\n".join(lines)

@@ -528,11 +528,15 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         if nc.get("calibrated"):
             box["facts"].append(("Calibrated by the negative controls", "yes"))
             unc = nc.get("uncalibrated") if isinstance(nc.get("uncalibrated"), Mapping) else {}
+            by = nc.get("calibrated_by") if isinstance(nc.get("calibrated_by"), list) else None
+            which = (f"the {len(by)} controls most like the suspect ({', '.join(str(b) for b in by)})" if by
+                     else "the controls")
+            unc_p = fmt_number(unc.get("p_value"), "p") if unc.get("p_value") is not None else "n/a"
             notes.append("The verdict's test was calibrated by these controls: each pool member's statistics were "
-                         "measured against their own mean and spread over the controls, so a teacher that relates to "
-                         "unrelated models more widely than its siblings is not favoured. Each control in the table "
-                         "below was scaled by the other controls and the suspect. Without this calibration the "
-                         f"p-value would be {fmt_number(unc.get('p_value'), 'p') if unc.get('p_value') is not None else 'n/a'}.")
+                         f"measured against their own mean and spread over {which}, so a teacher that relates to "
+                         "unrelated models (or to the suspect's kind) more widely than its siblings is not favoured. "
+                         "Each control in the table below was scaled alike, by the other controls and the suspect. "
+                         f"Without this calibration the p-value would be {unc_p}.")
         if nc.get("warning"):
             notes.append(f"Caution: {nc['warning']}.")
         blocks.append(_notes(notes, "Negative controls"))
