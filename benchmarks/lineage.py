@@ -74,6 +74,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -187,14 +188,17 @@ class Zoo:
         self.models[name] = module
         return module
 
-    def control(self, name: str, arch, seed: int, data) -> torch.nn.Module:
-        return self.get(name, lambda: arch(seed),
-                        lambda m: train_control(m, data, epochs=self.epochs, lr=1e-3, seed=seed))
+    def control(self, name: str, arch, seed: int, data, **kw) -> torch.nn.Module:
+        """``arch(seed)`` trained on ``data``'s labels; ``kw`` overrides :func:`train_control`'s options (default:
+        the zoo's epochs, lr 1e-3)."""
+        opts = {"epochs": self.epochs, "lr": 1e-3, **kw}
+        return self.get(name, lambda: arch(seed), lambda m: train_control(m, data, seed=seed, **opts))
 
     def kd(self, name: str, teacher, arch, seed: int, **kw) -> torch.nn.Module:
-        epochs = kw.pop("epochs", self.epochs)
-        return self.get(name, lambda: arch(seed),
-                        lambda m: distill(teacher, m, self.public, epochs=epochs, lr=1e-3, seed=seed, **kw))
+        """``arch(seed)`` distilled from ``teacher`` on the public rows; ``kw`` goes to :func:`distill` (default: the
+        zoo's epochs, lr 1e-3)."""
+        opts = {"epochs": self.epochs, "lr": 1e-3, **kw}
+        return self.get(name, lambda: arch(seed), lambda m: distill(teacher, m, self.public, seed=seed, **opts))
 
 
 def build_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
@@ -261,25 +265,82 @@ def build_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, torch.nn.Module]]:
 
 
 # ------------------------------------------------------------------------------------------ the Adult (tabular) zoo
-ADULT_CACHE = ROOT / ".kdaudit-cache" / "lineage_zoo" / "adult_v1"
 ADULT_EPOCHS = 5
 N_FEATURES_ADULT = 91
 
 
-def adult_teacher_arch(seed: int) -> torch.nn.Module:
-    return mlp(N_FEATURES_ADULT, 2, hidden=(64,), seed=seed)
+def _mlp_name(hidden: tuple[int, ...]) -> str:
+    return "MLP-" + "-".join(str(h) for h in hidden)
 
 
-def adult_small_arch(seed: int) -> torch.nn.Module:
-    return mlp(N_FEATURES_ADULT, 2, hidden=(16,), seed=seed)
+@dataclass(frozen=True)
+class AdultRecipe:
+    """Everything the owner and the suspects' makers choose in one Adult zoo (the threat model stays: teacher on the
+    owner's half of the training rows, students from the teacher's outputs on the other half). Recipe 1 is the zoo
+    the lineage test was developed on; recipe 2 changes every choice (issue 16 item 2). Hidden layers are tuples of
+    widths; ``*_training`` are keyword options of :func:`~kdaudit.distill.train_control` / :func:`distill` /
+    :func:`finetune`; ``hgb_*`` of :func:`hgb`. Every seed is offset by ``seed_offset`` so no two recipes share one."""
+
+    number: int
+    cache: Path
+    teacher_hidden: tuple[int, ...]
+    teacher_training: dict  # the teachers A and B, the references and every owner-trained MLP (negatives, controls)
+    kd_students: tuple[tuple[int, ...], ...]  # KD of A at every temperature into each (the first: the base student)
+    temperatures: tuple[int, ...]
+    kd_extra: tuple[tuple[str, tuple[int, ...], int], ...]  # (name tag, hidden, temperature): more KD students of A
+    kd_training: dict  # every MLP student (KD and label-only)
+    labels_hidden: tuple[int, ...]  # label-only extraction from A
+    base_temperature: int  # the base student (KD at this temperature) is fine-tuned, pruned, int8; B's KD students
+    finetuning: dict
+    prune_amount: float
+    hgb_teacher: dict  # teacher G, its references, the boosted negatives
+    hgb_student_A: dict  # KD of A into boosting
+    hgb_student_G: dict  # KD of G into boosting
+    sklearn_temperature: float  # the temperature of both KD-into-boosting students
+    other_student_hidden: tuple[int, ...]  # the MLP students of B and G
+    g_temperature: float  # KD of G into an MLP
+    negatives_hidden: tuple[tuple[str, tuple[int, ...], int], ...]  # (tag, hidden, seed base): other MLPs, same data
+    control_hidden: tuple[tuple[str, tuple[int, ...], int], ...]  # (tag, hidden, seed base): the negative controls
+    logreg: dict
+    seed_offset: int
+    summary: str
+
+    def arch(self, hidden: tuple[int, ...]):
+        return lambda seed: mlp(N_FEATURES_ADULT, 2, hidden=hidden, seed=seed)
 
 
-def adult_wide_arch(seed: int) -> torch.nn.Module:
-    return mlp(N_FEATURES_ADULT, 2, hidden=(256,), seed=seed)
-
-
-def adult_deep_arch(seed: int) -> torch.nn.Module:
-    return mlp(N_FEATURES_ADULT, 2, hidden=(32, 32), seed=seed)
+ADULT_RECIPES = {
+    1: AdultRecipe(
+        number=1, cache=ROOT / ".kdaudit-cache" / "lineage_zoo" / "adult_v1",
+        teacher_hidden=(64,), teacher_training={"epochs": ADULT_EPOCHS, "lr": 1e-3},
+        kd_students=((16,),), temperatures=(1, 4, 10), kd_extra=(("wide", (256,), 4), ("deep", (32, 32), 4)),
+        kd_training={"epochs": ADULT_EPOCHS, "lr": 1e-3}, labels_hidden=(16,), base_temperature=4,
+        finetuning={"epochs": 2, "lr": 5e-4}, prune_amount=0.5,
+        hgb_teacher={}, hgb_student_A={}, hgb_student_G={"max_iter": 60, "max_features": 0.8}, sklearn_temperature=1.0,
+        other_student_hidden=(16,), g_temperature=1.0,
+        negatives_hidden=(("small", (16,), 650), ("wide", (256,), 600)),
+        control_hidden=(("small", (16,), 850), ("deep", (32, 32), 800)),
+        logreg={"max_iter": 500}, seed_offset=0,
+        summary="the development zoo: MLP-64 teachers (5 epochs, lr 1e-3, batch 128), KD students 5 epochs lr 1e-3"),
+    2: AdultRecipe(
+        number=2, cache=ROOT / ".kdaudit-cache" / "lineage_zoo" / "adult_v2",
+        teacher_hidden=(128, 64),
+        teacher_training={"epochs": 12, "lr": 5e-4, "batch_size": 256, "weight_decay": 1e-4},
+        kd_students=((8,), (48,)), temperatures=(2, 6, 20), kd_extra=(("deep3", (64, 64, 64), 6),),
+        kd_training={"epochs": 8, "lr": 2e-3, "batch_size": 64, "alpha": 0.7}, labels_hidden=(48,),
+        base_temperature=6, finetuning={"epochs": 4, "lr": 2e-4, "batch_size": 64}, prune_amount=0.7,
+        hgb_teacher={"max_iter": 150, "learning_rate": 0.08, "max_leaf_nodes": 63, "min_samples_leaf": 40,
+                     "l2_regularization": 1.0, "max_features": 0.6},
+        hgb_student_A={"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "max_features": 0.7},
+        hgb_student_G={"max_iter": 120, "max_depth": 6, "max_features": 0.9}, sklearn_temperature=2.0,
+        other_student_hidden=(48,), g_temperature=3.0,
+        negatives_hidden=(("small", (8,), 650), ("mid", (48,), 600)),
+        control_hidden=(("narrow", (24,), 850), ("wide", (96, 96), 800)),
+        logreg={"C": 0.1, "max_iter": 1000}, seed_offset=10000,
+        summary="not used in development: MLP-128-64 teachers (12 epochs, lr 5e-4, batch 256, weight decay 1e-4); "
+        "KD students 8 epochs, lr 2e-3, batch 64, alpha 0.7; controls MLP-24 and MLP-96-96 (no student's "
+        "architecture); seeds offset by 10000"),
+}
 
 
 def hgb(seed: int, **kw):
@@ -290,79 +351,87 @@ def hgb(seed: int, **kw):
                                           random_state=seed, **kw)
 
 
-def build_adult_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
+def build_adult_zoo(zoo: Zoo, n_seeds: int, n_refs: int, recipe: AdultRecipe = ADULT_RECIPES[1]):
     """Adult: MLP teachers A and B (owner's half of the training rows), gradient-boosted teacher G, students on the
-    other half (``public``), negatives. Returns A, B, G, A's references, G's references, suspects."""
+    other half (``public``), negatives, all as ``recipe`` says. Returns A, B, G, A's references, G's references,
+    suspects."""
     from sklearn.linear_model import LogisticRegression
 
     from kdaudit.distill import distill_sklearn, fit_sklearn_control
     from kdaudit.models import SklearnModel
 
+    r, o = recipe, recipe.seed_offset
     own, public = zoo.own, zoo.public
-    A = zoo.control("teacher_A", adult_teacher_arch, 0, own)
-    B = zoo.control("teacher_B", adult_teacher_arch, 1, own)
-    refs = [zoo.control(f"ref_{i:03d}", adult_teacher_arch, 100 + i, own) for i in range(n_refs)]
-    G = zoo.get_sklearn("teacher_G", lambda: fit_sklearn_control(hgb(0), own))
-    refs_G = [zoo.get_sklearn(f"refG_{i:03d}", lambda i=i: fit_sklearn_control(hgb(100 + i), own))
+    teacher_arch, tt, kt = r.arch(r.teacher_hidden), r.teacher_training, r.kd_training
+    teacher_name = _mlp_name(r.teacher_hidden)
+    A = zoo.control("teacher_A", teacher_arch, o + 0, own, **tt)
+    B = zoo.control("teacher_B", teacher_arch, o + 1, own, **tt)
+    refs = [zoo.control(f"ref_{i:03d}", teacher_arch, o + 100 + i, own, **tt) for i in range(n_refs)]
+    G = zoo.get_sklearn("teacher_G", lambda: fit_sklearn_control(hgb(o + 0, **r.hgb_teacher), own))
+    refs_G = [zoo.get_sklearn(f"refG_{i:03d}", lambda i=i: fit_sklearn_control(hgb(o + 100 + i, **r.hgb_teacher), own))
               for i in range(min(n_refs, 39))]
     G_model = SklearnModel(G, name="teacher_G")
     suspects: list[tuple[str, str, str | None, object]] = []
+    # the first KD student architecture keeps recipe 1's names (and so its cache); later ones are tagged
+    tags = ["" if j == 0 else "_" + _mlp_name(h).lower().replace("-", "") for j, h in enumerate(r.kd_students)]
+    base_hidden, base_tag, T = r.kd_students[0], tags[0], r.base_temperature
+    other = r.arch(r.other_student_hidden)
 
     def add(name, kind, parent, module):
         suspects.append((name, kind, parent, module))
 
     for s in range(n_seeds):
-        seed = 1000 + s
-        for temp in (1, 4, 10):
-            add(f"A_kd_T{temp}_{s}", f"KD T={temp}, MLP-16", "A",
-                zoo.kd(f"A_kd_T{temp}_{s}", A, adult_small_arch, seed, temperature=float(temp)))
-        add(f"A_kd_wide_{s}", "KD T=4, MLP-256", "A", zoo.kd(f"A_kd_wide_{s}", A, adult_wide_arch, seed,
-                                                             temperature=4.0))
-        add(f"A_kd_deep_{s}", "KD T=4, MLP-32-32", "A", zoo.kd(f"A_kd_deep_{s}", A, adult_deep_arch, seed,
-                                                               temperature=4.0))
+        seed = o + 1000 + s
+        for hidden, tag in zip(r.kd_students, tags):
+            for temp in r.temperatures:
+                add(f"A_kd_T{temp}{tag}_{s}", f"KD T={temp}, {_mlp_name(hidden)}", "A",
+                    zoo.kd(f"A_kd_T{temp}{tag}_{s}", A, r.arch(hidden), seed, temperature=float(temp), **kt))
+        for tag, hidden, temp in r.kd_extra:
+            add(f"A_kd_{tag}_{s}", f"KD T={temp}, {_mlp_name(hidden)}", "A",
+                zoo.kd(f"A_kd_{tag}_{s}", A, r.arch(hidden), seed, temperature=float(temp), **kt))
         add(f"A_labels_{s}", "label-only extraction", "A",
-            zoo.kd(f"A_labels_{s}", A, adult_small_arch, seed, teacher_access="labels"))
+            zoo.kd(f"A_labels_{s}", A, r.arch(r.labels_hidden), seed, teacher_access="labels", **kt))
         add(f"A_hgb_{s}", "KD into gradient boosting", "A",
-            zoo.get_sklearn(f"A_hgb_{s}", lambda seed=seed: distill_sklearn(TorchModel(A), hgb(seed), public,
-                                                                            temperature=1.0, seed=seed)))
-        base = zoo.models[f"A_kd_T4_{s}"]
-        add(f"A_finetuned_{s}", "KD T=4 + fine-tuned", "A",
-            zoo.get(f"A_finetuned_{s}", lambda: adult_small_arch(0),
-                    lambda m, base=base, seed=seed: finetune(_copy_into(m, base), public, epochs=2, lr=5e-4,
-                                                             seed=seed + 7)))
-        add(f"A_pruned_{s}", "KD T=4 + pruned 50%", "A",
-            zoo.get(f"A_pruned_{s}", lambda: adult_small_arch(0), lambda m, base=base: prune(_copy_into(m, base), 0.5)))
-        add(f"A_int8_{s}", "KD T=4 + int8", "A", quantize_int8(copy.deepcopy(base)))
-        seed = 3000 + s
+            zoo.get_sklearn(f"A_hgb_{s}", lambda seed=seed: distill_sklearn(
+                TorchModel(A), hgb(seed, **r.hgb_student_A), public, temperature=r.sklearn_temperature, seed=seed)))
+        base = zoo.models[f"A_kd_T{T}{base_tag}_{s}"]
+        add(f"A_finetuned_{s}", f"KD T={T} + fine-tuned", "A",
+            zoo.get(f"A_finetuned_{s}", lambda: r.arch(base_hidden)(0),
+                    lambda m, base=base, seed=seed: finetune(_copy_into(m, base), public, seed=seed + 7,
+                                                             **r.finetuning)))
+        add(f"A_pruned_{s}", f"KD T={T} + pruned {r.prune_amount:.0%}", "A",
+            zoo.get(f"A_pruned_{s}", lambda: r.arch(base_hidden)(0),
+                    lambda m, base=base: prune(_copy_into(m, base), r.prune_amount)))
+        add(f"A_int8_{s}", f"KD T={T} + int8", "A", quantize_int8(copy.deepcopy(base)))
+        seed = o + 3000 + s
         add(f"G_hgb_{s}", "student of G (boosting)", "G",
-            zoo.get_sklearn(f"G_hgb_{s}", lambda seed=seed: distill_sklearn(G_model, hgb(seed, max_iter=60,
-                                                                                         max_features=0.8),
-                                                                            public, temperature=1.0, seed=seed)))
-        add(f"G_kd_{s}", "student of G (MLP, KD)", "G", zoo.kd(f"G_kd_{s}", G_model, adult_small_arch, seed,
-                                                                temperature=1.0))
+            zoo.get_sklearn(f"G_hgb_{s}", lambda seed=seed: distill_sklearn(
+                G_model, hgb(seed, **r.hgb_student_G), public, temperature=r.sklearn_temperature, seed=seed)))
+        add(f"G_kd_{s}", "student of G (MLP, KD)", "G",
+            zoo.kd(f"G_kd_{s}", G_model, other, seed, temperature=r.g_temperature, **kt))
         add(f"G_labels_{s}", "student of G (MLP, labels)", "G",
-            zoo.kd(f"G_labels_{s}", G_model, adult_small_arch, seed, teacher_access="labels"))
-        seed = 2000 + s
-        add(f"B_kd_T4_{s}", "student of B (KD)", "B", zoo.kd(f"B_kd_T4_{s}", B, adult_small_arch, seed,
-                                                              temperature=4.0))
+            zoo.kd(f"G_labels_{s}", G_model, other, seed, teacher_access="labels", **kt))
+        seed = o + 2000 + s
+        add(f"B_kd_T{T}_{s}", "student of B (KD)", "B",
+            zoo.kd(f"B_kd_T{T}_{s}", B, other, seed, temperature=float(T), **kt))
         add(f"B_labels_{s}", "student of B (labels)", "B",
-            zoo.kd(f"B_labels_{s}", B, adult_small_arch, seed, teacher_access="labels"))
+            zoo.kd(f"B_labels_{s}", B, other, seed, teacher_access="labels", **kt))
     for s in range(n_seeds + 2):
         add(f"indep_same_{s}", "same recipe, other seed", None,
-            zoo.control(f"indep_same_{s}", adult_teacher_arch, 500 + s, own))
+            zoo.control(f"indep_same_{s}", teacher_arch, o + 500 + s, own, **tt))
     for s in range(n_seeds):
-        add(f"indep_small_{s}", "MLP-16, same data", None, zoo.control(f"indep_small_{s}", adult_small_arch, 650 + s,
-                                                                        own))
-        add(f"indep_wide_{s}", "MLP-256, same data", None, zoo.control(f"indep_wide_{s}", adult_wide_arch, 600 + s,
-                                                                        own))
-        add(f"disjoint_{s}", "MLP-64, disjoint data", None, zoo.control(f"disjoint_{s}", adult_teacher_arch, 700 + s,
-                                                                         public))
+        for tag, hidden, seed_base in r.negatives_hidden:
+            add(f"indep_{tag}_{s}", f"{_mlp_name(hidden)}, same data", None,
+                zoo.control(f"indep_{tag}_{s}", r.arch(hidden), o + seed_base + s, own, **tt))
+        add(f"disjoint_{s}", f"{teacher_name}, disjoint data", None,
+            zoo.control(f"disjoint_{s}", teacher_arch, o + 700 + s, public, **tt))
         add(f"indep_hgb_{s}", "boosting, same data", None,
-            zoo.get_sklearn(f"indep_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(500 + s), own)))
+            zoo.get_sklearn(f"indep_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(o + 500 + s, **r.hgb_teacher), own)))
         add(f"disjoint_hgb_{s}", "boosting, disjoint data", None,
-            zoo.get_sklearn(f"disjoint_hgb_{s}", lambda s=s: fit_sklearn_control(hgb(700 + s), public)))
+            zoo.get_sklearn(f"disjoint_hgb_{s}",
+                            lambda s=s: fit_sklearn_control(hgb(o + 700 + s, **r.hgb_teacher), public)))
     add("logreg_own", "logistic regression, same data", None,
-        zoo.get_sklearn("logreg_own", lambda: fit_sklearn_control(LogisticRegression(max_iter=500), own)))
+        zoo.get_sklearn("logreg_own", lambda: fit_sklearn_control(LogisticRegression(**r.logreg), own)))
     return A, B, G, refs, refs_G, suspects
 
 
@@ -375,12 +444,15 @@ def adult_data():
     return own, public, probe
 
 
-def build_adult_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, object]]:
-    """Negative controls for the Adult teachers: other architectures on the owner's data (fresh seeds)."""
+def build_adult_controls(zoo: Zoo, n: int = 10, recipe: AdultRecipe = ADULT_RECIPES[1]) -> list[tuple[str, object]]:
+    """Negative controls for the Adult teachers: other architectures on the owner's data (fresh seeds), trained as
+    the owner trains its teacher."""
     out = []
     for s in range(n):
-        out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", adult_small_arch, 850 + s, zoo.own)))
-        out.append((f"control_deep_{s}", zoo.control(f"control_deep_{s}", adult_deep_arch, 800 + s, zoo.own)))
+        for tag, hidden, seed_base in recipe.control_hidden:
+            out.append((f"control_{tag}_{s}", zoo.control(f"control_{tag}_{s}", recipe.arch(hidden),
+                                                          recipe.seed_offset + seed_base + s, zoo.own,
+                                                          **recipe.teacher_training)))
     return out
 
 
@@ -980,6 +1052,9 @@ def main(argv=None) -> int:
                         f"{k}: {v}" for k, v in SCENARIOS.items()))
     ap.add_argument("--task", choices=("mnist", "adult"), default="mnist",
                     help="mnist: the image zoo (10 classes); adult: the tabular zoo (binary, MLP and boosted teachers)")
+    ap.add_argument("--adult-recipe", type=int, choices=sorted(ADULT_RECIPES), default=1,
+                    help="--task adult: which zoo (1: the one the lineage test was developed on; 2: every choice of "
+                    "the owner and the suspects' makers changed, its own cache and seeds)")
     ap.add_argument("--max-refs", type=int, default=0, help="references to train for the power-by-K table")
     ap.add_argument("--probe-rows", default="2000,4000,8000,16000",
                     help="--part probes: numbers of held-out Adult test rows (each plus as many blends, as many probes "
@@ -1007,7 +1082,11 @@ def main(argv=None) -> int:
             ap.error(f"--scenarios: unknown {sc!r}; choose from {', '.join(SCENARIOS)}")
     task_modes = MODES if args.task == "mnist" else ("probabilities", "labels")  # top-k of 2 classes is labels
     args.modes = args.modes or ",".join(task_modes)
-    args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"))
+    if args.adult_recipe != 1 and args.task != "adult":
+        ap.error("--adult-recipe needs --task adult")
+    recipe = ADULT_RECIPES[args.adult_recipe]
+    args.out = args.out or str(RESULTS / ("lineage_cpu.txt" if args.task == "mnist" else "lineage_adult_cpu.txt"
+                                          if recipe.number == 1 else f"lineage_adult_recipe{recipe.number}_cpu.txt"))
     torch.set_num_threads(args.threads)
     from kdaudit.lineage._signatures import CALIBRATED_WEIGHTS, SIGNATURE_WEIGHTS
 
@@ -1033,15 +1112,16 @@ def main(argv=None) -> int:
     log("kdaudit lineage benchmark (benchmarks/lineage.py)")
     log(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
         f"{args.threads} threads, python {platform.python_version()}; task {args.task}"
+        + (f", Adult recipe {recipe.number} ({recipe.summary})" if args.task == "adult" else "")
         + f"; signature weights {SIGNATURE_WEIGHTS}, calibrated {CALIBRATED_WEIGHTS}")
     t0 = time.perf_counter()
     if args.task == "adult":
         own, public, probe = adult_data()
         log(f"data: UCI Adult, owner's half of the training rows {len(own)}, the other half (public) {len(public)}, "
             f"held-out probe candidates {len(probe)} (test split); binary")
-        zoo = Zoo(own, public, log, cache=ADULT_CACHE, epochs=ADULT_EPOCHS)
-        A, B, G, refs, refs_G, suspects = build_adult_zoo(zoo, n_seeds, max(n_refs, args.max_refs))
-        controls = build_adult_controls(zoo)
+        zoo = Zoo(own, public, log, cache=recipe.cache, epochs=ADULT_EPOCHS)
+        A, B, G, refs, refs_G, suspects = build_adult_zoo(zoo, n_seeds, max(n_refs, args.max_refs), recipe)
+        controls = build_adult_controls(zoo, recipe=recipe)
         all_refs, refs = refs, refs[:n_refs]
         # the first 2,000 of the rows the students were distilled on, for the "public" probe scenario
         n_classes, public_probes = 2, public.subset(np.arange(2000))
@@ -1124,8 +1204,10 @@ def main(argv=None) -> int:
         log("")
         log(f"every lineage test through the library's array-level analysis (kdaudit.lineage._test._analyse): "
             f"{len(refs)} references, {len(controls)} negative controls, {N_PROBES} probes chosen from the held-out "
-            f"rows plus as many mixup blends, exact rank p-values at alpha = {ALPHA}; seed 0 of each kind is the "
-            "development seed")
+            f"rows plus as many mixup blends, exact rank p-values at alpha = {ALPHA}; "
+            + ("seed 0 of each kind is the development seed" if recipe.number == 1 or args.task != "adult" else
+               f"no model of Adult recipe {recipe.number} was used in development (the split by seed below is kept "
+               "only for comparison with recipe 1)"))
         for sc in (s.strip() for s in args.scenarios.split(",") if s.strip()):
             probe_X, probe_y = scenario_arrays(sc)
             log(f"#### probe candidates: {SCENARIOS[sc]}")
