@@ -45,7 +45,14 @@ MLP-256 and an MLP-32-32, label-only extraction, KD into gradient boosting (``di
 fine-tuned, pruned 50 % or int8; students of G (boosting, MLP by KD, MLP from labels) and of B. Negatives: the
 recipe with other seeds, MLP-16 / MLP-256 / boosting on the owner's data, MLP-64 / boosting on disjoint data, a
 logistic regression. Probe candidates: 2,000 rows of Adult's test split (plus 2,000 blends). Controls: 10 MLP-16s and
-10 MLP-32-32s on the owner's data. ``--part power`` prints the plain test's TPR, FPR and null check by number of
+10 MLP-32-32s on the owner's data. ``--adult-recipe 2`` builds a second Adult zoo (its own cache, seeds offset by
+10,000) in which every choice of the owner and the suspects' makers differs (:data:`ADULT_RECIPES`): MLP-128-64
+teachers (12 epochs, lr 5e-4, batch 256, weight decay 1e-4), students of A by KD at T = 2, 6, 20 into an MLP-8 and
+an MLP-48 and at T = 6 into an MLP-64-64-64 (8 epochs, lr 2e-3, batch 64, alpha 0.7), label-only extraction into an
+MLP-48, KD at T = 2 into another boosting setting, the MLP-8 KD at T = 6 fine-tuned (4 epochs, lr 2e-4), pruned 70 %
+or int8; another boosted teacher G; B's and G's MLP students are MLP-48s; the controls are 10 MLP-24s and 10
+MLP-96-96s, no student's architecture, so the nearest-controls calibration gets no help from the zoo's design.
+``--part power`` prints the plain test's TPR, FPR and null check by number of
 references (``--ks``) through the array-level pipeline; ``--part tests`` runs the lineage tests and attribution as
 for MNIST. ``--regression-weight W`` overrides ``pool_regression``'s weight in the plain test (the library weighs it
 0 there and 3 in the test calibrated by controls).
