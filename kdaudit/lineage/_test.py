@@ -494,10 +494,13 @@ def _assumptions(p_value_method: str, pool_access: tuple[str, int | None], *, ca
         f"Pool members were compared at one access level ({_access_text(pool_access)}).",
     ]
     if calibrated:
-        items.append("Each member's statistics were measured against their own mean and spread over the negative "
-                     "controls. The controls must not be derived from any pool member (so that, under H0, they do not "
-                     "depend on which member is the teacher); they are the same for every member, so the rank "
-                     "p-value stays exact.")
+        which = ("the negative controls most like the suspect (the nearer half, by their statistics with the whole "
+                 "pool; listed in negative_controls.calibrated_by)" if NEAREST_CONTROLS is not None else
+                 "the negative controls")
+        items.append(f"Each member's statistics were measured against their own mean and spread over {which}. The "
+                     "controls must not be derived from any pool member (so that, under H0, they do not depend on "
+                     "which member is the teacher); the same ones serve every member and their choice does not "
+                     "depend on the members' order, so the rank p-value stays exact.")
     if p_value_method == "parametric":
         items.append("Parametric p-value: the pool members' combined statistics are i.i.d. normal under H0 "
                      "(Student-t prediction interval with K-1 degrees of freedom).")
@@ -1093,7 +1096,8 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     controls_mode : {"check", "calibrate", "require"}, optional
         Default: "calibrate" with at least 19 controls, else "check". "check": controls inform (counts, caution) but
         the verdict uses the plain pool p-value. "calibrate": every pool member's signature statistics are first
-        standardised by their mean and spread over the controls, so a teacher that relates to unrelated models more
+        standardised by their mean and spread over the controls most like the suspect (the nearer half, at least
+        10; :func:`calibration_controls`), so a teacher that relates to unrelated models more
         widely than its siblings no longer tops the ranking too often; the rank p-value stays exact (the controls
         are the same for every member). On the benchmark zoo it brought an over-attractive teacher's false-positive
         rate from 13-26 % to 2-6 %, at some cost in power (``benchmarks/results/lineage_cpu.txt``); the result keeps
