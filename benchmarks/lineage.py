@@ -766,6 +766,9 @@ def array_level(log, teachers, suspects, controls, probe_X, probe_y, modes, seed
                     f"{der[pos & ~dev].mean():.3f}); FPR {der[~pos].mean():.3f} over the {int((~pos).sum())} "
                     f"suspects not derived from {t}; ROC AUC of the effect {auc(e[pos], e[~pos]):.3f}")
                 log("      per kind: " + "; ".join(f"{k} {v}" for k, v in row[t]["by_kind"].items()))
+                fp = {k: int(der[~pos & (kinds == k)].sum()) for k in dict.fromkeys(kinds[~pos])}
+                log("      false positives by kind: " + ("; ".join(
+                    f"{k} {v}/{int((~pos & (kinds == k)).sum())}" for k, v in fp.items() if v) or "none"))
             pa = np.array([r[key][0] for r in attr["A"]])
             pb = np.array([r[key][0] for r in attr["B"]])
             ea = np.array([r[key][1] for r in attr["A"]], dtype=float)
