@@ -646,8 +646,14 @@ def test_controls_calibrate_the_test_by_default_from_nineteen(zoo):
     assert nc["mode"] == "calibrate" and nc["calibrated"] and r.verdict == "derived"
     assert "negative controls" in r.methodology and any("spread over the negative controls" in a
                                                         for a in r.assumptions)
+    # by the nearer half of the controls (10 of 19), named in the result, the same whatever order they come in
+    assert len(nc["calibrated_by"]) == 10 and set(nc["calibrated_by"]) <= {m.name for m in unrelated}
+    turned = lineage_test(teacher, derived, X, controls=unrelated[::-1], **kw)
+    assert sorted(turned.negative_controls["calibrated_by"]) == sorted(nc["calibrated_by"])
+    assert turned.p_value == r.p_value and turned.statistic == pytest.approx(r.statistic)
     checked = lineage_test(teacher, derived, X, controls=unrelated, controls_mode="check", **kw)
     assert not checked.negative_controls["calibrated"] and "uncalibrated" not in checked.negative_controls
+    assert "calibrated_by" not in checked.negative_controls
     # the calibrated result keeps the plain test's numbers, which are exactly what "check" reports
     assert nc["uncalibrated"]["p_value"] == checked.p_value
     assert nc["uncalibrated"]["effect"] == pytest.approx(checked.effect.value)
