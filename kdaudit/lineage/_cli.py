@@ -28,7 +28,6 @@ from typing import Any
 from kdaudit._exceptions import KDAuditError, invalid_argument
 from kdaudit.lineage._files import EXIT_DERIVED, EXIT_MISMATCH, EXIT_OK, candidate_pools
 from kdaudit.lineage._files import expand_patterns as _expand
-from kdaudit.report._safe import MAX_NAME_CHARS, safe_text
 
 __all__ = ["EXIT_DERIVED", "EXIT_MISMATCH", "EXIT_OK", "add_lineage_arguments", "run_lineage_command"]
 
@@ -251,9 +250,9 @@ def _result_text(r: Any) -> str:
         lines.append(f"  negative controls ({nc['mode']}): {nc['n_at_alpha']} of {nc['n']} reach p <= {r.alpha:g} "
                      f"(binomial p {_fmt(nc['binomial_p'])}); the suspect's rank p among them "
                      f"{_fmt(nc['suspect_rank_p_value'] if nc['suspect_rank_p_value'] is not None else math.nan)}")
-        if nc.get("calibrated_by"):
+        if nc.get("calibrated_by"):  # names as repr: no control character reaches the terminal
             lines.append(f"  calibrated by the {len(nc['calibrated_by'])} controls most like the suspect: "
-                         + ", ".join(safe_text(str(c), limit=MAX_NAME_CHARS) for c in nc["calibrated_by"]))
+                         + ", ".join(repr(str(c)) for c in nc["calibrated_by"]))
         if nc.get("uncalibrated"):
             lines.append(f"  without calibration by the controls: p {_fmt(nc['uncalibrated']['p_value'])}, effect "
                          f"{_fmt(nc['uncalibrated']['effect'] if nc['uncalibrated']['effect'] is not None else math.nan)}")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from kdaudit._exceptions import invalid_argument
-from kdaudit.report._safe import MAX_NAME_CHARS, safe_text
 
 __all__ = ["add_lm_arguments", "run_lm_lineage"]
 
@@ -151,7 +150,7 @@ def lm_result_text(r: Any) -> str:
             lines.append(f"  members calibrated by all {len(cal)} controls")
         else:
             lines.append(f"  members calibrated by the {len(cal)} controls most like the suspect: "
-                         + ", ".join(safe_text(str(c), limit=MAX_NAME_CHARS) for c in cal))
+                         + ", ".join(repr(str(c)) for c in cal))  # repr: no control character reaches the terminal
     lines.append("  raw similarity (not evidence alone): " + ", ".join(
         f"{k} {_fmt(v)}" for k, v in r.raw_similarity.items()))
     return "\n".join(lines)
