@@ -583,11 +583,12 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
         view = _view(probs_of(module, Xc[idx]), access)
         stats, sums = adjusted_stats(view)
         cal_stats = adjusted_stats(view, nuisance)[0] if cstats is not None else None
+        # the calibrating controls, chosen once: the choice is the same whatever the members' order
+        near = calibration_controls(cal_stats, cstats) if cstats is not None else None
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
             variants = {"plain": stats[order]}
             if cstats is not None:
-                near = calibration_controls(cal_stats, cstats)  # the same whatever the members' order
                 variants["calibrated"] = calibrate_by_controls(cal_stats[order], cstats[near][:, order])
             for key, st in variants.items():
                 weights, two_sided = _combination(sums.signatures, calibrated=key == "calibrated" and calibrating)

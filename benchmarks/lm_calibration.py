@@ -4,7 +4,7 @@
 ``benchmarks/lm_lineage.py`` for one seed set and access mode, calibrated by *all* the controls, and saves for every
 suspect the two arrays the calibration takes: the suspect's statistics with the pool (M, S) and each control's in its
 place (L, M, S). ``compare`` reads those files and runs the last step both ways, through the library's own
-functions (``calibrate_by_controls``, ``nearest_controls``, ``combined_statistic``, ``rank_p_value``): so one set of
+functions (``calibrate_by_controls``, ``nearer_half``, ``combined_statistic``, ``rank_p_value``): so one set of
 (slow) model outputs answers how each calibration would have decided, suspect by suspect.
 
     python benchmarks/lm_calibration.py dump --access top_k --first-seed 10 --out DIR
@@ -66,14 +66,12 @@ def dump(args: argparse.Namespace) -> int:
 
 
 def _evaluate(rows: list[tuple[str, int, np.ndarray, np.ndarray]], nearest: bool) -> dict:
-    from kdaudit.lineage._lm import MIN_NEAREST_CONTROLS
-    from kdaudit.lineage._stats import (calibrate_by_controls, combined_statistic, effect_size, nearest_controls,
-                                        rank_p_value)
+    from kdaudit.lineage._stats import calibrate_by_controls, combined_statistic, effect_size, nearer_half, rank_p_value
 
     out = []
     for name, label, stats, cal in rows:
         if nearest:
-            cal = cal[nearest_controls(stats, cal, min(len(cal), max(MIN_NEAREST_CONTROLS, len(cal) // 2)))]
+            cal = cal[nearer_half(stats, cal)]
         c = combined_statistic(calibrate_by_controls(stats, cal), np.ones(stats.shape[1]))
         out.append((name, label, rank_p_value(c[0], c[1:]), float(effect_size(c))))
     pos = [r for r in out if r[1] == 1]

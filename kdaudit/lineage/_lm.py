@@ -52,7 +52,7 @@ from kdaudit.lineage._stats import (
     effect_size,
     leave_one_out_z,
     min_references,
-    nearest_controls,
+    nearer_half,
     pair_similarity,
     peer_relative,
     rank_p_value,
@@ -82,15 +82,13 @@ _PLAIN = {
 DEFAULT_N_PROMPTS = 500
 #: fewest controls by whose spread the references null calibrates its members (as the classifier test does)
 MIN_CALIBRATION_CONTROLS = 19
-#: the references null calibrates each member against the controls most like the suspect: the nearer half of them,
-#: at least this many (see nearest_controls), with the access modes in NEAREST_CALIBRATION; against all of them with
-#: the others. Top-k: a member's affinity to the suspect's whole kind is measured on that kind (the benchmark's
-#: teacher was drawn to the other teacher's students: 10 of 60 underived suspects accused against all 20 controls,
-#: 1 of 60 against the nearest 10). Text: sampled text is calibrated by all, because there the calibration also
-#: removes each member's general fit to text and the nearest half lost every sequence-level student (6 of 6 over
-#: two seed sets); greedy text with references was not measured with it. benchmarks/lm_calibration.py,
-#: benchmarks/results/lm_lineage_calibration_cpu.txt
-MIN_NEAREST_CONTROLS = 10
+#: the access modes in which the references null calibrates each member against the controls most like the suspect
+#: (the nearer half of them; see nearer_half); against all of them in the others. Top-k: a member's affinity to the
+#: suspect's whole kind is measured on that kind (the benchmark's teacher was drawn to the other teacher's students:
+#: 10 of 60 underived suspects accused against all 20 controls, 1 of 60 against the nearest 10). Text: sampled text
+#: is calibrated by all, because there the calibration also removes each member's general fit to text and the nearest
+#: half lost every sequence-level student (6 of 6 over two seed sets); greedy text with references was not measured
+#: with it. benchmarks/lm_calibration.py, benchmarks/results/lm_lineage_calibration_cpu.txt
 NEAREST_CALIBRATION = ("top_k",)
 DEFAULT_PROMPT_BUDGET = 1000
 #: how text access asks for continuations. Default per null (measured in benchmarks/lm_lineage.py): "sample" under
@@ -764,8 +762,7 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                 cal = cal if typ is None else adjust_for_typicality(cal, typ)
                 # against the controls most like the suspect (chosen over every member at once, so the same
                 # controls serve every member) or all of them (see NEAREST_CALIBRATION)
-                near = (nearest_controls(stats, cal, min(len(cal), max(MIN_NEAREST_CONTROLS, len(cal) // 2)))
-                        if access in NEAREST_CALIBRATION else np.arange(len(cal)))
+                near = nearer_half(stats, cal) if access in NEAREST_CALIBRATION else np.arange(len(cal))
                 stats = calibrate_by_controls(stats, cal[near])
                 calibrated = [str(controls[j].name) for j in sorted(near)]
             if sample and scorable:

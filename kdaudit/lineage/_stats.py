@@ -28,6 +28,7 @@ __all__ = [
     "leave_one_out_z",
     "min_references",
     "nearest_controls",
+    "nearer_half",
     "pair_similarity",
     "parametric_p_value",
     "peer_relative",
@@ -204,6 +205,18 @@ def nearest_controls(stats: np.ndarray, controls: np.ndarray, k: int) -> np.ndar
     scale = np.where(scale > 1e-12 * np.maximum(np.abs(flat).max(axis=0), 1.0), scale, 1.0)
     distance = (((flat - stats.reshape(-1)) / scale) ** 2).sum(axis=1)
     return np.argsort(distance, kind="stable")[:k]
+
+
+#: a suspect's members are calibrated by the nearer half of the controls, but never by fewer than this many (a spread
+#: from fewer is too noisy)
+MIN_NEAREST_CONTROLS = 10
+
+
+def nearer_half(stats: np.ndarray, controls: np.ndarray) -> np.ndarray:
+    """Indices of the nearer half of the controls (at least MIN_NEAREST_CONTROLS, at most all): the calibration rule
+    of both lineage tests (:func:`nearest_controls`)."""
+    n = len(controls)
+    return nearest_controls(stats, controls, min(n, max(MIN_NEAREST_CONTROLS, n // 2)))
 
 
 def combined_statistic(stats: np.ndarray, weights: np.ndarray | None = None, *,

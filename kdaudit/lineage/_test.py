@@ -53,7 +53,7 @@ from kdaudit.lineage._stats import (
     effect_size,
     leave_one_out_z,
     min_references,
-    nearest_controls,
+    nearer_half,
     parametric_p_value,
     rank_p_value,
 )
@@ -82,12 +82,12 @@ CONTROLS_MODES = ("check", "calibrate", "require")
 #: noisy (relative standard error about 1/sqrt(2(L-1)): 16 % at 19, 24 % at 10), and 19 also let the suspect's rank
 #: among the controls reach p = 0.05
 MIN_CALIBRATION_CONTROLS = 19
-#: calibrate each member against the controls most like the suspect (the nearer half, at least this many) instead of
-#: all of them (None: all; see nearest_controls). A member's affinity to a whole family of models is then measured on
+#: calibrate each member against the controls most like the suspect (the nearer half; see nearer_half) instead of all
+#: of them (False: all). A member's affinity to a whole family of models is then measured on
 #: that family: on the Adult zoo the calibrated test found 0.87 / 0.70 of teacher A's students (probabilities /
 #: labels; 0.67 / 0.63 against all 20 controls); on MNIST 0.80 / 0.93 (0.80 / 0.97). benchmarks/lineage.py
 #: --part fast, lineage_*_nearest_fast_cpu.txt
-NEAREST_CONTROLS: int | None = 10
+CALIBRATE_BY_NEAREST = True
 #: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
 #: benchmarks/results/lineage_{adult,mnist}_fast_cpu.txt (plain) and lineage_{adult,mnist}_nearest_fast_cpu.txt
 #: (calibrated)).
@@ -411,10 +411,8 @@ def _analyse(pool: np.ndarray, suspect_probs: np.ndarray, suspect_labels: np.nda
 
 def calibration_controls(stats: np.ndarray, controls: np.ndarray) -> np.ndarray:
     """Indices of the controls that calibrate a suspect's members, from its statistics ``stats`` (M, S) and the
-    controls' ``controls`` (L, M, S): the nearer half (at least NEAREST_CONTROLS; see nearest_controls), or all."""
-    if NEAREST_CONTROLS is None:
-        return np.arange(len(controls))
-    return nearest_controls(stats, controls, min(len(controls), max(NEAREST_CONTROLS, len(controls) // 2)))
+    controls' ``controls`` (L, M, S): the nearer half (:func:`nearer_half`), or all (CALIBRATE_BY_NEAREST off)."""
+    return nearer_half(stats, controls) if CALIBRATE_BY_NEAREST else np.arange(len(controls))
 
 
 def not_derived_reading(*, calibrated: bool, n_classes: int | None = None) -> str:
@@ -495,7 +493,7 @@ def _assumptions(p_value_method: str, pool_access: tuple[str, int | None], *, ca
     ]
     if calibrated:
         which = ("the negative controls most like the suspect (the nearer half, by their statistics with the whole "
-                 "pool; listed in negative_controls.calibrated_by)" if NEAREST_CONTROLS is not None else
+                 "pool; listed in negative_controls.calibrated_by)" if CALIBRATE_BY_NEAREST else
                  "the negative controls")
         items.append(f"Each member's statistics were measured against their own mean and spread over {which}. The "
                      "controls must not be derived from any pool member (so that, under H0, they do not depend on "
