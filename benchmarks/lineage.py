@@ -262,12 +262,15 @@ def build_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
     return A, B, refs, suspects
 
 
-def build_controls(zoo: Zoo, n: int = 10) -> list[tuple[str, torch.nn.Module]]:
-    """Negative controls an owner can make: other architectures trained on the owner's data (fresh seeds)."""
+def build_controls(zoo: Zoo, n: int = 10, n_recipe: int = 0) -> list[tuple[str, torch.nn.Module]]:
+    """Negative controls an owner can make: other architectures trained on the owner's data (fresh seeds), and
+    ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept out of the pool)."""
     out = []
     for s in range(n):
         out.append((f"control_cnn_{s}", zoo.control(f"control_cnn_{s}", cnn_arch, 800 + s, zoo.own)))
         out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", student_arch, 850 + s, zoo.own)))
+    out += [(f"control_recipe_{s}", zoo.control(f"control_recipe_{s}", teacher_arch, 900 + s, zoo.own))
+            for s in range(n_recipe)]
     return out
 
 
@@ -451,15 +454,25 @@ def adult_data():
     return own, public, probe
 
 
-def build_adult_controls(zoo: Zoo, n: int = 10, recipe: AdultRecipe = ADULT_RECIPES[1]) -> list[tuple[str, object]]:
+def build_adult_controls(zoo: Zoo, n: int = 10, recipe: AdultRecipe = ADULT_RECIPES[1], n_recipe: int = 0,
+                         n_boosting: int = 0) -> list[tuple[str, object]]:
     """Negative controls for the Adult teachers: other architectures on the owner's data (fresh seeds), trained as
-    the owner trains its teacher."""
+    the owner trains its teacher, ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept
+    out of the pool) and ``n_boosting`` gradient-boosted models of teacher G's recipe with fresh seeds."""
     out = []
     for s in range(n):
         for tag, hidden, seed_base in recipe.control_hidden:
             out.append((f"control_{tag}_{s}", zoo.control(f"control_{tag}_{s}", recipe.arch(hidden),
                                                           recipe.seed_offset + seed_base + s, zoo.own,
                                                           **recipe.teacher_training)))
+    out += [(f"control_recipe_{s}", zoo.control(f"control_recipe_{s}", recipe.arch(recipe.teacher_hidden),
+                                                recipe.seed_offset + 900 + s, zoo.own, **recipe.teacher_training))
+            for s in range(n_recipe)]
+    if n_boosting:
+        from kdaudit.distill import fit_sklearn_control
+
+        out += [(f"control_hgb_{s}", zoo.get_sklearn(f"control_hgb_{s}", lambda s=s: fit_sklearn_control(
+            hgb(recipe.seed_offset + 950 + s, **recipe.hgb_teacher), zoo.own))) for s in range(n_boosting)]
     return out
 
 
@@ -548,14 +561,15 @@ def baselines(A, module, X, y, n_classes: int = 10) -> dict[str, float]:
 
 
 def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseudo: int = 10, controls=(),
-               n_probes: int = N_PROBES) -> dict[str, tuple[int, int, float]]:
+               n_probes: int = N_PROBES, per_teacher: dict | None = None) -> dict[str, tuple[int, int, float]]:
     """``n_pseudo`` references in turn as the teacher (pool = the references), against every suspect: all nulls.
 
     The probes are the ones the main test selected (by the disagreement of A and the references, a function
     symmetric in the references, and A is independent of their seeds), so the references stay exchangeable.
     Relabelling the pool only permutes the member statistics (the library's pipeline is equivariant, a tested
     property), so each suspect's statistics are computed once and reordered per pseudo-teacher. Returns
-    (hits, tests, mean p) for the plain test and, with ``controls``, for the test calibrated by them.
+    (hits, tests, mean p) for the plain test and, with ``controls``, for the test calibrated by them; a
+    ``per_teacher`` dict receives each test's p-values as an (n_pseudo, n_suspects) array per test.
     """
     access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
     Xc, yc = _candidates(probe_X, probe_y, None, seed, n_probes=n_probes)
@@ -594,6 +608,8 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
                 weights, two_sided = _combination(sums.signatures, calibrated=key == "calibrated" and calibrating)
                 C = combined_statistic(st, weights, two_sided=two_sided)
                 pvals[key].append(rank_p_value(C[0], C[1:]))
+    if per_teacher is not None:
+        per_teacher.update({key: np.array(p).reshape(len(suspects), -1).T for key, p in pvals.items() if p})
     return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
 
 
@@ -624,6 +640,54 @@ def fast_p_values(teacher, refs, suspects, probe_X, probe_y, mode: str, seed: in
     null = [p_values(pool_all[[1 + k] + [j for j in range(len(pool_all)) if j != 1 + k]][:, idx])
             for k in range(min(n_pseudo, len(refs)))]
     return main, np.concatenate(null)
+
+
+def per_teacher_validity(log, A, refs, suspects, controls, probe_X, probe_y, mode: str, seed: int) -> dict:
+    """The p-value is exact over the draw of the teacher from its recipe; this measures it for each teacher.
+
+    Every reference in turn is the teacher (pool = the references, as in :func:`null_check`), against every
+    suspect, none of which is derived from it (A's students are students of a sibling). A test exact for each
+    teacher accuses about alpha of the suspects whatever the teacher; the spread of the share over teachers, beyond
+    what independent suspects would give, is the teacher-conditional error that the null check's average hides.
+    """
+    from collections import Counter
+
+    from scipy.stats import binom
+
+    per: dict = {}
+    null_check(A, refs, suspects, probe_X, probe_y, mode, seed=seed, n_pseudo=len(refs), controls=controls,
+               per_teacher=per)
+    kinds = np.array([k for _, k, _, _ in suspects])
+    n = len(suspects)
+    # the pool has K members, so p <= alpha means a rank of at most floor(alpha K): the exact level is that over K;
+    # independent suspects, each accused at that level, give the least spread an exact test per teacher would show
+    level = math.floor(ALPHA * len(refs) + 1e-9) / len(refs)
+    above = 2 * ALPHA
+    expected = binom.sf(math.floor(above * n), n, level)
+    # the suspects of one kind are near copies: accused together, each kind at the exact level (Monte Carlo)
+    sizes = np.array(list(Counter(kinds).values()))
+    draws = np.random.default_rng(0).random((20000, len(sizes))) < level
+    expected_kinds = float(((draws @ sizes) / n > above).mean())
+    log(f"== {mode}: each of the {len(refs)} references in turn as the teacher (pool = the references), against all "
+        f"{n} suspects (none derived from it) ==")
+    out = {}
+    for key, title in (("plain", "plain test"), ("calibrated", f"calibrated by the {len(controls)} controls")):
+        if key not in per:
+            continue
+        share = (per[key] <= ALPHA).mean(axis=1)
+        q50, q90 = np.quantile(share, [0.5, 0.9])
+        out[key] = {"mean": float(share.mean()), "q90": float(q90), "max": float(share.max()),
+                    "above": int((share > above).sum())}
+        log(f"  {title}: share of the suspects with p <= {ALPHA} (exact level {level:.4f}), over the {len(share)} "
+            f"teachers: mean {share.mean():.3f}, median {q50:.3f}, 90th percentile {q90:.3f}, max {share.max():.3f};"
+            f" teachers accusing more than {above:.2f}: {int((share > above).sum())} of {len(share)} (expected if "
+            f"each teacher's test were exact: {expected * len(share):.2f} with independent suspects, "
+            f"{expected_kinds * len(share):.2f} with each kind's suspects accused together)")
+        for k in np.argsort(-share, kind="stable")[:3]:
+            hit = Counter(kinds[per[key][k] <= ALPHA])
+            log(f"    ref_{k:03d} as the teacher accuses {share[k]:.3f}: " + ("; ".join(
+                f"{kind} {c}/{int((kinds == kind).sum())}" for kind, c in hit.most_common()) or "none"))
+    return out
 
 
 def diagnose_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, mode: str, seed: int) -> None:
@@ -1070,10 +1134,12 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-rows", default="2000,4000,8000,16000",
                     help="--part probes: numbers of held-out Adult test rows (each plus as many blends, as many probes "
                     "sent to the suspect)")
-    ap.add_argument("--part", choices=("all", "power", "tests", "fast", "diagnose", "probes"), default="all",
+    ap.add_argument("--part", choices=("all", "power", "tests", "fast", "diagnose", "probes", "teachers"),
+                    default="all",
                     help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests; 'fast' "
                     "(either task): every test and the attribution through the library's array-level analysis; "
-                    "'probes' (adult): power, attribution and null check by the number of probes (--probe-rows)")
+                    "'probes' (adult): power, attribution and null check by the number of probes (--probe-rows); "
+                    "'teachers' (either task): the false-positive rate of each reference in turn as the teacher")
     ap.add_argument("--ks", default="19,39,99", help="numbers of references in the Adult power table")
     ap.add_argument("--regression-weight", type=float, default=None,
                     help="pool_regression's weight in the plain test's combined statistic (default: the library's, 0; "
@@ -1084,6 +1150,10 @@ def main(argv=None) -> int:
                     help="signature weights of the calibrated test to override, 'name=value,...'")
     ap.add_argument("--write-partial", action="store_true", help="write the results file even when only some "
                     "scenarios or modes ran (the file says which)")
+    ap.add_argument("--recipe-controls", type=int, default=0,
+                    help="add this many negative controls of the teacher's own recipe (fresh seeds) to the controls")
+    ap.add_argument("--boosting-controls", type=int, default=0,
+                    help="(Adult) add this many gradient-boosted negative controls (fresh seeds) to the controls")
     ap.add_argument("--modes", default=None,
                     help="comma-separated access modes to run (default: all); results are written only for all")
     args = ap.parse_args(argv)
@@ -1132,7 +1202,8 @@ def main(argv=None) -> int:
             f"held-out probe candidates {len(probe)} (test split); binary")
         zoo = Zoo(own, public, log, cache=recipe.cache, epochs=ADULT_EPOCHS)
         A, B, G, refs, refs_G, suspects = build_adult_zoo(zoo, n_seeds, max(n_refs, args.max_refs), recipe)
-        controls = build_adult_controls(zoo, recipe=recipe)
+        controls = build_adult_controls(zoo, recipe=recipe, n_recipe=args.recipe_controls,
+                                        n_boosting=args.boosting_controls)
         all_refs, refs = refs, refs[:n_refs]
         # the first 2,000 of the rows the students were distilled on, for the "public" probe scenario
         n_classes, public_probes = 2, public.subset(np.arange(2000))
@@ -1143,7 +1214,7 @@ def main(argv=None) -> int:
         log(f"data: MNIST-5k split own={len(own)} public={len(public)} probe={len(probe)} (stratified, seed 0)")
         zoo = Zoo(own, public, log)
         A, B, refs, suspects = build_zoo(zoo, n_seeds, n_refs)
-        controls = build_controls(zoo)
+        controls = build_controls(zoo, n_recipe=args.recipe_controls)
         G = refs_G = None
         all_refs, n_classes, public_probes = refs, 10, public
     train_s = time.perf_counter() - t0
@@ -1183,6 +1254,20 @@ def main(argv=None) -> int:
             diagnose_references(log, A, all_refs, suspects, "A", probe.X, probe.y_true, mode, args.seed)
         from kdaudit._io import atomic_write_text
 
+        log(f"total wall time {time.perf_counter() - started:.0f}s")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
+    if args.part == "teachers":
+        from kdaudit._io import atomic_write_text
+
+        log("")
+        log(f"validity per teacher: {len(refs)} references, {len(controls)} negative controls ("
+            + ", ".join(sorted({n.rsplit('_', 1)[0] for n, _ in controls})) + f"), {N_PROBES} probes chosen from the "
+            f"held-out rows plus as many mixup blends, exact rank p-values at alpha = {ALPHA}")
+        for mode in modes:
+            log("")
+            per_teacher_validity(log, A, refs, suspects, controls, probe.X, probe.y_true, mode, args.seed)
         log(f"total wall time {time.perf_counter() - started:.0f}s")
         atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
         print(f"wrote {args.out}")
