@@ -883,7 +883,11 @@ def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str
     if null == "references":
         own = ("Under H0 the teacher and the references are exchangeable with respect to the suspect: the "
                "references were trained by the teacher's recipe and data with other seeds, and not selected with "
-               "the suspect in view.",)
+               "the suspect in view.",
+               "The p-value is exact over the draw of the teacher from its recipe, for this suspect; it does not "
+               "bound how often this particular teacher accuses unrelated models of a family close to it (measured "
+               "on the classifier zoos: a few teachers accused whole families). Controls of the suspect's family "
+               "measure that.")
     else:
         own = ("Under H0 the suspect is exchangeable with the controls in its relation to the teacher: the controls "
                "are not derived from the teacher and are drawn from the population an underived suspect comes from "
