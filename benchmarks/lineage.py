@@ -107,6 +107,7 @@ from kdaudit.lineage._stats import (
     adjust_for_typicality,
     calibrate_by_controls,
     combined_statistic,
+    effect_size,
     rank_p_value,
 )
 from kdaudit.lineage._test import (
@@ -561,7 +562,8 @@ def baselines(A, module, X, y, n_classes: int = 10) -> dict[str, float]:
 
 
 def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseudo: int = 10, controls=(),
-               n_probes: int = N_PROBES, per_teacher: dict | None = None) -> dict[str, tuple[int, int, float]]:
+               n_probes: int = N_PROBES, per_teacher: dict | None = None,
+               include_teacher: bool = False) -> dict[str, tuple[int, int, float]]:
     """``n_pseudo`` references in turn as the teacher (pool = the references), against every suspect: all nulls.
 
     The probes are the ones the main test selected (by the disagreement of A and the references, a function
@@ -570,14 +572,15 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
     property), so each suspect's statistics are computed once and reordered per pseudo-teacher. Returns
     (hits, tests, mean p) for the plain test and, with ``controls``, for the test calibrated by them; a
     ``per_teacher`` dict receives each test's p-values as an (n_pseudo, n_suspects) array per test.
+    ``include_teacher`` puts ``A`` in the pool (first) and among the teachers taken in turn, as in the real test.
     """
     access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
     Xc, yc = _candidates(probe_X, probe_y, None, seed, n_probes=n_probes)
     pool_all = np.stack([probs_of(m, Xc) for m in [A, *refs]])
     idx = select_probes(disagreement_scores(pool_all, access=access[0]), n_probes, seed=seed)
-    pool = pool_all[1:, idx]
+    pool = pool_all[:, idx] if include_teacher else pool_all[1:, idx]
     y = yc[idx]
-    K = len(refs)
+    K = len(pool)
     cprobs = np.stack([probs_of(m, Xc[idx]) for _, m in controls]) if controls else None
     # the calibrated test (as the library runs it with >= 19 controls): the controls' statistics with the other
     # controls' mean as pool_regression's nuisance regressor, the suspect's with all the controls' mean
@@ -599,6 +602,14 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
         cal_stats = adjusted_stats(view, nuisance)[0] if cstats is not None else None
         # the calibrating controls, chosen once: the choice is the same whatever the members' order
         near = calibration_controls(cal_stats, cstats) if cstats is not None else None
+        # controls_mode="require" (per_teacher only: it costs a test per control): each control in the suspect's
+        # place, calibrated by the nearer half of the other controls and the suspect, as _negative_controls does
+        require = per_teacher is not None and calibrating
+        if require:
+            zc = []
+            for j in range(len(cstats)):
+                others = np.concatenate([np.delete(cstats, j, axis=0), cal_stats[None]])
+                zc.append(calibrate_by_controls(cstats[j], others[calibration_controls(cstats[j], others)]))
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
             variants = {"plain": stats[order]}
@@ -608,6 +619,11 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
                 weights, two_sided = _combination(sums.signatures, calibrated=key == "calibrated" and calibrating)
                 C = combined_statistic(st, weights, two_sided=two_sided)
                 pvals[key].append(rank_p_value(C[0], C[1:]))
+                if key == "calibrated" and require:
+                    effects = [float(effect_size(combined_statistic(z[order], weights, two_sided=two_sided)))
+                               for z in zc]
+                    rank = rank_p_value(float(effect_size(C)), np.array(effects))
+                    pvals.setdefault("require", []).append(max(pvals[key][-1], rank))
     if per_teacher is not None:
         per_teacher.update({key: np.array(p).reshape(len(suspects), -1).T for key, p in pvals.items() if p})
     return {key: (int(np.sum(np.array(p) <= ALPHA)), len(p), float(np.mean(p))) for key, p in pvals.items() if p}
@@ -645,48 +661,58 @@ def fast_p_values(teacher, refs, suspects, probe_X, probe_y, mode: str, seed: in
 def per_teacher_validity(log, A, refs, suspects, controls, probe_X, probe_y, mode: str, seed: int) -> dict:
     """The p-value is exact over the draw of the teacher from its recipe; this measures it for each teacher.
 
-    Every reference in turn is the teacher (pool = the references, as in :func:`null_check`), against every
-    suspect, none of which is derived from it (A's students are students of a sibling). A test exact for each
-    teacher accuses about alpha of the suspects whatever the teacher; the spread of the share over teachers, beyond
-    what independent suspects would give, is the teacher-conditional error that the null check's average hides.
+    The pool is teacher A and its references, as in the real test; each member in turn is the teacher, against
+    every suspect. For a reference none of the suspects is derived from it (A's students are students of a
+    sibling); for A, its students give the power. A test exact for each teacher accuses about alpha of the
+    unrelated suspects whatever the teacher; the spread of that share over teachers, beyond what an exact test
+    would show, is the teacher-conditional error the null check's average hides. Tests: plain, calibrated by the
+    controls, and controls_mode="require".
     """
     from collections import Counter
 
     from scipy.stats import binom
 
     per: dict = {}
-    null_check(A, refs, suspects, probe_X, probe_y, mode, seed=seed, n_pseudo=len(refs), controls=controls,
-               per_teacher=per)
+    null_check(A, refs, suspects, probe_X, probe_y, mode, seed=seed, n_pseudo=len(refs) + 1, controls=controls,
+               per_teacher=per, include_teacher=True)
     kinds = np.array([k for _, k, _, _ in suspects])
-    n = len(suspects)
-    # the pool has K members, so p <= alpha means a rank of at most floor(alpha K): the exact level is that over K;
-    # independent suspects, each accused at that level, give the least spread an exact test per teacher would show
-    level = math.floor(ALPHA * len(refs) + 1e-9) / len(refs)
-    above = 2 * ALPHA
+    is_A = np.array([p == "A" for _, _, p, _ in suspects])
+    n, K = len(suspects), len(refs) + 1
+    # p <= alpha means a rank of at most floor(alpha K) among the K members: the exact level is that over K
+    level = math.floor(ALPHA * K + 1e-9) / K
+    above = 4 * level
     expected = binom.sf(math.floor(above * n), n, level)
     # the suspects of one kind are near copies: accused together, each kind at the exact level (Monte Carlo)
     sizes = np.array(list(Counter(kinds).values()))
     draws = np.random.default_rng(0).random((20000, len(sizes))) < level
     expected_kinds = float(((draws @ sizes) / n > above).mean())
-    log(f"== {mode}: each of the {len(refs)} references in turn as the teacher (pool = the references), against all "
-        f"{n} suspects (none derived from it) ==")
+    log(f"== {mode}: teacher A and each of its {len(refs)} references in turn as the teacher (pool = all {K}), "
+        f"against all {n} suspects ==")
     out = {}
-    for key, title in (("plain", "plain test"), ("calibrated", f"calibrated by the {len(controls)} controls")):
+    titles = {"plain": "plain test", "calibrated": f"calibrated by the {len(controls)} controls",
+              "require": 'controls_mode="require" (the larger of the calibrated p and the suspect\'s rank among the '
+                         "controls' effects)"}
+    for key, title in titles.items():
         if key not in per:
             continue
-        share = (per[key] <= ALPHA).mean(axis=1)
+        hit = per[key] <= ALPHA  # (K teachers, n suspects)
+        share = hit[1:].mean(axis=1)  # the references: no suspect is derived from them
         q50, q90 = np.quantile(share, [0.5, 0.9])
-        out[key] = {"mean": float(share.mean()), "q90": float(q90), "max": float(share.max()),
+        out[key] = {"tpr_A": float(hit[0, is_A].mean()), "fpr_A": float(hit[0, ~is_A].mean()),
+                    "mean": float(share.mean()), "q90": float(q90), "max": float(share.max()),
                     "above": int((share > above).sum())}
-        log(f"  {title}: share of the suspects with p <= {ALPHA} (exact level {level:.4f}), over the {len(share)} "
-            f"teachers: mean {share.mean():.3f}, median {q50:.3f}, 90th percentile {q90:.3f}, max {share.max():.3f};"
-            f" teachers accusing more than {above:.2f}: {int((share > above).sum())} of {len(share)} (expected if "
-            f"each teacher's test were exact: {expected * len(share):.2f} with independent suspects, "
-            f"{expected_kinds * len(share):.2f} with each kind's suspects accused together)")
+        log(f"  {title}:")
+        log(f"    teacher A: TPR {hit[0, is_A].mean():.3f} over its {int(is_A.sum())} students, FPR "
+            f"{hit[0, ~is_A].mean():.3f} over the {int((~is_A).sum())} others")
+        log(f"    the {len(share)} references as the teacher: share of the {n} suspects with p <= {ALPHA} (exact level "
+            f"{level:.4f}): mean {share.mean():.3f}, median {q50:.3f}, 90th percentile {q90:.3f}, max "
+            f"{share.max():.3f}; teachers accusing more than {above:.2f}: {int((share > above).sum())} of "
+            f"{len(share)} (expected if each teacher's test were exact: {expected * len(share):.2f} with "
+            f"independent suspects, {expected_kinds * len(share):.2f} with each kind's suspects accused together)")
         for k in np.argsort(-share, kind="stable")[:3]:
-            hit = Counter(kinds[per[key][k] <= ALPHA])
-            log(f"    ref_{k:03d} as the teacher accuses {share[k]:.3f}: " + ("; ".join(
-                f"{kind} {c}/{int((kinds == kind).sum())}" for kind, c in hit.most_common()) or "none"))
+            accused = Counter(kinds[hit[k + 1]])
+            log(f"      ref_{k:03d} as the teacher accuses {share[k]:.3f}: " + ("; ".join(
+                f"{kind} {c}/{int((kinds == kind).sum())}" for kind, c in accused.most_common()) or "none"))
     return out
 
 
