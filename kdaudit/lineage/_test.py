@@ -489,7 +489,7 @@ def _assumptions(p_value_method: str, pool_access: tuple[str, int | None], *, ca
         "The suspect's answers do not depend on which pool member is the teacher unless it was derived from it.",
         ("The p-value is exact over the draw of the teacher from its recipe, for this suspect; it does not bound how "
          "often this particular teacher accuses unrelated models of a family close to it (on the benchmark zoos a few "
-         "teachers accused whole families, up to 56% of the unrelated models). Only controls of the suspect's family "
+         "teachers accused whole families, up to 71% of the unrelated models). Only controls of the suspect's family "
          "measure that (negative_controls)."),
         ("Probes were selected by a function symmetric in the pool members (their disagreement), never by the "
          "teacher alone; probe-level statistics are not assumed independent."),
