@@ -349,6 +349,9 @@ def main() -> int:
                                        "text:greedy/references,text:greedy/controls",
                     help="access[:decoding]/null pairs to run (comma-separated; also text:sample/controls; "
                          "\"none\": attribution only)")
+    ap.add_argument("--scorers", type=int, default=0,
+                    help="text:sample/controls: score every candidate's samples by this many fixed models (a "
+                         "multiple of 3: seed, arch and disjoint kinds, seeds 105 on, none of them a control)")
     ap.add_argument("--out", default=None, help="write the report here (e.g. benchmarks/results/lm_lineage_cpu.txt)")
     args = ap.parse_args()
 
@@ -364,6 +367,9 @@ def main() -> int:
     refs = zoo.references(19)
     controls = [zoo.underived(kind, 100 + i) for kind in NEGATIVE_KINDS for i in range(n_ctrl_each)]
     neg_seeds = args.negative_seeds or seeds
+    if args.scorers % 3:
+        ap.error(f"--scorers {args.scorers}: a multiple of 3 (as many of each of the seed, arch and disjoint kinds)")
+    scorers = [zoo.underived(kind, 105 + i) for kind in ("seed", "arch", "disjoint") for i in range(args.scorers // 3)]
     # seed by seed (every kind once, then again), so that a report written part way has every kind in it
     suspects = []
     if not (0 <= args.first_seed and args.first_seed + max(seeds, neg_seeds) <= 100):
@@ -398,6 +404,8 @@ def main() -> int:
     def test(mode, null, t, s, pool, ctrl):
         kw = {"references": pool, "controls": ctrl} if null == "references" else {"controls": ctrl}
         access, _, decoding = mode.partition(":")
+        if null == "controls" and decoding == "sample" and scorers:
+            kw["scorers"] = scorers
         return lm_lineage_test(t, s, prompts[access], null=null, access=access, n_prompts=n_prompts[access],
                                max_new_tokens=24, alpha=args.alpha, seed=0, memo=memo, query_budget=1000,
                                decoding=decoding or None, **kw)
@@ -412,7 +420,9 @@ def main() -> int:
                  f"({n_ctrl_each} of each underived kind, other seeds); {seeds} seed(s) per derived kind, "
                  f"{neg_seeds} per underived kind; prompts sent per suspect: "
                  f"top-k {n_prompts['top_k']}, text {n_prompts['text']} (of {len(prompts['top_k'])} and "
-                 f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}",
+                 f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}"
+                 + (f"; text:sample/controls scored by {len(scorers)} fixed scorers (seed, arch and disjoint kinds, "
+                    "seeds 105 on)" if scorers else ""),
                  ""]
         if modes:  # per-mode tables (none in an attribution-only run)
             lines.append(f"{'access':<11} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  "

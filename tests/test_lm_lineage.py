@@ -63,6 +63,11 @@ def zoo():
     student = wrap(distill_lm_tokens(teacher, copy.deepcopy(base), tok, B, temperature=2.0, top_k=10, epochs=2,
                                      lr=1e-2, max_length=32, seed=7, batch_size=8), "student")
     unrelated = tuned(B, 300, "unrelated")
+    # scorers of the controls null with sampled text: models outside every test (the base and a tune on part B)
+    scorers = [wrap(copy.deepcopy(base), "scorer_base"), tuned(B, 301, "scorer_b")]
+    # controls of the student's kind (tuned on part B, other seeds): under the controls null the controls must
+    # stand for what the suspect would be if it were not derived (the siblings above are closer to the teacher)
+    controls_b = [tuned(B, 400 + i, f"ctl_b{i}") for i in range(19)]
     held_all = [t for t in _paragraphs(held.texts) if len(t) >= 80]
     held_p = held_all[:60]
     prompts = PromptSet(prompts=[t[:40] for t in held_p], references=[t[40:70] for t in held_p],
@@ -72,7 +77,8 @@ def zoo():
                              name="held-150")
     # the siblings are not derived from the teacher: they double as the unrelated baselines of the controls null
     return {"teacher": teacher, "refs": refs, "controls": refs, "student": student, "unrelated": unrelated,
-            "prompts": prompts, "prompts_text": prompts_text, "tok": tok}
+            "prompts": prompts, "prompts_text": prompts_text, "tok": tok, "scorers": scorers,
+            "controls_b": controls_b}
 
 
 def _opts(**kw):
@@ -186,6 +192,50 @@ def test_rank_is_exact_under_exchangeability(zoo, null):
     assert sorted(ps) == pytest.approx([k / 10 for k in range(1, 11)])
 
 
+def test_controls_null_with_scorers_finds_the_student(zoo):
+    """Sampled text under the controls null, scored by fixed models outside the test: the teacher's likelihood of
+    each candidate's samples over the scorers', read beyond its nearest other candidate's. The student is found;
+    the result names the scorers, and says what they are in the assumptions and the methodology."""
+    from kdaudit.lineage._lm_cli import lm_result_text
+
+    kw = dict(controls=zoo["controls_b"], scorers=zoo["scorers"], access="text", n_prompts=60, max_new_tokens=16)
+    r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts_text"], **kw)
+    assert r.null == "controls" and r.settings["decoding"] == "sample"  # the default with scorers
+    assert list(r.signatures) == ["loglik_ratio_to_scorers:beyond_nearest_peer"]
+    assert r.verdict == "derived" and r.p_value == pytest.approx(0.05), r.reason
+    assert [m["name"] for m in r.models["scorers"]] == ["scorer_base", "scorer_b"]
+    assert any("scorers are fixed models outside the test" in a for a in r.assumptions)
+    assert "2 scorers" in r.methodology
+    assert "samples scored by 2 scorers: 'scorer_base', 'scorer_b'" in lm_result_text(r)
+
+
+def test_controls_null_with_scorers_is_exact(zoo):
+    """The scorers are fixed and no candidate scores another, so rotating which candidate is the suspect spreads the
+    p-values over exactly 1/M..M/M."""
+    pool = [zoo["unrelated"], *zoo["controls_b"][:9]]
+    memo: dict = {}
+    ps = [lm_lineage_test(zoo["teacher"], pool[i], zoo["prompts"], access="text", scorers=zoo["scorers"],
+                          controls=[m for j, m in enumerate(pool) if j != i], memo=memo, **_opts()).p_value
+          for i in range(len(pool))]
+    assert sorted(ps) == pytest.approx([k / 10 for k in range(1, 11)])
+
+
+def test_scorers_are_checked(zoo):
+    kw = dict(access="text", **_opts())
+    with pytest.raises(KDAuditError, match="scorers"):  # the references null has its own yardstick
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"],
+                        scorers=zoo["scorers"], **kw)
+    with pytest.raises(KDAuditError, match="scorers"):  # greedy text was not validated with scorers
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"],
+                        scorers=zoo["scorers"], decoding="greedy", **kw)
+    with pytest.raises(KDAuditError, match="at least 2"):
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"],
+                        scorers=zoo["scorers"][:1], **kw)
+    with pytest.raises(KDAuditError, match="outside the test"):  # a control would score its own samples
+        lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], controls=zoo["controls"],
+                        scorers=[zoo["scorers"][0], zoo["controls"][0]], **kw)
+
+
 def test_inconclusive_with_few_references_and_unrelated_not_derived(zoo):
     r = lm_lineage_test(zoo["teacher"], zoo["student"], zoo["prompts"], references=zoo["refs"][:5], access="text",
                         **_opts())
@@ -284,6 +334,16 @@ def test_cli_local_directories(zoo, tmp_path):
     assert att.returncode == 0, att.stderr
     assert "attribution: parent =" in att.stdout and "other_teacher" in att.stdout
     assert set(json.loads(out.read_text())["candidates"]) == {"teacher", "other_teacher"}
+    # --scorer (repeatable): the controls null's sampled-text statistic
+    scorers = [save(m, f"scorer{i}") for i, m in enumerate(zoo["scorers"])]
+    sc = subprocess.run(cmd + ["--scorer", scorers[0], "--scorer", scorers[1]], capture_output=True, text=True,
+                        timeout=600)
+    assert sc.returncode == 0, sc.stderr
+    assert "samples scored by 2 scorers" in sc.stdout
+    d = json.loads(out.read_text())
+    assert len(d["models"]["scorers"]) == 2 and list(d["signatures"]) == ["loglik_ratio_to_scorers:beyond_nearest_peer"]
+    one = subprocess.run(cmd + ["--scorer", scorers[0]], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 2 and "scorers" in one.stderr and "Traceback" not in one.stderr
 
 
 def test_suspect_behind_an_openai_endpoint(tmp_path):

@@ -108,6 +108,9 @@ _CONTROLS_FAMILIES = ("", ":beyond_nearest", ":beyond_peers")
 #: peers per candidate under the controls null: few, so that they stay within the candidate's own kind when the
 #: owner has only a few controls of each kind
 CONTROL_PEERS = 2
+#: null "controls" with scorers: each candidate's likelihood ratio is read beyond its nearest other candidate's (by
+#: how the scorers score their samples), pre-registered on benchmarks/lm_lineage.py's zoo before its held-out seeds
+SCORER_PEERS = 1
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -585,6 +588,51 @@ def _typicality(members: Sequence[Any], member_outs: Sequence[Any], *, access: s
 
 
 # ------------------------------------------------------------------------------------------------------ validation
+def _check_scorers(scorers: list[Any], *, null: str, access: str, decoding: str | None, others: list[Any]) -> None:
+    """Scorers serve the controls null with sampled text only; each must give log-likelihoods and be none of the
+    ranked or tested models (a scorer that is also a candidate would score its own samples)."""
+    if null != "controls" or access != "text" or decoding != "sample":
+        raise invalid_argument("scorers", f"{len(scorers)} models", 'scorers with null="controls", access="text" and '
+                                                                    'decoding="sample" (they score the samples)')
+    if len(scorers) < 2:
+        raise invalid_argument("scorers", f"{len(scorers)} model", "at least 2 models")
+    for sc in scorers:
+        if _access_of(sc) != "top_k":
+            raise invalid_argument("scorers", sc.name, "models that give log-likelihoods (local models, or endpoints "
+                                                       "with log-probabilities)")
+    taken = {m.fingerprint() for m in others}
+    prints = [sc.fingerprint() for sc in scorers]
+    if len(set(prints)) != len(prints) or taken & set(prints):
+        raise invalid_argument("scorers", "a model given twice, or also as the teacher, the suspect or a control",
+                               "models outside the test")
+
+
+def _scorer_statistics(teacher: Any, scorers: Sequence[Any], members: Sequence[Any], member_outs: Sequence[Any], *,
+                       prompts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(M, 1) statistics of the candidates (the suspect and the controls) under the controls null with scorers.
+
+    Each candidate's samples get the teacher's log-likelihood minus the scorers' mean, in nats per character: how
+    much more the teacher expects this text than unrelated models do (the sampler's own sharpness, which moves
+    every scorer's likelihood alike, cancels). A candidate's kind moves that ratio too, so it is read beyond the
+    ratio of its nearest other candidate: the one whose samples the scorers score most alike (mean squared
+    difference of their per-character log-likelihoods; ties by the candidates' canonical order). The scorers are
+    fixed and none is a candidate, so the map is the same for every candidate and the rank is exact.
+    """
+    teacher_ll = np.array([_loglik_per_char(teacher, prompts, out) for out in member_outs])
+    profile = np.array([[_loglik_per_char(sc, prompts, out) for out in member_outs] for sc in scorers])
+    ratio = teacher_ll - profile.mean(axis=0)
+    distance = ((profile[:, :, None] - profile[:, None, :]) ** 2).mean(axis=0)
+    order = _canonical(members, [_out_hash(out, "text") for out in member_outs])
+    rank = np.empty(len(members), dtype=np.int64)
+    rank[order] = np.arange(len(members))
+    peers = np.empty((len(members), SCORER_PEERS), dtype=np.int64)
+    for i in range(len(members)):
+        others = np.array([j for j in range(len(members)) if j != i])
+        peers[i] = others[np.lexsort((rank[others], distance[i, others]))][:SCORER_PEERS]
+    reading = ratio - ratio[peers].mean(axis=1)
+    return reading[:, None], ["loglik_ratio_to_scorers:beyond_nearest_peer"]
+
+
 def _as_lm(obj: Any, what: str) -> Any:
     from kdaudit.models._lm_base import LanguageModel
 
@@ -651,11 +699,12 @@ def _run(*args: Any, memo: dict[str, Any] | None = None, **kwargs: Any) -> Any:
 def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, prompts: Any, *, controls: list[Any],
          null: str | None, access: str | None, top_k: int, max_new_tokens: int, n_prompts: int | None,
          query_budget: int | None, token_budget: int | None, journal: Any, alpha: float, seed: int,
-         max_words: int, decoding: str | None = None) -> dict[str, LMLineageResult]:
+         max_words: int, decoding: str | None = None, scorers: list[Any] | None = None) -> dict[str, LMLineageResult]:
     _check(alpha, n_prompts, query_budget, token_budget, top_k, max_new_tokens, access, null, decoding)
     ps = _as_prompts(prompts)
     suspect = _as_lm(suspect, "suspect")
     controls = [_as_lm(c, "controls") for c in controls]
+    scorers = [_as_lm(c, "scorers") for c in scorers or []]
     for name, (t, refs) in candidates.items():
         _as_lm(t, "teacher")
         for r in refs:
@@ -673,10 +722,13 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
     if access == "top_k" and revealed != "top_k":
         raise invalid_argument("access", "top_k", f"at most what the suspect reveals ({revealed})")
     if access == "text":
-        decoding = decoding or ("sample" if null == "references" else "greedy")
+        decoding = decoding or ("sample" if null == "references" or scorers else "greedy")
     elif decoding is not None:
         raise invalid_argument("decoding", decoding, 'None with access="top_k" (decoding applies to text access)')
     sample = decoding == "sample"
+    if scorers:
+        _check_scorers(scorers, null=null, access=access, decoding=decoding,
+                       others=[suspect, *controls, *(t for t, _ in candidates.values())])
     ranked_owner = [m for _, refs in candidates.values() for m in refs] if null == "references" else controls
     owners = [t for t, _ in candidates.values()] + ranked_owner
     seen: dict[str, Any] = {}
@@ -773,22 +825,30 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
             member_outs = [s_out] + [asked(c) for c in controls]
             anchor_out = out_of(teacher)
             scorable = access == "text" and _access_of(teacher) == "top_k"
-            stats = _statistics(teacher, members, access=access, prompts=prompts_l, texts=texts,
-                                anchor_out=anchor_out, member_outs=member_outs,
-                                ll_scorers=[teacher] if scorable else None, max_words=max_words)
-            # the candidates may be models of many kinds, and a model's closeness to the teacher is mostly its
-            # kind's: each candidate's closeness is read as it is and against the other candidates two ways (see
-            # _CONTROLS_FAMILIES); the combined statistic is the largest of the three families' (the same maps for
-            # every candidate; the likelihood column, which would need every candidate to score the others, enters
-            # each family as it is)
-            G, canon = _pairwise(members, member_outs, access=access,
-                                 prompts=texts if access == "top_k" else prompts_l, scorable=False,
-                                 max_words=max_words)
-            stats = np.concatenate([stats, beyond_nearest(stats, G),
-                                    peer_relative(stats, pair_similarity(G), CONTROL_PEERS, tiebreak=canon)], axis=1)
-            family = np.repeat(np.arange(len(_CONTROLS_FAMILIES)), len(sig_names))
-            sig_names = [f"{n}{suffix}" for suffix in _CONTROLS_FAMILIES for n in sig_names]
             names = [str(suspect.name)] + [str(c.name) for c in controls]
+            if scorers:
+                # fixed scorers outside the ranked candidates measure how expected each candidate's samples are in
+                # general; the teacher's excess over them, read beyond the nearest other candidate's (see
+                # _scorer_statistics): the same map for every candidate, so the rank stays exact
+                stats, sig_names = _scorer_statistics(teacher, scorers, members, member_outs, prompts=prompts_l)
+                family = np.zeros(len(sig_names), dtype=np.int64)
+            else:
+                stats = _statistics(teacher, members, access=access, prompts=prompts_l, texts=texts,
+                                    anchor_out=anchor_out, member_outs=member_outs,
+                                    ll_scorers=[teacher] if scorable else None, max_words=max_words)
+                # the candidates may be models of many kinds, and a model's closeness to the teacher is mostly its
+                # kind's: each candidate's closeness is read as it is and against the other candidates two ways
+                # (see _CONTROLS_FAMILIES); the combined statistic is the largest of the three families' (the same
+                # maps for every candidate; the likelihood column, which would need every candidate to score the
+                # others, enters each family as it is)
+                G, canon = _pairwise(members, member_outs, access=access,
+                                     prompts=texts if access == "top_k" else prompts_l, scorable=False,
+                                     max_words=max_words)
+                stats = np.concatenate([stats, beyond_nearest(stats, G),
+                                        peer_relative(stats, pair_similarity(G), CONTROL_PEERS, tiebreak=canon)],
+                                       axis=1)
+                family = np.repeat(np.arange(len(_CONTROLS_FAMILIES)), len(sig_names))
+                sig_names = [f"{n}{suffix}" for suffix in _CONTROLS_FAMILIES for n in sig_names]
         keep = [j for j in range(stats.shape[1]) if np.all(np.isfinite(stats[:, j]))]
         stats = stats[:, keep]
         sig_names = [sig_names[j] for j in keep]
@@ -820,7 +880,8 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                               t_out=out_of(teacher))
         models = {"teacher": _describe(teacher), "suspect": _describe(suspect),
                   "references": [_describe(r) for r in refs] if null == "references" else [],
-                  "controls": [_describe(c) for c in controls]}
+                  "controls": [_describe(c) for c in controls],
+                  **({"scorers": [_describe(c) for c in scorers]} if scorers else {})}
         results[cname] = LMLineageResult(
             verdict=verdict, reason=reason, p_value=p, alpha=float(alpha), null=null,
             access=access if access == "text" else f"top_k:{top_k}", statistic=float(combined[0]),
@@ -840,8 +901,9 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                       "max_words": max_words, "n_prompts_requested": n_want,
                       "calibrated_by_controls": bool(calibrated), "calibration_controls": calibrated},
             assumptions=_assumptions(null, access, bool(calibrated), decoding,
-                                     nearest=0 < len(calibrated) < len(controls)),
-            methodology=_methodology(null, access, sig_names, len(idx), decoding, typicality_corrected),
+                                     nearest=0 < len(calibrated) < len(controls), scorers=len(scorers)),
+            methodology=_methodology(null, access, sig_names, len(idx), decoding, typicality_corrected,
+                                     scorers=len(scorers)),
             explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
     return results
 
@@ -869,11 +931,14 @@ def _describe_signature(name: str) -> str:
         return text + ", minus the candidate's closeness to its nearest other candidate"
     if family == "beyond_peers":
         return text + f", minus the mean of its {CONTROL_PEERS} most similar other candidates'"
+    if family == "beyond_nearest_peer":
+        return text + (", minus the same of the candidate whose samples the scorers score most alike (its nearest "
+                       "other candidate)")
     return text
 
 
 def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str | None = None, *,
-                 nearest: bool = False) -> tuple[str, ...]:
+                 nearest: bool = False, scorers: int = 0) -> tuple[str, ...]:
     common = (("Prompts were selected where the teacher and references disagree, a function symmetric in the "
                "exchangeable models (never by the teacher alone)" if null == "references" else
                "Prompts were selected where the teacher (the fixed anchor, not one of the ranked models) is least "
@@ -894,6 +959,11 @@ def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str
                "(similar data, size and training). Each candidate is measured against the candidates most like it, "
                "which makes the test less sensitive to the mix of control kinds, but a suspect of a kind no control "
                "shares (the teacher's own recipe and data, say, with no such control) is outside the guarantee.",)
+    if scorers:
+        own += (f"The {scorers} scorers are fixed models outside the test (neither the teacher, the suspect nor a "
+                "control); they score every candidate's samples alike, so the statistic is the same function for "
+                "the suspect and each control and the rank stays exact. A scorer may be any model; the test is "
+                "most sensitive when the scorers are unrelated to the teacher.",)
     if calibrated:
         which = ("the controls most like the suspect (the nearer half, by their statistics with the whole pool; "
                  "listed in settings)" if nearest else "the controls")
@@ -913,11 +983,19 @@ def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str
 
 
 def _methodology(null: str, access: str, sigs: Sequence[str], n: int, decoding: str | None = "greedy",
-                 typicality: bool = True) -> str:
+                 typicality: bool = True, *, scorers: int = 0) -> str:
     ranked = "teacher and each reference" if null == "references" else "suspect and each control"
     anchor = "the suspect" if null == "references" else "the teacher"
     revealed = ("per-token top-k log-probabilities of prompt and reference text" if access == "top_k"
                 else "continuations sampled at temperature 1" if decoding == "sample" else "greedy continuations")
+    if null == "controls" and scorers:
+        return (f"On {n} prompts ({revealed}), the teacher and {scorers} scorers (fixed models outside the test) "
+                f"scored the continuations of the {ranked}. Each candidate's statistic is the teacher's "
+                "log-likelihood of its continuations minus the scorers' mean, in nats per character (how much more "
+                "the teacher expects this text than unrelated models do), minus the same statistic of its nearest "
+                "other candidate (the one whose continuations the scorers score most alike), so that a kind of model "
+                "close to the teacher does not count as derivation. The p-value is the suspect's rank among all "
+                "candidates, exact under exchangeability.")
     if null == "controls":
         bases = list(dict.fromkeys(s.split(":")[0] for s in sigs))
         listed = "; ".join(f"{s} ({LM_SIGNATURES[s]})" for s in bases)
@@ -950,7 +1028,8 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
                     top_k: int = 20, max_new_tokens: int = 24, n_prompts: int | None = None,
                     query_budget: int | None = DEFAULT_PROMPT_BUDGET, token_budget: int | None = None,
                     journal: Any = None, alpha: float = 0.05, seed: int = 0, max_words: int = 64,
-                    decoding: str | None = None, memo: dict[str, Any] | None = None) -> LMLineageResult:
+                    decoding: str | None = None, memo: dict[str, Any] | None = None,
+                    scorers: Sequence[Any] | None = None) -> LMLineageResult:
     """Test whether the language model ``suspect`` was derived (distilled, extracted) from ``teacher``.
 
     Parameters
@@ -987,6 +1066,11 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
     memo : dict, optional
         The owner models' outputs, shared between calls that test several suspects against one pool (pass the same
         dict); by default each call computes its own.
+    scorers : sequence of LanguageModel, optional
+        Null "controls" with sampled text (the default decoding then): at least 2 models that give log-likelihoods,
+        none of them the teacher, the suspect or a control. The statistic is then the teacher's log-likelihood of
+        each candidate's samples minus the scorers' mean, read beyond the nearest other candidate's (see
+        ``benchmarks/lm_lineage.py --scorers``); without scorers, the text signatures read three ways.
 
     Returns
     -------
@@ -997,7 +1081,7 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
     res = _run({"teacher": pool}, suspect, prompts, controls=list(controls or []), null=null, access=access,
                top_k=top_k, max_new_tokens=max_new_tokens, n_prompts=n_prompts, query_budget=query_budget,
                token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words,
-               decoding=decoding, memo=memo)
+               decoding=decoding, memo=memo, scorers=list(scorers or []))
     return res["teacher"]
 
 
@@ -1005,8 +1089,8 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
                  null: str | None = None, access: str | None = None, top_k: int = 20, max_new_tokens: int = 24,
                  n_prompts: int | None = None, query_budget: int | None = DEFAULT_PROMPT_BUDGET,
                  token_budget: int | None = None, journal: Any = None, alpha: float = 0.05, seed: int = 0,
-                 max_words: int = 64, decoding: str | None = None, memo: dict[str, Any] | None = None
-                 ) -> LMAttributionResult:
+                 max_words: int = 64, decoding: str | None = None, memo: dict[str, Any] | None = None,
+                 scorers: Sequence[Any] | None = None) -> LMAttributionResult:
     """Which candidate teacher, if any, is the suspect LM's parent? One test per candidate on one shared prompt
     selection (the suspect is asked once), Holm-Bonferroni across candidates.
 
@@ -1022,7 +1106,7 @@ def lm_attribute(suspect: Any, candidates: Mapping[str, Any], prompts: Any, *, c
     res = _run(pools, suspect, prompts, controls=list(controls or []), null=null, access=access, top_k=top_k,
                max_new_tokens=max_new_tokens, n_prompts=n_prompts, query_budget=query_budget,
                token_budget=token_budget, journal=journal, alpha=alpha, seed=seed, max_words=max_words,
-               decoding=decoding, memo=memo)
+               decoding=decoding, memo=memo, scorers=list(scorers or []))
     names = list(res)
     parent, adjusted = holm_parent(names, [res[n].p_value for n in names], [res[n].effect for n in names],
                                    alpha=alpha, eligible=[res[n].verdict != "inconclusive" for n in names])

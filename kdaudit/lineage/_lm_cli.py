@@ -33,6 +33,11 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--decoding", choices=("sample", "greedy"), default=None,
                    help="text access: continuations sampled at temperature 1 (default under the references null) "
                         "or greedy (default under the controls null)")
+    g.add_argument("--scorer", metavar="PATH", action="append", default=[],
+                   help="controls null, text access: a model that scores every candidate's sampled continuations "
+                        "(repeatable, at least 2; not the teacher, the suspect or a control). With scorers the "
+                        "statistic is the teacher's likelihood of each candidate's samples relative to theirs "
+                        "(README, 'Lineage of language models')")
     g.add_argument("--token-budget", type=int, default=None, help="most suspect tokens (charged at an upper bound)")
     g.add_argument("--journal", metavar="FILE", default=None,
                    help="write-ahead journal of the suspect's answers: a rerun pays for nothing answered before")
@@ -102,7 +107,8 @@ def run_lm_lineage(args: argparse.Namespace) -> int:
     suspect = _load_lm(args.suspect, args, "suspect", args.suspect_model, getattr(teacher, "tokenizer", None))
     refs = [_load_lm(f, args, "reference") for f in _expand(args.reference, "--reference")]
     controls = [_load_lm(f, args, "control") for f in _expand(args.control, "--control")]
-    options = {"controls": controls, "null": args.null, "access": access, "top_k": top_k,
+    scorers = [_load_lm(f, args, "scorer") for f in _expand(args.scorer, "--scorer")] if args.scorer else []
+    options = {"controls": controls, "scorers": scorers, "null": args.null, "access": access, "top_k": top_k,
                "max_new_tokens": args.max_new_tokens, "decoding": args.decoding, "n_prompts": args.n_probes,
                "query_budget": args.query_budget, "token_budget": args.token_budget, "journal": args.journal,
                "alpha": args.alpha, "seed": args.seed}
@@ -151,6 +157,10 @@ def lm_result_text(r: Any) -> str:
         else:
             lines.append(f"  members calibrated by the {len(cal)} controls most like the suspect: "
                          + ", ".join(repr(str(c)) for c in cal))  # repr: no control character reaches the terminal
+    scorers = (r.models or {}).get("scorers") or []
+    if scorers:
+        lines.append(f"  samples scored by {len(scorers)} scorers: "
+                     + ", ".join(repr(str(m.get("name"))) for m in scorers))  # repr: no control character passes
     lines.append("  raw similarity (not evidence alone): " + ", ".join(
         f"{k} {_fmt(v)}" for k, v in r.raw_similarity.items()))
     return "\n".join(lines)
