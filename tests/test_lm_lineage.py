@@ -205,7 +205,7 @@ def test_controls_null_with_scorers_finds_the_student(zoo):
     assert r.verdict == "derived" and r.p_value == pytest.approx(0.05), r.reason
     assert [m["name"] for m in r.models["scorers"]] == ["scorer_base", "scorer_b"]
     assert any("scorers are fixed models outside the test" in a for a in r.assumptions)
-    assert "2 scorers" in r.methodology
+    assert "2 scorers" in r.methodology and "than 2 other models (the scorers" in r.explanation
     assert "samples scored by 2 scorers: 'scorer_base', 'scorer_b'" in lm_result_text(r)
 
 

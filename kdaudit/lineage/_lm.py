@@ -904,7 +904,10 @@ def _run_tests(candidates: Mapping[str, tuple[Any, list[Any]]], suspect: Any, pr
                                      nearest=0 < len(calibrated) < len(controls), scorers=len(scorers)),
             methodology=_methodology(null, access, sig_names, len(idx), decoding, typicality_corrected,
                                      scorers=len(scorers)),
-            explanation=_PLAIN[null].format(K=len(refs), L=len(controls)), null_hypothesis=LM_NULLS[null])
+            explanation=_PLAIN[null].format(K=len(refs), L=len(controls)) + (
+                f" Closeness here is how much more the teacher expects a model's sampled text than {len(scorers)} "
+                "other models (the scorers, outside the test) do." if scorers else ""),
+            null_hypothesis=LM_NULLS[null])
     return results
 
 
