@@ -344,6 +344,9 @@ def test_cli_local_directories(zoo, tmp_path):
     assert len(d["models"]["scorers"]) == 2 and list(d["signatures"]) == ["loglik_ratio_to_scorers:beyond_nearest_peer"]
     one = subprocess.run(cmd + ["--scorer", scorers[0]], capture_output=True, text=True, timeout=600)
     assert one.returncode == 2 and "scorers" in one.stderr and "Traceback" not in one.stderr
+    url = subprocess.run(cmd + ["--scorer", "http://127.0.0.1:9/v1", "--scorer", scorers[0]], capture_output=True,
+                         text=True, timeout=600)
+    assert url.returncode == 2 and "--scorer" in url.stderr and "Traceback" not in url.stderr
 
 
 def test_suspect_behind_an_openai_endpoint(tmp_path):

@@ -107,6 +107,10 @@ def run_lm_lineage(args: argparse.Namespace) -> int:
     suspect = _load_lm(args.suspect, args, "suspect", args.suspect_model, getattr(teacher, "tokenizer", None))
     refs = [_load_lm(f, args, "reference") for f in _expand(args.reference, "--reference")]
     controls = [_load_lm(f, args, "control") for f in _expand(args.control, "--control")]
+    for spec in args.scorer:
+        if _is_url(spec):
+            raise invalid_argument("--scorer", spec, "a local model directory or output file (an endpoint URL needs "
+                                                     "the API: lm_lineage_test(..., scorers=[...]))")
     scorers = [_load_lm(f, args, "scorer") for f in _expand(args.scorer, "--scorer")] if args.scorer else []
     options = {"controls": controls, "scorers": scorers, "null": args.null, "access": access, "top_k": top_k,
                "max_new_tokens": args.max_new_tokens, "decoding": args.decoding, "n_prompts": args.n_probes,
