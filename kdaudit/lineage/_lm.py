@@ -95,7 +95,8 @@ DEFAULT_PROMPT_BUDGET = 1000
 #: the references null (each member's likelihood of the suspect's own samples ranks its distance to the suspect's
 #: distribution, and the siblings share every confound of entropy and quality), "greedy" under the controls null
 #: (the teacher's likelihood of a sample mostly measures how sharp the sampling model is, which differs between a
-#: suspect and unrelated controls; greedy paths expose each model's modes instead)
+#: suspect and unrelated controls; greedy paths expose each model's modes instead), "sample" under the controls null
+#: with scorers (the scorers' likelihood of the same samples cancels the sharpness: _scorer_statistics)
 DECODINGS = ("sample", "greedy")
 _WEIGHTS = 1.0  # every signature weighs the same, fixed in advance
 #: null "controls": each signature of a candidate (the suspect or a control) with the teacher is read three ways.
@@ -1065,7 +1066,8 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
     decoding : {"sample", "greedy"}, optional
         How text access asks for continuations (every model alike). Default "sample" (temperature 1, seeded)
         under the references null, where each member's likelihood of the suspect's samples ranks how close the
-        suspect's distribution is to the member's; "greedy" under the controls null. See :data:`DECODINGS`.
+        suspect's distribution is to the member's; "greedy" under the controls null, "sample" with ``scorers``.
+        See :data:`DECODINGS`.
     memo : dict, optional
         The owner models' outputs, shared between calls that test several suspects against one pool (pass the same
         dict); by default each call computes its own.

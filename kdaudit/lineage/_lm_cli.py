@@ -32,7 +32,7 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int, default=24, help="tokens per continuation (text access)")
     g.add_argument("--decoding", choices=("sample", "greedy"), default=None,
                    help="text access: continuations sampled at temperature 1 (default under the references null) "
-                        "or greedy (default under the controls null)")
+                        "or greedy (default under the controls null without --scorer)")
     g.add_argument("--scorer", metavar="PATH", action="append", default=[],
                    help="controls null, text access: a model that scores every candidate's sampled continuations "
                         "(repeatable, at least 2; not the teacher, the suspect or a control). With scorers the "
