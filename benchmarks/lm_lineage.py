@@ -352,6 +352,8 @@ def main() -> int:
     ap.add_argument("--scorers", type=int, default=0,
                     help="text:sample/controls: score every candidate's samples by this many fixed models (a "
                          "multiple of 3: seed, arch and disjoint kinds, seeds 105 on, none of them a control)")
+    ap.add_argument("--scorer-kinds", default="seed,arch,disjoint",
+                    help="the underived kinds the scorers are drawn from (comma-separated), as many of each")
     ap.add_argument("--out", default=None, help="write the report here (e.g. benchmarks/results/lm_lineage_cpu.txt)")
     args = ap.parse_args()
 
@@ -367,9 +369,12 @@ def main() -> int:
     refs = zoo.references(19)
     controls = [zoo.underived(kind, 100 + i) for kind in NEGATIVE_KINDS for i in range(n_ctrl_each)]
     neg_seeds = args.negative_seeds or seeds
-    if args.scorers % 3:
-        ap.error(f"--scorers {args.scorers}: a multiple of 3 (as many of each of the seed, arch and disjoint kinds)")
-    scorers = [zoo.underived(kind, 105 + i) for kind in ("seed", "arch", "disjoint") for i in range(args.scorers // 3)]
+    scorer_kinds = [k.strip() for k in args.scorer_kinds.split(",") if k.strip()]
+    if not scorer_kinds or any(k not in NEGATIVE_KINDS for k in scorer_kinds):
+        ap.error(f"--scorer-kinds {args.scorer_kinds!r}: choose among {', '.join(NEGATIVE_KINDS)}")
+    if args.scorers % len(scorer_kinds):
+        ap.error(f"--scorers {args.scorers}: a multiple of {len(scorer_kinds)} (as many of each of --scorer-kinds)")
+    scorers = [zoo.underived(kind, 105 + i) for kind in scorer_kinds for i in range(args.scorers // len(scorer_kinds))]
     # seed by seed (every kind once, then again), so that a report written part way has every kind in it
     suspects = []
     if not (0 <= args.first_seed and args.first_seed + max(seeds, neg_seeds) <= 100):
@@ -421,8 +426,8 @@ def main() -> int:
                  f"{neg_seeds} per underived kind; prompts sent per suspect: "
                  f"top-k {n_prompts['top_k']}, text {n_prompts['text']} (of {len(prompts['top_k'])} and "
                  f"{len(prompts['text'])} candidates), 24 new tokens; alpha = {args.alpha}"
-                 + (f"; text:sample/controls scored by {len(scorers)} fixed scorers (seed, arch and disjoint kinds, "
-                    "seeds 105 on)" if scorers else ""),
+                 + (f"; text:sample/controls scored by {len(scorers)} fixed scorers ({', '.join(scorer_kinds)} "
+                    "kinds, seeds 105 on)" if scorers else ""),
                  ""]
         if modes:  # per-mode tables (none in an attribution-only run)
             lines.append(f"{'access':<11} {'null':<11} {'AUC':>6} {'TPR':>6} {'FPR':>10} {'FPR<=(95%)':>10}  "
