@@ -1075,7 +1075,9 @@ def lm_lineage_test(teacher: Any, suspect: Any, prompts: Any, *, references: Seq
         Null "controls" with sampled text (the default decoding then): at least 2 models that give log-likelihoods,
         none of them the teacher, the suspect or a control. The statistic is then the teacher's log-likelihood of
         each candidate's samples minus the scorers' mean, read beyond the nearest other candidate's (see
-        ``benchmarks/lm_lineage.py --scorers``); without scorers, the text signatures read three ways.
+        ``benchmarks/lm_lineage.py --scorers``); without scorers, the text signatures read three ways. Power depends
+        on them, validity does not: choose models like the teacher (its data, its family) and unlike the suspect's
+        likely data and architecture, which would expect the suspect's text as much as the teacher does.
 
     Returns
     -------

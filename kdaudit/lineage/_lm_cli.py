@@ -36,8 +36,8 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", metavar="PATH", action="append", default=[],
                    help="controls null, text access: a model that scores every candidate's sampled continuations "
                         "(repeatable, at least 2; not the teacher, the suspect or a control). With scorers the "
-                        "statistic is the teacher's likelihood of each candidate's samples relative to theirs "
-                        "(README, 'Lineage of language models')")
+                        "statistic is the teacher's likelihood of each candidate's samples relative to theirs; "
+                        "choose models like the teacher, unlike the suspect (README, 'Lineage of language models')")
     g.add_argument("--token-budget", type=int, default=None, help="most suspect tokens (charged at an upper bound)")
     g.add_argument("--journal", metavar="FILE", default=None,
                    help="write-ahead journal of the suspect's answers: a rerun pays for nothing answered before")
