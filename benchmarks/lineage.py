@@ -119,6 +119,7 @@ from kdaudit.lineage._test import (
     _typicality,
     _view,
     calibration_controls,
+    controls_in_suspects_place,
     holm_parent,
 )
 from kdaudit.metrics._agreement import kl_divergence, top1_agreement_score
@@ -603,13 +604,9 @@ def null_check(A, refs, suspects, probe_X, probe_y, mode: str, seed: int, n_pseu
         # the calibrating controls, chosen once: the choice is the same whatever the members' order
         near = calibration_controls(cal_stats, cstats) if cstats is not None else None
         # controls_mode="require" (per_teacher only: it costs a test per control): each control in the suspect's
-        # place, calibrated by the nearer half of the other controls and the suspect, as _negative_controls does
+        # place, calibrated by the nearer half of the other controls and the suspect, as the library does
         require = per_teacher is not None and calibrating
-        if require:
-            zc = []
-            for j in range(len(cstats)):
-                others = np.concatenate([np.delete(cstats, j, axis=0), cal_stats[None]])
-                zc.append(calibrate_by_controls(cstats[j], others[calibration_controls(cstats[j], others)]))
+        zc = controls_in_suspects_place(cstats, cal_stats) if require else []
         for k in range(min(n_pseudo, K)):
             order = [k] + [j for j in range(K) if j != k]
             variants = {"plain": stats[order]}

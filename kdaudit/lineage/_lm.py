@@ -613,8 +613,8 @@ def _scorer_statistics(teacher: Any, scorers: Sequence[Any], members: Sequence[A
     """(M, 1) statistics of the candidates (the suspect and the controls) under the controls null with scorers.
 
     Each candidate's samples get the teacher's log-likelihood minus the scorers' mean, in nats per character: how
-    much more the teacher expects this text than unrelated models do (the sampler's own sharpness, which moves
-    every scorer's likelihood alike, cancels). A candidate's kind moves that ratio too, so it is read beyond the
+    much more the teacher expects this text than the scorers do (the sampler's own sharpness, which moves every
+    scorer's likelihood alike, cancels). A candidate's kind moves that ratio too, so it is read beyond the
     ratio of its nearest other candidate: the one whose samples the scorers score most alike (mean squared
     difference of their per-character log-likelihoods; ties by the candidates' canonical order). The scorers are
     fixed and none is a candidate, so the map is the same for every candidate and the rank is exact.
@@ -623,15 +623,10 @@ def _scorer_statistics(teacher: Any, scorers: Sequence[Any], members: Sequence[A
     profile = np.array([[_loglik_per_char(sc, prompts, out) for out in member_outs] for sc in scorers])
     ratio = teacher_ll - profile.mean(axis=0)
     distance = ((profile[:, :, None] - profile[:, None, :]) ** 2).mean(axis=0)
-    order = _canonical(members, [_out_hash(out, "text") for out in member_outs])
-    rank = np.empty(len(members), dtype=np.int64)
-    rank[order] = np.arange(len(members))
-    peers = np.empty((len(members), SCORER_PEERS), dtype=np.int64)
-    for i in range(len(members)):
-        others = np.array([j for j in range(len(members)) if j != i])
-        peers[i] = others[np.lexsort((rank[others], distance[i, others]))][:SCORER_PEERS]
-    reading = ratio - ratio[peers].mean(axis=1)
-    return reading[:, None], ["loglik_ratio_to_scorers:beyond_nearest_peer"]
+    # each candidate's rank in the canonical order (the inverse of the order): ties never depend on the listing
+    rank = np.argsort(_canonical(members, [_out_hash(out, "text") for out in member_outs]))
+    reading = peer_relative(ratio[:, None], -distance, SCORER_PEERS, tiebreak=rank)
+    return reading, ["loglik_ratio_to_scorers:beyond_nearest_peer"]
 
 
 def _as_lm(obj: Any, what: str) -> Any:
@@ -967,7 +962,7 @@ def _assumptions(null: str, access: str, calibrated: bool = False, decoding: str
         own += (f"The {scorers} scorers are fixed models outside the test (neither the teacher, the suspect nor a "
                 "control); they score every candidate's samples alike, so the statistic is the same function for "
                 "the suspect and each control and the rank stays exact. A scorer may be any model; the test is "
-                "most sensitive when the scorers are unrelated to the teacher.",)
+                "most sensitive when the scorers are like the teacher and unlike the suspect.",)
     if calibrated:
         which = ("the controls most like the suspect (the nearer half, by their statistics with the whole pool; "
                  "listed in settings)" if nearest else "the controls")
@@ -996,7 +991,7 @@ def _methodology(null: str, access: str, sigs: Sequence[str], n: int, decoding: 
         return (f"On {n} prompts ({revealed}), the teacher and {scorers} scorers (fixed models outside the test) "
                 f"scored the continuations of the {ranked}. Each candidate's statistic is the teacher's "
                 "log-likelihood of its continuations minus the scorers' mean, in nats per character (how much more "
-                "the teacher expects this text than unrelated models do), minus the same statistic of its nearest "
+                "the teacher expects this text than the scorers do), minus the same statistic of its nearest "
                 "other candidate (the one whose continuations the scorers score most alike), so that a kind of model "
                 "close to the teacher does not count as derivation. The p-value is the suspect's rank among all "
                 "candidates, exact under exchangeability.")

@@ -53,8 +53,8 @@ LM_SIGNATURES: dict[str, str] = {
                             "choices common to all members count 0, a member's own choices count most",
     "loglik_ratio_to_scorers": "the teacher's log-likelihood of the candidate's continuations sampled at "
                                "temperature 1, minus the scorers' mean log-likelihood of them, in nats per character "
-                               "(how much more the teacher expects this text than models unrelated to it do: the "
-                               "sampler's own sharpness cancels); text access, null 'controls' with scorers",
+                               "(how much more the teacher expects this text than the scorers do: the sampler's "
+                               "own sharpness cancels); text access, null 'controls' with scorers",
 }
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)

@@ -415,6 +415,17 @@ def calibration_controls(stats: np.ndarray, controls: np.ndarray) -> np.ndarray:
     return nearer_half(stats, controls) if CALIBRATE_BY_NEAREST else np.arange(len(controls))
 
 
+def controls_in_suspects_place(cstats: np.ndarray, suspect: np.ndarray) -> list[np.ndarray]:
+    """Each control's statistics (``cstats`` (L, M, S)) calibrated as the suspect's (``suspect`` (M, S)) are: by the
+    controls most like it (:func:`calibration_controls`) among the other controls and the suspect, so that suspect
+    and controls are treated alike."""
+    out = []
+    for j in range(len(cstats)):
+        others = np.concatenate([np.delete(cstats, j, axis=0), suspect[None]])
+        out.append(calibrate_by_controls(cstats[j], others[calibration_controls(cstats[j], others)]))
+    return out
+
+
 def not_derived_reading(*, calibrated: bool, n_classes: int | None = None) -> str:
     """How to read a "not derived": what share of real students the test found on the benchmark zoos (issue 16), and
     for a two-class test (``n_classes == 2``) what more queries bought there."""
@@ -984,13 +995,9 @@ def _negative_controls(names: list[str], cstats: np.ndarray, a: Mapping[str, Any
     from scipy import stats as sps
 
     weights, two_sided = _combination(list(a["signatures"]), calibrated=calibrated)
-    suspect = a["typical_adjusted"]
+    per_control = controls_in_suspects_place(cstats, a["typical_adjusted"]) if calibrated else list(cstats)
     p_values, effects = [], []
-    for j in range(len(cstats)):
-        stats = cstats[j]
-        if calibrated:
-            others = np.concatenate([np.delete(cstats, j, axis=0), suspect[None]])
-            stats = calibrate_by_controls(stats, others[calibration_controls(stats, others)])
+    for stats in per_control:
         combined = combined_statistic(stats, weights, two_sided=two_sided)
         if len(combined) < 2:
             p_values.append(math.nan)
