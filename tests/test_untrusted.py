@@ -562,10 +562,24 @@ def test_two_audits_into_one_folder_do_not_interleave(tmp_path):
     threads = [threading.Thread(target=writer, args=(t,)) for t in (b"a", b"b")]
     for t in threads:
         t.start()
+    def read_set():
+        """The three files through one handle on the folder: the folder is swapped whole, so a reader that opens it
+        once sees one set (three opens by path could straddle a swap and mix two sets, whatever the writer does)."""
+        folder = os.open(out, os.O_RDONLY)
+        try:
+            got = set()
+            for n in ("results.json", "run.json", "report.html"):
+                fd = os.open(n, os.O_RDONLY, dir_fd=folder)
+                with os.fdopen(fd, "rb") as fh:
+                    got.add(fh.read())
+            return got
+        finally:
+            os.close(folder)
+
     for _ in range(200):  # a reader never sees a mixed set
         try:
-            got = {(out / n).read_bytes() for n in ("results.json", "run.json", "report.html")}
-        except FileNotFoundError:
+            got = read_set()
+        except FileNotFoundError:  # not written yet, or the old set removed while it was read
             continue
         assert len(got) == 1
     for t in threads:
