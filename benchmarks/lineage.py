@@ -713,6 +713,88 @@ def per_teacher_validity(log, A, refs, suspects, controls, probe_X, probe_y, mod
     return out
 
 
+def power_per_teacher(log, zoo: Zoo, members, student_kinds, suspects, controls, probe_X, probe_y, modes,
+                      seed: int, n_teachers: int, n_seeds: int) -> dict:
+    """The power over the draw of the teacher: each of the first ``n_teachers`` pool members in turn is the
+    teacher, with students of its own.
+
+    Every other table measures the power for students of teacher A, the teacher the test was developed on, and of B.
+    A teacher that sits near the middle of its recipe (its answers close to its siblings' mean) leaves its students
+    little of its own to inherit, so the power depends on the teacher. Here each member of the pool (A and its 39
+    references, ``members``, (name, module)) in turn is the teacher, the other 39 its references, as in the real
+    test; ``student_kinds`` ((kind, build(name, teacher, seed) -> module), ...) makes ``n_seeds`` students of each
+    kind from it, and the zoo's underived suspects (parent None) give each teacher's false-positive rate. Its
+    centrality: the root-mean-square distance of its probabilities from the other members' mean on the probes, ranked
+    among the members (1 = nearest the middle). Tests through :func:`array_test`, calibrated by the controls as the
+    library's default, and plain.
+    """
+    from scipy.stats import spearmanr
+
+    from kdaudit.metrics._resampling import Bootstrap
+
+    Xc, yc = _candidates(probe_X, probe_y, None, seed)
+    pool_all = np.stack([probs_of(m, Xc) for _, m in members]).astype(np.float64)
+    K = len(members)
+    C = np.stack([probs_of(m, Xc) for _, m in controls]).astype(np.float64)
+    cnames = [n for n, _ in controls]
+    students = []  # (teacher index, kind, module)
+    for t in range(n_teachers):
+        name, module = members[t]
+        for kind, build in student_kinds:
+            for s in range(n_seeds):
+                students.append((t, kind, build(name, module, seed=5000 + 10 * t + s)))
+    S = [probs_of(m, Xc).astype(np.float64) for _, _, m in students]
+    negatives = [probs_of(m, Xc).astype(np.float64) for _, _, parent, m in suspects if parent is None]
+    bootstrap = Bootstrap(n_replicates=0, seed=seed)
+    kinds = [k for k, _ in student_kinds]
+    out: dict = {}
+    for mode in modes:
+        access = ("top_k", int(mode.split(":")[1])) if mode.startswith("top_k") else (mode, None)
+        memo: dict = {}
+        idx = select_probes(disagreement_scores(pool_all, access=access[0]), N_PROBES, seed=seed)
+        dev = pool_all[:, idx, 1:]
+        others = (dev.sum(axis=0)[None] - dev) / (K - 1)
+        spread = np.sqrt(((dev - others) ** 2).mean(axis=(1, 2)))
+        centrality = np.argsort(np.argsort(spread, kind="stable"), kind="stable") + 1
+        log(f"== {mode}: each of the first {n_teachers} of the {K} pool members in turn as the teacher (the other "
+            f"{K - 1} its references), {n_seeds} students of each kind from it, and the zoo's {len(negatives)} "
+            "underived suspects ==")
+        res = {}
+        for key, title in (("cal", f"calibrated by the {len(controls)} controls"), ("plain", "plain test")):
+            res[key] = {"found": np.zeros((n_teachers, len(kinds)), dtype=int), "fp": np.zeros(n_teachers, dtype=int)}
+        for t in range(n_teachers):
+            order = [t] + [j for j in range(K) if j != t]
+            pool_t = pool_all[order]
+            for (ti, kind, _), probs in zip(students, S):
+                if ti != t:
+                    continue
+                r = array_test(pool_t, idx, probs, C, cnames, yc, access=access, memo=memo, bootstrap=bootstrap)
+                for key in res:
+                    res[key]["found"][t, kinds.index(kind)] += r[key][0] <= ALPHA
+            for probs in negatives:
+                r = array_test(pool_t, idx, probs, C, cnames, yc, access=access, memo=memo, bootstrap=bootstrap)
+                for key in res:
+                    res[key]["fp"][t] += r[key][0] <= ALPHA
+        for key, title in (("cal", f"calibrated by the {len(controls)} controls"), ("plain", "plain test")):
+            found, fp = res[key]["found"], res[key]["fp"]
+            per = found.sum(axis=1) / (len(kinds) * n_seeds)
+            rho = spearmanr(spread[:n_teachers], per).statistic if np.ptp(per) > 0 else float("nan")
+            log(f"  {title}: TPR {found.sum() / found.size / n_seeds:.3f} over {found.size * n_seeds} students of "
+                f"{n_teachers} teachers (" + "; ".join(f"{k} {found[:, j].sum()}/{n_teachers * n_seeds}"
+                                                      for j, k in enumerate(kinds))
+                + f"); FPR {fp.sum() / (n_teachers * len(negatives)):.3f} over {n_teachers} x {len(negatives)} "
+                f"underived suspects; per teacher TPR median {np.median(per):.2f}, range {per.min():.2f}-"
+                f"{per.max():.2f}; Spearman correlation of a teacher's TPR with its distance from the middle "
+                f"{rho:.2f}")
+            for t in range(n_teachers):
+                log(f"    {members[t][0]:<10} centrality {centrality[t]:>2}/{K} (rms distance {spread[t]:.4f}): "
+                    + ", ".join(f"{k} {found[t, j]}/{n_seeds}" for j, k in enumerate(kinds))
+                    + f"; false positives {fp[t]}/{len(negatives)}")
+            out[(mode, key)] = {"tpr": float(found.sum() / found.size / n_seeds),
+                                "fpr": float(fp.sum() / (n_teachers * len(negatives))), "per_teacher": per.tolist()}
+    return out
+
+
 def diagnose_references(log, teacher, refs, suspects, parent: str, probe_X, probe_y, mode: str, seed: int) -> None:
     """Why the plain test's power moved with K (issue 16): the same teacher against disjoint and overlapping subsets
     of its references, for three weightings of the joint fit (``pool_regression``) in the plain test's combination;
@@ -1157,7 +1239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-rows", default="2000,4000,8000,16000",
                     help="--part probes: numbers of held-out Adult test rows (each plus as many blends, as many probes "
                     "sent to the suspect)")
-    ap.add_argument("--part", choices=("all", "power", "tests", "fast", "diagnose", "probes", "teachers"),
+    ap.add_argument("--part", choices=("all", "power", "tests", "fast", "diagnose", "probes", "teachers",
+                                       "teacher-power"),
                     default="all",
                     help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests; 'fast' "
                     "(either task): every test and the attribution through the library's array-level analysis; "
@@ -1177,6 +1260,8 @@ def main(argv=None) -> int:
                     help="add this many negative controls of the teacher's own recipe (fresh seeds) to the controls")
     ap.add_argument("--boosting-controls", type=int, default=0,
                     help="(Adult) add this many gradient-boosted negative controls (fresh seeds) to the controls")
+    ap.add_argument("--teacher-count", type=int, default=10,
+                    help="--part teacher-power: how many pool members (A first) take the teacher's place in turn")
     ap.add_argument("--modes", default=None,
                     help="comma-separated access modes to run (default: all); results are written only for all")
     args = ap.parse_args(argv)
@@ -1291,6 +1376,37 @@ def main(argv=None) -> int:
         for mode in modes:
             log("")
             per_teacher_validity(log, A, refs, suspects, controls, probe.X, probe.y_true, mode, args.seed)
+        log(f"total wall time {time.perf_counter() - started:.0f}s")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
+    if args.part == "teacher-power":
+        from kdaudit._io import atomic_write_text
+
+        if args.task == "adult":
+            other, kt = recipe.arch(recipe.other_student_hidden), recipe.kd_training
+            label_arch = recipe.arch(recipe.labels_hidden)
+            T = float(recipe.base_temperature)
+            kinds = ((f"KD T={T:g}, {_mlp_name(recipe.other_student_hidden)}",
+                      lambda name, m, seed: zoo.kd(f"tp_{name}_kd_{seed}", m, other, seed, temperature=T, **kt)),
+                     (f"label-only extraction, {_mlp_name(recipe.labels_hidden)}",
+                      lambda name, m, seed: zoo.kd(f"tp_{name}_labels_{seed}", m, label_arch, seed,
+                                                   teacher_access="labels", **kt)))
+        else:
+            kinds = (("KD T=4, MLP-64", lambda name, m, seed: zoo.kd(f"tp_{name}_kd_{seed}", m, student_arch, seed,
+                                                                     temperature=4.0)),
+                     ("label-only extraction, MLP-64",
+                      lambda name, m, seed: zoo.kd(f"tp_{name}_labels_{seed}", m, student_arch, seed,
+                                                   teacher_access="labels")))
+        members = [("teacher_A", A)] + [(f"ref_{i:03d}", m) for i, m in enumerate(refs)]
+        log("")
+        log(f"power over the draw of the teacher: {len(refs)} references, {len(controls)} negative controls, "
+            f"{N_PROBES} probes chosen from the held-out rows plus as many mixup blends, exact rank p-values at "
+            f"alpha = {ALPHA}; students made for this table (seeds 5000 + 10 t + s), none used in development")
+        for mode in modes:
+            log("")
+            power_per_teacher(log, zoo, members, kinds, suspects, controls, probe.X, probe.y_true, [mode], args.seed,
+                              n_teachers=args.teacher_count, n_seeds=2)
         log(f"total wall time {time.perf_counter() - started:.0f}s")
         atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
         print(f"wrote {args.out}")

@@ -190,7 +190,13 @@ def _lineage(teacher: str, suspect: str) -> dict[str, Any]:
                            "p_values": [0.45, 0.05, 0.8, None], "effects": [0.1, 2.2, -0.7, None], "n_at_alpha": 1,
                            "share_at_alpha": 0.25, "expected_share": 0.05, "binomial_p": 0.185,
                            "suspect_rank_p_value": 0.2, "warning": None,
-                           "assumption": "controls are known not to be derived from the teacher"})
+                           "assumption": "controls are known not to be derived from the teacher"},
+        positive_controls={"n": 5, "names": [f"{suspect} student {i}" for i in range(5)],
+                           "p_values": [0.05, 0.05, 0.3, 0.05, 0.05],
+                           "verdicts": ["derived", "derived", "not derived", "derived", "derived"], "n_found": 4,
+                           "share_found": 0.8, "interval": [0.2836, 0.9949], "confidence_level": 0.95,
+                           "interval_method": "Clopper-Pearson",
+                           "assumption": "positive controls are known to be derived from the teacher"})
     return res.to_dict()
 
 

@@ -581,6 +581,16 @@ def test_cli_reports_negative_controls(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "negative controls (calibrate): " in printed and "without calibration by the controls: p " in printed
     assert json.loads(out.read_text())["negative_controls"]["n"] == 19
+    # students made from the teacher as positive controls: the share found is printed and recorded
+    for i in range(3):
+        _linear_file(tmp_path / f"student{i}.pt", z.W + 0.8 * E_T + 0.2 * z.perturbation())
+    positive = [*map(str, args_list), "--json", str(out), "--positive-control", str(tmp_path / "student*.pt")]
+    assert run_lineage_command(_parser().parse_args(positive)) == 0
+    printed = capsys.readouterr().out
+    pc = json.loads(out.read_text())["positive_controls"]
+    assert pc["n"] == 3 and f"positive controls: the test found {pc['n_found']} of 3 students made from" in printed
+    with pytest.raises(KDAuditError, match="--positive-control.*no --candidate"):
+        run_lineage_command(_parser().parse_args([*positive, "--candidate", teacher]))
 
 
 def test_controls_required_makes_the_verdict_use_the_larger_p_value(zoo):
@@ -733,3 +743,51 @@ def test_member_loglik_keeps_the_rank_p_value_exact(access, monkeypatch):
     p_null = np.array([_simulated(rng, K=19, N=40, derived=0.0, access=access)["p_value"] for _ in range(150)])
     assert np.mean(p_null <= 0.05) <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / 150)
     assert all(_simulated(rng, K=19, N=150, derived=0.6, access=access)["verdict"] == "derived" for _ in range(5))
+
+
+def test_positive_controls_measure_the_power_for_this_teacher(zoo):
+    """Students the owner made from the teacher, tested exactly as a suspect would be: each one's p-value is the one
+    its own lineage test gives, the suspect's result does not move, and a "not derived" quotes the share found."""
+    z, E_T, teacher, refs = zoo
+    X = _probes(300, seed=21)
+    rng = np.random.default_rng(5)
+    unrelated = [z.model(rng.normal(0, z.scale, z.W.shape), name=f"control {i}") for i in range(19)]
+    students = [z.model(w * E_T + (1 - w) * rng.normal(0, z.scale, z.W.shape), name=f"student <{i}>")
+                for i, w in enumerate([0.8, 0.6, 0.4, 0.05])]
+    suspect = z.model(rng.normal(0, z.scale, z.W.shape), name="unrelated suspect")
+    kw = {"references": refs, "n_probes": 300, "n_replicates": 0, "controls": unrelated}
+    r = lineage_test(teacher, suspect, X, positive_controls=students, **kw)
+    pc = r.positive_controls
+    alone = [lineage_test(teacher, s, X, **kw) for s in students]
+    assert pc["names"] == [s.name for s in students] and pc["p_values"] == [a.p_value for a in alone]
+    assert pc["verdicts"] == [a.verdict for a in alone] and 1 <= pc["n_found"] <= 3  # the nearly fresh one is missed
+    assert pc["n_found"] == sum(a.derived for a in alone) and pc["share_found"] == pc["n_found"] / 4
+    ci = sps.binomtest(pc["n_found"], 4).proportion_ci(confidence_level=0.95, method="exact")
+    assert pc["interval"] == pytest.approx([ci.low, ci.high]) and pc["interval_method"] == "Clopper-Pearson"
+    # the suspect's own test is untouched; its "not derived" says what the positive controls showed
+    plain = lineage_test(teacher, suspect, X, **kw)
+    assert (r.p_value, r.statistic, r.verdict) == (plain.p_value, plain.statistic, plain.verdict) == (
+        r.p_value, r.statistic, "not derived")
+    assert f"given as positive controls the test found {pc['n_found']}" in r.reason
+    assert json.loads(canonical_json(r.to_dict()))["positive_controls"]["n"] == 4
+    assert "positive_controls" not in plain.to_dict()
+    # with controls required, each positive control meets the same rule as the suspect
+    req = lineage_test(teacher, suspect, X, positive_controls=students, controls_mode="require", **kw)
+    alone_req = [lineage_test(teacher, s, X, controls_mode="require", **kw) for s in students]
+    assert req.positive_controls["p_values"] == [a.p_value for a in alone_req]
+
+
+def test_positive_controls_are_checked(zoo):
+    z, E_T, teacher, refs = zoo
+    X = _probes(100, seed=22)
+    suspect = z.model(z.perturbation(), name="suspect")
+    student = z.model(0.7 * E_T, name="student")
+    kw = {"references": refs, "n_probes": 100, "n_replicates": 0}
+    for bad, where in ((suspect, "the suspect"), (teacher, "the teacher"), (refs[3], "a reference")):
+        with pytest.raises(KDAuditError, match=rf"positive_controls\[1\].*{where} again"):
+            lineage_test(teacher, suspect, X, positive_controls=[student, bad], **kw)
+    with pytest.raises(KDAuditError, match="positive_controls.*students the owner made"):
+        lineage_test(teacher, suspect, X, positive_controls=student, **kw)
+    with pytest.raises(KDAuditError, match="positive_controls.*revealing at least"):
+        lineage_test(teacher, suspect, X, positive_controls=[z.model(0.7 * E_T, name="labels", access="labels")],
+                     **kw)

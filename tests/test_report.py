@@ -561,6 +561,17 @@ def test_info_findings_get_a_note_badge(results):
     assert all(_STATUS_TEXT[s] for s in STATUSES)
 
 
+def test_lineage_positive_controls_are_shown_and_escaped(page, evil_page, results, evil_results):
+    pc = results["comparisons"][0]["lineage"]["positive_controls"]
+    text = html_lib.unescape(page)
+    assert "Power for this teacher (positive controls found)" in text and "4 of 5 (95% interval 0.28 to 1.00)" in text
+    assert "Each positive control tested as if it were the suspect" in text and escape(pc["names"][2]) in page
+    assert "says little" not in text  # 4 of 5 found: the note about a weak test is not shown
+    for payload in PAYLOADS:  # names carry the suspect's (hostile) name: escaped like every user string
+        assert payload not in evil_page
+    assert str(escape(evil_results["comparisons"][0]["lineage"]["positive_controls"]["names"][0])) in evil_page
+
+
 def test_lineage_negative_controls_are_shown_and_escaped(page, evil_page, results, evil_results):
     nc = results["comparisons"][0]["lineage"]["negative_controls"]
     assert "Negative controls" in page and "1 of 4 (a calibrated test: about 0.05)" in page

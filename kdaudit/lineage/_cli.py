@@ -4,7 +4,7 @@ Two forms::
 
     kdaudit lineage --teacher T --suspect S --probes P [--probes P2 ...] [--reference R ...]
                     [--candidate T2[@REFS] ...] [--control C ... [--controls-mode check|calibrate|require]]
-                    [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
+                    [--positive-control P ...] [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
     kdaudit lineage --teacher DIR --suspect DIR|URL|FILE --prompts FILE [--reference DIR ...] [--control DIR ...]
                     [--suspect-access text|top-k:K] [--null references|controls]   (language models)
@@ -53,6 +53,10 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a negative control: a model known not to be derived from the teacher or any reference "
                            "(repeat; globs allowed). Tested like the suspect, to check this teacher's false-positive "
                            "rate against unrelated models")
+    test.add_argument("--positive-control", metavar="FILE", action="append", default=[],
+                      help="a positive control: a student you made from the teacher (repeat; globs allowed; loaded "
+                           "as the controls are: --trust-controls, --control-arch). Tested like the suspect; the "
+                           "share found is the test's power for this teacher, which a 'not derived' quotes")
     test.add_argument("--controls-mode", choices=CONTROLS_MODES, default=None,
                       help="what the controls do. check: reported beside the verdict; calibrate: every pool member's "
                            "statistics are scaled by their spread over the controls, so a teacher over-attractive "
@@ -190,6 +194,9 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     if getattr(args, "prompts", None):  # language models (kdaudit.lineage._lm_cli)
         from kdaudit.lineage._lm_cli import run_lm_lineage
 
+        if getattr(args, "positive_control", None):
+            raise invalid_argument("--positive-control", args.positive_control[0],
+                                   "none with --prompts (positive controls are for classifiers)")
         return run_lm_lineage(args)
     for opt in ("teacher", "suspect", "probes"):
         if not getattr(args, opt, None):
@@ -211,7 +218,11 @@ def run_lineage_command(args: argparse.Namespace) -> int:
     options = {"suspect_access": access_text, "alpha": args.alpha, "query_budget": args.query_budget,
                "n_probes": args.n_probes, "p_value_method": args.p_value_method, "seed": args.seed,
                "controls": controls, "controls_mode": _controls_mode(args)}
+    positives = [_load(f, args, "controls") for f in _expand(args.positive_control, "--positive-control")] or None
     if args.candidate:
+        if positives:
+            raise invalid_argument("--positive-control", args.positive_control[0],
+                                   "no --candidate (positive controls belong to one teacher's test)")
         candidates = candidate_pools(args.candidate, teacher, references, lambda f: _load(f, args, "candidates"))
         result = attribute(suspect, candidates, probes, **options)
         print(_attribution_text(result))
@@ -219,7 +230,7 @@ def run_lineage_command(args: argparse.Namespace) -> int:
             atomic_write_text(args.json, canonical_json(result.to_dict()))
         derived = result.parent != "none"
     else:
-        res = lineage_test(teacher, suspect, probes, references=references, **options)
+        res = lineage_test(teacher, suspect, probes, references=references, positive_controls=positives, **options)
         print(_result_text(res))
         if args.json:
             atomic_write_text(args.json, canonical_json(res.to_dict()))
@@ -256,6 +267,12 @@ def _result_text(r: Any) -> str:
         if nc.get("uncalibrated"):
             lines.append(f"  without calibration by the controls: p {_fmt(nc['uncalibrated']['p_value'])}, effect "
                          f"{_fmt(nc['uncalibrated']['effect'] if nc['uncalibrated']['effect'] is not None else math.nan)}")
+    pc = r.positive_controls
+    if pc:
+        from kdaudit.lineage._test import interval_text
+
+        lines.append(f"  positive controls: the test found {pc['n_found']} of {pc['n']} students made from the teacher "
+                     f"(power for this teacher, 95% interval {interval_text(pc['interval'])})")
     return "\n".join(lines)
 
 

@@ -82,6 +82,13 @@ CONTROLS_MODES = ("check", "calibrate", "require")
 #: noisy (relative standard error about 1/sqrt(2(L-1)): 16 % at 19, 24 % at 10), and 19 also let the suspect's rank
 #: among the controls reach p = 0.05
 MIN_CALIBRATION_CONTROLS = 19
+
+#: What a positive control's share found means, and what it does not.
+POSITIVE_ASSUMPTION = (
+    "positive controls are models known to be derived from the teacher (students the owner made from it), tested "
+    "exactly like the suspect (same pool, probes, access and calibration); the share the test finds estimates its "
+    "power for this teacher against suspects made like them, not against other kinds of derivation. They do not "
+    "enter the suspect's p-value")
 #: calibrate each member against the controls most like the suspect (the nearer half; see nearer_half) instead of all
 #: of them (False: all). A member's affinity to a whole family of models is then measured on
 #: that family: on the Adult zoo the calibrated test found 0.87 / 0.70 of teacher A's students (probabilities /
@@ -90,12 +97,18 @@ MIN_CALIBRATION_CONTROLS = 19
 CALIBRATE_BY_NEAREST = True
 #: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
 #: benchmarks/results/lineage_{adult,mnist}_fast_cpu.txt (plain) and lineage_{adult,mnist}_nearest_fast_cpu.txt
-#: (calibrated)).
+#: (calibrated): the development teacher A; lineage_{adult,mnist}_teacher_power_cpu.txt: 12 teachers drawn from the
+#: recipe, each with students of its own).
 NOT_DERIVED_POWER = {
     "plain": ("77-90 % of an image classifier's students (MNIST; labels, probabilities) but 20-30 % of a binary "
-              "tabular one's (UCI Adult), and none on a second tabular zoo of another recipe"),
+              "tabular one's (UCI Adult), and none on a second tabular zoo of another recipe, for the teacher it was "
+              "developed on; over 12 teachers drawn from the recipe, 69 % (MNIST, probabilities) and 10-15 % "
+              "(Adult)"),
     "calibrated": ("80-93 % of an image classifier's students (MNIST; probabilities, labels) and 70-87 % of a binary "
-                   "tabular one's (UCI Adult; 39-67 % on a second tabular zoo of another recipe)"),
+                   "tabular one's (UCI Adult; 39-67 % on a second tabular zoo of another recipe), for the teacher it "
+                   "was developed on; over 12 teachers drawn from the recipe, 73 % (MNIST, probabilities) and "
+                   "19-40 % (Adult; labels, probabilities), from 0 to 100 % by teacher: positive controls measure it "
+                   "for yours"),
 }
 #: what the test missed by kind on the tabular benchmark (held-out probes), quoted with every "not derived"
 NOT_DERIVED_MISSED = {
@@ -151,6 +164,9 @@ class LineageResult:
         Empty unless ``controls`` were given: each control's p-value and effect, how many reached ``alpha``, the
         binomial probability of that many under a calibrated test, and the suspect's rank among the controls'
         effects (see :func:`lineage_test`).
+    positive_controls : dict
+        Empty unless ``positive_controls`` were given: each one's p-value, how many the test found, and the
+        Clopper-Pearson interval of that share, the test's power for this teacher (see :func:`lineage_test`).
     """
 
     verdict: str
@@ -179,6 +195,7 @@ class LineageResult:
     methodology: str = ""
     probe_selection: Mapping[str, Any] = field(default_factory=dict)
     negative_controls: Mapping[str, Any] = field(default_factory=dict)
+    positive_controls: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def derived(self) -> bool:
@@ -217,6 +234,7 @@ class LineageResult:
             "methodology": self.methodology,
             "probe_selection": dict(self.probe_selection),
             **({"negative_controls": dict(self.negative_controls)} if self.negative_controls else {}),
+            **({"positive_controls": dict(self.positive_controls)} if self.positive_controls else {}),
         }
 
 
@@ -777,8 +795,8 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
                alpha: float, query_budget: int | None, n_probes: int | None, n_mixup: int | None, seed: int,
                p_value_method: str, n_replicates: int, batch_size: int, cache_dir: Any,
                controls: Sequence[Any] | None = None, controls_mode: str = "check", device: Any = None,
-               precision: str | None = None, memo: dict[bytes, np.ndarray] | None = None
-               ) -> tuple[dict[str, LineageResult], int]:
+               precision: str | None = None, memo: dict[bytes, np.ndarray] | None = None,
+               positive_controls: Sequence[Any] | None = None) -> tuple[dict[str, LineageResult], int]:
     """Shared core of :func:`lineage_test` (one pool) and :func:`attribute` (one pool per candidate).
 
     The probes are chosen once, by the disagreement of the union of all pools' distinct models, and the suspect is
@@ -823,6 +841,9 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
     suspect_name = str(getattr(suspect, "name", "suspect"))
     control_outputs = _control_outputs(controls, Xc[idx], n_classes=C, batch_size=batch_size, cache_dir=cache_dir,
                                        seed=seed, device=device, precision=precision)
+    positive_outputs = _control_outputs(positive_controls, Xc[idx], n_classes=C, batch_size=batch_size,
+                                        cache_dir=cache_dir, seed=seed, device=device, precision=precision,
+                                        argument="positive_controls")
     results = {}
     for cand, (pool, pool_access, names) in pool_arrays.items():
         access = _least(oracle.access, pool_access)
@@ -848,6 +869,14 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
                 _require_controls(a, negative_controls, alpha=alpha)
             elif negative_controls.get("warning"):
                 a["reason"] = f"{a['reason']}; caution: {negative_controls['warning']}"
+        positive: dict[str, Any] = {}
+        if positive_outputs is not None:
+            positive = _positive_controls(positive_outputs, pool[:, idx], access=access, y_true=y_sel, alpha=alpha,
+                                          p_value_method=p_value_method, probe_ids=idx, calibration=calibration,
+                                          nuisance=nuisance, memo=memo, seed=seed, controls_mode=controls_mode,
+                                          control_outputs=control_outputs, control_stats=control_stats)
+            if a["verdict"] == "not derived":
+                a["reason"] = f"{a['reason']}; {positive_reading(positive)}"
         results[cand] = LineageResult(
             verdict=a["verdict"], reason=a["reason"], p_value=a["p_value"], p_value_method=a["p_value_method"],
             p_value_exact=a["p_value_exact"], p_value_parametric=a["p_value_parametric"], alpha=alpha,
@@ -867,6 +896,7 @@ def _run_tests(pools: Mapping[str, Mapping[str, Any]], suspect: Any, probes: Any
                              "n_given": len(X), "n_mixup": len(Xc) - len(X), "n_selected": len(idx),
                              "n_selected_mixup": int(np.sum(idx >= len(X))), "seed": seed},
             negative_controls=negative_controls,
+            positive_controls=positive,
         )
     return results, oracle.queries
 
@@ -897,16 +927,20 @@ def _require_controls(a: dict[str, Any], nc: Mapping[str, Any], *, alpha: float)
 
 
 def _control_outputs(controls: Sequence[Any] | None, X: np.ndarray, *, n_classes: int, batch_size: int,
-                     cache_dir: Any, seed: int, device: Any = None, precision: str | None = None
-                     ) -> tuple[list[str], np.ndarray, tuple[str, int | None]] | None:
-    """Names, probabilities (n_controls, n_probes, C) and common access level of the negative controls."""
+                     cache_dir: Any, seed: int, device: Any = None, precision: str | None = None,
+                     argument: str = "controls") -> tuple[list[str], np.ndarray, tuple[str, int | None]] | None:
+    """Names, probabilities (n_controls, n_probes, C) and common access level of the negative controls (or, with
+    ``argument="positive_controls"``, of the positive controls)."""
     if not controls:
         return None
+    what = ("a list of models known not to be derived from the teacher" if argument == "controls" else
+            "a list of models known to be derived from the teacher (students the owner made from it)")
     if isinstance(controls, (str, bytes)) or not isinstance(controls, Sequence):
-        raise invalid_argument("controls", controls, "a list of models known not to be derived from the teacher")
-    models = {f"control_{i + 1:03d}": _adapter(m, f"control_{i + 1:03d}") for i, m in enumerate(controls)}
+        raise invalid_argument(argument, controls, what)
+    prefix = "control" if argument == "controls" else "positive"
+    models = {f"{prefix}_{i + 1:03d}": _adapter(m, f"{prefix}_{i + 1:03d}") for i, m in enumerate(controls)}
     if len({id(m) for m in models.values()}) != len(models):
-        raise invalid_argument("controls", "the same model object twice", "distinct models")
+        raise invalid_argument(argument, "the same model object twice", "distinct models")
     display = [str(getattr(m, "name", "") or key) for key, m in models.items()]
     result = _run_named(models, X, batch_size=batch_size, cache_dir=cache_dir, seed=seed, device=device,
                         precision=precision)
@@ -916,8 +950,59 @@ def _control_outputs(controls: Sequence[Any] | None, X: np.ndarray, *, n_classes
         access = _least(access, parse_access((str(o.access), o.top_k)) or access)
     probs = np.stack([np.asarray(result.outputs[key].probs, dtype=np.float64) for key in models])
     if probs.shape[2] != n_classes:
-        raise invalid_argument("controls", f"models with {probs.shape[2]} classes", f"{n_classes} classes")
+        raise invalid_argument(argument, f"models with {probs.shape[2]} classes", f"{n_classes} classes")
     return display, probs, access
+
+
+def _positive_controls(outputs: tuple[list[str], np.ndarray, tuple[str, int | None]], pool: np.ndarray, *,
+                       access: tuple[str, int | None], y_true: np.ndarray | None, alpha: float, p_value_method: str,
+                       probe_ids: np.ndarray, calibration: np.ndarray | None, nuisance: np.ndarray | None,
+                       memo: dict[bytes, np.ndarray], seed: int, controls_mode: str,
+                       control_outputs: tuple[list[str], np.ndarray, tuple[str, int | None]] | None,
+                       control_stats: np.ndarray | None) -> dict[str, Any]:
+    """Each positive control tested as the suspect is (:func:`_analyse` on the same pool, probes, access, controls'
+    calibration and, with ``controls_mode="require"``, the same rule), and the share found with its Clopper-Pearson
+    interval: the test's power for this teacher against students like them."""
+    from scipy import stats as sps
+
+    names, probs, p_access = outputs
+    if _ACCESS_ORDER[p_access[0]] < _ACCESS_ORDER[access[0]] or (
+            access[0] == p_access[0] == "top_k" and p_access[1] is not None and access[1] is not None
+            and p_access[1] < access[1]):
+        raise invalid_argument("positive_controls", f"models revealing {_access_text(p_access)}",
+                               f"positive controls revealing at least what the test uses ({_access_text(access)})")
+    p_values, verdicts = [], []
+    for j in range(len(probs)):
+        view = _view(probs[j], access)
+        a = _analyse(pool, view, view.argmax(axis=1), access=access, y_true=y_true, alpha=alpha,
+                     p_value_method=p_value_method, bootstrap=Bootstrap(n_replicates=0, seed=seed),
+                     probe_ids=probe_ids, calibration=calibration, nuisance=nuisance, memo=memo)
+        if controls_mode == "require" and control_outputs is not None and control_stats is not None:
+            nc = _negative_controls(control_outputs[0], control_stats, a, alpha=alpha, p_value_method=p_value_method,
+                                    calibrated=calibration is not None, mode=controls_mode)
+            _require_controls(a, nc, alpha=alpha)
+        p_values.append(_num(a["p_value"]))
+        verdicts.append(str(a["verdict"]))
+    n, found = len(names), sum(v == "derived" for v in verdicts)
+    interval = sps.binomtest(found, n).proportion_ci(confidence_level=0.95, method="exact")
+    return {"n": n, "names": names, "p_values": p_values, "verdicts": verdicts, "n_found": found,
+            "share_found": found / n, "interval": [float(interval.low), float(interval.high)],
+            "confidence_level": 0.95, "interval_method": "Clopper-Pearson", "assumption": POSITIVE_ASSUMPTION}
+
+
+def interval_text(interval: Sequence[float]) -> str:
+    """A share's interval with two decimals, rounded outward (the printed interval contains the computed one)."""
+    return f"{math.floor(interval[0] * 100) / 100:.2f}-{math.ceil(interval[1] * 100) / 100:.2f}"
+
+
+def positive_reading(pc: Mapping[str, Any]) -> str:
+    """How a "not derived" reads beside the positive controls' share found."""
+    text = (f"of {pc['n']} students made from the teacher and given as positive controls the test found "
+            f"{pc['n_found']} (its power for this teacher against students like them: 95% interval "
+            f"{interval_text(pc['interval'])})")
+    if pc["n_found"] * 2 < pc["n"]:
+        text += ", so it misses most such students and 'not derived' says little here"
+    return text
 
 
 def _resolve_controls_mode(mode: str | None, controls: Sequence[Any] | None) -> str:
@@ -1045,7 +1130,8 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
                  batch_size: int = 256, cache_dir: Any = None, seed: int = 0,
                  controls: Sequence[Any] | None = None, controls_mode: str | None = None, device: Any = None,
                  precision: str | None = None, memo: dict[bytes, Any] | None = None,
-                 lm_options: Mapping[str, Any] | None = None) -> Any:
+                 lm_options: Mapping[str, Any] | None = None,
+                 positive_controls: Sequence[Any] | None = None) -> Any:
     """Test whether ``suspect`` was derived (distilled, extracted, fine-tuned...) from ``teacher``.
 
     Language models (:class:`~kdaudit.models.LanguageModel` teacher and suspect, a prompt set as ``probes``) are
@@ -1114,6 +1200,14 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
         base the verdict on the larger of the pool p-value and the suspect's rank p-value among the controls, which
         is valid if either the references or the controls stand for the null (needs at least
         ``ceil(1/alpha) - 1`` controls).
+    positive_controls : sequence of models, optional
+        Positive controls: students the owner made from the teacher (by distillation, label-only extraction, ...),
+        tested exactly like the suspect (same pool, probes, access, calibration; no suspect queries). The power of
+        the test depends on the teacher: one that sits near the middle of its recipe leaves its students little of
+        its own to inherit (``benchmarks/results/lineage_*_teacher_power_cpu.txt``). The share of them the test
+        finds, with its Clopper-Pearson interval (``positive_controls`` of the result), is its power for *this*
+        teacher against students made like them, and a "not derived" verdict quotes it. They never enter the
+        suspect's p-value. Classifiers only.
 
     Returns
     -------
@@ -1122,6 +1216,9 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
     from kdaudit.lineage._lm import is_language_model, lm_lineage_test
 
     if is_language_model(teacher) or is_language_model(suspect):
+        if positive_controls:
+            raise invalid_argument("positive_controls", f"{len(positive_controls)} models",
+                                   "none for a language-model test (positive controls are for classifiers)")
         access = None if suspect_access is None else str(suspect_access).replace("-", "_")
         top_k = {}
         if access is not None and access.startswith("top_k:"):
@@ -1132,15 +1229,36 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
         return lm_lineage_test(teacher, suspect, probes, references=references, controls=controls, access=access,
                                alpha=alpha, query_budget=query_budget, n_prompts=n_probes, seed=seed,
                                **top_k, **dict(lm_options or {}))
+    _check_positive_controls(positive_controls, teacher=teacher, suspect=suspect, references=references,
+                             controls=controls)
     results, _ = _run_tests({"teacher": _named_pool(teacher, references)}, suspect, probes,
                             suspect_access=suspect_access, alpha=alpha, query_budget=query_budget,
                             n_probes=n_probes, n_mixup=n_mixup, seed=seed, p_value_method=p_value_method,
                             n_replicates=n_replicates, batch_size=batch_size, cache_dir=cache_dir,
                             controls=controls, controls_mode=controls_mode, device=device, precision=precision,
-                            memo=memo)
+                            memo=memo, positive_controls=positive_controls)
     result = results["teacher"]
     name = str(getattr(teacher, "name", "teacher") or "teacher")
     return _renamed(result, name)
+
+
+def _check_positive_controls(positive: Sequence[Any] | None, *, teacher: Any, suspect: Any,
+                             references: Sequence[Any] | None, controls: Sequence[Any] | None) -> None:
+    """Positive controls are models of their own: not the teacher, the suspect, a reference or a negative control
+    (a suspect counted as its own positive control would make the power look like the verdict)."""
+    if not positive:
+        return
+    if isinstance(positive, (str, bytes)) or not isinstance(positive, Sequence):
+        raise invalid_argument("positive_controls", positive,
+                               "a list of models known to be derived from the teacher (students the owner made from it)")
+    roles = {id(teacher): "the teacher", id(suspect): "the suspect"}
+    for group, role in ((references, "a reference"), (controls, "a negative control")):
+        if isinstance(group, Sequence) and not isinstance(group, (str, bytes)):
+            roles.update({id(m): role for m in group})
+    for i, m in enumerate(positive):
+        if id(m) in roles:
+            raise invalid_argument(f"positive_controls[{i}]", f"{roles[id(m)]} again",
+                                   "a model that is not the teacher, the suspect, a reference or a negative control")
 
 
 def _renamed(result: LineageResult, teacher: str) -> LineageResult:

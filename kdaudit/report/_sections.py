@@ -415,7 +415,7 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     used = {"verdict", "p_value", "p_value_method", "p_value_exact", "p_value_parametric", "alpha", "effect",
             "statistic", "reference_statistics", "signatures", "raw_similarity", "queries_used", "query_budget",
             "n_probes", "n_candidates", "n_references", "suspect_access", "pool_access", "teacher", "suspect",
-            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls",
+            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls", "positive_controls",
             "null_explained"}
     blocks: list[dict[str, Any]] = []
     index = _RowIndex(result_rows("lineage", sec, section_definitions(c.definitions, "lineage")))
@@ -543,6 +543,26 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
         blocks.append(_details("Negative controls, one by one", [_tbl(Table(
             "Each negative control tested as if it were the suspect", ["Control", "p-value", "Effect (reference SDs)"],
             rows, [False, True, True]))]))
+    pc = sec.get("positive_controls")
+    if isinstance(pc, Mapping) and pc.get("n"):
+        low, high = (pc.get("interval") or [None, None])[:2]
+        # two decimals, rounded outward: the printed interval still contains the computed one
+        span = (f" (95% interval {math.floor(float(low) * 100) / 100:.2f} to "
+                f"{math.ceil(float(high) * 100) / 100:.2f})" if low is not None and high is not None else "")
+        box["facts"].append(("Power for this teacher (positive controls found)",
+                             f"{fmt_count(pc.get('n_found'))} of {fmt_count(pc['n'])}{span}"))
+        notes = [f"Positive controls are students made from the teacher, tested exactly like the suspect (same "
+                 f"reference models, probes, access and calibration). The test found {fmt_count(pc.get('n_found'))} "
+                 f"of {fmt_count(pc['n'])}{span}: that is its power for this teacher against suspects made like "
+                 "them, and how much a 'not derived' verdict can say. They do not enter the suspect's p-value."]
+        if pc.get("n_found") is not None and 2 * int(pc["n_found"]) < int(pc["n"]):
+            notes.append("The test missed most of them: for this teacher, a 'not derived' verdict says little.")
+        blocks.append(_notes(notes, "Positive controls"))
+        rows = [[Cell(str(name)), Cell(fmt_number(pv, "p") if pv is not None else "n/a", "num"), Cell(str(v))]
+                for name, pv, v in zip(pc.get("names") or [], pc.get("p_values") or [], pc.get("verdicts") or [])]
+        blocks.append(_details("Positive controls, one by one", [_tbl(Table(
+            "Each positive control tested as if it were the suspect", ["Positive control", "p-value", "Verdict"],
+            rows, [False, True, False]))]))
     if sec.get("assumptions"):
         blocks.append(_notes(sec["assumptions"], "Assumptions behind the p-value"))
     if sec.get("methodology"):
