@@ -1245,7 +1245,9 @@ def main(argv=None) -> int:
                     help="adult: 'power' runs only the power-by-K table, 'tests' only the lineage tests; 'fast' "
                     "(either task): every test and the attribution through the library's array-level analysis; "
                     "'probes' (adult): power, attribution and null check by the number of probes (--probe-rows); "
-                    "'teachers' (either task): the false-positive rate of each reference in turn as the teacher")
+                    "'teachers' (either task): the false-positive rate of each reference in turn as the teacher; "
+                    "'teacher-power' (either task): the power over the draw of the teacher (--teacher-count members "
+                    "in turn as the teacher, each with students of its own)")
     ap.add_argument("--ks", default="19,39,99", help="numbers of references in the Adult power table")
     ap.add_argument("--regression-weight", type=float, default=None,
                     help="pool_regression's weight in the plain test's combined statistic (default: the library's, 0; "

@@ -4,7 +4,8 @@ Two forms::
 
     kdaudit lineage --teacher T --suspect S --probes P [--probes P2 ...] [--reference R ...]
                     [--candidate T2[@REFS] ...] [--control C ... [--controls-mode check|calibrate|require]]
-                    [--positive-control P ...] [--suspect-access probabilities|top-k:K|labels] [--alpha A] [--query-budget N] [--json OUT]
+                    [--positive-control P ...] [--suspect-access probabilities|top-k:K|labels] [--alpha A]
+                    [--query-budget N] [--json OUT]
     kdaudit lineage --verify MANIFEST --student FILE [--manifest-teacher NAME=FILE ...] [--json OUT]
     kdaudit lineage --teacher DIR --suspect DIR|URL|FILE --prompts FILE [--reference DIR ...] [--control DIR ...]
                     [--suspect-access text|top-k:K] [--null references|controls]   (language models)

@@ -415,8 +415,8 @@ def _lineage(sec: Mapping[str, Any], c: SectionContext) -> tuple[set[str], list[
     used = {"verdict", "p_value", "p_value_method", "p_value_exact", "p_value_parametric", "alpha", "effect",
             "statistic", "reference_statistics", "signatures", "raw_similarity", "queries_used", "query_budget",
             "n_probes", "n_candidates", "n_references", "suspect_access", "pool_access", "teacher", "suspect",
-            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls", "positive_controls",
-            "null_explained"}
+            "null_hypothesis", "assumptions", "methodology", "probe_selection", "negative_controls",
+            "positive_controls", "null_explained"}
     blocks: list[dict[str, Any]] = []
     index = _RowIndex(result_rows("lineage", sec, section_definitions(c.definitions, "lineage")))
 
