@@ -181,15 +181,25 @@ def test_rank_is_exact_under_exchangeability(zoo, null):
     the procedure (prompt selection included) treats every member alike, so under H0 the rank is uniform."""
     if null == "references":
         pool = [zoo["teacher"], *zoo["refs"][:9]]
-        ps = [lm_lineage_test(pool[i], zoo["unrelated"], zoo["prompts"], access="text",
-                              references=[m for j, m in enumerate(pool) if j != i], **_opts()).p_value
+        rs = [lm_lineage_test(pool[i], zoo["unrelated"], zoo["prompts"], access="text",
+                              references=[m for j, m in enumerate(pool) if j != i], **_opts())
               for i in range(len(pool))]
     else:
         pool = [zoo["unrelated"], *zoo["controls"][:9]]
-        ps = [lm_lineage_test(zoo["teacher"], pool[i], zoo["prompts"], access="text",
-                              controls=[m for j, m in enumerate(pool) if j != i], **_opts()).p_value
+        rs = [lm_lineage_test(zoo["teacher"], pool[i], zoo["prompts"], access="text",
+                              controls=[m for j, m in enumerate(pool) if j != i], **_opts())
               for i in range(len(pool))]
-    assert sorted(ps) == pytest.approx([k / 10 for k in range(1, 11)])
+    # every rotation computes the same statistics, only reordered: the seat does not change a member's value
+    first = sorted(rs[0].member_statistics)
+    assert all(sorted(r.member_statistics) == pytest.approx(first) for r in rs)
+    # each p-value is the member's rank with ties counted against it; distinct values give exactly 1/M..M/M. Two
+    # tiny models can write the same greedy text for every prompt (seen on one machine's floating point), and a
+    # tie gives both the larger p: conservative, never below the exact level
+    ps = [r.p_value for r in rs]
+    assert ps == [sum(x >= r.member_statistics[0] for x in r.member_statistics) / 10 for r in rs]
+    if len(set(first)) == len(first):
+        assert sorted(ps) == pytest.approx([k / 10 for k in range(1, 11)])
+    assert sum(p <= 0.1 for p in ps) <= 1
 
 
 def test_controls_null_with_scorers_finds_the_student(zoo):
