@@ -264,15 +264,36 @@ def build_zoo(zoo: Zoo, n_seeds: int, n_refs: int):
     return A, B, refs, suspects
 
 
-def build_controls(zoo: Zoo, n: int = 10, n_recipe: int = 0) -> list[tuple[str, torch.nn.Module]]:
-    """Negative controls an owner can make: other architectures trained on the owner's data (fresh seeds), and
-    ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept out of the pool)."""
+def build_controls(zoo: Zoo, n: int = 10, n_recipe: int = 0, n_student: int = 0) -> list[tuple[str, torch.nn.Module]]:
+    """Negative controls an owner can make: other architectures trained on the owner's data (fresh seeds),
+    ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept out of the pool) and
+    ``n_student`` students of such siblings (:func:`student_controls`)."""
     out = []
     for s in range(n):
         out.append((f"control_cnn_{s}", zoo.control(f"control_cnn_{s}", cnn_arch, 800 + s, zoo.own)))
         out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", student_arch, 850 + s, zoo.own)))
     out += [(f"control_recipe_{s}", zoo.control(f"control_recipe_{s}", teacher_arch, 900 + s, zoo.own))
             for s in range(n_recipe)]
+    return out + student_controls(zoo, n_student, lambda s: zoo.control(f"control_recipe_{s}", teacher_arch, 900 + s,
+                                                                          zoo.own),
+                                  lambda seed: mlp(784, 10, hidden=(48,), seed=seed),
+                                  lambda seed: mlp(784, 10, hidden=(96,), seed=seed), {})
+
+
+def student_controls(zoo: Zoo, n: int, sibling, kd_arch, labels_arch, training: dict) -> list[tuple[str, object]]:
+    """``n`` negative controls made like the suspects an owner fears: students distilled from siblings of the teacher
+    kept out of the pool (``sibling(s)``: the teacher's recipe with a fresh seed), alternately by KD at T = 2 into
+    ``kd_arch`` and by label-only extraction into ``labels_arch``, on the public rows. None of the zoo's students has
+    these architectures or that temperature. Not derived from the teacher or any reference, so valid controls."""
+    out = []
+    for s in range(n):
+        if s % 2 == 0:
+            name, model = f"sibstudent_kd_{s}", zoo.kd(f"sibstudent_kd_{s}", sibling(s), kd_arch, 7000 + s,
+                                                       temperature=2.0, **training)
+        else:
+            name, model = f"sibstudent_lab_{s}", zoo.kd(f"sibstudent_lab_{s}", sibling(s), labels_arch, 7100 + s,
+                                                        teacher_access="labels", **training)
+        out.append((name, model))
     return out
 
 
@@ -457,10 +478,11 @@ def adult_data():
 
 
 def build_adult_controls(zoo: Zoo, n: int = 10, recipe: AdultRecipe = ADULT_RECIPES[1], n_recipe: int = 0,
-                         n_boosting: int = 0) -> list[tuple[str, object]]:
+                         n_boosting: int = 0, n_student: int = 0) -> list[tuple[str, object]]:
     """Negative controls for the Adult teachers: other architectures on the owner's data (fresh seeds), trained as
     the owner trains its teacher, ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept
-    out of the pool) and ``n_boosting`` gradient-boosted models of teacher G's recipe with fresh seeds."""
+    out of the pool), ``n_boosting`` gradient-boosted models of teacher G's recipe with fresh seeds and ``n_student``
+    students of siblings kept out of the pool (:func:`student_controls`; MLP-24 at T = 2, label-only MLP-32)."""
     out = []
     for s in range(n):
         for tag, hidden, seed_base in recipe.control_hidden:
@@ -475,7 +497,13 @@ def build_adult_controls(zoo: Zoo, n: int = 10, recipe: AdultRecipe = ADULT_RECI
 
         out += [(f"control_hgb_{s}", zoo.get_sklearn(f"control_hgb_{s}", lambda s=s: fit_sklearn_control(
             hgb(recipe.seed_offset + 950 + s, **recipe.hgb_teacher), zoo.own))) for s in range(n_boosting)]
-    return out
+
+    def sibling(s: int):
+        return zoo.control(f"control_recipe_{s}", recipe.arch(recipe.teacher_hidden), recipe.seed_offset + 900 + s,
+                           zoo.own, **recipe.teacher_training)
+
+    return out + student_controls(zoo, n_student, sibling, recipe.arch((24,)), recipe.arch((32,)),
+                                  recipe.kd_training)
 
 
 def _copy_into(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
@@ -1262,6 +1290,11 @@ def main(argv=None) -> int:
                     help="add this many negative controls of the teacher's own recipe (fresh seeds) to the controls")
     ap.add_argument("--boosting-controls", type=int, default=0,
                     help="(Adult) add this many gradient-boosted negative controls (fresh seeds) to the controls")
+    ap.add_argument("--student-controls", type=int, default=0,
+                    help="add this many negative controls made like the feared suspects: students distilled from "
+                         "siblings of the teacher kept out of the pool (KD at T = 2 and label-only, alternately)")
+    ap.add_argument("--only-student-controls", action="store_true",
+                    help="use only the --student-controls as the controls (not the other architectures)")
     ap.add_argument("--teacher-count", type=int, default=10,
                     help="--part teacher-power: how many pool members (A first) take the teacher's place in turn")
     ap.add_argument("--modes", default=None,
@@ -1313,7 +1346,7 @@ def main(argv=None) -> int:
         zoo = Zoo(own, public, log, cache=recipe.cache, epochs=ADULT_EPOCHS)
         A, B, G, refs, refs_G, suspects = build_adult_zoo(zoo, n_seeds, max(n_refs, args.max_refs), recipe)
         controls = build_adult_controls(zoo, recipe=recipe, n_recipe=args.recipe_controls,
-                                        n_boosting=args.boosting_controls)
+                                        n_boosting=args.boosting_controls, n_student=args.student_controls)
         all_refs, refs = refs, refs[:n_refs]
         # the first 2,000 of the rows the students were distilled on, for the "public" probe scenario
         n_classes, public_probes = 2, public.subset(np.arange(2000))
@@ -1324,9 +1357,13 @@ def main(argv=None) -> int:
         log(f"data: MNIST-5k split own={len(own)} public={len(public)} probe={len(probe)} (stratified, seed 0)")
         zoo = Zoo(own, public, log)
         A, B, refs, suspects = build_zoo(zoo, n_seeds, n_refs)
-        controls = build_controls(zoo, n_recipe=args.recipe_controls)
+        controls = build_controls(zoo, n_recipe=args.recipe_controls, n_student=args.student_controls)
         G = refs_G = None
         all_refs, n_classes, public_probes = refs, 10, public
+    if args.only_student_controls:
+        if not args.student_controls:
+            ap.error("--only-student-controls needs --student-controls N")
+        controls = [c for c in controls if c[0].startswith("sibstudent_")]
     train_s = time.perf_counter() - t0
     acc = {n: float((probs_of(m, probe.X).argmax(1) == probe.y_true).mean()) for n, m in
            [("teacher_A", A), ("teacher_B", B), ("ref_000", refs[0])] + ([("teacher_G", G)] if G is not None else [])}

@@ -791,3 +791,33 @@ def test_positive_controls_are_checked(zoo):
     with pytest.raises(KDAuditError, match="positive_controls.*revealing at least"):
         lineage_test(teacher, suspect, X, positive_controls=[z.model(0.7 * E_T, name="labels", access="labels")],
                      **kw)
+
+
+def test_controls_made_like_the_suspects_find_the_students():
+    """Students share what extraction does to a model (here a common offset ``F``) beyond what they inherit. Against
+    controls of the teacher's kind that family trait hides the teacher's share; against controls that are students
+    of siblings kept out of the pool (train_student_controls), it is measured and removed: every student is found,
+    and students of other siblings (underived) are accused at about alpha."""
+    z = Zoo(3)
+    rng = np.random.default_rng(11)
+    E_T = z.perturbation()
+    teacher = z.model(E_T, name="teacher")
+    refs = [z.model(z.perturbation(), name=f"ref{i}") for i in range(19)]
+    F = rng.normal(0, 1.5 * z.scale, z.W.shape)
+
+    def student(E, name):
+        return z.model(0.25 * E + F + 0.5 * rng.normal(0, z.scale, z.W.shape), name=name)
+
+    X = _probes(300, seed=5)
+    recipe_like = [z.model(rng.normal(0, z.scale, z.W.shape), name=f"control {i}") for i in range(20)]
+    students_of_siblings = [student(rng.normal(0, z.scale, z.W.shape), f"sibling student {i}") for i in range(20)]
+    derived = [student(E_T, f"derived {i}") for i in range(6)]
+    underived = [student(rng.normal(0, z.scale, z.W.shape), f"underived {i}") for i in range(20)]
+    kw = {"references": refs, "n_probes": 300, "n_replicates": 0}
+
+    def found(suspects, controls):
+        return sum(lineage_test(teacher, s, X, controls=controls, **kw).derived for s in suspects)
+
+    assert found(derived, recipe_like) <= 2
+    assert found(derived, students_of_siblings) == 6
+    assert found(underived, students_of_siblings) <= 2  # about alpha of 20

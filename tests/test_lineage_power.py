@@ -10,7 +10,7 @@ import pytest
 from _arrays import softmax
 
 from kdaudit import KDAuditError
-from kdaudit.lineage import train_references
+from kdaudit.lineage import train_references, train_student_controls
 from kdaudit.lineage._signatures import RIDGE, compute_sums, statistics_from_totals
 
 
@@ -222,3 +222,23 @@ def test_not_derived_on_a_binary_task_says_more_queries_did_not_help(n_classes):
     assert a["verdict"] == "not derived"
     assert (BINARY_QUERIES_READING in a["reason"]) == (n_classes == 2)
     assert "failure to find evidence" in a["reason"]
+
+
+def _half(model, seed: int):
+    # a stand-in "extraction": what the student keeps of its parent, plus its own seed's noise
+    return 0.5 * model + 0.01 * np.random.default_rng(seed + 1).normal(size=3)
+
+
+def test_student_controls_are_students_of_fresh_siblings():
+    from concurrent.futures import ProcessPoolExecutor
+
+    made = train_student_controls(_recipe, [900, 901], _half)
+    assert [m.tolist() for m in made] == [_half(_recipe(s), s).tolist() for s in (900, 901)]
+    with ProcessPoolExecutor(max_workers=2) as ex:  # the composed recipe pickles
+        par = train_student_controls(_recipe, [900, 901], _half, executor=ex)
+    for a, b in zip(made, par):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(KDAuditError, match="extract"):
+        train_student_controls(_recipe, [900], None)
+    with pytest.raises(KDAuditError, match="teacher"):
+        train_student_controls(_recipe, [900, 1], _half, exclude=[1])

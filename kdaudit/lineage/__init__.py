@@ -20,7 +20,7 @@ from kdaudit.lineage._manifest import (
     write_manifest,
 )
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
-from kdaudit.lineage._references import train_references
+from kdaudit.lineage._references import train_references, train_student_controls
 from kdaudit.lineage._signatures import SIGNATURES
 from kdaudit.lineage._stats import (
     holm_adjust,
@@ -68,6 +68,7 @@ __all__ = [
     "read_manifest",
     "select_probes",
     "train_references",
+    "train_student_controls",
     "verify_manifest",
     "write_manifest",
 ]

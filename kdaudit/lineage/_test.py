@@ -1185,7 +1185,9 @@ def lineage_test(teacher: Any, suspect: Any, probes: Any, *, references: Sequenc
         Mixup blends, the random share of probes and the bootstrap.
     controls : sequence of models, optional
         Negative controls: models known not to be derived from the teacher or any reference (other architectures
-        or recipes trained on the teacher's data, public models). Each is tested exactly like the suspect (same
+        or recipes trained on the teacher's data, public models, and best, models made like the suspects feared:
+        students extracted from siblings of the teacher kept out of the pool, :func:`train_student_controls`;
+        README, "Lineage: power"). Each is tested exactly like the suspect (same
         probes, same access, no suspect queries). The result's ``negative_controls`` says how many reach ``alpha``
         (a calibrated teacher lets through about ``alpha`` of them) and ranks the suspect among them; the reason
         carries a caution when the controls show this teacher to be over-attractive to unrelated models.
