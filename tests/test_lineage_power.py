@@ -242,3 +242,52 @@ def test_student_controls_are_students_of_fresh_siblings():
         train_student_controls(_recipe, [900], None)
     with pytest.raises(KDAuditError, match="teacher"):
         train_student_controls(_recipe, [900, 1], _half, exclude=[1])
+
+
+def _compare_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lineage_power_compare.py"
+    spec = importlib.util.spec_from_file_location("lineage_power_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path.parent / "results"
+
+
+def test_teacher_power_comparison_reproduces_the_readme_table():
+    """README's student-controls table is re-derived from the committed records: the paired change on the held-out
+    Adult teachers and its teacher-bootstrap interval (issue 16)."""
+    compare, results = _compare_module()
+    lines = compare.compare(str(results / "lineage_adult_teacher_power_24_cpu.txt"),
+                            str(results / "lineage_adult_teacher_power_student_controls_cpu.txt"), "12-23")
+    text = "\n".join(lines)
+    assert "probabilities calibrated teachers 12-23 (12): TPR 0.458 -> 0.625 (+0.167 [+0.062, +0.292])" in text
+    assert "labels        calibrated teachers 12-23 (12): TPR 0.375 -> 0.583 (+0.208 [+0.042, +0.333])" in text
+    readme = (results.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "+0.17 [+0.06, +0.29]" in readme and "+0.21 [+0.04, +0.33]" in readme
+
+
+def test_teacher_power_comparison_pairs_teachers_and_refuses_different_students(tmp_path):
+    compare, _ = _compare_module()
+
+    def record(path, found, fps):
+        lines = ["== probabilities: each of the first 3 of the 40 pool members in turn as the teacher ==",
+                 "  calibrated by the 20 controls: TPR ..."]
+        lines += [f"    t{i}  centrality 1/40 (rms distance 0.01): KD T=4, MLP-16 {k}/2, label-only extraction, "
+                  f"MLP-16 0/2; false positives {fp}/10" for i, (k, fp) in enumerate(zip(found, fps))]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return str(path)
+
+    a = record(tmp_path / "a.txt", [0, 1, 2], [1, 0, 0])
+    b = record(tmp_path / "b.txt", [2, 1, 2], [1, 1, 0])
+    out = "\n".join(compare.compare(a, b, "0-2", draws=2000))
+    # 3 found of 12 -> 5 of 12; 1 of 30 -> 2 of 30; one teacher gains, none loses
+    assert "TPR 0.250 -> 0.417 (+0.167 [" in out and "FPR 0.033 -> 0.067 (+0.033 [" in out
+    assert "1 / 2 / 0" in out
+    lo = float(out.split("(+0.167 [")[1].split(",")[0])
+    assert 0.0 <= lo <= 0.167  # only teacher 0 moved: no resample can show a loss
+    c = tmp_path / "c.txt"
+    c.write_text(open(b).read().replace("t1 ", "tX "), encoding="utf-8")
+    with pytest.raises(SystemExit, match="different teachers"):
+        compare.compare(a, str(c), "0-2")
