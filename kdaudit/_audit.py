@@ -127,6 +127,7 @@ def audit(
     batch_size: int = 256,
     references: Sequence[Any] | None = None,
     controls: Sequence[Any] | None = None,
+    positive_controls: Sequence[Any] | None = None,
     roles: Mapping[str, str] | None = None,
     probes: Any = None,
     lineage_options: Mapping[str, Any] | None = None,
@@ -172,6 +173,10 @@ def audit(
     controls : sequence of models, optional
         Lineage negative controls: models known not to be derived from the teacher or any reference (see
         :func:`kdaudit.lineage_test`; with 19 or more the test is calibrated by them).
+    positive_controls : sequence of models, optional
+        Lineage positive controls: students the owner made from the teacher (distilled, extracted), each tested
+        exactly like every student; the lineage section then states the test's power for this teacher beside each
+        verdict (the share found, with its Clopper-Pearson interval). They never enter a student's p-value.
     roles : mapping, optional
         ``student name -> "student" | "control"``. A control (say, the student's architecture trained without the
         teacher) is audited like a student and reported beside it for comparison, labelled as a control, but the
@@ -216,7 +221,8 @@ def audit(
     lm = dispatch_lm(teacher, students, data, sections=sections, bootstrap=bootstrap, n_replicates=n_replicates,
                      policy=policy, seed=seed, section_options=section_options, config=config, progress=progress,
                      measure_cost=measure_cost, roles=roles, cache_dir=cache_dir, device=device, precision=precision,
-                     unsupported={"references": references, "controls": controls, "probes": probes,
+                     unsupported={"references": references, "controls": controls,
+                                  "positive_controls": positive_controls, "probes": probes,
                                   "executor": executor, "block_rows": block_rows})
     if lm is not None:  # language models: kdaudit._audit_lm
         return lm
@@ -230,6 +236,10 @@ def audit(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise invalid_argument("seed", seed, "an integer >= 0")
     has_refs = references is not None and len(references) > 0
+    if positive_controls is not None and len(positive_controls) and not has_refs:
+        raise invalid_argument("positive_controls", f"{len(positive_controls)} models",
+                               "positive controls only with references (they measure the lineage test's power, "
+                               "and the lineage test needs references)")
     reg = registry()
     chosen = _resolve_sections(sections, has_refs, reg)
     if sections is None and not source.sensitive_names:
@@ -286,7 +296,8 @@ def audit(
         reg=reg, comparisons=comparisons, section_objs=section_objs,
         timings=timings, boot=boot, section_options=section_options, lineage_options=lineage_options, seed=seed,
         batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir, references=references,
-        controls=controls, probes=probes, outputs=outputs, measure_cost=measure_cost, progress=progress)
+        controls=controls, probes=probes, outputs=outputs, measure_cost=measure_cost, progress=progress,
+        positive_controls=positive_controls)
 
     models_desc = [dict(to_jsonable(teacher_m.describe()), role="teacher")]
     models_desc += [dict(to_jsonable(s.describe()), role=role_of[s.name]) for s in student_ms]
@@ -299,6 +310,9 @@ def audit(
         for i, c in enumerate(controls or ()):
             ca = c if isinstance(c, ModelAdapter) else as_model(c, name=f"control{i + 1}")
             models_desc.append(dict(to_jsonable(ca.describe()), role="control"))
+        for i, c in enumerate(positive_controls or ()):
+            ca = c if isinstance(c, ModelAdapter) else as_model(c, name=f"positive_control{i + 1}")
+            models_desc.append(dict(to_jsonable(ca.describe()), role="positive control"))
 
     settings = {
         "sections": list(chosen),

@@ -13,6 +13,7 @@ Example (paths are relative to the config file)::
         - {path: models/vendor.onnx, access: labels, query_budget: 5000}   # audited as a labels-only black box
       references: [models/ref_seed1.pt, models/ref_seed2.pt]   # optional: lineage references
       controls: [models/cnn_seed1.pt, models/cnn_seed2.pt]   # optional: lineage negative controls (not derived)
+      positive_controls: [models/own_student1.pt]   # optional: students made from the teacher (the test's power)
     data:
       dataset: adult                 # bundled: adult, digits, mnist5k; or `path:` to .npz/.csv/.parquet
       split: test
@@ -89,7 +90,7 @@ DATA_SUFFIXES = (".npz", ".csv", ".parquet")
 
 _TOP_KEYS = ("task", "name", "models", "data", "probes", "sensitive", "sections", "seed", "bootstrap", "batch_size",
              "device", "precision", "cache_dir", "policy", "out", "lineage", "section_options", "executor")
-_MODELS_KEYS = ("teacher", "students", "references", "controls")
+_MODELS_KEYS = ("teacher", "students", "references", "controls", "positive_controls")
 _MODEL_KEYS = ("path", "name", "kind", "trust", "arch", "arch_kwargs", "output", "access", "query_budget", "options",
                "role")
 _DATA_KEYS = ("dataset", "split", "flat", "path", "features", "label", "sensitive", "id", "classes", "rows", "name")
@@ -385,6 +386,7 @@ class AuditConfig:
     data: DataSpec
     references: tuple[ModelSpec, ...] = ()
     controls: tuple[ModelSpec, ...] = ()
+    positive_controls: tuple[ModelSpec, ...] = ()
     probes: tuple[DataSpec, ...] = ()
     sensitive: tuple[str, ...] | None = None
     sections: tuple[str, ...] = DEFAULT_SECTIONS
@@ -426,6 +428,8 @@ class AuditConfig:
             d["models"]["references"] = [m.to_dict(b) for m in self.references]
         if self.controls:
             d["models"]["controls"] = [m.to_dict(b) for m in self.controls]
+        if self.positive_controls:
+            d["models"]["positive_controls"] = [m.to_dict(b) for m in self.positive_controls]
         if self.probes:
             d["probes"] = [spec.to_dict(b) for spec in self.probes]
         if self.sensitive is not None:
@@ -655,6 +659,11 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         raise ctx.error("models.controls", [m.name or str(m.path) for m in controls][:3],
                         "negative controls only with models.references (they check the lineage test, which needs "
                         "references)")
+    positive = _parse_models(models.get("positive_controls"), "models.positive_controls", ctx, required=False)
+    if positive and not references:
+        raise ctx.error("models.positive_controls", [m.name or str(m.path) for m in positive][:3],
+                        "positive controls only with models.references (they measure the power of the lineage "
+                        "test, which needs references)")
     data = _parse_data(top["data"], "data", ctx)
     probes: tuple[DataSpec, ...] = ()
     if top.get("probes") is not None:
@@ -733,12 +742,13 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         sa = lineage["suspect_access"]
         if not _access_ok(sa):
             raise ctx.error("lineage.suspect_access", sa, "'probabilities', 'top_k:K' (K >= 1) or 'labels'")
-    names = [m.name for m in teacher + students + references + controls if m.name is not None]
+    names = [m.name for m in teacher + students + references + controls + positive if m.name is not None]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ctx.error("models", dup[0], "distinct model names (this name is used twice)")
     return AuditConfig(teacher=teacher, students=students, data=data, references=references, controls=controls,
-                       probes=probes, sensitive=sensitive, sections=tuple(sections), seed=seed, n_replicates=n_rep,
+                       positive_controls=positive, probes=probes, sensitive=sensitive, sections=tuple(sections),
+                       seed=seed, n_replicates=n_rep,
                        level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
                        precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
                        lineage=dict(lineage), section_options=_section_options(top, ctx),

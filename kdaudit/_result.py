@@ -242,7 +242,7 @@ def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, inputs_
                     section_objs: dict[str, dict[str, Any]], timings: dict[str, Any], boot: Any,
                     section_options: Mapping[str, Any], lineage_options: Mapping[str, Any] | None, seed: int,
                     batch_size: int, device: Any, precision: Any, cache_dir: Any, references: Any, controls: Any,
-                    probes: Any, outputs: Any, measure_cost: bool, progress: bool
+                    probes: Any, outputs: Any, measure_cost: bool, progress: bool, positive_controls: Any = None
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every chosen section that works on the models rather than row by row (``stream = False``: cost, lineage, a
     language-model section asked of classifiers), through one loop: the skip rule per student, then the section's
@@ -273,7 +273,8 @@ def _model_sections(teacher_m: Any, student_ms: list[Any], data: Any, *, inputs_
         context = ModelContext(
             teacher=teacher_m, students=tuple(able), data=data, options=options, bootstrap=boot, seed=seed,
             batch_size=batch_size, device=device, precision=precision, cache_dir=cache_dir,
-            references=tuple(references or ()), controls=tuple(controls or ()), probes=probes, outputs=outputs,
+            references=tuple(references or ()), controls=tuple(controls or ()),
+            positive_controls=tuple(positive_controls or ()), probes=probes, outputs=outputs,
             measure_cost=measure_cost, progress=lambda message: _progress(progress, message))
         out = sec.compute_models(context)
         if out is not None:

@@ -35,8 +35,9 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
         return _audit_lm_config(cfg, out_dir=out_dir, save=save, progress=progress, **overrides)
     _progress(progress, f"loading data ({cfg.data.dataset or cfg.data.path})")
     data = cfg.load_data()
-    _progress(progress, f"loading {len(cfg.teacher) + len(cfg.students) + len(cfg.references) + len(cfg.controls)} "
-                        "models")
+    n_models = (len(cfg.teacher) + len(cfg.students) + len(cfg.references) + len(cfg.controls)
+                + len(cfg.positive_controls))
+    _progress(progress, f"loading {n_models} models")
     teachers = [cfg.load_model(m) for m in cfg.teacher]
     students = {}
     roles: dict[str, str] = {}
@@ -55,11 +56,12 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
             roles[name] = spec.role
     references = [cfg.load_model(m) for m in cfg.references] or None
     controls = [cfg.load_model(m) for m in cfg.controls] or None
+    positive_controls = [cfg.load_model(m) for m in cfg.positive_controls] or None
     probes = [spec.load() for spec in cfg.probes] or None
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "controls": controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
+        "controls": controls, "positive_controls": positive_controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
         "config": cfg.to_dict(),
         # the CLI's --option values override the config's, option by option
         "section_options": _merged(cfg.section_options, overrides.pop("section_options", None)) or None,

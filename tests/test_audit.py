@@ -173,6 +173,7 @@ def test_ensemble_teacher_sections_subset_and_policy(setup):
     [({"sections": ["agreemnt"]}, "sections"),
      ({"sections": ["lineage"]}, "references"),
      ({"seed": -1}, "seed"),
+     ({"positive_controls": [object()]}, r"'positive_controls' got '1 models'.*only with references"),
      ({"section_options": {"nope": {}}}, "section_options")],
 )
 def test_bad_arguments(setup, kwargs, match):

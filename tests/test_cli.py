@@ -180,11 +180,33 @@ def test_audit_command_with_lineage_references(project):
     assert main(["audit", str(project / "controls.yaml"), "--out", str(project / "ctl"), "--quiet"]) == 0
     results = json.loads((project / "ctl" / "results.json").read_text())
     nc = results["comparisons"][0]["lineage"]["negative_controls"]
+    nc_p, nc_verdict = results["comparisons"][0]["lineage"]["p_value"], results["comparisons"][0]["lineage"]["verdict"]
     assert nc["n"] == 19 and nc["calibrated"] and nc["names"][3] == "control3"
     assert [m["role"] for m in results["models"]].count("control") == 19
     assert results["config"]["models"]["controls"][0]["name"] == "control0"
     html = (project / "ctl" / "report.html").read_text()
     assert "Calibrated by the negative controls" in html and "control18" in html
+    # positive controls from the config: students the owner made from the teacher, tested like each student
+    positives = []
+    for i in range(3):
+        path = project / "models" / f"own_student{i}.safetensors"
+        save_file(mlp(4, 2, hidden=[8], seed=90 + i).state_dict(), str(path))
+        positives.append({**teacher, "path": f"models/own_student{i}.safetensors", "name": f"own student <{i}>"})
+    cfg["models"]["positive_controls"] = positives
+    (project / "positive.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["audit", str(project / "positive.yaml"), "--out", str(project / "pos"), "--quiet"]) == 0
+    results = json.loads((project / "pos" / "results.json").read_text())
+    lin = results["comparisons"][0]["lineage"]
+    pc = lin["positive_controls"]
+    assert pc["n"] == 3 and pc["names"] == [p["name"] for p in positives] and len(pc["p_values"]) == 3
+    assert 0 <= pc["n_found"] <= 3 and len(pc["interval"]) == 2
+    # the student's own test does not move
+    assert lin["p_value"] == nc_p and lin["verdict"] == nc_verdict
+    assert [m["role"] for m in results["models"]].count("positive control") == 3
+    assert results["config"]["models"]["positive_controls"][2]["name"] == "own student <2>"
+    html = (project / "pos" / "report.html").read_text()
+    assert "Power for this teacher" in html and "3 positive controls of the lineage test" in html
+    assert "own student &lt;2&gt;" in html and "own student <2>" not in html
 
 
 def test_lineage_command_is_wired(capsys):

@@ -51,6 +51,21 @@ def test_negative_controls_and_their_mode_round_trip(files):
     assert parse(d, files).to_dict() == d
 
 
+def test_positive_controls_round_trip_and_need_references(files):
+    models = {"teacher": "t.pt", "students": "s1.pt", "references": ["ref.pt"],
+              "positive_controls": [{"path": "s1.pt", "name": "own student"}, "ref.pt"]}
+    c = parse(cfg(models=models), files)
+    assert [m.name for m in c.positive_controls] == ["own student", None]
+    d = c.to_dict()
+    assert d["models"]["positive_controls"] == [{"path": "s1.pt", "name": "own student"}, {"path": "ref.pt"}]
+    assert parse(d, files).to_dict() == d
+    with pytest.raises(ConfigError, match=r"'models\.positive_controls' got \['own student'.*only with models\.references"):
+        parse(cfg(models={"teacher": "t.pt", "students": "s1.pt", "positive_controls": models["positive_controls"]}),
+              files)
+    with pytest.raises(ConfigError, match=r"distinct model names"):
+        parse(cfg(models={**models, "students": [{"path": "s1.pt", "name": "own student"}]}), files)
+
+
 def test_references_enable_lineage_by_default(files):
     c = parse(cfg(models={"teacher": ["t.pt", "t.pt"], "students": "s1.pt", "references": ["ref.pt"]}), files)
     assert len(c.teacher) == 2 and "lineage" in c.sections

@@ -54,7 +54,8 @@ SECTION_INTROS = {
 }
 _STATUS_TEXT = {"pass": "Pass", "warn": "Warning", "fail": "Fail", "skipped": "Not judged", "info": "Note",
                 "n/a": "No rule"}
-_ROLE_ORDER = {"teacher": 0, "student": 1, "control": 2, "reference": 3, "negative control": 4}
+_ROLE_ORDER = {"teacher": 0, "student": 1, "control": 2, "reference": 3, "negative control": 4,
+               "positive control": 5}
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

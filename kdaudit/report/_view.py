@@ -114,7 +114,7 @@ def _verdict(status: str, findings: list[dict[str, Any]], policy_name: str, who:
 
 # ------------------------------------------------------------------------------------------------ models & data
 _ROLE_LABELS = {"teacher": "teacher", "student": "student", "control": "control", "reference": "reference",
-                "negative control": "negative control"}
+                "negative control": "negative control", "positive control": "positive control"}
 
 
 def _disk(m: Mapping[str, Any]) -> str:
@@ -759,6 +759,7 @@ def build_context(results: Mapping[str, Any], run_info: Mapping[str, Any] | None
         "main_models": [m for m in models if m["role"] in ("teacher", "student", "control")],
         "reference_models": [m for m in models if m["role"] == "reference"],
         "negative_controls": [m for m in models if m["role"] == "negative control"],
+        "positive_controls": [m for m in models if m["role"] == "positive control"],
         "data": data,
         "comparisons": [c for c in comparisons if c["role"] == "student"],
         "control_comparisons": [c for c in comparisons if c["role"] != "student"],

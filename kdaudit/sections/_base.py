@@ -178,6 +178,9 @@ class ModelContext:
         The audit's; one device and precision for every model the section runs (references and controls too).
     references, controls : tuple of models
         Lineage's pool: models exchangeable with the teacher, and negative controls.
+    positive_controls : tuple of models
+        Lineage's positive controls: students the owner made from the teacher, tested like each student to measure
+        the test's power for this teacher (:func:`kdaudit.lineage_test`).
     probes : optional
         Lineage probe inputs (None: the audit rows).
     outputs : Outputs, optional
@@ -201,6 +204,7 @@ class ModelContext:
     cache_dir: Any = None
     references: tuple[Any, ...] = ()
     controls: tuple[Any, ...] = ()
+    positive_controls: tuple[Any, ...] = ()
     probes: Any = None
     outputs: Any = None
     measure_cost: bool = True

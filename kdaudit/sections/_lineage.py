@@ -40,6 +40,8 @@ def compute_lineage(context: ModelContext) -> ModelResults:
                        "n_replicates": context.bootstrap.n_replicates,  # the audit's replicates reach every section
                        **dict(context.options)}
             by_student[student.name] = lineage_test(context.teacher, student, probe_data, references=references,
-                                                    controls=list(context.controls) or None, **options)
+                                                    controls=list(context.controls) or None,
+                                                    positive_controls=list(context.positive_controls) or None,
+                                                    **options)
             timings[f"{student.name}/lineage"] = time.perf_counter() - t0
     return ModelResults(by_student=by_student, timings=timings)
