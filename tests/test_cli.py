@@ -147,14 +147,19 @@ def test_config_access_restricts_what_the_audit_sees(project):
     assert not results["comparisons"][0]["calibration"]["available"]  # no probabilities, no calibration
 
 
+def _saved_mlps(project, teacher, stem: str, seeds, name=lambda i: f"ref{i}") -> list[dict]:
+    """MLPs of the teacher's architecture saved under models/ as safetensors, as config model specs."""
+    specs = []
+    for i, seed in enumerate(seeds):
+        save_file(mlp(4, 2, hidden=[8], seed=seed).state_dict(), str(project / "models" / f"{stem}{i}.safetensors"))
+        specs.append({**teacher, "path": f"models/{stem}{i}.safetensors", "name": name(i)})
+    return specs
+
+
 def test_audit_command_with_lineage_references(project):
     cfg = yaml.safe_load((project / "audit.yaml").read_text())
     teacher = cfg["models"]["teacher"]
-    refs = []
-    for i in range(4):
-        path = project / "models" / f"ref{i}.safetensors"
-        save_file(mlp(4, 2, hidden=[8], seed=50 + i).state_dict(), str(path))
-        refs.append({**teacher, "path": f"models/ref{i}.safetensors", "name": f"ref{i}"})
+    refs = _saved_mlps(project, teacher, "ref", range(50, 54))
     cfg["models"]["references"] = refs
     cfg["sections"] = ["agreement", "lineage"]
     cfg["lineage"] = {"p_value_method": "parametric", "n_probes": 60}
@@ -186,12 +191,8 @@ def test_audit_command_with_lineage_references(project):
     assert results["config"]["models"]["controls"][0]["name"] == "control0"
     html = (project / "ctl" / "report.html").read_text()
     assert "Calibrated by the negative controls" in html and "control18" in html
-    # positive controls from the config: students the owner made from the teacher, tested like each student
-    positives = []
-    for i in range(3):
-        path = project / "models" / f"own_student{i}.safetensors"
-        save_file(mlp(4, 2, hidden=[8], seed=90 + i).state_dict(), str(path))
-        positives.append({**teacher, "path": f"models/own_student{i}.safetensors", "name": f"own student <{i}>"})
+    # positive controls from the config (here stand-ins: the plumbing, not the power), tested like each student
+    positives = _saved_mlps(project, teacher, "own_student", range(90, 93), name=lambda i: f"own student <{i}>")
     cfg["models"]["positive_controls"] = positives
     (project / "positive.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["audit", str(project / "positive.yaml"), "--out", str(project / "pos"), "--quiet"]) == 0
