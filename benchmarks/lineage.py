@@ -176,7 +176,9 @@ class Zoo:
         else:
             t0 = time.perf_counter()
             model = build()
-            sio.dump(model, path)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            sio.dump(model, tmp)
+            os.replace(tmp, path)
             self.log(f"  trained {name} in {time.perf_counter() - t0:.1f}s")
         self.models[name] = model
         return model
@@ -192,7 +194,9 @@ class Zoo:
         else:
             t0 = time.perf_counter()
             module = build(module)
-            torch.save(module.state_dict(), path)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic: runs side by side share the cache
+            torch.save(module.state_dict(), tmp)
+            os.replace(tmp, path)
             self.log(f"  trained {name} in {time.perf_counter() - t0:.1f}s")
         self.models[name] = module
         return module
