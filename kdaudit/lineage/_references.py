@@ -90,8 +90,8 @@ def train_student_controls(recipe: Callable[[int], Any], seeds: Iterable[int],
     student does to a model. Calibrated by them, the test reads the suspect against models of its own kind. On the
     benchmark zoos (``benchmarks/lineage.py --part teacher-power --student-controls 20``), 20 such controls added
     to 20 of other architectures raised the share of students found over 24 teachers of UCI Adult from 0.43 to
-    0.66 (probabilities) and from 0.28 to 0.49 (labels), and over 12 teachers of a second Adult recipe that played
-    no part in developing them from 0.44 to 0.875 and from 0.60 to 0.81, the false-positive rate over teachers
+    0.66 (probabilities) and from 0.28 to 0.49 (labels), and over 24 teachers of a second Adult recipe that played
+    no part in developing them from 0.51 to 0.77 and from 0.62 to 0.81, the false-positive rate over teachers
     staying at 0.04-0.05; on MNIST-5k it moved within noise. 20 were as good as 40. README, "Lineage: power".
 
     Parameters
