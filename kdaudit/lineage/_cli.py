@@ -53,7 +53,9 @@ def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--control", metavar="FILE", action="append", default=[],
                       help="a negative control: a model known not to be derived from the teacher or any reference "
                            "(repeat; globs allowed). Tested like the suspect, to check this teacher's false-positive "
-                           "rate against unrelated models")
+                           "rate against unrelated models; with 19 or more the test is calibrated by them. Students "
+                           "extracted from siblings of the teacher that are not references (Python: "
+                           "kdaudit.lineage.train_student_controls) raise the power most")
     test.add_argument("--positive-control", metavar="FILE", action="append", default=[],
                       help="a positive control: a student you made from the teacher (repeat; globs allowed; loaded "
                            "as the controls are: --trust-controls, --control-arch). Tested like the suspect; the "
