@@ -77,9 +77,11 @@ def test_train_references_sequential_and_parallel_agree():
     seq = train_references(_recipe, [100, 101, 102])
     with ThreadPoolExecutor(max_workers=2) as ex:
         par = train_references(_recipe, [100, 101, 102], executor=ex)
+    engine = train_references(_recipe, [100, 101, 102], executor="local")  # the audit's executors (train_pool)
     assert len(seq) == 3
-    for a, b in zip(seq, par):
+    for a, b, c in zip(seq, par, engine):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
     assert not np.array_equal(seq[0], seq[1])
 
 
@@ -237,6 +239,8 @@ def test_student_controls_are_students_of_fresh_siblings():
     with ProcessPoolExecutor(max_workers=2) as ex:  # the composed recipe pickles
         par = train_student_controls(_recipe, [900, 901], _half, executor=ex)
     for a, b in zip(made, par):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(made, train_student_controls(_recipe, [900, 901], _half, executor="local")):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(KDAuditError, match="extract"):
         train_student_controls(_recipe, [900], None)

@@ -120,6 +120,16 @@ def _recipe(seed):
     return mlp(5, 3, hidden=(4,), seed=seed)
 
 
+def _halved(model, seed):
+    # a stand-in extraction: the sibling's weights halved (deterministic, picklable)
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    return model
+
+
 def test_pool_trained_as_ray_tasks_equals_local(pools):
     import torch
 
@@ -127,4 +137,14 @@ def test_pool_trained_as_ray_tasks_equals_local(pools):
     local = train_pool(_recipe, [5, 6, 7])
     for a, b in zip(remote, local):
         for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.equal(pa, pb)
+    # the lineage helpers take the same executor: references, and student controls (sibling -> student)
+    from kdaudit.lineage import train_references, train_student_controls
+
+    for a, b in zip(train_references(_recipe, [5, 6, 7], executor=pools[1]), local):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.equal(pa, pb)
+    students = train_student_controls(_recipe, [8, 9], _halved, executor=pools[1])
+    for seed, m in zip([8, 9], students):
+        for pa, pb in zip(m.parameters(), _halved(_recipe(seed), seed).parameters()):
             assert torch.equal(pa, pb)
