@@ -304,15 +304,11 @@ def audit(
     if has_refs:
         from kdaudit.models import ModelAdapter, as_model
 
-        for i, r in enumerate(references or ()):
-            ra = r if isinstance(r, ModelAdapter) else as_model(r, name=f"reference{i + 1}")
-            models_desc.append(dict(to_jsonable(ra.describe()), role="reference"))
-        for i, c in enumerate(controls or ()):
-            ca = c if isinstance(c, ModelAdapter) else as_model(c, name=f"control{i + 1}")
-            models_desc.append(dict(to_jsonable(ca.describe()), role="control"))
-        for i, c in enumerate(positive_controls or ()):
-            ca = c if isinstance(c, ModelAdapter) else as_model(c, name=f"positive_control{i + 1}")
-            models_desc.append(dict(to_jsonable(ca.describe()), role="positive control"))
+        for role, stem, pool in (("reference", "reference", references), ("control", "control", controls),
+                                 ("positive control", "positive_control", positive_controls)):
+            for i, m in enumerate(pool or ()):
+                adapter = m if isinstance(m, ModelAdapter) else as_model(m, name=f"{stem}{i + 1}")
+                models_desc.append(dict(to_jsonable(adapter.describe()), role=role))
 
     settings = {
         "sections": list(chosen),

@@ -61,7 +61,8 @@ def audit_from_config(config: Any, *, out_dir: str | os.PathLike[str] | None = N
     kwargs: dict[str, Any] = {
         "sections": cfg.sections, "seed": cfg.seed, "policy": cfg.policy, "cache_dir": cfg.cache_dir,
         "device": cfg.device, "precision": cfg.precision, "batch_size": cfg.batch_size, "references": references,
-        "controls": controls, "positive_controls": positive_controls, "roles": roles or None, "probes": probes, "lineage_options": dict(cfg.lineage) or None,
+        "controls": controls, "positive_controls": positive_controls, "roles": roles or None, "probes": probes,
+        "lineage_options": dict(cfg.lineage) or None,
         "config": cfg.to_dict(),
         # the CLI's --option values override the config's, option by option
         "section_options": _merged(cfg.section_options, overrides.pop("section_options", None)) or None,
