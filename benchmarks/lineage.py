@@ -272,15 +272,15 @@ def build_controls(zoo: Zoo, n: int = 10, n_recipe: int = 0, n_student: int = 0)
     """Negative controls an owner can make: other architectures trained on the owner's data (fresh seeds),
     ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept out of the pool) and
     ``n_student`` students of such siblings (:func:`student_controls`)."""
+    def sibling(s: int) -> torch.nn.Module:
+        return zoo.control(f"control_recipe_{s}", teacher_arch, 900 + s, zoo.own)
+
     out = []
     for s in range(n):
         out.append((f"control_cnn_{s}", zoo.control(f"control_cnn_{s}", cnn_arch, 800 + s, zoo.own)))
         out.append((f"control_small_{s}", zoo.control(f"control_small_{s}", student_arch, 850 + s, zoo.own)))
-    out += [(f"control_recipe_{s}", zoo.control(f"control_recipe_{s}", teacher_arch, 900 + s, zoo.own))
-            for s in range(n_recipe)]
-    return out + student_controls(zoo, n_student, lambda s: zoo.control(f"control_recipe_{s}", teacher_arch, 900 + s,
-                                                                          zoo.own),
-                                  lambda seed: mlp(784, 10, hidden=(48,), seed=seed),
+    out += [(f"control_recipe_{s}", sibling(s)) for s in range(n_recipe)]
+    return out + student_controls(zoo, n_student, sibling, lambda seed: mlp(784, 10, hidden=(48,), seed=seed),
                                   lambda seed: mlp(784, 10, hidden=(96,), seed=seed), {})
 
 
@@ -487,24 +487,22 @@ def build_adult_controls(zoo: Zoo, n: int = 10, recipe: AdultRecipe = ADULT_RECI
     the owner trains its teacher, ``n_recipe`` models of the teacher's own recipe with fresh seeds (siblings kept
     out of the pool), ``n_boosting`` gradient-boosted models of teacher G's recipe with fresh seeds and ``n_student``
     students of siblings kept out of the pool (:func:`student_controls`; MLP-24 at T = 2, label-only MLP-32)."""
+    def sibling(s: int):
+        return zoo.control(f"control_recipe_{s}", recipe.arch(recipe.teacher_hidden), recipe.seed_offset + 900 + s,
+                           zoo.own, **recipe.teacher_training)
+
     out = []
     for s in range(n):
         for tag, hidden, seed_base in recipe.control_hidden:
             out.append((f"control_{tag}_{s}", zoo.control(f"control_{tag}_{s}", recipe.arch(hidden),
                                                           recipe.seed_offset + seed_base + s, zoo.own,
                                                           **recipe.teacher_training)))
-    out += [(f"control_recipe_{s}", zoo.control(f"control_recipe_{s}", recipe.arch(recipe.teacher_hidden),
-                                                recipe.seed_offset + 900 + s, zoo.own, **recipe.teacher_training))
-            for s in range(n_recipe)]
+    out += [(f"control_recipe_{s}", sibling(s)) for s in range(n_recipe)]
     if n_boosting:
         from kdaudit.distill import fit_sklearn_control
 
         out += [(f"control_hgb_{s}", zoo.get_sklearn(f"control_hgb_{s}", lambda s=s: fit_sklearn_control(
             hgb(recipe.seed_offset + 950 + s, **recipe.hgb_teacher), zoo.own))) for s in range(n_boosting)]
-
-    def sibling(s: int):
-        return zoo.control(f"control_recipe_{s}", recipe.arch(recipe.teacher_hidden), recipe.seed_offset + 900 + s,
-                           zoo.own, **recipe.teacher_training)
 
     return out + student_controls(zoo, n_student, sibling, recipe.arch((24,)), recipe.arch((32,)),
                                   recipe.kd_training)

@@ -6,8 +6,8 @@ prints, for a range of teachers, the share of students found (TPR) and of underi
 record, the paired change, and a 95% percentile interval for the change that resamples teachers with all their
 students and underived models (the teacher is the unit that was drawn; students of one teacher are not independent).
 
-    python benchmarks/lineage_power_compare.py benchmarks/results/lineage_adult_teacher_power_24_cpu.txt \\
-        benchmarks/results/lineage_adult_teacher_power_student_controls_cpu.txt --teachers 0-11,12-23,0-23
+    python benchmarks/lineage_power_compare.py benchmarks/results/lineage_adult_teacher_power_40_cpu.txt \\
+        benchmarks/results/lineage_adult_teacher_power_student_controls_cpu.txt --teachers 0-11,12-23,24-39,0-39
 """
 from __future__ import annotations
 

@@ -263,7 +263,7 @@ def test_teacher_power_comparison_reproduces_the_readme_table():
     """README's student-controls table is re-derived from the committed records: the paired change on the held-out
     Adult teachers and its teacher-bootstrap interval (issue 16)."""
     compare, results = _compare_module()
-    lines = compare.compare(str(results / "lineage_adult_teacher_power_24_cpu.txt"),
+    lines = compare.compare(str(results / "lineage_adult_teacher_power_40_cpu.txt"),
                             str(results / "lineage_adult_teacher_power_student_controls_cpu.txt"), "12-23")
     text = "\n".join(lines)
     assert "probabilities calibrated teachers 12-23 (12): TPR 0.458 -> 0.625 (+0.167 [+0.062, +0.292])" in text

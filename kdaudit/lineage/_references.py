@@ -99,8 +99,8 @@ def train_student_controls(recipe: Callable[[int], Any], seeds: Iterable[int],
     they share what any student of the recipe has that the recipe's own models lack: what distillation into a
     student does to a model. Calibrated by them, the test reads the suspect against models of its own kind. On the
     benchmark zoos (``benchmarks/lineage.py --part teacher-power --student-controls 20``), 20 such controls added
-    to 20 of other architectures raised the share of students found over 24 teachers of UCI Adult from 0.43 to
-    0.66 (probabilities) and from 0.28 to 0.49 (labels), and over 24 teachers of a second Adult recipe that played
+    to 20 of other architectures raised the share of students found over 40 teachers of UCI Adult from 0.43 to
+    0.63 (probabilities) and from 0.34 to 0.54 (labels), and over 24 teachers of a second Adult recipe that played
     no part in developing them from 0.51 to 0.77 and from 0.62 to 0.81, the false-positive rate over teachers
     staying at 0.04-0.05; on MNIST-5k it moved within noise. 20 were as good as 40. README, "Lineage: power".
 
