@@ -35,10 +35,11 @@ def train_references(recipe: Callable[[int], Any], seeds: Iterable[int], *, exec
         rank test a finer resolution (README, "Lineage: power and cost").
     executor : str, engine executor or concurrent.futures.Executor, optional
         Where the references are trained, in parallel; results come back in seed order. An engine executor (the
-        audit's: ``"local"``, ``"ray"`` or a :class:`kdaudit.executors.RayExecutor`) trains them as tasks on its
-        workers through :func:`kdaudit.executors.train_pool` (``recipe`` must then be picklable: a module-level
-        function or a ``functools.partial`` of one); anything else with ``map(fn, *iterables)`` (a
-        ``ProcessPoolExecutor``) is used as is. ``None`` trains them here, one after the other.
+        audit's: ``"local"``, a :class:`kdaudit.executors.RayExecutor`, or ``"ray"`` once :mod:`kdaudit.executors`
+        is imported) trains them as tasks on its workers, as :func:`kdaudit.executors.train_pool` does (``recipe``
+        must then be picklable: a module-level function or a ``functools.partial`` of one); anything else with
+        ``map(fn, *iterables)`` (a ``ProcessPoolExecutor``) is used as is. ``None`` trains them here, one after the
+        other.
     exclude : iterable of int, optional
         Seeds that must not be used (the teacher's own seed): a reference with the teacher's seed would be a copy
         of the teacher and break the null.
@@ -59,14 +60,13 @@ def train_references(recipe: Callable[[int], Any], seeds: Iterable[int], *, exec
     clash = sorted(set(seed_list) & set(exclude))
     if clash:
         raise invalid_argument("seeds", clash, "seeds other than the teacher's (exclude=)")
-    from kdaudit.harness._executor import Executor as EngineExecutor
+    from kdaudit.harness._executor import Executor as EngineExecutor, get_executor
 
     if executor is None:
         pairs = [recipe(s) for s in seed_list]
-    elif isinstance(executor, (str, EngineExecutor)):  # the engine's executors: Ray actors, or here
-        from kdaudit.executors import train_pool
-
-        pairs = train_pool(recipe, seed_list, executor=executor)
+    elif isinstance(executor, (str, EngineExecutor)):
+        # the engine's executors (Ray actors, or here): the recipe is the unit task, a seed the unit
+        pairs = list(get_executor(executor).map(recipe, seed_list))
     elif hasattr(executor, "map"):
         pairs = list(executor.map(_train_one, [recipe] * len(seed_list), seed_list))
     else:
