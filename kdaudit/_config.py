@@ -655,15 +655,14 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
     students = _parse_models(models.get("students"), "models.students", ctx, required=True)
     references = _parse_models(models.get("references"), "models.references", ctx, required=False)
     controls = _parse_models(models.get("controls"), "models.controls", ctx, required=False)
-    if controls and not references:
-        raise ctx.error("models.controls", [m.name or str(m.path) for m in controls][:3],
-                        "negative controls only with models.references (they check the lineage test, which needs "
-                        "references)")
     positive = _parse_models(models.get("positive_controls"), "models.positive_controls", ctx, required=False)
-    if positive and not references:
-        raise ctx.error("models.positive_controls", [m.name or str(m.path) for m in positive][:3],
-                        "positive controls only with models.references (they measure the power of the lineage "
-                        "test, which needs references)")
+    needs_refs = {"controls": "negative controls only with models.references (they check the lineage test, which "
+                              "needs references)",
+                  "positive_controls": "positive controls only with models.references (they measure the power of the "
+                                       "lineage test, which needs references)"}
+    for key, specs in (("controls", controls), ("positive_controls", positive)):
+        if specs and not references:
+            raise ctx.error(f"models.{key}", [m.name or str(m.path) for m in specs][:3], needs_refs[key])
     data = _parse_data(top["data"], "data", ctx)
     probes: tuple[DataSpec, ...] = ()
     if top.get("probes") is not None:
@@ -748,9 +747,8 @@ def parse_config(raw: Any, *, source: str = "", base_dir: str | os.PathLike[str]
         raise ctx.error("models", dup[0], "distinct model names (this name is used twice)")
     return AuditConfig(teacher=teacher, students=students, data=data, references=references, controls=controls,
                        positive_controls=positive, probes=probes, sensitive=sensitive, sections=tuple(sections),
-                       seed=seed, n_replicates=n_rep,
-                       level=float(level), n_blocks=n_blocks, batch_size=batch_size, device=device,
-                       precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
+                       seed=seed, n_replicates=n_rep, level=float(level), n_blocks=n_blocks, batch_size=batch_size,
+                       device=device, precision=precision, cache_dir=cache_dir, policy=policy, out=out, name=name,
                        lineage=dict(lineage), section_options=_section_options(top, ctx),
                        executor=_parse_executor(top.get("executor"), ctx), source=source, base_dir=ctx.base_dir)
 
