@@ -97,22 +97,22 @@ POSITIVE_ASSUMPTION = (
 CALIBRATE_BY_NEAREST = True
 #: Share of students found at alpha = 0.05 on the benchmark zoos, quoted with every "not derived" (issue 16;
 #: benchmarks/results/lineage_{adult,mnist}_fast_cpu.txt (plain) and lineage_{adult,mnist}_nearest_fast_cpu.txt
-#: (calibrated): the development teacher A; lineage_mnist_teacher_power_cpu.txt and
-#: lineage_adult_teacher_power_40_cpu.txt: 12 and 40 teachers drawn from the recipe, each with students of its own;
-#: lineage_adult_teacher_power_student_controls_cpu.txt: the same 40 with 20 more controls made like the suspects;
+#: (calibrated): the development teacher A; lineage_{mnist,adult}_teacher_power_40_cpu.txt: 40 teachers drawn from
+#: the recipe, each with students of its own; lineage_adult_teacher_power_student_controls_cpu.txt and
+#: lineage_mnist_teacher_power_40_student_controls_cpu.txt: the same 40 with 20 more controls made like the suspects;
 #: lineage_adult_recipe2_teacher_power_student_controls_cpu.txt: 24 teachers of the second recipe, alike).
 NOT_DERIVED_POWER = {
     "plain": ("77-90 % of an image classifier's students (MNIST; labels, probabilities) but 20-30 % of a binary "
               "tabular one's (UCI Adult), and none on a second tabular zoo of another recipe, for the teacher it was "
-              "developed on; over teachers drawn from the recipe, 63-69 % (MNIST, 12 teachers; labels, "
+              "developed on; over teachers drawn from the recipe, 63-66 % (MNIST, 40 teachers; labels, "
               "probabilities) and 27-29 % (Adult, 40 teachers)"),
     "calibrated": ("80-93 % of an image classifier's students (MNIST; probabilities, labels) and 70-87 % of a binary "
                    "tabular one's (UCI Adult; 39-67 % on a second tabular zoo of another recipe), for the teacher it "
-                   "was developed on; over teachers drawn from the recipe, 69-73 % (MNIST, 12 teachers; labels, "
+                   "was developed on; over teachers drawn from the recipe, 61-69 % (MNIST, 40 teachers; labels, "
                    "probabilities) and 34-43 % (Adult, 40 teachers; labels, probabilities), from 0 to 100 % by "
-                   "teacher, and 54-63 % on Adult (77-81 % on the second recipe) with 20 more controls made like "
-                   "the suspects (students of the teacher's siblings, train_student_controls): positive controls "
-                   "measure it for yours"),
+                   "teacher, and 70-79 % on MNIST, 54-63 % on Adult (77-81 % on the second recipe) with 20 more "
+                   "controls made like the suspects (students of the teacher's siblings, train_student_controls): "
+                   "positive controls measure it for yours"),
 }
 #: what the test missed by kind on the tabular benchmark (held-out probes), quoted with every "not derived"
 NOT_DERIVED_MISSED = {
