@@ -100,8 +100,8 @@ def train_student_controls(recipe: Callable[[int], Any], seeds: Iterable[int],
     student does to a model. Calibrated by them, the test reads the suspect against models of its own kind. On the
     benchmark zoos (``benchmarks/lineage.py --part teacher-power --student-controls 20``), 20 such controls added
     to 20 of other architectures raised the share of students found over 40 teachers of UCI Adult from 0.43 to
-    0.63 (probabilities) and from 0.34 to 0.54 (labels), and over 24 teachers of a second Adult recipe that played
-    no part in developing them from 0.51 to 0.77 and from 0.62 to 0.81, the false-positive rate over teachers
+    0.63 (probabilities) and from 0.34 to 0.54 (labels), and over 40 teachers of a second Adult recipe that played
+    no part in developing them from 0.54 to 0.81 and from 0.55 to 0.71, the false-positive rate over teachers
     staying at 0.04-0.05; over 40 teachers of MNIST-5k from 0.69 to 0.79 and from 0.61 to 0.70 (more label-only
     extractions found), the false-positive rate staying at 0.05. 20 were as good as 40. README, "Lineage: power".
 

@@ -100,7 +100,7 @@ CALIBRATE_BY_NEAREST = True
 #: (calibrated): the development teacher A; lineage_{mnist,adult}_teacher_power_40_cpu.txt: 40 teachers drawn from
 #: the recipe, each with students of its own; lineage_adult_teacher_power_student_controls_cpu.txt and
 #: lineage_mnist_teacher_power_40_student_controls_cpu.txt: the same 40 with 20 more controls made like the suspects;
-#: lineage_adult_recipe2_teacher_power_student_controls_cpu.txt: 24 teachers of the second recipe, alike).
+#: lineage_adult_recipe2_teacher_power_40{,_student_controls}_cpu.txt: 40 teachers of the second recipe, alike).
 NOT_DERIVED_POWER = {
     "plain": ("77-90 % of an image classifier's students (MNIST; labels, probabilities) but 20-30 % of a binary "
               "tabular one's (UCI Adult), and none on a second tabular zoo of another recipe, for the teacher it was "
@@ -110,7 +110,7 @@ NOT_DERIVED_POWER = {
                    "tabular one's (UCI Adult; 39-67 % on a second tabular zoo of another recipe), for the teacher it "
                    "was developed on; over teachers drawn from the recipe, 61-69 % (MNIST, 40 teachers; labels, "
                    "probabilities) and 34-43 % (Adult, 40 teachers; labels, probabilities), from 0 to 100 % by "
-                   "teacher, and 70-79 % on MNIST, 54-63 % on Adult (77-81 % on the second recipe) with 20 more "
+                   "teacher, and 70-79 % on MNIST, 54-63 % on Adult (71-81 % on the second recipe) with 20 more "
                    "controls made like the suspects (students of the teacher's siblings, train_student_controls): "
                    "positive controls measure it for yours"),
 }
