@@ -272,6 +272,36 @@ def test_teacher_power_comparison_reproduces_the_readme_table():
     assert "+0.17 [+0.06, +0.29]" in readme and "+0.21 [+0.04, +0.33]" in readme
 
 
+@pytest.mark.parametrize("records, teachers, expected, quoted", [
+    (("lineage_mnist_teacher_power_40_cpu.txt", "lineage_mnist_teacher_power_40_student_controls_cpu.txt"), "12-39",
+     ("probabilities calibrated teachers 12-39 (28): TPR 0.670 -> 0.804 (+0.134 [+0.045, +0.223])",
+      "labels        calibrated teachers 12-39 (28): TPR 0.589 -> 0.696 (+0.107 [+0.027, +0.188])"),
+     ("| 0.670 (KD 54/56, label-only 21/56) / 0.038 | **0.804** (KD 55/56, label-only 35/56) / 0.040 | "
+      "+0.13 [+0.04, +0.22] |",
+      "| 0.589 (KD 54/56, label-only 12/56) / 0.029 | **0.696** (KD 56/56, label-only 22/56) / 0.038 | "
+      "+0.11 [+0.03, +0.19] |")),
+    (("lineage_adult_recipe2_teacher_power_40_cpu.txt",
+      "lineage_adult_recipe2_teacher_power_40_student_controls_cpu.txt"), "24-39",
+     ("probabilities calibrated teachers 24-39 (16): TPR 0.594 -> 0.859 (+0.266 [+0.156, +0.391])",
+      "labels        calibrated teachers 24-39 (16): TPR 0.453 -> 0.562 (+0.109 [+0.000, +0.219])"),
+     ("| 0.594 (KD 28/32, label-only 10/32) / 0.036 | **0.859** (KD 30/32, label-only 25/32) / 0.045 | "
+      "+0.27 [+0.16, +0.39] |",
+      "| 0.453 (KD 17/32, label-only 12/32) / 0.057 | 0.562 (KD 23/32, label-only 13/32) / 0.062 | "
+      "+0.11 [+0.00, +0.22] |")),
+])
+def test_teacher_power_comparison_of_teachers_run_last_matches_the_readme(records, teachers, expected, quoted):
+    """The teachers run only after the student-controls rule was fixed (MNIST 12-39, the second Adult recipe's
+    24-39): README's rows (paired change and its interval, rounded from the unrounded shares: 5/112 = 0.0446 is
+    +0.04) are re-derived from the committed records."""
+    compare, results = _compare_module()
+    text = "\n".join(compare.compare(str(results / records[0]), str(results / records[1]), teachers))
+    readme = (results.parents[1] / "README.md").read_text(encoding="utf-8")
+    for line in expected:
+        assert line in text
+    for row in quoted:
+        assert row in readme
+
+
 def test_teacher_power_comparison_pairs_teachers_and_refuses_different_students(tmp_path):
     compare, _ = _compare_module()
 
