@@ -10,7 +10,7 @@ import pytest
 from _arrays import softmax
 
 from kdaudit import KDAuditError
-from kdaudit.lineage import train_references, train_student_controls
+from kdaudit.lineage import joint_rank_p_value, train_references, train_shadow_students, train_student_controls
 from kdaudit.lineage._signatures import RIDGE, compute_sums, statistics_from_totals
 
 
@@ -246,6 +246,61 @@ def test_student_controls_are_students_of_fresh_siblings():
         train_student_controls(_recipe, [900], None)
     with pytest.raises(KDAuditError, match="teacher"):
         train_student_controls(_recipe, [900, 1], _half, exclude=[1])
+
+
+def test_shadow_students_are_made_alike_from_every_member():
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = [_recipe(s) for s in (1, 100, 101)]  # the teacher first, then its references
+    made = train_shadow_students(pool, _half)
+    assert [m.tolist() for m in made] == [_half(m, i).tolist() for i, m in enumerate(pool)]  # seeds 0, 1, 2
+    seeded = train_shadow_students(pool, _half, seeds=[7, 8, 9])
+    assert [m.tolist() for m in seeded] == [_half(m, s).tolist() for m, s in zip(pool, (7, 8, 9))]
+    with ProcessPoolExecutor(max_workers=2) as ex:  # the shadow task pickles with its pool
+        par = train_shadow_students(pool, _half, seeds=[7, 8, 9], executor=ex)
+    for a, b in zip(seeded, par):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(KDAuditError, match="extract"):
+        train_shadow_students(pool, None)
+    with pytest.raises(KDAuditError, match="models.*at least one reference"):
+        train_shadow_students(pool[:1], _half)
+    with pytest.raises(KDAuditError, match="seeds.*one seed per model"):
+        train_shadow_students(pool, _half, seeds=[1, 2])
+    with pytest.raises(KDAuditError, match="seeds.*distinct integer"):
+        train_shadow_students(pool, _half, seeds=[1, 1, 2])
+
+
+def test_joint_rank_p_value_sums_standardized_pools_and_is_exact_under_exchangeability():
+    from types import SimpleNamespace
+
+    from kdaudit.lineage import rank_p_value
+
+    def result(v):
+        return SimpleNamespace(statistic=float(v[0]), reference_statistics=tuple(float(x) for x in v[1:]))
+
+    a = np.array([3.0, 1.0, 2.0, 0.0, 4.0])  # the teacher second of five in the first pool
+    b = np.array([10.0, 0.0, 2.0, 4.0, 6.0])  # first in the second (another scale)
+    za = (a - a.mean()) / a.std(ddof=1)
+    zb = (b - b.mean()) / b.std(ddof=1)
+    assert joint_rank_p_value(result(a), result(b)) == rank_p_value(za[0] + zb[0], (za + zb)[1:])
+    assert joint_rank_p_value(result(a), {"statistic": b[0], "reference_statistics": b[1:]}) == 0.2
+    # exchangeable pools (member i's two statistics correlated, as a member and its shadow are): p uniform on k/20
+    rng = np.random.default_rng(3)
+    ps = []
+    for _ in range(4000):
+        x = rng.normal(size=20)
+        ps.append(joint_rank_p_value(result(x), result(0.7 * x + rng.normal(size=20))))
+    ps = np.array(ps)
+    for level in (0.05, 0.1, 0.5):
+        assert abs((ps <= level).mean() - level) < 0.02
+    with pytest.raises(KDAuditError, match="tests.*at least two"):
+        joint_rank_p_value(result(a))
+    with pytest.raises(KDAuditError, match="tests.*as many references"):
+        joint_rank_p_value(result(a), result(b[:4]))
+    with pytest.raises(KDAuditError, match="tests.*lineage results"):
+        joint_rank_p_value(result(a), 0.05)
+    with pytest.raises(KDAuditError, match="tests.*non-finite"):
+        joint_rank_p_value(result(a), result(np.array([1.0, np.nan, 0.0, 1.0, 2.0])))
 
 
 def _compare_module():

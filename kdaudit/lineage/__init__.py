@@ -20,10 +20,11 @@ from kdaudit.lineage._manifest import (
     write_manifest,
 )
 from kdaudit.lineage._probes import disagreement_scores, mixup_blends, select_probes
-from kdaudit.lineage._references import train_references, train_student_controls
+from kdaudit.lineage._references import train_references, train_shadow_students, train_student_controls
 from kdaudit.lineage._signatures import SIGNATURES
 from kdaudit.lineage._stats import (
     holm_adjust,
+    joint_rank_p_value,
     min_references,
     parametric_p_value,
     rank_p_value,
@@ -56,6 +57,7 @@ __all__ = [
     "attribute",
     "disagreement_scores",
     "holm_adjust",
+    "joint_rank_p_value",
     "lineage_test",
     "lm_attribute",
     "lm_lineage_test",
@@ -68,6 +70,7 @@ __all__ = [
     "read_manifest",
     "select_probes",
     "train_references",
+    "train_shadow_students",
     "train_student_controls",
     "verify_manifest",
     "write_manifest",
